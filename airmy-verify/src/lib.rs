@@ -1,0 +1,61 @@
+//! Verify AIRMY webhook deliveries: HMAC-SHA256 signatures over the raw body, size limits,
+//! freshness and typed events, with no web framework.
+//!
+//! AIRMY POSTs a JSON envelope `{id, type, created_at, data}` and puts the lowercase hex
+//! HMAC-SHA256 of the raw body, keyed by the UTF-8 bytes of your signing secret (the whole
+//! `whsec_…` string), in `X-AIRMY-Signature`. This crate holds every rule for checking such a
+//! delivery; `airmy-verify-axum` and `airmy-verify-actix` only move requests into it.
+//!
+//! - [`Secret`]: the signing secret, keyed once; `Debug` prints `[redacted]`.
+//! - [`Signature`]: the header, parsed into 32 bytes (exactly one value of 64 hex digits).
+//! - [`Verifier`]: the rules (size, signature under any of the configured secrets, envelope,
+//!   freshness), and [`VerifiedPayload`] for verify-now-parse-later.
+//! - [`event`]: [`Envelope`], [`Event`] and one struct per event type; unknown types and fields
+//!   parse and are kept.
+//! - [`Error`]: why a delivery was refused, with the HTTP status to answer.
+//! - [`testing`]: signed sample deliveries, a fixed clock and the conformance table.
+//! - [`sign`] and [`verify`]: AIRMY's reference functions, for tests and scripts.
+//!
+//! # Example
+//!
+//! ```
+//! use airmy_verify::{Event, Secret, Signature, Verifier};
+//!
+//! // Once, at start-up:
+//! let verifier = Verifier::new(Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?);
+//!
+//! // Per delivery: the raw body and the X-AIRMY-Signature value(s) from the request.
+//! # let created_at = time::OffsetDateTime::now_utc()
+//! #     .format(&time::format_description::well_known::Rfc3339)?;
+//! # let raw = format!(r#"{{"id":"evt_01HXYZ","type":"run.completed","created_at":"{created_at}","data":{{"id":"run_1","latency_ms":48}}}}"#);
+//! # let body: &[u8] = raw.as_bytes();
+//! # let header = airmy_verify::sign(body, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+//! let signature = verifier.check_headers([header.as_bytes()], Some(body.len() as u64))?;
+//! let envelope = verifier.verify_event::<Event>(&signature, body)?;
+//! match envelope.data {
+//!     Event::RunCompleted(run) => println!("run {:?} took {:?} ms", run.id, run.latency_ms),
+//!     other => println!("{} ignored", other.event_type()),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod event;
+pub mod secret;
+pub mod signature;
+pub mod testing;
+pub mod verifier;
+
+pub use error::{Error, MalformedReason};
+pub use event::{Envelope, Event, Payload};
+pub use secret::{InvalidSecret, Secret};
+pub use signature::{SIGNATURE_HEADER, Signature, sign, verify};
+pub use verifier::{
+    Clock, DEFAULT_MAX_BODY_SIZE, DEFAULT_TOLERANCE, SystemClock, VerifiedPayload, Verifier,
+    VerifierBuilder,
+};
+
+pub use bytes::Bytes;
+pub use time;

@@ -1,0 +1,287 @@
+//! The `X-AIRMY-Signature` header: parsing it into 32 bytes, signing, and the standalone
+//! [`verify`](crate::verify) / [`sign`](crate::sign) functions.
+//!
+//! The header carries the hex HMAC-SHA256 of the raw body. A value is accepted when, after
+//! surrounding whitespace is trimmed, it is exactly 64 hex digits (either case). Anything else
+//! (empty, 63 or 65 digits, a `sha256=` prefix, base64, non-ASCII bytes) and a header sent more
+//! than once are [`Error::MalformedSignature`]; no header at all is [`Error::MissingSignature`].
+//! The decoded bytes are compared with RustCrypto's constant-time `verify_slice`, never as hex
+//! strings.
+//!
+//! # Example
+//!
+//! ```
+//! use airmy_verify::{Signature, Error, MalformedReason};
+//!
+//! // An adapter hands over every value the request carried for the header:
+//! let one = [b"5D0a4b1c".repeat(8)];
+//! assert!(Signature::from_header_values(one.iter().map(|v| v.as_slice())).is_ok());
+//!
+//! let none: [&[u8]; 0] = [];
+//! assert_eq!(Signature::from_header_values(none).unwrap_err(), Error::MissingSignature);
+//!
+//! let prefixed = format!("sha256={}", "ab".repeat(32));
+//! assert_eq!(
+//!     Signature::parse(&prefixed).unwrap_err(),
+//!     Error::MalformedSignature(MalformedReason::WrongLength(71)),
+//! );
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use hmac::Mac;
+
+use crate::error::{Error, MalformedReason};
+use crate::secret;
+
+/// The name of the header AIRMY puts the signature in, lowercase as `http` header names are.
+pub const SIGNATURE_HEADER: &str = "x-airmy-signature";
+
+const HEX_LEN: usize = 64;
+
+/// A well-formed signature: the 32 bytes of an HMAC-SHA256 tag.
+///
+/// It is only a claim until a [`Verifier`](crate::Verifier) checks it against a body. `Debug`
+/// shows the first two bytes only. See the [module docs](self).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature([u8; 32]);
+
+impl Signature {
+    /// Parses one header value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MalformedSignature`] unless the trimmed value is exactly 64 hex digits.
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        Self::from_bytes(value.as_bytes())
+    }
+
+    /// Parses one header value given as raw bytes (HTTP header values need not be UTF-8).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MalformedSignature`] unless the trimmed value is exactly 64 hex digits.
+    pub fn from_bytes(value: &[u8]) -> Result<Self, Error> {
+        let value = value.trim_ascii();
+        let malformed = |reason| Err(Error::MalformedSignature(reason));
+        if value.is_empty() {
+            return malformed(MalformedReason::Empty);
+        }
+        if value.len() != HEX_LEN {
+            // Count characters where the bytes are UTF-8, bytes otherwise.
+            let len = std::str::from_utf8(value).map_or(value.len(), |s| s.chars().count());
+            return malformed(MalformedReason::WrongLength(len));
+        }
+        let mut tag = [0u8; 32];
+        match hex::decode_to_slice(value, &mut tag) {
+            Ok(()) => Ok(Self(tag)),
+            Err(_) => malformed(MalformedReason::NotHex),
+        }
+    }
+
+    /// Parses the header from every value the request carried for it, so the rule about
+    /// repeated headers lives here and not in each adapter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingSignature`] for no value, [`Error::MalformedSignature`] for more than one
+    /// value or one that is not 64 hex digits.
+    pub fn from_header_values<'a, I>(values: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut values = values.into_iter();
+        let Some(first) = values.next() else {
+            return Err(Error::MissingSignature);
+        };
+        let extra = values.count();
+        if extra > 0 {
+            return Err(Error::MalformedSignature(MalformedReason::Repeated(
+                extra + 1,
+            )));
+        }
+        Self::from_bytes(first)
+    }
+
+    /// The signature of `payload` under `secret`.
+    #[must_use]
+    pub fn compute(secret: &crate::Secret, payload: &[u8]) -> Self {
+        Self(
+            secret
+                .mac()
+                .chain_update(payload)
+                .finalize()
+                .into_bytes()
+                .into(),
+        )
+    }
+
+    /// The 32 raw bytes.
+    #[must_use]
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The lowercase hex form AIRMY sends.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl FromStr for Signature {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+/// The lowercase hex HMAC-SHA256 of `payload`, keyed by the UTF-8 bytes of `secret`: the value
+/// AIRMY puts in `X-AIRMY-Signature`.
+///
+/// Like AIRMY's reference code this accepts any secret, even an empty one (which a
+/// [`Secret`](crate::Secret) and [`verify`] refuse).
+///
+/// # Example
+///
+/// ```
+/// let header = airmy_verify::sign(br#"{"id":"evt_1"}"#, "whsec_example");
+/// assert_eq!(header.len(), 64);
+/// assert!(airmy_verify::verify(br#"{"id":"evt_1"}"#, &header, "whsec_example"));
+/// ```
+#[must_use]
+pub fn sign(payload: &[u8], secret: &str) -> String {
+    let tag = secret::keyed(secret.as_bytes())
+        .chain_update(payload)
+        .finalize()
+        .into_bytes();
+    hex::encode(tag)
+}
+
+/// Whether `signature` (an `X-AIRMY-Signature` value) is the HMAC-SHA256 of `payload` keyed
+/// by the UTF-8 bytes of `secret`, compared in constant time.
+///
+/// This is AIRMY's reference `verify` with the header leniency of this crate (surrounding
+/// whitespace and upper-case hex are accepted). It answers `false` for a malformed signature
+/// and for an empty secret, never panics, and checks neither freshness nor size: use a
+/// [`Verifier`](crate::Verifier) for deliveries.
+///
+/// # Example
+///
+/// ```
+/// let body = br#"{"id":"evt_01HXYZ","type":"test","created_at":"2026-03-22T14:30:00Z","data":{}}"#;
+/// let header = airmy_verify::sign(body, "whsec_example");
+/// assert!(airmy_verify::verify(body, &header, "whsec_example"));
+/// assert!(airmy_verify::verify(body, &header.to_uppercase(), "whsec_example"));
+/// assert!(!airmy_verify::verify(body, &header, "whsec_other"));
+/// assert!(!airmy_verify::verify(b"tampered", &header, "whsec_example"));
+/// ```
+#[must_use]
+pub fn verify(payload: &[u8], signature: &str, secret: &str) -> bool {
+    let Ok(signature) = Signature::parse(signature) else {
+        return false;
+    };
+    if secret.is_empty() {
+        return false;
+    }
+    secret::keyed(secret.as_bytes())
+        .chain_update(payload)
+        .verify_slice(&signature.0)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
+
+    fn reason(value: &[u8]) -> MalformedReason {
+        match Signature::from_bytes(value) {
+            Err(Error::MalformedSignature(r)) => r,
+            other => panic!("expected malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_64_hex_digits_in_either_case_with_whitespace() {
+        let sig = Signature::parse(GOOD).expect("valid");
+        assert_eq!(Signature::parse(&format!(" \t{GOOD} ")), Ok(sig));
+        assert_eq!(Signature::parse(&GOOD.to_lowercase()), Ok(sig));
+        assert_eq!(sig.to_hex(), GOOD.to_lowercase());
+    }
+
+    #[test]
+    fn rejects_signature_of_wrong_length() {
+        assert_eq!(
+            reason(&GOOD.as_bytes()[..63]),
+            MalformedReason::WrongLength(63)
+        );
+        assert_eq!(
+            reason(format!("{GOOD}0").as_bytes()),
+            MalformedReason::WrongLength(65)
+        );
+        assert_eq!(reason(b""), MalformedReason::Empty);
+        assert_eq!(reason(b"   "), MalformedReason::Empty);
+    }
+
+    #[test]
+    fn rejects_non_hex_prefixes_base64_and_non_ascii() {
+        let mut not_hex = GOOD.to_owned();
+        not_hex.replace_range(10..11, "g");
+        assert_eq!(reason(not_hex.as_bytes()), MalformedReason::NotHex);
+        assert_eq!(
+            reason(format!("sha256={GOOD}").as_bytes()),
+            MalformedReason::WrongLength(71)
+        );
+        // 32 bytes in base64 are 44 characters.
+        assert_eq!(
+            reason(b"ASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4mrze8="),
+            MalformedReason::WrongLength(44)
+        );
+        let mut non_ascii = GOOD.as_bytes()[..62].to_vec();
+        non_ascii.extend_from_slice("é".as_bytes());
+        assert_eq!(reason(&non_ascii), MalformedReason::NotHex);
+        let mut latin1 = GOOD.as_bytes()[..63].to_vec();
+        latin1.push(0xE9);
+        assert_eq!(reason(&latin1), MalformedReason::NotHex);
+    }
+
+    #[test]
+    fn rejects_a_repeated_header_even_when_both_values_are_valid() {
+        let values = [GOOD.as_bytes(), GOOD.as_bytes()];
+        assert_eq!(
+            Signature::from_header_values(values),
+            Err(Error::MalformedSignature(MalformedReason::Repeated(2)))
+        );
+    }
+
+    #[test]
+    fn debug_shows_only_a_prefix() {
+        let sig = Signature::parse(GOOD).expect("valid");
+        assert_eq!(format!("{sig:?}"), "Signature(0123…)");
+    }
+
+    #[test]
+    fn verify_refuses_an_empty_secret_even_for_its_own_signature() {
+        let header = sign(b"body", "");
+        assert!(!verify(b"body", &header, ""));
+    }
+
+    #[test]
+    fn sign_is_lowercase_hex_of_hmac_sha256() {
+        // RFC 4231 test case 2: key "Jefe".
+        assert_eq!(
+            sign(b"what do ya want for nothing?", "Jefe"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
