@@ -128,6 +128,10 @@ impl Envelope<Event> {
     /// # Errors
     ///
     /// The envelope itself, when its event is not a `T`.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the envelope is given back by value, unchanged, as `Err`"
+    )]
     pub fn downcast<T: Payload>(self) -> Result<Envelope<T>, Self> {
         let Self {
             id,
@@ -180,6 +184,10 @@ pub trait Payload: Sized {
     /// # Errors
     ///
     /// The event itself, unchanged, when it is not of this payload's type.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the event is given back by value, unchanged, as `Err`"
+    )]
     fn from_event(event: Event) -> Result<Self, Event>;
 
     /// Wraps the payload into the [`Event`] enum.
