@@ -53,7 +53,8 @@ fn parses_every_documented_type_into_its_variant() {
         let body = testing::sample_event(event_type).body();
         let envelope = parse(&body);
         assert_eq!(envelope.event_type(), event_type);
-        let matched = match (&envelope.data, event_type) {
+        let matched = matches!(
+            (&envelope.data, event_type),
             (Event::RunCompleted(_), "run.completed")
             | (Event::RunFailed(_), "run.failed")
             | (Event::DeploymentCreated(_), "deployment.created")
@@ -61,9 +62,8 @@ fn parses_every_documented_type_into_its_variant() {
             | (Event::AlertTriggered(_), "alert.triggered")
             | (Event::AgentUpdated(_), "agent.updated")
             | (Event::PipelineCompleted(_), "pipeline.completed")
-            | (Event::Test(_), "test") => true,
-            _ => false,
-        };
+            | (Event::Test(_), "test")
+        );
         assert!(matched, "{event_type} parsed as {:?}", envelope.data);
         round_trips(&body);
     }

@@ -1,0 +1,144 @@
+//! Benchmarks of signature verification and verify + parse, each against its floor measured in
+//! the same run: a pre-keyed raw HMAC-SHA256 (and a plain serde parse), plus the Svix crate's
+//! `Webhook::verify` as a peer.
+//!
+//! ```text
+//! cargo bench -p airmy-verify-benches --bench verify
+//! python3 scripts/bench-report.py          # medians and ratios, as in BENCHMARKS.md
+//! ```
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use airmy_verify::event::RunCompleted;
+use airmy_verify::{Event, Secret, Signature, Verifier, sign, testing};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use time::OffsetDateTime;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SIZES: [(usize, &str); 4] = [
+    (256, "256B"),
+    (1024, "1KiB"),
+    (64 * 1024, "64KiB"),
+    (1024 * 1024, "1MiB"),
+];
+
+/// A run.completed envelope of exactly `len` bytes (the output string fills it), created now.
+fn run_completed(len: usize) -> Vec<u8> {
+    let event = |filler: usize| {
+        let mut data = testing::sample_data("run.completed");
+        data["output"]["result"] = "x".repeat(filler).into();
+        testing::sample_event("run.completed")
+            .created_at(OffsetDateTime::now_utc())
+            .data(data)
+            .body()
+    };
+    let base = event(0).len();
+    let body = event(len.saturating_sub(base)).to_vec();
+    assert!(body.len() == len || len < base, "{} != {len}", body.len());
+    body
+}
+
+fn verifier() -> Verifier {
+    Verifier::builder(Secret::new(SECRET).expect("secret"))
+        .max_body_size(2 << 20)
+        .build()
+}
+
+fn signature(c: &mut Criterion) {
+    let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("key");
+    let verifier = verifier();
+    let svix_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let svix = svix::webhooks::Webhook::new(svix_secret).expect("svix secret");
+
+    let mut group = c.benchmark_group("signature");
+    group.measurement_time(Duration::from_secs(4));
+    for (size, label) in SIZES {
+        let body = run_completed(size);
+        let header = sign(&body, SECRET);
+        let sig = Signature::parse(&header).expect("sig");
+        let tag = *sig.as_bytes();
+        group.throughput(Throughput::Bytes(size as u64));
+
+        group.bench_with_input(BenchmarkId::new("raw_hmac_prekeyed", label), &body, |b, body| {
+            b.iter(|| {
+                keyed
+                    .clone()
+                    .chain_update(black_box(body))
+                    .verify_slice(black_box(&tag))
+                    .is_ok()
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("airmy_verify_signature", label), &body, |b, body| {
+            b.iter(|| verifier.verify_signature(black_box(&sig), black_box(body)).is_ok());
+        });
+        group.bench_with_input(BenchmarkId::new("airmy_header_and_signature", label), &body, |b, body| {
+            b.iter(|| {
+                let sig = verifier
+                    .check_headers([black_box(header.as_bytes())], Some(body.len() as u64))
+                    .expect("well-formed");
+                verifier.verify_signature(&sig, black_box(body)).is_ok()
+            });
+        });
+
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let svix_sig = svix.sign("msg_bench", now, &body).expect("svix sign");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("svix-id", http::HeaderValue::from_static("msg_bench"));
+        headers.insert("svix-timestamp", now.to_string().parse().expect("ts"));
+        headers.insert("svix-signature", svix_sig.parse().expect("sig"));
+        svix.verify(&body, &headers).expect("svix verifies its own signature");
+        group.bench_with_input(BenchmarkId::new("svix_webhook_verify", label), &body, |b, body| {
+            b.iter(|| svix.verify(black_box(body), black_box(&headers)).is_ok());
+        });
+    }
+    group.finish();
+}
+
+/// The "same typed struct" parsed with plain serde derive: the floor for verify + parse.
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "fields are parsed, not read")]
+struct PlainEnvelope {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    data: RunCompleted,
+}
+
+fn verify_and_parse(c: &mut Criterion) {
+    let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("key");
+    let verifier = verifier();
+    let body = run_completed(1024);
+    let sig = Signature::parse(&sign(&body, SECRET)).expect("sig");
+    let tag = *sig.as_bytes();
+
+    let mut group = c.benchmark_group("verify_parse_1KiB");
+    group.measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("raw_hmac_plus_serde", |b| {
+        b.iter(|| {
+            let body = black_box(&body[..]);
+            keyed.clone().chain_update(body).verify_slice(&tag).expect("verifies");
+            serde_json::from_slice::<PlainEnvelope>(body).expect("parses")
+        });
+    });
+    group.bench_function("airmy_verify_event", |b| {
+        b.iter(|| verifier.verify_event::<Event>(&sig, black_box(&body)).expect("verifies"));
+    });
+    group.bench_function("airmy_verify_event_typed", |b| {
+        b.iter(|| verifier.verify_event::<RunCompleted>(&sig, black_box(&body)).expect("verifies"));
+    });
+    group.bench_function("airmy_verify_payload", |b| {
+        let bytes = airmy_verify::Bytes::from(body.clone());
+        b.iter(|| verifier.verify_payload(&sig, black_box(bytes.clone())).expect("verifies"));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, signature, verify_and_parse);
+criterion_main!(benches);
