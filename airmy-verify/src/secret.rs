@@ -5,8 +5,10 @@
 //! webhook page does `hmac.new(secret.encode(), …)`). A [`Secret`] keys an `Hmac<Sha256>` once;
 //! every verification clones that keyed state, so the key schedule is not repeated per request.
 //!
-//! `Debug` prints `[redacted]`, the keyed state is zeroed when dropped, and a secret built from
-//! an owned `String` zeroes that string too.
+//! `Debug` prints `[redacted]`. The raw key bytes are never stored: the secret is kept only as
+//! the keyed HMAC state (the SHA-256 states after absorbing the key XOR ipad / opad), which is
+//! zeroed when dropped (the `zeroize` features of `hmac` and `sha2`). A secret built from an
+//! owned `String` zeroes that string once it is keyed.
 //!
 //! # Example
 //!

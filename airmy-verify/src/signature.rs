@@ -1,5 +1,5 @@
 //! The `X-AIRMY-Signature` header: parsing it into 32 bytes, signing, and the standalone
-//! [`verify`](crate::verify) / [`sign`](crate::sign) functions.
+//! [`verify`] / [`sign`] functions.
 //!
 //! The header carries the hex HMAC-SHA256 of the raw body. A value is accepted when, after
 //! surrounding whitespace is trimmed, it is exactly 64 hex digits (either case). Anything else

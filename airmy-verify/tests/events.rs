@@ -56,13 +56,13 @@ fn parses_every_documented_type_into_its_variant() {
         let matched = matches!(
             (&envelope.data, event_type),
             (Event::RunCompleted(_), "run.completed")
-            | (Event::RunFailed(_), "run.failed")
-            | (Event::DeploymentCreated(_), "deployment.created")
-            | (Event::DeploymentRollback(_), "deployment.rollback")
-            | (Event::AlertTriggered(_), "alert.triggered")
-            | (Event::AgentUpdated(_), "agent.updated")
-            | (Event::PipelineCompleted(_), "pipeline.completed")
-            | (Event::Test(_), "test")
+                | (Event::RunFailed(_), "run.failed")
+                | (Event::DeploymentCreated(_), "deployment.created")
+                | (Event::DeploymentRollback(_), "deployment.rollback")
+                | (Event::AlertTriggered(_), "alert.triggered")
+                | (Event::AgentUpdated(_), "agent.updated")
+                | (Event::PipelineCompleted(_), "pipeline.completed")
+                | (Event::Test(_), "test")
         );
         assert!(matched, "{event_type} parsed as {:?}", envelope.data);
         round_trips(&body);

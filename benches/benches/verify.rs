@@ -63,26 +63,42 @@ fn signature(c: &mut Criterion) {
         let tag = *sig.as_bytes();
         group.throughput(Throughput::Bytes(size as u64));
 
-        group.bench_with_input(BenchmarkId::new("raw_hmac_prekeyed", label), &body, |b, body| {
-            b.iter(|| {
-                keyed
-                    .clone()
-                    .chain_update(black_box(body))
-                    .verify_slice(black_box(&tag))
-                    .is_ok()
-            });
-        });
-        group.bench_with_input(BenchmarkId::new("airmy_verify_signature", label), &body, |b, body| {
-            b.iter(|| verifier.verify_signature(black_box(&sig), black_box(body)).is_ok());
-        });
-        group.bench_with_input(BenchmarkId::new("airmy_header_and_signature", label), &body, |b, body| {
-            b.iter(|| {
-                let sig = verifier
-                    .check_headers([black_box(header.as_bytes())], Some(body.len() as u64))
-                    .expect("well-formed");
-                verifier.verify_signature(&sig, black_box(body)).is_ok()
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("raw_hmac_prekeyed", label),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    keyed
+                        .clone()
+                        .chain_update(black_box(body))
+                        .verify_slice(black_box(&tag))
+                        .is_ok()
+                });
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("airmy_verify_signature", label),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    verifier
+                        .verify_signature(black_box(&sig), black_box(body))
+                        .is_ok()
+                });
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("airmy_header_and_signature", label),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let sig = verifier
+                        .check_headers([black_box(header.as_bytes())], Some(body.len() as u64))
+                        .expect("well-formed");
+                    verifier.verify_signature(&sig, black_box(body)).is_ok()
+                });
+            },
+        );
 
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let svix_sig = svix.sign("msg_bench", now, &body).expect("svix sign");
@@ -90,10 +106,15 @@ fn signature(c: &mut Criterion) {
         headers.insert("svix-id", http::HeaderValue::from_static("msg_bench"));
         headers.insert("svix-timestamp", now.to_string().parse().expect("ts"));
         headers.insert("svix-signature", svix_sig.parse().expect("sig"));
-        svix.verify(&body, &headers).expect("svix verifies its own signature");
-        group.bench_with_input(BenchmarkId::new("svix_webhook_verify", label), &body, |b, body| {
-            b.iter(|| svix.verify(black_box(body), black_box(&headers)).is_ok());
-        });
+        svix.verify(&body, &headers)
+            .expect("svix verifies its own signature");
+        group.bench_with_input(
+            BenchmarkId::new("svix_webhook_verify", label),
+            &body,
+            |b, body| {
+                b.iter(|| svix.verify(black_box(body), black_box(&headers)).is_ok());
+            },
+        );
     }
     group.finish();
 }
@@ -123,19 +144,35 @@ fn verify_and_parse(c: &mut Criterion) {
     group.bench_function("raw_hmac_plus_serde", |b| {
         b.iter(|| {
             let body = black_box(&body[..]);
-            keyed.clone().chain_update(body).verify_slice(&tag).expect("verifies");
+            keyed
+                .clone()
+                .chain_update(body)
+                .verify_slice(&tag)
+                .expect("verifies");
             serde_json::from_slice::<PlainEnvelope>(body).expect("parses")
         });
     });
     group.bench_function("airmy_verify_event", |b| {
-        b.iter(|| verifier.verify_event::<Event>(&sig, black_box(&body)).expect("verifies"));
+        b.iter(|| {
+            verifier
+                .verify_event::<Event>(&sig, black_box(&body))
+                .expect("verifies")
+        });
     });
     group.bench_function("airmy_verify_event_typed", |b| {
-        b.iter(|| verifier.verify_event::<RunCompleted>(&sig, black_box(&body)).expect("verifies"));
+        b.iter(|| {
+            verifier
+                .verify_event::<RunCompleted>(&sig, black_box(&body))
+                .expect("verifies")
+        });
     });
     group.bench_function("airmy_verify_payload", |b| {
         let bytes = airmy_verify::Bytes::from(body.clone());
-        b.iter(|| verifier.verify_payload(&sig, black_box(bytes.clone())).expect("verifies"));
+        b.iter(|| {
+            verifier
+                .verify_payload(&sig, black_box(bytes.clone()))
+                .expect("verifies")
+        });
     });
     group.finish();
 }
