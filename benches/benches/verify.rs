@@ -28,11 +28,15 @@ const SIZES: [(usize, &str); 4] = [
 
 /// A run.completed envelope of exactly `len` bytes (the output string fills it), created now.
 fn run_completed(len: usize) -> Vec<u8> {
+    // Whole seconds, so the timestamp (and so the body) has the same length every time.
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond");
     let event = |filler: usize| {
         let mut data = testing::sample_data("run.completed");
         data["output"]["result"] = "x".repeat(filler).into();
         testing::sample_event("run.completed")
-            .created_at(OffsetDateTime::now_utc())
+            .created_at(now)
             .data(data)
             .body()
     };
