@@ -13,6 +13,7 @@
 //! | [`Stale`](Error::Stale) | 401 | `stale_event` |
 //! | [`FromFuture`](Error::FromFuture) | 401 | `future_event` |
 //! | [`BodyTooLarge`](Error::BodyTooLarge) | 413 | `body_too_large` |
+//! | [`BodyRead`](Error::BodyRead) | 400 | `body_unreadable` |
 //! | [`InvalidJson`](Error::InvalidJson) | 400 | `invalid_json` |
 //! | [`InvalidEnvelope`](Error::InvalidEnvelope) | 422 | `invalid_envelope` |
 //! | [`UnexpectedEventType`](Error::UnexpectedEventType) | 422 | `unexpected_event_type` |
@@ -80,9 +81,14 @@ pub enum Error {
         /// The largest body accepted, in bytes.
         limit: usize,
     },
+    /// The body could not be read to the end: the connection failed or the transfer encoding
+    /// was broken. Adapters report it; the core never reads bodies.
+    BodyRead,
     /// The envelope's signed `created_at` is older than the tolerance allows: a replay, or a
     /// delivery held back too long.
     Stale {
+        /// The (verified) event id.
+        event_id: String,
         /// How old the event was when it was checked (whole seconds are shown).
         age: Duration,
         /// The configured tolerance.
@@ -91,6 +97,8 @@ pub enum Error {
     /// The envelope's signed `created_at` lies further in the future than the tolerance allows
     /// (the sender's or this host's clock is wrong).
     FromFuture {
+        /// The (verified) event id.
+        event_id: String,
         /// How far ahead of this host's clock the event was.
         ahead: Duration,
         /// The configured tolerance.
@@ -115,6 +123,8 @@ pub enum Error {
     },
     /// A typed extraction asked for one event type and the (verified) delivery is another.
     UnexpectedEventType {
+        /// The (verified) event id.
+        event_id: String,
         /// The event type that was asked for.
         expected: &'static str,
         /// The event type of the delivery (at most 64 characters are kept).
@@ -135,7 +145,7 @@ impl Error {
             | Self::Stale { .. }
             | Self::FromFuture { .. } => 401,
             Self::BodyTooLarge { .. } => 413,
-            Self::InvalidJson { .. } => 400,
+            Self::InvalidJson { .. } | Self::BodyRead => 400,
             Self::InvalidEnvelope { .. } | Self::UnexpectedEventType { .. } => 422,
         }
     }
@@ -165,12 +175,39 @@ impl Error {
             Self::MalformedSignature(_) => code!("malformed_signature"),
             Self::SignatureMismatch => code!("invalid_signature"),
             Self::BodyTooLarge { .. } => code!("body_too_large"),
+            Self::BodyRead => code!("body_unreadable"),
             Self::Stale { .. } => code!("stale_event"),
             Self::FromFuture { .. } => code!("future_event"),
             Self::InvalidJson { .. } => code!("invalid_json"),
             Self::InvalidEnvelope { .. } => code!("invalid_envelope"),
             Self::UnexpectedEventType { .. } => code!("unexpected_event_type"),
         }
+    }
+
+    /// The event id, for the failures found after the (verified) envelope was parsed:
+    /// freshness and event type. `None` for every other failure.
+    #[must_use]
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            Self::Stale { event_id, .. }
+            | Self::FromFuture { event_id, .. }
+            | Self::UnexpectedEventType { event_id, .. } => Some(event_id),
+            _ => None,
+        }
+    }
+
+    /// Emits the `tracing` event every adapter emits for a refused delivery: at `WARN`, target
+    /// `airmy_verify`, with `status`, `code`, `event_id` (when known) and `reason` (this
+    /// error's `Display`, which never holds a secret, a signature or the body).
+    pub fn log(&self) {
+        tracing::warn!(
+            target: "airmy_verify",
+            status = self.status(),
+            code = self.code(),
+            event_id = self.event_id(),
+            reason = %self,
+            "AIRMY webhook delivery rejected"
+        );
     }
 
     /// Turns a `serde_json` error from parsing a body into [`InvalidJson`](Self::InvalidJson)
@@ -187,8 +224,9 @@ impl Error {
         }
     }
 
-    pub(crate) fn unexpected_type(expected: &'static str, found: &str) -> Self {
+    pub(crate) fn unexpected_type(event_id: &str, expected: &'static str, found: &str) -> Self {
         Self::UnexpectedEventType {
+            event_id: event_id.to_owned(),
             expected,
             found: truncate(found, 64).to_owned(),
         }
@@ -229,13 +267,16 @@ impl fmt::Display for Error {
             Self::BodyTooLarge { limit } => {
                 write!(f, "the body is larger than the limit of {limit} bytes")
             }
-            Self::Stale { age, tolerance } => write!(
+            Self::BodyRead => f.write_str("the body could not be read to the end"),
+            Self::Stale { age, tolerance, .. } => write!(
                 f,
                 "the event was created {} s ago, more than the tolerance of {} s",
                 age.as_secs(),
                 tolerance.as_secs()
             ),
-            Self::FromFuture { ahead, tolerance } => write!(
+            Self::FromFuture {
+                ahead, tolerance, ..
+            } => write!(
                 f,
                 "the event was created {} s in the future, more than the tolerance of {} s",
                 ahead.as_secs(),
@@ -255,7 +296,9 @@ impl fmt::Display for Error {
                 f,
                 "the body is not an AIRMY event envelope: {reason} (line {line}, column {column})"
             ),
-            Self::UnexpectedEventType { expected, found } => {
+            Self::UnexpectedEventType {
+                expected, found, ..
+            } => {
                 write!(f, "expected a `{expected}` event, got `{found}`")
             }
         }
@@ -275,10 +318,12 @@ mod tests {
             Error::SignatureMismatch,
             Error::BodyTooLarge { limit: 10 },
             Error::Stale {
+                event_id: "evt_1".into(),
                 age: Duration::from_secs(301),
                 tolerance: Duration::from_secs(300),
             },
             Error::FromFuture {
+                event_id: "evt_1".into(),
                 ahead: Duration::from_secs(301),
                 tolerance: Duration::from_secs(300),
             },
@@ -288,14 +333,22 @@ mod tests {
                 line: 1,
                 column: 2,
             },
-            Error::unexpected_type("run.completed", "alert.triggered"),
+            Error::unexpected_type("evt_1", "run.completed", "alert.triggered"),
+            Error::BodyRead,
         ]
     }
 
     #[test]
     fn maps_every_variant_to_the_documented_status() {
         let statuses: Vec<u16> = all().iter().map(Error::status).collect();
-        assert_eq!(statuses, [401, 401, 401, 413, 401, 401, 400, 422, 422]);
+        assert_eq!(statuses, [401, 401, 401, 413, 401, 401, 400, 422, 422, 400]);
+        let ids: Vec<_> = all().iter().map(|e| e.event_id().is_some()).collect();
+        assert_eq!(
+            ids,
+            [
+                false, false, false, false, true, true, false, false, true, false
+            ]
+        );
     }
 
     #[test]
@@ -310,6 +363,7 @@ mod tests {
     #[test]
     fn display_says_what_was_wrong() {
         let msg = Error::Stale {
+            event_id: "evt_1".into(),
             age: Duration::from_millis(301_500),
             tolerance: Duration::from_secs(300),
         }
@@ -346,7 +400,7 @@ mod tests {
     #[test]
     fn unexpected_type_keeps_at_most_64_characters() {
         let long = "x".repeat(500);
-        match Error::unexpected_type("run.completed", &long) {
+        match Error::unexpected_type("evt_1", "run.completed", &long) {
             Error::UnexpectedEventType { found, .. } => assert_eq!(found.len(), 64),
             other => panic!("unexpected {other:?}"),
         }

@@ -162,7 +162,11 @@ impl Envelope<Event> {
     /// [`Error::UnexpectedEventType`] (HTTP 422) when the event is not a `T`.
     pub fn into_typed<T: Payload>(self) -> Result<Envelope<T>, Error> {
         self.downcast().map_err(|envelope| {
-            Error::unexpected_type(T::EXPECTED.unwrap_or("any"), envelope.event_type())
+            Error::unexpected_type(
+                &envelope.id,
+                T::EXPECTED.unwrap_or("any"),
+                envelope.event_type(),
+            )
         })
     }
 }

@@ -127,7 +127,7 @@ impl Signature {
 }
 
 /// Hex digit values, `INVALID` for every other byte.
-const HEX_VALUES: [u8; 256] = {
+static HEX_VALUES: [u8; 256] = {
     let mut table = [INVALID; 256];
     let mut i = 0;
     while i < 10 {
@@ -151,7 +151,10 @@ fn decode_hex(digits: &[u8]) -> Option<[u8; 32]> {
     let mut tag = [0u8; 32];
     let mut seen = 0u8;
     for (byte, pair) in tag.iter_mut().zip(digits.chunks_exact(2)) {
-        let (hi, lo) = (HEX_VALUES[usize::from(pair[0])], HEX_VALUES[usize::from(pair[1])]);
+        let (hi, lo) = (
+            HEX_VALUES[usize::from(pair[0])],
+            HEX_VALUES[usize::from(pair[1])],
+        );
         seen |= hi | lo;
         *byte = (hi << 4) | (lo & 0x0F);
     }
@@ -305,7 +308,10 @@ mod tests {
             }
         }
         let all = "00112233445566778899aabbccddeeffAABBCCDDEEFF0123456789abcdefABCD";
-        assert_eq!(decode_hex(all.as_bytes()).map(hex::encode), Some(all.to_lowercase()));
+        assert_eq!(
+            decode_hex(all.as_bytes()).map(hex::encode),
+            Some(all.to_lowercase())
+        );
     }
 
     #[test]

@@ -540,6 +540,7 @@ pub fn conformance_cases() -> Vec<Case> {
         sig(&stale.signed(SECRET).signature),
         stale.body(),
         Error::Stale {
+            event_id: String::new(),
             age: DEFAULT_TOLERANCE,
             tolerance: DEFAULT_TOLERANCE,
         },
@@ -550,6 +551,7 @@ pub fn conformance_cases() -> Vec<Case> {
         sig(&future.signed(SECRET).signature),
         future.body(),
         Error::FromFuture {
+            event_id: String::new(),
             ahead: DEFAULT_TOLERANCE,
             tolerance: DEFAULT_TOLERANCE,
         },

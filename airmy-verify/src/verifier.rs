@@ -188,11 +188,7 @@ impl Verifier {
     }
 
     /// Checks `created_at` against the clock and the tolerance (bounds included).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Stale`] or [`Error::FromFuture`].
-    pub fn check_freshness(&self, created_at: OffsetDateTime) -> Result<(), Error> {
+    fn check_freshness(&self, event_id: &str, created_at: OffsetDateTime) -> Result<(), Error> {
         let Some(tolerance) = self.inner.tolerance else {
             return Ok(());
         };
@@ -200,12 +196,20 @@ impl Verifier {
         if age.is_negative() {
             let ahead = age.unsigned_abs();
             if ahead > tolerance {
-                return Err(Error::FromFuture { ahead, tolerance });
+                return Err(Error::FromFuture {
+                    event_id: event_id.to_owned(),
+                    ahead,
+                    tolerance,
+                });
             }
         } else {
             let age = age.unsigned_abs();
             if age > tolerance {
-                return Err(Error::Stale { age, tolerance });
+                return Err(Error::Stale {
+                    event_id: event_id.to_owned(),
+                    age,
+                    tolerance,
+                });
             }
         }
         Ok(())
@@ -228,7 +232,7 @@ impl Verifier {
     ) -> Result<Envelope<T>, Error> {
         self.verify_signature(signature, body)?;
         let parsed = Parsed::<Event>::from_slice(body)?;
-        self.check_freshness(parsed.created_at)?;
+        self.check_freshness(&parsed.id, parsed.created_at)?;
         parsed.into_envelope().into_typed()
     }
 
@@ -248,7 +252,7 @@ impl Verifier {
     ) -> Result<VerifiedPayload, Error> {
         self.verify_signature(signature, &body)?;
         let parsed = Parsed::<Skipped>::from_slice(&body)?;
-        self.check_freshness(parsed.created_at)?;
+        self.check_freshness(&parsed.id, parsed.created_at)?;
         Ok(VerifiedPayload {
             bytes: body,
             id: parsed.id,
@@ -256,6 +260,41 @@ impl Verifier {
             created_at: parsed.created_at,
         })
     }
+}
+
+impl Verifier {
+    /// Verifies a delivery once and gives both views of it: the parsed [`Envelope<Event>`] and
+    /// the [`VerifiedPayload`] with the raw bytes (no copy). This is what adapter layers call,
+    /// so extractors behind them neither hash nor parse again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Verifier::verify_event`] with `T = Event`.
+    pub fn verify(&self, signature: &Signature, body: Bytes) -> Result<Verified, Error> {
+        self.verify_signature(signature, &body)?;
+        let parsed = Parsed::<Event>::from_slice(&body)?;
+        self.check_freshness(&parsed.id, parsed.created_at)?;
+        let payload = VerifiedPayload {
+            bytes: body,
+            id: parsed.id.clone(),
+            event_type: parsed.event_type.clone(),
+            created_at: parsed.created_at,
+        };
+        Ok(Verified {
+            envelope: parsed.into_envelope(),
+            payload,
+        })
+    }
+}
+
+/// A delivery verified by [`Verifier::verify`]: the parsed event and the raw payload.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The parsed envelope.
+    pub envelope: Envelope<Event>,
+    /// The raw bytes and the envelope's `id`, `type` and `created_at`.
+    pub payload: VerifiedPayload,
 }
 
 impl fmt::Debug for Verifier {

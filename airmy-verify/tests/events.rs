@@ -322,6 +322,7 @@ fn typed_envelopes_refuse_other_types() {
     assert_eq!(
         err,
         Error::UnexpectedEventType {
+            event_id: "evt_test_alert_triggered".into(),
             expected: "run.completed",
             found: "alert.triggered".into()
         }

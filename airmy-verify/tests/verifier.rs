@@ -89,6 +89,7 @@ fn the_freshness_window_includes_its_bounds_in_both_directions() {
     assert_eq!(
         check(-301_000),
         Err(Error::Stale {
+            event_id: "evt_test_test".into(),
             age: Duration::from_secs(301),
             tolerance: Duration::from_secs(300)
         })
@@ -96,6 +97,7 @@ fn the_freshness_window_includes_its_bounds_in_both_directions() {
     assert_eq!(
         check(301_000),
         Err(Error::FromFuture {
+            event_id: "evt_test_test".into(),
             ahead: Duration::from_secs(301),
             tolerance: Duration::from_secs(300)
         })
@@ -186,6 +188,7 @@ fn a_typed_verification_of_another_type_is_422() {
     assert_eq!(
         err,
         Error::UnexpectedEventType {
+            event_id: "evt_test_alert_triggered".into(),
             expected: "run.completed",
             found: "alert.triggered".into()
         }
@@ -202,6 +205,10 @@ fn a_typed_verification_of_another_type_is_422() {
 fn verified_payloads_keep_the_same_bytes_and_parse_later() {
     let verifier = testing::conformance_verifier();
     let d = testing::sample_event("run.completed").signed(testing::SECRET);
+    let both = verifier.verify(&sig(&d), d.body.clone()).expect("verifies");
+    assert_eq!(both.payload.bytes().as_ptr(), d.body.as_ptr(), "no copy");
+    assert_eq!(both.payload.id(), both.envelope.id);
+    assert_eq!(both.payload.event_type(), both.envelope.event_type());
     let body: Bytes = d.body.clone();
     let payload = verifier
         .verify_payload(&sig(&d), body.clone())

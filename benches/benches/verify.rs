@@ -123,6 +123,22 @@ fn signature(c: &mut Criterion) {
     group.finish();
 }
 
+fn header(c: &mut Criterion) {
+    let header = sign(b"{}", SECRET);
+    let mut group = c.benchmark_group("header");
+    group.bench_function("signature_parse", |b| {
+        b.iter(|| Signature::parse(black_box(&header)).expect("well-formed"));
+    });
+    group.bench_function("hex_crate_decode", |b| {
+        b.iter(|| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(black_box(header.as_bytes()), &mut out).expect("hex");
+            out
+        });
+    });
+    group.finish();
+}
+
 /// The "same typed struct" parsed with plain serde derive: the floor for verify + parse.
 #[derive(Deserialize)]
 #[allow(dead_code, reason = "fields are parsed, not read")]
@@ -181,5 +197,5 @@ fn verify_and_parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, signature, verify_and_parse);
+criterion_group!(benches, header, signature, verify_and_parse);
 criterion_main!(benches);
