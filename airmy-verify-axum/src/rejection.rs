@@ -1,0 +1,117 @@
+//! Why the layer or an extractor refused a request, as an HTTP response.
+//!
+//! Every verification failure comes from the core as an [`airmy_verify::Error`]: its status
+//! (401, 413, 400 or 422), its fixed JSON body and its `tracing` event (target `airmy_verify`,
+//! level `WARN`) are the core's. The only rejection of this crate's own is a route with no
+//! verifier at all, which answers 500 and logs at `ERROR`: an unverified body never reaches a
+//! handler.
+//!
+//! # Example
+//!
+//! ```
+//! use airmy_verify::Error;
+//! use airmy_verify_axum::AirmyRejection;
+//! use axum_core::response::IntoResponse;
+//!
+//! let response = AirmyRejection::from(Error::SignatureMismatch).into_response();
+//! assert_eq!(response.status(), 401);
+//! assert_eq!(response.headers()["content-type"], "application/json");
+//! ```
+
+use std::fmt;
+
+use airmy_verify::Error;
+use axum_core::body::Body;
+use axum_core::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::Full;
+
+const NOT_CONFIGURED_BODY: &str = r#"{"error":"verifier_not_configured"}"#;
+
+/// A request refused by [`AirmyVerifyLayer`](crate::AirmyVerifyLayer) or an extractor.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AirmyRejection {
+    /// The delivery failed a check of the core (see [`airmy_verify::error`]).
+    Verify(Error),
+    /// The extractor ran behind no [`AirmyVerifyLayer`](crate::AirmyVerifyLayer) and the
+    /// router state holds no verifier (an [`AirmyVerifier`](crate::AirmyVerifier) of `None`):
+    /// 500, `{"error":"verifier_not_configured"}`.
+    NotConfigured,
+}
+
+impl AirmyRejection {
+    /// The HTTP status of the response.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Verify(err) => status_of(err),
+            Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<Error> for AirmyRejection {
+    fn from(err: Error) -> Self {
+        Self::Verify(err)
+    }
+}
+
+impl fmt::Display for AirmyRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Verify(err) => err.fmt(f),
+            Self::NotConfigured => f.write_str(
+                "no AirmyVerifyLayer in front of this route and no verifier in the router state",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AirmyRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Verify(err) => Some(err),
+            Self::NotConfigured => None,
+        }
+    }
+}
+
+impl IntoResponse for AirmyRejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Verify(err) => error_response(&err).map(Body::new),
+            Self::NotConfigured => {
+                tracing::error!(
+                    target: "airmy_verify",
+                    status = 500,
+                    code = "verifier_not_configured",
+                    "an AIRMY extractor ran with no AirmyVerifyLayer in front of it and no \
+                     verifier in the router state; refusing the delivery"
+                );
+                json(StatusCode::INTERNAL_SERVER_ERROR, NOT_CONFIGURED_BODY).map(Body::new)
+            }
+        }
+    }
+}
+
+/// The response for a core error: logs it, answers its status and fixed body.
+pub(crate) fn error_response(err: &Error) -> http::Response<Full<Bytes>> {
+    err.log();
+    json(status_of(err), err.body())
+}
+
+fn status_of(err: &Error) -> StatusCode {
+    StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn json(status: StatusCode, body: &'static str) -> http::Response<Full<Bytes>> {
+    let mut response = http::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
