@@ -158,13 +158,15 @@ where
     }
 }
 
+type Output<B, E> = Result<Response<ResponseBody<B>>, E>;
+
 /// The future of [`AirmyVerify`].
 pub struct ResponseFuture<B, E> {
-    inner: Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>,
+    inner: Pin<Box<dyn Future<Output = Output<B, E>> + Send>>,
 }
 
 impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Output<B, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.inner.as_mut().poll(cx)
