@@ -1,0 +1,170 @@
+//! Shared set-up of the example receivers: configuration from the environment, logging, and
+//! the address line the black-box tests wait for.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `AIRMY_WEBHOOK_SECRET` | the signing secret, exactly as configured in AIRMY | required |
+//! | `AIRMY_WEBHOOK_SECRET_PREVIOUS` | a previous secret, accepted during a rotation | none |
+//! | `AIRMY_LISTEN` | the address to bind (port 0 picks a free port) | `127.0.0.1:3000` |
+//! | `AIRMY_TOLERANCE_SECS` | freshness tolerance in seconds | `300` |
+//!
+//! A missing or empty secret, or a tolerance that is not a whole number, exits with code 2 and a
+//! message on standard error.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use airmy_verify::{Secret, Verifier};
+
+/// The exit code for a configuration error.
+pub const EXIT_CONFIG: i32 = 2;
+
+/// What a receiver needs to start.
+#[derive(Debug)]
+pub struct ReceiverConfig {
+    /// The verifier built from the secrets and tolerance.
+    pub verifier: Verifier,
+    /// The address to bind, as given (a host name is resolved when binding).
+    pub listen: String,
+}
+
+/// A configuration problem, said in one line.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ReceiverConfig {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the variable that is missing or wrong.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (for tests).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the variable that is missing or wrong.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let secret = lookup("AIRMY_WEBHOOK_SECRET").unwrap_or_default();
+        let secret = Secret::new(secret).map_err(|_| {
+            ConfigError(
+                "AIRMY_WEBHOOK_SECRET is missing or empty: set it to the webhook's signing \
+                 secret, exactly as configured in AIRMY (whsec_... included)"
+                    .to_owned(),
+            )
+        })?;
+        let mut builder = Verifier::builder(secret);
+        if let Some(previous) = lookup("AIRMY_WEBHOOK_SECRET_PREVIOUS").filter(|s| !s.is_empty()) {
+            builder =
+                builder.previous_secret(Secret::new(previous).map_err(|_| {
+                    ConfigError("AIRMY_WEBHOOK_SECRET_PREVIOUS is empty".to_owned())
+                })?);
+        }
+        if let Some(text) = lookup("AIRMY_TOLERANCE_SECS") {
+            let secs: u64 = text.trim().parse().map_err(|_| {
+                ConfigError(format!(
+                    "AIRMY_TOLERANCE_SECS must be a whole number of seconds, got {text:?}"
+                ))
+            })?;
+            builder = builder.tolerance(Duration::from_secs(secs));
+        }
+        let listen = lookup("AIRMY_LISTEN")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+        Ok(Self {
+            verifier: builder.build(),
+            listen,
+        })
+    }
+}
+
+/// Logs to standard error at `INFO` (standard output carries only the address line).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+}
+
+/// Prints the line the tests and the demo wait for, exactly `listening on http://HOST:PORT`.
+pub fn announce(addr: SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not stop the receiver.
+    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = out.flush();
+}
+
+/// Reads the configuration, or exits with code 2 and the reason.
+#[must_use]
+pub fn config_or_exit() -> ReceiverConfig {
+    match ReceiverConfig::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_secret_is_set() {
+        let config = ReceiverConfig::from_lookup(lookup(&[("AIRMY_WEBHOOK_SECRET", "whsec_x")]))
+            .expect("valid");
+        assert_eq!(config.listen, "127.0.0.1:3000");
+        assert_eq!(config.verifier.tolerance(), Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn a_missing_or_empty_secret_is_refused() {
+        for vars in [&[][..], &[("AIRMY_WEBHOOK_SECRET", "")][..]] {
+            let err = ReceiverConfig::from_lookup(lookup(vars)).expect_err("refused");
+            assert!(
+                err.to_string()
+                    .contains("AIRMY_WEBHOOK_SECRET is missing or empty")
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_tolerance_is_refused_and_a_good_one_used() {
+        let err = ReceiverConfig::from_lookup(lookup(&[
+            ("AIRMY_WEBHOOK_SECRET", "s"),
+            ("AIRMY_TOLERANCE_SECS", "5m"),
+        ]))
+        .expect_err("refused");
+        assert!(err.to_string().contains("AIRMY_TOLERANCE_SECS"));
+        let config = ReceiverConfig::from_lookup(lookup(&[
+            ("AIRMY_WEBHOOK_SECRET", "s"),
+            ("AIRMY_TOLERANCE_SECS", "60"),
+            ("AIRMY_LISTEN", "127.0.0.1:0"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.verifier.tolerance(), Some(Duration::from_secs(60)));
+        assert_eq!(config.listen, "127.0.0.1:0");
+    }
+}

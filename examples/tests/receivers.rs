@@ -1,0 +1,172 @@
+//! Black-box tests of the example receivers: each binary is started as a process on
+//! 127.0.0.1:0 and sent real HTTP deliveries signed the way AIRMY signs them.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use airmy_verify::testing;
+use airmy_verify::time::OffsetDateTime;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const RECEIVERS: &[&str] = &[env!("CARGO_BIN_EXE_axum-receiver")];
+
+struct Receiver {
+    _child: Child,
+    url: String,
+}
+
+async fn start(bin: &str, envs: &[(&str, &str)]) -> Receiver {
+    let mut child = Command::new(bin)
+        .env_clear()
+        .env("AIRMY_LISTEN", "127.0.0.1:0")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("receiver starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .expect("the receiver announces itself within 20 s")
+    .expect("stdout is readable");
+    let addr = line
+        .trim_end()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    Receiver {
+        _child: child,
+        url: format!("http://{addr}/hooks/airmy"),
+    }
+}
+
+async fn post(url: &str, body: &[u8], signature: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("x-airmy-signature", signature)
+        .body(body.to_vec())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body");
+    (status, serde_json::from_slice(&bytes).expect("JSON body"))
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+#[tokio::test]
+async fn receivers_accept_valid_events_and_refuse_bad_ones() {
+    for bin in RECEIVERS {
+        let r = start(
+            bin,
+            &[
+                ("AIRMY_WEBHOOK_SECRET", testing::SECRET),
+                ("AIRMY_WEBHOOK_SECRET_PREVIOUS", testing::PREVIOUS_SECRET),
+            ],
+        )
+        .await;
+        for event_type in airmy_verify::event::EVENT_TYPES
+            .iter()
+            .chain(&["brand.new"])
+        {
+            let d = testing::sample_event(event_type)
+                .created_at(now())
+                .signed(testing::SECRET);
+            let id = format!("evt_test_{}", event_type.replace('.', "_"));
+            assert_eq!(
+                post(&r.url, &d.body, &d.signature).await,
+                (200, json!({ "id": id, "type": event_type })),
+                "{bin} {event_type}"
+            );
+        }
+        let event = testing::sample_event("run.completed").created_at(now());
+        let rotated = event.signed(testing::PREVIOUS_SECRET);
+        assert_eq!(post(&r.url, &rotated.body, &rotated.signature).await.0, 200);
+        let wrong = event.signed(testing::WRONG_SECRET);
+        assert_eq!(
+            post(&r.url, &wrong.body, &wrong.signature).await,
+            (401, json!({ "error": "invalid_signature" }))
+        );
+        let mut tampered = event.signed(testing::SECRET).body.to_vec();
+        tampered[20] ^= 1;
+        assert_eq!(
+            post(&r.url, &tampered, &event.signed(testing::SECRET).signature).await,
+            (401, json!({ "error": "invalid_signature" }))
+        );
+        let stale = testing::sample_event("test")
+            .created_at(now() - Duration::from_secs(301))
+            .signed(testing::SECRET);
+        assert_eq!(
+            post(&r.url, &stale.body, &stale.signature).await,
+            (401, json!({ "error": "stale_event" }))
+        );
+        let garbage = airmy_verify::testing::Delivery::sign(&b"{nope"[..], testing::SECRET);
+        assert_eq!(
+            post(&r.url, &garbage.body, &garbage.signature).await,
+            (400, json!({ "error": "invalid_json" }))
+        );
+    }
+}
+
+#[tokio::test]
+async fn receivers_honour_the_tolerance_setting() {
+    for bin in RECEIVERS {
+        let r = start(
+            bin,
+            &[
+                ("AIRMY_WEBHOOK_SECRET", "whsec_tol"),
+                ("AIRMY_TOLERANCE_SECS", "3600"),
+            ],
+        )
+        .await;
+        let old = testing::sample_event("test")
+            .created_at(now() - Duration::from_secs(1800))
+            .signed("whsec_tol");
+        assert_eq!(
+            post(&r.url, &old.body, &old.signature).await.0,
+            200,
+            "{bin}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn receivers_exit_2_without_a_secret() {
+    for bin in RECEIVERS {
+        for envs in [&[][..], &[("AIRMY_WEBHOOK_SECRET", "")][..]] {
+            let output = Command::new(bin)
+                .env_clear()
+                .env("AIRMY_LISTEN", "127.0.0.1:0")
+                .envs(envs.iter().copied())
+                .output()
+                .await
+                .expect("runs");
+            assert_eq!(output.status.code(), Some(2), "{bin}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("AIRMY_WEBHOOK_SECRET is missing or empty"),
+                "{stderr}"
+            );
+            assert!(output.stdout.is_empty());
+        }
+        let output = Command::new(bin)
+            .env_clear()
+            .env("AIRMY_WEBHOOK_SECRET", "s")
+            .env("AIRMY_TOLERANCE_SECS", "five")
+            .output()
+            .await
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(2), "{bin}");
+    }
+}
