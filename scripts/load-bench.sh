@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Load benchmark of a receiver's routers on loopback with wrk, in one run:
+#   scripts/load-bench.sh axum-bench-server [ROUNDS] [SECONDS] [CONNECTIONS]
+# The server runs on one worker thread, wrk on one thread: one core each. The routers are
+# measured in turn, round after round, and the report gives the median of the rounds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+server=${1:-axum-bench-server}
+rounds=${2:-5}
+seconds=${3:-8}
+connections=${4:-32}
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build -q --release -p examples --bin "$server"
+
+work=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+"target/release/$server" "$work" > "$work/urls" &
+pid=$!
+for _ in $(seq 1 100); do [ "$(wc -l < "$work/urls")" -ge 3 ] && break; sleep 0.1; done
+export BODY_FILE="$work/body.json" SIG_FILE="$work/signature"
+echo "server: $server ($(wc -c < "$BODY_FILE")-byte body); wrk -t1 -c$connections -d${seconds}s, $rounds rounds"
+
+while read -r name url; do
+  # Every router must accept the delivery before it is measured.
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "X-AIRMY-Signature: $(cat "$SIG_FILE")" \
+    -H 'Content-Type: application/json' --data-binary "@$BODY_FILE" "$url")
+  [ "$code" = 200 ] || { echo "$name answered $code to the benchmark delivery" >&2; exit 1; }
+done < "$work/urls"
+
+for round in $(seq 1 "$rounds"); do
+  while read -r name url; do
+    out=$(wrk -t1 -c"$connections" -d"${seconds}s" --latency -s scripts/airmy-post.lua "$url")
+    if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers during the run" >&2; echo "$out" >&2; exit 1; fi
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    echo "$round $name $rps $p99" | tee -a "$work/results"
+  done < "$work/urls"
+done
+
+python3 - "$work/results" <<'PY'
+import statistics, sys
+def us(t):
+    for unit, f in (("us", 1), ("ms", 1000), ("s", 1e6)):
+        if t.endswith(unit):
+            return float(t[: -len(unit)]) * f
+    raise ValueError(t)
+rows = {}
+for line in open(sys.argv[1]):
+    _, name, rps, p99 = line.split()
+    rows.setdefault(name, ([], []))
+    rows[name][0].append(float(rps)); rows[name][1].append(us(p99))
+med = {n: (statistics.median(r), statistics.median(p)) for n, (r, p) in rows.items()}
+base_b, base_c = med["handwritten"][0], med["insecure"][0]
+print("\n| router | req/s (median) | p99 latency (median) | vs hand-written | vs insecure Json |")
+print("|---|---|---|---|---|")
+for n, (r, p) in med.items():
+    print(f"| {n} | {r:,.0f} | {p:,.0f} µs | {r / base_b:.3f}x | {r / base_c:.3f}x |")
+PY
