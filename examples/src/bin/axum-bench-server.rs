@@ -42,7 +42,10 @@ struct PlainEnvelope {
 }
 
 async fn ours(AirmyEvent(run): AirmyEvent<RunCompleted>) -> (StatusCode, String) {
-    (StatusCode::OK, format!("{} {:?}", run.id, run.data.tokens_used))
+    (
+        StatusCode::OK,
+        format!("{} {:?}", run.id, run.data.tokens_used),
+    )
 }
 
 async fn handwritten(
@@ -78,13 +81,20 @@ fn body_of_1kib() -> Bytes {
     let build = |filler: usize| {
         let mut data = testing::sample_data("run.completed");
         data["output"]["result"] = "x".repeat(filler).into();
-        testing::sample_event("run.completed").created_at(now).data(data).body()
+        testing::sample_event("run.completed")
+            .created_at(now)
+            .data(data)
+            .body()
     };
     build(1024usize.saturating_sub(build(0).len()))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = PathBuf::from(std::env::args().nth(1).ok_or("usage: axum-bench-server OUT_DIR")?);
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .ok_or("usage: axum-bench-server OUT_DIR")?,
+    );
     let body = body_of_1kib();
     std::fs::write(out.join("body.json"), &body)?;
     std::fs::write(out.join("signature"), airmy_verify::sign(&body, SECRET))?;
@@ -110,7 +120,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .route("/hooks/airmy", post(handwritten))
                     .with_state(key),
             ),
-            ("insecure", Router::new().route("/hooks/airmy", post(insecure))),
+            (
+                "insecure",
+                Router::new().route("/hooks/airmy", post(insecure)),
+            ),
         ];
         for (name, router) in routers {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

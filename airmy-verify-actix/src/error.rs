@@ -1,0 +1,95 @@
+//! Why an extractor or the middleware refused a request, as an actix-web error.
+//!
+//! Every verification failure comes from the core as an [`airmy_verify::Error`]: its status
+//! (401, 413, 400 or 422), fixed JSON body and `tracing` event (target `airmy_verify`, `WARN`)
+//! are the core's. The only failure of this crate's own is an extractor with no verifier in
+//! `app_data` and no middleware before it: 500, logged at `ERROR`, and the body never reaches
+//! the handler.
+//!
+//! # Example
+//!
+//! ```
+//! use actix_web::ResponseError;
+//! use airmy_verify::Error;
+//! use airmy_verify_actix::AirmyError;
+//!
+//! let err = AirmyError::from(Error::MissingSignature);
+//! assert_eq!(err.status_code().as_u16(), 401);
+//! ```
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use airmy_verify::Error;
+
+/// A request refused by an extractor or by [`AirmyVerify`](crate::AirmyVerify).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AirmyError {
+    /// The delivery failed a check of the core (see [`airmy_verify::error`]).
+    Verify(Error),
+    /// No verifier in `app_data` (as `Verifier` or `web::Data<Verifier>`) and no middleware
+    /// before the extractor: 500, `{"error":"verifier_not_configured"}`.
+    NotConfigured,
+}
+
+impl From<Error> for AirmyError {
+    fn from(err: Error) -> Self {
+        Self::Verify(err)
+    }
+}
+
+impl fmt::Display for AirmyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Verify(err) => err.fmt(f),
+            Self::NotConfigured => f.write_str(
+                "no AirmyVerify middleware before this route and no Verifier in app_data",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AirmyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Verify(err) => Some(err),
+            Self::NotConfigured => None,
+        }
+    }
+}
+
+impl ResponseError for AirmyError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Verify(err) => {
+                StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = match self {
+            Self::Verify(err) => {
+                err.log();
+                err.body()
+            }
+            Self::NotConfigured => {
+                tracing::error!(
+                    target: "airmy_verify",
+                    status = 500,
+                    code = "verifier_not_configured",
+                    "an AIRMY extractor ran with no AirmyVerify middleware before it and no \
+                     Verifier in app_data; refusing the delivery"
+                );
+                r#"{"error":"verifier_not_configured"}"#
+            }
+        };
+        HttpResponse::build(self.status_code())
+            .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+            .body(body)
+    }
+}

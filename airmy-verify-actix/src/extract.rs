@@ -1,0 +1,157 @@
+//! Extractors that hand a handler a verified AIRMY event, typed.
+//!
+//! - [`AirmyEvent`] (any event, as the [`Event`] enum) and `AirmyEvent<RunCompleted>` (one
+//!   event type; any [`Payload`](EventPayload) works).
+//! - [`VerifiedBytes`]: the raw verified payload, to queue it or parse it later.
+//!
+//! Behind the [`AirmyVerify`](crate::AirmyVerify) middleware they take the delivery it verified
+//! from the request extensions: nothing is hashed or parsed twice. Without it they verify the
+//! request themselves with the [`Verifier`] in `app_data` (see [`config`](crate::config)),
+//! refusing an over-limit `Content-Length` before reading and enforcing the limit again while
+//! the body streams in. With neither they answer 500 and log why: an unverified body never
+//! reaches the handler.
+//!
+//! A typed extractor meeting another event type answers **422** with
+//! `{"error":"unexpected_event_type"}`: the delivery is authentic but this route cannot process
+//! it, and the 4xx shows in AIRMY's delivery history. To decide in the handler instead, extract
+//! `Result<AirmyEvent<T>, AirmyError>`.
+//!
+//! # Example
+//!
+//! ```
+//! use actix_web::{App, HttpResponse, web};
+//! use airmy_verify::{Event, Secret, Verifier, event::RunCompleted};
+//! use airmy_verify_actix::AirmyEvent;
+//!
+//! async fn on_event(AirmyEvent(event): AirmyEvent) -> HttpResponse {
+//!     match event.data {
+//!         Event::RunCompleted(run) => println!("run {:?}: {:?} ms", run.id, run.latency_ms),
+//!         other => println!("{} ignored", other.event_type()),
+//!     }
+//!     HttpResponse::Ok().finish()
+//! }
+//!
+//! async fn on_run(AirmyEvent(run): AirmyEvent<RunCompleted>) -> HttpResponse {
+//!     HttpResponse::Ok().body(format!("{:?}", run.data.tokens_used))
+//! }
+//!
+//! # fn main() -> Result<(), airmy_verify::InvalidSecret> {
+//! let verifier = Verifier::new(Secret::new("whsec_…")?);
+//! let app = App::new()
+//!     .app_data(verifier)
+//!     .service(web::resource("/hooks/airmy").route(web::post().to(on_event)))
+//!     .service(web::resource("/hooks/airmy/runs").route(web::post().to(on_run)));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::ops::Deref;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use airmy_verify::event::Payload as EventPayload;
+use airmy_verify::{
+    Envelope, Error, Event, SIGNATURE_HEADER, Signature, Verified, VerifiedPayload, Verifier,
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+
+use crate::config::verifier_from_req;
+use crate::error::AirmyError;
+
+/// A verified AIRMY event: `AirmyEvent` for any type ([`Event`]), `AirmyEvent<RunCompleted>`
+/// for one. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct AirmyEvent<T = Event>(pub Envelope<T>);
+
+impl<T> Deref for AirmyEvent<T> {
+    type Target = Envelope<T>;
+
+    fn deref(&self) -> &Envelope<T> {
+        &self.0
+    }
+}
+
+impl<T: EventPayload + 'static> FromRequest for AirmyEvent<T> {
+    type Error = AirmyError;
+    type Future = LocalBoxFuture<'static, Result<Self, AirmyError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let verified = req.extensions_mut().remove::<Verified>();
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let envelope = match verified {
+                Some(verified) => verified.envelope,
+                None => {
+                    let verifier = verifier_from_req(&req)?;
+                    let (signature, bytes) =
+                        read_delivery(&verifier, req.headers(), &mut payload).await?;
+                    verifier.verify_event::<Event>(&signature, &bytes)?
+                }
+            };
+            Ok(Self(envelope.into_typed()?))
+        })
+    }
+}
+
+/// The raw payload of a verified delivery (the same bytes), with its `id`, `type` and
+/// `created_at`; [`VerifiedPayload::parse`] parses it later. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct VerifiedBytes(pub VerifiedPayload);
+
+impl Deref for VerifiedBytes {
+    type Target = VerifiedPayload;
+
+    fn deref(&self) -> &VerifiedPayload {
+        &self.0
+    }
+}
+
+impl FromRequest for VerifiedBytes {
+    type Error = AirmyError;
+    type Future = LocalBoxFuture<'static, Result<Self, AirmyError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let verified = req.extensions_mut().remove::<Verified>();
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if let Some(verified) = verified {
+                return Ok(Self(verified.payload));
+            }
+            let verifier = verifier_from_req(&req)?;
+            let (signature, bytes) = read_delivery(&verifier, req.headers(), &mut payload).await?;
+            Ok(Self(verifier.verify_payload(&signature, bytes)?))
+        })
+    }
+}
+
+/// Checks the headers, then reads the payload within the verifier's limit: the part of a
+/// delivery's verification that needs HTTP, shared by the extractors and the middleware.
+pub(crate) async fn read_delivery(
+    verifier: &Verifier,
+    headers: &HeaderMap,
+    payload: &mut Payload,
+) -> Result<(Signature, Bytes), Error> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let signature = verifier.check_headers(
+        headers.get_all(SIGNATURE_HEADER).map(HeaderValue::as_bytes),
+        declared,
+    )?;
+    let limit = verifier.max_body_size();
+    let capacity = declared.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit));
+    let mut body = BytesMut::with_capacity(capacity.min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| Error::BodyRead)?;
+        if body.len() + chunk.len() > limit {
+            return Err(verifier.body_too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((signature, body.freeze()))
+}

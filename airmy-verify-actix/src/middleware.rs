@@ -1,0 +1,126 @@
+//! A middleware that refuses forged, tampered, stale and oversized AIRMY deliveries before any
+//! handler of an `App` or `scope` runs.
+//!
+//! [`AirmyVerify`] reads the body (refusing an over-limit `Content-Length` before reading, and
+//! enforcing the limit while it streams), verifies, parses and checks freshness once with
+//! [`Verifier::verify`], then puts the same bytes back as the request payload and the
+//! [`Verified`] delivery in the request extensions, where the
+//! [extractors](crate::extract) find it. A refused request gets the core's status, a short
+//! JSON body and a `tracing` event, and no handler runs.
+//!
+//! # Example
+//!
+//! ```
+//! use actix_web::{App, HttpResponse, web};
+//! use airmy_verify::{Secret, Verifier};
+//! use airmy_verify_actix::{AirmyEvent, AirmyVerify};
+//!
+//! async fn on_event(AirmyEvent(event): AirmyEvent) -> HttpResponse {
+//!     HttpResponse::Ok().body(event.id)
+//! }
+//!
+//! # fn main() -> Result<(), airmy_verify::InvalidSecret> {
+//! let verifier = Verifier::new(Secret::new("whsec_…")?);
+//! let app = App::new().service(
+//!     web::scope("/hooks")
+//!         .wrap(AirmyVerify::new(verifier))
+//!         .route("/airmy", web::post().to(on_event)),
+//! );
+//! # Ok(())
+//! # }
+//! ```
+
+use std::rc::Rc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::{HttpMessage, ResponseError};
+use airmy_verify::{Verified, Verifier};
+use futures_util::future::{LocalBoxFuture, Ready, ready};
+
+use crate::error::AirmyError;
+use crate::extract::read_delivery;
+
+/// The middleware's configuration (a [`Verifier`]); wrap an `App` or `scope` with it.
+///
+/// See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct AirmyVerify {
+    verifier: Verifier,
+}
+
+impl AirmyVerify {
+    /// A middleware checking deliveries with `verifier`.
+    #[must_use]
+    pub fn new(verifier: Verifier) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for AirmyVerify
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = AirmyVerifyMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(AirmyVerifyMiddleware {
+            service: Rc::new(service),
+            verifier: self.verifier.clone(),
+        }))
+    }
+}
+
+/// The service [`AirmyVerify`] wraps around the inner one.
+#[derive(Debug)]
+pub struct AirmyVerifyMiddleware<S> {
+    service: Rc<S>,
+    verifier: Verifier,
+}
+
+impl<S, B> Service<ServiceRequest> for AirmyVerifyMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let verifier = self.verifier.clone();
+        Box::pin(async move {
+            let mut payload = req.take_payload();
+            let verified = match read_delivery(&verifier, req.headers(), &mut payload).await {
+                Ok((signature, bytes)) => verifier.verify(&signature, bytes),
+                Err(err) => Err(err),
+            };
+            match verified {
+                Ok(verified) => {
+                    tracing::debug!(
+                        target: "airmy_verify",
+                        event_id = %verified.envelope.id,
+                        event_type = verified.envelope.event_type(),
+                        "AIRMY webhook delivery verified"
+                    );
+                    req.set_payload(Payload::from(verified.payload.bytes().clone()));
+                    req.extensions_mut().insert::<Verified>(verified);
+                    let response = service.call(req).await?;
+                    Ok(response.map_into_left_body())
+                }
+                Err(err) => {
+                    let response = AirmyError::from(err).error_response();
+                    Ok(req.into_response(response).map_into_right_body())
+                }
+            }
+        })
+    }
+}
