@@ -15,9 +15,11 @@ cargo build -q --release -p examples --bin "$server"
 
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-"target/release/$server" "$work" > "$work/urls" &
+"target/release/$server" "$work" > "$work/out" &
 pid=$!
-for _ in $(seq 1 100); do [ "$(wc -l < "$work/urls")" -ge 3 ] && break; sleep 0.1; done
+for _ in $(seq 1 100); do grep -qx ready "$work/out" && break; sleep 0.1; done
+grep -qx ready "$work/out" || { echo "$server did not start" >&2; exit 1; }
+grep -v '^ready$' "$work/out" > "$work/urls"
 export BODY_FILE="$work/body.json" SIG_FILE="$work/signature"
 echo "server: $server ($(wc -c < "$BODY_FILE")-byte body); wrk -t1 -c$connections -d${seconds}s, $rounds rounds"
 
@@ -52,7 +54,7 @@ for line in open(sys.argv[1]):
     rows[name][0].append(float(rps)); rows[name][1].append(us(p99))
 med = {n: (statistics.median(r), statistics.median(p)) for n, (r, p) in rows.items()}
 base_b, base_c = med["handwritten"][0], med["insecure"][0]
-print("\n| router | req/s (median) | p99 latency (median) | vs hand-written | vs insecure Json |")
+print("\n| router | req/s (median) | p99 latency (median) | vs hand-written | vs insecure (unverified JSON) |")
 print("|---|---|---|---|---|")
 for n, (r, p) in med.items():
     print(f"| {n} | {r:,.0f} | {p:,.0f} µs | {r / base_b:.3f}x | {r / base_c:.3f}x |")

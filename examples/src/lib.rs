@@ -11,6 +11,8 @@
 //! A missing or empty secret, or a tolerance that is not a whole number, exits with code 2 and a
 //! message on standard error.
 
+pub mod bench;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const RECEIVERS: &[&str] = &[env!("CARGO_BIN_EXE_axum-receiver")];
+const RECEIVERS: &[&str] = &[
+    env!("CARGO_BIN_EXE_axum-receiver"),
+    env!("CARGO_BIN_EXE_actix-receiver"),
+];
 
 struct Receiver {
     _child: Child,

@@ -1,6 +1,6 @@
 //! The three axum routers of the load benchmark, each on its own port, in one process:
 //!
-//! - `layer`: `AirmyVerifyLayer` + `AirmyEvent` extractor (this suite);
+//! - `layer`: `AirmyVerifyLayer` + `AirmyEvent<RunCompleted>` (this suite);
 //! - `handwritten`: `Bytes` → pre-keyed HMAC `verify_slice` → serde typed parse, the practical
 //!   floor of a secure receiver;
 //! - `insecure`: `Json<T>`, which verifies nothing.
@@ -10,36 +10,20 @@
 //! ```
 //!
 //! Writes `OUT_DIR/body.json` (a 1 KiB `run.completed` created now) and `OUT_DIR/signature`,
-//! prints `NAME http://127.0.0.1:PORT/hooks/airmy` for each router, and serves on one worker
+//! prints `NAME http://127.0.0.1:PORT/hooks/airmy` for each router, then `ready`, and serves on one worker
 //! thread until killed. `scripts/load-bench.sh` drives it with wrk.
 
 use std::path::PathBuf;
 
 use airmy_verify::event::RunCompleted;
-use airmy_verify::{Secret, Verifier, testing};
+use airmy_verify::{Secret, Verifier};
 use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-
-/// What the hand-written and insecure handlers parse into: the same typed struct as ours.
-#[derive(Deserialize)]
-struct PlainEnvelope {
-    id: String,
-    #[serde(rename = "type")]
-    #[allow(dead_code, reason = "parsed, not read")]
-    event_type: String,
-    #[serde(with = "airmy_verify::time::serde::rfc3339")]
-    #[allow(dead_code, reason = "parsed, not read")]
-    created_at: airmy_verify::time::OffsetDateTime,
-    data: RunCompleted,
-}
+use examples::bench::{self, HmacSha256, PlainEnvelope};
 
 async fn ours(AirmyEvent(run): AirmyEvent<RunCompleted>) -> (StatusCode, String) {
     (
@@ -49,44 +33,22 @@ async fn ours(AirmyEvent(run): AirmyEvent<RunCompleted>) -> (StatusCode, String)
 }
 
 async fn handwritten(
-    axum::extract::State(key): axum::extract::State<HmacSha256>,
+    State(key): State<HmacSha256>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
-    use hmac::Mac;
-    let Some(tag) = headers
-        .get("x-airmy-signature")
-        .and_then(|v| hex::decode(v.as_bytes()).ok())
-    else {
-        return (StatusCode::UNAUTHORIZED, String::new());
-    };
-    if key.clone().chain_update(&body).verify_slice(&tag).is_err() {
-        return (StatusCode::UNAUTHORIZED, String::new());
-    }
-    match serde_json::from_slice::<PlainEnvelope>(&body) {
-        Ok(e) => (StatusCode::OK, format!("{} {:?}", e.id, e.data.tokens_used)),
-        Err(_) => (StatusCode::BAD_REQUEST, String::new()),
+    let signature = headers.get("x-airmy-signature").map(|v| v.as_bytes());
+    match bench::handwritten(&key, signature, &body) {
+        Ok(envelope) => (StatusCode::OK, envelope.answer()),
+        Err(status) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            String::new(),
+        ),
     }
 }
 
-async fn insecure(Json(e): Json<PlainEnvelope>) -> (StatusCode, String) {
-    (StatusCode::OK, format!("{} {:?}", e.id, e.data.tokens_used))
-}
-
-/// A 1 KiB run.completed envelope created now (whole seconds, so its length is exact).
-fn body_of_1kib() -> Bytes {
-    let now = airmy_verify::time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| testing::fixed_now());
-    let build = |filler: usize| {
-        let mut data = testing::sample_data("run.completed");
-        data["output"]["result"] = "x".repeat(filler).into();
-        testing::sample_event("run.completed")
-            .created_at(now)
-            .data(data)
-            .body()
-    };
-    build(1024usize.saturating_sub(build(0).len()))
+async fn insecure(Json(envelope): Json<PlainEnvelope>) -> (StatusCode, String) {
+    (StatusCode::OK, envelope.answer())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -95,18 +57,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .nth(1)
             .ok_or("usage: axum-bench-server OUT_DIR")?,
     );
-    let body = body_of_1kib();
-    std::fs::write(out.join("body.json"), &body)?;
-    std::fs::write(out.join("signature"), airmy_verify::sign(&body, SECRET))?;
-
+    bench::write_delivery(&out)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        use hmac::digest::KeyInit;
-        let verifier = Verifier::new(Secret::new(SECRET)?);
-        let key = <HmacSha256 as KeyInit>::new_from_slice(SECRET.as_bytes())?;
+        let verifier = Verifier::new(Secret::new(bench::SECRET)?);
         let routers = [
             (
                 "layer",
@@ -118,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "handwritten",
                 Router::new()
                     .route("/hooks/airmy", post(handwritten))
-                    .with_state(key),
+                    .with_state(bench::key()),
             ),
             (
                 "insecure",
@@ -130,6 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{name} http://{}/hooks/airmy", listener.local_addr()?);
             tokio::spawn(async move { axum::serve(listener, router).await });
         }
+        println!("ready");
         tokio::signal::ctrl_c().await?;
         Ok(())
     })
