@@ -144,14 +144,27 @@ pub(crate) async fn read_delivery(
         declared,
     )?;
     let limit = verifier.max_body_size();
-    let capacity = declared.map_or(8 * 1024, |n| usize::try_from(n).unwrap_or(limit));
-    let mut body = BytesMut::with_capacity(capacity.min(limit));
+    // A body that arrives as one chunk (the usual case) is kept as it is, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    let mut len = 0usize;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| Error::BodyRead)?;
-        if body.len() + chunk.len() > limit {
+        len += chunk.len();
+        if len > limit {
             return Err(verifier.body_too_large());
         }
-        body.extend_from_slice(&chunk);
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            None => rest.extend_from_slice(&chunk),
+            Some(earlier) => {
+                let capacity = declared.map_or(len, |n| usize::try_from(n).unwrap_or(limit));
+                rest.reserve(capacity.clamp(len, limit));
+                rest.extend_from_slice(&earlier);
+                rest.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok((signature, body.freeze()))
+    let body = first.unwrap_or_else(|| rest.freeze());
+    Ok((signature, body))
 }
