@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark of a receiver's routers on loopback with wrk, in one run:
 #   scripts/load-bench.sh axum-bench-server [ROUNDS] [SECONDS] [CONNECTIONS]
-# The server runs on one worker thread, wrk on one thread: one core each. The routers are
-# measured in turn, round after round, and the report gives the median of the rounds.
+# The server runs on one worker thread pinned to core 0, wrk on one thread pinned to core 1.
+# The routers are measured in turn, round after round, and the report gives the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 server=${1:-axum-bench-server}
@@ -15,7 +15,7 @@ cargo build -q --release -p examples --bin "$server"
 
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-"target/release/$server" "$work" > "$work/out" &
+taskset -c 0 "target/release/$server" "$work" > "$work/out" &
 pid=$!
 for _ in $(seq 1 100); do grep -qx ready "$work/out" && break; sleep 0.1; done
 grep -qx ready "$work/out" || { echo "$server did not start" >&2; exit 1; }
@@ -32,7 +32,7 @@ done < "$work/urls"
 
 for round in $(seq 1 "$rounds"); do
   while read -r name url; do
-    out=$(wrk -t1 -c"$connections" -d"${seconds}s" --latency -s scripts/airmy-post.lua "$url")
+    out=$(taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" --latency -s scripts/airmy-post.lua "$url")
     if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers during the run" >&2; echo "$out" >&2; exit 1; fi
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")

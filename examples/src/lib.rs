@@ -1,5 +1,7 @@
-//! Shared set-up of the example receivers: configuration from the environment, logging, and
-//! the address line the black-box tests wait for.
+//! The runnable side of the suite: the example receivers (`axum-receiver`, `actix-receiver`),
+//! the `demo`, the `airmy-webhook` sender and the load-benchmark servers, with what they share:
+//! the receiver apps ([`apps`]), configuration from the environment, logging, and the address
+//! line the black-box tests wait for.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
@@ -11,7 +13,13 @@
 //! A missing or empty secret, or a tolerance that is not a whole number, exits with code 2 and a
 //! message on standard error.
 
+pub mod apps;
 pub mod bench;
+
+/// The workspace README, whose Rust snippets are compiled (and the test one run) as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -10,34 +10,14 @@
 //! `listening on http://HOST:PORT` when ready; answers an accepted event with 200 and
 //! `{"id":"<event id>","type":"<event type>"}`, a refused one with the core's status and body.
 
-use actix_web::{App, HttpResponse, HttpServer, web};
-use airmy_verify_actix::{AirmyEvent, AirmyVerify};
-use serde_json::json;
-
-async fn on_event(AirmyEvent(event): AirmyEvent) -> HttpResponse {
-    tracing::info!(
-        target: "actix_receiver",
-        event_id = %event.id,
-        event_type = event.event_type(),
-        created_at = %event.created_at,
-        "event accepted"
-    );
-    HttpResponse::Ok().json(json!({ "id": event.id, "type": event.event_type() }))
-}
+use actix_web::{App, HttpServer};
 
 #[actix_web::main]
 async fn main() {
     let config = examples::config_or_exit();
     examples::init_logging();
-    let verifier = config.verifier;
-    let server = HttpServer::new(move || {
-        App::new().service(
-            web::scope("/hooks")
-                .wrap(AirmyVerify::new(verifier.clone()))
-                .route("/airmy", web::post().to(on_event)),
-        )
-    })
-    .workers(2);
+    let routes = examples::apps::actix_app(config.verifier, examples::apps::Accepted::default());
+    let server = HttpServer::new(move || App::new().configure(routes.clone())).workers(2);
     let server = match server.bind(&config.listen) {
         Ok(server) => server,
         Err(err) => {

@@ -9,29 +9,11 @@
 //! `listening on http://HOST:PORT` when ready; answers an accepted event with 200 and
 //! `{"id":"<event id>","type":"<event type>"}`, a refused one with the core's status and body.
 
-use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
-use axum::routing::post;
-use axum::{Json, Router};
-use serde_json::{Value, json};
-
-async fn on_event(AirmyEvent(event): AirmyEvent) -> Json<Value> {
-    tracing::info!(
-        target: "axum_receiver",
-        event_id = %event.id,
-        event_type = event.event_type(),
-        created_at = %event.created_at,
-        "event accepted"
-    );
-    Json(json!({ "id": event.id, "type": event.event_type() }))
-}
-
 #[tokio::main]
 async fn main() {
     let config = examples::config_or_exit();
     examples::init_logging();
-    let app = Router::new()
-        .route("/hooks/airmy", post(on_event))
-        .layer(AirmyVerifyLayer::new(config.verifier));
+    let app = examples::apps::axum_app(config.verifier, examples::apps::Accepted::default());
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(err) => {

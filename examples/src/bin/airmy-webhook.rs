@@ -1,0 +1,245 @@
+//! `airmy-webhook`: deliver signed AIRMY events to an endpoint, the way AIRMY does, for testing
+//! your own receiver (like `airmy webhooks test`, but aimed at a local URL).
+//!
+//! ```text
+//! airmy-webhook send --url http://127.0.0.1:3000/hooks/airmy --secret whsec_... --type run.completed
+//! airmy-webhook send --url ... --secret ... --file body.json     # the file's exact bytes
+//! airmy-webhook sign --secret whsec_... body.json                # prints the signature, for curl
+//! ```
+//!
+//! `send` follows AIRMY's retry policy: up to 3 attempts, waiting 1 s then 5 s between them
+//! (AIRMY's page lists the delays 1 s, 5 s and 30 s; the 30 s one applies to a 4th attempt,
+//! `--attempts 4`), a 10 s timeout per attempt, and only a 2xx acknowledges. It prints each
+//! attempt's status and time and exits 0 when acknowledged, 1 when never acknowledged, 2 for a
+//! usage error (bad URL, unreadable file, missing secret).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use airmy_verify::testing;
+use airmy_verify::time::OffsetDateTime;
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+
+/// AIRMY's delays between delivery attempts.
+const DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+];
+
+#[derive(Parser)]
+#[command(
+    name = "airmy-webhook",
+    version,
+    about = "Deliver signed AIRMY webhook events to an endpoint, the way AIRMY does"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build (or read) an envelope, sign its exact bytes and POST it, retrying as AIRMY does.
+    Send(SendArgs),
+    /// Print the X-AIRMY-Signature of a file's exact bytes (`-` or no file: standard input).
+    Sign(SignArgs),
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// The endpoint, such as http://127.0.0.1:3000/hooks/airmy.
+    #[arg(long)]
+    url: String,
+    /// The signing secret, exactly as configured in AIRMY (whsec_... included).
+    #[arg(long, env = "AIRMY_WEBHOOK_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The event type of a generated sample event.
+    #[arg(long = "type", default_value = "test", conflicts_with = "file")]
+    event_type: String,
+    /// Send this file's bytes as they are instead of a generated event.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// The event id of a generated event (default: a random evt_...).
+    #[arg(long, conflicts_with = "file")]
+    id: Option<String>,
+    /// Make one attempt only.
+    #[arg(long)]
+    no_retry: bool,
+    /// How many attempts at most (1 to 4).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=4))]
+    attempts: u32,
+    /// Multiply the waits between attempts by this (0.01 turns 5 s into 50 ms, for tests).
+    #[arg(long, default_value_t = 1.0)]
+    backoff_scale: f64,
+    /// Seconds to wait for each response.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The signing secret, exactly as configured in AIRMY.
+    #[arg(long, env = "AIRMY_WEBHOOK_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The file to sign; `-` or none reads standard input.
+    file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Send(args) => send(args),
+        Command::Sign(args) => sign(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.is_empty() {
+        Err("the secret is empty: pass --secret or set AIRMY_WEBHOOK_SECRET".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
+    match file {
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
+        _ => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            Ok(bytes)
+        }
+    }
+}
+
+fn sign(args: &SignArgs) -> Result<ExitCode, String> {
+    check_secret(&args.secret)?;
+    let bytes = read_input(args.file.as_ref())?;
+    println!("{}", airmy_verify::sign(&bytes, &args.secret));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 10];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..10]);
+    }
+    format!("evt_{}", hex::encode(bytes))
+}
+
+fn send(args: SendArgs) -> Result<ExitCode, String> {
+    check_secret(&args.secret)?;
+    let url =
+        reqwest::Url::parse(&args.url).map_err(|e| format!("invalid --url {:?}: {e}", args.url))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid --url {:?}: only http and https are supported",
+            args.url
+        ));
+    }
+    if !(args.backoff_scale.is_finite() && args.backoff_scale >= 0.0) {
+        return Err("--backoff-scale must be a number of at least 0".into());
+    }
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        return Err("--timeout must be a positive number of seconds".into());
+    }
+    let body = match &args.file {
+        Some(path) => Bytes::from(read_input(Some(path))?),
+        None => testing::sample_event(&args.event_type)
+            .id(args.id.clone().unwrap_or_else(random_id))
+            .created_at(OffsetDateTime::now_utc())
+            .body(),
+    };
+    let signature = airmy_verify::sign(&body, &args.secret);
+    let attempts = if args.no_retry { 1 } else { args.attempts };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs_f64(args.timeout))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    println!(
+        "POST {url} ({} bytes, X-AIRMY-Signature {}…)",
+        body.len(),
+        &signature[..8]
+    );
+    runtime.block_on(async {
+        for attempt in 1..=attempts {
+            let started = Instant::now();
+            let result = client
+                .post(url.clone())
+                .header("content-type", "application/json")
+                .header("x-airmy-signature", &signature)
+                .body(body.clone())
+                .send()
+                .await;
+            let took = started.elapsed();
+            let outcome = match result {
+                Ok(response) => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    let text: String = text.chars().take(200).collect();
+                    if status.is_success() {
+                        println!(
+                            "attempt {attempt}/{attempts}: {status} in {} ms: acknowledged {text}",
+                            took.as_millis()
+                        );
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    format!("{status} in {} ms {text}", took.as_millis())
+                }
+                Err(err) if err.is_timeout() => {
+                    format!("timed out after {:.1} s", took.as_secs_f64())
+                }
+                Err(err) if err.is_connect() => format!(
+                    "connection failed ({}) after {} ms",
+                    root_cause(&err),
+                    took.as_millis()
+                ),
+                Err(err) => format!(
+                    "failed ({}) after {} ms",
+                    root_cause(&err),
+                    took.as_millis()
+                ),
+            };
+            if attempt < attempts {
+                let wait = DELAYS[(attempt - 1) as usize].mul_f64(args.backoff_scale);
+                println!(
+                    "attempt {attempt}/{attempts}: {outcome}; retrying in {:.2} s",
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+            } else {
+                println!("attempt {attempt}/{attempts}: {outcome}");
+            }
+        }
+        println!("not acknowledged after {attempts} attempt(s)");
+        Ok(ExitCode::FAILURE)
+    })
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
