@@ -90,7 +90,7 @@ impl<S> Layer<S> for AirmyVerifyLayer {
 
 /// The service of [`AirmyVerifyLayer`]: verifies each request before calling `S`.
 ///
-/// `S` receives `Request<Full<Bytes>>` holding the verified bytes, with the [`Verified`]
+/// `S` receives `Request<Full<Bytes>>` holding the verified bytes, with the [`Verified`](airmy_verify::Verified)
 /// delivery in its extensions. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct AirmyVerify<S> {
