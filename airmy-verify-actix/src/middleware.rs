@@ -30,12 +30,17 @@
 //! # }
 //! ```
 
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::{HttpMessage, ResponseError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::{HttpMessage, HttpResponse, ResponseError};
+use airmy_verify::idempotency::{Begin, Idempotency};
 use airmy_verify::{Verified, Verifier};
+use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, Ready, ready};
 
 use crate::error::AirmyError;
@@ -47,13 +52,27 @@ use crate::extract::read_delivery;
 #[derive(Debug, Clone)]
 pub struct AirmyVerify {
     verifier: Verifier,
+    idempotency: Option<Idempotency>,
 }
 
 impl AirmyVerify {
     /// A middleware checking deliveries with `verifier`.
     #[must_use]
     pub fn new(verifier: Verifier) -> Self {
-        Self { verifier }
+        Self {
+            verifier,
+            idempotency: None,
+        }
+    }
+
+    /// Runs the handler once per verified event id, with `guard` (see
+    /// [`airmy_verify::idempotency`]): a committed id answers 200 `{"status":"duplicate",…}`,
+    /// an id in flight 409, and a non-2xx answer, error or panic of the handler releases the
+    /// claim so AIRMY's retry runs it again. Defaults to off.
+    #[must_use]
+    pub fn idempotency(mut self, guard: Idempotency) -> Self {
+        self.idempotency = Some(guard);
+        self
     }
 }
 
@@ -72,6 +91,7 @@ where
         ready(Ok(AirmyVerifyMiddleware {
             service: Rc::new(service),
             verifier: self.verifier.clone(),
+            idempotency: self.idempotency.clone(),
         }))
     }
 }
@@ -81,6 +101,7 @@ where
 pub struct AirmyVerifyMiddleware<S> {
     service: Rc<S>,
     verifier: Verifier,
+    idempotency: Option<Idempotency>,
 }
 
 impl<S, B> Service<ServiceRequest> for AirmyVerifyMiddleware<S>
@@ -97,6 +118,7 @@ where
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
         let verifier = self.verifier.clone();
+        let idempotency = self.idempotency.clone();
         Box::pin(async move {
             let mut payload = req.take_payload();
             let verified = match read_delivery(&verifier, req.headers(), &mut payload).await {
@@ -111,10 +133,37 @@ where
                         event_type = verified.envelope.event_type(),
                         "AIRMY webhook delivery verified"
                     );
+                    let ticket = match &idempotency {
+                        None => None,
+                        Some(guard) => match guard.begin(&verified.envelope.id).await {
+                            Begin::Run(ticket) => Some(ticket),
+                            other => {
+                                let response = begin_response(&other);
+                                return Ok(req.into_response(response).map_into_right_body());
+                            }
+                        },
+                    };
                     req.set_payload(Payload::from(verified.payload.bytes().clone()));
                     req.extensions_mut().insert::<Verified>(verified);
-                    let response = service.call(req).await?;
-                    Ok(response.map_into_left_body())
+                    let call = service.call(req);
+                    let Some(ticket) = ticket else {
+                        return Ok(call.await?.map_into_left_body());
+                    };
+                    // The claim is released on a non-2xx answer, an error or a panic.
+                    match AssertUnwindSafe(call).catch_unwind().await {
+                        Ok(Ok(response)) => {
+                            ticket.finish(response.status().is_success()).await;
+                            Ok(response.map_into_left_body())
+                        }
+                        Ok(Err(err)) => {
+                            ticket.finish(false).await;
+                            Err(err)
+                        }
+                        Err(panic) => {
+                            ticket.finish(false).await;
+                            std::panic::resume_unwind(panic)
+                        }
+                    }
                 }
                 Err(err) => {
                     let response = AirmyError::from(err).error_response();
@@ -123,4 +172,15 @@ where
             }
         })
     }
+}
+
+/// The response for an idempotency decision that does not run the handler (the core's status
+/// and body: 200 duplicate, 409 in flight, 503 store unavailable).
+fn begin_response(begin: &Begin) -> HttpResponse {
+    let (status, body) = begin
+        .response()
+        .unwrap_or((500, r#"{"error":"internal"}"#.to_owned()));
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(body)
 }

@@ -46,15 +46,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::panic::AssertUnwindSafe;
+
+use airmy_verify::idempotency::{Begin, Idempotency};
 use airmy_verify::{Error, SIGNATURE_HEADER, Signature, Verifier};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::rejection::error_response;
+use crate::rejection::{begin_response, error_response};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -67,13 +71,27 @@ pub type ResponseBody<B> = Either<B, Full<Bytes>>;
 #[derive(Debug, Clone)]
 pub struct AirmyVerifyLayer {
     verifier: Verifier,
+    idempotency: Option<Idempotency>,
 }
 
 impl AirmyVerifyLayer {
     /// A layer checking deliveries with `verifier` (its secrets, body limit and tolerance).
     #[must_use]
     pub fn new(verifier: Verifier) -> Self {
-        Self { verifier }
+        Self {
+            verifier,
+            idempotency: None,
+        }
+    }
+
+    /// Runs the inner service once per verified event id, with `guard` (see
+    /// [`airmy_verify::idempotency`]): a committed id answers 200 `{"status":"duplicate",…}`,
+    /// an id in flight 409, and a non-2xx answer, error or panic of the inner service releases
+    /// the claim so AIRMY's retry runs it again. Defaults to off.
+    #[must_use]
+    pub fn idempotency(mut self, guard: Idempotency) -> Self {
+        self.idempotency = Some(guard);
+        self
     }
 }
 
@@ -84,6 +102,7 @@ impl<S> Layer<S> for AirmyVerifyLayer {
         AirmyVerify {
             inner,
             verifier: self.verifier.clone(),
+            idempotency: self.idempotency.clone(),
         }
     }
 }
@@ -96,13 +115,18 @@ impl<S> Layer<S> for AirmyVerifyLayer {
 pub struct AirmyVerify<S> {
     inner: S,
     verifier: Verifier,
+    idempotency: Option<Idempotency>,
 }
 
 impl<S> AirmyVerify<S> {
     /// Wraps `inner`, checking deliveries with `verifier`.
     #[must_use]
     pub fn new(inner: S, verifier: Verifier) -> Self {
-        Self { inner, verifier }
+        Self {
+            inner,
+            verifier,
+            idempotency: None,
+        }
     }
 }
 
@@ -129,6 +153,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
+        let idempotency = self.idempotency.clone();
         ResponseFuture {
             inner: Box::pin(async move {
                 let (mut parts, body) = request.into_parts();
@@ -144,12 +169,34 @@ where
                             event_type = verified.envelope.event_type(),
                             "AIRMY webhook delivery verified"
                         );
+                        let ticket = match &idempotency {
+                            None => None,
+                            Some(guard) => match guard.begin(&verified.envelope.id).await {
+                                Begin::Run(ticket) => Some(ticket),
+                                other => return Ok(begin_response(&other).map(Either::Right)),
+                            },
+                        };
                         let bytes = verified.payload.bytes().clone();
                         parts.extensions.insert(verified);
-                        let response = inner
-                            .call(Request::from_parts(parts, Full::new(bytes)))
-                            .await?;
-                        Ok(response.map(Either::Left))
+                        let call = inner.call(Request::from_parts(parts, Full::new(bytes)));
+                        let Some(ticket) = ticket else {
+                            return Ok(call.await?.map(Either::Left));
+                        };
+                        // The claim is released on a non-2xx answer, an error or a panic.
+                        match AssertUnwindSafe(call).catch_unwind().await {
+                            Ok(Ok(response)) => {
+                                ticket.finish(response.status().is_success()).await;
+                                Ok(response.map(Either::Left))
+                            }
+                            Ok(Err(err)) => {
+                                ticket.finish(false).await;
+                                Err(err)
+                            }
+                            Err(panic) => {
+                                ticket.finish(false).await;
+                                std::panic::resume_unwind(panic)
+                            }
+                        }
                     }
                     Err(err) => Ok(error_response(&err).map(Either::Right)),
                 }

@@ -21,6 +21,7 @@
 use std::fmt;
 
 use airmy_verify::Error;
+use airmy_verify::idempotency::Begin;
 use axum_core::body::Body;
 use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -102,12 +103,24 @@ pub(crate) fn error_response(err: &Error) -> http::Response<Full<Bytes>> {
     json(status_of(err), err.body())
 }
 
+/// The response for an idempotency decision that does not run the handler (the core's status
+/// and body: 200 duplicate, 409 in flight, 503 store unavailable).
+pub(crate) fn begin_response(begin: &Begin) -> http::Response<Full<Bytes>> {
+    let (status, body) = begin
+        .response()
+        .unwrap_or((500, r#"{"error":"internal"}"#.to_owned()));
+    json(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
+}
+
 fn status_of(err: &Error) -> StatusCode {
     StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-fn json(status: StatusCode, body: &'static str) -> http::Response<Full<Bytes>> {
-    let mut response = http::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn json(status: StatusCode, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
+    let mut response = http::Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

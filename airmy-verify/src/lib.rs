@@ -13,6 +13,7 @@
 //! - [`event`]: [`Envelope`], [`Event`] and one struct per event type; unknown types and fields
 //!   parse and are kept.
 //! - [`Error`]: why a delivery was refused, with the HTTP status to answer.
+//! - [`idempotency`]: exactly-once handling of AIRMY's retries, in memory or on Redis.
 //! - [`testing`]: signed sample deliveries, a fixed clock and the conformance table.
 //! - [`sign`] and [`verify`]: AIRMY's reference functions, for tests and scripts.
 //!
@@ -43,6 +44,7 @@
 
 pub mod error;
 pub mod event;
+pub mod idempotency;
 pub mod secret;
 pub mod signature;
 pub mod testing;
