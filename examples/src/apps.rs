@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use airmy_verify::idempotency::Idempotency;
 use airmy_verify::{Envelope, Event, Verifier};
 use serde_json::{Value, json};
 
@@ -27,8 +28,13 @@ fn accept(receiver: &'static str, accepted: &Accepted, event: &Envelope<Event>) 
     json!({ "id": event.id, "type": event.event_type() })
 }
 
-/// The axum receiver: the route behind `AirmyVerifyLayer`, the handler taking `AirmyEvent`.
-pub fn axum_app(verifier: Verifier, accepted: Accepted) -> axum::Router {
+/// The axum receiver: the route behind `AirmyVerifyLayer` (with the idempotency guard, if
+/// any), the handler taking `AirmyEvent`.
+pub fn axum_app(
+    verifier: Verifier,
+    accepted: Accepted,
+    idempotency: Option<Idempotency>,
+) -> axum::Router {
     use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
     use axum::routing::post;
 
@@ -36,16 +42,20 @@ pub fn axum_app(verifier: Verifier, accepted: Accepted) -> axum::Router {
         let accepted = accepted.clone();
         async move { axum::Json(accept("axum", &accepted, &event)) }
     };
-    axum::Router::new()
-        .route(PATH, post(handler))
-        .layer(AirmyVerifyLayer::new(verifier))
+    let mut layer = AirmyVerifyLayer::new(verifier);
+    if let Some(guard) = idempotency {
+        layer = layer.idempotency(guard);
+    }
+    axum::Router::new().route(PATH, post(handler)).layer(layer)
 }
 
-/// The actix receiver: a `/hooks` scope wrapped in `AirmyVerify`, the handler taking
-/// `AirmyEvent`. Use with `App::new().configure(actix_app(verifier, accepted))`.
+/// The actix receiver: a `/hooks` scope wrapped in `AirmyVerify` (with the idempotency guard,
+/// if any), the handler taking `AirmyEvent`. Use with
+/// `App::new().configure(actix_app(verifier, accepted, guard))`.
 pub fn actix_app(
     verifier: Verifier,
     accepted: Accepted,
+    idempotency: Option<Idempotency>,
 ) -> impl Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static {
     use actix_web::{HttpResponse, web};
     use airmy_verify_actix::{AirmyEvent, AirmyVerify};
@@ -56,9 +66,13 @@ pub fn actix_app(
             let accepted = accepted.clone();
             async move { HttpResponse::Ok().json(accept("actix", &accepted, &event)) }
         };
+        let mut middleware = AirmyVerify::new(verifier.clone());
+        if let Some(guard) = &idempotency {
+            middleware = middleware.idempotency(guard.clone());
+        }
         config.service(
             web::scope("/hooks")
-                .wrap(AirmyVerify::new(verifier.clone()))
+                .wrap(middleware)
                 .route("/airmy", web::post().to(handler)),
         );
     }

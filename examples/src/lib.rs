@@ -9,8 +9,10 @@
 //! | `AIRMY_WEBHOOK_SECRET_PREVIOUS` | a previous secret, accepted during a rotation | none |
 //! | `AIRMY_LISTEN` | the address to bind (port 0 picks a free port) | `127.0.0.1:3000` |
 //! | `AIRMY_TOLERANCE_SECS` | freshness tolerance in seconds | `300` |
+//! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`: run the handler once per event id | unset: off |
 //!
-//! A missing or empty secret, or a tolerance that is not a whole number, exits with code 2 and a
+//! A missing or empty secret, a tolerance that is not a whole number, an `AIRMY_IDEMPOTENCY`
+//! that is neither, or a Redis that cannot be reached at start-up exits with code 2 and a
 //! message on standard error.
 
 pub mod apps;
@@ -25,6 +27,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
 use airmy_verify::{Secret, Verifier};
 
 /// The exit code for a configuration error.
@@ -37,6 +40,42 @@ pub struct ReceiverConfig {
     pub verifier: Verifier,
     /// The address to bind, as given (a host name is resolved when binding).
     pub listen: String,
+    /// The idempotency store to use, if any.
+    pub idempotency: Option<IdempotencySetting>,
+}
+
+/// Where `AIRMY_IDEMPOTENCY` keeps claimed and processed event ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencySetting {
+    /// In this process (`memory`): up to 100,000 ids.
+    Memory,
+    /// On the Redis server at this URL, shared by every receiver using it.
+    Redis(String),
+}
+
+impl ReceiverConfig {
+    /// The idempotency guard, connected (for Redis) and ready.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when Redis cannot be reached.
+    pub async fn idempotency_guard(&self) -> Result<Option<Idempotency>, ConfigError> {
+        let guard = match &self.idempotency {
+            None => return Ok(None),
+            Some(IdempotencySetting::Memory) => {
+                Idempotency::new(MemoryStore::new(100_000), &self.verifier)
+            }
+            Some(IdempotencySetting::Redis(url)) => {
+                let store = RedisStore::connect(url).await.map_err(|e| {
+                    ConfigError(format!("AIRMY_IDEMPOTENCY: cannot use {url}: {e}"))
+                })?;
+                Idempotency::new(store, &self.verifier)
+            }
+        };
+        guard
+            .map(Some)
+            .map_err(|e| ConfigError(format!("AIRMY_IDEMPOTENCY: {e}")))
+    }
 }
 
 /// A configuration problem, said in one line.
@@ -93,9 +132,22 @@ impl ReceiverConfig {
         let listen = lookup("AIRMY_LISTEN")
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+        let idempotency = match lookup("AIRMY_IDEMPOTENCY").as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some("memory") => Some(IdempotencySetting::Memory),
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Some(IdempotencySetting::Redis(url.to_owned()))
+            }
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "AIRMY_IDEMPOTENCY must be `memory` or a redis:// URL, got {other:?}"
+                )));
+            }
+        };
         Ok(Self {
             verifier: builder.build(),
             listen,
+            idempotency,
         })
     }
 }
@@ -120,13 +172,13 @@ pub fn announce(addr: SocketAddr) {
 /// Reads the configuration, or exits with code 2 and the reason.
 #[must_use]
 pub fn config_or_exit() -> ReceiverConfig {
-    match ReceiverConfig::from_env() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(EXIT_CONFIG);
-        }
-    }
+    ReceiverConfig::from_env().unwrap_or_else(|err| exit_config(&err))
+}
+
+/// Prints a configuration error and exits with code 2.
+pub fn exit_config(err: &ConfigError) -> ! {
+    eprintln!("error: {err}");
+    std::process::exit(EXIT_CONFIG);
 }
 
 #[cfg(test)]
@@ -158,6 +210,27 @@ mod tests {
                     .contains("AIRMY_WEBHOOK_SECRET is missing or empty")
             );
         }
+    }
+
+    #[test]
+    fn idempotency_is_off_memory_or_a_redis_url() {
+        let with = |v: &str| {
+            ReceiverConfig::from_lookup(lookup(&[
+                ("AIRMY_WEBHOOK_SECRET", "s"),
+                ("AIRMY_IDEMPOTENCY", v),
+            ]))
+        };
+        assert_eq!(with("").expect("off").idempotency, None);
+        assert_eq!(
+            with("memory").expect("memory").idempotency,
+            Some(IdempotencySetting::Memory)
+        );
+        assert_eq!(
+            with("redis://127.0.0.1:6379").expect("redis").idempotency,
+            Some(IdempotencySetting::Redis("redis://127.0.0.1:6379".into()))
+        );
+        let err = with("postgres://x").expect_err("refused");
+        assert!(err.to_string().contains("AIRMY_IDEMPOTENCY"), "{err}");
     }
 
     #[test]

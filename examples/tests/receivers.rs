@@ -173,3 +173,85 @@ async fn receivers_exit_2_without_a_secret() {
         assert_eq!(output.status.code(), Some(2), "{bin}");
     }
 }
+
+#[tokio::test]
+async fn receivers_answer_repeated_deliveries_as_duplicates_with_idempotency_on() {
+    for bin in RECEIVERS {
+        let r = start(
+            bin,
+            &[
+                ("AIRMY_WEBHOOK_SECRET", testing::SECRET),
+                ("AIRMY_IDEMPOTENCY", "memory"),
+            ],
+        )
+        .await;
+        let d = testing::sample_event("run.completed")
+            .id("evt_receiver_dup")
+            .created_at(now())
+            .signed(testing::SECRET);
+        assert_eq!(
+            post(&r.url, &d.body, &d.signature).await,
+            (
+                200,
+                json!({ "id": "evt_receiver_dup", "type": "run.completed" })
+            ),
+            "{bin}"
+        );
+        assert_eq!(
+            post(&r.url, &d.body, &d.signature).await,
+            (
+                200,
+                json!({ "status": "duplicate", "id": "evt_receiver_dup" })
+            ),
+            "{bin}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_axum_and_an_actix_receiver_sharing_redis_process_an_event_once() {
+    let redis = testing::RedisServer::start_private();
+    let envs = [
+        ("AIRMY_WEBHOOK_SECRET", testing::SECRET),
+        ("AIRMY_IDEMPOTENCY", redis.url()),
+    ];
+    let (axum, actix) = (
+        start(RECEIVERS[0], &envs).await,
+        start(RECEIVERS[1], &envs).await,
+    );
+    let d = testing::sample_event("alert.triggered")
+        .id("evt_shared_by_replicas")
+        .created_at(now())
+        .signed(testing::SECRET);
+    assert_eq!(post(&axum.url, &d.body, &d.signature).await.0, 200);
+    assert_eq!(
+        post(&actix.url, &d.body, &d.signature).await,
+        (
+            200,
+            json!({ "status": "duplicate", "id": "evt_shared_by_replicas" })
+        )
+    );
+    drop(redis);
+}
+
+#[tokio::test]
+async fn receivers_exit_2_when_redis_cannot_be_reached() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    for bin in RECEIVERS {
+        let output = Command::new(bin)
+            .env_clear()
+            .env("AIRMY_WEBHOOK_SECRET", "s")
+            .env("AIRMY_LISTEN", "127.0.0.1:0")
+            .env("AIRMY_IDEMPOTENCY", &url)
+            .output()
+            .await
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(2), "{bin}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("AIRMY_IDEMPOTENCY: cannot use"), "{stderr}");
+    }
+}

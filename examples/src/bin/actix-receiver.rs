@@ -6,7 +6,8 @@
 //! ```
 //!
 //! The same contract as `axum-receiver`: configuration from `AIRMY_WEBHOOK_SECRET`,
-//! `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN` and `AIRMY_TOLERANCE_SECS`; prints
+//! `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN`, `AIRMY_TOLERANCE_SECS` and
+//! `AIRMY_IDEMPOTENCY`; prints
 //! `listening on http://HOST:PORT` when ready; answers an accepted event with 200 and
 //! `{"id":"<event id>","type":"<event type>"}`, a refused one with the core's status and body.
 
@@ -16,7 +17,12 @@ use actix_web::{App, HttpServer};
 async fn main() {
     let config = examples::config_or_exit();
     examples::init_logging();
-    let routes = examples::apps::actix_app(config.verifier, examples::apps::Accepted::default());
+    let guard = match config.idempotency_guard().await {
+        Ok(guard) => guard,
+        Err(err) => examples::exit_config(&err),
+    };
+    let routes =
+        examples::apps::actix_app(config.verifier, examples::apps::Accepted::default(), guard);
     let server = HttpServer::new(move || App::new().configure(routes.clone())).workers(2);
     let server = match server.bind(&config.listen) {
         Ok(server) => server,

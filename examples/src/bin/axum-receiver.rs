@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Configuration is in the `examples` crate docs (`AIRMY_WEBHOOK_SECRET`,
-//! `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN`, `AIRMY_TOLERANCE_SECS`). Prints
+//! `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN`, `AIRMY_TOLERANCE_SECS`,
+//! `AIRMY_IDEMPOTENCY`). Prints
 //! `listening on http://HOST:PORT` when ready; answers an accepted event with 200 and
 //! `{"id":"<event id>","type":"<event type>"}`, a refused one with the core's status and body.
 
@@ -13,7 +14,11 @@
 async fn main() {
     let config = examples::config_or_exit();
     examples::init_logging();
-    let app = examples::apps::axum_app(config.verifier, examples::apps::Accepted::default());
+    let guard = match config.idempotency_guard().await {
+        Ok(guard) => guard,
+        Err(err) => examples::exit_config(&err),
+    };
+    let app = examples::apps::axum_app(config.verifier, examples::apps::Accepted::default(), guard);
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(err) => {

@@ -182,11 +182,11 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let axum_ran = Accepted::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let axum_url = format!("http://{}{}", listener.local_addr()?, apps::PATH);
-    let app = apps::axum_app(verifier.clone(), axum_ran.clone());
+    let app = apps::axum_app(verifier.clone(), axum_ran.clone(), None);
     actix_web::rt::spawn(async move { axum::serve(listener, app).await });
 
     let actix_ran = Accepted::default();
-    let routes = apps::actix_app(verifier, actix_ran.clone());
+    let routes = apps::actix_app(verifier, actix_ran.clone(), None);
     let server = HttpServer::new(move || App::new().configure(routes.clone()))
         .workers(1)
         .disable_signals()
