@@ -72,3 +72,18 @@ for key, name in [
         continue
     ratio = f"{m / floor:.3f}x" if floor else "n/a"
     print(f"| {name} | {fmt_time(m)} | {ratio} |")
+
+print("\n### Idempotency guard overhead per request (group `idempotency`)\n")
+print("| receiver (axum layer + extractor, oneshot) | median | vs no guard (time) |")
+print("|---|---|---|")
+floor = median_ns("idempotency", "no_guard")
+for key, name in [
+    ("no_guard", "no guard"),
+    ("memory_guard", "in-memory guard (`MemoryStore`)"),
+    ("redis_guard", "Redis guard (`RedisStore`, local redis-server)"),
+]:
+    m = median_ns("idempotency", key)
+    if m is None:
+        continue
+    ratio = f"{m / floor:.2f}x (+{fmt_time(m - floor)})" if floor else "n/a"
+    print(f"| {name} | {fmt_time(m)} | {ratio} |")
