@@ -151,9 +151,8 @@ pub(crate) async fn read_delivery(
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| Error::BodyRead)?;
         len += chunk.len();
-        if len > limit {
-            return Err(verifier.body_too_large());
-        }
+        // The core's limit, enforced again on what has actually arrived.
+        verifier.check_content_length(len as u64)?;
         match first.take() {
             None if rest.is_empty() => first = Some(chunk),
             None => rest.extend_from_slice(&chunk),
