@@ -30,7 +30,6 @@
 //! # }
 //! ```
 
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -38,9 +37,8 @@ use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transfor
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
-use airmy_verify::idempotency::{Begin, Idempotency};
+use airmy_verify::idempotency::{Guarded, Idempotency};
 use airmy_verify::{Verified, Verifier};
-use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, Ready, ready};
 
 use crate::error::AirmyError;
@@ -133,35 +131,23 @@ where
                         event_type = verified.envelope.event_type(),
                         "AIRMY webhook delivery verified"
                     );
-                    let ticket = match &idempotency {
-                        None => None,
-                        Some(guard) => match guard.begin(&verified.envelope.id).await {
-                            Begin::Run(ticket) => Some(ticket),
-                            other => {
-                                let response = begin_response(&other);
-                                return Ok(req.into_response(response).map_into_right_body());
-                            }
-                        },
-                    };
+                    let guarded = idempotency.map(|g| (g, verified.envelope.id.clone()));
                     req.set_payload(Payload::from(verified.payload.bytes().clone()));
                     req.extensions_mut().insert::<Verified>(verified);
-                    let call = service.call(req);
-                    let Some(ticket) = ticket else {
-                        return Ok(call.await?.map_into_left_body());
+                    let Some((guard, event_id)) = guarded else {
+                        return Ok(service.call(req).await?.map_into_left_body());
                     };
-                    // The claim is released on a non-2xx answer, an error or a panic.
-                    match AssertUnwindSafe(call).catch_unwind().await {
-                        Ok(Ok(response)) => {
-                            ticket.finish(response.status().is_success()).await;
-                            Ok(response.map_into_left_body())
-                        }
-                        Ok(Err(err)) => {
-                            ticket.finish(false).await;
-                            Err(err)
-                        }
-                        Err(panic) => {
-                            ticket.finish(false).await;
-                            std::panic::resume_unwind(panic)
+                    let success = |r: &ServiceResponse<B>| r.status().is_success();
+                    let call = |req| service.call(req);
+                    match guard.run(&event_id, req, call, success).await {
+                        Guarded::Ran(response) => Ok(response?.map_into_left_body()),
+                        Guarded::Answered {
+                            status,
+                            body,
+                            input,
+                        } => {
+                            let response = guard_response(status, body);
+                            Ok(input.into_response(response).map_into_right_body())
                         }
                     }
                 }
@@ -174,12 +160,9 @@ where
     }
 }
 
-/// The response for an idempotency decision that does not run the handler (the core's status
-/// and body: 200 duplicate, 409 in flight, 503 store unavailable).
-fn begin_response(begin: &Begin) -> HttpResponse {
-    let (status, body) = begin
-        .response()
-        .unwrap_or((500, r#"{"error":"internal"}"#.to_owned()));
+/// The response for an idempotency decision that does not run the handler, with the core's
+/// status and body (200 duplicate, 409 in flight, 503 store unavailable).
+fn guard_response(status: u16, body: String) -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
         .body(body)

@@ -46,19 +46,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use std::panic::AssertUnwindSafe;
-
-use airmy_verify::idempotency::{Begin, Idempotency};
+use airmy_verify::idempotency::{Guarded, Idempotency};
 use airmy_verify::{Error, SIGNATURE_HEADER, Signature, Verifier};
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::rejection::{begin_response, error_response};
+use crate::rejection::{error_response, guard_response};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -169,32 +166,19 @@ where
                             event_type = verified.envelope.event_type(),
                             "AIRMY webhook delivery verified"
                         );
-                        let ticket = match &idempotency {
-                            None => None,
-                            Some(guard) => match guard.begin(&verified.envelope.id).await {
-                                Begin::Run(ticket) => Some(ticket),
-                                other => return Ok(begin_response(&other).map(Either::Right)),
-                            },
-                        };
+                        let guarded = idempotency.map(|g| (g, verified.envelope.id.clone()));
                         let bytes = verified.payload.bytes().clone();
                         parts.extensions.insert(verified);
-                        let call = inner.call(Request::from_parts(parts, Full::new(bytes)));
-                        let Some(ticket) = ticket else {
-                            return Ok(call.await?.map(Either::Left));
+                        let request = Request::from_parts(parts, Full::new(bytes));
+                        let Some((guard, event_id)) = guarded else {
+                            return Ok(inner.call(request).await?.map(Either::Left));
                         };
-                        // The claim is released on a non-2xx answer, an error or a panic.
-                        match AssertUnwindSafe(call).catch_unwind().await {
-                            Ok(Ok(response)) => {
-                                ticket.finish(response.status().is_success()).await;
-                                Ok(response.map(Either::Left))
-                            }
-                            Ok(Err(err)) => {
-                                ticket.finish(false).await;
-                                Err(err)
-                            }
-                            Err(panic) => {
-                                ticket.finish(false).await;
-                                std::panic::resume_unwind(panic)
+                        let success = |r: &Response<ResBody>| r.status().is_success();
+                        let call = |request| inner.call(request);
+                        match guard.run(&event_id, request, call, success).await {
+                            Guarded::Ran(response) => Ok(response?.map(Either::Left)),
+                            Guarded::Answered { status, body, .. } => {
+                                Ok(guard_response(status, body).map(Either::Right))
                             }
                         }
                     }

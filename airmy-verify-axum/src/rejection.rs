@@ -21,7 +21,6 @@
 use std::fmt;
 
 use airmy_verify::Error;
-use airmy_verify::idempotency::Begin;
 use axum_core::body::Body;
 use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -103,12 +102,9 @@ pub(crate) fn error_response(err: &Error) -> http::Response<Full<Bytes>> {
     json(status_of(err), err.body())
 }
 
-/// The response for an idempotency decision that does not run the handler (the core's status
-/// and body: 200 duplicate, 409 in flight, 503 store unavailable).
-pub(crate) fn begin_response(begin: &Begin) -> http::Response<Full<Bytes>> {
-    let (status, body) = begin
-        .response()
-        .unwrap_or((500, r#"{"error":"internal"}"#.to_owned()));
+/// The response for an idempotency decision that does not run the handler, with the core's
+/// status and body (200 duplicate, 409 in flight, 503 store unavailable).
+pub(crate) fn guard_response(status: u16, body: String) -> http::Response<Full<Bytes>> {
     json(
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         body,

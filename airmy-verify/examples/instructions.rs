@@ -38,7 +38,10 @@ fn main() {
     let now = time::OffsetDateTime::now_utc();
     let mut data = testing::sample_data("run.completed");
     data["output"]["result"] = "x".repeat(760).into();
-    let body = testing::sample_event("run.completed").created_at(now).data(data).body();
+    let body = testing::sample_event("run.completed")
+        .created_at(now)
+        .data(data)
+        .body();
     let sig = Signature::parse(&sign(&body, SECRET)).expect("signature");
     let tag = *sig.as_bytes();
     let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("key");
@@ -47,13 +50,21 @@ fn main() {
         "floor" => {
             for _ in 0..n {
                 let body = black_box(&body[..]);
-                keyed.clone().chain_update(body).verify_slice(&tag).expect("verifies");
+                keyed
+                    .clone()
+                    .chain_update(body)
+                    .verify_slice(&tag)
+                    .expect("verifies");
                 black_box(serde_json::from_slice::<PlainEnvelope>(body).expect("parses"));
             }
         }
         "event" => {
             for _ in 0..n {
-                black_box(verifier.verify_event::<Event>(&sig, black_box(&body)).expect("verifies"));
+                black_box(
+                    verifier
+                        .verify_event::<Event>(&sig, black_box(&body))
+                        .expect("verifies"),
+                );
             }
         }
         other => eprintln!("usage: instructions floor|event [N] (got {other:?})"),

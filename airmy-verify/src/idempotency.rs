@@ -20,7 +20,8 @@
 //!
 //! Stores: [`MemoryStore`] for one process; `RedisStore` (feature `redis`) for replicas sharing
 //! state. Adapters wire the guard in (`AirmyVerifyLayer::idempotency`,
-//! `AirmyVerify::idempotency`); the statuses and bodies above come from [`Begin::response`].
+//! `AirmyVerify::idempotency`) through [`Idempotency::run`]; the statuses and bodies above come
+//! from [`Begin::response`].
 //!
 //! # Example
 //!
@@ -44,9 +45,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use crate::verifier::Verifier;
 
@@ -240,6 +244,70 @@ impl Idempotency {
             },
         }
     }
+}
+
+impl Idempotency {
+    /// Runs a handler under the guard, the way adapters do: decides with [`Idempotency::begin`]
+    /// first (so nothing of the handler runs for a duplicate), then calls `handler(input)` and
+    /// commits the id when `succeeded` says its output is a success (a 2xx), or releases it
+    /// when the output is not, when the handler returns `Err`, or when it panics (the panic is
+    /// then resumed). When the handler does not run, `input` (the request) is given back.
+    pub async fn run<I, H, Fut, T, E>(
+        &self,
+        event_id: &str,
+        input: I,
+        handler: H,
+        succeeded: impl FnOnce(&T) -> bool,
+    ) -> Guarded<Result<T, E>, I>
+    where
+        H: FnOnce(I) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let ticket = match self.begin(event_id).await {
+            Begin::Run(ticket) => ticket,
+            other => {
+                let (status, body) = other
+                    .response()
+                    .unwrap_or((500, r#"{"error":"internal"}"#.to_owned()));
+                return Guarded::Answered {
+                    status,
+                    body,
+                    input,
+                };
+            }
+        };
+        match AssertUnwindSafe(handler(input)).catch_unwind().await {
+            Ok(Ok(output)) => {
+                ticket.finish(succeeded(&output)).await;
+                Guarded::Ran(Ok(output))
+            }
+            Ok(Err(err)) => {
+                ticket.finish(false).await;
+                Guarded::Ran(Err(err))
+            }
+            Err(panic) => {
+                ticket.finish(false).await;
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+}
+
+/// What [`Idempotency::run`] did.
+#[derive(Debug)]
+pub enum Guarded<T, I> {
+    /// The handler ran; its output.
+    Ran(T),
+    /// The handler did not run: answer this status and JSON body instead (a duplicate, a
+    /// delivery in flight, or the store unavailable under [`OnStoreError::Refuse`]).
+    Answered {
+        /// The HTTP status.
+        status: u16,
+        /// The JSON body.
+        body: String,
+        /// The input the handler would have taken, given back.
+        input: I,
+    },
 }
 
 impl fmt::Debug for Idempotency {
@@ -586,6 +654,41 @@ mod tests {
         );
         let lenient = Idempotency::new(MemoryStore::new(0), &verifier).expect("guard");
         assert!(matches!(block(lenient.begin("evt_2")), Begin::Run(_)));
+    }
+
+    #[test]
+    fn run_commits_successes_and_releases_failures_errors_and_panics() {
+        let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
+        let guard = Idempotency::new(MemoryStore::new(10), &verifier).expect("guard");
+        let ok = |status: u16| move |()| std::future::ready(Ok::<u16, ()>(status));
+        let is_2xx = |s: &u16| (200..300).contains(s);
+        assert!(matches!(
+            block(guard.run("a", (), ok(500), is_2xx)),
+            Guarded::Ran(Ok(500))
+        ));
+        let failed = block(guard.run("a", (), |()| std::future::ready(Err::<u16, ()>(())), is_2xx));
+        assert!(matches!(failed, Guarded::Ran(Err(()))));
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let handler = |()| async { panic!("handler panicked") };
+            block(guard.run("a", (), handler, |_: &u16| true)) as Guarded<Result<u16, ()>, ()>
+        }));
+        assert!(panicked.is_err());
+        assert!(matches!(
+            block(guard.run("a", (), ok(200), is_2xx)),
+            Guarded::Ran(Ok(200))
+        ));
+        let mut ran = false;
+        let again = block(guard.run(
+            "a",
+            (),
+            |()| {
+                ran = true;
+                std::future::ready(Ok::<u16, ()>(200))
+            },
+            is_2xx,
+        ));
+        assert!(!ran, "a duplicate never calls the handler");
+        assert!(matches!(again, Guarded::Answered { status: 200, .. }));
     }
 
     #[test]
