@@ -78,10 +78,7 @@ async fn post_case(
 }
 
 fn find(name: &str) -> Case {
-    testing::conformance_cases()
-        .into_iter()
-        .find(|c| c.name == name)
-        .expect("case exists")
+    testing::case(name).expect("case exists")
 }
 
 #[tokio::test]

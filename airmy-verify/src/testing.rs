@@ -264,6 +264,55 @@ impl Case {
     pub fn error_body(&self) -> Option<String> {
         self.error.map(|code| format!(r#"{{"error":"{code}"}}"#))
     }
+
+    /// Checks a response to this case, for a receiver whose handler answers an accepted event
+    /// with `{"id":"<event id>","type":"<event type>"}` (as the example receivers do):
+    /// the status, the body (the rejection's exact body, or that JSON), and how many times the
+    /// handler ran (once for an accepted delivery, never otherwise).
+    ///
+    /// # Errors
+    ///
+    /// What differs, naming the case.
+    pub fn check_response(
+        &self,
+        status: u16,
+        body: &[u8],
+        handler_runs: usize,
+    ) -> Result<(), String> {
+        let shown = String::from_utf8_lossy(body);
+        let what = format!(
+            "{}: got {status} {shown}, {handler_runs} handler run(s)",
+            self.name
+        );
+        if status != self.status {
+            return Err(format!("{what}; expected status {}", self.status));
+        }
+        match (self.error_body(), &self.event) {
+            (Some(expected), _) if body != expected.as_bytes() => {
+                return Err(format!("{what}; expected body {expected}"));
+            }
+            (None, Some((id, event_type))) => {
+                let expected = serde_json::json!({ "id": id, "type": event_type });
+                if serde_json::from_slice::<Value>(body).ok().as_ref() != Some(&expected) {
+                    return Err(format!("{what}; expected body {expected}"));
+                }
+            }
+            _ => {}
+        }
+        if handler_runs != usize::from(self.handler_runs()) {
+            return Err(format!(
+                "{what}; expected the handler to run {} time(s)",
+                usize::from(self.handler_runs())
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The conformance case named `name`, such as `tampered_body`.
+#[must_use]
+pub fn case(name: &str) -> Option<Case> {
+    conformance_cases().into_iter().find(|c| c.name == name)
 }
 
 /// Runs a case through the core alone, as an adapter would: header checks (with the body
@@ -613,6 +662,26 @@ mod tests {
         ] {
             assert!(cases.iter().any(|c| c.error == Some(code)), "{code}");
         }
+    }
+
+    #[test]
+    fn check_response_refuses_any_difference() {
+        let ok = case("valid_run_completed").expect("case");
+        let body = br#"{"id":"evt_test_run_completed","type":"run.completed"}"#;
+        assert_eq!(ok.check_response(200, body, 1), Ok(()));
+        assert!(ok.check_response(201, body, 1).is_err());
+        assert!(ok.check_response(200, b"{}", 1).is_err());
+        assert!(ok.check_response(200, body, 0).is_err());
+        assert!(ok.check_response(200, body, 2).is_err());
+        let bad = case("tampered_body").expect("case");
+        let error = br#"{"error":"invalid_signature"}"#;
+        assert_eq!(bad.check_response(401, error, 0), Ok(()));
+        assert!(bad.check_response(401, error, 1).is_err());
+        assert!(
+            bad.check_response(401, br#"{"error":"stale_event"}"#, 0)
+                .is_err()
+        );
+        assert!(case("no_such_case").is_none());
     }
 
     #[test]
