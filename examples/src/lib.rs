@@ -67,7 +67,8 @@ impl ReceiverConfig {
             }
             Some(IdempotencySetting::Redis(url)) => {
                 let store = RedisStore::connect(url).await.map_err(|e| {
-                    ConfigError(format!("AIRMY_IDEMPOTENCY: cannot use {url}: {e}"))
+                    let shown = redact_credentials(url);
+                    ConfigError(format!("AIRMY_IDEMPOTENCY: cannot use {shown}: {e}"))
                 })?;
                 Idempotency::new(store, &self.verifier)
             }
@@ -152,6 +153,17 @@ impl ReceiverConfig {
     }
 }
 
+/// A URL as it may be shown: any `user:password@` part is replaced by `[redacted]@`.
+#[must_use]
+pub fn redact_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}[redacted]{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Logs to standard error at `INFO` (standard output carries only the address line).
 pub fn init_logging() {
     tracing_subscriber::fmt()
@@ -210,6 +222,18 @@ mod tests {
                     .contains("AIRMY_WEBHOOK_SECRET is missing or empty")
             );
         }
+    }
+
+    #[test]
+    fn redis_passwords_are_never_shown() {
+        assert_eq!(
+            redact_credentials("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://[redacted]@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_credentials("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]
