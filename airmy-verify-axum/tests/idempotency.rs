@@ -162,14 +162,16 @@ async fn failed_first_attempt_is_retried_and_processed_once(guard: Idempotency) 
 }
 
 async fn a_retry_while_in_flight_gets_409_then_duplicate(guard: Idempotency) {
-    let handler = Handler::new(vec![], Duration::from_millis(300));
+    // Generous margins: the first attempt must still be running when the retry arrives, even
+    // on a loaded CI machine.
+    let handler = Handler::new(vec![], Duration::from_millis(1500));
     let app = handler.app(guard);
     let d = delivery("evt_slow");
     let first = {
         let (app, d) = (app.clone(), d.clone());
         tokio::spawn(async move { send(&app, &d).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         send(&app, &d).await,
         (409, json!({ "error": "delivery_in_flight" }))

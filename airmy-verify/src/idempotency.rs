@@ -570,43 +570,34 @@ mod tests {
 
     #[test]
     fn expired_claims_and_commits_free_the_id() {
+        // Generous margins: a loaded CI machine may pause a thread for tens of milliseconds.
+        let (short, wait, long) = (
+            Duration::from_millis(300),
+            Duration::from_millis(450),
+            Duration::from_secs(60),
+        );
         let store = MemoryStore::new(10);
-        assert_eq!(
-            block(store.claim("e", "a", Duration::from_millis(20))),
-            Ok(Claim::Claimed)
-        );
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(
-            block(store.claim("e", "b", Duration::from_secs(30))),
-            Ok(Claim::Claimed)
-        );
+        assert_eq!(block(store.claim("e", "a", short)), Ok(Claim::Claimed));
+        std::thread::sleep(wait);
+        assert_eq!(block(store.claim("e", "b", long)), Ok(Claim::Claimed));
         // The expired claim's owner can no longer commit.
-        block(store.commit("e", "a", Duration::from_secs(30))).expect("ok");
-        assert_eq!(
-            block(store.claim("e", "c", Duration::from_secs(30))),
-            Ok(Claim::InFlight)
-        );
-        block(store.commit("e", "b", Duration::from_millis(20))).expect("ok");
-        assert_eq!(
-            block(store.claim("e", "c", Duration::from_secs(30))),
-            Ok(Claim::Done)
-        );
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(
-            block(store.claim("e", "c", Duration::from_secs(30))),
-            Ok(Claim::Claimed)
-        );
+        block(store.commit("e", "a", long)).expect("ok");
+        assert_eq!(block(store.claim("e", "c", long)), Ok(Claim::InFlight));
+        block(store.commit("e", "b", short)).expect("ok");
+        assert_eq!(block(store.claim("e", "c", long)), Ok(Claim::Done));
+        std::thread::sleep(wait);
+        assert_eq!(block(store.claim("e", "c", long)), Ok(Claim::Claimed));
     }
 
     #[test]
     fn the_store_stays_within_its_capacity() {
         let store = MemoryStore::new(3);
-        let short = Duration::from_millis(20);
+        let short = Duration::from_millis(300);
         for id in ["a", "b", "c"] {
             assert_eq!(block(store.claim(id, "t", short)), Ok(Claim::Claimed));
         }
         assert!(block(store.claim("d", "t", short)).is_err());
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(450));
         assert_eq!(block(store.claim("d", "t", short)), Ok(Claim::Claimed));
         assert_eq!(store.len(), 1, "expired entries were dropped");
     }
