@@ -357,7 +357,7 @@ async fn concurrent_deliveries_of_a_few_ids_run_the_handler_once_per_id() {
         .map(|i| {
             let (app, d) = (app.clone(), deliveries[i % deliveries.len()].clone());
             tokio::spawn(async move {
-                for _ in 0..50 {
+                for _ in 0..500 {
                     let (status, _) = send(&app, &d).await;
                     if status == 200 {
                         return;
