@@ -120,7 +120,7 @@ impl FromRequest for VerifiedBytes {
         let mut payload = payload.take();
         Box::pin(async move {
             if let Some(verified) = verified {
-                return Ok(Self(verified.payload));
+                return Ok(Self(verified.into_payload()));
             }
             let verifier = verifier_from_req(&req)?;
             let (signature, bytes) = read_delivery(&verifier, req.headers(), &mut payload).await?;

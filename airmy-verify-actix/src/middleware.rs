@@ -132,7 +132,7 @@ where
                         "AIRMY webhook delivery verified"
                     );
                     let guarded = idempotency.map(|g| (g, verified.envelope.id.clone()));
-                    req.set_payload(Payload::from(verified.payload.bytes().clone()));
+                    req.set_payload(Payload::from(verified.bytes.clone()));
                     req.extensions_mut().insert::<Verified>(verified);
                     let Some((guard, event_id)) = guarded else {
                         return Ok(service.call(req).await?.map_into_left_body());

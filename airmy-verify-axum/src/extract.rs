@@ -151,7 +151,7 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, AirmyRejection> {
         let (mut parts, body) = request.into_parts();
         if let Some(verified) = parts.extensions.remove::<Verified>() {
-            return Ok(Self(verified.payload));
+            return Ok(Self(verified.into_payload()));
         }
         let state = AirmyVerifier::from_ref(state);
         let verifier = state.verifier()?;

@@ -167,7 +167,7 @@ where
                             "AIRMY webhook delivery verified"
                         );
                         let guarded = idempotency.map(|g| (g, verified.envelope.id.clone()));
-                        let bytes = verified.payload.bytes().clone();
+                        let bytes = verified.bytes.clone();
                         parts.extensions.insert(verified);
                         let request = Request::from_parts(parts, Full::new(bytes));
                         let Some((guard, event_id)) = guarded else {

@@ -664,23 +664,24 @@ impl<'de, K: DataKind> DeserializeSeed<'de> for DataSeed<'_, K> {
 
 /// An envelope as parsed, before `data` is narrowed to a [`Payload`].
 #[derive(Debug)]
-pub(crate) struct Parsed<K> {
+pub(crate) struct Parsed<'de, K> {
     pub(crate) id: String,
-    pub(crate) event_type: String,
+    /// Borrowed from the body unless it holds escapes.
+    pub(crate) event_type: Cow<'de, str>,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) data: K,
     pub(crate) extra: Map<String, Value>,
 }
 
-impl<K: DataKind> Parsed<K> {
+impl<'de, K: DataKind> Parsed<'de, K> {
     /// Parses an envelope from a body in one pass when `type` comes before `data` (as AIRMY
     /// sends it), buffering `data` as raw JSON otherwise.
-    pub(crate) fn from_slice(body: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn from_slice(body: &'de [u8]) -> Result<Self, Error> {
         serde_json::from_slice(body).map_err(|e| Error::from_json(&e))
     }
 }
 
-impl Parsed<Event> {
+impl Parsed<'_, Event> {
     pub(crate) fn into_envelope(self) -> Envelope<Event> {
         Envelope {
             id: self.id,
@@ -691,7 +692,7 @@ impl Parsed<Event> {
     }
 }
 
-impl<'de, K: DataKind> Deserialize<'de> for Parsed<K> {
+impl<'de, K: DataKind> Deserialize<'de> for Parsed<'de, K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(EnvelopeVisitor(PhantomData))
     }
@@ -700,13 +701,13 @@ impl<'de, K: DataKind> Deserialize<'de> for Parsed<K> {
 struct EnvelopeVisitor<K>(PhantomData<K>);
 
 impl<'de, K: DataKind> Visitor<'de> for EnvelopeVisitor<K> {
-    type Value = Parsed<K>;
+    type Value = Parsed<'de, K>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an AIRMY event envelope {id, type, created_at, data}")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed<K>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed<'de, K>, A::Error> {
         let mut id: Option<String> = None;
         let mut event_type: Option<Cow<'de, str>> = None;
         let mut created_at: Option<OffsetDateTime> = None;
@@ -770,7 +771,7 @@ impl<'de, K: DataKind> Visitor<'de> for EnvelopeVisitor<K> {
         };
         Ok(Parsed {
             id,
-            event_type: event_type.into_owned(),
+            event_type,
             created_at,
             data,
             extra,

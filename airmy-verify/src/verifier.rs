@@ -253,11 +253,13 @@ impl Verifier {
         self.verify_signature(signature, &body)?;
         let parsed = Parsed::<Skipped>::from_slice(&body)?;
         self.check_freshness(&parsed.id, parsed.created_at)?;
+        let (id, event_type, created_at) =
+            (parsed.id, parsed.event_type.into_owned(), parsed.created_at);
         Ok(VerifiedPayload {
             bytes: body,
-            id: parsed.id,
-            event_type: parsed.event_type,
-            created_at: parsed.created_at,
+            id,
+            event_type,
+            created_at,
         })
     }
 }
@@ -272,29 +274,41 @@ impl Verifier {
     /// As [`Verifier::verify_event`] with `T = Event`.
     pub fn verify(&self, signature: &Signature, body: Bytes) -> Result<Verified, Error> {
         self.verify_signature(signature, &body)?;
-        let parsed = Parsed::<Event>::from_slice(&body)?;
-        self.check_freshness(&parsed.id, parsed.created_at)?;
-        let payload = VerifiedPayload {
-            bytes: body,
-            id: parsed.id.clone(),
-            event_type: parsed.event_type.clone(),
-            created_at: parsed.created_at,
+        let envelope = {
+            let parsed = Parsed::<Event>::from_slice(&body)?;
+            self.check_freshness(&parsed.id, parsed.created_at)?;
+            parsed.into_envelope()
         };
         Ok(Verified {
-            envelope: parsed.into_envelope(),
-            payload,
+            envelope,
+            bytes: body,
         })
     }
 }
 
-/// A delivery verified by [`Verifier::verify`]: the parsed event and the raw payload.
+/// A delivery verified by [`Verifier::verify`]: the parsed event and the raw bytes it was
+/// parsed from (the same allocation, not a copy).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Verified {
     /// The parsed envelope.
     pub envelope: Envelope<Event>,
-    /// The raw bytes and the envelope's `id`, `type` and `created_at`.
-    pub payload: VerifiedPayload,
+    /// The verified body, as received.
+    pub bytes: Bytes,
+}
+
+impl Verified {
+    /// The raw payload view, with the envelope's `id`, `type` and `created_at` (built on
+    /// demand: only extractors that want the raw bytes pay for it).
+    #[must_use]
+    pub fn into_payload(self) -> VerifiedPayload {
+        VerifiedPayload {
+            id: self.envelope.id,
+            event_type: self.envelope.data.event_type().to_owned(),
+            created_at: self.envelope.created_at,
+            bytes: self.bytes,
+        }
+    }
 }
 
 impl fmt::Debug for Verifier {

@@ -206,9 +206,12 @@ fn verified_payloads_keep_the_same_bytes_and_parse_later() {
     let verifier = testing::conformance_verifier();
     let d = testing::sample_event("run.completed").signed(testing::SECRET);
     let both = verifier.verify(&sig(&d), d.body.clone()).expect("verifies");
-    assert_eq!(both.payload.bytes().as_ptr(), d.body.as_ptr(), "no copy");
-    assert_eq!(both.payload.id(), both.envelope.id);
-    assert_eq!(both.payload.event_type(), both.envelope.event_type());
+    assert_eq!(both.bytes.as_ptr(), d.body.as_ptr(), "no copy");
+    let id = both.envelope.id.clone();
+    let as_payload = both.into_payload();
+    assert_eq!(as_payload.bytes().as_ptr(), d.body.as_ptr(), "no copy");
+    assert_eq!(as_payload.id(), id);
+    assert_eq!(as_payload.event_type(), "run.completed");
     let body: Bytes = d.body.clone();
     let payload = verifier
         .verify_payload(&sig(&d), body.clone())
