@@ -114,6 +114,17 @@ fn case(name: &str) -> Case {
     testing::case(name).expect("case exists")
 }
 
+/// The router verified by the layer (with no verifier in the state, which the layer does not
+/// need), or by the extractor alone (with the verifier in the state).
+fn verified_by(app: Router<AirmyVerifier>, layer: bool) -> Router {
+    if layer {
+        app.layer(AirmyVerifyLayer::new(testing::conformance_verifier()))
+            .with_state(AirmyVerifier::none())
+    } else {
+        app.with_state(AirmyVerifier::new(testing::conformance_verifier()))
+    }
+}
+
 async fn send(app: Router, request: Request<Body>) -> (StatusCode, Bytes) {
     let response = app.oneshot(request).await.expect("infallible");
     let status = response.status();
@@ -146,13 +157,7 @@ async fn a_typed_route_takes_its_type_and_answers_422_to_others() {
             run.data.tokens_used.unwrap_or_default().to_string()
         };
         let app = Router::new().route(PATH, post(handler));
-        let app = if with_layer {
-            // The layer needs no verifier in the state.
-            app.layer(AirmyVerifyLayer::new(testing::conformance_verifier()))
-                .with_state(AirmyVerifier::none())
-        } else {
-            app.with_state(AirmyVerifier::new(testing::conformance_verifier()))
-        };
+        let app = verified_by(app, with_layer);
         assert_eq!(
             send(app.clone(), delivery("run.completed")).await,
             (StatusCode::OK, Bytes::from_static(b"1247"))
@@ -229,13 +234,7 @@ async fn handlers_behind_the_layer_see_the_same_bytes() {
             payload.into_bytes()
         };
         let app = Router::new().route(PATH, post(handler));
-        let app = if with_layer {
-            // The layer needs no verifier in the state.
-            app.layer(AirmyVerifyLayer::new(testing::conformance_verifier()))
-                .with_state(AirmyVerifier::none())
-        } else {
-            app.with_state(AirmyVerifier::new(testing::conformance_verifier()))
-        };
+        let app = verified_by(app, with_layer);
         assert_eq!(
             send(app, request()).await,
             (StatusCode::OK, expected.clone())

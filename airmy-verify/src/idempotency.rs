@@ -173,7 +173,9 @@ impl Idempotency {
             .ok_or(IdempotencyConfigError::RetentionRequired)?;
         Ok(Self::with_retention(
             store,
-            tolerance * 2 + Duration::from_secs(60),
+            tolerance
+                .saturating_mul(2)
+                .saturating_add(Duration::from_secs(60)),
         ))
     }
 
@@ -216,9 +218,16 @@ impl Idempotency {
             Ok(Claim::Claimed) => Begin::Run(Ticket {
                 claim: Some((self.clone(), event_id.to_owned(), token)),
             }),
-            Ok(Claim::InFlight) => Begin::InFlight {
-                id: event_id.to_owned(),
-            },
+            Ok(Claim::InFlight) => {
+                tracing::info!(
+                    target: "airmy_verify",
+                    event_id,
+                    "delivery already in flight; answering 409"
+                );
+                Begin::InFlight {
+                    id: event_id.to_owned(),
+                }
+            }
             Ok(Claim::Done) => Begin::Duplicate {
                 id: event_id.to_owned(),
             },
@@ -351,10 +360,7 @@ impl Begin {
                 200,
                 serde_json::json!({ "status": "duplicate", "id": id }).to_string(),
             )),
-            Self::InFlight { id } => {
-                tracing::info!(target: "airmy_verify", event_id = %id, "delivery already in flight; answering 409");
-                Some((409, r#"{"error":"delivery_in_flight"}"#.to_owned()))
-            }
+            Self::InFlight { .. } => Some((409, r#"{"error":"delivery_in_flight"}"#.to_owned())),
             Self::Unavailable => Some((
                 503,
                 r#"{"error":"idempotency_store_unavailable"}"#.to_owned(),
@@ -414,6 +420,14 @@ fn new_token() -> String {
         bytes[0] ^= std::process::id() as u8;
     }
     hex::encode(bytes)
+}
+
+/// `now + d`, or a point about a century away when `d` is too large to add (a lease or
+/// retention of `Duration::MAX` means "never expires", not a panic).
+fn deadline(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// An in-memory store for one process: bounded, with expiry, and no background thread
@@ -481,7 +495,7 @@ impl MemoryStore {
             id.to_owned(),
             Entry {
                 token: Some(token.to_owned()),
-                expires: now + lease,
+                expires: deadline(now, lease),
             },
         );
         Ok(Claim::Claimed)
@@ -501,7 +515,7 @@ impl MemoryStore {
                     id.to_owned(),
                     Entry {
                         token: None,
-                        expires: Instant::now() + retention,
+                        expires: deadline(Instant::now(), retention),
                     },
                 );
             }
@@ -680,6 +694,25 @@ mod tests {
         ));
         assert!(!ran, "a duplicate never calls the handler");
         assert!(matches!(again, Guarded::Answered { status: 200, .. }));
+    }
+
+    #[test]
+    fn huge_durations_do_not_panic() {
+        let verifier = Verifier::builder(crate::Secret::new("s").expect("s"))
+            .tolerance(Duration::MAX)
+            .build();
+        let guard = Idempotency::new(MemoryStore::new(10), &verifier)
+            .expect("guard")
+            .lease(Duration::MAX);
+        assert_eq!(guard.retention(), Duration::MAX);
+        let Begin::Run(ticket) = block(guard.begin("evt_1")) else {
+            panic!("runs")
+        };
+        block(ticket.finish(true));
+        assert!(matches!(
+            block(guard.begin("evt_1")),
+            Begin::Duplicate { .. }
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What the load-benchmark servers share: the secret, the 1 KiB delivery they are sent, and the
-//! hand-written secure handler's logic (the floor every adapter is compared with).
+//! What the load-benchmark servers and `router-instructions` share: the secret, the 1 KiB
+//! delivery they are sent, and the routers under test, ours next to the hand-written secure
+//! handler (the floor every adapter is compared with) and the unverified JSON one.
 
 use std::path::Path;
 
@@ -93,4 +94,102 @@ pub fn write_delivery(dir: &Path) -> std::io::Result<()> {
     let body = body_of_1kib();
     std::fs::write(dir.join("body.json"), &body)?;
     std::fs::write(dir.join("signature"), airmy_verify::sign(&body, SECRET))
+}
+
+/// The path every benchmark router serves.
+pub const PATH: &str = "/hooks/airmy";
+
+/// The axum routers of the benchmark, by name: `layer` (ours), `handwritten`, `insecure`.
+#[must_use]
+pub fn axum_routers(verifier: airmy_verify::Verifier) -> Vec<(&'static str, axum::Router)> {
+    use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+
+    async fn ours(AirmyEvent(run): AirmyEvent<RunCompleted>) -> String {
+        format!("{} {:?}", run.id, run.data.tokens_used)
+    }
+    async fn hand(
+        State(key): State<HmacSha256>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> (StatusCode, String) {
+        let signature = headers.get("x-airmy-signature").map(|v| v.as_bytes());
+        match handwritten(&key, signature, &body) {
+            Ok(envelope) => (StatusCode::OK, envelope.answer()),
+            Err(status) => (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                String::new(),
+            ),
+        }
+    }
+    async fn insecure(axum::Json(envelope): axum::Json<PlainEnvelope>) -> String {
+        envelope.answer()
+    }
+    vec![
+        (
+            "layer",
+            axum::Router::new()
+                .route(PATH, post(ours))
+                .layer(AirmyVerifyLayer::new(verifier)),
+        ),
+        (
+            "handwritten",
+            axum::Router::new()
+                .route(PATH, post(hand))
+                .with_state(key()),
+        ),
+        ("insecure", axum::Router::new().route(PATH, post(insecure))),
+    ]
+}
+
+/// The names of the actix apps of the benchmark.
+pub const ACTIX_APPS: [&str; 4] = ["extractor", "middleware", "handwritten", "insecure"];
+
+/// The routes of the actix app `name` (one of [`ACTIX_APPS`]): `extractor` (ours, verifier in
+/// `app_data`), `middleware` (ours, `AirmyVerify`), `handwritten`, `insecure`.
+pub fn actix_routes(
+    name: &'static str,
+    verifier: airmy_verify::Verifier,
+) -> impl Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static {
+    use actix_web::{HttpRequest, HttpResponse, web};
+    use airmy_verify_actix::{AirmyEvent, AirmyVerify};
+
+    async fn ours(AirmyEvent(run): AirmyEvent<RunCompleted>) -> HttpResponse {
+        HttpResponse::Ok().body(format!("{} {:?}", run.id, run.data.tokens_used))
+    }
+    async fn hand(key: web::Data<HmacSha256>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+        let signature = req.headers().get("x-airmy-signature").map(|v| v.as_bytes());
+        match handwritten(&key, signature, &body) {
+            Ok(envelope) => HttpResponse::Ok().body(envelope.answer()),
+            Err(401) => HttpResponse::Unauthorized().finish(),
+            Err(_) => HttpResponse::BadRequest().finish(),
+        }
+    }
+    async fn insecure(envelope: web::Json<PlainEnvelope>) -> HttpResponse {
+        HttpResponse::Ok().body(envelope.answer())
+    }
+    let key = web::Data::new(key());
+    move |config: &mut web::ServiceConfig| {
+        config.app_data(verifier.clone()).app_data(key.clone());
+        match name {
+            "extractor" => {
+                config.route(PATH, web::post().to(ours));
+            }
+            "middleware" => {
+                config.service(
+                    web::scope("")
+                        .wrap(AirmyVerify::new(verifier.clone()))
+                        .route(PATH, web::post().to(ours)),
+                );
+            }
+            "handwritten" => {
+                config.route(PATH, web::post().to(hand));
+            }
+            _ => {
+                config.route(PATH, web::post().to(insecure));
+            }
+        }
+    }
 }
