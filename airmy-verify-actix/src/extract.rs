@@ -48,13 +48,13 @@
 use std::ops::Deref;
 
 use actix_web::dev::Payload;
-use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
+use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use airmy_verify::event::Payload as EventPayload;
 use airmy_verify::{
     Envelope, Error, Event, SIGNATURE_HEADER, Signature, Verified, VerifiedPayload, Verifier,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 
@@ -129,6 +129,9 @@ impl FromRequest for VerifiedBytes {
     }
 }
 
+/// The signature header, parsed once.
+const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+
 /// Checks the headers, then reads the payload within the verifier's limit: the part of a
 /// delivery's verification that needs HTTP, shared by the extractors and the middleware.
 pub(crate) async fn read_delivery(
@@ -140,30 +143,15 @@ pub(crate) async fn read_delivery(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let signature = verifier.check_headers(
-        headers.get_all(SIGNATURE_HEADER).map(HeaderValue::as_bytes),
+        headers.get_all(&SIGNATURE).map(HeaderValue::as_bytes),
         declared,
     )?;
-    let limit = verifier.max_body_size();
-    // A body that arrives as one chunk (the usual case) is kept as it is, without a copy.
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    let mut len = 0usize;
+    // The core's buffer: a body that arrives as one chunk (the usual case) is kept without a
+    // copy, and the limit is enforced again on what actually arrives.
+    let mut buffer = verifier.body_buffer(declared);
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| Error::BodyRead)?;
-        len += chunk.len();
-        // The core's limit, enforced again on what has actually arrived.
-        verifier.check_content_length(len as u64)?;
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            None => rest.extend_from_slice(&chunk),
-            Some(earlier) => {
-                let capacity = declared.map_or(len, |n| usize::try_from(n).unwrap_or(limit));
-                rest.reserve(capacity.clamp(len, limit));
-                rest.extend_from_slice(&earlier);
-                rest.extend_from_slice(&chunk);
-            }
-        }
+        buffer.push(chunk.map_err(|_| Error::BodyRead)?)?;
     }
-    let body = first.unwrap_or_else(|| rest.freeze());
+    let body = buffer.finish();
     Ok((signature, body))
 }

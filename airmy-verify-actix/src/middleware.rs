@@ -123,41 +123,57 @@ where
                 Ok((signature, bytes)) => verifier.verify(&signature, bytes),
                 Err(err) => Err(err),
             };
-            match verified {
-                Ok(verified) => {
-                    tracing::debug!(
-                        target: "airmy_verify",
-                        event_id = %verified.envelope.id,
-                        event_type = verified.envelope.event_type(),
-                        "AIRMY webhook delivery verified"
-                    );
-                    let guarded = idempotency.map(|g| (g, verified.envelope.id.clone()));
-                    req.set_payload(Payload::from(verified.bytes.clone()));
-                    req.extensions_mut().insert::<Verified>(verified);
-                    let Some((guard, event_id)) = guarded else {
-                        return Ok(service.call(req).await?.map_into_left_body());
-                    };
-                    let success = |r: &ServiceResponse<B>| r.status().is_success();
-                    let call = |req| service.call(req);
-                    match guard.run(&event_id, req, call, success).await {
-                        Guarded::Ran(response) => Ok(response?.map_into_left_body()),
-                        Guarded::Answered {
-                            status,
-                            body,
-                            input,
-                        } => {
-                            let response = guard_response(status, body);
-                            Ok(input.into_response(response).map_into_right_body())
-                        }
-                    }
-                }
+            let verified = match verified {
+                Ok(verified) => verified,
                 Err(err) => {
                     let response = AirmyError::from(err).error_response();
-                    Ok(req.into_response(response).map_into_right_body())
+                    return Ok(req.into_response(response).map_into_right_body());
                 }
+            };
+            tracing::debug!(
+                target: "airmy_verify",
+                event_id = %verified.envelope.id,
+                event_type = verified.envelope.event_type(),
+                "AIRMY webhook delivery verified"
+            );
+            let event_id = idempotency.as_ref().map(|_| verified.envelope.id.clone());
+            req.set_payload(Payload::from(verified.bytes.clone()));
+            req.extensions_mut().insert::<Verified>(verified);
+            match idempotency.zip(event_id) {
+                None => Ok(service.call(req).await?.map_into_left_body()),
+                // Boxed on its own, so that the common path's future stays small.
+                Some((guard, event_id)) => guarded(guard, event_id, service, req).await,
             }
         })
     }
+}
+
+/// Runs the inner service under the idempotency guard (see [`Idempotency::run`]).
+fn guarded<S, B>(
+    guard: Idempotency,
+    event_id: String,
+    service: Rc<S>,
+    req: ServiceRequest,
+) -> LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    Box::pin(async move {
+        let success = |r: &ServiceResponse<B>| r.status().is_success();
+        let call = |req| service.call(req);
+        match guard.run(&event_id, req, call, success).await {
+            Guarded::Ran(response) => Ok(response?.map_into_left_body()),
+            Guarded::Answered {
+                status,
+                body,
+                input,
+            } => {
+                let response = guard_response(status, body);
+                Ok(input.into_response(response).map_into_right_body())
+            }
+        }
+    })
 }
 
 /// The response for an idempotency decision that does not run the handler, with the core's

@@ -55,8 +55,8 @@ pub use event::{Envelope, Event, Payload};
 pub use secret::{InvalidSecret, Secret};
 pub use signature::{SIGNATURE_HEADER, Signature, sign, verify};
 pub use verifier::{
-    Clock, DEFAULT_MAX_BODY_SIZE, DEFAULT_TOLERANCE, SystemClock, Verified, VerifiedPayload,
-    Verifier, VerifierBuilder,
+    BodyBuffer, Clock, DEFAULT_MAX_BODY_SIZE, DEFAULT_TOLERANCE, SystemClock, Verified,
+    VerifiedPayload, Verifier, VerifierBuilder,
 };
 
 pub use bytes::Bytes;

@@ -40,7 +40,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hmac::Mac;
 use time::OffsetDateTime;
 
@@ -158,6 +158,23 @@ impl Verifier {
         match usize::try_from(len) {
             Ok(len) if len <= self.inner.max_body_size => Ok(()),
             _ => Err(self.body_too_large()),
+        }
+    }
+
+    /// A buffer for a body that arrives in chunks, which refuses to grow past the limit.
+    ///
+    /// `declared` is the `Content-Length` the request announced, if any (already checked with
+    /// [`check_headers`](Self::check_headers)); it only sizes the buffer, never more than the
+    /// limit. See [`BodyBuffer`].
+    #[must_use]
+    pub fn body_buffer(&self, declared: Option<u64>) -> BodyBuffer {
+        let limit = self.inner.max_body_size;
+        BodyBuffer {
+            first: None,
+            rest: BytesMut::new(),
+            len: 0,
+            limit,
+            capacity: declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit)),
         }
     }
 
@@ -395,6 +412,92 @@ impl fmt::Debug for VerifierBuilder {
     }
 }
 
+/// A delivery's body, collected chunk by chunk within the verifier's limit, for adapters that
+/// read a body as a stream ([`Verifier::body_buffer`]).
+///
+/// A body that arrives as one chunk (the usual case for a small delivery) is kept as it is,
+/// without a copy; later chunks are gathered into one buffer, sized from the declared length.
+/// A chunk that would take the body past the limit is refused before it is stored, so memory
+/// never grows past the limit.
+///
+/// # Example
+///
+/// ```
+/// use airmy_verify::{Bytes, Error, Secret, Verifier};
+///
+/// let verifier = Verifier::builder(Secret::new("whsec_test")?).max_body_size(8).build();
+/// let mut body = verifier.body_buffer(None);
+/// body.push(Bytes::from_static(b"{\"ab\""))?;
+/// body.push(Bytes::from_static(b":1}"))?;
+/// assert_eq!(body.len(), 8);
+/// assert!(matches!(body.push(Bytes::from_static(b" ")), Err(Error::BodyTooLarge { limit: 8 })));
+/// assert_eq!(body.finish(), Bytes::from_static(b"{\"ab\":1}"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct BodyBuffer {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    len: usize,
+    limit: usize,
+    capacity: usize,
+}
+
+impl BodyBuffer {
+    /// Appends the next chunk of the body.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BodyTooLarge`] when the chunk would take the body past the limit; the chunk is
+    /// not stored.
+    pub fn push(&mut self, chunk: Bytes) -> Result<(), Error> {
+        let len = self
+            .len
+            .checked_add(chunk.len())
+            .filter(|&len| len <= self.limit)
+            .ok_or_else(|| self.too_large())?;
+        self.len = len;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(chunk),
+            None => self.rest.extend_from_slice(&chunk),
+            Some(first) => {
+                self.rest.reserve(self.capacity.clamp(len, self.limit));
+                self.rest.extend_from_slice(&first);
+                self.rest.extend_from_slice(&chunk);
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for this body being over the limit ([`Error::BodyTooLarge`]), for an adapter
+    /// whose own reader noticed it first.
+    #[must_use]
+    pub fn too_large(&self) -> Error {
+        Error::BodyTooLarge { limit: self.limit }
+    }
+
+    /// The number of bytes received so far.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing (or only empty chunks) arrived so far.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole body.
+    #[must_use]
+    pub fn finish(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
+    }
+}
+
 /// A delivery whose size, signature, envelope and freshness were checked, with its raw bytes.
 ///
 /// Holds the body as [`Bytes`] (the same allocation that was verified), so it can be queued
@@ -460,5 +563,76 @@ impl fmt::Debug for VerifiedPayload {
             .field("created_at", &self.created_at)
             .field("len", &self.bytes.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verifier(limit: usize) -> Verifier {
+        Verifier::builder(Secret::new("whsec_test").expect("secret"))
+            .max_body_size(limit)
+            .build()
+    }
+
+    #[test]
+    fn body_of_one_chunk_is_kept_without_a_copy() {
+        let chunk = Bytes::from(vec![7u8; 1024]);
+        let mut body = verifier(2048).body_buffer(Some(1024));
+        body.push(chunk.clone()).expect("within the limit");
+        let out = body.finish();
+        assert_eq!(out.as_ptr(), chunk.as_ptr());
+        assert_eq!(out, chunk);
+    }
+
+    #[test]
+    fn chunks_are_joined_in_order() {
+        let mut body = verifier(64).body_buffer(None);
+        for part in ["ab", "", "cde", "f", "", "ghij"] {
+            body.push(Bytes::from(part)).expect("within the limit");
+        }
+        assert_eq!(body.len(), 10);
+        assert_eq!(body.finish(), Bytes::from("abcdefghij"));
+    }
+
+    #[test]
+    fn body_of_exactly_the_limit_is_accepted_and_one_more_byte_refused() {
+        let mut body = verifier(4).body_buffer(Some(4));
+        body.push(Bytes::from("ab")).expect("2 bytes");
+        body.push(Bytes::from("cd"))
+            .expect("4 bytes: the limit is inclusive");
+        let err = body.push(Bytes::from("e")).expect_err("5 bytes");
+        assert!(matches!(err, Error::BodyTooLarge { limit: 4 }));
+        assert_eq!(body.len(), 4, "the refused chunk is not stored");
+        assert_eq!(body.finish(), Bytes::from("abcd"));
+    }
+
+    #[test]
+    fn first_chunk_over_the_limit_is_refused() {
+        let mut body = verifier(3).body_buffer(None);
+        assert!(body.push(Bytes::from("abcd")).is_err());
+        assert!(body.is_empty());
+        assert_eq!(body.finish(), Bytes::new());
+    }
+
+    #[test]
+    fn huge_declared_length_never_reserves_past_the_limit() {
+        let mut body = verifier(16).body_buffer(Some(u64::MAX));
+        body.push(Bytes::from("ab")).expect("fits");
+        body.push(Bytes::from("cd")).expect("fits");
+        assert!(
+            body.rest.capacity() <= 64,
+            "reserved {}",
+            body.rest.capacity()
+        );
+        assert_eq!(body.finish(), Bytes::from("abcd"));
+    }
+
+    #[test]
+    fn empty_body_is_empty_bytes() {
+        let body = verifier(16).body_buffer(Some(0));
+        assert!(body.is_empty());
+        assert_eq!(body.finish(), Bytes::new());
     }
 }

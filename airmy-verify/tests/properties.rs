@@ -92,6 +92,36 @@ proptest! {
     }
 
     #[test]
+    fn body_buffer_gives_back_any_split_body_or_refuses_it_at_the_limit(
+        body in proptest::collection::vec(any::<u8>(), 0..2048),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        limit in 0usize..2048,
+        declared in proptest::option::of(any::<u64>()),
+    ) {
+        let v = Verifier::builder(Secret::new(testing::SECRET).expect("secret")).max_body_size(limit).build();
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(body.len() + 1)).collect();
+        points.push(0);
+        points.push(body.len());
+        points.sort_unstable();
+        let mut buffer = v.body_buffer(declared);
+        let mut refused = false;
+        for pair in points.windows(2) {
+            let chunk = airmy_verify::Bytes::copy_from_slice(&body[pair[0]..pair[1]]);
+            if let Err(err) = buffer.push(chunk) {
+                prop_assert_eq!(err.status(), 413);
+                prop_assert!(pair[1] > limit, "refused at {} of limit {}", pair[1], limit);
+                refused = true;
+                break;
+            }
+            prop_assert!(buffer.len() <= limit);
+        }
+        prop_assert_eq!(refused, body.len() > limit);
+        if !refused {
+            prop_assert_eq!(&buffer.finish()[..], &body[..]);
+        }
+    }
+
+    #[test]
     fn arbitrary_json_envelopes_parse_or_fail_cleanly(
         event_type in prop_oneof![
             Just("run.completed".to_owned()), Just("run.failed".to_owned()), Just("test".to_owned()),
