@@ -56,7 +56,7 @@ use airmy_verify::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{Either, LocalBoxFuture, Ready, ready};
 
 use crate::config::verifier_from_req;
 use crate::error::AirmyError;
@@ -76,26 +76,28 @@ impl<T> Deref for AirmyEvent<T> {
 
 impl<T: EventPayload + 'static> FromRequest for AirmyEvent<T> {
     type Error = AirmyError;
-    type Future = LocalBoxFuture<'static, Result<Self, AirmyError>>;
+    type Future = Extract<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let verified = req.extensions_mut().remove::<Verified>();
+        // Behind the middleware: the verified delivery is already here, no future to box.
+        if let Some(verified) = req.extensions_mut().remove::<Verified>() {
+            return Either::Left(ready(
+                verified.envelope.into_typed().map(Self).map_err(Into::into),
+            ));
+        }
         let req = req.clone();
         let mut payload = payload.take();
-        Box::pin(async move {
-            let envelope = match verified {
-                Some(verified) => verified.envelope,
-                None => {
-                    let verifier = verifier_from_req(&req)?;
-                    let (signature, bytes) =
-                        read_delivery(&verifier, req.headers(), &mut payload).await?;
-                    verifier.verify_event::<Event>(&signature, &bytes)?
-                }
-            };
-            Ok(Self(envelope.into_typed()?))
-        })
+        Either::Right(Box::pin(async move {
+            let verifier = verifier_from_req(&req)?;
+            let (signature, bytes) = read_delivery(&verifier, req.headers(), &mut payload).await?;
+            Ok(Self(verifier.verify_event::<T>(&signature, &bytes)?))
+        }))
     }
 }
+
+/// The future of the extractors: ready at once behind the middleware, boxed otherwise.
+pub type Extract<T> =
+    Either<Ready<Result<T, AirmyError>>, LocalBoxFuture<'static, Result<T, AirmyError>>>;
 
 /// The raw payload of a verified delivery (the same bytes), with its `id`, `type` and
 /// `created_at`; [`VerifiedPayload::parse`] parses it later. See the [module docs](self).
@@ -112,20 +114,19 @@ impl Deref for VerifiedBytes {
 
 impl FromRequest for VerifiedBytes {
     type Error = AirmyError;
-    type Future = LocalBoxFuture<'static, Result<Self, AirmyError>>;
+    type Future = Extract<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let verified = req.extensions_mut().remove::<Verified>();
+        if let Some(verified) = req.extensions_mut().remove::<Verified>() {
+            return Either::Left(ready(Ok(Self(verified.into_payload()))));
+        }
         let req = req.clone();
         let mut payload = payload.take();
-        Box::pin(async move {
-            if let Some(verified) = verified {
-                return Ok(Self(verified.into_payload()));
-            }
+        Either::Right(Box::pin(async move {
             let verifier = verifier_from_req(&req)?;
             let (signature, bytes) = read_delivery(&verifier, req.headers(), &mut payload).await?;
             Ok(Self(verifier.verify_payload(&signature, bytes)?))
-        })
+        }))
     }
 }
 

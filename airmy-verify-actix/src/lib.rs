@@ -53,5 +53,5 @@ pub mod extract;
 pub mod middleware;
 
 pub use error::AirmyError;
-pub use extract::{AirmyEvent, VerifiedBytes};
+pub use extract::{AirmyEvent, Extract, VerifiedBytes};
 pub use middleware::{AirmyVerify, AirmyVerifyMiddleware};

@@ -30,16 +30,19 @@
 //! # }
 //! ```
 
+use std::pin::Pin;
 use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use airmy_verify::idempotency::{Guarded, Idempotency};
 use airmy_verify::{Verified, Verifier};
 use futures_util::future::{LocalBoxFuture, Ready, ready};
+use futures_util::{Stream, stream};
 
 use crate::error::AirmyError;
 use crate::extract::read_delivery;
@@ -137,7 +140,10 @@ where
                 "AIRMY webhook delivery verified"
             );
             let event_id = idempotency.as_ref().map(|_| verified.envelope.id.clone());
-            req.set_payload(Payload::from(verified.bytes.clone()));
+            // The same bytes, as a one-item stream (a single allocation).
+            let bytes: Result<_, PayloadError> = Ok(verified.bytes.clone());
+            let stream: Pin<Box<dyn Stream<Item = _>>> = Box::pin(stream::once(ready(bytes)));
+            req.set_payload(Payload::from(stream));
             req.extensions_mut().insert::<Verified>(verified);
             match idempotency.zip(event_id) {
                 None => Ok(service.call(req).await?.map_into_left_body()),

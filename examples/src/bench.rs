@@ -40,6 +40,21 @@ impl PlainEnvelope {
     }
 }
 
+/// The verifier of the benchmark routers: [`SECRET`], the default body limit, and a freshness
+/// tolerance of one day, so that the one delivery a load run repeats for many minutes stays
+/// fresh while every request still goes through the freshness check.
+///
+/// # Panics
+///
+/// Never: [`SECRET`] is not empty.
+#[must_use]
+pub fn verifier() -> airmy_verify::Verifier {
+    let secret = airmy_verify::Secret::new(SECRET).expect("a non-empty secret");
+    airmy_verify::Verifier::builder(secret)
+        .tolerance(std::time::Duration::from_secs(24 * 60 * 60))
+        .build()
+}
+
 /// The pre-keyed HMAC of [`SECRET`].
 ///
 /// # Panics

@@ -18,7 +18,6 @@
 use std::path::PathBuf;
 
 use actix_web::{App, HttpServer};
-use airmy_verify::{Secret, Verifier};
 use examples::bench;
 
 #[actix_web::main]
@@ -29,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("usage: actix-bench-server OUT_DIR")?,
     );
     bench::write_delivery(&out)?;
-    let verifier = Verifier::new(Secret::new(bench::SECRET)?);
+    let verifier = bench::verifier();
     for name in bench::ACTIX_APPS {
         let routes = bench::actix_routes(name, verifier.clone());
         let server = HttpServer::new(move || App::new().configure(routes.clone()))

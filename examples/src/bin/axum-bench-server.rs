@@ -16,7 +16,6 @@
 
 use std::path::PathBuf;
 
-use airmy_verify::{Secret, Verifier};
 use examples::bench;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let verifier = Verifier::new(Secret::new(bench::SECRET)?);
+        let verifier = bench::verifier();
         for (name, router) in bench::axum_routers(verifier) {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             println!("{name} http://{}{}", listener.local_addr()?, bench::PATH);

@@ -10,7 +10,6 @@
 //! ```
 
 use actix_web::{App, test as actix_test};
-use airmy_verify::{Secret, Verifier};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use examples::bench;
@@ -23,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let body = bench::body_of_1kib();
     let signature = airmy_verify::sign(&body, bench::SECRET);
-    let verifier = Verifier::new(Secret::new(bench::SECRET)?);
+    let verifier = bench::verifier();
 
     if let Some(kind) = router.strip_prefix("axum-") {
         let (_, app) = bench::axum_routers(verifier)
