@@ -45,18 +45,21 @@
 //! # }
 //! ```
 
+use std::future::poll_fn;
 use std::ops::Deref;
+use std::task::{Context, Poll, ready};
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use airmy_verify::event::Payload as EventPayload;
+use airmy_verify::verifier::BodyBuffer;
 use airmy_verify::{
     Envelope, Error, Event, SIGNATURE_HEADER, Signature, Verified, VerifiedPayload, Verifier,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::future::{Either, LocalBoxFuture, Ready, ready};
+use futures_util::future::{self, Either, LocalBoxFuture, Ready};
 
 use crate::config::verifier_from_req;
 use crate::error::AirmyError;
@@ -81,7 +84,7 @@ impl<T: EventPayload + 'static> FromRequest for AirmyEvent<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         // Behind the middleware: the verified delivery is already here, no future to box.
         if let Some(verified) = req.extensions_mut().remove::<Verified>() {
-            return Either::Left(ready(
+            return Either::Left(future::ready(
                 verified.envelope.into_typed().map(Self).map_err(Into::into),
             ));
         }
@@ -118,7 +121,7 @@ impl FromRequest for VerifiedBytes {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         if let Some(verified) = req.extensions_mut().remove::<Verified>() {
-            return Either::Left(ready(Ok(Self(verified.into_payload()))));
+            return Either::Left(future::ready(Ok(Self(verified.into_payload()))));
         }
         let req = req.clone();
         let mut payload = payload.take();
@@ -133,13 +136,12 @@ impl FromRequest for VerifiedBytes {
 /// The signature header, parsed once.
 const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
 
-/// Checks the headers, then reads the payload within the verifier's limit: the part of a
-/// delivery's verification that needs HTTP, shared by the extractors and the middleware.
-pub(crate) async fn read_delivery(
+/// The core's checks before any of the payload is read: the signature header(s), then the
+/// declared `Content-Length`, which it also returns.
+pub(crate) fn check_headers(
     verifier: &Verifier,
     headers: &HeaderMap,
-    payload: &mut Payload,
-) -> Result<(Signature, Bytes), Error> {
+) -> Result<(Signature, Option<u64>), Error> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -147,12 +149,31 @@ pub(crate) async fn read_delivery(
         headers.get_all(&SIGNATURE).map(HeaderValue::as_bytes),
         declared,
     )?;
-    // The core's buffer: a body that arrives as one chunk (the usual case) is kept without a
-    // copy, and the limit is enforced again on what actually arrives.
-    let mut buffer = verifier.body_buffer(declared);
-    while let Some(chunk) = payload.next().await {
+    Ok((signature, declared))
+}
+
+/// Reads `payload` into `buffer` to its end. The core's buffer keeps a payload that arrives as
+/// one chunk (the usual case) without a copy, and enforces the limit again on what arrives.
+pub(crate) fn poll_read(
+    payload: &mut Payload,
+    buffer: &mut BodyBuffer,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Error>> {
+    while let Some(chunk) = ready!(payload.poll_next_unpin(cx)) {
         buffer.push(chunk.map_err(|_| Error::BodyRead)?)?;
     }
-    let body = buffer.finish();
-    Ok((signature, body))
+    Poll::Ready(Ok(()))
+}
+
+/// Checks the headers, then reads the payload within the verifier's limit: the part of a
+/// delivery's verification that needs HTTP, for the extractors used without the middleware.
+async fn read_delivery(
+    verifier: &Verifier,
+    headers: &HeaderMap,
+    payload: &mut Payload,
+) -> Result<(Signature, Bytes), Error> {
+    let (signature, declared) = check_headers(verifier, headers)?;
+    let mut buffer = verifier.body_buffer(declared);
+    poll_fn(|cx| poll_read(payload, &mut buffer, cx)).await?;
+    Ok((signature, buffer.finish()))
 }

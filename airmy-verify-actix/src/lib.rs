@@ -54,4 +54,4 @@ pub mod middleware;
 
 pub use error::AirmyError;
 pub use extract::{AirmyEvent, Extract, VerifiedBytes};
-pub use middleware::{AirmyVerify, AirmyVerifyMiddleware};
+pub use middleware::{AirmyVerify, AirmyVerifyMiddleware, ResponseFuture};

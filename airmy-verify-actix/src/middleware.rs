@@ -30,8 +30,11 @@
 //! # }
 //! ```
 
+use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, ready};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
@@ -40,12 +43,14 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use airmy_verify::idempotency::{Guarded, Idempotency};
-use airmy_verify::{Verified, Verifier};
-use futures_util::future::{LocalBoxFuture, Ready, ready};
+use airmy_verify::verifier::BodyBuffer;
+use airmy_verify::{Error, Signature, Verified, Verifier};
+use futures_util::future::{self, LocalBoxFuture, Ready};
 use futures_util::{Stream, stream};
+use pin_project_lite::pin_project;
 
 use crate::error::AirmyError;
-use crate::extract::read_delivery;
+use crate::extract::{check_headers, poll_read};
 
 /// The middleware's configuration (a [`Verifier`]); wrap an `App` or `scope` with it.
 ///
@@ -89,7 +94,7 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(AirmyVerifyMiddleware {
+        future::ready(Ok(AirmyVerifyMiddleware {
             service: Rc::new(service),
             verifier: self.verifier.clone(),
             idempotency: self.idempotency.clone(),
@@ -112,46 +117,165 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = actix_web::Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = ResponseFuture<S, B>;
 
     forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
-        let service = Rc::clone(&self.service);
-        let verifier = self.verifier.clone();
-        let idempotency = self.idempotency.clone();
-        Box::pin(async move {
-            let mut payload = req.take_payload();
-            let verified = match read_delivery(&verifier, req.headers(), &mut payload).await {
-                Ok((signature, bytes)) => verifier.verify(&signature, bytes),
-                Err(err) => Err(err),
-            };
-            let verified = match verified {
-                Ok(verified) => verified,
-                Err(err) => {
-                    let response = AirmyError::from(err).error_response();
-                    return Ok(req.into_response(response).map_into_right_body());
+        let state = match check_headers(&self.verifier, req.headers()) {
+            Ok((signature, declared)) => State::Reading {
+                reading: Some(Reading {
+                    payload: req.take_payload(),
+                    buffer: self.verifier.body_buffer(declared),
+                    req,
+                    signature,
+                    service: Rc::clone(&self.service),
+                    verifier: self.verifier.clone(),
+                    idempotency: self.idempotency.clone(),
+                }),
+            },
+            Err(err) => State::Rejected {
+                response: Some(reject(req, err)),
+            },
+        };
+        ResponseFuture { state }
+    }
+}
+
+type Output<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+
+pin_project! {
+    /// The future of [`AirmyVerifyMiddleware`]: reads and verifies the delivery, then runs the
+    /// inner service, or answers the rejection. It allocates nothing of its own unless an
+    /// idempotency guard is configured.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<ServiceRequest>,
+    {
+        #[pin]
+        state: State<S, S::Future, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, F, B> {
+        Reading {
+            reading: Option<Reading<S>>,
+        },
+        Calling {
+            #[pin]
+            future: F,
+        },
+        Guarded {
+            future: LocalBoxFuture<'static, Output<B>>,
+        },
+        Rejected {
+            response: Option<ServiceResponse<EitherBody<B>>>,
+        },
+    }
+}
+
+/// What [`ResponseFuture`] holds while it reads the payload.
+struct Reading<S> {
+    req: ServiceRequest,
+    payload: Payload,
+    buffer: BodyBuffer,
+    signature: Signature,
+    service: Rc<S>,
+    verifier: Verifier,
+    idempotency: Option<Idempotency>,
+}
+
+const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
+
+impl<S, B> Future for ResponseFuture<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Output = Output<B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Reading { reading } => {
+                    let Reading {
+                        payload, buffer, ..
+                    } = reading.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    let read = ready!(poll_read(payload, buffer, cx));
+                    reading.take().expect(POLLED_AFTER_COMPLETION).finish(read)
+                }
+                StateProj::Calling { future } => {
+                    return future.poll(cx).map_ok(ServiceResponse::map_into_left_body);
+                }
+                StateProj::Guarded { future } => return future.as_mut().poll(cx),
+                StateProj::Rejected { response } => {
+                    return Poll::Ready(Ok(response.take().expect(POLLED_AFTER_COMPLETION)));
                 }
             };
-            tracing::debug!(
-                target: "airmy_verify",
-                event_id = %verified.envelope.id,
-                event_type = verified.envelope.event_type(),
-                "AIRMY webhook delivery verified"
-            );
-            let event_id = idempotency.as_ref().map(|_| verified.envelope.id.clone());
-            // The same bytes, as a one-item stream (a single allocation).
-            let bytes: Result<_, PayloadError> = Ok(verified.bytes.clone());
-            let stream: Pin<Box<dyn Stream<Item = _>>> = Box::pin(stream::once(ready(bytes)));
-            req.set_payload(Payload::from(stream));
-            req.extensions_mut().insert::<Verified>(verified);
-            match idempotency.zip(event_id) {
-                None => Ok(service.call(req).await?.map_into_left_body()),
-                // Boxed on its own, so that the common path's future stays small.
-                Some((guard, event_id)) => guarded(guard, event_id, service, req).await,
-            }
-        })
+            state.set(next);
+        }
     }
+}
+
+impl<S> Reading<S> {
+    /// The state after the payload was read: verified, then the inner service (under the
+    /// guard, if any), or the rejection.
+    fn finish<B>(self, read: Result<(), Error>) -> State<S, S::Future, B>
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>
+            + 'static,
+        B: MessageBody + 'static,
+    {
+        let Self {
+            mut req,
+            buffer,
+            signature,
+            service,
+            verifier,
+            idempotency,
+            ..
+        } = self;
+        let verified = match read.and_then(|()| verifier.verify(&signature, buffer.finish())) {
+            Ok(verified) => verified,
+            Err(err) => {
+                return State::Rejected {
+                    response: Some(reject(req, err)),
+                };
+            }
+        };
+        let event_id = idempotency.as_ref().map(|_| verified.envelope.id.clone());
+        // The same bytes, as a one-item stream (a single allocation).
+        let bytes: Result<_, PayloadError> = Ok(verified.bytes.clone());
+        let stream: Pin<Box<dyn Stream<Item = _>>> = Box::pin(stream::once(future::ready(bytes)));
+        req.set_payload(Payload::from(stream));
+        req.extensions_mut().insert::<Verified>(verified);
+        match idempotency.zip(event_id) {
+            None => State::Calling {
+                future: service.call(req),
+            },
+            Some((guard, event_id)) => State::Guarded {
+                future: guarded(guard, event_id, service, req),
+            },
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<ServiceRequest>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// The answer to a refused delivery: the core's status and body, and a `tracing` event.
+fn reject<B>(req: ServiceRequest, err: Error) -> ServiceResponse<EitherBody<B>> {
+    let response = AirmyError::from(err).error_response();
+    req.into_response(response).map_into_right_body()
 }
 
 /// Runs the inner service under the idempotency guard (see [`Idempotency::run`]).
@@ -160,7 +284,7 @@ fn guarded<S, B>(
     event_id: String,
     service: Rc<S>,
     req: ServiceRequest,
-) -> LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>
+) -> LocalBoxFuture<'static, Output<B>>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
     B: MessageBody + 'static,

@@ -311,12 +311,6 @@ impl<S> Reading<S> {
                 };
             }
         };
-        tracing::debug!(
-            target: "airmy_verify",
-            event_id = %verified.envelope.id,
-            event_type = verified.envelope.event_type(),
-            "AIRMY webhook delivery verified"
-        );
         let bytes = verified.bytes.clone();
         let event_id = idempotency.as_ref().map(|_| verified.envelope.id.clone());
         parts.extensions.insert(verified);
@@ -346,15 +340,7 @@ where
     S: Service<Request<Full<Bytes>>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Reading { .. } => "reading",
-            State::Calling { .. } => "calling",
-            State::Guarded { .. } => "guarded",
-            State::Rejected { .. } => "rejected",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish()
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 

@@ -284,7 +284,8 @@ impl Verifier {
 impl Verifier {
     /// Verifies a delivery once and gives both views of it: the parsed [`Envelope<Event>`] and
     /// the [`VerifiedPayload`] with the raw bytes (no copy). This is what adapter layers call,
-    /// so extractors behind them neither hash nor parse again.
+    /// so extractors behind them neither hash nor parse again. Logs a `tracing` event at debug
+    /// level (target `airmy_verify`) with the event id and type of each verified delivery.
     ///
     /// # Errors
     ///
@@ -296,6 +297,12 @@ impl Verifier {
             self.check_freshness(&parsed.id, parsed.created_at)?;
             parsed.into_envelope()
         };
+        tracing::debug!(
+            target: "airmy_verify",
+            event_id = %envelope.id,
+            event_type = envelope.event_type(),
+            "AIRMY webhook delivery verified"
+        );
         Ok(Verified {
             envelope,
             bytes: body,
