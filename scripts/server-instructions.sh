@@ -37,9 +37,9 @@ for name in "${names[@]}"; do
   grep -qx ready "$work/out" || { echo "$server did not start under valgrind" >&2; exit 1; }
   url=$(awk -v r="$name" '$1 == r {print $2}' "$work/out")
   wrk -t1 -c8 -d2s -s scripts/airmy-post.lua "$url" > /dev/null
-  callgrind_control -z "$vpid" > /dev/null
+  callgrind_control -z "$vpid" > /dev/null 2>&1
   out=$(wrk -t1 -c8 -d"${seconds}s" -s scripts/airmy-post.lua "$url")
-  callgrind_control -d "$vpid" > /dev/null
+  callgrind_control -d "$vpid" > /dev/null 2>&1
   if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers" >&2; exit 1; fi
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   kill -INT "$vpid"; wait "$vpid" 2>/dev/null || true
@@ -48,7 +48,7 @@ for name in "${names[@]}"; do
   totals=$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
     awk '/PROGRAM TOTALS/ { gsub(",", "", $1); t = $1 }
          /sha2::sha256::compress256 / { gsub(",", "", $1); c = $1 }
-         END { print t + 0, c + 0 }')
+         END { printf "%.0f %.0f\n", t, c }')
   echo "$name $requests $totals" >> "$work/results"
 done
 
