@@ -160,10 +160,24 @@ pub fn axum_routers(verifier: airmy_verify::Verifier) -> Vec<(&'static str, axum
 }
 
 /// The names of the actix apps of the benchmark.
-pub const ACTIX_APPS: [&str; 4] = ["extractor", "middleware", "handwritten", "insecure"];
+pub const ACTIX_APPS: [&str; 5] = [
+    "extractor",
+    "middleware",
+    "middleware-app",
+    "handwritten",
+    "insecure",
+];
+
+/// Whether the actix app `name` is wrapped as a whole in [`AirmyVerify`](airmy_verify_actix::AirmyVerify)
+/// (`middleware-app`); its routes come from [`actix_routes`] as for the others.
+#[must_use]
+pub fn actix_wraps_app(name: &str) -> bool {
+    name == "middleware-app"
+}
 
 /// The routes of the actix app `name` (one of [`ACTIX_APPS`]): `extractor` (ours, verifier in
-/// `app_data`), `middleware` (ours, `AirmyVerify`), `handwritten`, `insecure`.
+/// `app_data`), `middleware` (ours, `AirmyVerify` on a scope), `middleware-app` (ours, the
+/// route of the app that [`actix_wraps_app`] wraps), `handwritten`, `insecure`.
 pub fn actix_routes(
     name: &'static str,
     verifier: airmy_verify::Verifier,
@@ -198,6 +212,9 @@ pub fn actix_routes(
                         .wrap(AirmyVerify::new(verifier.clone()))
                         .route(PATH, web::post().to(ours)),
                 );
+            }
+            "middleware-app" => {
+                config.route(PATH, web::post().to(ours));
             }
             "handwritten" => {
                 config.route(PATH, web::post().to(hand));

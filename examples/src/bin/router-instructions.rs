@@ -4,12 +4,15 @@
 //!
 //! ```text
 //! cargo build --release -p examples --bin router-instructions
-//! for r in axum-layer axum-handwritten axum-insecure actix-extractor actix-middleware actix-handwritten actix-insecure; do
+//! for r in axum-layer axum-handwritten axum-insecure actix-extractor actix-middleware actix-middleware-app actix-handwritten actix-insecure; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/router-instructions $r 2000
 //! done
 //! ```
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, test as actix_test};
+use airmy_verify_actix::AirmyVerify;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use examples::bench;
@@ -42,22 +45,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into_iter()
             .find(|name| *name == kind)
             .ok_or_else(|| format!("unknown router {router}"))?;
-        let app =
-            actix_test::init_service(App::new().configure(bench::actix_routes(name, verifier)))
-                .await;
-        for _ in 0..n {
-            let request = actix_test::TestRequest::post()
-                .uri(bench::PATH)
-                .insert_header(("x-airmy-signature", signature.as_str()))
-                .insert_header(("content-type", "application/json"))
-                .set_payload(body.clone())
-                .to_request();
-            let response = actix_test::call_service(&app, request).await;
-            assert_eq!(response.status().as_u16(), 200);
+        let routes = bench::actix_routes(name, verifier.clone());
+        if bench::actix_wraps_app(name) {
+            let app = App::new()
+                .wrap(AirmyVerify::new(verifier))
+                .configure(routes);
+            actix_requests(actix_test::init_service(app).await, n, &body, &signature).await;
+        } else {
+            let app = App::new().configure(routes);
+            actix_requests(actix_test::init_service(app).await, n, &body, &signature).await;
         }
     } else {
-        return Err("usage: router-instructions axum-{layer,handwritten,insecure}|actix-{extractor,middleware,handwritten,insecure} [N]".into());
+        return Err("usage: router-instructions axum-{layer,handwritten,insecure}|actix-{extractor,middleware,middleware-app,handwritten,insecure} [N]".into());
     }
     println!("{router}: {n} requests of {} bytes", body.len());
     Ok(())
+}
+
+/// Sends the delivery `n` times through an initialized actix app, each answered 200.
+async fn actix_requests<S, B>(app: S, n: usize, body: &bytes::Bytes, signature: &str)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    for _ in 0..n {
+        let request = actix_test::TestRequest::post()
+            .uri(bench::PATH)
+            .insert_header(("x-airmy-signature", signature))
+            .insert_header(("content-type", "application/json"))
+            .set_payload(body.clone())
+            .to_request();
+        let response = actix_test::call_service(&app, request).await;
+        assert_eq!(response.status().as_u16(), 200);
+    }
 }
