@@ -22,7 +22,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
-/// An [`IdempotencyStore`] on Redis (feature `redis`), for several replicas sharing state.
+/// An [`IdempotencyStore`] on Redis (feature `redis`; `rediss://` with feature `redis-tls`),
+/// for several replicas sharing state.
 ///
 /// A claim is `SET key token NX PX lease`; a commit sets the key to `done` for the retention
 /// and a release deletes it, each in a small Lua script that first checks the token, so one
@@ -65,8 +66,40 @@ impl RedisStore {
     ///
     /// A [`StoreError`] when the URL is invalid or Redis cannot be reached now.
     pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        install_tls_provider();
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::new(format!("invalid Redis URL: {e}")))?;
+        Self::with_client(client, timeout).await
+    }
+
+    /// Connects over TLS (a `rediss://` URL) to a server whose certificate is signed by
+    /// `root_ca_pem` (PEM), instead of the system's trust store, for a Redis behind a private
+    /// CA; connecting and every command time out after `timeout`. Feature `redis-tls`.
+    ///
+    /// [`RedisStore::connect`] takes `rediss://` URLs too, verified against the system's trust
+    /// store, when the feature is on. Without it, a `rediss://` URL is refused as invalid.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the URL or the certificate is invalid, or when Redis cannot be
+    /// reached or its certificate is not signed by `root_ca_pem` (or not for its host).
+    #[cfg(feature = "redis-tls")]
+    pub async fn connect_tls(
+        url: &str,
+        root_ca_pem: &[u8],
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        install_tls_provider();
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_ca_pem.to_vec()),
+        };
+        let client = redis::Client::build_with_tls(url, certificates)
+            .map_err(|e| StoreError::new(format!("invalid Redis TLS settings: {e}")))?;
+        Self::with_client(client, timeout).await
+    }
+
+    async fn with_client(client: redis::Client, timeout: Duration) -> Result<Self, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -92,6 +125,15 @@ impl RedisStore {
 
     fn key(&self, id: &str) -> String {
         format!("{}{id}", self.prefix)
+    }
+}
+
+/// Makes rustls's `ring` provider the process default, unless one is set already (by the
+/// application, or by an earlier connection), so TLS works whatever else enabled rustls.
+fn install_tls_provider() {
+    #[cfg(feature = "redis-tls")]
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
