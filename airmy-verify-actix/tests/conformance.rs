@@ -289,3 +289,43 @@ async fn rejections_are_json() {
         Some(&b"application/json"[..])
     );
 }
+
+#[actix_web::test]
+async fn a_body_of_one_chunk_reaches_the_raw_view_without_a_copy() {
+    let d = testing::sample_event("run.completed").signed(testing::SECRET);
+    let seen = web::Data::new(AtomicUsize::new(0));
+    async fn raw(
+        seen: web::Data<AtomicUsize>,
+        VerifiedBytes(payload): VerifiedBytes,
+    ) -> HttpResponse {
+        seen.store(payload.bytes().as_ptr() as usize, Ordering::SeqCst);
+        HttpResponse::Ok().finish()
+    }
+    let request = || {
+        test::TestRequest::post()
+            .uri(PATH)
+            .insert_header(("x-airmy-signature", d.signature.clone()))
+            .set_payload(d.body.clone())
+            .to_request()
+    };
+    let with_middleware = test::init_service(
+        App::new()
+            .app_data(seen.clone())
+            .wrap(AirmyVerify::new(testing::conformance_verifier()))
+            .route(PATH, web::post().to(raw)),
+    )
+    .await;
+    let alone = test::init_service(
+        App::new()
+            .app_data(seen.clone())
+            .app_data(testing::conformance_verifier())
+            .route(PATH, web::post().to(raw)),
+    )
+    .await;
+    seen.store(0, Ordering::SeqCst);
+    assert_eq!(send(&with_middleware, request()).await.0, StatusCode::OK);
+    assert_eq!(seen.load(Ordering::SeqCst), d.body.as_ptr() as usize);
+    seen.store(0, Ordering::SeqCst);
+    assert_eq!(send(&alone, request()).await.0, StatusCode::OK);
+    assert_eq!(seen.load(Ordering::SeqCst), d.body.as_ptr() as usize);
+}

@@ -337,3 +337,35 @@ async fn rejections_are_json() {
         .expect("infallible");
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
 }
+
+#[tokio::test]
+async fn a_body_of_one_chunk_reaches_the_handler_without_a_copy() {
+    let d = testing::sample_event("run.completed").signed(testing::SECRET);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let raw_view = {
+        let seen = Arc::clone(&seen);
+        post(move |VerifiedBytes(payload): VerifiedBytes| async move {
+            seen.store(payload.bytes().as_ptr() as usize, Ordering::SeqCst);
+        })
+    };
+    let body = {
+        let seen = Arc::clone(&seen);
+        post(move |body: Bytes| async move {
+            seen.store(body.as_ptr() as usize, Ordering::SeqCst);
+        })
+    };
+    for route in [raw_view, body] {
+        seen.store(0, Ordering::SeqCst);
+        let app = Router::new()
+            .route(PATH, route)
+            .layer(AirmyVerifyLayer::new(testing::conformance_verifier()));
+        let request = Request::post(PATH)
+            .header("x-airmy-signature", d.signature.clone())
+            .body(Body::from(d.body.clone()))
+            .expect("request");
+        let (status, _) = send(app, request).await;
+        assert_eq!(status, StatusCode::OK);
+        // The handler saw the very allocation the client's body was sent in.
+        assert_eq!(seen.load(Ordering::SeqCst), d.body.as_ptr() as usize);
+    }
+}
