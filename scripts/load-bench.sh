@@ -11,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 server=${1:-axum-bench-server}
-rounds=${2:-12}
-seconds=${3:-5}
+rounds=${2:-90}
+seconds=${3:-1}
 connections=${4:-32}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
