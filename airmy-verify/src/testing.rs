@@ -88,6 +88,25 @@ fn secret(s: &'static str) -> Secret {
     }
 }
 
+/// A `run.completed` envelope created now (whole seconds, so its length does not vary) and
+/// padded in `data.output.result` to exactly `len` bytes; shorter than `len` only when `len`
+/// is below the unpadded sample's length. The bodies of the benchmarks.
+#[must_use]
+pub fn run_completed_of_len(len: usize) -> Bytes {
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| fixed_now());
+    let build = |filler: usize| {
+        let mut data = sample_data("run.completed");
+        data["output"]["result"] = "x".repeat(filler).into();
+        sample_event("run.completed")
+            .created_at(now)
+            .data(data)
+            .body()
+    };
+    build(len.saturating_sub(build(0).len()))
+}
+
 /// A plausible `data` object for an event type, with the fields AIRMY's page shows; for a type
 /// this crate does not know, a small object.
 #[must_use]
@@ -618,6 +637,22 @@ impl Case {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_completed_of_len_is_exactly_that_long_and_verifies() {
+        let base = run_completed_of_len(0).len();
+        for len in [base, base + 1, 1024, 64 * 1024] {
+            let body = run_completed_of_len(len);
+            assert_eq!(body.len(), len);
+            let envelope: Envelope<Event> = serde_json::from_slice(&body).expect("an envelope");
+            assert_eq!(envelope.event_type(), "run.completed");
+        }
+        assert_eq!(
+            run_completed_of_len(base - 1).len(),
+            base,
+            "cannot be shorter"
+        );
+    }
 
     #[test]
     fn every_case_has_the_outcome_the_core_gives_it() {

@@ -26,26 +26,6 @@ const SIZES: [(usize, &str); 4] = [
     (1024 * 1024, "1MiB"),
 ];
 
-/// A run.completed envelope of exactly `len` bytes (the output string fills it), created now.
-fn run_completed(len: usize) -> Vec<u8> {
-    // Whole seconds, so the timestamp (and so the body) has the same length every time.
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("0 is a valid nanosecond");
-    let event = |filler: usize| {
-        let mut data = testing::sample_data("run.completed");
-        data["output"]["result"] = "x".repeat(filler).into();
-        testing::sample_event("run.completed")
-            .created_at(now)
-            .data(data)
-            .body()
-    };
-    let base = event(0).len();
-    let body = event(len.saturating_sub(base)).to_vec();
-    assert!(body.len() == len || len < base, "{} != {len}", body.len());
-    body
-}
-
 fn verifier() -> Verifier {
     Verifier::builder(Secret::new(SECRET).expect("secret"))
         .max_body_size(2 << 20)
@@ -61,7 +41,7 @@ fn signature(c: &mut Criterion) {
     let mut group = c.benchmark_group("signature");
     group.measurement_time(Duration::from_secs(4));
     for (size, label) in SIZES {
-        let body = run_completed(size);
+        let body = testing::run_completed_of_len(size);
         let header = sign(&body, SECRET);
         let sig = Signature::parse(&header).expect("sig");
         let tag = *sig.as_bytes();
@@ -154,7 +134,7 @@ struct PlainEnvelope {
 fn verify_and_parse(c: &mut Criterion) {
     let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("key");
     let verifier = verifier();
-    let body = run_completed(1024);
+    let body = testing::run_completed_of_len(1024);
     let sig = Signature::parse(&sign(&body, SECRET)).expect("sig");
     let tag = *sig.as_bytes();
 
@@ -189,7 +169,7 @@ fn verify_and_parse(c: &mut Criterion) {
         });
     });
     group.bench_function("airmy_verify_payload", |b| {
-        let bytes = airmy_verify::Bytes::from(body.clone());
+        let bytes = body.clone();
         b.iter(|| {
             verifier
                 .verify_payload(&sig, black_box(bytes.clone()))

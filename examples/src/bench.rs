@@ -86,18 +86,7 @@ pub fn handwritten(
 /// A 1 KiB `run.completed` envelope created now (whole seconds, so its length is exact).
 #[must_use]
 pub fn body_of_1kib() -> Bytes {
-    let now = airmy_verify::time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| testing::fixed_now());
-    let build = |filler: usize| {
-        let mut data = testing::sample_data("run.completed");
-        data["output"]["result"] = "x".repeat(filler).into();
-        testing::sample_event("run.completed")
-            .created_at(now)
-            .data(data)
-            .body()
-    };
-    build(1024usize.saturating_sub(build(0).len()))
+    testing::run_completed_of_len(1024)
 }
 
 /// Writes `body.json` and `signature` (of a fresh 1 KiB delivery) into `dir` for wrk.

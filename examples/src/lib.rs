@@ -187,6 +187,17 @@ pub fn config_or_exit() -> ReceiverConfig {
     ReceiverConfig::from_env().unwrap_or_else(|err| exit_config(&err))
 }
 
+/// What both receivers do first: read the configuration, start logging, and connect the
+/// idempotency store, if any. Exits with code 2 and a message on a configuration error.
+pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>) {
+    let config = config_or_exit();
+    init_logging();
+    match config.idempotency_guard().await {
+        Ok(guard) => (config, guard),
+        Err(err) => exit_config(&err),
+    }
+}
+
 /// Prints a configuration error and exits with code 2.
 pub fn exit_config(err: &ConfigError) -> ! {
     eprintln!("error: {err}");

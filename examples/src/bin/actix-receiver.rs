@@ -15,12 +15,7 @@ use actix_web::{App, HttpServer};
 
 #[actix_web::main]
 async fn main() {
-    let config = examples::config_or_exit();
-    examples::init_logging();
-    let guard = match config.idempotency_guard().await {
-        Ok(guard) => guard,
-        Err(err) => examples::exit_config(&err),
-    };
+    let (config, guard) = examples::start_or_exit().await;
     let routes =
         examples::apps::actix_app(config.verifier, examples::apps::Accepted::default(), guard);
     let server = HttpServer::new(move || App::new().configure(routes.clone())).workers(2);

@@ -12,12 +12,7 @@
 
 #[tokio::main]
 async fn main() {
-    let config = examples::config_or_exit();
-    examples::init_logging();
-    let guard = match config.idempotency_guard().await {
-        Ok(guard) => guard,
-        Err(err) => examples::exit_config(&err),
-    };
+    let (config, guard) = examples::start_or_exit().await;
     let app = examples::apps::axum_app(config.verifier, examples::apps::Accepted::default(), guard);
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
