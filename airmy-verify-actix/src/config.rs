@@ -25,7 +25,7 @@ use crate::error::AirmyError;
 /// # Errors
 ///
 /// [`AirmyError::NotConfigured`] when neither is registered.
-pub fn verifier_from_req(req: &HttpRequest) -> Result<Verifier, AirmyError> {
+pub(crate) fn verifier_from_req(req: &HttpRequest) -> Result<Verifier, AirmyError> {
     req.app_data::<Verifier>()
         .cloned()
         .or_else(|| {

@@ -2,9 +2,9 @@
 //!
 //! Every verification failure comes from the core as an [`airmy_verify::Error`]: its status
 //! (401, 413, 400 or 422), fixed JSON body and `tracing` event (target `airmy_verify`, `WARN`)
-//! are the core's. The only failure of this crate's own is an extractor with no verifier in
-//! `app_data` and no middleware before it: 500, logged at `ERROR`, and the body never reaches
-//! the handler.
+//! are the core's. The failures of this crate's own are an extractor with no verifier in
+//! `app_data` and no middleware before it, and (without the middleware) a body another
+//! extractor read first: 500, logged at `ERROR`, and the body never reaches the handler.
 //!
 //! # Example
 //!
@@ -25,14 +25,20 @@ use actix_web::{HttpResponse, ResponseError};
 use airmy_verify::Error;
 
 /// A request refused by an extractor or by [`AirmyVerify`](crate::AirmyVerify).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum AirmyError {
     /// The delivery failed a check of the core (see [`airmy_verify::error`]).
     Verify(Error),
     /// No verifier in `app_data` (as `Verifier` or `web::Data<Verifier>`) and no middleware
-    /// before the extractor: 500, `{"error":"verifier_not_configured"}`.
+    /// before the extractor (or before [`AirmyIdempotency`](crate::AirmyIdempotency)): 500,
+    /// `{"error":"verifier_not_configured"}`.
     NotConfigured,
+    /// Without the middleware, another extractor (`web::Bytes`, `String`, `web::Json`, …)
+    /// read the body before ours could verify it: put our extractor first in the handler's
+    /// arguments, or use the [`AirmyVerify`](crate::AirmyVerify) middleware. 500,
+    /// `{"error":"body_already_read"}`.
+    BodyAlreadyRead,
 }
 
 impl From<Error> for AirmyError {
@@ -48,6 +54,9 @@ impl fmt::Display for AirmyError {
             Self::NotConfigured => f.write_str(
                 "no AirmyVerify middleware before this route and no Verifier in app_data",
             ),
+            Self::BodyAlreadyRead => f.write_str(
+                "another extractor read the body before the AIRMY extractor could verify it",
+            ),
         }
     }
 }
@@ -56,7 +65,7 @@ impl std::error::Error for AirmyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Verify(err) => Some(err),
-            Self::NotConfigured => None,
+            Self::NotConfigured | Self::BodyAlreadyRead => None,
         }
     }
 }
@@ -67,7 +76,7 @@ impl ResponseError for AirmyError {
             Self::Verify(err) => {
                 StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
-            Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotConfigured | Self::BodyAlreadyRead => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -87,9 +96,25 @@ impl ResponseError for AirmyError {
                 );
                 r#"{"error":"verifier_not_configured"}"#
             }
+            Self::BodyAlreadyRead => {
+                tracing::error!(
+                    target: "airmy_verify",
+                    status = 500,
+                    code = "body_already_read",
+                    "another extractor (web::Bytes, String, web::Json, ...) read the body before \
+                     the AIRMY extractor: put the AIRMY extractor first in the handler's \
+                     arguments, or wrap the route in the AirmyVerify middleware; refusing the \
+                     delivery"
+                );
+                r#"{"error":"body_already_read"}"#
+            }
         };
-        HttpResponse::build(self.status_code())
-            .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-            .body(body)
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        if matches!(self, Self::Verify(Error::BodyTimeout)) {
+            // A stalled body: do not wait for the rest of it on this connection.
+            response.force_close();
+        }
+        response.body(body)
     }
 }

@@ -1,15 +1,24 @@
 //! Extractors that hand a handler a verified AIRMY event, typed.
 //!
 //! - [`AirmyEvent`] (any event, as the [`Event`] enum) and `AirmyEvent<RunCompleted>` (one
-//!   event type; any [`Payload`](EventPayload) works).
-//! - [`VerifiedBytes`]: the raw verified payload, to queue it or parse it later.
+//!   event type; any [`EventData`] works).
+//! - [`AirmyDelivery`]: the verified delivery itself, raw bytes included, to queue it or parse
+//!   it later.
 //!
-//! Behind the [`AirmyVerify`](crate::AirmyVerify) middleware they take the delivery it verified
-//! from the request extensions: nothing is hashed or parsed twice. Without it they verify the
-//! request themselves with the [`Verifier`] in `app_data` (see [`config`](crate::config)),
-//! refusing an over-limit `Content-Length` before reading and enforcing the limit again while
-//! the body streams in. With neither they answer 500 and log why: an unverified body never
-//! reaches the handler.
+//! **Behind the [`AirmyVerify`](crate::AirmyVerify) middleware** (recommended) they take the
+//! delivery it verified from the request extensions: nothing is hashed or parsed twice, and
+//! any mix of `AirmyEvent<T>`, `AirmyDelivery`, `web::Bytes`, `String`, `web::Json<T>` and
+//! `HttpRequest` in one handler works, in any order (the middleware puts the verified bytes
+//! back as the payload).
+//!
+//! **Without it** they verify the request themselves with the [`Verifier`](airmy_verify::Verifier)
+//! in `app_data` (as `Verifier` or `web::Data<Verifier>`), refusing an over-limit
+//! `Content-Length` before reading and enforcing the limit and the body timeout while the body
+//! streams in; several of our extractors in one handler share one verification. Our extractor
+//! must then come **before** any other extractor that reads the body (`web::Bytes`, `String`,
+//! `web::Json`): one that finds the body already read answers **500**
+//! `{"error":"body_already_read"}` and logs why. With no verifier and no middleware they answer
+//! **500** `{"error":"verifier_not_configured"}`. An unverified body never reaches a handler.
 //!
 //! A typed extractor meeting another event type answers **422** with
 //! `{"error":"unexpected_event_type"}`: the delivery is authentic but this route cannot process
@@ -21,48 +30,46 @@
 //! ```
 //! use actix_web::{App, HttpResponse, web};
 //! use airmy_verify::{Event, Secret, Verifier, event::RunCompleted};
-//! use airmy_verify_actix::AirmyEvent;
+//! use airmy_verify_actix::{AirmyDelivery, AirmyEvent, AirmyVerify};
 //!
-//! async fn on_event(AirmyEvent(event): AirmyEvent) -> HttpResponse {
+//! async fn on_event(AirmyEvent(event): AirmyEvent, AirmyDelivery(raw): AirmyDelivery) -> HttpResponse {
 //!     match event.data {
 //!         Event::RunCompleted(run) => println!("run {:?}: {:?} ms", run.id, run.latency_ms),
 //!         other => println!("{} ignored", other.event_type()),
 //!     }
-//!     HttpResponse::Ok().finish()
+//!     HttpResponse::Ok().body(raw.into_bytes())
 //! }
 //!
-//! async fn on_run(AirmyEvent(run): AirmyEvent<RunCompleted>) -> HttpResponse {
-//!     HttpResponse::Ok().body(format!("{:?}", run.data.tokens_used))
+//! async fn on_run(AirmyEvent(run): AirmyEvent<RunCompleted>, body: String) -> HttpResponse {
+//!     HttpResponse::Ok().body(format!("{:?} of {} bytes", run.data.tokens_used, body.len()))
 //! }
 //!
 //! # fn main() -> Result<(), airmy_verify::InvalidSecret> {
 //! let verifier = Verifier::new(Secret::new("whsec_…")?);
-//! let app = App::new()
-//!     .app_data(verifier)
-//!     .service(web::resource("/hooks/airmy").route(web::post().to(on_event)))
-//!     .service(web::resource("/hooks/airmy/runs").route(web::post().to(on_run)));
+//! let app = App::new().service(
+//!     web::scope("/hooks")
+//!         .wrap(AirmyVerify::new(verifier))
+//!         .route("/airmy", web::post().to(on_event))
+//!         .route("/airmy/runs", web::post().to(on_run)),
+//! );
 //! # Ok(())
 //! # }
 //! ```
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::ops::Deref;
-use std::task::{Context, Poll, ready};
+use std::rc::Rc;
 
 use actix_web::dev::Payload;
-use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
-use airmy_verify::event::Payload as EventPayload;
-use airmy_verify::verifier::BodyBuffer;
-use airmy_verify::{
-    Envelope, Error, Event, SIGNATURE_HEADER, Signature, Verified, VerifiedPayload, Verifier,
-};
-use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::future::{self, Either, LocalBoxFuture, Ready};
+use airmy_verify::{Envelope, Error, Event, EventData, Verified};
+use futures_util::future::{self, Either, FutureExt, LocalBoxFuture, Ready, Shared};
 
 use crate::config::verifier_from_req;
 use crate::error::AirmyError;
+use crate::middleware::{open_intake, poll_read};
 
 /// A verified AIRMY event: `AirmyEvent` for any type ([`Event`]), `AirmyEvent<RunCompleted>`
 /// for one. See the [module docs](self).
@@ -77,103 +84,102 @@ impl<T> Deref for AirmyEvent<T> {
     }
 }
 
-impl<T: EventPayload + 'static> FromRequest for AirmyEvent<T> {
+type Extract<T> =
+    Either<Ready<Result<T, AirmyError>>, LocalBoxFuture<'static, Result<T, AirmyError>>>;
+
+impl<T: EventData + 'static> FromRequest for AirmyEvent<T> {
     type Error = AirmyError;
     type Future = Extract<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        // Behind the middleware: the verified delivery is already here, no future to box.
-        if let Some(verified) = req.extensions_mut().remove::<Verified>() {
-            return Either::Left(future::ready(
-                verified.envelope.into_typed().map(Self).map_err(Into::into),
-            ));
-        }
-        let req = req.clone();
-        let mut payload = payload.take();
-        Either::Right(Box::pin(async move {
-            let verifier = verifier_from_req(&req)?;
-            let (signature, bytes) = read_delivery(&verifier, req.headers(), &mut payload).await?;
-            Ok(Self(verifier.verify_event::<T>(&signature, &bytes)?))
-        }))
+        with_verified(req, payload, |verified| Ok(Self(verified.take_event()?)))
     }
 }
 
-/// The future of the extractors: ready at once behind the middleware, boxed otherwise.
-pub type Extract<T> =
-    Either<Ready<Result<T, AirmyError>>, LocalBoxFuture<'static, Result<T, AirmyError>>>;
-
-/// The raw payload of a verified delivery (the same bytes), with its `id`, `type` and
-/// `created_at`; [`VerifiedPayload::parse`] parses it later. See the [module docs](self).
+/// The verified delivery: its raw bytes (the very bytes that were verified), its `id`, `type`
+/// and `created_at`, and its event on demand ([`Verified::take_event`]). See the
+/// [module docs](self).
 #[derive(Debug, Clone)]
-pub struct VerifiedBytes(pub VerifiedPayload);
+pub struct AirmyDelivery(pub Verified);
 
-impl Deref for VerifiedBytes {
-    type Target = VerifiedPayload;
+impl Deref for AirmyDelivery {
+    type Target = Verified;
 
-    fn deref(&self) -> &VerifiedPayload {
+    fn deref(&self) -> &Verified {
         &self.0
     }
 }
 
-impl FromRequest for VerifiedBytes {
+impl FromRequest for AirmyDelivery {
     type Error = AirmyError;
     type Future = Extract<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        if let Some(verified) = req.extensions_mut().remove::<Verified>() {
-            return Either::Left(future::ready(Ok(Self(verified.into_payload()))));
+        with_verified(req, payload, |verified| Ok(Self(verified.clone())))
+    }
+}
+
+/// A verification started by the first of our extractors in a handler (without the
+/// middleware), shared with the others: actix creates every extractor's future before it
+/// polls any, so only the first can take the payload.
+#[derive(Clone)]
+struct Pending(Shared<LocalBoxFuture<'static, Result<Rc<RefCell<Verified>>, AirmyError>>>);
+
+/// Calls `map` with the request's verified delivery: the middleware's (ready at once), the one
+/// another of our extractors is verifying, or one this extractor verifies now.
+fn with_verified<R: 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    map: impl FnOnce(&mut Verified) -> Result<R, AirmyError> + 'static,
+) -> Extract<R> {
+    if let Some(verified) = req.extensions_mut().get_mut::<Verified>() {
+        return Either::Left(future::ready(map(verified)));
+    }
+    let pending = req.extensions().get::<Pending>().cloned();
+    let pending = match pending {
+        Some(pending) => pending,
+        None => match verify(req, payload) {
+            Ok(pending) => {
+                req.extensions_mut().insert(pending.clone());
+                pending
+            }
+            Err(err) => return Either::Left(future::ready(Err(err))),
+        },
+    };
+    Either::Right(Box::pin(async move {
+        let verified = pending.0.await?;
+        let mut verified = verified.borrow_mut();
+        map(&mut verified)
+    }))
+}
+
+/// Starts verifying the request with the verifier in `app_data`.
+fn verify(req: &HttpRequest, payload: &mut Payload) -> Result<Pending, AirmyError> {
+    let verifier = verifier_from_req(req)?;
+    if matches!(payload, Payload::None) && announces_body(req) {
+        return Err(AirmyError::BodyAlreadyRead);
+    }
+    let intake = open_intake(&verifier, req.headers());
+    let mut payload = payload.take();
+    let read = async move {
+        let mut intake = intake?;
+        let read = poll_fn(|cx| poll_read(&mut payload, &mut intake, cx));
+        match actix_web::rt::time::timeout(verifier.body_timeout(), read).await {
+            Ok(result) => result?,
+            Err(_) => return Err(Error::BodyTimeout.into()),
         }
-        let req = req.clone();
-        let mut payload = payload.take();
-        Either::Right(Box::pin(async move {
-            let verifier = verifier_from_req(&req)?;
-            let (signature, bytes) = read_delivery(&verifier, req.headers(), &mut payload).await?;
-            Ok(Self(verifier.verify_payload(&signature, bytes)?))
-        }))
-    }
+        Ok(Rc::new(RefCell::new(intake.finish()?)))
+    };
+    Ok(Pending(read.boxed_local().shared()))
 }
 
-/// The signature header, parsed once.
-const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
-
-/// The core's checks before any of the payload is read: the signature header(s), then the
-/// declared `Content-Length`, which it also returns.
-pub(crate) fn check_headers(
-    verifier: &Verifier,
-    headers: &HeaderMap,
-) -> Result<(Signature, Option<u64>), Error> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let signature = verifier.check_headers(
-        headers.get_all(&SIGNATURE).map(HeaderValue::as_bytes),
-        declared,
-    )?;
-    Ok((signature, declared))
-}
-
-/// Reads `payload` into `buffer` to its end. The core's buffer keeps a payload that arrives as
-/// one chunk (the usual case) without a copy, and enforces the limit again on what arrives.
-pub(crate) fn poll_read(
-    payload: &mut Payload,
-    buffer: &mut BodyBuffer,
-    cx: &mut Context<'_>,
-) -> Poll<Result<(), Error>> {
-    while let Some(chunk) = ready!(payload.poll_next_unpin(cx)) {
-        buffer.push(chunk.map_err(|_| Error::BodyRead)?)?;
-    }
-    Poll::Ready(Ok(()))
-}
-
-/// Checks the headers, then reads the payload within the verifier's limit: the part of a
-/// delivery's verification that needs HTTP, for the extractors used without the middleware.
-async fn read_delivery(
-    verifier: &Verifier,
-    headers: &HeaderMap,
-    payload: &mut Payload,
-) -> Result<(Signature, Bytes), Error> {
-    let (signature, declared) = check_headers(verifier, headers)?;
-    let mut buffer = verifier.body_buffer(declared);
-    poll_fn(|cx| poll_read(payload, &mut buffer, cx)).await?;
-    Ok((signature, buffer.finish()))
+/// Whether the request's headers announce a body (so an empty payload means another extractor
+/// took it).
+fn announces_body(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| airmy_verify::verifier::parse_content_length(v.as_bytes()))
+            .is_some_and(|len| len > 0)
 }

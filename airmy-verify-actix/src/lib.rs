@@ -2,13 +2,16 @@
 //!
 //! - [`AirmyEvent`] / `AirmyEvent<RunCompleted>`: extractors for the verified event, whole or
 //!   one type only, verifying with the [`Verifier`](airmy_verify::Verifier) in `app_data`.
-//! - [`VerifiedBytes`]: the raw verified payload, to queue.
+//! - [`AirmyDelivery`]: the verified delivery with its raw bytes, to queue.
 //! - [`AirmyVerify`]: a middleware for an `App` or `scope` that refuses bad deliveries before
-//!   any handler runs; extractors behind it neither hash nor parse again.
+//!   any handler runs; extractors behind it neither hash nor parse again, and any mix of them
+//!   with actix's own works in one handler.
+//! - [`AirmyIdempotency`]: runs handlers once per event id, detached from the connection.
 //! - [`AirmyError`]: the `ResponseError` for a refused delivery.
 //!
 //! Every rule lives in [`airmy_verify`]; this crate moves requests into it and its errors out
-//! as responses (401 signature and freshness, 413 size, 400 JSON syntax, 422 not an envelope).
+//! as responses (401 signature and freshness, 413 size, 408 a body that stalls, 400 JSON syntax, 422 not an
+//! envelope).
 //! The core knows nothing of `http` 0.2, which actix-web 4 uses.
 //!
 //! # Example
@@ -47,11 +50,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
-pub mod config;
+mod config;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod middleware;
 
 pub use error::AirmyError;
-pub use extract::{AirmyEvent, Extract, VerifiedBytes};
+pub use extract::{AirmyDelivery, AirmyEvent};
+pub use idempotency::{AirmyIdempotency, AirmyIdempotencyMiddleware};
 pub use middleware::{AirmyVerify, AirmyVerifyMiddleware, ResponseFuture};

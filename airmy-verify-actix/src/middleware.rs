@@ -1,12 +1,18 @@
 //! A middleware that refuses forged, tampered, stale and oversized AIRMY deliveries before any
 //! handler of an `App` or `scope` runs.
 //!
-//! [`AirmyVerify`] reads the body (refusing an over-limit `Content-Length` before reading, and
-//! enforcing the limit while it streams), verifies, parses and checks freshness once with
-//! [`Verifier::verify`], then puts the same bytes back as the request payload and the
-//! [`Verified`] delivery in the request extensions, where the
-//! [extractors](crate::extract) find it. A refused request gets the core's status, a short
-//! JSON body and a `tracing` event, and no handler runs.
+//! [`AirmyVerify`] reads the body into the core's [`Intake`] (refusing an over-limit
+//! `Content-Length` before reading, enforcing the limit while it streams, and answering 408
+//! with `Connection: close` when it has not arrived within the verifier's body timeout, 5 s by
+//! default), verifies, parses and checks freshness once, then puts the same bytes back as the
+//! request payload and the [`Verified`] delivery in the request extensions, where the
+//! [extractors](crate::extract) find it (and `web::Bytes`, `String` or `web::Json` still read
+//! the body). A refused request gets the core's status, a short JSON body and a `tracing`
+//! event, and no handler runs.
+//!
+//! To run handlers once per event id, add [`AirmyIdempotency`](crate::AirmyIdempotency)
+//! inside it (actix runs the last `wrap` first):
+//! `.wrap(AirmyIdempotency::new(guard)).wrap(AirmyVerify::new(verifier))`.
 //!
 //! # Example
 //!
@@ -39,18 +45,19 @@ use std::task::{Context, Poll, ready};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::error::PayloadError;
-use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
-use actix_web::{HttpMessage, HttpResponse, ResponseError};
-use airmy_verify::idempotency::{Guarded, Idempotency};
-use airmy_verify::verifier::BodyBuffer;
-use airmy_verify::{Error, Signature, Verified, Verifier};
-use futures_util::future::{self, LocalBoxFuture, Ready};
-use futures_util::{Stream, stream};
+use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
+use actix_web::rt::time::{Instant, Sleep, sleep_until};
+use actix_web::{HttpMessage, ResponseError};
+use airmy_verify::verifier::parse_content_length;
+use airmy_verify::{Error, Intake, SIGNATURE_HEADER, Verified, Verifier};
+use futures_util::future::{self, Ready};
+use futures_util::{Stream, StreamExt, stream};
 use pin_project_lite::pin_project;
 
 use crate::error::AirmyError;
-use crate::extract::{check_headers, poll_read};
+
+/// The signature header, parsed once.
+const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
 
 /// The middleware's configuration (a [`Verifier`]); wrap an `App` or `scope` with it.
 ///
@@ -58,27 +65,13 @@ use crate::extract::{check_headers, poll_read};
 #[derive(Debug, Clone)]
 pub struct AirmyVerify {
     verifier: Verifier,
-    idempotency: Option<Idempotency>,
 }
 
 impl AirmyVerify {
     /// A middleware checking deliveries with `verifier`.
     #[must_use]
     pub fn new(verifier: Verifier) -> Self {
-        Self {
-            verifier,
-            idempotency: None,
-        }
-    }
-
-    /// Runs the handler once per verified event id, with `guard` (see
-    /// [`airmy_verify::idempotency`]): a committed id answers 200 `{"status":"duplicate",…}`,
-    /// an id in flight 409, and a non-2xx answer, error or panic of the handler releases the
-    /// claim so AIRMY's retry runs it again. Defaults to off.
-    #[must_use]
-    pub fn idempotency(mut self, guard: Idempotency) -> Self {
-        self.idempotency = Some(guard);
-        self
+        Self { verifier }
     }
 }
 
@@ -97,7 +90,6 @@ where
         future::ready(Ok(AirmyVerifyMiddleware {
             service: Rc::new(service),
             verifier: self.verifier.clone(),
-            idempotency: self.idempotency.clone(),
         }))
     }
 }
@@ -107,7 +99,6 @@ where
 pub struct AirmyVerifyMiddleware<S> {
     service: Rc<S>,
     verifier: Verifier,
-    idempotency: Option<Idempotency>,
 }
 
 impl<S, B> Service<ServiceRequest> for AirmyVerifyMiddleware<S>
@@ -122,16 +113,16 @@ where
     forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
-        let state = match check_headers(&self.verifier, req.headers()) {
-            Ok((signature, declared)) => State::Reading {
+        let state = match open_intake(&self.verifier, req.headers()) {
+            Ok(intake) => State::Reading {
                 reading: Some(Reading {
                     payload: req.take_payload(),
-                    buffer: self.verifier.body_buffer(declared),
+                    intake,
                     req,
-                    signature,
                     service: Rc::clone(&self.service),
-                    verifier: self.verifier.clone(),
-                    idempotency: self.idempotency.clone(),
+                    started: Instant::now(),
+                    timeout: self.verifier.body_timeout(),
+                    deadline: None,
                 }),
             },
             Err(err) => State::Rejected {
@@ -146,8 +137,8 @@ type Output<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
 
 pin_project! {
     /// The future of [`AirmyVerifyMiddleware`]: reads and verifies the delivery, then runs the
-    /// inner service, or answers the rejection. It allocates nothing of its own unless an
-    /// idempotency guard is configured.
+    /// inner service, or answers the rejection. It allocates nothing of its own unless the
+    /// body is slow to arrive (then it arms the body timeout).
     pub struct ResponseFuture<S, B>
     where
         S: Service<ServiceRequest>,
@@ -167,9 +158,6 @@ pin_project! {
             #[pin]
             future: F,
         },
-        Guarded {
-            future: LocalBoxFuture<'static, Output<B>>,
-        },
         Rejected {
             response: Option<ServiceResponse<EitherBody<B>>>,
         },
@@ -180,11 +168,12 @@ pin_project! {
 struct Reading<S> {
     req: ServiceRequest,
     payload: Payload,
-    buffer: BodyBuffer,
-    signature: Signature,
+    intake: Intake,
     service: Rc<S>,
-    verifier: Verifier,
-    idempotency: Option<Idempotency>,
+    started: Instant,
+    timeout: std::time::Duration,
+    /// Armed the first time the payload is not ready.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
@@ -201,16 +190,17 @@ where
         loop {
             let next = match state.as_mut().project() {
                 StateProj::Reading { reading } => {
-                    let Reading {
-                        payload, buffer, ..
-                    } = reading.as_mut().expect(POLLED_AFTER_COMPLETION);
-                    let read = ready!(poll_read(payload, buffer, cx));
+                    let read = ready!(
+                        reading
+                            .as_mut()
+                            .expect(POLLED_AFTER_COMPLETION)
+                            .poll_timed(cx)
+                    );
                     reading.take().expect(POLLED_AFTER_COMPLETION).finish(read)
                 }
                 StateProj::Calling { future } => {
                     return future.poll(cx).map_ok(ServiceResponse::map_into_left_body);
                 }
-                StateProj::Guarded { future } => return future.as_mut().poll(cx),
                 StateProj::Rejected { response } => {
                     return Poll::Ready(Ok(response.take().expect(POLLED_AFTER_COMPLETION)));
                 }
@@ -221,8 +211,20 @@ where
 }
 
 impl<S> Reading<S> {
-    /// The state after the payload was read: verified, then the inner service (under the
-    /// guard, if any), or the rejection.
+    /// Reads the payload to its end, within the limit and the body timeout.
+    fn poll_timed(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if let Poll::Ready(read) = poll_read(&mut self.payload, &mut self.intake, cx) {
+            return Poll::Ready(read);
+        }
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(sleep_until(self.started + self.timeout)));
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(Err(Error::BodyTimeout))
+    }
+
+    /// The state after the payload was read: verified, then the inner service, or the
+    /// rejection.
     fn finish<B>(self, read: Result<(), Error>) -> State<S, S::Future, B>
     where
         S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>
@@ -231,14 +233,11 @@ impl<S> Reading<S> {
     {
         let Self {
             mut req,
-            buffer,
-            signature,
+            intake,
             service,
-            verifier,
-            idempotency,
             ..
         } = self;
-        let verified = match read.and_then(|()| verifier.verify(&signature, buffer.finish())) {
+        let verified = match read.and_then(|()| intake.finish()) {
             Ok(verified) => verified,
             Err(err) => {
                 return State::Rejected {
@@ -246,19 +245,13 @@ impl<S> Reading<S> {
                 };
             }
         };
-        let event_id = idempotency.as_ref().map(|_| verified.envelope.id.clone());
         // The same bytes, as a one-item stream (a single allocation).
-        let bytes: Result<_, PayloadError> = Ok(verified.bytes.clone());
+        let bytes: Result<_, PayloadError> = Ok(verified.bytes().clone());
         let stream: Pin<Box<dyn Stream<Item = _>>> = Box::pin(stream::once(future::ready(bytes)));
         req.set_payload(Payload::from(stream));
         req.extensions_mut().insert::<Verified>(verified);
-        match idempotency.zip(event_id) {
-            None => State::Calling {
-                future: service.call(req),
-            },
-            Some((guard, event_id)) => State::Guarded {
-                future: guarded(guard, event_id, service, req),
-            },
+        State::Calling {
+            future: service.call(req),
         }
     }
 }
@@ -278,38 +271,26 @@ fn reject<B>(req: ServiceRequest, err: Error) -> ServiceResponse<EitherBody<B>> 
     req.into_response(response).map_into_right_body()
 }
 
-/// Runs the inner service under the idempotency guard (see [`Idempotency::run`]).
-fn guarded<S, B>(
-    guard: Idempotency,
-    event_id: String,
-    service: Rc<S>,
-    req: ServiceRequest,
-) -> LocalBoxFuture<'static, Output<B>>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: MessageBody + 'static,
-{
-    Box::pin(async move {
-        let success = |r: &ServiceResponse<B>| r.status().is_success();
-        let call = |req| service.call(req);
-        match guard.run(&event_id, req, call, success).await {
-            Guarded::Ran(response) => Ok(response?.map_into_left_body()),
-            Guarded::Answered {
-                status,
-                body,
-                input,
-            } => {
-                let response = guard_response(status, body);
-                Ok(input.into_response(response).map_into_right_body())
-            }
-        }
-    })
+/// Opens the core's intake with the request's signature header(s) and `Content-Length`.
+pub(crate) fn open_intake(verifier: &Verifier, headers: &HeaderMap) -> Result<Intake, Error> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| parse_content_length(v.as_bytes()));
+    verifier.intake(
+        headers.get_all(&SIGNATURE).map(HeaderValue::as_bytes),
+        declared,
+    )
 }
 
-/// The response for an idempotency decision that does not run the handler, with the core's
-/// status and body (200 duplicate, 409 in flight, 503 store unavailable).
-fn guard_response(status: u16, body: String) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-        .body(body)
+/// Reads `payload` into `intake` to its end. The intake keeps chunks as they arrive and
+/// enforces the limit on each.
+pub(crate) fn poll_read(
+    payload: &mut Payload,
+    intake: &mut Intake,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Error>> {
+    while let Some(chunk) = ready!(payload.poll_next_unpin(cx)) {
+        intake.push(chunk.map_err(|_| Error::BodyRead)?)?;
+    }
+    Poll::Ready(Ok(()))
 }

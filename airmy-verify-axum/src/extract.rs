@@ -1,15 +1,22 @@
-//! Extractors that hand a handler a verified AIRMY event, typed.
+//! Extractors that hand a handler the delivery the [`AirmyVerifyLayer`](crate::AirmyVerifyLayer)
+//! verified.
 //!
 //! - [`AirmyEvent`] (any event, as the [`Event`] enum) and `AirmyEvent<RunCompleted>` (one
-//!   event type; any [`Payload`] works).
-//! - [`VerifiedBytes`]: the raw verified payload, to queue it or parse it later.
+//!   event type; any [`EventData`] works).
+//! - [`AirmyDelivery`]: the verified delivery itself, raw bytes included, to queue it or parse
+//!   it later.
 //!
-//! Behind an [`AirmyVerifyLayer`](crate::AirmyVerifyLayer) they take the delivery the layer
-//! verified from the request extensions: nothing is hashed or parsed twice. Without the layer
-//! they verify the request themselves with the verifier in the router state, found through an
-//! [`AirmyVerifier`] (`FromRef`): a router whose state has none does not compile, and a
-//! stateless router without the layer answers 500 and logs why. There is no way to get an event
-//! from an unverified body.
+//! Both read what the layer left in the request extensions: they put **no bound on the router
+//! state** (any `AppState` works, with or without `#[derive(FromRef)]`), they read no body
+//! (so they combine with each other and with axum's own extractors, `Bytes`, `String` or
+//! `Json<T>` included, in any order), and nothing is hashed or parsed twice: the first
+//! `AirmyEvent` of a request takes the envelope the layer parsed, a second one parses the
+//! verified bytes again.
+//!
+//! The layer is the one way to verify: on the whole router (`Router::layer`), or per route
+//! (`Router::route_layer`, `MethodRouter::layer`). An extractor on a route the layer does not
+//! cover answers **500** `{"error":"verifier_not_configured"}` and logs why at `ERROR`: an
+//! unverified body never reaches a handler.
 //!
 //! A typed extractor meeting another event type answers **422** with
 //! `{"error":"unexpected_event_type"}`: the delivery is authentic but this route cannot process
@@ -17,15 +24,25 @@
 //! to more types than the route handles). To decide in the handler instead, extract
 //! `Result<AirmyEvent<T>, AirmyRejection>`.
 //!
-//! # Example: no layer, verifier in the state
+//! # Example: an application state of its own
 //!
 //! ```
 //! use airmy_verify::{Secret, Verifier, event::RunCompleted};
-//! use airmy_verify_axum::{AirmyEvent, AirmyVerifier};
-//! use axum::{Router, http::StatusCode, routing::post};
+//! use airmy_verify_axum::{AirmyDelivery, AirmyEvent, AirmyVerifyLayer};
+//! use axum::{Router, extract::State, http::StatusCode, routing::post};
 //!
-//! async fn on_run(AirmyEvent(run): AirmyEvent<RunCompleted>) -> StatusCode {
+//! #[derive(Clone)]
+//! struct AppState {
+//!     queue: std::sync::Arc<std::sync::Mutex<Vec<airmy_verify::Bytes>>>,
+//! }
+//!
+//! async fn on_run(
+//!     State(state): State<AppState>,
+//!     AirmyEvent(run): AirmyEvent<RunCompleted>,
+//!     AirmyDelivery(raw): AirmyDelivery,
+//! ) -> StatusCode {
 //!     println!("{} used {:?} tokens", run.id, run.data.tokens_used);
+//!     state.queue.lock().unwrap().push(raw.into_bytes());
 //!     StatusCode::OK
 //! }
 //!
@@ -33,64 +50,19 @@
 //! let verifier = Verifier::new(Secret::new("whsec_…")?);
 //! let app: Router = Router::new()
 //!     .route("/hooks/airmy/runs", post(on_run))
-//!     .with_state(AirmyVerifier::new(verifier));
+//!     .layer(AirmyVerifyLayer::new(verifier))
+//!     .with_state(AppState { queue: Default::default() });
 //! # Ok(())
 //! # }
 //! ```
 
 use std::ops::Deref;
 
-use airmy_verify::{Envelope, Event, Payload, Verified, VerifiedPayload, Verifier};
-use axum_core::extract::{FromRef, FromRequest, Request};
+use airmy_verify::{Envelope, Event, EventData, Verified};
+use axum_core::extract::FromRequestParts;
+use http::request::Parts;
 
-use crate::layer::read_delivery;
 use crate::rejection::AirmyRejection;
-
-/// The router state an extractor takes its verifier from when no layer ran before it.
-///
-/// Put it in your state: as the whole state (`.with_state(AirmyVerifier::new(verifier))`), or as
-/// a field of a `#[derive(FromRef)]` state struct. Routers with no state (`()`) get
-/// `AirmyVerifier::none()`, for use behind an [`AirmyVerifyLayer`](crate::AirmyVerifyLayer);
-/// a [`Verifier`] used as the whole state also works.
-#[derive(Debug, Clone, Default)]
-pub struct AirmyVerifier(Option<Verifier>);
-
-impl AirmyVerifier {
-    /// Extractors verify deliveries with `verifier` when no layer did.
-    #[must_use]
-    pub fn new(verifier: Verifier) -> Self {
-        Self(Some(verifier))
-    }
-
-    /// No verifier: extractors rely on an [`AirmyVerifyLayer`](crate::AirmyVerifyLayer) and
-    /// answer 500 where none ran.
-    #[must_use]
-    pub fn none() -> Self {
-        Self(None)
-    }
-
-    fn verifier(&self) -> Result<&Verifier, AirmyRejection> {
-        self.0.as_ref().ok_or(AirmyRejection::NotConfigured)
-    }
-}
-
-impl From<Verifier> for AirmyVerifier {
-    fn from(verifier: Verifier) -> Self {
-        Self::new(verifier)
-    }
-}
-
-impl FromRef<()> for AirmyVerifier {
-    fn from_ref((): &()) -> Self {
-        Self::none()
-    }
-}
-
-impl FromRef<Verifier> for AirmyVerifier {
-    fn from_ref(verifier: &Verifier) -> Self {
-        Self::new(verifier.clone())
-    }
-}
 
 /// A verified AIRMY event: `AirmyEvent` for any type ([`Event`]), `AirmyEvent<RunCompleted>`
 /// for one. See the [module docs](self).
@@ -105,57 +77,48 @@ impl<T> Deref for AirmyEvent<T> {
     }
 }
 
-impl<S, T> FromRequest<S> for AirmyEvent<T>
+impl<S, T> FromRequestParts<S> for AirmyEvent<T>
 where
     S: Send + Sync,
-    T: Payload,
-    AirmyVerifier: FromRef<S>,
+    T: EventData,
 {
     type Rejection = AirmyRejection;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, AirmyRejection> {
-        let (mut parts, body) = request.into_parts();
-        let envelope = match parts.extensions.remove::<Verified>() {
-            Some(verified) => verified.envelope,
-            None => {
-                let state = AirmyVerifier::from_ref(state);
-                let verifier = state.verifier()?;
-                let (signature, bytes) = read_delivery(verifier, &parts.headers, body).await?;
-                verifier.verify_event::<Event>(&signature, &bytes)?
-            }
-        };
-        Ok(Self(envelope.into_typed()?))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AirmyRejection> {
+        let verified = parts
+            .extensions
+            .get_mut::<Verified>()
+            .ok_or(AirmyRejection::NotConfigured)?;
+        Ok(Self(verified.take_event()?))
     }
 }
 
-/// The raw payload of a verified delivery (the same bytes, no copy), with its `id`, `type` and
-/// `created_at`; [`VerifiedPayload::parse`] parses it later. See the [module docs](self).
+/// The verified delivery: its raw bytes (the very bytes that were verified, no copy), its
+/// `id`, `type` and `created_at`, and its event on demand ([`Verified::take_event`]). See the
+/// [module docs](self).
 #[derive(Debug, Clone)]
-pub struct VerifiedBytes(pub VerifiedPayload);
+pub struct AirmyDelivery(pub Verified);
 
-impl Deref for VerifiedBytes {
-    type Target = VerifiedPayload;
+impl Deref for AirmyDelivery {
+    type Target = Verified;
 
-    fn deref(&self) -> &VerifiedPayload {
+    fn deref(&self) -> &Verified {
         &self.0
     }
 }
 
-impl<S> FromRequest<S> for VerifiedBytes
+impl<S> FromRequestParts<S> for AirmyDelivery
 where
     S: Send + Sync,
-    AirmyVerifier: FromRef<S>,
 {
     type Rejection = AirmyRejection;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, AirmyRejection> {
-        let (mut parts, body) = request.into_parts();
-        if let Some(verified) = parts.extensions.remove::<Verified>() {
-            return Ok(Self(verified.into_payload()));
-        }
-        let state = AirmyVerifier::from_ref(state);
-        let verifier = state.verifier()?;
-        let (signature, bytes) = read_delivery(verifier, &parts.headers, body).await?;
-        Ok(Self(verifier.verify_payload(&signature, bytes)?))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AirmyRejection> {
+        parts
+            .extensions
+            .get::<Verified>()
+            .cloned()
+            .map(Self)
+            .ok_or(AirmyRejection::NotConfigured)
     }
 }

@@ -35,9 +35,9 @@ const NOT_CONFIGURED_BODY: &str = r#"{"error":"verifier_not_configured"}"#;
 pub enum AirmyRejection {
     /// The delivery failed a check of the core (see [`airmy_verify::error`]).
     Verify(Error),
-    /// The extractor ran behind no [`AirmyVerifyLayer`](crate::AirmyVerifyLayer) and the
-    /// router state holds no verifier (an [`AirmyVerifier`](crate::AirmyVerifier) of `None`):
-    /// 500, `{"error":"verifier_not_configured"}`.
+    /// An extractor or the [`AirmyIdempotencyLayer`](crate::AirmyIdempotencyLayer) ran on a
+    /// request no [`AirmyVerifyLayer`](crate::AirmyVerifyLayer) verified: 500,
+    /// `{"error":"verifier_not_configured"}`.
     NotConfigured,
 }
 
@@ -62,9 +62,7 @@ impl fmt::Display for AirmyRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Verify(err) => err.fmt(f),
-            Self::NotConfigured => f.write_str(
-                "no AirmyVerifyLayer in front of this route and no verifier in the router state",
-            ),
+            Self::NotConfigured => f.write_str("no AirmyVerifyLayer in front of this route"),
         }
     }
 }
@@ -82,24 +80,46 @@ impl IntoResponse for AirmyRejection {
     fn into_response(self) -> Response {
         match self {
             Self::Verify(err) => error_response(&err).map(Body::new),
+            Self::NotConfigured => not_configured_response().map(Body::new),
+        }
+    }
+}
+
+impl AirmyRejection {
+    fn log(&self) {
+        match self {
+            Self::Verify(err) => err.log(),
             Self::NotConfigured => {
                 tracing::error!(
                     target: "airmy_verify",
                     status = 500,
                     code = "verifier_not_configured",
-                    "an AIRMY extractor ran with no AirmyVerifyLayer in front of it and no \
-                     verifier in the router state; refusing the delivery"
+                    "an AIRMY extractor or idempotency layer ran on a request that no \
+                     AirmyVerifyLayer verified (add the layer in front of this route, with \
+                     Router::layer or route_layer); refusing the delivery"
                 );
-                json(StatusCode::INTERNAL_SERVER_ERROR, NOT_CONFIGURED_BODY).map(Body::new)
             }
         }
     }
 }
 
-/// The response for a core error: logs it, answers its status and fixed body.
+/// The response for a core error: logs it, answers its status and fixed body (and closes the
+/// connection of a body that did not arrive in time).
 pub(crate) fn error_response(err: &Error) -> http::Response<Full<Bytes>> {
     err.log();
-    json(status_of(err), err.body())
+    let mut response = json(status_of(err), err.body());
+    if matches!(err, Error::BodyTimeout) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The response for an extractor or layer that found no verified delivery.
+pub(crate) fn not_configured_response() -> http::Response<Full<Bytes>> {
+    AirmyRejection::NotConfigured.log();
+    json(StatusCode::INTERNAL_SERVER_ERROR, NOT_CONFIGURED_BODY)
 }
 
 /// The response for an idempotency decision that does not run the handler, with the core's
@@ -115,7 +135,7 @@ fn status_of(err: &Error) -> StatusCode {
     StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-fn json(status: StatusCode, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
+pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
     let mut response = http::Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -1,16 +1,15 @@
-//! The core's conformance table through the layer and through the extractors alone, with a
-//! declared length and streamed, plus the axum-specific paths (typed routes, raw bytes,
-//! misconfiguration, unreadable bodies, rejecting before reading).
+//! The core's conformance table through the layer (the one way to verify), with a declared
+//! length and streamed, plus the axum-specific paths (typed routes, raw bytes,
+//! misconfiguration, unreadable and stalled bodies, rejecting before reading).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use airmy_verify::event::RunCompleted;
 use airmy_verify::testing::{self, Case};
-use airmy_verify_axum::{
-    AirmyEvent, AirmyRejection, AirmyVerifier, AirmyVerifyLayer, VerifiedBytes,
-};
+use airmy_verify_axum::{AirmyDelivery, AirmyEvent, AirmyRejection, AirmyVerifyLayer};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::routing::post;
@@ -42,11 +41,10 @@ fn layered(ran: &Ran) -> Router {
         .layer(AirmyVerifyLayer::new(testing::conformance_verifier()))
 }
 
-fn extractor_only(ran: &Ran) -> Router {
+/// The same route with no layer in front: the extractor has nothing verified to read.
+fn without_layer(ran: &Ran) -> Router {
     let ran = ran.clone();
-    Router::new()
-        .route(PATH, post(move |e| accept(ran.clone(), e)))
-        .with_state(AirmyVerifier::new(testing::conformance_verifier()))
+    Router::new().route(PATH, post(move |e| accept(ran.clone(), e)))
 }
 
 /// A request for a case: with Content-Length, or streamed in 7,000-byte chunks with none.
@@ -101,28 +99,34 @@ async fn every_conformance_case_through_the_layer() {
 }
 
 #[tokio::test]
-async fn every_conformance_case_through_the_extractor_alone() {
+async fn every_conformance_case_without_the_layer_is_500_verifier_not_configured() {
+    // Fail closed: with no layer, no case (valid or not) ever reaches the handler.
     let ran = Ran::default();
-    let app = extractor_only(&ran);
+    let app = without_layer(&ran);
     for case in testing::conformance_cases() {
-        check(app.clone(), &ran, &case, false).await;
-        check(app.clone(), &ran, &case, true).await;
+        for streamed in [false, true] {
+            let (status, body) = send(app.clone(), request(&case, streamed)).await;
+            assert_eq!(
+                (status, body),
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Bytes::from_static(br#"{"error":"verifier_not_configured"}"#)
+                ),
+                "{} (streamed: {streamed})",
+                case.name
+            );
+        }
     }
+    assert_eq!(ran.count(), 0);
 }
 
 fn case(name: &str) -> Case {
     testing::case(name).expect("case exists")
 }
 
-/// The router verified by the layer (with no verifier in the state, which the layer does not
-/// need), or by the extractor alone (with the verifier in the state).
-fn verified_by(app: Router<AirmyVerifier>, layer: bool) -> Router {
-    if layer {
-        app.layer(AirmyVerifyLayer::new(testing::conformance_verifier()))
-            .with_state(AirmyVerifier::none())
-    } else {
-        app.with_state(AirmyVerifier::new(testing::conformance_verifier()))
-    }
+/// The router behind the layer.
+fn verified(app: Router) -> Router {
+    app.layer(AirmyVerifyLayer::new(testing::conformance_verifier()))
 }
 
 async fn send(app: Router, request: Request<Body>) -> (StatusCode, Bytes) {
@@ -149,28 +153,25 @@ fn delivery(event_type: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn a_typed_route_takes_its_type_and_answers_422_to_others() {
-    for with_layer in [true, false] {
-        let ran = Ran::default();
-        let counter = ran.clone();
-        let handler = move |AirmyEvent(run): AirmyEvent<RunCompleted>| async move {
-            counter.0.fetch_add(1, Ordering::SeqCst);
-            run.data.tokens_used.unwrap_or_default().to_string()
-        };
-        let app = Router::new().route(PATH, post(handler));
-        let app = verified_by(app, with_layer);
-        assert_eq!(
-            send(app.clone(), delivery("run.completed")).await,
-            (StatusCode::OK, Bytes::from_static(b"1247"))
-        );
-        assert_eq!(
-            send(app, delivery("alert.triggered")).await,
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Bytes::from_static(br#"{"error":"unexpected_event_type"}"#)
-            )
-        );
-        assert_eq!(ran.count(), 1);
-    }
+    let ran = Ran::default();
+    let counter = ran.clone();
+    let handler = move |AirmyEvent(run): AirmyEvent<RunCompleted>| async move {
+        counter.0.fetch_add(1, Ordering::SeqCst);
+        run.data.tokens_used.unwrap_or_default().to_string()
+    };
+    let app = verified(Router::new().route(PATH, post(handler)));
+    assert_eq!(
+        send(app.clone(), delivery("run.completed")).await,
+        (StatusCode::OK, Bytes::from_static(b"1247"))
+    );
+    assert_eq!(
+        send(app, delivery("alert.triggered")).await,
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Bytes::from_static(br#"{"error":"unexpected_event_type"}"#)
+        )
+    );
+    assert_eq!(ran.count(), 1);
 }
 
 #[tokio::test]
@@ -228,37 +229,55 @@ async fn handlers_behind_the_layer_see_the_same_bytes() {
             Bytes::from_static(b"\"pipeline.completed\"")
         )
     );
-    for with_layer in [true, false] {
-        let handler = |VerifiedBytes(payload): VerifiedBytes| async move {
-            assert_eq!(payload.event_type(), "pipeline.completed");
-            payload.into_bytes()
-        };
-        let app = Router::new().route(PATH, post(handler));
-        let app = verified_by(app, with_layer);
-        assert_eq!(
-            send(app, request()).await,
-            (StatusCode::OK, expected.clone())
-        );
-    }
+    let handler = |AirmyDelivery(payload): AirmyDelivery| async move {
+        assert_eq!(payload.event_type(), "pipeline.completed");
+        payload.into_bytes()
+    };
+    let app = verified(Router::new().route(PATH, post(handler)));
+    assert_eq!(send(app, request()).await, (StatusCode::OK, expected));
 }
 
 #[tokio::test]
-async fn an_extractor_with_no_layer_and_no_verifier_answers_500() {
+async fn an_extractor_without_the_layer_answers_500_verifier_not_configured() {
     let ran = Ran::default();
-    let counter = ran.clone();
-    let app = Router::new().route(
-        PATH,
-        post(move |AirmyEvent(_): AirmyEvent| async move {
-            counter.0.fetch_add(1, Ordering::SeqCst);
-        }),
-    );
-    assert_eq!(
-        send(app, delivery("run.completed")).await,
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Bytes::from_static(br#"{"error":"verifier_not_configured"}"#)
+    let (event, delivery_only) = (ran.clone(), ran.clone());
+    let app = Router::new()
+        .route(
+            PATH,
+            post(move |AirmyEvent(_): AirmyEvent| async move {
+                event.0.fetch_add(1, Ordering::SeqCst);
+            }),
         )
-    );
+        .route(
+            "/raw",
+            post(move |AirmyDelivery(_): AirmyDelivery| async move {
+                delivery_only.0.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        // A verifier in the state is not a verifier: only the layer verifies.
+        .with_state(testing::conformance_verifier());
+    let raw = || {
+        let d = testing::sample_event("run.completed").signed(testing::SECRET);
+        Request::post("/raw")
+            .header("x-airmy-signature", d.signature)
+            .body(Body::from(d.body))
+            .expect("request")
+    };
+    for request in [delivery("run.completed"), raw()] {
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(
+            body,
+            Bytes::from_static(br#"{"error":"verifier_not_configured"}"#)
+        );
+    }
     assert_eq!(ran.count(), 0);
 }
 
@@ -277,27 +296,25 @@ async fn header_and_length_failures_are_refused_before_reading_the_body() {
     let over = case("body_one_byte_over_limit");
     let missing = case("missing_signature");
     for (case, declared) in [(&over, over.body.len()), (&missing, missing.body.len())] {
-        for app in [layered(&ran), extractor_only(&ran)] {
-            let polled = Arc::new(AtomicBool::new(false));
-            let mut builder = Request::post(PATH).header(header::CONTENT_LENGTH, declared);
-            for value in &case.signatures {
-                builder = builder.header("x-airmy-signature", &value[..]);
-            }
-            let request = builder
-                .body(watched_body(case.body.clone(), polled.clone()))
-                .expect("request");
-            let (status, body) = send(app, request).await;
-            assert_eq!(status.as_u16(), case.status, "{}", case.name);
-            assert_eq!(
-                Some(String::from_utf8_lossy(&body).into_owned()),
-                case.error_body()
-            );
-            assert!(
-                !polled.load(Ordering::SeqCst),
-                "{}: the body was read",
-                case.name
-            );
+        let polled = Arc::new(AtomicBool::new(false));
+        let mut builder = Request::post(PATH).header(header::CONTENT_LENGTH, declared);
+        for value in &case.signatures {
+            builder = builder.header("x-airmy-signature", &value[..]);
         }
+        let request = builder
+            .body(watched_body(case.body.clone(), polled.clone()))
+            .expect("request");
+        let (status, body) = send(layered(&ran), request).await;
+        assert_eq!(status.as_u16(), case.status, "{}", case.name);
+        assert_eq!(
+            Some(String::from_utf8_lossy(&body).into_owned()),
+            case.error_body()
+        );
+        assert!(
+            !polled.load(Ordering::SeqCst),
+            "{}: the body was read",
+            case.name
+        );
     }
     assert_eq!(ran.count(), 0);
 }
@@ -306,27 +323,118 @@ async fn header_and_length_failures_are_refused_before_reading_the_body() {
 async fn a_body_that_fails_mid_stream_is_400_body_unreadable() {
     let ran = Ran::default();
     let d = testing::sample_event("run.completed").signed(testing::SECRET);
-    for app in [layered(&ran), extractor_only(&ran)] {
-        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-            Ok(d.body.slice(..10)),
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "peer went away",
-            )),
-        ];
-        let request = Request::post(PATH)
-            .header("x-airmy-signature", d.signature.clone())
-            .body(Body::from_stream(futures_util::stream::iter(chunks)))
-            .expect("request");
-        assert_eq!(
-            send(app, request).await,
-            (
-                StatusCode::BAD_REQUEST,
-                Bytes::from_static(br#"{"error":"body_unreadable"}"#)
-            )
-        );
-    }
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(d.body.slice(..10)),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "peer went away",
+        )),
+    ];
+    let request = Request::post(PATH)
+        .header("x-airmy-signature", d.signature.clone())
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .expect("request");
+    assert_eq!(
+        send(layered(&ran), request).await,
+        (
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(br#"{"error":"body_unreadable"}"#)
+        )
+    );
     assert_eq!(ran.count(), 0);
+}
+
+/// A verifier like the conformance one with a body timeout of `timeout`.
+fn verifier_with_body_timeout(timeout: Duration) -> airmy_verify::Verifier {
+    airmy_verify::Verifier::builder(airmy_verify::Secret::new(testing::SECRET).expect("secret"))
+        .clock(testing::FixedClock::default())
+        .body_timeout(timeout)
+        .build()
+}
+
+/// A body whose first chunk arrives at once, then one more every `every`, for `chunks` chunks
+/// in all, then never ends (`None`: it stalls for good).
+fn trickling_body(body: Bytes, chunk: usize, every: Duration, stall: bool) -> Body {
+    let parts: Vec<Bytes> = body.chunks(chunk).map(Bytes::copy_from_slice).collect();
+    let stream = futures_util::stream::unfold((parts, 0usize), move |(parts, i)| async move {
+        if i > 0 {
+            tokio::time::sleep(every).await;
+        }
+        match parts.get(i).cloned() {
+            Some(part) => Some((Ok::<_, Infallible>(part), (parts, i + 1))),
+            None if stall => std::future::pending().await,
+            None => None,
+        }
+    });
+    Body::from_stream(stream)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stalls_gets_408_body_timeout_and_connection_close() {
+    let ran = Ran::default();
+    let counter = ran.clone();
+    let app = Router::new()
+        .route(PATH, post(move |e| accept(counter.clone(), e)))
+        .layer(AirmyVerifyLayer::new(verifier_with_body_timeout(
+            Duration::from_millis(300),
+        )));
+    let d = testing::sample_event("run.completed").signed(testing::SECRET);
+    // Ten bytes, then nothing more, with a Content-Length promising the whole body.
+    let request = Request::post(PATH)
+        .header("x-airmy-signature", d.signature.clone())
+        .header(header::CONTENT_LENGTH, d.body.len())
+        .body(trickling_body(d.body.slice(..10), 10, Duration::ZERO, true))
+        .expect("request");
+    let started = tokio::time::Instant::now();
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let waited = started.elapsed();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(response.headers()[header::CONNECTION], "close");
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(body, Bytes::from_static(br#"{"error":"body_timeout"}"#));
+    // The paused clock makes these exact: the configured timeout, not the default 5 s.
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(1),
+        "{waited:?}"
+    );
+
+    // The timeout counts from the headers, not between chunks: a body trickling in slower
+    // than that, though every gap is short, is refused too.
+    let request = Request::post(PATH)
+        .header("x-airmy-signature", d.signature.clone())
+        .body(trickling_body(
+            d.body.clone(),
+            d.body.len() / 10 + 1,
+            Duration::from_millis(100),
+            false,
+        ))
+        .expect("request");
+    assert_eq!(
+        send(app.clone(), request).await,
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            Bytes::from_static(br#"{"error":"body_timeout"}"#)
+        )
+    );
+
+    // The same trickle within the timeout is accepted.
+    let request = Request::post(PATH)
+        .header("x-airmy-signature", d.signature.clone())
+        .body(trickling_body(
+            d.body.clone(),
+            d.body.len() / 2 + 1,
+            Duration::from_millis(100),
+            false,
+        ))
+        .expect("request");
+    assert_eq!(send(app, request).await.0, StatusCode::OK);
+    assert_eq!(ran.count(), 1);
 }
 
 #[tokio::test]
@@ -344,7 +452,7 @@ async fn a_body_of_one_chunk_reaches_the_handler_without_a_copy() {
     let seen = Arc::new(AtomicUsize::new(0));
     let raw_view = {
         let seen = Arc::clone(&seen);
-        post(move |VerifiedBytes(payload): VerifiedBytes| async move {
+        post(move |AirmyDelivery(payload): AirmyDelivery| async move {
             seen.store(payload.bytes().as_ptr() as usize, Ordering::SeqCst);
         })
     };

@@ -1,5 +1,5 @@
 //! Exactly-once handling through the layer, on the in-memory store and on a real Redis
-//! (`testing::RedisServer`: `AIRMY_REDIS_URL`, or a `redis-server` started here).
+//! (`test_support::RedisServer`: `AIRMY_REDIS_URL`, or a `redis-server` started here).
 //!
 //! Deliveries follow AIRMY's retry schedule with the waits scaled down to milliseconds.
 
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use airmy_verify::idempotency::{Idempotency, MemoryStore, OnStoreError, RedisStore};
-use airmy_verify::testing::{self, Delivery, RedisServer};
+use airmy_verify::testing::{self, Delivery};
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{Secret, Verifier};
 use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
@@ -18,6 +18,7 @@ use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use test_support::RedisServer;
 use tower::ServiceExt;
 
 const PATH: &str = "/hooks/airmy";

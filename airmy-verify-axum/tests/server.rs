@@ -187,7 +187,7 @@ async fn the_layer_serves_plain_hyper() {
         let verified = request
             .extensions()
             .get::<airmy_verify::Verified>()
-            .map(|v| v.envelope.id.clone())
+            .map(|v| v.id().to_owned())
             .unwrap_or_default();
         let body = request
             .into_body()
@@ -271,7 +271,8 @@ async fn the_layer_takes_any_body_type() {
     let response = service.oneshot(request).await.expect("infallible");
     assert_eq!(response.status(), 401);
 
-    // The extractor alone also works with a Verifier as the whole state.
+    // A Verifier as the whole state does not verify anything: without the layer the
+    // extractor refuses.
     let app: Router = Router::new()
         .route(PATH, post(|AirmyEvent(e): AirmyEvent| async move { e.id }))
         .with_state(testing::conformance_verifier());
@@ -280,5 +281,15 @@ async fn the_layer_takes_any_body_type() {
         .body(axum::body::Body::from(d.body.clone()))
         .expect("request");
     let response = app.oneshot(request).await.expect("infallible");
-    assert_eq!(response.status(), 200);
+    assert_eq!(response.status(), 500);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(
+        body,
+        Bytes::from_static(br#"{"error":"verifier_not_configured"}"#)
+    );
 }

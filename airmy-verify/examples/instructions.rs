@@ -8,12 +8,13 @@
 //! ```
 //!
 //! `floor` is a pre-keyed HMAC `verify_slice` plus a plain serde derive parse into the same
-//! typed struct; `event` is `Verifier::verify_event::<Event>` (with the freshness check).
+//! typed struct; `event` is `Verifier::verify(..)?.take_event::<Event>()` (with the freshness
+//! check), the path every delivery takes.
 
 use std::hint::black_box;
 
 use airmy_verify::event::RunCompleted;
-use airmy_verify::{Event, Secret, Signature, Verifier, sign, testing};
+use airmy_verify::{Event, Secret, Verifier, sign, testing};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -42,8 +43,11 @@ fn main() {
         .created_at(now)
         .data(data)
         .body();
-    let sig = Signature::parse(&sign(&body, SECRET)).expect("signature");
-    let tag = *sig.as_bytes();
+    let header = sign(&body, SECRET);
+    let tag: [u8; 32] = hex::decode(&header)
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
     let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("key");
     let verifier = Verifier::new(Secret::new(SECRET).expect("secret"));
     match mode.as_str() {
@@ -60,9 +64,11 @@ fn main() {
         }
         "event" => {
             for _ in 0..n {
+                let body = black_box(body.clone());
                 black_box(
                     verifier
-                        .verify_event::<Event>(&sig, black_box(&body))
+                        .verify(black_box(&header), body)
+                        .and_then(|mut verified| verified.take_event::<Event>())
                         .expect("verifies"),
                 );
             }

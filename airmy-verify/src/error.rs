@@ -14,6 +14,7 @@
 //! | [`FromFuture`](Error::FromFuture) | 401 | `future_event` |
 //! | [`BodyTooLarge`](Error::BodyTooLarge) | 413 | `body_too_large` |
 //! | [`BodyRead`](Error::BodyRead) | 400 | `body_unreadable` |
+//! | [`BodyTimeout`](Error::BodyTimeout) | 408 | `body_timeout` |
 //! | [`InvalidJson`](Error::InvalidJson) | 400 | `invalid_json` |
 //! | [`InvalidEnvelope`](Error::InvalidEnvelope) | 422 | `invalid_envelope` |
 //! | [`UnexpectedEventType`](Error::UnexpectedEventType) | 422 | `unexpected_event_type` |
@@ -21,11 +22,10 @@
 //! # Example
 //!
 //! ```
-//! use airmy_verify::{Error, Secret, Signature, Verifier};
+//! use airmy_verify::{Error, Secret, Verifier};
 //!
 //! let verifier = Verifier::new(Secret::new("whsec_example")?);
-//! let forged = Signature::parse(&"00".repeat(32))?;
-//! let err = verifier.verify_signature(&forged, b"{}").unwrap_err();
+//! let err = verifier.verify("00".repeat(32), "{}").unwrap_err();
 //! assert_eq!(err, Error::SignatureMismatch);
 //! assert_eq!(err.status(), 401);
 //! assert_eq!(err.body(), r#"{"error":"invalid_signature"}"#);
@@ -84,6 +84,10 @@ pub enum Error {
     /// The body could not be read to the end: the connection failed or the transfer encoding
     /// was broken. Adapters report it; the core never reads bodies.
     BodyRead,
+    /// The body did not arrive in full within the verifier's
+    /// [`body_timeout`](crate::VerifierBuilder::body_timeout): a stalled or very slow client.
+    /// Adapters answer 408 and close the connection.
+    BodyTimeout,
     /// The envelope's signed `created_at` is older than the tolerance allows: a replay, or a
     /// delivery held back too long.
     Stale {
@@ -134,7 +138,7 @@ pub enum Error {
 
 impl Error {
     /// The HTTP status an adapter answers with: 401 for every signature and freshness failure,
-    /// 413 for the size limit, 400 for a JSON syntax error and 422 for JSON that is not an
+    /// 413 for the size limit, 408 for a body that did not arrive in time, 400 for a JSON syntax error and 422 for JSON that is not an
     /// envelope (or not the expected event type).
     #[must_use]
     pub const fn status(&self) -> u16 {
@@ -146,6 +150,7 @@ impl Error {
             | Self::FromFuture { .. } => 401,
             Self::BodyTooLarge { .. } => 413,
             Self::InvalidJson { .. } | Self::BodyRead => 400,
+            Self::BodyTimeout => 408,
             Self::InvalidEnvelope { .. } | Self::UnexpectedEventType { .. } => 422,
         }
     }
@@ -176,6 +181,7 @@ impl Error {
             Self::SignatureMismatch => code!("invalid_signature"),
             Self::BodyTooLarge { .. } => code!("body_too_large"),
             Self::BodyRead => code!("body_unreadable"),
+            Self::BodyTimeout => code!("body_timeout"),
             Self::Stale { .. } => code!("stale_event"),
             Self::FromFuture { .. } => code!("future_event"),
             Self::InvalidJson { .. } => code!("invalid_json"),
@@ -268,6 +274,7 @@ impl fmt::Display for Error {
                 write!(f, "the body is larger than the limit of {limit} bytes")
             }
             Self::BodyRead => f.write_str("the body could not be read to the end"),
+            Self::BodyTimeout => f.write_str("the body did not arrive in time"),
             Self::Stale { age, tolerance, .. } => write!(
                 f,
                 "the event was created {} s ago, more than the tolerance of {} s",
@@ -335,18 +342,22 @@ mod tests {
             },
             Error::unexpected_type("evt_1", "run.completed", "alert.triggered"),
             Error::BodyRead,
+            Error::BodyTimeout,
         ]
     }
 
     #[test]
     fn maps_every_variant_to_the_documented_status() {
         let statuses: Vec<u16> = all().iter().map(Error::status).collect();
-        assert_eq!(statuses, [401, 401, 401, 413, 401, 401, 400, 422, 422, 400]);
+        assert_eq!(
+            statuses,
+            [401, 401, 401, 413, 401, 401, 400, 422, 422, 400, 408]
+        );
         let ids: Vec<_> = all().iter().map(|e| e.event_id().is_some()).collect();
         assert_eq!(
             ids,
             [
-                false, false, false, false, true, true, false, false, true, false
+                false, false, false, false, true, true, false, false, true, false, false
             ]
         );
     }

@@ -2,7 +2,7 @@
 //!
 //! Every delivery is an envelope `{id, type, created_at, data}`. [`Envelope<Event>`] holds any
 //! event; `Envelope<RunCompleted>` (or any other data struct) holds one type only, which is
-//! what typed extractors ask for through the [`Payload`] trait.
+//! what typed extractors ask for through the [`EventData`] trait.
 //!
 //! Parsing never fails on what AIRMY may add later:
 //! - an event type this crate does not know becomes [`Event::Unknown`] with its type string and
@@ -88,7 +88,7 @@ pub struct Envelope<T = Event> {
     pub extra: Map<String, Value>,
 }
 
-impl<T: Payload> Envelope<T> {
+impl<T: EventData> Envelope<T> {
     /// An envelope with no extra fields, for building events in tests.
     #[must_use]
     pub fn new(id: impl Into<String>, created_at: OffsetDateTime, data: T) -> Self {
@@ -132,7 +132,7 @@ impl Envelope<Event> {
         clippy::result_large_err,
         reason = "the envelope is given back by value, unchanged, as `Err`"
     )]
-    pub fn downcast<T: Payload>(self) -> Result<Envelope<T>, Self> {
+    pub fn downcast<T: EventData>(self) -> Result<Envelope<T>, Self> {
         let Self {
             id,
             created_at,
@@ -160,7 +160,7 @@ impl Envelope<Event> {
     /// # Errors
     ///
     /// [`Error::UnexpectedEventType`] (HTTP 422) when the event is not a `T`.
-    pub fn into_typed<T: Payload>(self) -> Result<Envelope<T>, Error> {
+    pub fn into_typed<T: EventData>(self) -> Result<Envelope<T>, Error> {
         self.downcast().map_err(|envelope| {
             Error::unexpected_type(
                 &envelope.id,
@@ -173,10 +173,10 @@ impl Envelope<Event> {
 
 /// An event's data that an [`Envelope`] can hold: the whole [`Event`] enum or one data struct.
 ///
-/// Typed extractors in the adapter crates take any `Payload`. You can implement it for a type
+/// Typed extractors in the adapter crates take any `EventData`. You can implement it for a type
 /// of your own, for example to give a type AIRMY adds later a struct before this crate does:
 /// take it from [`Event::Unknown`] in `from_event`.
-pub trait Payload: Sized {
+pub trait EventData: Sized {
     /// The one event type this payload holds, or `None` when it holds any (as [`Event`] does).
     const EXPECTED: Option<&'static str>;
 
@@ -230,6 +230,14 @@ impl Event {
     #[must_use]
     pub fn event_type(&self) -> &str {
         match self {
+            Self::Unknown(u) => &u.event_type,
+            known => known.known_type().unwrap_or_default(),
+        }
+    }
+
+    /// The type of one of the documented events, `None` for [`Event::Unknown`].
+    pub(crate) fn known_type(&self) -> Option<&'static str> {
+        Some(match self {
             Self::RunCompleted(_) => RunCompleted::TYPE,
             Self::RunFailed(_) => RunFailed::TYPE,
             Self::DeploymentCreated(_) => DeploymentCreated::TYPE,
@@ -238,8 +246,8 @@ impl Event {
             Self::AgentUpdated(_) => AgentUpdated::TYPE,
             Self::PipelineCompleted(_) => PipelineCompleted::TYPE,
             Self::Test(_) => TestEvent::TYPE,
-            Self::Unknown(u) => &u.event_type,
-        }
+            Self::Unknown(_) => return None,
+        })
     }
 
     fn deserialize_data<'de, D: Deserializer<'de>>(
@@ -263,7 +271,7 @@ impl Event {
     }
 }
 
-impl Payload for Event {
+impl EventData for Event {
     const EXPECTED: Option<&'static str> = None;
 
     fn event_type(&self) -> &str {
@@ -332,7 +340,7 @@ impl TestEvent {
     pub const TYPE: &'static str = "test";
 }
 
-impl Payload for TestEvent {
+impl EventData for TestEvent {
     const EXPECTED: Option<&'static str> = Some(Self::TYPE);
 
     fn event_type(&self) -> &str {
@@ -405,7 +413,7 @@ macro_rules! data_struct {
             pub const TYPE: &'static str = $event_type;
         }
 
-        impl Payload for $name {
+        impl EventData for $name {
             const EXPECTED: Option<&'static str> = Some(Self::TYPE);
 
             fn event_type(&self) -> &str {
@@ -640,18 +648,6 @@ impl DataKind for Event {
     }
 }
 
-/// `data`, scanned for well-formedness and not kept.
-#[derive(Debug)]
-pub(crate) struct Skipped;
-
-impl DataKind for Skipped {
-    const NEEDS_TYPE: bool = false;
-
-    fn parse<'de, D: Deserializer<'de>>(_: &str, data: D) -> Result<Self, D::Error> {
-        IgnoredAny::deserialize(data).map(|_| Skipped)
-    }
-}
-
 struct DataSeed<'a, K>(&'a str, PhantomData<K>);
 
 impl<'de, K: DataKind> DeserializeSeed<'de> for DataSeed<'_, K> {
@@ -662,26 +658,35 @@ impl<'de, K: DataKind> DeserializeSeed<'de> for DataSeed<'_, K> {
     }
 }
 
-/// An envelope as parsed, before `data` is narrowed to a [`Payload`].
+/// An envelope as parsed, before `data` is narrowed to a [`EventData`].
 #[derive(Debug)]
-pub(crate) struct Parsed<'de, K> {
+pub(crate) struct Parsed<K> {
     pub(crate) id: String,
-    /// Borrowed from the body unless it holds escapes.
-    pub(crate) event_type: Cow<'de, str>,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) data: K,
     pub(crate) extra: Map<String, Value>,
 }
 
-impl<'de, K: DataKind> Parsed<'de, K> {
+impl<K: DataKind> Parsed<K> {
     /// Parses an envelope from a body in one pass when `type` comes before `data` (as AIRMY
     /// sends it), buffering `data` as raw JSON otherwise.
-    pub(crate) fn from_slice(body: &'de [u8]) -> Result<Self, Error> {
-        serde_json::from_slice(body).map_err(|e| Error::from_json(&e))
+    ///
+    /// A body that fails as an envelope is checked once more as plain JSON, so that one that
+    /// is not JSON at all (truncated, say) is reported as such whatever the envelope parser
+    /// met first: every body gets one classification. That second pass runs only on failure.
+    pub(crate) fn from_slice(body: &[u8]) -> Result<Self, Error> {
+        serde_json::from_slice(body).map_err(|err| {
+            if err.classify() == serde_json::error::Category::Data {
+                if let Err(syntax) = serde_json::from_slice::<IgnoredAny>(body) {
+                    return Error::from_json(&syntax);
+                }
+            }
+            Error::from_json(&err)
+        })
     }
 }
 
-impl Parsed<'_, Event> {
+impl Parsed<Event> {
     pub(crate) fn into_envelope(self) -> Envelope<Event> {
         Envelope {
             id: self.id,
@@ -692,7 +697,7 @@ impl Parsed<'_, Event> {
     }
 }
 
-impl<'de, K: DataKind> Deserialize<'de> for Parsed<'de, K> {
+impl<'de, K: DataKind> Deserialize<'de> for Parsed<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(EnvelopeVisitor(PhantomData))
     }
@@ -701,13 +706,13 @@ impl<'de, K: DataKind> Deserialize<'de> for Parsed<'de, K> {
 struct EnvelopeVisitor<K>(PhantomData<K>);
 
 impl<'de, K: DataKind> Visitor<'de> for EnvelopeVisitor<K> {
-    type Value = Parsed<'de, K>;
+    type Value = Parsed<K>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an AIRMY event envelope {id, type, created_at, data}")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed<'de, K>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed<K>, A::Error> {
         let mut id: Option<String> = None;
         let mut event_type: Option<Cow<'de, str>> = None;
         let mut created_at: Option<OffsetDateTime> = None;
@@ -771,7 +776,6 @@ impl<'de, K: DataKind> Visitor<'de> for EnvelopeVisitor<K> {
         };
         Ok(Parsed {
             id,
-            event_type,
             created_at,
             data,
             extra,
@@ -779,7 +783,7 @@ impl<'de, K: DataKind> Visitor<'de> for EnvelopeVisitor<K> {
     }
 }
 
-impl<'de, T: Payload> Deserialize<'de> for Envelope<T> {
+impl<'de, T: EventData> Deserialize<'de> for Envelope<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Parsed::<Event>::deserialize(deserializer)?
             .into_envelope()
@@ -794,7 +798,7 @@ impl<'de, T: Payload> Deserialize<'de> for Envelope<T> {
     }
 }
 
-impl<T: Payload + Serialize> Serialize for Envelope<T> {
+impl<T: EventData + Serialize> Serialize for Envelope<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let created_at = self
             .created_at

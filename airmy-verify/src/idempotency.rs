@@ -13,15 +13,28 @@
 //! | a delivery while the id is in flight | 409 `{"error":"delivery_in_flight"}` | does not run (AIRMY retries later) |
 //! | the store is unreachable | by default: processed anyway, with a `WARN`; or 503 | runs / does not run |
 //!
-//! A claim whose process died expires after the lease (defaults to 30 s). Committed ids are
-//! kept for twice the freshness tolerance plus a minute: an older delivery of the same event
-//! is refused as stale before it reaches the guard, so the store stays bounded. With freshness
-//! disabled the retention must be set.
+//! While a handler runs, its claim is extended every third of the lease (defaults to 30 s), so
+//! a slow handler keeps it; a claim whose process died expires after the lease. Committed ids
+//! are kept for twice the freshness tolerance plus a minute: an older delivery of the same
+//! event is refused as stale before it reaches the guard, so the store stays bounded. With
+//! freshness disabled the retention must be set. Durations longer than [`MAX_DURATION`]
+//! (100 years) are treated as 100 years by every store ("never expires", in practice).
+//!
+//! A commit that finds another delivery's claim or commit on the id (its own claim had
+//! expired, say because the store was unreachable for a whole lease) cannot be recorded: the
+//! other delivery may run the handler again. Every store reports it the same way, as
+//! [`Commit::Lost`], and the guard logs it as a warning.
+//!
+//! **The handler runs to completion.** Adapters run a guarded handler detached from the
+//! connection (a task of its own): when AIRMY hangs up at its 10 s timeout, the server shuts
+//! down, or a timeout layer drops the request, the handler still finishes and its outcome is
+//! recorded, so AIRMY's next retry gets `200 duplicate` instead of a 409 for the rest of the
+//! lease. [`Idempotency::wait_idle`] waits for such handlers at shutdown.
 //!
 //! Stores: [`MemoryStore`] for one process; `RedisStore` (feature `redis`) for replicas sharing
-//! state. Adapters wire the guard in (`AirmyVerifyLayer::idempotency`,
-//! `AirmyVerify::idempotency`) through [`Idempotency::run`]; the statuses and bodies above come
-//! from [`Begin::response`].
+//! state. Adapters wire the guard in as a layer / middleware of its own behind the verifying
+//! one, through [`Idempotency::run`]; the statuses and bodies above come from
+//! [`Begin::response`].
 //!
 //! # Example
 //!
@@ -42,15 +55,18 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use futures_util::future::{Either, select};
 
 use crate::verifier::Verifier;
 
@@ -66,10 +82,15 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// The default lease of an in-flight claim: 30 seconds.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
+/// The longest lease or retention a store is asked for: 100 years. Longer durations (up to
+/// `Duration::MAX`) are clamped to it, so every store treats them alike, as "never expires".
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// What [`IdempotencyStore::claim`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// The id was free and is now claimed with the caller's token.
+    /// The id was free (or already claimed with the caller's own token) and is now claimed
+    /// with the caller's token.
     Claimed,
     /// Another delivery holds an unexpired claim on the id.
     InFlight,
@@ -77,19 +98,36 @@ pub enum Claim {
     Done,
 }
 
-/// Where claims and commits are kept. Implementations must make `claim` atomic: of two
-/// concurrent claims of a free id, exactly one gets [`Claim::Claimed`].
+/// What [`IdempotencyStore::commit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// The id is committed: the caller's claim held, or had expired with nobody else's in its
+    /// place.
+    Committed,
+    /// Another delivery claimed or committed the id after the caller's claim expired; the
+    /// commit was not recorded (that delivery's outcome decides).
+    Lost,
+}
+
+/// Where claims and commits are kept. Implementations must make each method atomic: of two
+/// concurrent claims of a free id, exactly one gets [`Claim::Claimed`]. Durations are at most
+/// [`MAX_DURATION`].
 pub trait IdempotencyStore: Send + Sync + 'static {
-    /// Claims `id` with `token` for `lease`, unless it is in flight or done.
+    /// Claims `id` with `token` for `lease`, unless it is done or claimed with another token.
     fn claim<'a>(&'a self, id: &'a str, token: &'a str, lease: Duration) -> StoreFuture<'a, Claim>;
 
-    /// Marks `id` done for `retention`, if `token` still holds its claim.
+    /// Extends `token`'s claim of `id` to `lease` from now; `false` when the claim is no longer
+    /// `token`'s.
+    fn extend<'a>(&'a self, id: &'a str, token: &'a str, lease: Duration) -> StoreFuture<'a, bool>;
+
+    /// Marks `id` done for `retention`, unless another token claimed or committed it
+    /// ([`Commit::Lost`]).
     fn commit<'a>(
         &'a self,
         id: &'a str,
         token: &'a str,
         retention: Duration,
-    ) -> StoreFuture<'a, ()>;
+    ) -> StoreFuture<'a, Commit>;
 
     /// Frees `id`, if `token` still holds its claim (another's claim is never released).
     fn release<'a>(&'a self, id: &'a str, token: &'a str) -> StoreFuture<'a, ()>;
@@ -126,13 +164,40 @@ pub enum OnStoreError {
     Refuse,
 }
 
-/// The guard: a store and its settings. Cheap to clone.
+/// The guard: a store and its settings. Cheap to clone; clones share the store and the count
+/// of running handlers.
 #[derive(Clone)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
     lease: Duration,
     retention: Duration,
     on_error: OnStoreError,
+    running: Arc<Running>,
+}
+
+/// How many guarded handlers are running, and a way to wait for none.
+#[derive(Default)]
+struct Running {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts one running handler for as long as it lives.
+struct RunningGuard(Arc<Running>);
+
+impl RunningGuard {
+    fn new(running: &Arc<Running>) -> Self {
+        running.count.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(running))
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// A guard that cannot be built as configured.
@@ -157,8 +222,8 @@ impl std::error::Error for IdempotencyConfigError {}
 
 impl Idempotency {
     /// A guard on `store` for deliveries checked by `verifier`: committed ids are kept for
-    /// twice its tolerance plus a minute, claims lease for 30 s, and an unreachable store
-    /// lets deliveries through with a warning.
+    /// twice its tolerance plus a minute (at most [`MAX_DURATION`]), claims lease for 30 s,
+    /// and an unreachable store lets deliveries through with a warning.
     ///
     /// # Errors
     ///
@@ -179,22 +244,24 @@ impl Idempotency {
         ))
     }
 
-    /// A guard keeping committed ids for `retention`.
+    /// A guard keeping committed ids for `retention` (at most [`MAX_DURATION`]).
     #[must_use]
     pub fn with_retention(store: impl IdempotencyStore, retention: Duration) -> Self {
         Self {
             store: Arc::new(store),
             lease: DEFAULT_LEASE,
-            retention,
+            retention: retention.min(MAX_DURATION),
             on_error: OnStoreError::default(),
+            running: Arc::default(),
         }
     }
 
-    /// How long an in-flight claim lasts if its process dies. Defaults to 30 seconds; make it
-    /// longer than your slowest handler.
+    /// How long a claim lasts without being extended: a running handler extends it every
+    /// third of the lease, so this is how long a claim outlives a process that died. Defaults
+    /// to 30 seconds; at least 1 ms and at most [`MAX_DURATION`].
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.lease = lease.clamp(Duration::from_millis(1), MAX_DURATION);
         self
     }
 
@@ -209,6 +276,26 @@ impl Idempotency {
     #[must_use]
     pub fn retention(&self) -> Duration {
         self.retention
+    }
+
+    /// How many guarded handlers are running now.
+    #[must_use]
+    pub fn running(&self) -> usize {
+        self.running.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no guarded handler is running (for a graceful shutdown: adapters run
+    /// handlers detached from their connections, so stopping the server does not stop them).
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self.running.idle.notified();
+            let mut idle = pin!(idle);
+            idle.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Decides whether the handler runs for a (verified) event id.
@@ -231,36 +318,43 @@ impl Idempotency {
             Ok(Claim::Done) => Begin::Duplicate {
                 id: event_id.to_owned(),
             },
-            Err(err) => match self.on_error {
-                OnStoreError::Process => {
-                    tracing::warn!(
-                        target: "airmy_verify",
-                        event_id,
-                        reason = %err,
-                        "idempotency store unavailable; processing the delivery anyway"
-                    );
-                    Begin::Run(Ticket { claim: None })
+            Err(err) => {
+                // The claim may have been stored with only its reply lost (a timeout): free it,
+                // or this delivery's retries would meet it as "in flight" for a whole lease.
+                let _ = self.store.release(event_id, &token).await;
+                match self.on_error {
+                    OnStoreError::Process => {
+                        tracing::warn!(
+                            target: "airmy_verify",
+                            event_id,
+                            reason = %err,
+                            "idempotency store unavailable; processing the delivery anyway"
+                        );
+                        Begin::Run(Ticket { claim: None })
+                    }
+                    OnStoreError::Refuse => {
+                        tracing::warn!(
+                            target: "airmy_verify",
+                            event_id,
+                            reason = %err,
+                            "idempotency store unavailable; refusing the delivery with 503"
+                        );
+                        Begin::Unavailable
+                    }
                 }
-                OnStoreError::Refuse => {
-                    tracing::warn!(
-                        target: "airmy_verify",
-                        event_id,
-                        reason = %err,
-                        "idempotency store unavailable; refusing the delivery with 503"
-                    );
-                    Begin::Unavailable
-                }
-            },
+            }
         }
     }
-}
 
-impl Idempotency {
     /// Runs a handler under the guard, the way adapters do: decides with [`Idempotency::begin`]
-    /// first (so nothing of the handler runs for a duplicate), then calls `handler(input)` and
-    /// commits the id when `succeeded` says its output is a success (a 2xx), or releases it
-    /// when the output is not, when the handler returns `Err`, or when it panics (the panic is
-    /// then resumed). When the handler does not run, `input` (the request) is given back.
+    /// first (so nothing of the handler runs for a duplicate), then calls `handler(input)`,
+    /// extending the claim every third of the lease while it runs, and commits the id when
+    /// `succeeded` says its output is a success (a 2xx), or releases it when the output is
+    /// not, when the handler returns `Err`, or when it panics (the panic is then resumed).
+    /// When the handler does not run, `input` (the request) is given back.
+    ///
+    /// Adapters run this future as a task of its own, so that it completes even when the
+    /// request that started it is dropped.
     pub async fn run<I, H, Fut, T, E>(
         &self,
         event_id: &str,
@@ -274,18 +368,17 @@ impl Idempotency {
     {
         let ticket = match self.begin(event_id).await {
             Begin::Run(ticket) => ticket,
-            other => {
-                let (status, body) = other
-                    .response()
-                    .unwrap_or((500, r#"{"error":"internal"}"#.to_owned()));
-                return Guarded::Answered {
-                    status,
-                    body,
-                    input,
-                };
-            }
+            Begin::Duplicate { id } => return Guarded::answered(Decision::Duplicate { id }, input),
+            Begin::InFlight { .. } => return Guarded::answered(Decision::InFlight, input),
+            Begin::Unavailable => return Guarded::answered(Decision::Unavailable, input),
         };
-        match AssertUnwindSafe(handler(input)).catch_unwind().await {
+        let _running = RunningGuard::new(&self.running);
+        let handler = AssertUnwindSafe(handler(input)).catch_unwind();
+        let outcome = match select(pin!(handler), pin!(ticket.keep_alive())).await {
+            Either::Left((outcome, _)) => outcome,
+            Either::Right(((), _)) => unreachable!("keep_alive never ends"),
+        };
+        match outcome {
             Ok(Ok(output)) => {
                 ticket.finish(succeeded(&output)).await;
                 Guarded::Ran(Ok(output))
@@ -319,12 +412,47 @@ pub enum Guarded<T, I> {
     },
 }
 
+/// The decisions that answer without running the handler (a [`Begin`] other than `Run`).
+enum Decision {
+    Duplicate { id: String },
+    InFlight,
+    Unavailable,
+}
+
+impl<T, I> Guarded<T, I> {
+    fn answered(decision: Decision, input: I) -> Self {
+        let (status, body) = decision.response();
+        Self::Answered {
+            status,
+            body,
+            input,
+        }
+    }
+}
+
+impl Decision {
+    fn response(&self) -> (u16, String) {
+        match self {
+            Self::Duplicate { id } => (
+                200,
+                serde_json::json!({ "status": "duplicate", "id": id }).to_string(),
+            ),
+            Self::InFlight => (409, r#"{"error":"delivery_in_flight"}"#.to_owned()),
+            Self::Unavailable => (
+                503,
+                r#"{"error":"idempotency_store_unavailable"}"#.to_owned(),
+            ),
+        }
+    }
+}
+
 impl fmt::Debug for Idempotency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Idempotency")
             .field("lease", &self.lease)
             .field("retention", &self.retention)
             .field("on_error", &self.on_error)
+            .field("running", &self.running())
             .finish_non_exhaustive()
     }
 }
@@ -354,18 +482,13 @@ impl Begin {
     /// [`Begin::Run`].
     #[must_use]
     pub fn response(&self) -> Option<(u16, String)> {
-        match self {
-            Self::Run(_) => None,
-            Self::Duplicate { id } => Some((
-                200,
-                serde_json::json!({ "status": "duplicate", "id": id }).to_string(),
-            )),
-            Self::InFlight { .. } => Some((409, r#"{"error":"delivery_in_flight"}"#.to_owned())),
-            Self::Unavailable => Some((
-                503,
-                r#"{"error":"idempotency_store_unavailable"}"#.to_owned(),
-            )),
-        }
+        let decision = match self {
+            Self::Run(_) => return None,
+            Self::Duplicate { id } => Decision::Duplicate { id: id.clone() },
+            Self::InFlight { .. } => Decision::InFlight,
+            Self::Unavailable => Decision::Unavailable,
+        };
+        Some(decision.response())
     }
 }
 
@@ -376,9 +499,36 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Extends the claim every third of the lease, for as long as it is polled (never ends).
+    /// A claim that could not be extended is logged; the handler goes on.
+    pub async fn keep_alive(&self) {
+        let Some((guard, id, token)) = &self.claim else {
+            return std::future::pending().await;
+        };
+        let every = guard.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match guard.store.extend(id, token, guard.lease).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    target: "airmy_verify",
+                    event_id = %id,
+                    "the claim of a running handler expired and was taken; another delivery \
+                     of this event may run the handler again"
+                ),
+                Err(err) => tracing::warn!(
+                    target: "airmy_verify",
+                    event_id = %id,
+                    reason = %err,
+                    "could not extend the claim of a running handler"
+                ),
+            }
+        }
+    }
+
     /// Commits the id when `success` (the handler answered 2xx), releases it otherwise so the
-    /// next delivery runs the handler again. Store errors are logged, never returned: the
-    /// response is already decided.
+    /// next delivery runs the handler again. Store errors and lost commits are logged, never
+    /// returned: the response is already decided.
     pub async fn finish(self, success: bool) {
         let Some((guard, id, token)) = self.claim else {
             return;
@@ -386,16 +536,27 @@ impl Ticket {
         let result = if success {
             guard.store.commit(&id, &token, guard.retention).await
         } else {
-            guard.store.release(&id, &token).await
+            guard
+                .store
+                .release(&id, &token)
+                .await
+                .map(|()| Commit::Committed)
         };
-        if let Err(err) = result {
-            tracing::warn!(
+        match result {
+            Ok(Commit::Committed) => {}
+            Ok(Commit::Lost) => tracing::warn!(
+                target: "airmy_verify",
+                event_id = %id,
+                "the handler succeeded after its claim had expired and another delivery had \
+                 claimed the event; that delivery may run the handler again"
+            ),
+            Err(err) => tracing::warn!(
                 target: "airmy_verify",
                 event_id = %id,
                 success,
                 reason = %err,
                 "could not record the outcome of a delivery; its claim expires with the lease"
-            );
+            ),
         }
     }
 }
@@ -412,8 +573,8 @@ fn new_token() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
         // No OS randomness: a process-unique value still tells this claim from others.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u64;
         let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
         bytes[..8].copy_from_slice(&n.to_le_bytes());
         bytes[8..].copy_from_slice(&(nanos as u64).to_le_bytes());
@@ -422,20 +583,33 @@ fn new_token() -> String {
     hex::encode(bytes)
 }
 
-/// `now + d`, or a point about a century away when `d` is too large to add (a lease or
-/// retention of `Duration::MAX` means "never expires", not a panic).
-fn deadline(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-        .unwrap_or(now)
-}
-
-/// An in-memory store for one process: bounded, with expiry, and no background thread
-/// (expired entries are dropped when the store is full).
+/// An in-memory store for one process: bounded, with expiry, and no background thread.
+///
+/// Expired ids are dropped in expiry order as new claims arrive (a heap of deadlines, so each
+/// claim does O(log n) work under the lock, never a scan of the whole map). When the store is
+/// full of unexpired ids, the oldest committed ids are dropped before their retention ends
+/// (with a warning: deduplication of those events gets shorter); only a store full of claims
+/// in flight refuses a claim.
+///
+/// **Sizing:** ids stay for the guard's retention (by default 2 × tolerance + 60 s = 660 s),
+/// so a capacity of at least your peak deliveries per second × the retention keeps every id
+/// for its whole window; 100,000 covers about 150 deliveries per second. Each id costs about
+/// 150 bytes plus its length.
 #[derive(Debug)]
 pub struct MemoryStore {
-    entries: Mutex<HashMap<String, Entry>>,
+    inner: Mutex<MemoryInner>,
     capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    entries: HashMap<String, Entry>,
+    /// Every deadline ever set, earliest first; stale ones are skipped when popped.
+    deadlines: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Committed ids in commit order, to drop the oldest first when full.
+    committed: VecDeque<(Instant, String)>,
+    /// When the store last warned that it was full (at most one warning a minute).
+    warned_full: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -445,13 +619,11 @@ struct Entry {
 }
 
 impl MemoryStore {
-    /// A store holding at most `capacity` ids (claimed or committed). A claim that would go
-    /// past it once expired entries are dropped fails as a [`StoreError`] (and the guard's
-    /// policy decides).
+    /// A store holding at most `capacity` ids (claimed or committed).
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            inner: Mutex::new(MemoryInner::default()),
             capacity,
         }
     }
@@ -459,7 +631,7 @@ impl MemoryStore {
     /// How many ids the store holds now, expired ones included until they are dropped.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     /// Whether the store holds no id.
@@ -468,62 +640,141 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        // A panic while holding the lock leaves the map consistent (every update is one call).
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A panic while holding the lock leaves the maps consistent (every update is one call).
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn claim_now(&self, id: &str, token: &str, lease: Duration) -> Result<Claim, StoreError> {
         let now = Instant::now();
-        let mut entries = self.lock();
-        if let Some(entry) = entries.get(id).filter(|e| e.expires > now) {
-            return Ok(match entry.token {
+        let mut inner = self.lock();
+        inner.drop_expired(now);
+        if let Some(entry) = inner.entries.get(id) {
+            return Ok(match entry.token.as_deref() {
+                Some(held) if held == token => Claim::Claimed,
                 Some(_) => Claim::InFlight,
                 None => Claim::Done,
             });
         }
-        if entries.len() >= self.capacity && !entries.contains_key(id) {
-            entries.retain(|_, e| e.expires > now);
-            if entries.len() >= self.capacity {
-                return Err(StoreError::new(format!(
-                    "the in-memory store is full ({} unexpired ids)",
-                    self.capacity
-                )));
-            }
+        if inner.entries.len() >= self.capacity && !inner.drop_oldest_committed() {
+            return Err(StoreError::new(format!(
+                "the in-memory store is full ({} claims in flight)",
+                self.capacity
+            )));
         }
-        entries.insert(
-            id.to_owned(),
-            Entry {
-                token: Some(token.to_owned()),
-                expires: deadline(now, lease),
-            },
-        );
+        inner.set(id, Some(token), deadline(now, lease));
         Ok(Claim::Claimed)
     }
 
-    fn finish_now(&self, id: &str, token: &str, retention: Option<Duration>) {
-        let mut entries = self.lock();
-        let held = entries
+    fn extend_now(&self, id: &str, token: &str, lease: Duration) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let held = inner
+            .entries
             .get(id)
-            .is_some_and(|e| e.token.as_deref() == Some(token));
-        if !held {
-            return;
+            .is_some_and(|e| e.expires > now && e.token.as_deref() == Some(token));
+        if held {
+            inner.set(id, Some(token), deadline(now, lease));
         }
-        match retention {
-            Some(retention) => {
-                entries.insert(
-                    id.to_owned(),
-                    Entry {
-                        token: None,
-                        expires: deadline(Instant::now(), retention),
-                    },
-                );
-            }
-            None => {
-                entries.remove(id);
-            }
+        held
+    }
+
+    fn commit_now(&self, id: &str, token: &str, retention: Duration) -> Commit {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let taken = inner
+            .entries
+            .get(id)
+            .is_some_and(|e| e.expires > now && e.token.as_deref() != Some(token));
+        if taken {
+            return Commit::Lost;
+        }
+        let expires = deadline(now, retention);
+        inner.set(id, None, expires);
+        inner.committed.push_back((expires, id.to_owned()));
+        Commit::Committed
+    }
+
+    fn release_now(&self, id: &str, token: &str) {
+        let mut inner = self.lock();
+        if inner
+            .entries
+            .get(id)
+            .is_some_and(|e| e.token.as_deref() == Some(token))
+        {
+            inner.entries.remove(id);
         }
     }
+}
+
+impl MemoryInner {
+    fn set(&mut self, id: &str, token: Option<&str>, expires: Instant) {
+        self.entries.insert(
+            id.to_owned(),
+            Entry {
+                token: token.map(str::to_owned),
+                expires,
+            },
+        );
+        self.deadlines.push(Reverse((expires, id.to_owned())));
+    }
+
+    /// Drops the ids whose deadline passed, earliest first (amortized O(log n) per deadline).
+    fn drop_expired(&mut self, now: Instant) {
+        while let Some(Reverse((expires, _))) = self.deadlines.peek() {
+            if *expires > now {
+                break;
+            }
+            let Some(Reverse((expires, id))) = self.deadlines.pop() else {
+                break;
+            };
+            // Only if this deadline is still the entry's (a later extend or commit moved it).
+            if self.entries.get(&id).is_some_and(|e| e.expires == expires) {
+                self.entries.remove(&id);
+            }
+        }
+        while self
+            .committed
+            .front()
+            .is_some_and(|(expires, _)| *expires <= now)
+        {
+            self.committed.pop_front();
+        }
+    }
+
+    /// Drops the oldest committed id still held; `false` when there is none.
+    fn drop_oldest_committed(&mut self) -> bool {
+        while let Some((expires, id)) = self.committed.pop_front() {
+            let current = self
+                .entries
+                .get(&id)
+                .is_some_and(|e| e.token.is_none() && e.expires == expires);
+            if current {
+                self.entries.remove(&id);
+                let now = Instant::now();
+                if self
+                    .warned_full
+                    .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
+                {
+                    self.warned_full = Some(now);
+                    tracing::warn!(
+                        target: "airmy_verify",
+                        "the in-memory idempotency store is full: dropping the oldest processed \
+                         ids before their retention ends (raise its capacity)"
+                    );
+                }
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// `now + d`, or a point about a century away when `d` is too large to add.
+fn deadline(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(MAX_DURATION))
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 impl IdempotencyStore for MemoryStore {
@@ -531,18 +782,23 @@ impl IdempotencyStore for MemoryStore {
         Box::pin(std::future::ready(self.claim_now(id, token, lease)))
     }
 
+    fn extend<'a>(&'a self, id: &'a str, token: &'a str, lease: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Ok(self.extend_now(id, token, lease))))
+    }
+
     fn commit<'a>(
         &'a self,
         id: &'a str,
         token: &'a str,
         retention: Duration,
-    ) -> StoreFuture<'a, ()> {
-        self.finish_now(id, token, Some(retention));
-        Box::pin(std::future::ready(Ok(())))
+    ) -> StoreFuture<'a, Commit> {
+        Box::pin(std::future::ready(
+            Ok(self.commit_now(id, token, retention)),
+        ))
     }
 
     fn release<'a>(&'a self, id: &'a str, token: &'a str) -> StoreFuture<'a, ()> {
-        self.finish_now(id, token, None);
+        self.release_now(id, token);
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -551,69 +807,125 @@ impl IdempotencyStore for MemoryStore {
 mod tests {
     use super::*;
 
-    fn block<T>(f: impl Future<Output = T>) -> T {
-        futures_executor_lite(f)
-    }
-
     /// Polls a future that never waits (the memory store's are ready at once).
-    fn futures_executor_lite<T>(f: impl Future<Output = T>) -> T {
+    fn block<T>(f: impl Future<Output = T>) -> T {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
-        let mut f = std::pin::pin!(f);
+        let mut f = pin!(f);
         match f.as_mut().poll(&mut cx) {
             std::task::Poll::Ready(v) => v,
             std::task::Poll::Pending => panic!("the memory store never waits"),
         }
     }
 
+    const LONG: Duration = Duration::from_secs(60);
+
     #[test]
     fn claim_commit_release_follow_the_tokens() {
         let store = MemoryStore::new(10);
-        let lease = Duration::from_secs(30);
-        assert_eq!(block(store.claim("e", "a", lease)), Ok(Claim::Claimed));
-        assert_eq!(block(store.claim("e", "b", lease)), Ok(Claim::InFlight));
-        // Another token can neither release nor commit the claim.
+        assert_eq!(block(store.claim("e", "a", LONG)), Ok(Claim::Claimed));
+        assert_eq!(block(store.claim("e", "b", LONG)), Ok(Claim::InFlight));
+        assert_eq!(
+            block(store.claim("e", "a", LONG)),
+            Ok(Claim::Claimed),
+            "a claim is its own token's again (a retried claim whose reply was lost)"
+        );
+        // Another token can neither release nor commit nor extend the claim.
         block(store.release("e", "b")).expect("ok");
-        block(store.commit("e", "b", lease)).expect("ok");
-        assert_eq!(block(store.claim("e", "c", lease)), Ok(Claim::InFlight));
+        assert_eq!(block(store.commit("e", "b", LONG)), Ok(Commit::Lost));
+        assert_eq!(block(store.extend("e", "b", LONG)), Ok(false));
+        assert_eq!(block(store.claim("e", "c", LONG)), Ok(Claim::InFlight));
         block(store.release("e", "a")).expect("ok");
-        assert_eq!(block(store.claim("e", "d", lease)), Ok(Claim::Claimed));
-        block(store.commit("e", "d", lease)).expect("ok");
-        assert_eq!(block(store.claim("e", "f", lease)), Ok(Claim::Done));
+        assert_eq!(block(store.claim("e", "d", LONG)), Ok(Claim::Claimed));
+        assert_eq!(block(store.commit("e", "d", LONG)), Ok(Commit::Committed));
+        assert_eq!(block(store.claim("e", "f", LONG)), Ok(Claim::Done));
+        assert_eq!(
+            block(store.commit("e", "x", LONG)),
+            Ok(Commit::Lost),
+            "a commit never overwrites another's"
+        );
     }
 
     #[test]
-    fn expired_claims_and_commits_free_the_id() {
+    fn late_commits_are_kept_unless_another_claim_took_the_id() {
         // Generous margins: a loaded CI machine may pause a thread for tens of milliseconds.
-        let (short, wait, long) = (
-            Duration::from_millis(300),
-            Duration::from_millis(450),
-            Duration::from_secs(60),
-        );
+        let (short, wait) = (Duration::from_millis(300), Duration::from_millis(450));
         let store = MemoryStore::new(10);
         assert_eq!(block(store.claim("e", "a", short)), Ok(Claim::Claimed));
         std::thread::sleep(wait);
-        assert_eq!(block(store.claim("e", "b", long)), Ok(Claim::Claimed));
-        // The expired claim's owner can no longer commit.
-        block(store.commit("e", "a", long)).expect("ok");
-        assert_eq!(block(store.claim("e", "c", long)), Ok(Claim::InFlight));
-        block(store.commit("e", "b", short)).expect("ok");
-        assert_eq!(block(store.claim("e", "c", long)), Ok(Claim::Done));
+        // The lease ran out and nobody claimed the id: the late commit is recorded.
+        assert_eq!(block(store.commit("e", "a", LONG)), Ok(Commit::Committed));
+        assert_eq!(block(store.claim("e", "b", LONG)), Ok(Claim::Done));
+
+        assert_eq!(block(store.claim("f", "a", short)), Ok(Claim::Claimed));
         std::thread::sleep(wait);
-        assert_eq!(block(store.claim("e", "c", long)), Ok(Claim::Claimed));
+        assert_eq!(block(store.extend("f", "a", LONG)), Ok(false), "expired");
+        assert_eq!(block(store.claim("f", "b", LONG)), Ok(Claim::Claimed));
+        // Another delivery holds the id now: the late commit is reported lost, not recorded.
+        assert_eq!(block(store.commit("f", "a", LONG)), Ok(Commit::Lost));
+        assert_eq!(block(store.claim("f", "c", LONG)), Ok(Claim::InFlight));
     }
 
     #[test]
-    fn the_store_stays_within_its_capacity() {
-        let store = MemoryStore::new(3);
+    fn extending_keeps_a_claim_past_its_first_lease() {
+        let store = MemoryStore::new(10);
         let short = Duration::from_millis(300);
-        for id in ["a", "b", "c"] {
-            assert_eq!(block(store.claim(id, "t", short)), Ok(Claim::Claimed));
+        assert_eq!(block(store.claim("e", "a", short)), Ok(Claim::Claimed));
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(150));
+            assert_eq!(block(store.extend("e", "a", short)), Ok(true));
         }
-        assert!(block(store.claim("d", "t", short)).is_err());
+        assert_eq!(block(store.claim("e", "b", LONG)), Ok(Claim::InFlight));
         std::thread::sleep(Duration::from_millis(450));
-        assert_eq!(block(store.claim("d", "t", short)), Ok(Claim::Claimed));
-        assert_eq!(store.len(), 1, "expired entries were dropped");
+        assert_eq!(block(store.claim("e", "b", LONG)), Ok(Claim::Claimed));
+    }
+
+    #[test]
+    fn expired_ids_are_dropped_in_order_without_a_scan() {
+        let store = MemoryStore::new(1000);
+        let short = Duration::from_millis(200);
+        for i in 0..500 {
+            assert_eq!(
+                block(store.claim(&format!("s{i}"), "t", short)),
+                Ok(Claim::Claimed)
+            );
+        }
+        for i in 0..100 {
+            assert_eq!(
+                block(store.claim(&format!("l{i}"), "t", LONG)),
+                Ok(Claim::Claimed)
+            );
+        }
+        assert_eq!(store.len(), 600);
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(block(store.claim("new", "t", LONG)), Ok(Claim::Claimed));
+        assert_eq!(
+            store.len(),
+            101,
+            "the 500 expired claims went on the next claim"
+        );
+    }
+
+    #[test]
+    fn a_full_store_drops_the_oldest_committed_ids_and_refuses_only_when_all_are_in_flight() {
+        let store = MemoryStore::new(3);
+        for id in ["a", "b"] {
+            assert_eq!(block(store.claim(id, "t", LONG)), Ok(Claim::Claimed));
+            assert_eq!(block(store.commit(id, "t", LONG)), Ok(Commit::Committed));
+        }
+        assert_eq!(block(store.claim("c", "t", LONG)), Ok(Claim::Claimed));
+        // Full: "a", the oldest committed id, makes room.
+        assert_eq!(block(store.claim("d", "t", LONG)), Ok(Claim::Claimed));
+        assert_eq!(store.len(), 3);
+        assert_eq!(block(store.claim("b", "u", LONG)), Ok(Claim::Done));
+        assert_eq!(
+            block(store.claim("e", "t", LONG)),
+            Ok(Claim::Claimed),
+            "b made room"
+        );
+        // Now c, d and e are all in flight: nothing may be dropped.
+        assert!(block(store.claim("f", "t", LONG)).is_err());
+        assert_eq!(block(store.claim("c", "u", LONG)), Ok(Claim::InFlight));
     }
 
     #[test]
@@ -661,50 +973,116 @@ mod tests {
         assert!(matches!(block(lenient.begin("evt_2")), Begin::Run(_)));
     }
 
-    #[test]
-    fn run_commits_successes_and_releases_failures_errors_and_panics() {
+    #[tokio::test]
+    async fn run_commits_successes_and_releases_failures_errors_and_panics() {
         let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
         let guard = Idempotency::new(MemoryStore::new(10), &verifier).expect("guard");
         let ok = |status: u16| move |()| std::future::ready(Ok::<u16, ()>(status));
         let is_2xx = |s: &u16| (200..300).contains(s);
         assert!(matches!(
-            block(guard.run("a", (), ok(500), is_2xx)),
+            guard.run("a", (), ok(500), is_2xx).await,
             Guarded::Ran(Ok(500))
         ));
-        let failed = block(guard.run("a", (), |()| std::future::ready(Err::<u16, ()>(())), is_2xx));
+        let failed = guard
+            .run("a", (), |()| std::future::ready(Err::<u16, ()>(())), is_2xx)
+            .await;
         assert!(matches!(failed, Guarded::Ran(Err(()))));
-        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let panicked = AssertUnwindSafe(async {
             let handler = |()| async { panic!("handler panicked") };
-            block(guard.run("a", (), handler, |_: &u16| true)) as Guarded<Result<u16, ()>, ()>
-        }));
+            guard.run("a", (), handler, |_: &u16| true).await as Guarded<Result<u16, ()>, ()>
+        })
+        .catch_unwind()
+        .await;
         assert!(panicked.is_err());
+        assert_eq!(
+            guard.running(),
+            0,
+            "a panicked handler is not counted as running"
+        );
         assert!(matches!(
-            block(guard.run("a", (), ok(200), is_2xx)),
+            guard.run("a", (), ok(200), is_2xx).await,
             Guarded::Ran(Ok(200))
         ));
         let mut ran = false;
-        let again = block(guard.run(
-            "a",
-            (),
-            |()| {
-                ran = true;
-                std::future::ready(Ok::<u16, ()>(200))
-            },
-            is_2xx,
-        ));
+        let again = guard
+            .run(
+                "a",
+                (),
+                |()| {
+                    ran = true;
+                    std::future::ready(Ok::<u16, ()>(200))
+                },
+                is_2xx,
+            )
+            .await;
         assert!(!ran, "a duplicate never calls the handler");
         assert!(matches!(again, Guarded::Answered { status: 200, .. }));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_slower_than_the_lease_keeps_its_claim() {
+        let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
+        let guard = Idempotency::new(MemoryStore::new(10), &verifier)
+            .expect("guard")
+            .lease(Duration::from_millis(300));
+        let slow = guard.run(
+            "evt",
+            (),
+            |()| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok::<u16, ()>(200)
+            },
+            |_| true,
+        );
+        let mut slow = pin!(slow);
+        // Advance the paused clock in steps, with the handler running, and retry meanwhile.
+        for _ in 0..10 {
+            tokio::select! {
+                _ = slow.as_mut() => panic!("finished early"),
+                () = tokio::time::sleep(Duration::from_millis(150)) => {}
+            }
+            assert!(matches!(guard.begin("evt").await, Begin::InFlight { .. }));
+        }
+        assert!(matches!(slow.await, Guarded::Ran(Ok(200))));
+        assert!(matches!(guard.begin("evt").await, Begin::Duplicate { .. }));
+    }
+
+    #[tokio::test]
+    async fn wait_idle_returns_once_running_handlers_finish() {
+        let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
+        let guard = Idempotency::new(MemoryStore::new(10), &verifier).expect("guard");
+        guard.wait_idle().await;
+        let running = guard.clone();
+        let task = tokio::spawn(async move {
+            running
+                .run(
+                    "evt",
+                    (),
+                    |()| async {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Ok::<u16, ()>(200)
+                    },
+                    |_| true,
+                )
+                .await
+        });
+        while guard.running() == 0 {
+            tokio::task::yield_now().await;
+        }
+        guard.wait_idle().await;
+        assert!(task.is_finished() || guard.running() == 0);
+        assert!(matches!(guard.begin("evt").await, Begin::Duplicate { .. }));
+    }
+
     #[test]
-    fn huge_durations_do_not_panic() {
+    fn huge_durations_are_clamped_alike() {
         let verifier = Verifier::builder(crate::Secret::new("s").expect("s"))
             .tolerance(Duration::MAX)
             .build();
         let guard = Idempotency::new(MemoryStore::new(10), &verifier)
             .expect("guard")
             .lease(Duration::MAX);
-        assert_eq!(guard.retention(), Duration::MAX);
+        assert_eq!(guard.retention(), MAX_DURATION);
         let Begin::Run(ticket) = block(guard.begin("evt_1")) else {
             panic!("runs")
         };

@@ -7,20 +7,22 @@
 //! delivery; `airmy-verify-axum` and `airmy-verify-actix` only move requests into it.
 //!
 //! - [`Secret`]: the signing secret, keyed once; `Debug` prints `[redacted]`.
-//! - [`Signature`]: the header, parsed into 32 bytes (exactly one value of 64 hex digits).
-//! - [`Verifier`]: the rules (size, signature under any of the configured secrets, envelope,
-//!   freshness), and [`VerifiedPayload`] for verify-now-parse-later.
-//! - [`event`]: [`Envelope`], [`Event`] and one struct per event type; unknown types and fields
-//!   parse and are kept.
+//! - [`Verifier`]: the rules (signature header, size, signature under any of the configured
+//!   secrets, envelope, freshness), applied through one [`Intake`] per delivery.
+//! - [`Verified`]: a delivery that passed, with its raw bytes (for queueing) and its typed
+//!   event on demand.
+//! - [`event`]: [`Envelope`], [`Event`] and one struct per event type ([`EventData`]);
+//!   unknown types and fields parse and are kept.
 //! - [`Error`]: why a delivery was refused, with the HTTP status to answer.
 //! - [`idempotency`]: exactly-once handling of AIRMY's retries, in memory or on Redis.
-//! - [`testing`]: signed sample deliveries, a fixed clock and the conformance table.
+//! - `testing` (feature `testing`): signed sample deliveries, a fixed clock and the
+//!   conformance table, for your own tests.
 //! - [`sign`] and [`verify`]: AIRMY's reference functions, for tests and scripts.
 //!
 //! # Example
 //!
 //! ```
-//! use airmy_verify::{Event, Secret, Signature, Verifier};
+//! use airmy_verify::{Event, Secret, Verifier};
 //!
 //! // Once, at start-up:
 //! let verifier = Verifier::new(Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?);
@@ -31,8 +33,7 @@
 //! # let raw = format!(r#"{{"id":"evt_01HXYZ","type":"run.completed","created_at":"{created_at}","data":{{"id":"run_1","latency_ms":48}}}}"#);
 //! # let body: &[u8] = raw.as_bytes();
 //! # let header = airmy_verify::sign(body, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-//! let signature = verifier.check_headers([header.as_bytes()], Some(body.len() as u64))?;
-//! let envelope = verifier.verify_event::<Event>(&signature, body)?;
+//! let envelope = verifier.verify(&header, body.to_vec())?.take_event::<Event>()?;
 //! match envelope.data {
 //!     Event::RunCompleted(run) => println!("run {:?} took {:?} ms", run.id, run.latency_ms),
 //!     other => println!("{} ignored", other.event_type()),
@@ -47,16 +48,18 @@ pub mod event;
 pub mod idempotency;
 pub mod secret;
 pub mod signature;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod verifier;
 
 pub use error::{Error, MalformedReason};
-pub use event::{Envelope, Event, Payload};
+pub use event::{Envelope, Event, EventData};
 pub use secret::{InvalidSecret, Secret};
-pub use signature::{SIGNATURE_HEADER, Signature, sign, verify};
+pub use signature::{SIGNATURE_HEADER, sign, verify};
 pub use verifier::{
-    BodyBuffer, Clock, DEFAULT_MAX_BODY_SIZE, DEFAULT_TOLERANCE, SystemClock, Verified,
-    VerifiedPayload, Verifier, VerifierBuilder,
+    Clock, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_TOLERANCE, Intake, SystemClock,
+    Verified, Verifier, VerifierBuilder,
 };
 
 pub use bytes::Bytes;

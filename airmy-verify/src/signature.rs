@@ -11,24 +11,24 @@
 //! # Example
 //!
 //! ```
-//! use airmy_verify::{Signature, Error, MalformedReason};
+//! use airmy_verify::{Error, MalformedReason, Secret, Verifier};
 //!
+//! let verifier = Verifier::new(Secret::new("whsec_example")?);
 //! // An adapter hands over every value the request carried for the header:
-//! let one = [b"5D0a4b1c".repeat(8)];
-//! assert!(Signature::from_header_values(one.iter().map(|v| v.as_slice())).is_ok());
+//! assert!(verifier.intake([b"5D0a4b1c".repeat(8)], None).is_ok());
 //!
 //! let none: [&[u8]; 0] = [];
-//! assert_eq!(Signature::from_header_values(none).unwrap_err(), Error::MissingSignature);
+//! assert_eq!(verifier.intake(none, None).unwrap_err(), Error::MissingSignature);
 //!
 //! let prefixed = format!("sha256={}", "ab".repeat(32));
 //! assert_eq!(
-//!     Signature::parse(&prefixed).unwrap_err(),
+//!     verifier.intake([prefixed], None).unwrap_err(),
 //!     Error::MalformedSignature(MalformedReason::WrongLength(71)),
 //! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;
-use std::str::FromStr;
 
 use hmac::Mac;
 
@@ -42,50 +42,37 @@ const HEX_LEN: usize = 64;
 
 /// A well-formed signature: the 32 bytes of an HMAC-SHA256 tag.
 ///
-/// It is only a claim until a [`Verifier`](crate::Verifier) checks it against a body. `Debug`
-/// shows the first two bytes only. See the [module docs](self).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Signature([u8; 32]);
+/// It is only a claim until a [`Verifier`](crate::Verifier) checks it against a body. It is
+/// internal to the crate and has no `PartialEq`: the only comparison is RustCrypto's
+/// constant-time `verify_slice`. `Debug` shows the first two bytes only.
+#[derive(Clone, Copy)]
+pub(crate) struct Signature([u8; 32]);
 
 impl Signature {
-    /// Parses one header value.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MalformedSignature`] unless the trimmed value is exactly 64 hex digits.
-    pub fn parse(value: &str) -> Result<Self, Error> {
-        Self::from_bytes(value.as_bytes())
-    }
-
     /// Parses one header value given as raw bytes (HTTP header values need not be UTF-8).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MalformedSignature`] unless the trimmed value is exactly 64 hex digits.
-    pub fn from_bytes(value: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn parse(value: &[u8]) -> Result<Self, Error> {
         let value = value.trim_ascii();
         let malformed = |reason| Err(Error::MalformedSignature(reason));
         if value.is_empty() {
             return malformed(MalformedReason::Empty);
         }
+        if !value.is_ascii() {
+            // Not a hex digit, whatever the length: counting its bytes or characters would
+            // only confuse (a 65-byte value with one 2-byte character has 64 characters).
+            return malformed(MalformedReason::NotHex);
+        }
         if value.len() != HEX_LEN {
-            // Count characters where the bytes are UTF-8, bytes otherwise.
-            let len = std::str::from_utf8(value).map_or(value.len(), |s| s.chars().count());
-            return malformed(MalformedReason::WrongLength(len));
+            return malformed(MalformedReason::WrongLength(value.len()));
         }
         decode_hex(value).map_or(malformed(MalformedReason::NotHex), |tag| Ok(Self(tag)))
     }
 
     /// Parses the header from every value the request carried for it, so the rule about
     /// repeated headers lives here and not in each adapter.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MissingSignature`] for no value, [`Error::MalformedSignature`] for more than one
-    /// value or one that is not 64 hex digits.
-    pub fn from_header_values<'a, I>(values: I) -> Result<Self, Error>
+    pub(crate) fn from_header_values<I, V>(values: I) -> Result<Self, Error>
     where
-        I: IntoIterator<Item = &'a [u8]>,
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
     {
         let mut values = values.into_iter();
         let Some(first) = values.next() else {
@@ -97,32 +84,12 @@ impl Signature {
                 extra + 1,
             )));
         }
-        Self::from_bytes(first)
-    }
-
-    /// The signature of `payload` under `secret`.
-    #[must_use]
-    pub fn compute(secret: &crate::Secret, payload: &[u8]) -> Self {
-        Self(
-            secret
-                .mac()
-                .chain_update(payload)
-                .finalize()
-                .into_bytes()
-                .into(),
-        )
+        Self::parse(first.as_ref())
     }
 
     /// The 32 raw bytes.
-    #[must_use]
-    pub const fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
-    }
-
-    /// The lowercase hex form AIRMY sends.
-    #[must_use]
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
     }
 }
 
@@ -159,14 +126,6 @@ fn decode_hex(digits: &[u8]) -> Option<[u8; 32]> {
         *byte = (hi << 4) | (lo & 0x0F);
     }
     (seen & 0xF0 == 0).then_some(tag)
-}
-
-impl FromStr for Signature {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::parse(s)
-    }
 }
 
 impl fmt::Debug for Signature {
@@ -217,7 +176,7 @@ pub fn sign(payload: &[u8], secret: &str) -> String {
 /// ```
 #[must_use]
 pub fn verify(payload: &[u8], signature: &str, secret: &str) -> bool {
-    let Ok(signature) = Signature::parse(signature) else {
+    let Ok(signature) = Signature::parse(signature.as_bytes()) else {
         return false;
     };
     if secret.is_empty() {
@@ -236,7 +195,7 @@ mod tests {
     const GOOD: &str = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
 
     fn reason(value: &[u8]) -> MalformedReason {
-        match Signature::from_bytes(value) {
+        match Signature::parse(value) {
             Err(Error::MalformedSignature(r)) => r,
             other => panic!("expected malformed, got {other:?}"),
         }
@@ -244,10 +203,12 @@ mod tests {
 
     #[test]
     fn accepts_64_hex_digits_in_either_case_with_whitespace() {
-        let sig = Signature::parse(GOOD).expect("valid");
-        assert_eq!(Signature::parse(&format!(" \t{GOOD} ")), Ok(sig));
-        assert_eq!(Signature::parse(&GOOD.to_lowercase()), Ok(sig));
-        assert_eq!(sig.to_hex(), GOOD.to_lowercase());
+        let sig = Signature::parse(GOOD.as_bytes()).expect("valid");
+        let padded = Signature::parse(format!(" \t{GOOD} ").as_bytes()).expect("valid");
+        let lower = Signature::parse(GOOD.to_lowercase().as_bytes()).expect("valid");
+        assert_eq!(padded.as_bytes(), sig.as_bytes());
+        assert_eq!(lower.as_bytes(), sig.as_bytes());
+        assert_eq!(hex::encode(sig.as_bytes()), GOOD.to_lowercase());
     }
 
     #[test]
@@ -284,15 +245,23 @@ mod tests {
         let mut latin1 = GOOD.as_bytes()[..63].to_vec();
         latin1.push(0xE9);
         assert_eq!(reason(&latin1), MalformedReason::NotHex);
+        // 63 digits and a 2-byte character: 65 bytes, 64 characters, and not hex.
+        let mut long = GOOD.as_bytes()[..63].to_vec();
+        long.extend_from_slice("é".as_bytes());
+        assert_eq!(reason(&long), MalformedReason::NotHex);
+        assert_eq!(
+            Error::MalformedSignature(reason(&long)).to_string(),
+            "the X-AIRMY-Signature header is malformed: expected 64 hex digits, found another character"
+        );
     }
 
     #[test]
     fn rejects_a_repeated_header_even_when_both_values_are_valid() {
         let values = [GOOD.as_bytes(), GOOD.as_bytes()];
-        assert_eq!(
+        assert!(matches!(
             Signature::from_header_values(values),
             Err(Error::MalformedSignature(MalformedReason::Repeated(2)))
-        );
+        ));
     }
 
     #[test]
@@ -316,7 +285,7 @@ mod tests {
 
     #[test]
     fn debug_shows_only_a_prefix() {
-        let sig = Signature::parse(GOOD).expect("valid");
+        let sig = Signature::parse(GOOD.as_bytes()).expect("valid");
         assert_eq!(format!("{sig:?}"), "Signature(0123…)");
     }
 

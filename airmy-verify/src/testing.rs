@@ -1,21 +1,26 @@
 //! Helpers for tests: sample events of every type, signed deliveries, a fixed clock, and the
 //! conformance table every adapter runs.
 //!
-//! Nothing here is needed in production; it is public so your own tests can build deliveries
-//! exactly as AIRMY signs them.
+//! Behind the `testing` feature (as tokio's `test-util`): nothing here is needed in
+//! production. Enable it in your dev-dependencies so your own tests can build deliveries
+//! exactly as AIRMY signs them:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! airmy-verify = { version = "0.1", features = ["testing"] }
+//! ```
 //!
 //! # Example
 //!
 //! ```
 //! use airmy_verify::testing::{self, Delivery};
-//! use airmy_verify::{Event, Signature};
+//! use airmy_verify::Event;
 //!
 //! // A run.completed event created "now" on the fixed test clock, signed with testing::SECRET.
 //! let delivery: Delivery = testing::sample_event("run.completed").signed(testing::SECRET);
 //!
 //! let verifier = testing::conformance_verifier();
-//! let signature = Signature::parse(&delivery.signature)?;
-//! let envelope = verifier.verify_event::<Event>(&signature, &delivery.body)?;
+//! let envelope = verifier.verify(&delivery.signature, delivery.body)?.take_event::<Event>()?;
 //! assert!(matches!(envelope.data, Event::RunCompleted(_)));
 //!
 //! // Every rule, as a table of cases with the expected HTTP outcome:
@@ -334,18 +339,17 @@ pub fn case(name: &str) -> Option<Case> {
     conformance_cases().into_iter().find(|c| c.name == name)
 }
 
-/// Runs a case through the core alone, as an adapter would: header checks (with the body
-/// length as `Content-Length`), then [`Verifier::verify_event`].
+/// Runs a case through the core alone, as an adapter would: [`Verifier::intake`] with its
+/// signature values (and the body length as `Content-Length`), the body as one chunk, then
+/// [`Intake::finish`](crate::Intake::finish).
 ///
 /// # Errors
 ///
 /// The error the core gives the case.
 pub fn check_case_with_core(verifier: &Verifier, case: &Case) -> Result<Envelope<Event>, Error> {
-    let signature = verifier.check_headers(
-        case.signatures.iter().map(Vec::as_slice),
-        Some(case.body.len() as u64),
-    )?;
-    verifier.verify_event(&signature, &case.body)
+    let mut intake = verifier.intake(&case.signatures, Some(case.body.len() as u64))?;
+    intake.push(case.body.clone())?;
+    intake.finish()?.take_event()
 }
 
 /// The conformance table: every rule of the core as a request with its expected outcome,
@@ -724,136 +728,5 @@ mod tests {
         let d = sample_event("test").padded_to(4096).signed(SECRET);
         assert_eq!(d.body.len(), 4096);
         assert!(crate::verify(&d.body, &d.signature, SECRET));
-    }
-}
-
-/// A Redis server for tests (feature `redis`): the one at `AIRMY_REDIS_URL` when that is set,
-/// otherwise a `redis-server` started on a free 127.0.0.1 port and stopped when this is
-/// dropped.
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-#[derive(Debug)]
-pub struct RedisServer {
-    url: String,
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-#[cfg(feature = "redis")]
-impl RedisServer {
-    /// Uses `AIRMY_REDIS_URL`, or starts `redis-server`.
-    ///
-    /// # Panics
-    ///
-    /// When neither is possible, with a message naming the fix (install `redis-server`, as
-    /// `scripts/test` does, or set `AIRMY_REDIS_URL`): Redis tests never skip silently.
-    #[must_use]
-    pub fn start() -> Self {
-        if let Ok(url) = std::env::var("AIRMY_REDIS_URL") {
-            return Self {
-                url,
-                port: 0,
-                child: None,
-            };
-        }
-        Self::start_private()
-    }
-
-    /// Starts a `redis-server` of its own on a free 127.0.0.1 port, even when
-    /// `AIRMY_REDIS_URL` is set (for tests that stop and restart it).
-    ///
-    /// # Panics
-    ///
-    /// When `redis-server` cannot be started, with a message naming the fix.
-    #[must_use]
-    pub fn start_private() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
-        let mut server = Self {
-            url: format!("redis://127.0.0.1:{port}"),
-            port,
-            child: None,
-        };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot start redis-server ({err}): install it with \
-                     `apt-get install -y redis-server` (scripts/test does), or point \
-                     AIRMY_REDIS_URL at a Redis server"
-                )
-            });
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if ping(self.port) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        panic!(
-            "redis-server did not answer PING on port {} within 10 s",
-            self.port
-        );
-    }
-
-    /// The server's URL.
-    #[must_use]
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Stops the server this started (for outage tests).
-    ///
-    /// # Panics
-    ///
-    /// When the server is an external one (`AIRMY_REDIS_URL`): use [`RedisServer::start_private`]
-    /// for a server that can be stopped.
-    pub fn stop(&mut self) {
-        let mut child = self
-            .child
-            .take()
-            .expect("only a redis-server started by the test can be stopped");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// Starts the stopped server again on the same port.
-    pub fn restart(&mut self) {
-        self.spawn();
-    }
-}
-
-#[cfg(feature = "redis")]
-fn ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
-}
-
-#[cfg(feature = "redis")]
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }

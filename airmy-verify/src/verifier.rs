@@ -1,24 +1,27 @@
 //! The [`Verifier`]: every rule a delivery must pass, in one place.
 //!
 //! A delivery is accepted when, in this order:
-//! 1. its body is at most [`max_body_size`](VerifierBuilder::max_body_size) bytes (413);
-//! 2. it carries exactly one `X-AIRMY-Signature` of 64 hex digits (401);
+//! 1. it carries exactly one `X-AIRMY-Signature` of 64 hex digits (401);
+//! 2. its body is at most [`max_body_size`](VerifierBuilder::max_body_size) bytes, whether
+//!    declared by `Content-Length` or counted as it arrives (413);
 //! 3. that signature is the HMAC-SHA256 of the raw body under one of the configured secrets
 //!    (401); every secret is tried, so timing does not tell which one matched;
-//! 4. the body is a JSON envelope `{id, type, created_at, data}` (400 for a syntax error, 422
-//!    otherwise);
+//! 4. the body is a JSON envelope `{id, type, created_at, data}` (400 for a body that is not
+//!    JSON, truncated or nested too deeply, 422 for JSON that is not an envelope);
 //! 5. its signed `created_at` is within the [`tolerance`](VerifierBuilder::tolerance) of this
 //!    host's clock, in either direction, bounds included (401).
 //!
-//! Adapters call [`Verifier::check_content_length`] and [`Signature::from_header_values`]
-//! before reading a body, then [`Verifier::verify_event`] (or [`Verifier::verify_payload`])
-//! once it is read. Nothing is hashed or parsed twice.
+//! There is one path through these rules, the [`Intake`]: adapters open one with the
+//! request's headers ([`Verifier::intake`]), [`push`](Intake::push) each chunk of the body as
+//! it arrives and [`finish`](Intake::finish) it into a [`Verified`] delivery.
+//! [`Verifier::verify`] does the same for a body you already hold (tests, queues). The same
+//! delivery therefore gets the same answer on every path, however its body was split.
 //!
 //! # Example
 //!
 //! ```
 //! use std::time::Duration;
-//! use airmy_verify::{Event, Secret, Signature, Verifier};
+//! use airmy_verify::{Event, Secret, Verifier};
 //!
 //! let verifier = Verifier::builder(Secret::new("whsec_current")?)
 //!     .previous_secret(Secret::new("whsec_before_rotation")?)
@@ -30,12 +33,22 @@
 //! let body = format!(r#"{{"id":"evt_1","type":"test","created_at":"{now}","data":{{}}}}"#);
 //! let header = airmy_verify::sign(body.as_bytes(), "whsec_before_rotation");
 //!
-//! let signature = Signature::parse(&header)?;
-//! let envelope = verifier.verify_event::<Event>(&signature, body.as_bytes())?;
-//! assert_eq!(envelope.event_type(), "test");
+//! // A body you hold:
+//! let verified = verifier.verify(&header, body.clone())?;
+//! assert_eq!(verified.event_type(), "test");
+//!
+//! // A body that streams in, the way the adapters read it:
+//! let mut intake = verifier.intake([header.as_bytes()], Some(body.len() as u64))?;
+//! for chunk in body.as_bytes().chunks(7) {
+//!     intake.push(airmy_verify::Bytes::copy_from_slice(chunk))?;
+//! }
+//! let mut verified = intake.finish()?;
+//! let envelope = verified.take_event::<Event>()?;
+//! assert_eq!(envelope.id, "evt_1");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +58,7 @@ use hmac::Mac;
 use time::OffsetDateTime;
 
 use crate::error::Error;
-use crate::event::{Envelope, Event, Parsed, Payload, Skipped};
+use crate::event::{Envelope, Event, EventData, Parsed};
 use crate::secret::Secret;
 use crate::signature::Signature;
 
@@ -55,9 +68,13 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
 /// The default freshness tolerance: 5 minutes, in both directions.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
+/// The default time allowed to read a body once the request's headers arrived: 5 seconds.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Where a [`Verifier`] reads the current time from.
 ///
-/// The default is [`SystemClock`]; tests use [`testing::FixedClock`](crate::testing::FixedClock).
+/// The default is [`SystemClock`]; tests use a fixed clock (`testing::FixedClock`, feature
+/// `testing`).
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> OffsetDateTime;
@@ -85,12 +102,13 @@ struct Config {
     secrets: Vec<Secret>,
     max_body_size: usize,
     tolerance: Option<Duration>,
+    body_timeout: Duration,
     clock: Arc<dyn Clock>,
 }
 
 impl Verifier {
-    /// A verifier for one secret with the defaults: a 2 MiB body limit and a 5 minute
-    /// freshness tolerance on the system clock.
+    /// A verifier for one secret with the defaults: a 2 MiB body limit, a 5 minute freshness
+    /// tolerance on the system clock and 5 seconds to read a body.
     #[must_use]
     pub fn new(secret: Secret) -> Self {
         Self::builder(secret).build()
@@ -103,6 +121,7 @@ impl Verifier {
             secrets: vec![secret],
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             tolerance: Some(DEFAULT_TOLERANCE),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             clock: Arc::new(SystemClock),
         }
     }
@@ -119,89 +138,80 @@ impl Verifier {
         self.inner.tolerance
     }
 
-    /// The checks an adapter makes before reading any of the body, in the order every adapter
-    /// follows: the signature header (every value the request carried for it), then the
-    /// declared `Content-Length`, if any.
+    /// How long an adapter waits for a body to arrive in full before answering 408
+    /// ([`Error::BodyTimeout`]).
+    #[must_use]
+    pub fn body_timeout(&self) -> Duration {
+        self.inner.body_timeout
+    }
+
+    /// Opens the verification of one delivery with what its request's headers say, before any
+    /// of the body is read: every value the request carried for `X-AIRMY-Signature`, then the
+    /// declared `Content-Length`, if any (a value that is not a number counts as none: the
+    /// body is counted as it arrives anyway).
     ///
     /// # Errors
     ///
-    /// [`Error::MissingSignature`], [`Error::MalformedSignature`] or [`Error::BodyTooLarge`].
-    pub fn check_headers<'a, I>(
+    /// [`Error::MissingSignature`], [`Error::MalformedSignature`], or [`Error::BodyTooLarge`]
+    /// for a declared length over the limit.
+    pub fn intake<I, V>(
         &self,
         signature_values: I,
         content_length: Option<u64>,
-    ) -> Result<Signature, Error>
+    ) -> Result<Intake, Error>
     where
-        I: IntoIterator<Item = &'a [u8]>,
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
     {
         let signature = Signature::from_header_values(signature_values)?;
-        if let Some(len) = content_length {
-            self.check_content_length(len)?;
+        if content_length.is_some_and(|len| len > self.inner.max_body_size as u64) {
+            return Err(self.body_too_large());
         }
-        Ok(signature)
+        Ok(Intake {
+            verifier: self.clone(),
+            signature,
+            first: None,
+            rest: Vec::new(),
+            len: 0,
+        })
     }
 
-    /// The error for a body that turned out, while being read, to be over the limit.
-    #[must_use]
-    pub fn body_too_large(&self) -> Error {
+    /// Verifies a delivery whose body you already hold: the `X-AIRMY-Signature` value and the
+    /// raw body, exactly as received. The same rules, in the same order, as an [`Intake`].
+    ///
+    /// # Errors
+    ///
+    /// Signature, size, JSON, envelope and freshness errors in the order of the
+    /// [module docs](self).
+    pub fn verify(
+        &self,
+        signature: impl AsRef<[u8]>,
+        body: impl Into<Bytes>,
+    ) -> Result<Verified, Error> {
+        let body = body.into();
+        let mut intake = self.intake([signature], Some(body.len() as u64))?;
+        intake.push(body)?;
+        intake.finish()
+    }
+
+    fn body_too_large(&self) -> Error {
         Error::BodyTooLarge {
             limit: self.inner.max_body_size,
         }
     }
 
-    /// Checks a declared `Content-Length` before any of the body is read.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BodyTooLarge`] when `len` is over the limit.
-    pub fn check_content_length(&self, len: u64) -> Result<(), Error> {
-        match usize::try_from(len) {
-            Ok(len) if len <= self.inner.max_body_size => Ok(()),
-            _ => Err(self.body_too_large()),
-        }
-    }
-
-    /// A buffer for a body that arrives in chunks, which refuses to grow past the limit.
-    ///
-    /// `declared` is the `Content-Length` the request announced, if any (already checked with
-    /// [`check_headers`](Self::check_headers)); it only sizes the buffer, never more than the
-    /// limit. See [`BodyBuffer`].
-    #[must_use]
-    pub fn body_buffer(&self, declared: Option<u64>) -> BodyBuffer {
-        let limit = self.inner.max_body_size;
-        BodyBuffer {
-            first: None,
-            rest: BytesMut::new(),
-            len: 0,
-            limit,
-            capacity: declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit)),
-        }
-    }
-
-    /// Checks the size of `body` and its signature, and nothing else.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BodyTooLarge`] or [`Error::SignatureMismatch`].
-    pub fn verify_signature(&self, signature: &Signature, body: &[u8]) -> Result<(), Error> {
-        if body.len() > self.inner.max_body_size {
-            return Err(self.body_too_large());
-        }
+    /// Whether `signature` is the HMAC of the body (given as its chunks) under any secret.
+    /// Every secret is tried, so the time taken does not tell which one matched.
+    fn signature_matches(&self, signature: &Signature, chunks: &[&[u8]]) -> bool {
         let mut matched = false;
-        // Every secret is tried, so the time taken does not tell which one matched.
         for secret in &self.inner.secrets {
-            let ok = secret
-                .mac()
-                .chain_update(body)
-                .verify_slice(signature.as_bytes())
-                .is_ok();
-            matched |= ok;
+            let mut mac = secret.mac();
+            for chunk in chunks {
+                mac.update(chunk);
+            }
+            matched |= mac.verify_slice(signature.as_bytes()).is_ok();
         }
-        if matched {
-            Ok(())
-        } else {
-            Err(Error::SignatureMismatch)
-        }
+        matched
     }
 
     /// Checks `created_at` against the clock and the tolerance (bounds included).
@@ -231,107 +241,240 @@ impl Verifier {
         }
         Ok(())
     }
-
-    /// Verifies a delivery and parses it into a typed envelope, in one pass over the JSON.
-    ///
-    /// `T` is [`Event`] for any event type, or a data struct such as
-    /// [`RunCompleted`](crate::event::RunCompleted) for one type only.
-    ///
-    /// # Errors
-    ///
-    /// Size, signature, JSON, envelope and freshness errors in the order of the
-    /// [module docs](self); then [`Error::UnexpectedEventType`] when `T` is one event type and
-    /// the delivery is another.
-    pub fn verify_event<T: Payload>(
-        &self,
-        signature: &Signature,
-        body: &[u8],
-    ) -> Result<Envelope<T>, Error> {
-        self.verify_signature(signature, body)?;
-        let parsed = Parsed::<Event>::from_slice(body)?;
-        self.check_freshness(&parsed.id, parsed.created_at)?;
-        parsed.into_envelope().into_typed()
-    }
-
-    /// Verifies a delivery and keeps its raw bytes (no copy) for parsing later or queueing.
-    ///
-    /// The envelope's `id`, `type` and `created_at` are read (and freshness checked) in a scan
-    /// that skips over `data` without building it.
-    ///
-    /// # Errors
-    ///
-    /// Size, signature, JSON, envelope and freshness errors in the order of the
-    /// [module docs](self).
-    pub fn verify_payload(
-        &self,
-        signature: &Signature,
-        body: Bytes,
-    ) -> Result<VerifiedPayload, Error> {
-        self.verify_signature(signature, &body)?;
-        let parsed = Parsed::<Skipped>::from_slice(&body)?;
-        self.check_freshness(&parsed.id, parsed.created_at)?;
-        let (id, event_type, created_at) =
-            (parsed.id, parsed.event_type.into_owned(), parsed.created_at);
-        Ok(VerifiedPayload {
-            bytes: body,
-            id,
-            event_type,
-            created_at,
-        })
-    }
 }
 
-impl Verifier {
-    /// Verifies a delivery once and gives both views of it: the parsed [`Envelope<Event>`] and
-    /// the [`VerifiedPayload`] with the raw bytes (no copy). This is what adapter layers call,
-    /// so extractors behind them neither hash nor parse again. Logs a `tracing` event at debug
-    /// level (target `airmy_verify`) with the event id and type of each verified delivery.
+/// A `Content-Length` header value as a number: ASCII digits only, surrounding whitespace
+/// allowed, anything else `None` (the body is then counted as it arrives). Both adapters read
+/// the header through this, for [`Verifier::intake`].
+#[must_use]
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Digits only, so this fails only on overflow, which is over any limit.
+    std::str::from_utf8(digits)
+        .ok()?
+        .parse()
+        .ok()
+        .or(Some(u64::MAX))
+}
+
+/// One delivery being verified: opened from its headers with [`Verifier::intake`], fed the
+/// body chunk by chunk with [`push`](Self::push), and checked with [`finish`](Self::finish).
+///
+/// Chunks are kept as they arrive, without a copy, and hashed only when the body is complete;
+/// they are joined into one buffer only once the signature matched, so a forged body never
+/// costs more than its own bytes. A chunk that would take the body past the limit is refused
+/// before it is stored. See the [module docs](self).
+pub struct Intake {
+    verifier: Verifier,
+    signature: Signature,
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
+    len: usize,
+}
+
+impl Intake {
+    /// Adds the next chunk of the body.
     ///
     /// # Errors
     ///
-    /// As [`Verifier::verify_event`] with `T = Event`.
-    pub fn verify(&self, signature: &Signature, body: Bytes) -> Result<Verified, Error> {
-        self.verify_signature(signature, &body)?;
-        let envelope = {
-            let parsed = Parsed::<Event>::from_slice(&body)?;
-            self.check_freshness(&parsed.id, parsed.created_at)?;
-            parsed.into_envelope()
+    /// [`Error::BodyTooLarge`] when the chunk would take the body past the limit; the chunk is
+    /// not stored.
+    pub fn push(&mut self, chunk: Bytes) -> Result<(), Error> {
+        let len = self
+            .len
+            .checked_add(chunk.len())
+            .filter(|&len| len <= self.verifier.inner.max_body_size)
+            .ok_or_else(|| self.verifier.body_too_large())?;
+        self.len = len;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if self.first.is_none() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push(chunk);
+        }
+        Ok(())
+    }
+
+    /// The number of bytes received so far.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing (or only empty chunks) arrived so far.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks the complete body: signature, JSON envelope, freshness. Logs a `tracing` event
+    /// at debug level (target `airmy_verify`) with the event id and type of each verified
+    /// delivery.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SignatureMismatch`], [`Error::InvalidJson`], [`Error::InvalidEnvelope`],
+    /// [`Error::Stale`] or [`Error::FromFuture`], in that order.
+    pub fn finish(self) -> Result<Verified, Error> {
+        let Self {
+            verifier,
+            signature,
+            first,
+            rest,
+            len,
+        } = self;
+        let first = first.unwrap_or_default();
+        let bytes = if rest.is_empty() {
+            if !verifier.signature_matches(&signature, &[&first]) {
+                return Err(Error::SignatureMismatch);
+            }
+            first
+        } else {
+            let chunks: Vec<&[u8]> = std::iter::once(&first)
+                .chain(&rest)
+                .map(Bytes::as_ref)
+                .collect();
+            if !verifier.signature_matches(&signature, &chunks) {
+                return Err(Error::SignatureMismatch);
+            }
+            let mut joined = BytesMut::with_capacity(len);
+            for chunk in chunks {
+                joined.extend_from_slice(chunk);
+            }
+            drop((first, rest));
+            joined.freeze()
         };
+        let parsed = Parsed::<Event>::from_slice(&bytes)?;
+        verifier.check_freshness(&parsed.id, parsed.created_at)?;
+        let envelope = parsed.into_envelope();
         tracing::debug!(
             target: "airmy_verify",
             event_id = %envelope.id,
             event_type = envelope.event_type(),
             "AIRMY webhook delivery verified"
         );
-        Ok(Verified {
-            envelope,
-            bytes: body,
-        })
+        Ok(Verified::new(bytes, envelope))
     }
 }
 
-/// A delivery verified by [`Verifier::verify`]: the parsed event and the raw bytes it was
-/// parsed from (the same allocation, not a copy).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
+impl fmt::Debug for Intake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Intake")
+            .field("len", &self.len)
+            .field(
+                "chunks",
+                &(usize::from(self.first.is_some()) + self.rest.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A delivery whose signature, size, envelope and freshness were checked: its raw bytes (the
+/// very allocation that was verified, not a copy), its `id`, `type` and `created_at`, and
+/// its typed event on demand.
+///
+/// The envelope parsed during verification is handed over by the first
+/// [`take_event`](Self::take_event), without a second parse; later calls (and clones, which
+/// share the bytes but not the parsed envelope) parse the verified bytes again. Freshness is
+/// never checked again: it was checked when the delivery was verified.
 pub struct Verified {
-    /// The parsed envelope.
-    pub envelope: Envelope<Event>,
-    /// The verified body, as received.
-    pub bytes: Bytes,
+    bytes: Bytes,
+    id: String,
+    event_type: Cow<'static, str>,
+    created_at: OffsetDateTime,
+    parsed: Option<Envelope<Event>>,
 }
 
 impl Verified {
-    /// The raw payload view, with the envelope's `id`, `type` and `created_at` (built on
-    /// demand: only extractors that want the raw bytes pay for it).
-    #[must_use]
-    pub fn into_payload(self) -> VerifiedPayload {
-        VerifiedPayload {
-            id: self.envelope.id,
-            event_type: self.envelope.data.event_type().to_owned(),
-            created_at: self.envelope.created_at,
-            bytes: self.bytes,
+    fn new(bytes: Bytes, envelope: Envelope<Event>) -> Self {
+        let event_type = match envelope.data.known_type() {
+            Some(known) => Cow::Borrowed(known),
+            None => Cow::Owned(envelope.event_type().to_owned()),
+        };
+        Self {
+            bytes,
+            id: envelope.id.clone(),
+            event_type,
+            created_at: envelope.created_at,
+            parsed: Some(envelope),
         }
+    }
+
+    /// The event id; the same for every retry of one delivery.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The event type, such as `run.completed`.
+    #[must_use]
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The signed creation time.
+    #[must_use]
+    pub fn created_at(&self) -> OffsetDateTime {
+        self.created_at
+    }
+
+    /// The verified body, as received.
+    #[must_use]
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The verified body, as received.
+    #[must_use]
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The typed envelope: [`Event`] for any type, or a data struct such as
+    /// [`RunCompleted`](crate::event::RunCompleted) for one type only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnexpectedEventType`] (HTTP 422) when `T` is one event type and the delivery
+    /// is another.
+    pub fn take_event<T: EventData>(&mut self) -> Result<Envelope<T>, Error> {
+        let envelope = match self.parsed.take() {
+            Some(envelope) => envelope,
+            // The bytes passed the same parse once, so this cannot fail unless the bytes were
+            // swapped underneath, which `Bytes` does not allow.
+            None => Parsed::<Event>::from_slice(&self.bytes)?.into_envelope(),
+        };
+        envelope.into_typed()
+    }
+}
+
+impl Clone for Verified {
+    /// The same bytes and metadata (no copy of the body); the clone parses its event again
+    /// when asked for it.
+    fn clone(&self) -> Self {
+        Self {
+            bytes: self.bytes.clone(),
+            id: self.id.clone(),
+            event_type: self.event_type.clone(),
+            created_at: self.created_at,
+            parsed: None,
+        }
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("id", &self.id)
+            .field("event_type", &self.event_type)
+            .field("created_at", &self.created_at)
+            .field("len", &self.bytes.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -341,6 +484,7 @@ impl fmt::Debug for Verifier {
             .field("secrets", &self.inner.secrets.len())
             .field("max_body_size", &self.inner.max_body_size)
             .field("tolerance", &self.inner.tolerance)
+            .field("body_timeout", &self.inner.body_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -350,6 +494,7 @@ pub struct VerifierBuilder {
     secrets: Vec<Secret>,
     max_body_size: usize,
     tolerance: Option<Duration>,
+    body_timeout: Duration,
     clock: Arc<dyn Clock>,
 }
 
@@ -388,6 +533,15 @@ impl VerifierBuilder {
         self
     }
 
+    /// How long the adapters wait for a body, from the moment its request's headers were
+    /// read, before they answer 408 `{"error":"body_timeout"}` and close the connection.
+    /// Defaults to 5 seconds: AIRMY itself gives up on a delivery after 10.
+    #[must_use]
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
     /// Reads the current time from `clock` instead of the system clock (for tests).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -403,6 +557,7 @@ impl VerifierBuilder {
                 secrets: self.secrets,
                 max_body_size: self.max_body_size,
                 tolerance: self.tolerance,
+                body_timeout: self.body_timeout,
                 clock: self.clock,
             }),
         }
@@ -415,161 +570,8 @@ impl fmt::Debug for VerifierBuilder {
             .field("secrets", &self.secrets.len())
             .field("max_body_size", &self.max_body_size)
             .field("tolerance", &self.tolerance)
+            .field("body_timeout", &self.body_timeout)
             .finish_non_exhaustive()
-    }
-}
-
-/// A delivery's body, collected chunk by chunk within the verifier's limit, for adapters that
-/// read a body as a stream ([`Verifier::body_buffer`]).
-///
-/// A body that arrives as one chunk (the usual case for a small delivery) is kept as it is,
-/// without a copy; later chunks are gathered into one buffer, sized from the declared length.
-/// A chunk that would take the body past the limit is refused before it is stored, so memory
-/// never grows past the limit.
-///
-/// # Example
-///
-/// ```
-/// use airmy_verify::{Bytes, Error, Secret, Verifier};
-///
-/// let verifier = Verifier::builder(Secret::new("whsec_test")?).max_body_size(8).build();
-/// let mut body = verifier.body_buffer(None);
-/// body.push(Bytes::from_static(b"{\"ab\""))?;
-/// body.push(Bytes::from_static(b":1}"))?;
-/// assert_eq!(body.len(), 8);
-/// assert!(matches!(body.push(Bytes::from_static(b" ")), Err(Error::BodyTooLarge { limit: 8 })));
-/// assert_eq!(body.finish(), Bytes::from_static(b"{\"ab\":1}"));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug)]
-pub struct BodyBuffer {
-    first: Option<Bytes>,
-    rest: BytesMut,
-    len: usize,
-    limit: usize,
-    capacity: usize,
-}
-
-impl BodyBuffer {
-    /// Appends the next chunk of the body.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BodyTooLarge`] when the chunk would take the body past the limit; the chunk is
-    /// not stored.
-    pub fn push(&mut self, chunk: Bytes) -> Result<(), Error> {
-        let len = self
-            .len
-            .checked_add(chunk.len())
-            .filter(|&len| len <= self.limit)
-            .ok_or_else(|| self.too_large())?;
-        self.len = len;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        match self.first.take() {
-            None if self.rest.is_empty() => self.first = Some(chunk),
-            None => self.rest.extend_from_slice(&chunk),
-            Some(first) => {
-                self.rest.reserve(self.capacity.clamp(len, self.limit));
-                self.rest.extend_from_slice(&first);
-                self.rest.extend_from_slice(&chunk);
-            }
-        }
-        Ok(())
-    }
-
-    /// The error for this body being over the limit ([`Error::BodyTooLarge`]), for an adapter
-    /// whose own reader noticed it first.
-    #[must_use]
-    pub fn too_large(&self) -> Error {
-        Error::BodyTooLarge { limit: self.limit }
-    }
-
-    /// The number of bytes received so far.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing (or only empty chunks) arrived so far.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The whole body.
-    #[must_use]
-    pub fn finish(self) -> Bytes {
-        self.first.unwrap_or_else(|| self.rest.freeze())
-    }
-}
-
-/// A delivery whose size, signature, envelope and freshness were checked, with its raw bytes.
-///
-/// Holds the body as [`Bytes`] (the same allocation that was verified), so it can be queued
-/// and parsed later with [`VerifiedPayload::parse`].
-#[derive(Clone)]
-pub struct VerifiedPayload {
-    bytes: Bytes,
-    id: String,
-    event_type: String,
-    created_at: OffsetDateTime,
-}
-
-impl VerifiedPayload {
-    /// The event id.
-    #[must_use]
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The event type, such as `run.completed`.
-    #[must_use]
-    pub fn event_type(&self) -> &str {
-        &self.event_type
-    }
-
-    /// The signed creation time.
-    #[must_use]
-    pub fn created_at(&self) -> OffsetDateTime {
-        self.created_at
-    }
-
-    /// The verified body, as received.
-    #[must_use]
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    /// The verified body, as received.
-    #[must_use]
-    pub fn into_bytes(self) -> Bytes {
-        self.bytes
-    }
-
-    /// Parses the verified body into a typed envelope. Freshness is not checked again: it
-    /// was checked when the payload was verified.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidEnvelope`] when a documented event's `data` is not an object, and
-    /// [`Error::UnexpectedEventType`] when `T` is another event type.
-    pub fn parse<T: Payload>(&self) -> Result<Envelope<T>, Error> {
-        Parsed::<Event>::from_slice(&self.bytes)?
-            .into_envelope()
-            .into_typed()
-    }
-}
-
-impl fmt::Debug for VerifiedPayload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifiedPayload")
-            .field("id", &self.id)
-            .field("event_type", &self.event_type)
-            .field("created_at", &self.created_at)
-            .field("len", &self.bytes.len())
-            .finish()
     }
 }
 
@@ -577,69 +579,124 @@ impl fmt::Debug for VerifiedPayload {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "whsec_test";
+
     fn verifier(limit: usize) -> Verifier {
-        Verifier::builder(Secret::new("whsec_test").expect("secret"))
+        Verifier::builder(Secret::new(SECRET).expect("secret"))
             .max_body_size(limit)
+            .without_freshness_check()
             .build()
+    }
+
+    fn body() -> &'static [u8] {
+        br#"{"id":"evt_1","type":"test","created_at":"2026-03-22T14:30:00Z","data":{}}"#
+    }
+
+    fn intake(v: &Verifier, body: &[u8]) -> Intake {
+        v.intake([crate::sign(body, SECRET)], None)
+            .expect("headers")
     }
 
     #[test]
     fn body_of_one_chunk_is_kept_without_a_copy() {
-        let chunk = Bytes::from(vec![7u8; 1024]);
-        let mut body = verifier(2048).body_buffer(Some(1024));
-        body.push(chunk.clone()).expect("within the limit");
-        let out = body.finish();
-        assert_eq!(out.as_ptr(), chunk.as_ptr());
-        assert_eq!(out, chunk);
+        let chunk = Bytes::from(body().to_vec());
+        let v = verifier(2048);
+        let mut intake = intake(&v, body());
+        intake.push(chunk.clone()).expect("within the limit");
+        let verified = intake.finish().expect("verified");
+        assert_eq!(verified.bytes().as_ptr(), chunk.as_ptr());
     }
 
     #[test]
     fn chunks_are_joined_in_order() {
-        let mut body = verifier(64).body_buffer(None);
-        for part in ["ab", "", "cde", "f", "", "ghij"] {
-            body.push(Bytes::from(part)).expect("within the limit");
+        let v = verifier(1024);
+        let mut intake = intake(&v, body());
+        for part in body().chunks(5) {
+            intake
+                .push(Bytes::copy_from_slice(part))
+                .expect("within the limit");
+            intake
+                .push(Bytes::new())
+                .expect("empty chunks count nothing");
         }
-        assert_eq!(body.len(), 10);
-        assert_eq!(body.finish(), Bytes::from("abcdefghij"));
+        assert_eq!(intake.len(), body().len());
+        assert_eq!(intake.finish().expect("verified").bytes(), body());
     }
 
     #[test]
     fn body_of_exactly_the_limit_is_accepted_and_one_more_byte_refused() {
-        let mut body = verifier(4).body_buffer(Some(4));
-        body.push(Bytes::from("ab")).expect("2 bytes");
-        body.push(Bytes::from("cd"))
-            .expect("4 bytes: the limit is inclusive");
-        let err = body.push(Bytes::from("e")).expect_err("5 bytes");
-        assert!(matches!(err, Error::BodyTooLarge { limit: 4 }));
-        assert_eq!(body.len(), 4, "the refused chunk is not stored");
-        assert_eq!(body.finish(), Bytes::from("abcd"));
-    }
-
-    #[test]
-    fn first_chunk_over_the_limit_is_refused() {
-        let mut body = verifier(3).body_buffer(None);
-        assert!(body.push(Bytes::from("abcd")).is_err());
-        assert!(body.is_empty());
-        assert_eq!(body.finish(), Bytes::new());
-    }
-
-    #[test]
-    fn huge_declared_length_never_reserves_past_the_limit() {
-        let mut body = verifier(16).body_buffer(Some(u64::MAX));
-        body.push(Bytes::from("ab")).expect("fits");
-        body.push(Bytes::from("cd")).expect("fits");
-        assert!(
-            body.rest.capacity() <= 64,
-            "reserved {}",
-            body.rest.capacity()
+        let v = verifier(body().len());
+        let mut intake = intake(&v, body());
+        intake
+            .push(Bytes::from_static(body()))
+            .expect("the limit is inclusive");
+        let err = intake
+            .push(Bytes::from_static(b" "))
+            .expect_err("one byte more");
+        assert!(matches!(err, Error::BodyTooLarge { .. }));
+        assert_eq!(
+            intake.len(),
+            body().len(),
+            "the refused chunk is not stored"
         );
-        assert_eq!(body.finish(), Bytes::from("abcd"));
+        intake.finish().expect("the stored body still verifies");
     }
 
     #[test]
-    fn empty_body_is_empty_bytes() {
-        let body = verifier(16).body_buffer(Some(0));
-        assert!(body.is_empty());
-        assert_eq!(body.finish(), Bytes::new());
+    fn declared_length_over_the_limit_is_refused_before_reading() {
+        let v = verifier(10);
+        let err = v
+            .intake([crate::sign(b"x", SECRET)], Some(11))
+            .expect_err("too large");
+        assert_eq!(err, Error::BodyTooLarge { limit: 10 });
+        assert!(
+            v.intake([crate::sign(b"x", SECRET)], Some(u64::MAX))
+                .is_err()
+        );
+        assert!(v.intake([crate::sign(b"x", SECRET)], Some(10)).is_ok());
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        assert_eq!(parse_content_length(b"42"), Some(42));
+        assert_eq!(parse_content_length(b" 7 "), Some(7));
+        assert_eq!(
+            parse_content_length(b"99999999999999999999999"),
+            Some(u64::MAX)
+        );
+        for bad in [&b""[..], b"-1", b"+1", b"1e3", b"0x10", b"12 3"] {
+            assert_eq!(parse_content_length(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn forged_chunks_are_never_joined() {
+        let v = verifier(1024);
+        let mut intake = v
+            .intake([crate::sign(b"other", SECRET)], None)
+            .expect("headers");
+        for part in body().chunks(3) {
+            intake.push(Bytes::copy_from_slice(part)).expect("fits");
+        }
+        assert_eq!(
+            intake.finish().expect_err("forged"),
+            Error::SignatureMismatch
+        );
+    }
+
+    #[test]
+    fn take_event_hands_over_the_parse_once_then_parses_again() {
+        let v = verifier(1024);
+        let mut verified = v
+            .verify(crate::sign(body(), SECRET), body())
+            .expect("verified");
+        let first = verified.take_event::<Event>().expect("event");
+        let second = verified.take_event::<Event>().expect("event again");
+        assert_eq!(first, second);
+        assert_eq!(
+            verified.clone().take_event::<Event>().expect("clone"),
+            first
+        );
+        assert!(verified.take_event::<crate::event::RunCompleted>().is_err());
     }
 }

@@ -4,7 +4,7 @@ use airmy_verify::event::{
     AgentUpdated, AlertTriggered, DeploymentCreated, DeploymentRollback, EVENT_TYPES, Envelope,
     Event, PipelineCompleted, RunCompleted, RunFailed, TestEvent, UnknownEvent,
 };
-use airmy_verify::{Error, testing};
+use airmy_verify::{Bytes, Error, testing};
 use serde_json::{Value, json};
 
 fn parse(body: &[u8]) -> Envelope<Event> {
@@ -242,10 +242,18 @@ fn rejects_bodies_that_are_not_envelopes_with_precise_errors() {
         .without_freshness_check()
         .build();
     let check = |body: &[u8]| {
-        let sig = airmy_verify::Signature::parse(&airmy_verify::sign(body, "s")).expect("sig");
-        verifier
-            .verify_event::<Event>(&sig, body)
-            .expect_err("rejected")
+        let signature = airmy_verify::sign(body, "s");
+        let err = verifier
+            .verify(&signature, Bytes::copy_from_slice(body))
+            .and_then(|mut verified| verified.take_event::<Event>())
+            .expect_err("rejected");
+        // The same answer for the body in chunks of 3 bytes, without a declared length.
+        let mut intake = verifier.intake([&signature], None).expect("headers");
+        for part in body.chunks(3) {
+            intake.push(Bytes::copy_from_slice(part)).expect("fits");
+        }
+        assert_eq!(intake.finish().map(|v| v.id().to_owned()), Err(err.clone()));
+        err
     };
     let reason = |e: Error| match e {
         Error::InvalidEnvelope { reason, .. } => reason,

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use airmy_verify::idempotency::{Claim, IdempotencyStore, RedisStore};
+use airmy_verify::idempotency::{Claim, Commit, IdempotencyStore, RedisStore};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -182,10 +182,13 @@ async fn claims_and_commits_over_tls_with_a_private_ca() {
         store.claim(id, "t2", lease).await.expect("claim"),
         Claim::InFlight
     );
-    store
-        .commit(id, "t1", Duration::from_secs(60))
-        .await
-        .expect("commit");
+    assert_eq!(
+        store
+            .commit(id, "t1", Duration::from_secs(60))
+            .await
+            .expect("commit"),
+        Commit::Committed
+    );
     assert_eq!(
         store.claim(id, "t3", lease).await.expect("claim"),
         Claim::Done

@@ -10,10 +10,20 @@
 //! | `AIRMY_LISTEN` | the address to bind (port 0 picks a free port) | `127.0.0.1:3000` |
 //! | `AIRMY_TOLERANCE_SECS` | freshness tolerance in seconds | `300` |
 //! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`: run the handler once per event id | unset: off |
+//! | `AIRMY_HANDLER_DELAY_MS` | every handling sleeps this long before answering (a slow handler, to try timeouts and retries) | `0` |
 //!
-//! A missing or empty secret, a tolerance that is not a whole number, an `AIRMY_IDEMPOTENCY`
-//! that is neither, or a Redis that cannot be reached at start-up exits with code 2 and a
-//! message on standard error.
+//! A missing or empty secret, a tolerance or delay that is not a whole number, an
+//! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up exits
+//! with code 2 and one line on standard error, before anything listens.
+//!
+//! Standard output carries exactly one `listening on http://HOST:PORT` line when the receiver
+//! is ready, then one `handled <id> <type>` line per completed handling, and nothing else; logs
+//! go to standard error. SIGTERM and Ctrl-C stop the receiver cleanly: it stops accepting,
+//! lets handlers that are running finish (up to 30 s), and exits 0.
+//!
+//! Timeouts: a request's headers must arrive within 5 s and its body within 5 s more (the
+//! verifier's body timeout: 408 `{"error":"body_timeout"}` and the connection closed), well
+//! under AIRMY's own 10 s.
 
 pub mod apps;
 pub mod bench;
@@ -26,6 +36,12 @@ pub struct ReadmeDoctests;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// How long a request's headers may take to arrive (hyper's and actix's header read timeout).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a receiver waits, at shutdown, for handlers that are still running.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
 use airmy_verify::{Secret, Verifier};
@@ -42,15 +58,30 @@ pub struct ReceiverConfig {
     pub listen: String,
     /// The idempotency store to use, if any.
     pub idempotency: Option<IdempotencySetting>,
+    /// How long each handling takes (`AIRMY_HANDLER_DELAY_MS`).
+    pub handler_delay: Duration,
 }
 
 /// Where `AIRMY_IDEMPOTENCY` keeps claimed and processed event ids.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum IdempotencySetting {
     /// In this process (`memory`): up to 100,000 ids.
     Memory,
     /// On the Redis server at this URL, shared by every receiver using it.
     Redis(String),
+}
+
+impl fmt::Debug for IdempotencySetting {
+    /// Shows a Redis URL without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("Memory"),
+            Self::Redis(url) => f
+                .debug_tuple("Redis")
+                .field(&redact_credentials(url))
+                .finish(),
+        }
+    }
 }
 
 impl ReceiverConfig {
@@ -130,6 +161,14 @@ impl ReceiverConfig {
             })?;
             builder = builder.tolerance(Duration::from_secs(secs));
         }
+        let handler_delay = match lookup("AIRMY_HANDLER_DELAY_MS") {
+            None => Duration::ZERO,
+            Some(text) => Duration::from_millis(text.trim().parse().map_err(|_| {
+                ConfigError(format!(
+                    "AIRMY_HANDLER_DELAY_MS must be a whole number of milliseconds, got {text:?}"
+                ))
+            })?),
+        };
         let listen = lookup("AIRMY_LISTEN")
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
@@ -149,6 +188,7 @@ impl ReceiverConfig {
             verifier: builder.build(),
             listen,
             idempotency,
+            handler_delay,
         })
     }
 }
@@ -164,12 +204,101 @@ pub fn redact_credentials(url: &str) -> String {
     }
 }
 
-/// Logs to standard error at `INFO` (standard output carries only the address line).
+/// Logs to standard error at `INFO` (standard output carries only the contract's lines), in
+/// colour only when standard error is a terminal.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true)
         .init();
+}
+
+/// Resolves when the process gets SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Waits (up to [`SHUTDOWN_GRACE`]) for guarded handlers that are still running: they run
+/// detached from their connections, so stopping the server does not stop them.
+pub async fn drain(guard: Option<&Idempotency>) {
+    if let Some(guard) = guard {
+        if guard.running() > 0 {
+            tracing::info!(target: "airmy_receiver", running = guard.running(), "waiting for running handlers");
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, guard.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(target: "airmy_receiver", running = guard.running(), "handlers still running at shutdown");
+        }
+    }
+}
+
+/// Serves an axum app on `listener` with hyper directly, so that a request's headers must
+/// arrive within [`HEADER_TIMEOUT`] (`axum::serve` has no such setting), until `shutdown`
+/// resolves; then stops accepting, lets open connections finish their requests, and returns.
+///
+/// # Errors
+///
+/// Only when accepting fails for good (the listener is closed).
+pub async fn serve_axum(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: wait a little, keep serving.
+                Err(err) => {
+                    tracing::warn!(target: "airmy_receiver", error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that hangs up or times out is not the server's failure.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+    Ok(())
 }
 
 /// Prints the line the tests and the demo wait for, exactly `listening on http://HOST:PORT`.
@@ -245,6 +374,31 @@ mod tests {
             redact_credentials("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+        let config = ReceiverConfig::from_lookup(lookup(&[
+            ("AIRMY_WEBHOOK_SECRET", "whsec_topsecret"),
+            ("AIRMY_IDEMPOTENCY", "redis://user:hunter2@127.0.0.1:6379/0"),
+        ]))
+        .expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(shown.contains("[redacted]@127.0.0.1:6379"), "{shown}");
+    }
+
+    #[test]
+    fn handler_delay_is_whole_milliseconds() {
+        let with = |v: &str| {
+            ReceiverConfig::from_lookup(lookup(&[
+                ("AIRMY_WEBHOOK_SECRET", "s"),
+                ("AIRMY_HANDLER_DELAY_MS", v),
+            ]))
+        };
+        assert_eq!(
+            with("1500").expect("ok").handler_delay,
+            Duration::from_millis(1500)
+        );
+        assert!(with("1.5").is_err());
+        assert!(with("-1").is_err());
     }
 
     #[test]

@@ -263,6 +263,20 @@ async fn usage_errors_exit_2_with_a_clear_message() {
     let (code, _, err) = tool(&["send", "--url", "http://127.0.0.1:9/x", "--secret", ""]).await;
     assert_eq!(code, 2);
     assert!(err.contains("the secret is empty"), "{err}");
+    let url = "http://127.0.0.1:9/x";
+    for (flag, value, expected) in [
+        ("--timeout", "1e20", "--timeout must be"),
+        ("--timeout", "0", "--timeout must be"),
+        ("--timeout", "NaN", "--timeout must be"),
+        ("--backoff-scale", "1e300", "--backoff-scale must be"),
+        ("--backoff-scale", "-1", "--backoff-scale must be"),
+        ("--backoff-scale", "inf", "--backoff-scale must be"),
+    ] {
+        let (code, _, err) = tool(&["send", "--url", url, "--secret", "s", flag, value]).await;
+        assert_eq!(code, 2, "{flag} {value}: {err}");
+        assert!(err.contains(expected), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{flag} {value}: {err}");
+    }
 }
 
 #[tokio::test]

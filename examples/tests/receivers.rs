@@ -210,7 +210,7 @@ async fn receivers_answer_repeated_deliveries_as_duplicates_with_idempotency_on(
 
 #[tokio::test]
 async fn an_axum_and_an_actix_receiver_sharing_redis_process_an_event_once() {
-    let redis = testing::RedisServer::start_private();
+    let redis = test_support::RedisServer::start_private();
     let envs = [
         ("AIRMY_WEBHOOK_SECRET", testing::SECRET),
         ("AIRMY_IDEMPOTENCY", redis.url()),

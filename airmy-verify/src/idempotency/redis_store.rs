@@ -5,11 +5,31 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Claim, IdempotencyStore, StoreError, StoreFuture};
+use super::{Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreFuture};
 
-/// Commits the claim when the caller's token still holds it.
-const COMMIT: &str = r"
+/// Claims a free id (or one already claimed with the caller's token, whose reply was lost),
+/// in one round trip: 1 claimed, 2 done, 0 in flight.
+const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == 'done' then return 2 end
+return 0";
+
+/// Extends the claim when the caller's token still holds it: 1 extended, 0 not held.
+const EXTEND: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+/// Commits unless another token claimed or committed the id since the caller's claim
+/// expired: 1 committed, 0 lost. The same rule as the memory store's.
+const COMMIT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or v == ARGV[1] then
   redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
   return 1
 end
@@ -25,9 +45,10 @@ return 0";
 /// An [`IdempotencyStore`] on Redis (feature `redis`; `rediss://` with feature `redis-tls`),
 /// for several replicas sharing state.
 ///
-/// A claim is `SET key token NX PX lease`; a commit sets the key to `done` for the retention
-/// and a release deletes it, each in a small Lua script that first checks the token, so one
-/// replica never commits or releases another's claim. Keys are `airmy:idempotency:<event id>`
+/// A claim sets the key to a random token for the lease, an extension renews it, a commit sets
+/// it to `done` for the retention and a release deletes it, each in one small Lua script (one
+/// round trip) that first checks the token, so one replica never commits, extends or releases
+/// another's claim. Keys are `airmy:idempotency:<event id>`
 /// unless [`RedisStore::prefix`] says otherwise. The connection is a `redis` connection manager
 /// that reconnects by itself; every command times out after 1 s (by default) so an unreachable
 /// Redis turns into a [`StoreError`] quickly and the guard's policy decides.
@@ -46,6 +67,8 @@ return 0";
 pub struct RedisStore {
     connection: ConnectionManager,
     prefix: String,
+    claim: redis::Script,
+    extend: redis::Script,
     commit: redis::Script,
     release: redis::Script,
 }
@@ -111,6 +134,8 @@ impl RedisStore {
         Ok(Self {
             connection,
             prefix: "airmy:idempotency:".to_owned(),
+            claim: redis::Script::new(CLAIM),
+            extend: redis::Script::new(EXTEND),
             commit: redis::Script::new(COMMIT),
             release: redis::Script::new(RELEASE),
         })
@@ -141,41 +166,46 @@ fn redis_error(err: redis::RedisError) -> StoreError {
     StoreError::new(format!("Redis: {err}"))
 }
 
+/// Milliseconds for `PX`/`PEXPIRE`: at least 1, at most [`MAX_DURATION`] (Redis refuses an
+/// expiry that overflows its clock, which `Duration::MAX` would).
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.min(MAX_DURATION).as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 impl IdempotencyStore for RedisStore {
     fn claim<'a>(&'a self, id: &'a str, token: &'a str, lease: Duration) -> StoreFuture<'a, Claim> {
         Box::pin(async move {
-            let key = self.key(id);
             let mut connection = self.connection.clone();
-            // A claim that expires between SET and GET is simply tried once more.
-            for _ in 0..2 {
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(lease))
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(redis_error)?;
-                if set.is_some() {
-                    return Ok(Claim::Claimed);
-                }
-                let value: Option<String> = redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(redis_error)?;
-                match value.as_deref() {
-                    Some("done") => return Ok(Claim::Done),
-                    Some(_) => return Ok(Claim::InFlight),
-                    None => {}
-                }
-            }
-            Ok(Claim::InFlight)
+            let found: i64 = self
+                .claim
+                .key(self.key(id))
+                .arg(token)
+                .arg(millis(lease))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            Ok(match found {
+                1 => Claim::Claimed,
+                2 => Claim::Done,
+                _ => Claim::InFlight,
+            })
+        })
+    }
+
+    fn extend<'a>(&'a self, id: &'a str, token: &'a str, lease: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let extended: i64 = self
+                .extend
+                .key(self.key(id))
+                .arg(token)
+                .arg(millis(lease))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            Ok(extended == 1)
         })
     }
 
@@ -184,10 +214,10 @@ impl IdempotencyStore for RedisStore {
         id: &'a str,
         token: &'a str,
         retention: Duration,
-    ) -> StoreFuture<'a, ()> {
+    ) -> StoreFuture<'a, Commit> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let _: i64 = self
+            let committed: i64 = self
                 .commit
                 .key(self.key(id))
                 .arg(token)
@@ -195,7 +225,11 @@ impl IdempotencyStore for RedisStore {
                 .invoke_async(&mut connection)
                 .await
                 .map_err(redis_error)?;
-            Ok(())
+            Ok(if committed == 1 {
+                Commit::Committed
+            } else {
+                Commit::Lost
+            })
         })
     }
 

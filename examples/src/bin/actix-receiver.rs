@@ -5,20 +5,30 @@
 //! AIRMY_WEBHOOK_SECRET=whsec_... cargo run --release -p examples --bin actix-receiver
 //! ```
 //!
-//! The same contract as `axum-receiver`: configuration from `AIRMY_WEBHOOK_SECRET`,
-//! `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN`, `AIRMY_TOLERANCE_SECS` and
-//! `AIRMY_IDEMPOTENCY`; prints
-//! `listening on http://HOST:PORT` when ready; answers an accepted event with 200 and
-//! `{"id":"<event id>","type":"<event type>"}`, a refused one with the core's status and body.
+//! The same contract as `axum-receiver` (see the `examples` crate docs): configuration from
+//! `AIRMY_WEBHOOK_SECRET`, `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN`,
+//! `AIRMY_TOLERANCE_SECS`, `AIRMY_IDEMPOTENCY` and `AIRMY_HANDLER_DELAY_MS`; prints
+//! `listening on http://HOST:PORT` (once, even when the address resolves to several) when
+//! ready and `handled <id> <type>` per handling. SIGTERM or Ctrl-C: stops accepting, lets
+//! running handlers finish, exits 0.
 
 use actix_web::{App, HttpServer};
+use examples::apps::{Handling, actix_app};
 
 #[actix_web::main]
 async fn main() {
     let (config, guard) = examples::start_or_exit().await;
-    let routes =
-        examples::apps::actix_app(config.verifier, examples::apps::Accepted::default(), guard);
-    let server = HttpServer::new(move || App::new().configure(routes.clone())).workers(2);
+    let routes = actix_app(
+        config.verifier,
+        Handling::printing(config.handler_delay),
+        guard.clone(),
+    );
+    let server = HttpServer::new(move || App::new().configure(routes.clone()))
+        .workers(2)
+        .client_request_timeout(examples::HEADER_TIMEOUT)
+        .shutdown_timeout(examples::SHUTDOWN_GRACE.as_secs())
+        // Signals are handled below, so running handlers can finish before workers stop.
+        .disable_signals();
     let server = match server.bind(&config.listen) {
         Ok(server) => server,
         Err(err) => {
@@ -26,10 +36,23 @@ async fn main() {
             std::process::exit(examples::EXIT_CONFIG);
         }
     };
-    for addr in server.addrs() {
-        examples::announce(addr);
+    match server.addrs().first() {
+        Some(addr) => examples::announce(*addr),
+        None => {
+            eprintln!("error: no local address");
+            std::process::exit(1);
+        }
     }
-    if let Err(err) = server.run().await {
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        examples::shutdown_signal().await;
+        // Stop accepting, let detached handlers finish (they run on the workers), then stop.
+        handle.pause().await;
+        examples::drain(guard.as_ref()).await;
+        handle.stop(true).await;
+    });
+    if let Err(err) = server.await {
         eprintln!("error: server failed: {err}");
         std::process::exit(1);
     }

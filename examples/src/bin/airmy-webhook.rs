@@ -153,12 +153,21 @@ fn send(args: SendArgs) -> Result<ExitCode, String> {
             args.url
         ));
     }
-    if !(args.backoff_scale.is_finite() && args.backoff_scale >= 0.0) {
-        return Err("--backoff-scale must be a number of at least 0".into());
-    }
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        return Err("--timeout must be a positive number of seconds".into());
-    }
+    // Every wait and the timeout must be representable as a `Duration`: 1e20 s or a scale
+    // of 1e300 is a usage error, not a panic.
+    let waits: Vec<Duration> = DELAYS
+        .iter()
+        .map(|delay| {
+            (args.backoff_scale >= 0.0)
+                .then(|| Duration::try_from_secs_f64(delay.as_secs_f64() * args.backoff_scale).ok())
+                .flatten()
+        })
+        .collect::<Option<_>>()
+        .ok_or("--backoff-scale must be a number of at least 0, small enough for the waits to fit in a duration")?;
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or("--timeout must be a positive number of seconds that fits in a duration")?;
     let body = match &args.file {
         Some(path) => Bytes::from(read_input(Some(path))?),
         None => testing::sample_event(&args.event_type)
@@ -169,7 +178,7 @@ fn send(args: SendArgs) -> Result<ExitCode, String> {
     let signature = airmy_verify::sign(&body, &args.secret);
     let attempts = if args.no_retry { 1 } else { args.attempts };
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs_f64(args.timeout))
+        .timeout(timeout)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -221,7 +230,7 @@ fn send(args: SendArgs) -> Result<ExitCode, String> {
                 ),
             };
             if attempt < attempts {
-                let wait = DELAYS[(attempt - 1) as usize].mul_f64(args.backoff_scale);
+                let wait = waits[(attempt - 1) as usize];
                 println!(
                     "attempt {attempt}/{attempts}: {outcome}; retrying in {:.2} s",
                     wait.as_secs_f64()

@@ -4,16 +4,19 @@
 //! AIRMY_WEBHOOK_SECRET=whsec_... cargo run --release -p examples --bin axum-receiver
 //! ```
 //!
-//! Configuration is in the `examples` crate docs (`AIRMY_WEBHOOK_SECRET`,
-//! `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN`, `AIRMY_TOLERANCE_SECS`,
-//! `AIRMY_IDEMPOTENCY`). Prints
-//! `listening on http://HOST:PORT` when ready; answers an accepted event with 200 and
-//! `{"id":"<event id>","type":"<event type>"}`, a refused one with the core's status and body.
+//! Configuration and the stdout contract are in the `examples` crate docs
+//! (`AIRMY_WEBHOOK_SECRET`, `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN`,
+//! `AIRMY_TOLERANCE_SECS`, `AIRMY_IDEMPOTENCY`, `AIRMY_HANDLER_DELAY_MS`). Prints
+//! `listening on http://HOST:PORT` when ready and `handled <id> <type>` per handling; answers
+//! an accepted event with 200 and `{"id":"<event id>","type":"<event type>"}`, a refused one
+//! with the core's status and body. SIGTERM or Ctrl-C: stops accepting, lets running handlers
+//! finish, exits 0.
+
+use examples::apps::{Handling, axum_app};
 
 #[tokio::main]
 async fn main() {
     let (config, guard) = examples::start_or_exit().await;
-    let app = examples::apps::axum_app(config.verifier, examples::apps::Accepted::default(), guard);
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -21,6 +24,11 @@ async fn main() {
             std::process::exit(examples::EXIT_CONFIG);
         }
     };
+    let app = axum_app(
+        config.verifier,
+        Handling::printing(config.handler_delay),
+        guard.clone(),
+    );
     match listener.local_addr() {
         Ok(addr) => examples::announce(addr),
         Err(err) => {
@@ -28,14 +36,9 @@ async fn main() {
             std::process::exit(1);
         }
     }
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
+    if let Err(err) = examples::serve_axum(listener, app, examples::shutdown_signal()).await {
         eprintln!("error: server failed: {err}");
         std::process::exit(1);
     }
+    examples::drain(guard.as_ref()).await;
 }

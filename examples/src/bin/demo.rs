@@ -20,7 +20,7 @@ use airmy_verify::testing::{self, Delivery, EventBuilder};
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{DEFAULT_MAX_BODY_SIZE, Secret, Verifier};
 use bytes::Bytes;
-use examples::apps::{self, Accepted};
+use examples::apps::{self, Handling};
 
 /// One delivery of the demo and what both receivers must answer.
 struct Row {
@@ -179,14 +179,16 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         .previous_secret(Secret::new(previous.as_str())?)
         .build();
 
-    let axum_ran = Accepted::default();
+    let axum_handling = Handling::default();
+    let axum_ran = axum_handling.completed.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let axum_url = format!("http://{}{}", listener.local_addr()?, apps::PATH);
-    let app = apps::axum_app(verifier.clone(), axum_ran.clone(), None);
+    let app = apps::axum_app(verifier.clone(), axum_handling, None);
     actix_web::rt::spawn(async move { axum::serve(listener, app).await });
 
-    let actix_ran = Accepted::default();
-    let routes = apps::actix_app(verifier, actix_ran.clone(), None);
+    let actix_handling = Handling::default();
+    let actix_ran = actix_handling.completed.clone();
+    let routes = apps::actix_app(verifier, actix_handling, None);
     let server = HttpServer::new(move || App::new().configure(routes.clone()))
         .workers(1)
         .disable_signals()

@@ -1,0 +1,190 @@
+//! [`ResponseFuture`]: reads and verifies a delivery, then runs the inner service.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use airmy_verify::{Error, Intake};
+use bytes::{Buf, Bytes};
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::body::ResponseBody;
+use crate::rejection::error_response;
+use crate::service::BoxError;
+
+pin_project! {
+    /// The future of [`AirmyVerify`](crate::AirmyVerify): reads and verifies the delivery,
+    /// then runs the inner service, or answers the rejection. It allocates nothing of its own
+    /// unless the body is slow to arrive (then it arms the body timeout).
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        #[pin]
+        state: State<S, S::Future, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, F, ReqBody> {
+        Reading {
+            #[pin]
+            body: ReqBody,
+            reading: Option<Reading<S>>,
+        },
+        Calling {
+            #[pin]
+            future: F,
+        },
+        Rejected {
+            response: Option<Response<Full<Bytes>>>,
+        },
+    }
+}
+
+/// What the future holds while it reads the body.
+struct Reading<S> {
+    intake: Intake,
+    parts: Parts,
+    inner: S,
+    started: Instant,
+    timeout: Duration,
+    /// Armed the first time the body is not ready, so a body that arrives with its headers
+    /// (the usual case) costs no timer.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    pub(crate) fn reading(
+        body: ReqBody,
+        intake: Intake,
+        parts: Parts,
+        inner: S,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            state: State::Reading {
+                body,
+                reading: Some(Reading {
+                    intake,
+                    parts,
+                    inner,
+                    started: Instant::now(),
+                    timeout,
+                    deadline: None,
+                }),
+            },
+        }
+    }
+
+    pub(crate) fn rejected(err: &Error) -> Self {
+        Self {
+            state: State::Rejected {
+                response: Some(error_response(err)),
+            },
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Reading { body, reading } => {
+                    let read = reading.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    let result = ready!(read.poll_body(body, cx));
+                    let reading = reading.take().expect(POLLED_AFTER_COMPLETION);
+                    match result.and_then(|()| reading.intake.finish()) {
+                        Ok(verified) => {
+                            let Reading {
+                                mut parts,
+                                mut inner,
+                                ..
+                            } = reading;
+                            let bytes = verified.bytes().clone();
+                            parts.extensions.insert(verified);
+                            State::Calling {
+                                future: inner.call(Request::from_parts(parts, Full::new(bytes))),
+                            }
+                        }
+                        Err(err) => State::Rejected {
+                            response: Some(error_response(&err)),
+                        },
+                    }
+                }
+                StateProj::Calling { future } => {
+                    return future.poll(cx).map_ok(|r| r.map(ResponseBody::inner));
+                }
+                StateProj::Rejected { response } => {
+                    let response = response.take().expect(POLLED_AFTER_COMPLETION);
+                    return Poll::Ready(Ok(response.map(ResponseBody::full)));
+                }
+            };
+            state.set(next);
+        }
+    }
+}
+
+impl<S> Reading<S> {
+    /// Reads `body` into the intake to its end, within the verifier's limit and body timeout.
+    fn poll_body<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        loop {
+            match body.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(mut data) = frame.into_data() {
+                        // `Bytes` hands itself over here without a copy.
+                        self.intake.push(data.copy_to_bytes(data.remaining()))?;
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(Error::BodyRead)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    let deadline = self.deadline.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep_until(self.started + self.timeout))
+                    });
+                    ready!(deadline.as_mut().poll(cx));
+                    return Poll::Ready(Err(Error::BodyTimeout));
+                }
+            }
+        }
+    }
+}
+
+impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<Full<Bytes>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,230 @@
+//! The Redis store (feature `redis`) against a real `redis-server`: the same claim, extend,
+//! commit and release rules as the memory store, one Lua script per call.
+//!
+//! `test_support::RedisServer` uses `AIRMY_REDIS_URL` when set, or starts a `redis-server` of
+//! its own; every test uses keys under a prefix of its own, so they can share a server.
+#![cfg(feature = "redis")]
+
+use std::time::Duration;
+
+use airmy_verify::idempotency::{
+    Begin, Claim, Commit, Idempotency, IdempotencyStore, MAX_DURATION, RedisStore,
+};
+use test_support::RedisServer;
+
+const LONG: Duration = Duration::from_secs(60);
+// Generous margins: a loaded CI machine may pause a task for tens of milliseconds.
+const SHORT: Duration = Duration::from_millis(300);
+const PAST_SHORT: Duration = Duration::from_millis(450);
+
+/// A store on `server` whose keys live under a prefix unique to `test`.
+async fn store(server: &RedisServer, test: &str) -> RedisStore {
+    RedisStore::connect(server.url())
+        .await
+        .expect("connects to the test redis-server")
+        .prefix(format!("airmy-verify-test:{}:{test}:", std::process::id()))
+}
+
+/// The remaining time to live of `id`'s key, in milliseconds (`PTTL`: -1 for no expiry,
+/// -2 for no key).
+async fn pttl(server: &RedisServer, test: &str, id: &str) -> i64 {
+    let client = redis::Client::open(server.url()).expect("URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    redis::cmd("PTTL")
+        .arg(format!(
+            "airmy-verify-test:{}:{test}:{id}",
+            std::process::id()
+        ))
+        .query_async(&mut connection)
+        .await
+        .expect("PTTL")
+}
+
+#[tokio::test]
+async fn claim_in_flight_commit_done() {
+    let server = RedisServer::start();
+    let store = store(&server, "basic").await;
+    assert_eq!(store.claim("e", "a", LONG).await, Ok(Claim::Claimed));
+    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::InFlight));
+    // Another token can neither release nor commit nor extend the claim.
+    store.release("e", "b").await.expect("release");
+    assert_eq!(store.commit("e", "b", LONG).await, Ok(Commit::Lost));
+    assert_eq!(store.extend("e", "b", LONG).await, Ok(false));
+    assert_eq!(store.claim("e", "c", LONG).await, Ok(Claim::InFlight));
+    // Its own token can.
+    assert_eq!(store.extend("e", "a", LONG).await, Ok(true));
+    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Committed));
+    assert_eq!(store.claim("e", "d", LONG).await, Ok(Claim::Done));
+    assert_eq!(store.claim("e", "a", LONG).await, Ok(Claim::Done));
+    assert_eq!(
+        store.commit("e", "x", LONG).await,
+        Ok(Commit::Lost),
+        "a commit never overwrites another's"
+    );
+    assert_eq!(
+        store.extend("e", "a", LONG).await,
+        Ok(false),
+        "done is no claim"
+    );
+    // A release frees the claim for the next delivery.
+    assert_eq!(store.claim("f", "a", LONG).await, Ok(Claim::Claimed));
+    store.release("f", "a").await.expect("release");
+    assert_eq!(store.claim("f", "b", LONG).await, Ok(Claim::Claimed));
+    let ttl = pttl(&server, "basic", "e").await;
+    assert!(
+        ttl > 0 && ttl <= 60_000,
+        "committed for the retention: {ttl} ms"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_retried_with_the_same_token_is_claimed() {
+    let server = RedisServer::start();
+    let store = store(&server, "retry").await;
+    assert_eq!(store.claim("e", "a", SHORT).await, Ok(Claim::Claimed));
+    // The reply to the first claim was lost, say: the retry is the caller's claim again and
+    // renews the lease.
+    assert_eq!(store.claim("e", "a", LONG).await, Ok(Claim::Claimed));
+    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::InFlight));
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(
+        store.claim("e", "b", LONG).await,
+        Ok(Claim::InFlight),
+        "the retried claim set the longer lease"
+    );
+    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Committed));
+}
+
+#[tokio::test]
+async fn extending_keeps_a_claim_past_its_first_lease() {
+    let server = RedisServer::start();
+    let store = store(&server, "extend").await;
+    assert_eq!(store.claim("e", "a", SHORT).await, Ok(Claim::Claimed));
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(store.extend("e", "a", SHORT).await, Ok(true));
+    }
+    // 450 ms after the claim, past its first lease: still held.
+    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::InFlight));
+    tokio::time::sleep(PAST_SHORT).await;
+    // Not extended any more: it expired.
+    assert_eq!(store.extend("e", "a", SHORT).await, Ok(false));
+    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::Claimed));
+}
+
+#[tokio::test]
+async fn a_late_commit_with_nobody_else_s_claim_is_recorded() {
+    let server = RedisServer::start();
+    let store = store(&server, "late").await;
+    assert_eq!(store.claim("e", "a", SHORT).await, Ok(Claim::Claimed));
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(pttl(&server, "late", "e").await, -2, "the claim expired");
+    // The lease ran out and nobody claimed the id: the late commit is recorded.
+    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Committed));
+    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::Done));
+}
+
+#[tokio::test]
+async fn a_late_commit_after_another_claim_is_lost() {
+    let server = RedisServer::start();
+    let store = store(&server, "lost").await;
+    assert_eq!(store.claim("e", "a", SHORT).await, Ok(Claim::Claimed));
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(store.extend("e", "a", LONG).await, Ok(false), "expired");
+    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::Claimed));
+    // Another delivery holds the id now: the late commit is reported lost, not recorded.
+    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Lost));
+    assert_eq!(
+        store.claim("e", "c", LONG).await,
+        Ok(Claim::InFlight),
+        "b's claim stays"
+    );
+    assert_eq!(store.extend("e", "b", LONG).await, Ok(true));
+    // And its own commit goes through.
+    assert_eq!(store.commit("e", "b", LONG).await, Ok(Commit::Committed));
+    assert_eq!(store.claim("e", "c", LONG).await, Ok(Claim::Done));
+    // A late commit after another's commit is lost too, and leaves the id done.
+    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Lost));
+    assert_eq!(store.claim("e", "c", LONG).await, Ok(Claim::Done));
+}
+
+#[tokio::test]
+async fn a_guard_retaining_ids_for_duration_max_commits() {
+    let server = RedisServer::start();
+    let guard = Idempotency::with_retention(store(&server, "max").await, Duration::MAX)
+        .lease(Duration::MAX);
+    assert_eq!(guard.retention(), MAX_DURATION);
+    let Begin::Run(ticket) = guard.begin("evt_1").await else {
+        panic!("the first delivery runs")
+    };
+    assert!(matches!(guard.begin("evt_1").await, Begin::InFlight { .. }));
+    // This used to fail in Redis with "value is not an integer or out of range".
+    ticket.finish(true).await;
+    assert!(matches!(
+        guard.begin("evt_1").await,
+        Begin::Duplicate { .. }
+    ));
+    let ttl = pttl(&server, "max", "evt_1").await;
+    let max_ms = i64::try_from(MAX_DURATION.as_millis()).expect("fits");
+    assert!(
+        ttl > max_ms - 60_000 && ttl <= max_ms,
+        "kept for MAX_DURATION, not forever: {ttl} ms"
+    );
+
+    // The store itself clamps every duration alike.
+    let store = store(&server, "max-store").await;
+    assert_eq!(
+        store.claim("e", "a", Duration::MAX).await,
+        Ok(Claim::Claimed)
+    );
+    assert_eq!(store.extend("e", "a", Duration::MAX).await, Ok(true));
+    assert_eq!(
+        store.commit("e", "a", Duration::MAX).await,
+        Ok(Commit::Committed)
+    );
+    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::Done));
+}
+
+#[tokio::test]
+async fn a_guarded_handler_slower_than_the_lease_keeps_its_claim() {
+    let server = RedisServer::start();
+    let guard = Idempotency::with_retention(store(&server, "slow").await, LONG).lease(SHORT);
+    let running = guard.clone();
+    let handler = tokio::spawn(async move {
+        running
+            .run(
+                "evt_slow",
+                (),
+                |()| async {
+                    tokio::time::sleep(Duration::from_millis(1200)).await;
+                    Ok::<u16, ()>(200)
+                },
+                |status| *status == 200,
+            )
+            .await
+    });
+    while guard.running() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Well past the 300 ms lease, the claim is still held: the guard extends it.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(matches!(
+            guard.begin("evt_slow").await,
+            Begin::InFlight { .. }
+        ));
+    }
+    guard.wait_idle().await;
+    assert_eq!(guard.running(), 0);
+    assert!(matches!(
+        handler.await.expect("joins"),
+        airmy_verify::idempotency::Guarded::Ran(Ok(200))
+    ));
+    assert!(matches!(
+        guard.begin("evt_slow").await,
+        Begin::Duplicate { .. }
+    ));
+}
