@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, test, web};
 use airmy_verify::event::RunCompleted;
 use airmy_verify::testing::{self, Case};
-use airmy_verify_actix::{AirmyError, AirmyEvent, AirmyVerify, VerifiedBytes};
+use airmy_verify_actix::{AirmyDelivery, AirmyError, AirmyEvent, AirmyVerify};
 use serde_json::{Value, json};
 
 const PATH: &str = "/hooks/airmy";
@@ -226,7 +226,7 @@ async fn handlers_behind_the_middleware_see_the_same_bytes() {
             web::Bytes::from_static(b"\"pipeline.completed\"")
         )
     );
-    async fn bytes(VerifiedBytes(payload): VerifiedBytes) -> web::Bytes {
+    async fn bytes(AirmyDelivery(payload): AirmyDelivery) -> web::Bytes {
         assert_eq!(payload.event_type(), "pipeline.completed");
         payload.into_bytes()
     }
@@ -296,7 +296,7 @@ async fn a_body_of_one_chunk_reaches_the_raw_view_without_a_copy() {
     let seen = web::Data::new(AtomicUsize::new(0));
     async fn raw(
         seen: web::Data<AtomicUsize>,
-        VerifiedBytes(payload): VerifiedBytes,
+        AirmyDelivery(payload): AirmyDelivery,
     ) -> HttpResponse {
         seen.store(payload.bytes().as_ptr() as usize, Ordering::SeqCst);
         HttpResponse::Ok().finish()

@@ -9,11 +9,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, HttpResponse, test, web};
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
-use airmy_verify::testing::{self, Delivery, RedisServer};
+use airmy_verify::testing::{self, Delivery};
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{Secret, Verifier};
-use airmy_verify_actix::{AirmyEvent, AirmyVerify};
+use airmy_verify_actix::{AirmyEvent, AirmyIdempotency, AirmyVerify};
 use serde_json::{Value, json};
+use test_support::RedisServer;
 
 const PATH: &str = "/hooks/airmy";
 
@@ -68,7 +69,8 @@ async fn a_failed_attempt_is_retried_and_later_deliveries_are_duplicates() {
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(handler.clone()))
-            .wrap(AirmyVerify::new(verifier()).idempotency(guard))
+            .wrap(AirmyIdempotency::new(guard))
+            .wrap(AirmyVerify::new(verifier()))
             .route(PATH, web::post().to(handle)),
     )
     .await;
@@ -112,7 +114,8 @@ async fn two_apps_sharing_redis_run_the_handler_once() {
             test::init_service(
                 App::new()
                     .app_data(web::Data::new(handler.clone()))
-                    .wrap(AirmyVerify::new(verifier()).idempotency(guard))
+                    .wrap(AirmyIdempotency::new(guard))
+            .wrap(AirmyVerify::new(verifier()))
                     .route(PATH, web::post().to(handle)),
             )
             .await,

@@ -49,7 +49,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -676,12 +676,14 @@ impl<K: DataKind> Parsed<K> {
     /// met first: every body gets one classification. That second pass runs only on failure.
     pub(crate) fn from_slice(body: &[u8]) -> Result<Self, Error> {
         serde_json::from_slice(body).map_err(|err| {
-            if err.classify() == serde_json::error::Category::Data {
-                if let Err(syntax) = serde_json::from_slice::<IgnoredAny>(body) {
-                    return Error::from_json(&syntax);
+            // The second pass builds a `Value`, which checks what skipping over `data` would
+            // not (nesting depth, number ranges), wherever `data` sits in the body.
+            match serde_json::from_slice::<Value>(body) {
+                Err(syntax) if err.classify() == serde_json::error::Category::Data => {
+                    Error::from_json(&syntax)
                 }
+                _ => Error::from_json(&err),
             }
-            Error::from_json(&err)
         })
     }
 }

@@ -399,13 +399,10 @@ fn a_number_out_of_range_is_invalid_json_on_every_path() {
     assert!(every_path::<Event>(&verifier, &d).is_ok());
 }
 
-/// The same bodies with `data` before `type` must get the same classification (400
-/// `invalid_json`). Today they get 422 `invalid_envelope`: the buffered `data` is parsed
-/// again after `type`, its syntax error is wrapped as a custom (data) error, and the
-/// plain-JSON second pass (`IgnoredAny`) cannot catch it, since serde_json skips values
-/// without a depth limit or a range check. See the report; un-ignore once the core is fixed.
+/// The same bodies with `data` before `type` get the same classification (400
+/// `invalid_json`): the buffered `data` is parsed again after `type`, and its syntax error
+/// must not turn into a data (422) error on that path.
 #[test]
-#[ignore = "core bug: data-before-type bodies are classified 422 instead of 400 (event.rs)"]
 fn json_classification_does_not_depend_on_key_order() {
     let verifier = testing::conformance_verifier();
     let deep = nested(100_000);

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
-use airmy_verify::testing::{self, RedisServer};
+use airmy_verify::testing;
+use test_support::RedisServer;
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{Secret, Verifier};
 use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
@@ -28,16 +29,14 @@ fn verifier() -> Verifier {
 }
 
 fn app(guard: Option<Idempotency>) -> Router {
-    let mut layer = AirmyVerifyLayer::new(verifier());
-    if let Some(guard) = guard {
-        layer = layer.idempotency(guard);
+    let router = Router::new().route(
+        "/hooks/airmy",
+        post(|AirmyEvent(e): AirmyEvent| async move { e.id }),
+    );
+    match guard {
+        Some(guard) => router.layer(AirmyVerifyLayer::new(verifier()).idempotency(guard)),
+        None => router.layer(AirmyVerifyLayer::new(verifier())),
     }
-    Router::new()
-        .route(
-            "/hooks/airmy",
-            post(|AirmyEvent(e): AirmyEvent| async move { e.id }),
-        )
-        .layer(layer)
 }
 
 /// A signed 1 KiB-class run.completed delivery with a new id each call.
