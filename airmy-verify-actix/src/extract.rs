@@ -14,11 +14,14 @@
 //! **Without it** they verify the request themselves with the [`Verifier`](airmy_verify::Verifier)
 //! in `app_data` (as `Verifier` or `web::Data<Verifier>`), refusing an over-limit
 //! `Content-Length` before reading and enforcing the limit and the body timeout while the body
-//! streams in; several of our extractors in one handler share one verification. Our extractor
-//! must then come **before** any other extractor that reads the body (`web::Bytes`, `String`,
-//! `web::Json`): one that finds the body already read answers **500**
-//! `{"error":"body_already_read"}` and logs why. With no verifier and no middleware they answer
-//! **500** `{"error":"verifier_not_configured"}`. An unverified body never reaches a handler.
+//! streams in; several of our extractors in one handler share one verification. Without the
+//! middleware, ours are then the **only** body extractors of the handler: actix creates every
+//! extractor before it runs any, so a `web::Bytes`, `String` or `web::Json` placed before ours
+//! takes the body first (ours then answer **500** `{"error":"body_already_read"}` and log why),
+//! and one placed after ours finds the body already taken (empty, or actix's own 400). For the
+//! raw bytes use [`AirmyDelivery`]; to mix with actix's body extractors, use the middleware.
+//! With no verifier and no middleware ours answer **500** `{"error":"verifier_not_configured"}`.
+//! An unverified body never reaches a handler.
 //!
 //! A typed extractor meeting another event type answers **422** with
 //! `{"error":"unexpected_event_type"}`: the delivery is authentic but this route cannot process

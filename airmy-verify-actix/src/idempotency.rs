@@ -119,9 +119,9 @@ where
         // Detached: the handler finishes and its outcome is recorded even if this request's
         // future is dropped (client gone, shutdown).
         let task = actix_web::rt::spawn(async move {
-            let success = |r: &ServiceResponse<B>| r.status().is_success();
+            let status = |r: &ServiceResponse<B>| r.status().as_u16();
             match guard
-                .run(&event_id, req, |req| service.call(req), success)
+                .run(&event_id, req, |req| service.call(req), status)
                 .await
             {
                 Guarded::Ran(response) => Ok(response?.map_into_left_body()),

@@ -115,7 +115,7 @@ async fn two_apps_sharing_redis_run_the_handler_once() {
                 App::new()
                     .app_data(web::Data::new(handler.clone()))
                     .wrap(AirmyIdempotency::new(guard))
-            .wrap(AirmyVerify::new(verifier()))
+                    .wrap(AirmyVerify::new(verifier()))
                     .route(PATH, web::post().to(handle)),
             )
             .await,

@@ -148,9 +148,9 @@ where
         // Detached: the handler finishes and its outcome is recorded even if this request's
         // future is dropped (client gone, shutdown, timeout layer).
         let task = tokio::spawn(async move {
-            let success = |r: &Response<ResBody>| r.status().is_success();
+            let status = |r: &Response<ResBody>| r.status().as_u16();
             match guard
-                .run(&event_id, request, |r| inner.call(r), success)
+                .run(&event_id, request, |r| inner.call(r), status)
                 .await
             {
                 Guarded::Ran(response) => response.map(|r| r.map(ResponseBody::inner)),

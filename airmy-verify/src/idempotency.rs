@@ -349,8 +349,9 @@ impl Idempotency {
     /// Runs a handler under the guard, the way adapters do: decides with [`Idempotency::begin`]
     /// first (so nothing of the handler runs for a duplicate), then calls `handler(input)`,
     /// extending the claim every third of the lease while it runs, and commits the id when
-    /// `succeeded` says its output is a success (a 2xx), or releases it when the output is
-    /// not, when the handler returns `Err`, or when it panics (the panic is then resumed).
+    /// the HTTP status of its output (`status`) is a 2xx, or releases it when it is not, when
+    /// the handler returns `Err`, or when it panics (the panic is then resumed). This is the
+    /// one place the "a 2xx commits" rule lives; adapters only say where the status is.
     /// When the handler does not run, `input` (the request) is given back.
     ///
     /// Adapters run this future as a task of its own, so that it completes even when the
@@ -360,7 +361,7 @@ impl Idempotency {
         event_id: &str,
         input: I,
         handler: H,
-        succeeded: impl FnOnce(&T) -> bool,
+        status: impl FnOnce(&T) -> u16,
     ) -> Guarded<Result<T, E>, I>
     where
         H: FnOnce(I) -> Fut,
@@ -380,7 +381,7 @@ impl Idempotency {
         };
         match outcome {
             Ok(Ok(output)) => {
-                ticket.finish(succeeded(&output)).await;
+                ticket.finish((200..300).contains(&status(&output))).await;
                 Guarded::Ran(Ok(output))
             }
             Ok(Err(err)) => {
@@ -978,18 +979,18 @@ mod tests {
         let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
         let guard = Idempotency::new(MemoryStore::new(10), &verifier).expect("guard");
         let ok = |status: u16| move |()| std::future::ready(Ok::<u16, ()>(status));
-        let is_2xx = |s: &u16| (200..300).contains(s);
+        let status = |s: &u16| *s;
         assert!(matches!(
-            guard.run("a", (), ok(500), is_2xx).await,
+            guard.run("a", (), ok(500), status).await,
             Guarded::Ran(Ok(500))
         ));
         let failed = guard
-            .run("a", (), |()| std::future::ready(Err::<u16, ()>(())), is_2xx)
+            .run("a", (), |()| std::future::ready(Err::<u16, ()>(())), status)
             .await;
         assert!(matches!(failed, Guarded::Ran(Err(()))));
         let panicked = AssertUnwindSafe(async {
             let handler = |()| async { panic!("handler panicked") };
-            guard.run("a", (), handler, |_: &u16| true).await as Guarded<Result<u16, ()>, ()>
+            guard.run("a", (), handler, |s: &u16| *s).await as Guarded<Result<u16, ()>, ()>
         })
         .catch_unwind()
         .await;
@@ -1000,7 +1001,7 @@ mod tests {
             "a panicked handler is not counted as running"
         );
         assert!(matches!(
-            guard.run("a", (), ok(200), is_2xx).await,
+            guard.run("a", (), ok(200), status).await,
             Guarded::Ran(Ok(200))
         ));
         let mut ran = false;
@@ -1012,7 +1013,7 @@ mod tests {
                     ran = true;
                     std::future::ready(Ok::<u16, ()>(200))
                 },
-                is_2xx,
+                status,
             )
             .await;
         assert!(!ran, "a duplicate never calls the handler");
@@ -1032,7 +1033,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 Ok::<u16, ()>(200)
             },
-            |_| true,
+            |s| *s,
         );
         let mut slow = pin!(slow);
         // Advance the paused clock in steps, with the handler running, and retry meanwhile.
@@ -1062,7 +1063,7 @@ mod tests {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         Ok::<u16, ()>(200)
                     },
-                    |_| true,
+                    |s| *s,
                 )
                 .await
         });
@@ -1091,6 +1092,52 @@ mod tests {
             block(guard.begin("evt_1")),
             Begin::Duplicate { .. }
         ));
+    }
+
+    /// A store whose claims are recorded but whose replies are lost (a Redis `SET` that
+    /// succeeded and then timed out): the claim exists, the caller sees an error.
+    struct LostReplies(Arc<MemoryStore>);
+
+    impl IdempotencyStore for LostReplies {
+        fn claim<'a>(
+            &'a self,
+            id: &'a str,
+            token: &'a str,
+            lease: Duration,
+        ) -> StoreFuture<'a, Claim> {
+            let _ = self.0.claim_now(id, token, lease);
+            Box::pin(std::future::ready(Err(StoreError::new("reply timed out"))))
+        }
+        fn extend<'a>(
+            &'a self,
+            id: &'a str,
+            token: &'a str,
+            lease: Duration,
+        ) -> StoreFuture<'a, bool> {
+            self.0.extend(id, token, lease)
+        }
+        fn commit<'a>(
+            &'a self,
+            id: &'a str,
+            token: &'a str,
+            retention: Duration,
+        ) -> StoreFuture<'a, Commit> {
+            self.0.commit(id, token, retention)
+        }
+        fn release<'a>(&'a self, id: &'a str, token: &'a str) -> StoreFuture<'a, ()> {
+            self.0.release(id, token)
+        }
+    }
+
+    #[test]
+    fn a_claim_whose_reply_was_lost_is_released() {
+        let store = Arc::new(MemoryStore::new(10));
+        let guard = Idempotency::with_retention(LostReplies(store.clone()), LONG)
+            .on_store_error(OnStoreError::Refuse);
+        assert!(matches!(block(guard.begin("evt")), Begin::Unavailable));
+        // The claim the store did record was freed: a retry is not "in flight" for a lease.
+        assert!(store.is_empty());
+        assert_eq!(block(store.claim("evt", "retry", LONG)), Ok(Claim::Claimed));
     }
 
     #[test]

@@ -202,7 +202,7 @@ async fn a_guarded_handler_slower_than_the_lease_keeps_its_claim() {
                     tokio::time::sleep(Duration::from_millis(1200)).await;
                     Ok::<u16, ()>(200)
                 },
-                |status| *status == 200,
+                |status| *status,
             )
             .await
     });

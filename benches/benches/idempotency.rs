@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
 use airmy_verify::testing;
-use test_support::RedisServer;
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{Secret, Verifier};
 use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
@@ -22,6 +21,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use test_support::RedisServer;
 use tower::ServiceExt;
 
 fn verifier() -> Verifier {

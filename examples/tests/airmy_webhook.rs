@@ -272,7 +272,8 @@ async fn usage_errors_exit_2_with_a_clear_message() {
         ("--backoff-scale", "-1", "--backoff-scale must be"),
         ("--backoff-scale", "inf", "--backoff-scale must be"),
     ] {
-        let (code, _, err) = tool(&["send", "--url", url, "--secret", "s", flag, value]).await;
+        let arg = format!("{flag}={value}");
+        let (code, _, err) = tool(&["send", "--url", url, "--secret", "s", &arg]).await;
         assert_eq!(code, 2, "{flag} {value}: {err}");
         assert!(err.contains(expected), "{flag} {value}: {err}");
         assert!(!err.contains("panicked"), "{flag} {value}: {err}");

@@ -312,10 +312,9 @@ async fn soak(bin: &str, store: &str, n: usize, concurrency: usize) {
                 } else {
                     Duration::from_millis(500)
                 };
-                if let Some((status, _)) = attempt(&client, &url, &d, timeout).await {
-                    if (200..300).contains(&status) {
-                        return (id, true);
-                    }
+                let answer = attempt(&client, &url, &d, timeout).await;
+                if answer.is_some_and(|(status, _)| (200..300).contains(&status)) {
+                    return (id, true);
                 }
             }
             (id, false)
