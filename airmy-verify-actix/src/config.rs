@@ -16,7 +16,7 @@
 //! ```
 
 use actix_web::{HttpRequest, web};
-use airmy_verify::Verifier;
+use airmy_verify::{Error, Verifier};
 
 use crate::error::AirmyError;
 
@@ -24,7 +24,7 @@ use crate::error::AirmyError;
 ///
 /// # Errors
 ///
-/// [`AirmyError::NotConfigured`] when neither is registered.
+/// [`Error::NotConfigured`] when neither is registered.
 pub(crate) fn verifier_from_req(req: &HttpRequest) -> Result<Verifier, AirmyError> {
     req.app_data::<Verifier>()
         .cloned()
@@ -32,5 +32,5 @@ pub(crate) fn verifier_from_req(req: &HttpRequest) -> Result<Verifier, AirmyErro
             req.app_data::<web::Data<Verifier>>()
                 .map(|d| d.get_ref().clone())
         })
-        .ok_or(AirmyError::NotConfigured)
+        .ok_or(AirmyError::Verify(Error::NotConfigured))
 }

@@ -2,9 +2,9 @@
 //!
 //! Every verification failure comes from the core as an [`airmy_verify::Error`]: its status
 //! (401, 413, 400 or 422), fixed JSON body and `tracing` event (target `airmy_verify`, `WARN`)
-//! are the core's. The failures of this crate's own are an extractor with no verifier in
-//! `app_data` and no middleware before it, and (without the middleware) a body another
-//! extractor read first: 500, logged at `ERROR`, and the body never reaches the handler.
+//! are the core's, 500 for a route no verifier covers included. The one failure of this
+//! crate's own is, without the middleware, a body another extractor read first: 500, logged at
+//! `ERROR`. The body never reaches the handler.
 //!
 //! # Example
 //!
@@ -28,15 +28,12 @@ use airmy_verify::Error;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum AirmyError {
-    /// The delivery failed a check of the core (see [`airmy_verify::error`]).
+    /// The delivery failed a check of the core (see [`airmy_verify::error`]), or no verifier
+    /// covers the route ([`Error::NotConfigured`], 500).
     Verify(Error),
-    /// No verifier in `app_data` (as `Verifier` or `web::Data<Verifier>`) and no middleware
-    /// before the extractor (or before [`AirmyIdempotency`](crate::AirmyIdempotency)): 500,
-    /// `{"error":"verifier_not_configured"}`.
-    NotConfigured,
     /// Without the middleware, another extractor (`web::Bytes`, `String`, `web::Json`, …)
-    /// read the body before ours could verify it: put our extractor first in the handler's
-    /// arguments, or use the [`AirmyVerify`](crate::AirmyVerify) middleware. 500,
+    /// read the body before ours could verify it: make ours the handler's only body
+    /// extractors, or use the [`AirmyVerify`](crate::AirmyVerify) middleware. 500,
     /// `{"error":"body_already_read"}`.
     BodyAlreadyRead,
 }
@@ -51,9 +48,6 @@ impl fmt::Display for AirmyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Verify(err) => err.fmt(f),
-            Self::NotConfigured => f.write_str(
-                "no AirmyVerify middleware before this route and no Verifier in app_data",
-            ),
             Self::BodyAlreadyRead => f.write_str(
                 "another extractor read the body before the AIRMY extractor could verify it",
             ),
@@ -65,7 +59,7 @@ impl std::error::Error for AirmyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Verify(err) => Some(err),
-            Self::NotConfigured | Self::BodyAlreadyRead => None,
+            Self::BodyAlreadyRead => None,
         }
     }
 }
@@ -76,7 +70,7 @@ impl ResponseError for AirmyError {
             Self::Verify(err) => {
                 StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
-            Self::NotConfigured | Self::BodyAlreadyRead => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BodyAlreadyRead => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -86,25 +80,15 @@ impl ResponseError for AirmyError {
                 err.log();
                 err.body()
             }
-            Self::NotConfigured => {
-                tracing::error!(
-                    target: "airmy_verify",
-                    status = 500,
-                    code = "verifier_not_configured",
-                    "an AIRMY extractor ran with no AirmyVerify middleware before it and no \
-                     Verifier in app_data; refusing the delivery"
-                );
-                r#"{"error":"verifier_not_configured"}"#
-            }
             Self::BodyAlreadyRead => {
                 tracing::error!(
                     target: "airmy_verify",
                     status = 500,
                     code = "body_already_read",
                     "another extractor (web::Bytes, String, web::Json, ...) read the body before \
-                     the AIRMY extractor: put the AIRMY extractor first in the handler's \
-                     arguments, or wrap the route in the AirmyVerify middleware; refusing the \
-                     delivery"
+                     the AIRMY extractor: without the AirmyVerify middleware the AIRMY \
+                     extractors must be the handler's only body extractors (AirmyDelivery has \
+                     the raw bytes); refusing the delivery"
                 );
                 r#"{"error":"body_already_read"}"#
             }

@@ -44,8 +44,8 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpMessage, HttpResponse, ResponseError};
-use airmy_verify::Verified;
 use airmy_verify::idempotency::{Guarded, Idempotency};
+use airmy_verify::{Error, Verified};
 use futures_util::future::{self, LocalBoxFuture, Ready};
 
 use crate::error::AirmyError;
@@ -109,7 +109,7 @@ where
             .get::<Verified>()
             .map(|v| v.id().to_owned())
         else {
-            let response = AirmyError::NotConfigured.error_response();
+            let response = AirmyError::Verify(Error::NotConfigured).error_response();
             return Box::pin(future::ready(Ok(req
                 .into_response(response)
                 .map_into_right_body())));

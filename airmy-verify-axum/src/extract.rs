@@ -58,7 +58,7 @@
 
 use std::ops::Deref;
 
-use airmy_verify::{Envelope, Event, EventData, Verified};
+use airmy_verify::{Envelope, Error, Event, EventData, Verified};
 use axum_core::extract::FromRequestParts;
 use http::request::Parts;
 
@@ -88,7 +88,7 @@ where
         let verified = parts
             .extensions
             .get_mut::<Verified>()
-            .ok_or(AirmyRejection::NotConfigured)?;
+            .ok_or(AirmyRejection(Error::NotConfigured))?;
         Ok(Self(verified.take_event()?))
     }
 }
@@ -119,6 +119,6 @@ where
             .get::<Verified>()
             .cloned()
             .map(Self)
-            .ok_or(AirmyRejection::NotConfigured)
+            .ok_or(AirmyRejection(Error::NotConfigured))
     }
 }

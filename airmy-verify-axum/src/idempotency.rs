@@ -43,14 +43,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use airmy_verify::Verified;
 use airmy_verify::idempotency::{Guarded, Idempotency};
+use airmy_verify::{Error, Verified};
 use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::rejection::{guard_response, json, not_configured_response};
+use crate::rejection::{error_response, guard_response, json};
 
 /// Applies [`AirmyIdempotency`] to a service. Configuration only; cheap to clone.
 ///
@@ -139,7 +139,7 @@ where
             .get::<Verified>()
             .map(|v| v.id().to_owned())
         else {
-            let response = not_configured_response().map(ResponseBody::full);
+            let response = error_response(&Error::NotConfigured).map(ResponseBody::full);
             return IdempotencyFuture(Box::pin(std::future::ready(Ok(response))));
         };
         let clone = self.inner.clone();

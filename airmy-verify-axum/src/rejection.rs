@@ -1,10 +1,9 @@
 //! Why the layer or an extractor refused a request, as an HTTP response.
 //!
-//! Every verification failure comes from the core as an [`airmy_verify::Error`]: its status
-//! (401, 413, 400 or 422), its fixed JSON body and its `tracing` event (target `airmy_verify`,
-//! level `WARN`) are the core's. The only rejection of this crate's own is a route with no
-//! verifier at all, which answers 500 and logs at `ERROR`: an unverified body never reaches a
-//! handler.
+//! Every refusal comes from the core as an [`airmy_verify::Error`]: its status (401, 413, 408,
+//! 400, 422, or 500 for a route no layer verified), its fixed JSON body and its `tracing` event
+//! (target `airmy_verify`) are the core's; this crate only turns them into responses. An
+//! unverified body never reaches a handler.
 //!
 //! # Example
 //!
@@ -27,79 +26,40 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::Full;
 
-const NOT_CONFIGURED_BODY: &str = r#"{"error":"verifier_not_configured"}"#;
-
-/// A request refused by [`AirmyVerifyLayer`](crate::AirmyVerifyLayer) or an extractor.
+/// A request refused by [`AirmyVerifyLayer`](crate::AirmyVerifyLayer), an extractor or the
+/// [`AirmyIdempotencyLayer`](crate::AirmyIdempotencyLayer): the core's [`Error`].
 #[derive(Debug)]
-#[non_exhaustive]
-pub enum AirmyRejection {
-    /// The delivery failed a check of the core (see [`airmy_verify::error`]).
-    Verify(Error),
-    /// An extractor or the [`AirmyIdempotencyLayer`](crate::AirmyIdempotencyLayer) ran on a
-    /// request no [`AirmyVerifyLayer`](crate::AirmyVerifyLayer) verified: 500,
-    /// `{"error":"verifier_not_configured"}`.
-    NotConfigured,
-}
+pub struct AirmyRejection(pub Error);
 
 impl AirmyRejection {
     /// The HTTP status of the response.
     #[must_use]
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Verify(err) => status_of(err),
-            Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        status_of(&self.0)
     }
 }
 
 impl From<Error> for AirmyRejection {
     fn from(err: Error) -> Self {
-        Self::Verify(err)
+        Self(err)
     }
 }
 
 impl fmt::Display for AirmyRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Verify(err) => err.fmt(f),
-            Self::NotConfigured => f.write_str("no AirmyVerifyLayer in front of this route"),
-        }
+        self.0.fmt(f)
     }
 }
 
 impl std::error::Error for AirmyRejection {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Verify(err) => Some(err),
-            Self::NotConfigured => None,
-        }
+        Some(&self.0)
     }
 }
 
 impl IntoResponse for AirmyRejection {
     fn into_response(self) -> Response {
-        match self {
-            Self::Verify(err) => error_response(&err).map(Body::new),
-            Self::NotConfigured => not_configured_response().map(Body::new),
-        }
-    }
-}
-
-impl AirmyRejection {
-    fn log(&self) {
-        match self {
-            Self::Verify(err) => err.log(),
-            Self::NotConfigured => {
-                tracing::error!(
-                    target: "airmy_verify",
-                    status = 500,
-                    code = "verifier_not_configured",
-                    "an AIRMY extractor or idempotency layer ran on a request that no \
-                     AirmyVerifyLayer verified (add the layer in front of this route, with \
-                     Router::layer or route_layer); refusing the delivery"
-                );
-            }
-        }
+        error_response(&self.0).map(Body::new)
     }
 }
 
@@ -114,12 +74,6 @@ pub(crate) fn error_response(err: &Error) -> http::Response<Full<Bytes>> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// The response for an extractor or layer that found no verified delivery.
-pub(crate) fn not_configured_response() -> http::Response<Full<Bytes>> {
-    AirmyRejection::NotConfigured.log();
-    json(StatusCode::INTERNAL_SERVER_ERROR, NOT_CONFIGURED_BODY)
 }
 
 /// The response for an idempotency decision that does not run the handler, with the core's

@@ -179,7 +179,7 @@ async fn the_result_form_lets_a_handler_decide_on_other_types() {
     let handler = |event: Result<AirmyEvent<RunCompleted>, AirmyRejection>| async move {
         match event {
             Ok(_) => StatusCode::OK,
-            Err(AirmyRejection::Verify(airmy_verify::Error::UnexpectedEventType { .. })) => {
+            Err(AirmyRejection(airmy_verify::Error::UnexpectedEventType { .. })) => {
                 StatusCode::ACCEPTED
             }
             Err(other) => other.status(),

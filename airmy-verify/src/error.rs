@@ -18,6 +18,7 @@
 //! | [`InvalidJson`](Error::InvalidJson) | 400 | `invalid_json` |
 //! | [`InvalidEnvelope`](Error::InvalidEnvelope) | 422 | `invalid_envelope` |
 //! | [`UnexpectedEventType`](Error::UnexpectedEventType) | 422 | `unexpected_event_type` |
+//! | [`NotConfigured`](Error::NotConfigured) | 500 | `verifier_not_configured` |
 //!
 //! # Example
 //!
@@ -134,6 +135,11 @@ pub enum Error {
         /// The event type of the delivery (at most 64 characters are kept).
         found: String,
     },
+    /// An extractor or idempotency layer found no verified delivery on the request: no
+    /// verifying layer or middleware covers the route (and, for actix's extractors, no verifier
+    /// is in `app_data`). A mistake in the application, not in the delivery: adapters answer
+    /// 500 and log at `ERROR`, and never hand an unverified body to a handler.
+    NotConfigured,
 }
 
 impl Error {
@@ -152,6 +158,7 @@ impl Error {
             Self::InvalidJson { .. } | Self::BodyRead => 400,
             Self::BodyTimeout => 408,
             Self::InvalidEnvelope { .. } | Self::UnexpectedEventType { .. } => 422,
+            Self::NotConfigured => 500,
         }
     }
 
@@ -187,6 +194,7 @@ impl Error {
             Self::InvalidJson { .. } => code!("invalid_json"),
             Self::InvalidEnvelope { .. } => code!("invalid_envelope"),
             Self::UnexpectedEventType { .. } => code!("unexpected_event_type"),
+            Self::NotConfigured => code!("verifier_not_configured"),
         }
     }
 
@@ -204,8 +212,19 @@ impl Error {
 
     /// Emits the `tracing` event every adapter emits for a refused delivery: at `WARN`, target
     /// `airmy_verify`, with `status`, `code`, `event_id` (when known) and `reason` (this
-    /// error's `Display`, which never holds a secret, a signature or the body).
+    /// error's `Display`, which never holds a secret, a signature or the body); at `ERROR` for
+    /// [`NotConfigured`](Self::NotConfigured), a mistake in the application.
     pub fn log(&self) {
+        if matches!(self, Self::NotConfigured) {
+            tracing::error!(
+                target: "airmy_verify",
+                status = self.status(),
+                code = self.code(),
+                reason = %self,
+                "AIRMY webhook delivery refused: the route is not verified"
+            );
+            return;
+        }
         tracing::warn!(
             target: "airmy_verify",
             status = self.status(),
@@ -308,6 +327,10 @@ impl fmt::Display for Error {
             } => {
                 write!(f, "expected a `{expected}` event, got `{found}`")
             }
+            Self::NotConfigured => f.write_str(
+                "no verifying layer or middleware in front of this route (add AirmyVerifyLayer / \
+                 AirmyVerify, or for actix's extractors alone a Verifier in app_data)",
+            ),
         }
     }
 }
@@ -343,6 +366,7 @@ mod tests {
             Error::unexpected_type("evt_1", "run.completed", "alert.triggered"),
             Error::BodyRead,
             Error::BodyTimeout,
+            Error::NotConfigured,
         ]
     }
 
@@ -357,7 +381,7 @@ mod tests {
         assert_eq!(
             ids,
             [
-                false, false, false, false, true, true, false, false, true, false, false
+                false, false, false, false, true, true, false, false, true, false, false, false
             ]
         );
     }
