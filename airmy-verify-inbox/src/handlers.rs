@@ -1,0 +1,176 @@
+//! [`Handlers`]: handlers by event type, the way `webhooks.on("push", …)` works in octokit.
+//!
+//! Each handler takes one event type, typed through the core's event structs
+//! (`Envelope<RunCompleted>`, …), and a [`Context`]; [`fallback`](Handlers::fallback) takes any
+//! other type as `Envelope<Event>`. An event type with neither is completed with a log line,
+//! never retried forever. The same dispatcher runs in an inbox [`Worker`](crate::Worker), or
+//! synchronously behind one route ([`Handlers::handle`]) for an application without an inbox.
+//!
+//! # Example
+//!
+//! ```
+//! use airmy_verify::event::{AlertTriggered, RunCompleted};
+//! use airmy_verify::{Envelope, Event};
+//! use airmy_verify_inbox::{Context, HandlerError, Handlers};
+//!
+//! let handlers = Handlers::new()
+//!     .on(|run: Envelope<RunCompleted>, ctx: Context| async move {
+//!         println!("run {:?} (attempt {})", run.data.id, ctx.attempt);
+//!         Ok::<(), HandlerError>(())
+//!     })
+//!     .on(|alert: Envelope<AlertTriggered>, _ctx: Context| async move {
+//!         if alert.data.status.as_deref() == Some("firing") {
+//!             return Err(HandlerError::from("the pager is down")); // retried later
+//!         }
+//!         Ok(())
+//!     })
+//!     .fallback(|event: Envelope<Event>, _ctx: Context| async move {
+//!         println!("{} ignored", event.event_type());
+//!         Ok::<(), HandlerError>(())
+//!     });
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use airmy_verify::{Envelope, Event, EventData};
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+/// A handler's failure: any error; the inbox keeps its `Display` as the entry's last error.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a handler learns besides the event.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Context {
+    /// The event id.
+    pub id: String,
+    /// This attempt's number, from 1 (always 1 when run synchronously).
+    pub attempt: u32,
+    /// When the delivery was received (accepted by the inbox).
+    pub received_at: OffsetDateTime,
+}
+
+impl Context {
+    /// A context for a delivery handled now, synchronously (attempt 1).
+    #[must_use]
+    pub fn now(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            attempt: 1,
+            received_at: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+type Boxed = Arc<
+    dyn Fn(Bytes, Context) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Handlers by event type, and a fallback; see the [module docs](self). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Handlers {
+    by_type: HashMap<&'static str, Boxed>,
+    fallback: Option<Boxed>,
+}
+
+/// What [`Handlers::handle`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatched {
+    /// A handler (or the fallback) ran and succeeded.
+    Handled,
+    /// No handler and no fallback for this event type: nothing ran (logged).
+    Unhandled(String),
+}
+
+impl Handlers {
+    /// No handlers yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles events of `T`'s type (such as `RunCompleted`) with `handler`. A second handler
+    /// for the same type replaces the first; `T = Event` sets the fallback.
+    #[must_use]
+    pub fn on<T, F, Fut, E>(mut self, handler: F) -> Self
+    where
+        T: EventData + Send + 'static,
+        F: Fn(Envelope<T>, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        let boxed: Boxed =
+            Arc::new(move |body: Bytes, ctx: Context| {
+                match serde_json::from_slice::<Envelope<Event>>(&body)
+                    .map_err(HandlerError::from)
+                    .and_then(|e| e.into_typed::<T>().map_err(HandlerError::from))
+                {
+                    Ok(envelope) => {
+                        let fut = handler(envelope, ctx);
+                        Box::pin(async move { fut.await.map_err(Into::into) })
+                    }
+                    Err(err) => Box::pin(std::future::ready(Err(err))),
+                }
+            });
+        match T::EXPECTED {
+            Some(event_type) => {
+                self.by_type.insert(event_type, boxed);
+            }
+            None => self.fallback = Some(boxed),
+        }
+        self
+    }
+
+    /// Handles every event type that has no handler of its own, as `Envelope<Event>`.
+    #[must_use]
+    pub fn fallback<F, Fut, E>(self, handler: F) -> Self
+    where
+        F: Fn(Envelope<Event>, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        self.on::<Event, _, _, _>(handler)
+    }
+
+    /// Runs the handler for `event_type` on a verified body.
+    ///
+    /// # Errors
+    ///
+    /// The handler's error (the inbox retries), or a body that does not parse as that type.
+    pub async fn handle(
+        &self,
+        event_type: &str,
+        body: Bytes,
+        ctx: Context,
+    ) -> Result<Dispatched, HandlerError> {
+        let handler = self.by_type.get(event_type).or(self.fallback.as_ref());
+        let Some(handler) = handler else {
+            tracing::info!(
+                target: "airmy_verify",
+                event_id = %ctx.id,
+                event_type,
+                "no handler for this event type; completed without handling"
+            );
+            return Ok(Dispatched::Unhandled(event_type.to_owned()));
+        };
+        handler(body, ctx).await.map(|()| Dispatched::Handled)
+    }
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut types: Vec<_> = self.by_type.keys().collect();
+        types.sort();
+        f.debug_struct("Handlers")
+            .field("types", &types)
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,147 @@
+//! A durable inbox for verified AIRMY webhook deliveries: **accept in milliseconds, process
+//! with retries for hours, lose nothing.**
+//!
+//! AIRMY retries a delivery for about a minute (attempts at 0, +1 s, +5 s, +30 s, each needing
+//! a 2xx within 10 s). When a handler's own dependency is down for longer, or a handler needs
+//! more than 10 s, the event is gone. An [`Inbox`] closes that gap: behind the verifying layer
+//! or middleware, [`Inbox::accept`] writes the verified delivery durably and the route answers
+//! 2xx at once; a [`Worker`] then runs your [`Handlers`] on it with its own retries
+//! (exponential backoff for up to 24 hours), dead letters and replay.
+//!
+//! - [`Backend`]: where entries live, one trait with one conformance suite (feature
+//!   `conformance`); [`SqliteBackend`] keeps them in an embedded SQLite file (no server).
+//! - [`Inbox`]: the handle the adapters use to accept deliveries
+//!   (`airmy_verify_axum::inbox`, `airmy_verify_actix::inbox`, feature `inbox`): 200
+//!   `{"status":"accepted","id":"…"}`, 200 `{"status":"duplicate","id":"…"}` for an id it already
+//!   holds, and 503 `{"error":"inbox_unavailable"}` when it cannot store (never a 2xx for a
+//!   delivery that is not stored).
+//! - [`Worker`] and [`RetryPolicy`]: concurrency, leases, timeouts, graceful shutdown.
+//! - [`Handlers`]: handlers by event type, typed, with a fallback; they also run synchronously.
+//!
+//! **Guarantees.** A delivery answered 2xx by `accept` is on disk (SQLite: committed and synced
+//! with `synchronous=FULL`). Each is handled until a handler succeeds or the policy makes it a
+//! dead letter. A handler runs more than once for one event id only when a worker died (or was
+//! killed) while running it: its entry is taken over when its lease runs out. No ordering
+//! between events is promised; use the envelope's `created_at`.
+//!
+//! # Example
+//!
+//! ```
+//! use airmy_verify::{Envelope, Secret, Verifier, event::RunCompleted};
+//! use airmy_verify_inbox::{Accepted, Context, HandlerError, Handlers, Inbox, SqliteBackend, SqliteOptions};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("inbox-lib-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! let inbox = Inbox::new(SqliteBackend::open(dir.join("inbox.db"), SqliteOptions::default())?);
+//!
+//! // In the webhook route, behind the verifying layer (the adapters do this for you):
+//! # let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+//! # let body = format!(r#"{{"id":"evt_1","type":"run.completed","created_at":"{now}","data":{{"id":"run_1"}}}}"#);
+//! # let verifier = Verifier::new(Secret::new("whsec_doc")?);
+//! let verified = verifier.verify(airmy_verify::sign(body.as_bytes(), "whsec_doc"), body)?;
+//! assert_eq!(inbox.accept(&verified).await?, Accepted::Stored);
+//! assert_eq!(inbox.accept(&verified).await?, Accepted::Duplicate);
+//!
+//! // In the background:
+//! let handlers = Handlers::new().on(|run: Envelope<RunCompleted>, ctx: Context| async move {
+//!     println!("{} (attempt {})", run.id, ctx.attempt);
+//!     Ok::<(), HandlerError>(())
+//! });
+//! let shutdown = CancellationToken::new();
+//! let worker = tokio::spawn(inbox.worker(handlers).run(shutdown.clone()));
+//! # while inbox.backend().stats().await?.done == 0 { tokio::time::sleep(std::time::Duration::from_millis(10)).await; }
+//! shutdown.cancel();
+//! worker.await?;
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+
+mod backend;
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
+pub mod handlers;
+pub mod sqlite;
+pub mod worker;
+
+use std::fmt;
+use std::sync::Arc;
+
+use airmy_verify::Verified;
+
+pub use backend::{
+    Accepted, Backend, BackendFuture, DEFAULT_LEASE, DeadEntry, InboxError, Leased, Stats,
+};
+pub use handlers::{Context, Dispatched, HandlerError, Handlers};
+pub use sqlite::{OpenError, SqliteBackend, SqliteOptions};
+pub use worker::{RetryPolicy, Worker};
+
+/// The inbox: a [`Backend`] behind a cheap, clonable handle. See the [crate docs](crate).
+#[derive(Clone)]
+pub struct Inbox {
+    backend: Arc<dyn Backend>,
+}
+
+impl Inbox {
+    /// An inbox on `backend`.
+    #[must_use]
+    pub fn new(backend: impl Backend) -> Self {
+        Self {
+            backend: Arc::new(backend),
+        }
+    }
+
+    /// Stores a verified delivery durably, or reports it as a duplicate; returns only once it
+    /// is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError::Full`] or [`InboxError::Unavailable`]: the delivery is **not** stored, and
+    /// the route must not answer 2xx (the adapters answer 503).
+    pub async fn accept(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
+        let accepted = self.backend.accept(delivery).await;
+        match &accepted {
+            Ok(Accepted::Stored) => tracing::debug!(
+                target: "airmy_verify",
+                event_id = delivery.id(),
+                event_type = delivery.event_type(),
+                "delivery stored in the inbox"
+            ),
+            Ok(Accepted::Duplicate) => tracing::info!(
+                target: "airmy_verify",
+                event_id = delivery.id(),
+                "delivery already in the inbox; not stored again"
+            ),
+            Err(err) => tracing::error!(
+                target: "airmy_verify",
+                event_id = delivery.id(),
+                error = %err,
+                "delivery could not be stored in the inbox; answering 503"
+            ),
+        }
+        accepted
+    }
+
+    /// The backend, for operations (stats, dead letters, replay, purge).
+    #[must_use]
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// A worker running `handlers` on this inbox's entries, with the defaults of [`Worker`].
+    #[must_use]
+    pub fn worker(&self, handlers: Handlers) -> Worker {
+        Worker::new(self.clone(), handlers)
+    }
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,810 @@
+//! The embedded SQLite backend: one file, no server, a 2xx that survives a power cut.
+//!
+//! - **Durable accepts, one sync per batch (group commit).** One writer thread owns the
+//!   connection. It takes every request that is waiting, runs them in one transaction and
+//!   commits once; a batch that stores a delivery commits with `synchronous=FULL`, so the 2xx
+//!   sent after it means "on disk, in the WAL, synced". Concurrent accepts therefore share one
+//!   transaction and one `fsync`. Worker bookkeeping (leases, completions) commits with
+//!   `synchronous=NORMAL`: it survives a crash of the process, and a power cut at worst makes a
+//!   processed entry run again (at-least-once, never lost).
+//! - **A plain SQLite file** in WAL mode (`sqlite3 PATH` opens it; the `-wal` and `-shm` files
+//!   beside it are part of it), created with mode 0600 since it holds payloads. Its schema has a
+//!   version (`PRAGMA user_version`) and migrations from the first release on; a file of a
+//!   newer version, or not a SQLite database, or corrupted, is refused at open.
+//! - **Bounded**: at most [`SqliteOptions::max_unfinished`] pending and processing entries
+//!   (default 1,000,000); past it, and when the disk (or [`SqliteOptions::max_pages`]) is
+//!   full, accepts fail with [`InboxError::Full`] and adapters answer 503, never a 2xx.
+//!
+//! # Example
+//!
+//! ```
+//! use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("inbox-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! let backend = SqliteBackend::open(dir.join("inbox.db"), SqliteOptions::default())?;
+//! let inbox = Inbox::new(backend);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use airmy_verify::{Clock, SystemClock, Verified};
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, oneshot};
+
+use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
+
+/// The schema version this crate writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The most requests one transaction takes.
+const MAX_BATCH: usize = 1024;
+
+/// How to open a [`SqliteBackend`].
+#[derive(Clone)]
+pub struct SqliteOptions {
+    max_unfinished: u64,
+    max_pages: Option<u64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            max_unfinished: 1_000_000,
+            max_pages: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// The most pending and processing entries the inbox holds; accepts past it fail with
+    /// [`InboxError::Full`]. Defaults to 1,000,000.
+    #[must_use]
+    pub fn max_unfinished(mut self, entries: u64) -> Self {
+        self.max_unfinished = entries;
+        self
+    }
+
+    /// Caps the database file at this many pages (`PRAGMA max_page_count`; a page is 4 KiB), a
+    /// quota past which SQLite reports the disk full. Defaults to no cap.
+    #[must_use]
+    pub fn max_pages(mut self, pages: u64) -> Self {
+        self.max_pages = Some(pages);
+        self
+    }
+
+    /// Reads the time from `clock` (for tests that move time on). Defaults to the system clock.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+}
+
+impl fmt::Debug for SqliteOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteOptions")
+            .field("max_unfinished", &self.max_unfinished)
+            .field("max_pages", &self.max_pages)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a database could not be opened (a configuration error: receivers exit 2 with it).
+#[derive(Debug)]
+pub struct OpenError {
+    path: PathBuf,
+    reason: String,
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot open the inbox {}: {}",
+            self.path.display(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// A request for the writer thread: runs inside the batch's transaction and returns how to
+/// answer once the batch is committed (or not).
+type Job = Box<dyn FnOnce(&Connection, i64) -> (bool, Finish) + Send>;
+type Finish = Box<dyn FnOnce(Option<&InboxError>) + Send>;
+
+struct Work {
+    job: Job,
+    durable: bool,
+}
+
+/// The SQLite backend; see the [module docs](self). Cheap to share (`Inbox` holds it in an
+/// `Arc`); the writer thread stops when it is dropped.
+pub struct SqliteBackend {
+    sender: mpsc::Sender<Work>,
+    notify: Arc<Notify>,
+    path: PathBuf,
+    max_unfinished: u64,
+}
+
+impl fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteBackend")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(err: &rusqlite::Error) -> InboxError {
+    match err.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => InboxError::Full("the disk is full".to_owned()),
+        _ => InboxError::Unavailable(format!("SQLite: {err}")),
+    }
+}
+
+fn millis(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_millis(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..12]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const SCHEMA_V1: &str = "
+CREATE TABLE entries (
+    id          TEXT PRIMARY KEY NOT NULL,
+    event_type  TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'processing', 'done', 'dead')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    due_at      INTEGER NOT NULL,
+    lease_until INTEGER,
+    lease_token TEXT,
+    last_error  TEXT,
+    finished_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX entries_due ON entries (state, due_at);
+CREATE INDEX entries_lease ON entries (state, lease_until);
+CREATE INDEX entries_finished ON entries (state, finished_at);
+CREATE TABLE counts (state TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO counts (state, n) VALUES ('pending', 0), ('processing', 0), ('done', 0), ('dead', 0);
+CREATE TRIGGER entries_count_insert AFTER INSERT ON entries BEGIN
+    UPDATE counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER entries_count_delete AFTER DELETE ON entries BEGIN
+    UPDATE counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER entries_count_update AFTER UPDATE OF state ON entries
+WHEN OLD.state <> NEW.state BEGIN
+    UPDATE counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE counts SET n = n + 1 WHERE state = NEW.state;
+END;
+";
+
+/// Brings a database to [`SCHEMA_VERSION`], one step per version, each in a transaction.
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| e.to_string())?;
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "its schema version is {version}, newer than this program's {SCHEMA_VERSION}"
+        ));
+    }
+    if version < 1 {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let tables: i64 = tx
+            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+            .map_err(|e| e.to_string())?;
+        if tables > 0 {
+            return Err("it is a SQLite database of another program (no inbox schema)".into());
+        }
+        tx.execute_batch(SCHEMA_V1).map_err(|e| e.to_string())?;
+        tx.pragma_update(None, "user_version", 1)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+impl SqliteBackend {
+    /// Opens (creating it, mode 0600, if missing) the inbox database at `path`, checks it and
+    /// brings its schema up to date, and starts its writer thread.
+    ///
+    /// # Errors
+    ///
+    /// An [`OpenError`] naming the file: its directory does not exist or cannot be written,
+    /// it is not a SQLite database, it is corrupted, or its schema is of a newer version.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        let fail = |reason: String| OpenError {
+            path: path.clone(),
+            reason,
+        };
+        create_private(&path).map_err(|e| fail(e.to_string()))?;
+        let mut conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
+        let setup = || -> Result<(), String> {
+            conn.busy_timeout(Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .map_err(|e| e.to_string())?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(format!("cannot use WAL mode (got {mode})"));
+            }
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| e.to_string())?;
+            let check: String = conn
+                .query_row("PRAGMA quick_check", [], |row| row.get(0))
+                .map_err(|e| e.to_string())?;
+            if check != "ok" {
+                return Err(format!("the database is corrupted ({check})"));
+            }
+            if let Some(pages) = options.max_pages {
+                conn.pragma_update(
+                    None,
+                    "max_page_count",
+                    i64::try_from(pages).unwrap_or(i64::MAX),
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        setup().map_err(fail)?;
+        migrate(&mut conn).map_err(fail)?;
+
+        conn.set_prepared_statement_cache_capacity(64);
+        let (sender, receiver) = mpsc::channel::<Work>();
+        let writer = Writer {
+            conn,
+            clock: Arc::clone(&options.clock),
+            durable: true,
+        };
+        std::thread::Builder::new()
+            .name("airmy-inbox-sqlite".into())
+            .spawn(move || writer.run(&receiver))
+            .map_err(|e| fail(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            sender,
+            notify: Arc::new(Notify::new()),
+            path,
+            max_unfinished: options.max_unfinished,
+        })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in the writer thread's next batch, answering once the batch is committed.
+    fn submit<T, F>(&self, durable: bool, f: F) -> BackendFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn, now| {
+            let result = f(conn, now);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |failed: Option<&InboxError>| {
+                let _ = reply.send(match failed {
+                    Some(err) => Err(err.clone()),
+                    None => result,
+                });
+            });
+            (ok, finish)
+        });
+        let sent = self.sender.send(Work { job, durable }).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(InboxError::Unavailable("the inbox writer stopped".into()));
+            }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(InboxError::Unavailable("the inbox writer stopped".into())))
+        })
+    }
+}
+
+/// Creates the file with mode 0600 if it does not exist (SQLite gives its `-wal` and `-shm`
+/// files the same mode).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
+}
+
+struct Writer {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+    /// The `synchronous` setting in force: FULL for batches that accept deliveries.
+    durable: bool,
+}
+
+impl Writer {
+    fn run(mut self, receiver: &mpsc::Receiver<Work>) {
+        while let Ok(first) = receiver.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(work) => batch.push(work),
+                    Err(_) => break,
+                }
+            }
+            let durable = batch.iter().any(|w| w.durable);
+            if durable != self.durable {
+                let setting = if durable { "FULL" } else { "NORMAL" };
+                if self
+                    .conn
+                    .pragma_update(None, "synchronous", setting)
+                    .is_ok()
+                {
+                    self.durable = durable;
+                }
+            }
+            let now = millis(self.clock.now());
+            if let Err(err) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+                let err = unavailable(&err);
+                for work in batch {
+                    let (_, finish) = (work.job)(&self.conn, now);
+                    finish(Some(&err));
+                }
+                continue;
+            }
+            let mut finishes = Vec::with_capacity(batch.len());
+            for work in batch {
+                let savepoint = self.conn.execute_batch("SAVEPOINT job").is_ok();
+                let (ok, finish) = (work.job)(&self.conn, now);
+                if savepoint && !self.conn.is_autocommit() {
+                    if !ok {
+                        let _ = self.conn.execute_batch("ROLLBACK TO job");
+                    }
+                    let _ = self.conn.execute_batch("RELEASE job");
+                }
+                finishes.push(finish);
+            }
+            let committed = if self.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (the disk is full, say).
+                Err(InboxError::Full(
+                    "the transaction was rolled back".to_owned(),
+                ))
+            } else {
+                self.conn.execute_batch("COMMIT").map_err(|e| {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    unavailable(&e)
+                })
+            };
+            let failed = committed.err();
+            for finish in finishes {
+                finish(failed.as_ref());
+            }
+        }
+    }
+}
+
+fn accept_job(
+    conn: &Connection,
+    now: i64,
+    max_unfinished: u64,
+    id: &str,
+    event_type: &str,
+    body: &[u8],
+    created_at: &str,
+) -> Result<Accepted, InboxError> {
+    let known: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM entries WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |row| row.get(0)).optional())
+        .map_err(|e| unavailable(&e))?;
+    if known.is_some() {
+        return Ok(Accepted::Duplicate);
+    }
+    let unfinished: i64 = conn
+        .prepare_cached("SELECT sum(n) FROM counts WHERE state IN ('pending', 'processing')")
+        .and_then(|mut s| s.query_row([], |row| row.get(0)))
+        .map_err(|e| unavailable(&e))?;
+    if u64::try_from(unfinished).unwrap_or(0) >= max_unfinished {
+        return Err(InboxError::Full(format!(
+            "{unfinished} entries wait to be processed (the limit is {max_unfinished})"
+        )));
+    }
+    conn.prepare_cached(
+        "INSERT INTO entries (id, event_type, body, created_at, received_at, state, attempts, due_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?5)",
+    )
+    .and_then(|mut s| s.execute(params![id, event_type, body, created_at, now]))
+    .map_err(|e| unavailable(&e))?;
+    Ok(Accepted::Stored)
+}
+
+fn take_job(
+    conn: &Connection,
+    now: i64,
+    max: usize,
+    lease: i64,
+) -> Result<Vec<Leased>, InboxError> {
+    let token = new_token();
+    let limit = i64::try_from(max).unwrap_or(i64::MAX);
+    let mut ids: Vec<String> = Vec::new();
+    {
+        // Expired leases first (a worker died), then entries due, oldest due first; each query
+        // walks its index in order, with no sort.
+        let mut expired = conn
+            .prepare_cached(
+                "SELECT id FROM entries WHERE state = 'processing' AND lease_until <= ?1
+                 ORDER BY lease_until LIMIT ?2",
+            )
+            .map_err(|e| unavailable(&e))?;
+        let rows = expired
+            .query_map(params![now, limit], |row| row.get(0))
+            .map_err(|e| unavailable(&e))?;
+        for id in rows {
+            ids.push(id.map_err(|e| unavailable(&e))?);
+        }
+        let left = limit - i64::try_from(ids.len()).unwrap_or(0);
+        if left > 0 {
+            let mut due = conn
+                .prepare_cached(
+                    "SELECT id FROM entries WHERE state = 'pending' AND due_at <= ?1
+                     ORDER BY due_at LIMIT ?2",
+                )
+                .map_err(|e| unavailable(&e))?;
+            let rows = due
+                .query_map(params![now, left], |row| row.get(0))
+                .map_err(|e| unavailable(&e))?;
+            for id in rows {
+                ids.push(id.map_err(|e| unavailable(&e))?);
+            }
+        }
+    }
+    let mut update = conn
+        .prepare_cached(
+            "UPDATE entries SET state = 'processing', attempts = attempts + 1,
+                 lease_until = ?2, lease_token = ?3
+             WHERE id = ?1
+             RETURNING event_type, body, received_at, attempts",
+        )
+        .map_err(|e| unavailable(&e))?;
+    let mut leased = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (event_type, body, received_at, attempts): (String, Vec<u8>, i64, i64) = update
+            .query_row(params![id, now.saturating_add(lease), token], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .map_err(|e| unavailable(&e))?;
+        leased.push(Leased {
+            id,
+            event_type,
+            body: Bytes::from(body),
+            received_at: from_millis(received_at),
+            attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+            token: token.clone(),
+        });
+    }
+    Ok(leased)
+}
+
+/// Runs an `UPDATE … WHERE id = ? AND lease_token = ? AND state = 'processing'`; whether it
+/// applied.
+fn leased_update(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<bool, InboxError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute(params))
+        .map(|n| n > 0)
+        .map_err(|e| unavailable(&e))
+}
+
+impl Backend for SqliteBackend {
+    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+        let id = delivery.id().to_owned();
+        let event_type = delivery.event_type().to_owned();
+        let body = delivery.bytes().clone();
+        let created_at = delivery
+            .created_at()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let max = self.max_unfinished;
+        let stored = self.submit(true, move |conn, now| {
+            accept_job(conn, now, max, &id, &event_type, &body, &created_at)
+        });
+        let notify = Arc::clone(&self.notify);
+        Box::pin(async move {
+            let accepted = stored.await?;
+            if accepted == Accepted::Stored {
+                notify.notify_one();
+            }
+            Ok(accepted)
+        })
+    }
+
+    fn take(&self, max: usize, lease: Duration) -> BackendFuture<'_, Vec<Leased>> {
+        let lease = duration_ms(lease);
+        self.submit(false, move |conn, now| take_job(conn, now, max, lease))
+    }
+
+    fn next_due(&self) -> BackendFuture<'_, Option<OffsetDateTime>> {
+        self.submit(false, |conn, _| {
+            let due: Option<i64> = conn
+                .query_row(
+                    "SELECT min(t) FROM (
+                         SELECT min(due_at) AS t FROM entries WHERE state = 'pending'
+                         UNION ALL
+                         SELECT min(lease_until) AS t FROM entries WHERE state = 'processing')",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(|e| unavailable(&e))?;
+            Ok(due.map(from_millis))
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BackendFuture<'a, bool> {
+        let (id, token, lease) = (id.to_owned(), token.to_owned(), duration_ms(lease));
+        self.submit(false, move |conn, now| {
+            leased_update(
+                conn,
+                "UPDATE entries SET lease_until = ?3
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'",
+                &[&id, &token, &now.saturating_add(lease)],
+            )
+        })
+    }
+
+    fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
+        let (id, token) = (id.to_owned(), token.to_owned());
+        self.submit(false, move |conn, now| {
+            leased_update(
+                conn,
+                "UPDATE entries SET state = 'done', finished_at = ?3, lease_until = NULL,
+                     lease_token = NULL, last_error = NULL
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'",
+                &[&id, &token, &now],
+            )
+        })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        error: &'a str,
+        at: OffsetDateTime,
+    ) -> BackendFuture<'a, bool> {
+        let (id, token, error, at) = (
+            id.to_owned(),
+            token.to_owned(),
+            error.to_owned(),
+            millis(at),
+        );
+        self.submit(false, move |conn, _| {
+            leased_update(
+                conn,
+                "UPDATE entries SET state = 'pending', due_at = ?3, last_error = ?4,
+                     lease_until = NULL, lease_token = NULL
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'",
+                &[&id, &token, &at, &error],
+            )
+        })
+    }
+
+    fn bury<'a>(&'a self, id: &'a str, token: &'a str, error: &'a str) -> BackendFuture<'a, bool> {
+        let (id, token, error) = (id.to_owned(), token.to_owned(), error.to_owned());
+        self.submit(false, move |conn, now| {
+            leased_update(
+                conn,
+                "UPDATE entries SET state = 'dead', finished_at = ?3, last_error = ?4,
+                     lease_until = NULL, lease_token = NULL
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'",
+                &[&id, &token, &now, &error],
+            )
+        })
+    }
+
+    fn release<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
+        let (id, token) = (id.to_owned(), token.to_owned());
+        let notify = Arc::clone(&self.notify);
+        let released = self.submit(false, move |conn, now| {
+            leased_update(
+                conn,
+                "UPDATE entries SET state = 'pending', due_at = ?3, attempts = max(attempts - 1, 0),
+                     lease_until = NULL, lease_token = NULL
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'",
+                &[&id, &token, &now],
+            )
+        });
+        Box::pin(async move {
+            let released = released.await?;
+            if released {
+                notify.notify_one();
+            }
+            Ok(released)
+        })
+    }
+
+    fn stats(&self) -> BackendFuture<'_, Stats> {
+        self.submit(false, |conn, now| {
+            let count = |state: &str| -> Result<u64, InboxError> {
+                conn.prepare_cached("SELECT n FROM counts WHERE state = ?1")
+                    .and_then(|mut s| s.query_row([state], |row| row.get::<_, i64>(0)))
+                    .map(|n| u64::try_from(n).unwrap_or(0))
+                    .map_err(|e| unavailable(&e))
+            };
+            let scheduled: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM entries WHERE state = 'pending' AND due_at > ?1",
+                    [now],
+                    |row| row.get(0),
+                )
+                .map_err(|e| unavailable(&e))?;
+            let oldest: Option<i64> = conn
+                .query_row(
+                    "SELECT min(due_at) FROM entries WHERE state = 'pending' AND due_at <= ?1",
+                    [now],
+                    |row| row.get(0),
+                )
+                .map_err(|e| unavailable(&e))?;
+            let scheduled = u64::try_from(scheduled).unwrap_or(0);
+            Ok(Stats {
+                pending: count("pending")?.saturating_sub(scheduled),
+                scheduled,
+                processing: count("processing")?,
+                dead: count("dead")?,
+                done: count("done")?,
+                oldest_pending_age_secs: oldest
+                    .map(|due| u64::try_from(now.saturating_sub(due) / 1000).unwrap_or(0)),
+            })
+        })
+    }
+
+    fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.submit(false, move |conn, _| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT id, event_type, attempts, coalesce(last_error, ''), received_at,
+                         finished_at
+                     FROM entries WHERE state = 'dead' ORDER BY finished_at DESC LIMIT ?1",
+                )
+                .map_err(|e| unavailable(&e))?;
+            let rows = statement
+                .query_map([limit], |row| {
+                    Ok(DeadEntry {
+                        id: row.get(0)?,
+                        event_type: row.get(1)?,
+                        attempts: u32::try_from(row.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+                        last_error: row.get(3)?,
+                        received_at: from_millis(row.get(4)?),
+                        died_at: from_millis(row.get::<_, Option<i64>>(5)?.unwrap_or(0)),
+                    })
+                })
+                .map_err(|e| unavailable(&e))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(|e| unavailable(&e))
+        })
+    }
+
+    fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {
+        let id = id.to_owned();
+        let notify = Arc::clone(&self.notify);
+        let replayed = self.submit(true, move |conn, now| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE entries SET state = 'pending', due_at = ?2, attempts = 0,
+                         last_error = NULL, finished_at = NULL
+                     WHERE id = ?1 AND state IN ('dead', 'done')",
+                )
+                .and_then(|mut s| s.execute(params![id, now]))
+                .map_err(|e| unavailable(&e))?;
+            if changed == 0 {
+                return Err(InboxError::NotFound(id));
+            }
+            Ok(())
+        });
+        Box::pin(async move {
+            replayed.await?;
+            notify.notify_one();
+            Ok(())
+        })
+    }
+
+    fn replay_dead(
+        &self,
+        since: Option<OffsetDateTime>,
+        dry_run: bool,
+    ) -> BackendFuture<'_, Vec<String>> {
+        let since = since.map_or(i64::MIN, millis);
+        let notify = Arc::clone(&self.notify);
+        let replayed = self.submit(!dry_run, move |conn, now| {
+            let ids = {
+                let mut statement = conn
+                    .prepare_cached(
+                        "SELECT id FROM entries WHERE state = 'dead' AND finished_at >= ?1
+                         ORDER BY finished_at",
+                    )
+                    .map_err(|e| unavailable(&e))?;
+                let rows = statement
+                    .query_map([since], |row| row.get::<_, String>(0))
+                    .map_err(|e| unavailable(&e))?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| unavailable(&e))?
+            };
+            if !dry_run {
+                conn.prepare_cached(
+                    "UPDATE entries SET state = 'pending', due_at = ?2, attempts = 0,
+                         last_error = NULL, finished_at = NULL
+                     WHERE state = 'dead' AND finished_at >= ?1",
+                )
+                .and_then(|mut s| s.execute(params![since, now]))
+                .map_err(|e| unavailable(&e))?;
+            }
+            Ok(ids)
+        });
+        Box::pin(async move {
+            let ids = replayed.await?;
+            if !dry_run && !ids.is_empty() {
+                notify.notify_one();
+            }
+            Ok(ids)
+        })
+    }
+
+    fn purge_done(&self, before: OffsetDateTime) -> BackendFuture<'_, u64> {
+        let before = millis(before);
+        self.submit(true, move |conn, _| {
+            conn.prepare_cached("DELETE FROM entries WHERE state = 'done' AND finished_at < ?1")
+                .and_then(|mut s| s.execute([before]))
+                .map(|n| n as u64)
+                .map_err(|e| unavailable(&e))
+        })
+    }
+
+    fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
+        })
+    }
+}
