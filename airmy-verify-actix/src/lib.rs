@@ -54,6 +54,9 @@ mod config;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+#[cfg(feature = "inbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inbox")))]
+pub mod inbox;
 pub mod middleware;
 
 pub use error::AirmyError;

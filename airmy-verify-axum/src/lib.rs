@@ -72,6 +72,9 @@ mod body;
 pub mod extract;
 mod future;
 pub mod idempotency;
+#[cfg(feature = "inbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inbox")))]
+pub mod inbox;
 mod layer;
 pub mod rejection;
 mod service;

@@ -11,10 +11,20 @@
 //! | `AIRMY_TOLERANCE_SECS` | freshness tolerance in seconds | `300` |
 //! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`: run the handler once per event id | unset: off |
 //! | `AIRMY_HANDLER_DELAY_MS` | every handling sleeps this long before answering (a slow handler, to try timeouts and retries) | `0` |
+//! | `AIRMY_HANDLER_FAIL_FOR_SECS` | every handling attempt fails during the first N seconds after start (a simulated outage): 500 `{"error":"handler_failed"}` without an inbox, a retry later with one | `0` |
+//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing): store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
+//! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
-//! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up exits
-//! with code 2 and one line on standard error, before anything listens.
+//! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
+//! `AIRMY_INBOX` that is not `sqlite:PATH` or whose file cannot be created or is not a sound
+//! inbox database, or `AIRMY_INBOX` together with `AIRMY_IDEMPOTENCY` (the inbox deduplicates
+//! by itself) exits with code 2 and one line on standard error, before anything listens.
+//!
+//! With an inbox, each completed handling prints `handled <id> <type> attempt=<n>` (n counts
+//! every attempt, a takeover after a crash included), when the handler succeeded and before
+//! the completion is recorded. `GET /healthz` answers 200 `{"status":"ok"}`, or 503
+//! `{"error":"inbox_unavailable"}` when the inbox does not answer.
 //!
 //! Standard output carries exactly one `listening on http://HOST:PORT` line when the receiver
 //! is ready, then one `handled <id> <type>` line per completed handling, and nothing else; logs
@@ -45,6 +55,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
 use airmy_verify::{Secret, Verifier};
+use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions};
 
 /// The exit code for a configuration error.
 pub const EXIT_CONFIG: i32 = 2;
@@ -60,6 +71,12 @@ pub struct ReceiverConfig {
     pub idempotency: Option<IdempotencySetting>,
     /// How long each handling takes (`AIRMY_HANDLER_DELAY_MS`).
     pub handler_delay: Duration,
+    /// How long after start every handling fails (`AIRMY_HANDLER_FAIL_FOR_SECS`).
+    pub handler_fail_for: Duration,
+    /// The durable inbox, if any (`AIRMY_INBOX`).
+    pub inbox: Option<std::path::PathBuf>,
+    /// How many entries the inbox workers handle at once (`AIRMY_INBOX_WORKERS`).
+    pub inbox_workers: usize,
 }
 
 /// Where `AIRMY_IDEMPOTENCY` keeps claimed and processed event ids.
@@ -169,6 +186,33 @@ impl ReceiverConfig {
                 ))
             })?),
         };
+        let whole = |name: &str, default: u64| -> Result<u64, ConfigError> {
+            match lookup(name) {
+                None => Ok(default),
+                Some(text) => text.trim().parse().map_err(|_| {
+                    ConfigError(format!("{name} must be a whole number, got {text:?}"))
+                }),
+            }
+        };
+        let handler_fail_for = Duration::from_secs(whole("AIRMY_HANDLER_FAIL_FOR_SECS", 0)?);
+        let inbox_workers = usize::try_from(whole("AIRMY_INBOX_WORKERS", 4)?)
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| {
+                ConfigError("AIRMY_INBOX_WORKERS must be between 1 and 1024".to_owned())
+            })?;
+        let inbox = match lookup("AIRMY_INBOX").as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(setting) => match setting.strip_prefix("sqlite:") {
+                Some(path) if !path.is_empty() => Some(std::path::PathBuf::from(path)),
+                _ => {
+                    return Err(ConfigError(format!(
+                        "AIRMY_INBOX must be sqlite:PATH, got {:?}",
+                        redact_credentials(setting)
+                    )));
+                }
+            },
+        };
         let listen = lookup("AIRMY_LISTEN")
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
@@ -184,11 +228,21 @@ impl ReceiverConfig {
                 )));
             }
         };
+        if inbox.is_some() && idempotency.is_some() {
+            return Err(ConfigError(
+                "AIRMY_INBOX and AIRMY_IDEMPOTENCY cannot both be set: the inbox deduplicates \
+                 deliveries by itself"
+                    .to_owned(),
+            ));
+        }
         Ok(Self {
             verifier: builder.build(),
             listen,
             idempotency,
             handler_delay,
+            handler_fail_for,
+            inbox,
+            inbox_workers,
         })
     }
 }
@@ -316,15 +370,46 @@ pub fn config_or_exit() -> ReceiverConfig {
     ReceiverConfig::from_env().unwrap_or_else(|err| exit_config(&err))
 }
 
-/// What both receivers do first: read the configuration, start logging, and connect the
-/// idempotency store, if any. Exits with code 2 and a message on a configuration error.
-pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>) {
+/// What both receivers do first: read the configuration, start logging, connect the
+/// idempotency store and open the inbox, if any. Exits with code 2 and a message on a
+/// configuration error.
+pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inbox>) {
     let config = config_or_exit();
     init_logging();
-    match config.idempotency_guard().await {
-        Ok(guard) => (config, guard),
+    let guard = match config.idempotency_guard().await {
+        Ok(guard) => guard,
         Err(err) => exit_config(&err),
-    }
+    };
+    let inbox = match &config.inbox {
+        None => None,
+        Some(path) => match SqliteBackend::open(path, SqliteOptions::default()) {
+            Ok(backend) => Some(Inbox::new(backend)),
+            Err(err) => exit_config(&ConfigError(format!("AIRMY_INBOX: {err}"))),
+        },
+    };
+    (config, guard, inbox)
+}
+
+/// Starts the inbox workers (when there is an inbox) with the receiver's handling; cancel the
+/// token to stop them (they finish or release what runs), then await the handle.
+#[must_use]
+pub fn start_workers(
+    inbox: Option<&Inbox>,
+    handling: &apps::Handling,
+    workers: usize,
+    receiver: &'static str,
+) -> (
+    tokio_util::sync::CancellationToken,
+    Option<tokio::task::JoinHandle<()>>,
+) {
+    let token = tokio_util::sync::CancellationToken::new();
+    let handle = inbox.map(|inbox| {
+        let worker = inbox
+            .worker(handling.handlers(receiver))
+            .concurrency(workers);
+        tokio::spawn(worker.run(token.clone()))
+    });
+    (token, handle)
 }
 
 /// Prints a configuration error and exits with code 2.
@@ -383,6 +468,44 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("topsecret"), "{shown}");
         assert!(shown.contains("[redacted]@127.0.0.1:6379"), "{shown}");
+    }
+
+    #[test]
+    fn the_inbox_is_sqlite_a_path_and_excludes_idempotency() {
+        let with = |vars: &[(&str, &str)]| {
+            let mut all = vec![("AIRMY_WEBHOOK_SECRET", "s")];
+            all.extend_from_slice(vars);
+            ReceiverConfig::from_lookup(lookup(&all))
+        };
+        let config = with(&[("AIRMY_INBOX", "sqlite:data/inbox.db")]).expect("valid");
+        assert_eq!(
+            config.inbox,
+            Some(std::path::PathBuf::from("data/inbox.db"))
+        );
+        assert_eq!(config.inbox_workers, 4);
+        for bad in ["inbox.db", "sqlite:", "postgres://x"] {
+            let err = with(&[("AIRMY_INBOX", bad)]).expect_err(bad);
+            assert!(
+                err.to_string().contains("AIRMY_INBOX must be sqlite:PATH"),
+                "{err}"
+            );
+        }
+        let err = with(&[
+            ("AIRMY_INBOX", "sqlite:x.db"),
+            ("AIRMY_IDEMPOTENCY", "memory"),
+        ])
+        .expect_err("both");
+        assert!(err.to_string().contains("cannot both be set"), "{err}");
+        for bad in ["0", "-1", "x", "5000"] {
+            assert!(with(&[("AIRMY_INBOX_WORKERS", bad)]).is_err(), "{bad}");
+        }
+        assert_eq!(
+            with(&[("AIRMY_HANDLER_FAIL_FOR_SECS", "45")])
+                .expect("ok")
+                .handler_fail_for,
+            Duration::from_secs(45)
+        );
+        assert!(with(&[("AIRMY_HANDLER_FAIL_FOR_SECS", "1.5")]).is_err());
     }
 
     #[test]

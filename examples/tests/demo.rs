@@ -34,4 +34,14 @@ fn the_demo_passes_every_row() {
         assert!(stdout.contains(expected), "{expected}: {stdout}");
     }
     assert!(!stdout.contains("UNEXPECTED"));
+    // The second act: lost without an inbox, nothing lost with one.
+    assert!(
+        stdout.contains("without an inbox             acknowledged 0 of 5, handled 0 of 5"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("acknowledged 5 of 5, handled 5 of 5"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing lost"), "{stdout}");
 }

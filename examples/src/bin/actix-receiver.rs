@@ -7,7 +7,8 @@
 //!
 //! The same contract as `axum-receiver` (see the `examples` crate docs): configuration from
 //! `AIRMY_WEBHOOK_SECRET`, `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN`,
-//! `AIRMY_TOLERANCE_SECS`, `AIRMY_IDEMPOTENCY` and `AIRMY_HANDLER_DELAY_MS`; prints
+//! `AIRMY_TOLERANCE_SECS`, `AIRMY_IDEMPOTENCY`, `AIRMY_HANDLER_DELAY_MS`,
+//! `AIRMY_HANDLER_FAIL_FOR_SECS`, `AIRMY_INBOX` and `AIRMY_INBOX_WORKERS`; prints
 //! `listening on http://HOST:PORT` (once, even when the address resolves to several) when
 //! ready and `handled <id> <type>` per handling. SIGTERM or Ctrl-C: stops accepting, lets
 //! running handlers finish, exits 0.
@@ -17,11 +18,13 @@ use examples::apps::{Handling, actix_app};
 
 #[actix_web::main]
 async fn main() {
-    let (config, guard) = examples::start_or_exit().await;
+    let (config, guard, inbox) = examples::start_or_exit().await;
+    let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
     let routes = actix_app(
         config.verifier,
-        Handling::printing(config.handler_delay),
+        handling.clone(),
         guard.clone(),
+        inbox.clone(),
     );
     let server = HttpServer::new(move || App::new().configure(routes.clone()))
         .workers(2)
@@ -43,13 +46,19 @@ async fn main() {
             std::process::exit(1);
         }
     }
+    let (workers, worker) =
+        examples::start_workers(inbox.as_ref(), &handling, config.inbox_workers, "actix");
     let server = server.run();
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         examples::shutdown_signal().await;
-        // Stop accepting, let detached handlers finish (they run on the workers), then stop.
+        // Stop accepting, let detached handlers and inbox workers finish, then stop.
         handle.pause().await;
         examples::drain(guard.as_ref()).await;
+        workers.cancel();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
         handle.stop(true).await;
     });
     if let Err(err) = server.await {

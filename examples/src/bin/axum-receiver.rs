@@ -6,17 +6,18 @@
 //!
 //! Configuration and the stdout contract are in the `examples` crate docs
 //! (`AIRMY_WEBHOOK_SECRET`, `AIRMY_WEBHOOK_SECRET_PREVIOUS`, `AIRMY_LISTEN`,
-//! `AIRMY_TOLERANCE_SECS`, `AIRMY_IDEMPOTENCY`, `AIRMY_HANDLER_DELAY_MS`). Prints
+//! `AIRMY_TOLERANCE_SECS`, `AIRMY_IDEMPOTENCY`, `AIRMY_HANDLER_DELAY_MS`,
+//! `AIRMY_HANDLER_FAIL_FOR_SECS`, `AIRMY_INBOX`, `AIRMY_INBOX_WORKERS`). Prints
 //! `listening on http://HOST:PORT` when ready and `handled <id> <type>` per handling; answers
-//! an accepted event with 200 and `{"id":"<event id>","type":"<event type>"}`, a refused one
-//! with the core's status and body. SIGTERM or Ctrl-C: stops accepting, lets running handlers
-//! finish, exits 0.
+//! an accepted event with 200 and `{"id":"<event id>","type":"<event type>"}` (with an inbox:
+//! `{"status":"accepted","id":"…"}`), a refused one with the core's status and body. SIGTERM
+//! or Ctrl-C: stops accepting, lets running handlers finish, exits 0.
 
 use examples::apps::{Handling, axum_app};
 
 #[tokio::main]
 async fn main() {
-    let (config, guard) = examples::start_or_exit().await;
+    let (config, guard, inbox) = examples::start_or_exit().await;
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -24,11 +25,10 @@ async fn main() {
             std::process::exit(examples::EXIT_CONFIG);
         }
     };
-    let app = axum_app(
-        config.verifier,
-        Handling::printing(config.handler_delay),
-        guard.clone(),
-    );
+    let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
+    let (workers, worker) =
+        examples::start_workers(inbox.as_ref(), &handling, config.inbox_workers, "axum");
+    let app = axum_app(config.verifier, handling, guard.clone(), inbox);
     match listener.local_addr() {
         Ok(addr) => examples::announce(addr),
         Err(err) => {
@@ -41,4 +41,8 @@ async fn main() {
         std::process::exit(1);
     }
     examples::drain(guard.as_ref()).await;
+    workers.cancel();
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
 }

@@ -7,8 +7,9 @@
 //! Starts the axum receiver and the actix receiver (the same apps as `axum-receiver` and
 //! `actix-receiver`) in this process on 127.0.0.1:0 with a freshly generated secret, sends each
 //! of them real HTTP deliveries signed the way AIRMY signs them, and prints what each answered
-//! (status, and the error code of a refusal) and whether its handler ran. Exits 0 only if every
-//! row is as expected.
+//! (status, and the error code of a refusal) and whether its handler ran. Then a second act:
+//! the handler's database is down for longer than AIRMY retries, without and with the durable
+//! inbox. Exits 0 only if every row is as expected.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -183,12 +184,12 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let axum_ran = axum_handling.completed.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let axum_url = format!("http://{}{}", listener.local_addr()?, apps::PATH);
-    let app = apps::axum_app(verifier.clone(), axum_handling, None);
+    let app = apps::axum_app(verifier.clone(), axum_handling, None, None);
     actix_web::rt::spawn(async move { axum::serve(listener, app).await });
 
     let actix_handling = Handling::default();
     let actix_ran = actix_handling.completed.clone();
-    let routes = apps::actix_app(verifier, actix_handling, None);
+    let routes = apps::actix_app(verifier, actix_handling, None, None);
     let server = HttpServer::new(move || App::new().configure(routes.clone()))
         .workers(1)
         .disable_signals()
@@ -243,5 +244,131 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         rows.len()
     );
     stop.stop(true).await;
-    Ok(good == rows.len())
+    let outage = outage_act(&secret).await?;
+    Ok(good == rows.len() && outage)
+}
+
+/// AIRMY's retry schedule (attempts at 0, +1 s, +5 s, +30 s), 15 times faster.
+const AIRMY_SCHEDULE: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(67),
+    Duration::from_millis(333),
+    Duration::from_secs(2),
+];
+
+/// The second act: the handler's database is down for longer than AIRMY retries (3 s against
+/// AIRMY's schedule, scaled down 15 times to 2 s). Without an inbox every delivery is lost;
+/// with one (SQLite, in a temporary directory) every delivery is acknowledged at once and
+/// handled when the database is back.
+async fn outage_act(secret: &str) -> Result<bool, Box<dyn std::error::Error>> {
+    const EVENTS: usize = 5;
+    let outage = Duration::from_secs(3);
+    println!(
+        "\nSecond act: the handler's database is down for {} s, longer than AIRMY retries \
+         (its 1 s, 5 s, 30 s schedule, 15 times faster here)",
+        outage.as_secs()
+    );
+    let verifier = Verifier::new(Secret::new(secret)?);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()?;
+    let deliveries: Vec<Delivery> = (0..EVENTS)
+        .map(|i| {
+            testing::sample_event("run.completed")
+                .id(format!("evt_outage_{i}_{}", std::process::id()))
+                .created_at(OffsetDateTime::now_utc())
+                .signed(secret)
+        })
+        .collect();
+
+    let mut results = Vec::new();
+    for with_inbox in [false, true] {
+        let dir = std::env::temp_dir().join(format!(
+            "airmy-demo-{}-{}",
+            std::process::id(),
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let handling = Handling {
+            fail_until: Some(std::time::Instant::now() + outage),
+            ..Handling::default()
+        };
+        let inbox = if with_inbox {
+            let backend = airmy_verify_inbox::SqliteBackend::open(
+                dir.join("inbox.db"),
+                airmy_verify_inbox::SqliteOptions::default(),
+            )?;
+            Some(airmy_verify_inbox::Inbox::new(backend))
+        } else {
+            None
+        };
+        let (workers, worker) = examples::start_workers(inbox.as_ref(), &handling, 4, "axum");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}{}", listener.local_addr()?, apps::PATH);
+        let app = apps::axum_app(verifier.clone(), handling.clone(), None, inbox.clone());
+        let server = actix_web::rt::spawn(async move { axum::serve(listener, app).await });
+
+        // AIRMY delivers every event at once, each with its retry schedule; a 2xx
+        // acknowledges.
+        let start = tokio::time::Instant::now();
+        let attempts = deliveries.iter().map(|d| {
+            let (client, url) = (&client, &url);
+            async move {
+                for at in AIRMY_SCHEDULE {
+                    tokio::time::sleep_until(start + at).await;
+                    let answer = client
+                        .post(url)
+                        .header("x-airmy-signature", &d.signature)
+                        .body(d.body.clone())
+                        .send()
+                        .await;
+                    if answer.is_ok_and(|r| r.status().is_success()) {
+                        return true;
+                    }
+                }
+                false
+            }
+        });
+        let acknowledged = futures_util::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        // Give the inbox's retries time to run once the database is back.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while with_inbox
+            && handling.completed.load(Ordering::SeqCst) < EVENTS
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let handled = handling.completed.load(Ordering::SeqCst);
+        let failed = handling.failed.load(Ordering::SeqCst);
+        workers.cancel();
+        if let Some(worker) = worker {
+            worker.await?;
+        }
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+        let (label, ok) = if with_inbox {
+            (
+                "with AIRMY_INBOX=sqlite:…",
+                acknowledged == EVENTS && handled == EVENTS,
+            )
+        } else {
+            ("without an inbox", acknowledged == 0 && handled == 0)
+        };
+        println!(
+            "{label:<28} acknowledged {acknowledged} of {EVENTS}, handled {handled} of {EVENTS} \
+             ({failed} failed attempts): {}",
+            match (with_inbox, ok) {
+                (false, true) => "every event lost, as expected without an inbox",
+                (true, true) => "nothing lost",
+                _ => "UNEXPECTED",
+            }
+        );
+        results.push(ok);
+    }
+    Ok(results.iter().all(|ok| *ok))
 }

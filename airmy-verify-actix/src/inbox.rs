@@ -1,0 +1,94 @@
+//! The durable inbox and the handlers dispatcher as route handlers (feature `inbox`).
+//!
+//! - [`accept`]: stores each verified delivery in the [`Inbox`] registered with
+//!   `app_data(web::Data::new(inbox))` and answers at once: 200
+//!   `{"status":"accepted","id":"…"}`, 200 `{"status":"duplicate","id":"…"}`, or 503
+//!   `{"error":"inbox_unavailable"}` when it could not store it (AIRMY retries; never a 2xx for
+//!   a delivery that is not stored). A worker handles the entries in the background.
+//! - [`dispatch`]: runs the [`Handlers`] registered with `app_data(web::Data::new(handlers))`
+//!   synchronously, for an application without an inbox: 200 `{"status":"handled","id":"…"}`,
+//!   or 500 `{"error":"handler_failed"}`.
+//!
+//! Put them behind the [`AirmyVerify`](crate::AirmyVerify) middleware (or give the extractor a
+//! verifier in `app_data`).
+//!
+//! # Example
+//!
+//! ```
+//! use actix_web::{App, web};
+//! use airmy_verify::{Secret, Verifier};
+//! use airmy_verify_actix::{AirmyVerify, inbox};
+//! use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("actix-inbox-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! let verifier = Verifier::new(Secret::new("whsec_…")?);
+//! let store = Inbox::new(SqliteBackend::open(dir.join("inbox.db"), SqliteOptions::default())?);
+//! let app = App::new().app_data(web::Data::new(store)).service(
+//!     web::scope("/hooks")
+//!         .wrap(AirmyVerify::new(verifier))
+//!         .route("/airmy", web::post().to(inbox::accept)),
+//! );
+//! # Ok(())
+//! # }
+//! ```
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::{HttpResponse, ResponseError, web};
+use airmy_verify::Error;
+use airmy_verify_inbox::{Context, Handlers, Inbox};
+
+use crate::error::AirmyError;
+use crate::extract::AirmyDelivery;
+
+fn json(status: u16, body: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(body.into())
+}
+
+/// Stores the verified delivery in the inbox in `app_data`; see the [module docs](self).
+pub async fn accept(
+    inbox: Option<web::Data<Inbox>>,
+    AirmyDelivery(verified): AirmyDelivery,
+) -> HttpResponse {
+    let Some(inbox) = inbox else {
+        tracing::error!(target: "airmy_verify", "inbox::accept without an Inbox in app_data");
+        return AirmyError::Verify(Error::NotConfigured).error_response();
+    };
+    match inbox.accept(&verified).await {
+        Ok(accepted) => {
+            let (status, body) = accepted.response(verified.id());
+            json(status, body)
+        }
+        Err(err) => json(err.status(), err.body()),
+    }
+}
+
+/// Runs the handlers in `app_data` on the verified delivery; see the [module docs](self).
+pub async fn dispatch(
+    handlers: Option<web::Data<Handlers>>,
+    AirmyDelivery(verified): AirmyDelivery,
+) -> HttpResponse {
+    let Some(handlers) = handlers else {
+        tracing::error!(target: "airmy_verify", "inbox::dispatch without Handlers in app_data");
+        return AirmyError::Verify(Error::NotConfigured).error_response();
+    };
+    let id = verified.id().to_owned();
+    let ctx = Context::now(id.clone());
+    match handlers
+        .handle(verified.event_type(), verified.bytes().clone(), ctx)
+        .await
+    {
+        Ok(_) => json(
+            200,
+            serde_json::json!({ "status": "handled", "id": id }).to_string(),
+        ),
+        Err(err) => {
+            tracing::warn!(target: "airmy_verify", event_id = %id, error = %err, "handler failed; answering 500");
+            json(500, r#"{"error":"handler_failed"}"#)
+        }
+    }
+}
