@@ -7,9 +7,11 @@
 //!
 //! **Behind the [`AirmyVerify`](crate::AirmyVerify) middleware** (recommended) they take the
 //! delivery it verified from the request extensions: nothing is hashed or parsed twice, and
-//! any mix of `AirmyEvent<T>`, `AirmyDelivery`, `web::Bytes`, `String`, `web::Json<T>` and
-//! `HttpRequest` in one handler works, in any order (the middleware puts the verified bytes
-//! back as the payload).
+//! any number of `AirmyEvent<T>` and `AirmyDelivery` work in one handler, in any order, with
+//! `HttpRequest` and with one of actix's body extractors (`web::Bytes`, `String`,
+//! `web::Json<T>`): the middleware puts the verified bytes back as the payload, and raises
+//! actix's body limit for them to the verifier's. (actix gives the payload to one body
+//! extractor only.)
 //!
 //! **Without it** they verify the request themselves with the [`Verifier`](airmy_verify::Verifier)
 //! in `app_data` (as `Verifier` or `web::Data<Verifier>`), refusing an over-limit

@@ -43,10 +43,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
 use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::Extensions;
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use actix_web::rt::time::{Instant, Sleep, sleep_until};
+use actix_web::web::PayloadConfig;
 use actix_web::{HttpMessage, ResponseError};
 use airmy_verify::verifier::parse_content_length;
 use airmy_verify::{Error, Intake, SIGNATURE_HEADER, Verified, Verifier};
@@ -87,9 +89,15 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
+        // actix's `web::Bytes` and `String` extractors stop at 256 KiB unless a `PayloadConfig`
+        // says otherwise: behind the middleware they read a body the verifier already allowed,
+        // so they get the verifier's limit (a `PayloadConfig` set on the resource still wins).
+        let mut data = Extensions::new();
+        data.insert(PayloadConfig::new(self.verifier.max_body_size()));
         future::ready(Ok(AirmyVerifyMiddleware {
             service: Rc::new(service),
             verifier: self.verifier.clone(),
+            data: Rc::new(data),
         }))
     }
 }
@@ -99,6 +107,7 @@ where
 pub struct AirmyVerifyMiddleware<S> {
     service: Rc<S>,
     verifier: Verifier,
+    data: Rc<Extensions>,
 }
 
 impl<S, B> Service<ServiceRequest> for AirmyVerifyMiddleware<S>
@@ -120,6 +129,7 @@ where
                     intake,
                     req,
                     service: Rc::clone(&self.service),
+                    data: Rc::clone(&self.data),
                     started: Instant::now(),
                     timeout: self.verifier.body_timeout(),
                     deadline: None,
@@ -170,6 +180,7 @@ struct Reading<S> {
     payload: Payload,
     intake: Intake,
     service: Rc<S>,
+    data: Rc<Extensions>,
     started: Instant,
     timeout: std::time::Duration,
     /// Armed the first time the payload is not ready.
@@ -235,6 +246,7 @@ impl<S> Reading<S> {
             mut req,
             intake,
             service,
+            data,
             ..
         } = self;
         let verified = match read.and_then(|()| intake.finish()) {
@@ -249,6 +261,7 @@ impl<S> Reading<S> {
         let bytes: Result<_, PayloadError> = Ok(verified.bytes().clone());
         let stream: Pin<Box<dyn Stream<Item = _>>> = Box::pin(stream::once(future::ready(bytes)));
         req.set_payload(Payload::from(stream));
+        req.add_data_container(data);
         req.extensions_mut().insert::<Verified>(verified);
         State::Calling {
             future: service.call(req),

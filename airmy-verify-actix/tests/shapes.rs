@@ -870,3 +870,43 @@ async fn the_idempotency_middleware_without_the_verifying_one_answers_500() {
     );
     assert_eq!(ran.count(), 1);
 }
+
+/// actix's `web::Bytes` and `String` stop at 256 KiB by default; behind the middleware they
+/// take whatever the verifier accepted (2 MiB here), so a large authentic delivery is not
+/// refused with actix's own 413 after it was verified.
+#[actix_web::test]
+async fn behind_the_middleware_body_extractors_take_bodies_up_to_the_verifier_limit() {
+    async fn bytes(AirmyEvent(e): AirmyEvent, body: web::Bytes) -> HttpResponse {
+        HttpResponse::Ok().body(format!("{} {}", e.id, body.len()))
+    }
+    async fn string(body: String, AirmyDelivery(d): AirmyDelivery) -> HttpResponse {
+        HttpResponse::Ok().body(format!("{} {}", d.id(), body.len()))
+    }
+    let app = test::init_service(
+        App::new().service(
+            web::scope("/hooks")
+                .wrap(AirmyVerify::new(verifier()))
+                .route("/bytes", web::post().to(bytes))
+                .route("/string", web::post().to(string)),
+        ),
+    )
+    .await;
+    for len in [
+        256 * 1024 + 1,
+        1024 * 1024,
+        airmy_verify::DEFAULT_MAX_BODY_SIZE,
+    ] {
+        let d = testing::sample_event("run.completed")
+            .padded_to(len)
+            .signed(testing::SECRET);
+        for path in ["/hooks/bytes", "/hooks/string"] {
+            let (status, body) = send(&app, request(path, &d)).await;
+            assert_eq!(status, StatusCode::OK, "{path} {len}: {}", text(&body));
+            assert!(
+                text(&body).ends_with(&format!(" {len}")),
+                "{path} {len}: {}",
+                text(&body)
+            );
+        }
+    }
+}

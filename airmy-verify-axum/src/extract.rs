@@ -8,8 +8,9 @@
 //!
 //! Both read what the layer left in the request extensions: they put **no bound on the router
 //! state** (any `AppState` works, with or without `#[derive(FromRef)]`), they read no body
-//! (so they combine with each other and with axum's own extractors, `Bytes`, `String` or
-//! `Json<T>` included, in any order), and nothing is hashed or parsed twice: the first
+//! (so they combine with each other and with axum's own extractors; a body extractor such as
+//! `Bytes`, `String` or `Json<T>` comes last, as axum requires), and nothing is hashed or
+//! parsed twice: the first
 //! `AirmyEvent` of a request takes the envelope the layer parsed, a second one parses the
 //! verified bytes again.
 //!

@@ -328,8 +328,9 @@ impl fmt::Display for Error {
                 write!(f, "expected a `{expected}` event, got `{found}`")
             }
             Self::NotConfigured => f.write_str(
-                "no verifying layer or middleware in front of this route (add AirmyVerifyLayer / \
-                 AirmyVerify, or for actix's extractors alone a Verifier in app_data)",
+                "no verified delivery on this request: add AirmyVerifyLayer / AirmyVerify in \
+                 front of this route, outside any idempotency layer or middleware (or, for \
+                 actix's extractors alone, a Verifier in app_data)",
             ),
         }
     }

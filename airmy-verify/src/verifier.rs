@@ -172,6 +172,7 @@ impl Verifier {
             signature,
             first: None,
             rest: Vec::new(),
+            tail: BytesMut::new(),
             len: 0,
         })
     }
@@ -263,17 +264,28 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
 /// One delivery being verified: opened from its headers with [`Verifier::intake`], fed the
 /// body chunk by chunk with [`push`](Self::push), and checked with [`finish`](Self::finish).
 ///
-/// Chunks are kept as they arrive, without a copy, and hashed only when the body is complete;
-/// they are joined into one buffer only once the signature matched, so a forged body never
-/// costs more than its own bytes. A chunk that would take the body past the limit is refused
-/// before it is stored. See the [module docs](self).
+/// The first chunk, and later ones of at least [`SMALL_CHUNK`] bytes, are kept as they
+/// arrive, without a copy (a body that arrives in one chunk is never copied); later smaller
+/// ones are copied into a shared buffer, so a body sent in tiny chunks (each of which may pin
+/// a larger read buffer of the server's) costs about its own size too. The chunks are hashed
+/// only when the body is complete, and joined into one buffer only once the signature matched,
+/// so a forged body never costs more than about its own bytes. A chunk that would take the
+/// body past the limit is refused before it is stored. See the [module docs](self).
 pub struct Intake {
     verifier: Verifier,
     signature: Signature,
     first: Option<Bytes>,
     rest: Vec<Bytes>,
+    /// Small chunks, copied together; moved to `rest` when it grows large.
+    tail: BytesMut,
     len: usize,
 }
+
+/// Chunks smaller than this (8 KiB) are copied together rather than kept one by one.
+pub const SMALL_CHUNK: usize = 8 * 1024;
+
+/// Copied small chunks move to their own buffer once they add up to this (64 KiB).
+const TAIL_FLUSH: usize = 64 * 1024;
 
 impl Intake {
     /// Adds the next chunk of the body.
@@ -293,8 +305,18 @@ impl Intake {
             return Ok(());
         }
         if self.first.is_none() {
+            // The usual case: the whole body in one chunk, kept as it is (at most this one
+            // chunk pins a read buffer of the server's).
             self.first = Some(chunk);
+        } else if chunk.len() < SMALL_CHUNK {
+            self.tail.extend_from_slice(&chunk);
+            if self.tail.len() >= TAIL_FLUSH {
+                self.rest.push(self.tail.split().freeze());
+            }
         } else {
+            if !self.tail.is_empty() {
+                self.rest.push(self.tail.split().freeze());
+            }
             self.rest.push(chunk);
         }
         Ok(())
@@ -325,9 +347,13 @@ impl Intake {
             verifier,
             signature,
             first,
-            rest,
+            mut rest,
+            tail,
             len,
         } = self;
+        if !tail.is_empty() {
+            rest.push(tail.freeze());
+        }
         let first = first.unwrap_or_default();
         let bytes = if rest.is_empty() {
             if !verifier.signature_matches(&signature, &[&first]) {
@@ -605,6 +631,39 @@ mod tests {
         intake.push(chunk.clone()).expect("within the limit");
         let verified = intake.finish().expect("verified");
         assert_eq!(verified.bytes().as_ptr(), chunk.as_ptr());
+    }
+
+    #[test]
+    fn tiny_chunks_are_copied_together_not_kept_one_by_one() {
+        let v = verifier(1024);
+        let mut intake = intake(&v, body());
+        for byte in body() {
+            intake.push(Bytes::copy_from_slice(&[*byte])).expect("fits");
+        }
+        assert!(intake.rest.is_empty(), "{} buffers", intake.rest.len());
+        assert_eq!(intake.tail.len(), body().len() - 1);
+        assert_eq!(intake.finish().expect("verified").bytes(), body());
+    }
+
+    #[test]
+    fn small_and_large_chunks_keep_their_order() {
+        let big = vec![b' '; SMALL_CHUNK];
+        let mut body_bytes = br#"{"id":"evt_1","type":"test","#.to_vec();
+        body_bytes.extend_from_slice(&big);
+        body_bytes.extend_from_slice(br#""created_at":"2026-03-22T14:30:00Z","#);
+        body_bytes.extend_from_slice(&big);
+        body_bytes.extend_from_slice(br#""data":{}}"#);
+        let v = verifier(1 << 20);
+        let mut intake = intake(&v, &body_bytes);
+        let mut at: usize = 0;
+        for size in [3, 5, SMALL_CHUNK + 7, 1, 2, SMALL_CHUNK, usize::MAX] {
+            let end = at.saturating_add(size).min(body_bytes.len());
+            intake
+                .push(Bytes::copy_from_slice(&body_bytes[at..end]))
+                .expect("fits");
+            at = end;
+        }
+        assert_eq!(intake.finish().expect("verified").bytes(), &body_bytes[..]);
     }
 
     #[test]

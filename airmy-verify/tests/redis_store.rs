@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use airmy_verify::idempotency::{
-    Begin, Claim, Commit, Idempotency, IdempotencyStore, MAX_DURATION, RedisStore,
+    Begin, Claim, Commit, Idempotency, IdempotencyStore, MAX_DURATION, OnStoreError, RedisStore,
 };
 use test_support::RedisServer;
 
@@ -227,4 +227,41 @@ async fn a_guarded_handler_slower_than_the_lease_keeps_its_claim() {
         guard.begin("evt_slow").await,
         Begin::Duplicate { .. }
     ));
+}
+
+/// A Redis that stalls while a claim is made: the claim is stored once Redis resumes, but its
+/// reply was lost. The guard's release, sent while Redis was frozen, runs right after it (the
+/// scripts were loaded at connect), so a retry is not answered 409 for a whole lease.
+#[tokio::test]
+async fn a_claim_made_while_redis_stalls_does_not_block_the_retries() {
+    let server = RedisServer::start_private();
+    let store = RedisStore::connect_with_timeout(server.url(), Duration::from_millis(300))
+        .await
+        .expect("connects");
+    let guard = Idempotency::with_retention(store, LONG).on_store_error(OnStoreError::Refuse);
+    // A first delivery, so the connection is warm.
+    let Begin::Run(ticket) = guard.begin("evt_warm").await else {
+        panic!("runs")
+    };
+    ticket.finish(true).await;
+
+    server.pause();
+    let stalled = guard.begin("evt_stalled").await;
+    server.resume();
+    assert!(matches!(stalled, Begin::Unavailable), "{stalled:?}");
+    // What was queued while Redis was frozen runs now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut retry = guard.begin("evt_stalled").await;
+    for _ in 0..20 {
+        if !matches!(retry, Begin::Unavailable) {
+            break;
+        }
+        // The connection manager may still be reconnecting.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        retry = guard.begin("evt_stalled").await;
+    }
+    assert!(
+        matches!(retry, Begin::Run(_)),
+        "the retry runs, not 409: {retry:?}"
+    );
 }

@@ -113,14 +113,10 @@ impl Handling {
         if self.print {
             let mut out = std::io::stdout().lock();
             // A closed stdout must not stop the receiver.
+            let (id, event_type) = (crate::word(&event.id), crate::word(event.event_type()));
             let _ = match attempt {
-                Some(n) => writeln!(
-                    out,
-                    "handled {} {} attempt={n}",
-                    event.id,
-                    event.event_type()
-                ),
-                None => writeln!(out, "handled {} {}", event.id, event.event_type()),
+                Some(n) => writeln!(out, "handled {id} {event_type} attempt={n}"),
+                None => writeln!(out, "handled {id} {event_type}"),
             };
             let _ = out.flush();
         }

@@ -14,6 +14,7 @@
 //! | `AIRMY_HANDLER_FAIL_FOR_SECS` | every handling attempt fails during the first N seconds after start (a simulated outage): 500 `{"error":"handler_failed"}` without an inbox, a retry later with one | `0` |
 //! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing): store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
+//! | `AIRMY_INBOX_LEASE_SECS` | how long an entry stays leased to a worker that stopped extending it (a crashed process): how long before another takes it over | `60` |
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
 //! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
@@ -77,6 +78,8 @@ pub struct ReceiverConfig {
     pub inbox: Option<std::path::PathBuf>,
     /// How many entries the inbox workers handle at once (`AIRMY_INBOX_WORKERS`).
     pub inbox_workers: usize,
+    /// The inbox workers' lease (`AIRMY_INBOX_LEASE_SECS`).
+    pub inbox_lease: Duration,
 }
 
 /// Where `AIRMY_IDEMPOTENCY` keeps claimed and processed event ids.
@@ -201,6 +204,14 @@ impl ReceiverConfig {
             .ok_or_else(|| {
                 ConfigError("AIRMY_INBOX_WORKERS must be between 1 and 1024".to_owned())
             })?;
+        let inbox_lease = match whole("AIRMY_INBOX_LEASE_SECS", 60)? {
+            0 => {
+                return Err(ConfigError(
+                    "AIRMY_INBOX_LEASE_SECS must be at least 1".to_owned(),
+                ));
+            }
+            secs => Duration::from_secs(secs),
+        };
         let inbox = match lookup("AIRMY_INBOX").as_deref().map(str::trim) {
             None | Some("") => None,
             Some(setting) => match setting.strip_prefix("sqlite:") {
@@ -243,6 +254,7 @@ impl ReceiverConfig {
             handler_fail_for,
             inbox,
             inbox_workers,
+            inbox_lease,
         })
     }
 }
@@ -292,25 +304,29 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Waits (up to [`SHUTDOWN_GRACE`]) for guarded handlers that are still running: they run
-/// detached from their connections, so stopping the server does not stop them.
-pub async fn drain(guard: Option<&Idempotency>) {
-    if let Some(guard) = guard {
-        if guard.running() > 0 {
-            tracing::info!(target: "airmy_receiver", running = guard.running(), "waiting for running handlers");
-        }
-        if tokio::time::timeout(SHUTDOWN_GRACE, guard.wait_idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!(target: "airmy_receiver", running = guard.running(), "handlers still running at shutdown");
-        }
+/// Waits, until `deadline`, for guarded handlers that are still running: they run detached
+/// from their connections, so stopping the server does not stop them. Whether none is left.
+pub async fn drain(guard: Option<&Idempotency>, deadline: tokio::time::Instant) -> bool {
+    let Some(guard) = guard else {
+        return true;
+    };
+    if guard.running() > 0 {
+        tracing::info!(target: "airmy_receiver", running = guard.running(), "waiting for running handlers");
     }
+    if tokio::time::timeout_at(deadline, guard.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(target: "airmy_receiver", running = guard.running(), "handlers still running at the shutdown deadline");
+        return false;
+    }
+    true
 }
 
 /// Serves an axum app on `listener` with hyper directly, so that a request's headers must
 /// arrive within [`HEADER_TIMEOUT`] (`axum::serve` has no such setting), until `shutdown`
-/// resolves; then stops accepting, lets open connections finish their requests, and returns.
+/// resolves; then stops accepting, lets open connections finish their requests (until
+/// [`SHUTDOWN_GRACE`] after the signal), and returns that deadline, for what else must finish.
 ///
 /// # Errors
 ///
@@ -319,7 +335,7 @@ pub async fn serve_axum(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<tokio::time::Instant> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
@@ -350,9 +366,10 @@ pub async fn serve_axum(
             let _ = connection.await;
         });
     }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
-    Ok(())
+    let _ = tokio::time::timeout_at(deadline, graceful.shutdown()).await;
+    Ok(deadline)
 }
 
 /// Prints the line the tests and the demo wait for, exactly `listening on http://HOST:PORT`.
@@ -396,7 +413,7 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inb
 pub fn start_workers(
     inbox: Option<&Inbox>,
     handling: &apps::Handling,
-    workers: usize,
+    (workers, lease): (usize, Duration),
     receiver: &'static str,
 ) -> (
     tokio_util::sync::CancellationToken,
@@ -406,16 +423,41 @@ pub fn start_workers(
     let handle = inbox.map(|inbox| {
         let worker = inbox
             .worker(handling.handlers(receiver))
-            .concurrency(workers);
+            .concurrency(workers)
+            .lease(lease);
         tokio::spawn(worker.run(token.clone()))
     });
     (token, handle)
 }
 
-/// Prints a configuration error and exits with code 2.
+/// Prints a configuration error, on one line, and exits with code 2.
 pub fn exit_config(err: &ConfigError) -> ! {
-    eprintln!("error: {err}");
+    let line: String = err
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("error: {line}");
     std::process::exit(EXIT_CONFIG);
+}
+
+/// A word for a stdout line: whitespace, control characters and backslashes escaped
+/// (`\u{a}`), so that a signed event id or type can never break or add a line; an empty word
+/// is `""`.
+#[must_use]
+pub fn word(text: &str) -> String {
+    if text.is_empty() {
+        return "\"\"".to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() || c == '\\' {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -506,6 +548,15 @@ mod tests {
             Duration::from_secs(45)
         );
         assert!(with(&[("AIRMY_HANDLER_FAIL_FOR_SECS", "1.5")]).is_err());
+    }
+
+    #[test]
+    fn stdout_words_cannot_break_a_line() {
+        assert_eq!(word("evt_01HXYZ"), "evt_01HXYZ");
+        assert_eq!(word(""), "\"\"");
+        assert_eq!(word("a b\nhandled x"), "a\\u{20}b\\u{a}handled\\u{20}x");
+        assert_eq!(word("x\r\ty\\"), "x\\u{d}\\u{9}y\\u{5c}");
+        assert!(!word("evil\nlistening on http://1.2.3.4:1").contains('\n'));
     }
 
     #[test]

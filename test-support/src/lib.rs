@@ -100,6 +100,37 @@ impl RedisServer {
         let _ = child.wait();
     }
 
+    /// Freezes the server this started (`SIGSTOP`): connections stay open, commands wait,
+    /// replies time out, until [`resume`](Self::resume).
+    ///
+    /// # Panics
+    ///
+    /// When the server is an external one.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (`SIGCONT`); the commands that waited run now.
+    ///
+    /// # Panics
+    ///
+    /// When the server is an external one.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self
+            .child
+            .as_ref()
+            .expect("only a redis-server started by the test can be signalled");
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Starts the stopped server again on the same port.
     pub fn restart(&mut self) {
         self.spawn();

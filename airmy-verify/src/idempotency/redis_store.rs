@@ -128,17 +128,27 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client, config)
+        let mut connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(redis_error)?;
-        Ok(Self {
-            connection,
+        let store = Self {
+            connection: connection.clone(),
             prefix: "airmy:idempotency:".to_owned(),
             claim: redis::Script::new(CLAIM),
             extend: redis::Script::new(EXTEND),
             commit: redis::Script::new(COMMIT),
             release: redis::Script::new(RELEASE),
-        })
+        };
+        // Loaded now, so that a command sent while Redis stalls (a release after a claim whose
+        // reply timed out) runs when Redis resumes, instead of failing as an unknown script
+        // with nobody left to load it and retry.
+        for script in [&store.claim, &store.extend, &store.commit, &store.release] {
+            script
+                .load_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+        }
+        Ok(store)
     }
 
     /// Uses `prefix` in front of event ids for keys. Defaults to `airmy:idempotency:`.

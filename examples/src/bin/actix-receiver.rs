@@ -46,20 +46,27 @@ async fn main() {
             std::process::exit(1);
         }
     }
-    let (workers, worker) =
-        examples::start_workers(inbox.as_ref(), &handling, config.inbox_workers, "actix");
+    let (workers, worker) = examples::start_workers(
+        inbox.as_ref(),
+        &handling,
+        (config.inbox_workers, config.inbox_lease),
+        "actix",
+    );
     let server = server.run();
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         examples::shutdown_signal().await;
-        // Stop accepting, let detached handlers and inbox workers finish, then stop.
+        // One deadline for everything: stop accepting, let detached handlers and inbox
+        // workers finish, then stop the server (gracefully if the handlers finished in time,
+        // at once otherwise, so the whole stop stays within the grace period).
+        let deadline = tokio::time::Instant::now() + examples::SHUTDOWN_GRACE;
         handle.pause().await;
-        examples::drain(guard.as_ref()).await;
         workers.cancel();
+        let idle = examples::drain(guard.as_ref(), deadline).await;
         if let Some(worker) = worker {
             let _ = worker.await;
         }
-        handle.stop(true).await;
+        handle.stop(idle).await;
     });
     if let Err(err) = server.await {
         eprintln!("error: server failed: {err}");

@@ -5,7 +5,17 @@
 //! airmy-webhook send --url http://127.0.0.1:3000/hooks/airmy --secret whsec_... --type run.completed
 //! airmy-webhook send --url ... --secret ... --file body.json     # the file's exact bytes
 //! airmy-webhook sign --secret whsec_... body.json                # prints the signature, for curl
+//! airmy-webhook inbox --inbox sqlite:inbox.db stats              # the durable inbox's counts
+//! airmy-webhook inbox dead | replay ID | replay --all-dead | replay --dead-since 2026-12-01T00:00:00Z
+//! airmy-webhook inbox purge --processed-before 2026-11-01T00:00:00Z
 //! ```
+//!
+//! `inbox` works on a receiver's inbox (`--inbox`, or `AIRMY_INBOX`), also while the receiver
+//! runs: `stats` (pending, scheduled, processing, dead, done, oldest pending age), `dead`
+//! (id, type, attempts, last error), `replay` (one id, every dead letter, or those that died
+//! since a time; `--dry-run` lists without replaying), `purge` (processed entries before a
+//! time). A table by default, `--json` for scripts. Exit 0 on success, 1 when the operation
+//! failed (an unknown id), 2 for a usage error or an inbox that cannot be opened.
 //!
 //! `send` follows AIRMY's retry policy: up to 3 attempts, waiting 1 s then 5 s between them
 //! (AIRMY's page lists the delays 1 s, 5 s and 30 s; the 30 s one applies to a 4th attempt,
@@ -47,6 +57,61 @@ enum Command {
     Send(SendArgs),
     /// Print the X-AIRMY-Signature of a file's exact bytes (`-` or no file: standard input).
     Sign(SignArgs),
+    /// Inspect and operate a receiver's durable inbox.
+    Inbox(InboxArgs),
+}
+
+#[derive(Args)]
+struct InboxArgs {
+    /// The inbox, as `sqlite:PATH` (the receivers' AIRMY_INBOX).
+    #[arg(long, env = "AIRMY_INBOX")]
+    inbox: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: InboxCommand,
+}
+
+#[derive(Subcommand)]
+enum InboxCommand {
+    /// Counts of entries: pending, scheduled, processing, dead, done, oldest pending age.
+    Stats,
+    /// The dead letters, most recent first: id, type, attempts, last error.
+    Dead {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Make dead (or processed) entries pending again.
+    Replay {
+        /// The event id to replay.
+        #[arg(conflicts_with_all = ["all_dead", "dead_since"], required_unless_present_any = ["all_dead", "dead_since"])]
+        id: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all_dead: bool,
+        /// Dead letters that died at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        dead_since: Option<OffsetDateTime>,
+        /// List what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete processed entries finished before a time (RFC 3339).
+    Purge {
+        /// Processed before this time.
+        #[arg(long, value_parser = parse_time)]
+        processed_before: OffsetDateTime,
+    },
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(
+        text,
+        &airmy_verify::time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-12-01T00:00:00Z"))
 }
 
 #[derive(Args)]
@@ -94,6 +159,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Send(args) => send(args),
         Command::Sign(args) => sign(&args),
+        Command::Inbox(args) => inbox(args),
     };
     match result {
         Ok(code) => code,
@@ -251,4 +317,176 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+/// `inbox`: opens the inbox (an existing file only), runs the subcommand.
+fn inbox(args: InboxArgs) -> Result<ExitCode, String> {
+    use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions};
+    use std::io::IsTerminal;
+
+    let path = args
+        .inbox
+        .trim()
+        .strip_prefix("sqlite:")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| format!("--inbox must be sqlite:PATH, got {:?}", args.inbox))?;
+    if !std::path::Path::new(path).is_file() {
+        return Err(format!("no inbox at {path}"));
+    }
+    let backend = SqliteBackend::open(path, SqliteOptions::default()).map_err(|e| e.to_string())?;
+    let inbox = Inbox::new(backend);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let json = args.json;
+    let failed = |err: airmy_verify_inbox::InboxError| -> Result<ExitCode, String> {
+        eprintln!("error: {err}");
+        Ok(ExitCode::FAILURE)
+    };
+    runtime.block_on(async move {
+        let backend = inbox.backend();
+        match args.command {
+            InboxCommand::Stats => {
+                let stats = match backend.stats().await {
+                    Ok(stats) => stats,
+                    Err(err) => return Err(err.to_string()),
+                };
+                if json {
+                    println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+                } else {
+                    println!("{:<10} {:>10}", "pending", stats.pending);
+                    println!("{:<10} {:>10}", "scheduled", stats.scheduled);
+                    println!("{:<10} {:>10}", "processing", stats.processing);
+                    println!("{:<10} {:>10}", "dead", stats.dead);
+                    println!("{:<10} {:>10}", "done", stats.done);
+                    let age = stats
+                        .oldest_pending_age_secs
+                        .map_or_else(|| "-".to_owned(), |s| format!("{s} s"));
+                    println!("oldest pending age: {age}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            InboxCommand::Dead { limit } => {
+                let dead = match backend.dead(limit).await {
+                    Ok(dead) => dead,
+                    Err(err) => return failed(err),
+                };
+                if json {
+                    println!("{}", serde_json::to_string(&dead).unwrap_or_default());
+                } else if dead.is_empty() {
+                    println!("no dead letters");
+                } else {
+                    println!(
+                        "{:<32} {:<22} {:>8}  {:<20}  last error",
+                        "id", "type", "attempts", "died at"
+                    );
+                    for d in &dead {
+                        let died = d
+                            .died_at
+                            .format(&airmy_verify::time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default();
+                        let error: String = d.last_error.chars().take(80).collect();
+                        println!(
+                            "{:<32} {:<22} {:>8}  {:<20}  {error}",
+                            d.id, d.event_type, d.attempts, died
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            InboxCommand::Replay {
+                id: Some(id),
+                dry_run,
+                ..
+            } => {
+                if dry_run {
+                    let known = backend.dead(usize::MAX).await.map_err(|e| e.to_string())?;
+                    if !known.iter().any(|d| d.id == id) {
+                        return failed(airmy_verify_inbox::InboxError::NotFound(id));
+                    }
+                } else if let Err(err) = backend.replay(&id).await {
+                    return failed(err);
+                }
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "replayed": [id], "dry_run": dry_run })
+                    );
+                } else {
+                    println!("{} {id}", if dry_run { "would replay" } else { "replayed" });
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            InboxCommand::Replay {
+                dead_since,
+                dry_run,
+                ..
+            } => {
+                // List first, then replay one by one, with progress on a terminal.
+                let ids = match backend.replay_dead(dead_since, true).await {
+                    Ok(ids) => ids,
+                    Err(err) => return failed(err),
+                };
+                let progress = !dry_run && std::io::stderr().is_terminal() && ids.len() > 1;
+                let mut replayed = Vec::with_capacity(ids.len());
+                for (n, id) in ids.iter().enumerate() {
+                    if !dry_run {
+                        if let Err(err) = backend.replay(id).await {
+                            eprintln!("warning: {id}: {err}");
+                            continue;
+                        }
+                    }
+                    replayed.push(id.clone());
+                    if progress {
+                        eprint!("\rreplaying {}/{}", n + 1, ids.len());
+                    }
+                }
+                if progress {
+                    eprintln!();
+                }
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "replayed": replayed, "dry_run": dry_run })
+                    );
+                } else {
+                    for id in &replayed {
+                        println!("{} {id}", if dry_run { "would replay" } else { "replayed" });
+                    }
+                    println!(
+                        "{} dead letter(s) {}",
+                        replayed.len(),
+                        if dry_run {
+                            "would be replayed"
+                        } else {
+                            "replayed"
+                        }
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            InboxCommand::Purge { processed_before } => {
+                if std::io::stderr().is_terminal() {
+                    eprint!("purging ...");
+                }
+                let purged = match backend.purge_done(processed_before).await {
+                    Ok(n) => n,
+                    Err(err) => return failed(err),
+                };
+                if std::io::stderr().is_terminal() {
+                    eprintln!(" done");
+                }
+                if json {
+                    println!("{}", serde_json::json!({ "purged": purged }));
+                } else {
+                    println!(
+                        "purged {purged} processed entr{}",
+                        if purged == 1 { "y" } else { "ies" }
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
 }

@@ -26,8 +26,12 @@ async fn main() {
         }
     };
     let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
-    let (workers, worker) =
-        examples::start_workers(inbox.as_ref(), &handling, config.inbox_workers, "axum");
+    let (workers, worker) = examples::start_workers(
+        inbox.as_ref(),
+        &handling,
+        (config.inbox_workers, config.inbox_lease),
+        "axum",
+    );
     let app = axum_app(config.verifier, handling, guard.clone(), inbox);
     match listener.local_addr() {
         Ok(addr) => examples::announce(addr),
@@ -36,12 +40,24 @@ async fn main() {
             std::process::exit(1);
         }
     }
-    if let Err(err) = examples::serve_axum(listener, app, examples::shutdown_signal()).await {
-        eprintln!("error: server failed: {err}");
-        std::process::exit(1);
-    }
-    examples::drain(guard.as_ref()).await;
-    workers.cancel();
+    // At the signal the inbox workers stop taking entries at once, while open connections
+    // finish theirs.
+    let shutdown = {
+        let workers = workers.clone();
+        async move {
+            examples::shutdown_signal().await;
+            workers.cancel();
+        }
+    };
+    let deadline = match examples::serve_axum(listener, app, shutdown).await {
+        Ok(deadline) => deadline,
+        Err(err) => {
+            eprintln!("error: server failed: {err}");
+            std::process::exit(1);
+        }
+    };
+    // One deadline for everything: open connections, detached handlers, inbox workers.
+    examples::drain(guard.as_ref(), deadline).await;
     if let Some(worker) = worker {
         let _ = worker.await;
     }

@@ -303,7 +303,12 @@ async fn outage_act(secret: &str) -> Result<bool, Box<dyn std::error::Error>> {
         } else {
             None
         };
-        let (workers, worker) = examples::start_workers(inbox.as_ref(), &handling, 4, "axum");
+        let (workers, worker) = examples::start_workers(
+            inbox.as_ref(),
+            &handling,
+            (4, airmy_verify_inbox::DEFAULT_LEASE),
+            "axum",
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}{}", listener.local_addr()?, apps::PATH);
         let app = apps::axum_app(verifier.clone(), handling.clone(), None, inbox.clone());
