@@ -1,0 +1,495 @@
+//! Black-box tests of the receivers with `AIRMY_INBOX=sqlite:…`: a process killed with
+//! `kill -9` under load and restarted, a handler outage longer than AIRMY's retries,
+//! configuration errors, `/healthz`, and the `airmy-webhook inbox` commands.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airmy_verify::testing::{self, Delivery};
+use airmy_verify::time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const AXUM: &str = env!("CARGO_BIN_EXE_axum-receiver");
+const ACTIX: &str = env!("CARGO_BIN_EXE_actix-receiver");
+const TOOL: &str = env!("CARGO_BIN_EXE_airmy-webhook");
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "airmy-inbox-e2e-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+    fn db(&self) -> PathBuf {
+        self.0.join("inbox.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A receiver process whose stdout lines are kept.
+struct Receiver {
+    child: Child,
+    url: String,
+    base: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    async fn start(bin: &str, db: &Path, envs: &[(&str, &str)]) -> Self {
+        let inbox = format!("sqlite:{}", db.display());
+        let mut child = Command::new(bin)
+            .env_clear()
+            .env("AIRMY_WEBHOOK_SECRET", testing::SECRET)
+            .env("AIRMY_LISTEN", "127.0.0.1:0")
+            .env("AIRMY_INBOX", &inbox)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("receiver starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
+            .await
+            .expect("announced within 20 s")
+            .expect("readable")
+            .expect("a first line");
+        let addr = first
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Self {
+            child,
+            url: format!("http://{addr}/hooks/airmy"),
+            base: format!("http://{addr}"),
+            lines,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    fn kill_9(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+    }
+}
+
+/// `handled <id> <type> attempt=<n>` lines, as (id, attempt).
+fn handled(lines: &[String]) -> Vec<(String, u32)> {
+    lines
+        .iter()
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(words.len(), 4, "unexpected stdout line {line:?}");
+            assert_eq!(words[0], "handled", "{line:?}");
+            let attempt = words[3]
+                .strip_prefix("attempt=")
+                .expect("attempt=")
+                .parse()
+                .expect("n");
+            (words[1].to_owned(), attempt)
+        })
+        .collect()
+}
+
+fn delivery(id: &str) -> Delivery {
+    testing::sample_event("run.completed")
+        .id(id)
+        .created_at(OffsetDateTime::now_utc())
+        .signed(testing::SECRET)
+}
+
+async fn post(client: &reqwest::Client, url: &str, d: &Delivery) -> Option<(u16, String)> {
+    let response = client
+        .post(url)
+        .header("x-airmy-signature", &d.signature)
+        .body(d.body.clone())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.unwrap_or_default()))
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `kill -9` under load, then a restart on the same file: every delivery that got a 2xx is
+/// handled; an id is handled twice only if its handler was running at the kill (at most the
+/// number of workers), and then its second line is a takeover (a later attempt).
+async fn crash_and_restart(bin: &str) {
+    let dir = TempDir::new("crash");
+    let envs = [
+        ("AIRMY_HANDLER_DELAY_MS", "40"),
+        ("AIRMY_INBOX_WORKERS", "4"),
+        ("AIRMY_INBOX_LEASE_SECS", "2"),
+    ];
+    let first = Receiver::start(bin, &dir.db(), &envs).await;
+    let prefix = format!(
+        "evt_crash_{}",
+        OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let client = client();
+    let mut load = tokio::task::JoinSet::new();
+    for lane in 0..16 {
+        let (client, url, prefix, acknowledged) = (
+            client.clone(),
+            first.url.clone(),
+            prefix.clone(),
+            acknowledged.clone(),
+        );
+        load.spawn(async move {
+            for i in 0..25 {
+                let id = format!("{prefix}_{lane}_{i}");
+                if let Some((status, body)) = post(&client, &url, &delivery(&id)).await {
+                    if status == 200 {
+                        assert!(body.contains("\"accepted\""), "{body}");
+                        acknowledged.lock().expect("set").insert(id);
+                    }
+                }
+            }
+        });
+    }
+    // Kill it while deliveries arrive and handlers run.
+    wait_for("some deliveries handled", Duration::from_secs(30), || {
+        first.lines().len() >= 20
+    })
+    .await;
+    first.kill_9();
+    while load.join_next().await.is_some() {}
+    let before_kill = handled(&first.lines());
+    let acknowledged = acknowledged.lock().expect("set").clone();
+    assert!(
+        acknowledged.len() > 20,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+
+    let second = Receiver::start(bin, &dir.db(), &envs).await;
+    wait_for(
+        "every acknowledged delivery handled",
+        Duration::from_secs(60),
+        || {
+            let seen: HashSet<String> = handled(&first.lines())
+                .into_iter()
+                .chain(handled(&second.lines()))
+                .map(|(id, _)| id)
+                .collect();
+            acknowledged.iter().all(|id| seen.contains(id))
+        },
+    )
+    .await;
+    // Takeovers wait for the 2 s lease; give them time to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = handled(&second.lines());
+    let mut count: HashMap<String, Vec<u32>> = HashMap::new();
+    for (id, attempt) in before_kill.iter().chain(&after) {
+        count.entry(id.clone()).or_default().push(*attempt);
+    }
+    let twice: Vec<_> = count
+        .iter()
+        .filter(|(_, attempts)| attempts.len() > 1)
+        .collect();
+    assert!(twice.len() <= 4, "{bin}: handled twice: {twice:?}");
+    for (id, attempts) in &twice {
+        assert_eq!(attempts.len(), 2, "{bin}: {id}: {attempts:?}");
+        assert!(
+            attempts[1] > attempts[0],
+            "{bin}: {id}: the second is a takeover: {attempts:?}"
+        );
+    }
+    for id in &acknowledged {
+        assert!(
+            count.contains_key(id),
+            "{bin}: {id} acknowledged but never handled"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_killed_mid_load_loses_no_acknowledged_delivery() {
+    crash_and_restart(AXUM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_killed_mid_load_loses_no_acknowledged_delivery() {
+    crash_and_restart(ACTIX).await;
+}
+
+/// The handler fails for 4 s, longer than AIRMY's whole retry schedule scaled down: every
+/// delivery is acknowledged at its first attempt and handled once the handler recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_airmys_retries_loses_nothing() {
+    for bin in [AXUM, ACTIX] {
+        let dir = TempDir::new("outage");
+        let r = Receiver::start(bin, &dir.db(), &[("AIRMY_HANDLER_FAIL_FOR_SECS", "4")]).await;
+        let client = client();
+        let ids: Vec<String> = (0..10)
+            .map(|i| {
+                format!(
+                    "evt_outage_{i}_{}",
+                    OffsetDateTime::now_utc().unix_timestamp_nanos()
+                )
+            })
+            .collect();
+        for id in &ids {
+            let (status, body) = post(&client, &r.url, &delivery(id))
+                .await
+                .expect("answered");
+            assert_eq!(status, 200, "{bin}: {body}");
+            assert_eq!(body, format!(r#"{{"id":"{id}","status":"accepted"}}"#));
+            let (status, body) = post(&client, &r.url, &delivery(id))
+                .await
+                .expect("answered");
+            assert_eq!(
+                (status, body.contains("duplicate")),
+                (200, true),
+                "{bin}: {body}"
+            );
+        }
+        wait_for(
+            "every event handled after the outage",
+            Duration::from_secs(40),
+            || handled(&r.lines()).len() >= ids.len(),
+        )
+        .await;
+        let lines = handled(&r.lines());
+        for id in &ids {
+            let attempts: Vec<u32> = lines
+                .iter()
+                .filter(|(i, _)| i == id)
+                .map(|(_, a)| *a)
+                .collect();
+            assert_eq!(attempts.len(), 1, "{bin}: {id}: {attempts:?}");
+            assert!(
+                attempts[0] >= 2,
+                "{bin}: {id} failed first, during the outage"
+            );
+        }
+        let stats = tool(&[
+            "inbox",
+            "--inbox",
+            &format!("sqlite:{}", dir.db().display()),
+            "--json",
+            "stats",
+        ])
+        .await;
+        assert_eq!(stats.0, 0, "{stats:?}");
+        let stats: serde_json::Value = serde_json::from_str(&stats.1).expect("JSON");
+        assert_eq!(
+            (stats["done"].as_u64(), stats["dead"].as_u64()),
+            (Some(10), Some(0)),
+            "{bin}: {stats}"
+        );
+        let health = client
+            .get(format!("{}/healthz", r.base))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(health.status(), 200);
+    }
+}
+
+async fn tool(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(TOOL)
+        .env_clear()
+        .args(args)
+        .output()
+        .await
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn exits_2(bin: &str, envs: &[(&str, &str)]) -> String {
+    let out = Command::new(bin)
+        .env_clear()
+        .env("AIRMY_WEBHOOK_SECRET", testing::SECRET)
+        .env("AIRMY_LISTEN", "127.0.0.1:0")
+        .envs(envs.iter().copied())
+        .output()
+        .await
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{bin} {envs:?}: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing listens: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn inbox_configuration_errors_exit_2_naming_the_problem() {
+    let dir = TempDir::new("config");
+    let garbage = dir.0.join("garbage.db");
+    std::fs::write(&garbage, vec![b'x'; 8192]).expect("write");
+    let garbage = format!("sqlite:{}", garbage.display());
+    for bin in [AXUM, ACTIX] {
+        let err = exits_2(bin, &[("AIRMY_INBOX", "sqlite:/nonexistent/dir/inbox.db")]).await;
+        assert!(err.contains("/nonexistent/dir/inbox.db"), "{err}");
+        let err = exits_2(bin, &[("AIRMY_INBOX", &garbage)]).await;
+        assert!(err.contains("garbage.db"), "{err}");
+        let err = exits_2(
+            bin,
+            &[
+                ("AIRMY_INBOX", "sqlite:x.db"),
+                ("AIRMY_IDEMPOTENCY", "memory"),
+            ],
+        )
+        .await;
+        assert!(err.contains("cannot both be set"), "{err}");
+        let err = exits_2(bin, &[("AIRMY_INBOX", "inbox.db")]).await;
+        assert!(err.contains("sqlite:PATH"), "{err}");
+        let err = exits_2(bin, &[("AIRMY_INBOX_WORKERS", "0")]).await;
+        assert!(err.contains("AIRMY_INBOX_WORKERS"), "{err}");
+    }
+}
+
+/// The inbox commands on a file with a dead letter: stats, dead, replay (dry run, one id, an
+/// unknown id), purge; a missing inbox is a usage error.
+#[tokio::test]
+async fn the_inbox_commands_inspect_and_replay() {
+    use airmy_verify_inbox::{Backend, SqliteBackend, SqliteOptions};
+    let dir = TempDir::new("cli");
+    let inbox = format!("sqlite:{}", dir.db().display());
+    {
+        let backend = SqliteBackend::open(dir.db(), SqliteOptions::default()).expect("opens");
+        for id in ["evt_cli_dead", "evt_cli_done"] {
+            let d = airmy_verify_inbox::conformance::delivery(id, "alert.triggered");
+            backend.accept(&d).await.expect("accept");
+        }
+        for entry in backend
+            .take(2, Duration::from_secs(60))
+            .await
+            .expect("take")
+        {
+            if entry.id == "evt_cli_dead" {
+                assert!(
+                    backend
+                        .bury(&entry.id, &entry.token, "pager returned 500")
+                        .await
+                        .expect("bury")
+                );
+            } else {
+                assert!(
+                    backend
+                        .complete(&entry.id, &entry.token)
+                        .await
+                        .expect("complete")
+                );
+            }
+        }
+    }
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "stats"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("dead") && out.contains("done"), "{out}");
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "dead"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("evt_cli_dead") && out.contains("pager returned 500"),
+        "{out}"
+    );
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "--json", "dead"]).await;
+    assert_eq!(code, 0);
+    let dead: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(dead[0]["attempts"], 1);
+    let (code, out, _) = tool(&[
+        "inbox",
+        "--inbox",
+        &inbox,
+        "replay",
+        "--all-dead",
+        "--dry-run",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.contains("would replay evt_cli_dead"), "{out}");
+    let (code, _, err) = tool(&["inbox", "--inbox", &inbox, "replay", "evt_unknown"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("evt_unknown"), "{err}");
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "replay", "evt_cli_dead"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("replayed evt_cli_dead"), "{out}");
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "--json", "stats"]).await;
+    assert_eq!(code, 0);
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (stats["pending"].as_u64(), stats["dead"].as_u64()),
+        (Some(1), Some(0)),
+        "{stats}"
+    );
+    let future = "2999-01-01T00:00:00Z";
+    let (code, out, _) = tool(&[
+        "inbox",
+        "--inbox",
+        &inbox,
+        "purge",
+        "--processed-before",
+        future,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.contains("purged 1 processed entry"), "{out}");
+    let (code, _, err) = tool(&[
+        "inbox",
+        "--inbox",
+        &inbox,
+        "purge",
+        "--processed-before",
+        "yesterday",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = tool(&["inbox", "--inbox", "sqlite:/nonexistent/inbox.db", "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no inbox at /nonexistent/inbox.db"), "{err}");
+}
