@@ -493,3 +493,81 @@ async fn the_inbox_commands_inspect_and_replay() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no inbox at /nonexistent/inbox.db"), "{err}");
 }
+
+/// A full disk (a real `SQLITE_FULL`, through `max_page_count`) answers 503
+/// `{"error":"inbox_unavailable"}`, never a 2xx, through both adapters; what got a 2xx is
+/// stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_inbox_answers_503_and_never_2xx() {
+    use actix_web::{App, HttpServer};
+    use airmy_verify::{Secret, Verifier};
+    use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions};
+    use examples::apps::{Handling, actix_app, axum_app};
+
+    let dir = TempDir::new("full");
+    let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
+    let open = |name: &str| {
+        Inbox::new(
+            SqliteBackend::open(dir.0.join(name), SqliteOptions::default().max_pages(40))
+                .expect("opens"),
+        )
+    };
+    let (axum_inbox, actix_inbox) = (open("axum.db"), open("actix.db"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let axum_url = format!(
+        "http://{}/hooks/airmy",
+        listener.local_addr().expect("addr")
+    );
+    let app = axum_app(
+        verifier.clone(),
+        Handling::default(),
+        None,
+        Some(axum_inbox.clone()),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let routes = actix_app(
+        verifier,
+        Handling::default(),
+        None,
+        Some(actix_inbox.clone()),
+    );
+    let server = HttpServer::new(move || App::new().configure(routes.clone()))
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+    let actix_url = format!("http://{}/hooks/airmy", server.addrs()[0]);
+    let running = server.run();
+    let stop = running.handle();
+    let server = std::thread::spawn(move || actix_web::rt::System::new().block_on(running));
+
+    let client = client();
+    for (url, inbox) in [(&axum_url, &axum_inbox), (&actix_url, &actix_inbox)] {
+        let (mut accepted, mut refused) = (0u64, 0u64);
+        for i in 0..300 {
+            let d = testing::sample_event("run.completed")
+                .id(format!("evt_full_{i}"))
+                .created_at(OffsetDateTime::now_utc())
+                .padded_to(2000)
+                .signed(testing::SECRET);
+            match post(&client, url, &d).await.expect("answered") {
+                (200, body) if body.contains("accepted") => accepted += 1,
+                (503, body) => {
+                    assert_eq!(body, r#"{"error":"inbox_unavailable"}"#);
+                    refused += 1;
+                }
+                other => panic!("{url}: unexpected {other:?}"),
+            }
+        }
+        assert!(
+            accepted > 0 && refused > 0,
+            "{url}: {accepted} accepted, {refused} refused"
+        );
+        let stats = inbox.backend().stats().await.expect("stats");
+        assert_eq!(stats.pending, accepted, "{url}: every 2xx is stored");
+    }
+    stop.stop(false).await;
+    let _ = server.join();
+}
