@@ -33,6 +33,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -129,8 +130,36 @@ type Finish = Box<dyn FnOnce(Option<&InboxError>) + Send>;
 
 struct Work {
     job: Job,
-    durable: bool,
+    mode: Mode,
 }
+
+/// How a request runs in its batch.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// It stores deliveries (or changes what was stored): its batch commits with
+    /// `synchronous=FULL`.
+    durable: bool,
+    /// It runs several statements, so it runs in a savepoint of its own: a failure undoes all
+    /// of its statements and none of the batch's others. A single statement is atomic anyway.
+    several: bool,
+}
+
+const DURABLE_STEPS: Mode = Mode {
+    durable: true,
+    several: true,
+};
+const DURABLE_STEP: Mode = Mode {
+    durable: true,
+    several: false,
+};
+const STEPS: Mode = Mode {
+    durable: false,
+    several: true,
+};
+const STEP: Mode = Mode {
+    durable: false,
+    several: false,
+};
 
 /// The SQLite backend; see the [module docs](self). Cheap to share (`Inbox` holds it in an
 /// `Arc`); the writer thread stops when it is dropped.
@@ -139,6 +168,9 @@ pub struct SqliteBackend {
     notify: Arc<Notify>,
     path: PathBuf,
     max_unfinished: u64,
+    /// Pending and processing entries, kept by the writer's jobs and recounted every few
+    /// seconds (another process, such as the `inbox replay` command, may change the file).
+    unfinished: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for SqliteBackend {
@@ -178,9 +210,12 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Version 1. A rowid table (its rows hold the body, so a `WITHOUT ROWID` table would be slow),
+/// the event id unique, and indexes for what is due, leased and finished.
 const SCHEMA_V1: &str = "
 CREATE TABLE entries (
-    id          TEXT PRIMARY KEY NOT NULL,
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
     event_type  TEXT NOT NULL,
     body        BLOB NOT NULL,
     created_at  TEXT NOT NULL,
@@ -192,23 +227,10 @@ CREATE TABLE entries (
     lease_token TEXT,
     last_error  TEXT,
     finished_at INTEGER
-) WITHOUT ROWID;
+);
 CREATE INDEX entries_due ON entries (state, due_at);
 CREATE INDEX entries_lease ON entries (state, lease_until);
 CREATE INDEX entries_finished ON entries (state, finished_at);
-CREATE TABLE counts (state TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;
-INSERT INTO counts (state, n) VALUES ('pending', 0), ('processing', 0), ('done', 0), ('dead', 0);
-CREATE TRIGGER entries_count_insert AFTER INSERT ON entries BEGIN
-    UPDATE counts SET n = n + 1 WHERE state = NEW.state;
-END;
-CREATE TRIGGER entries_count_delete AFTER DELETE ON entries BEGIN
-    UPDATE counts SET n = n - 1 WHERE state = OLD.state;
-END;
-CREATE TRIGGER entries_count_update AFTER UPDATE OF state ON entries
-WHEN OLD.state <> NEW.state BEGIN
-    UPDATE counts SET n = n - 1 WHERE state = OLD.state;
-    UPDATE counts SET n = n + 1 WHERE state = NEW.state;
-END;
 ";
 
 /// Brings a database to [`SCHEMA_VERSION`], one step per version, each in a transaction.
@@ -284,11 +306,16 @@ impl SqliteBackend {
         migrate(&mut conn).map_err(fail)?;
 
         conn.set_prepared_statement_cache_capacity(64);
+        let unfinished = Arc::new(AtomicU64::new(
+            count_unfinished(&conn).map_err(|e| fail(e.to_string()))?,
+        ));
         let (sender, receiver) = mpsc::channel::<Work>();
         let writer = Writer {
             conn,
             clock: Arc::clone(&options.clock),
             durable: true,
+            unfinished: Arc::clone(&unfinished),
+            recounted: std::time::Instant::now(),
         };
         std::thread::Builder::new()
             .name("airmy-inbox-sqlite".into())
@@ -299,6 +326,7 @@ impl SqliteBackend {
             notify: Arc::new(Notify::new()),
             path,
             max_unfinished: options.max_unfinished,
+            unfinished,
         })
     }
 
@@ -309,7 +337,7 @@ impl SqliteBackend {
     }
 
     /// Runs `f` in the writer thread's next batch, answering once the batch is committed.
-    fn submit<T, F>(&self, durable: bool, f: F) -> BackendFuture<'static, T>
+    fn submit<T, F>(&self, mode: Mode, f: F) -> BackendFuture<'static, T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
@@ -326,7 +354,7 @@ impl SqliteBackend {
             });
             (ok, finish)
         });
-        let sent = self.sender.send(Work { job, durable }).is_ok();
+        let sent = self.sender.send(Work { job, mode }).is_ok();
         Box::pin(async move {
             if !sent {
                 return Err(InboxError::Unavailable("the inbox writer stopped".into()));
@@ -356,6 +384,21 @@ struct Writer {
     clock: Arc<dyn Clock>,
     /// The `synchronous` setting in force: FULL for batches that accept deliveries.
     durable: bool,
+    unfinished: Arc<AtomicU64>,
+    recounted: std::time::Instant,
+}
+
+/// How often the writer recounts unfinished entries.
+const RECOUNT: Duration = Duration::from_secs(5);
+
+fn count_unfinished(conn: &Connection) -> rusqlite::Result<u64> {
+    let n: i64 = conn.query_row(
+        "SELECT (SELECT count(*) FROM entries WHERE state = 'pending')
+              + (SELECT count(*) FROM entries WHERE state = 'processing')",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 impl Writer {
@@ -368,7 +411,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let durable = batch.iter().any(|w| w.durable);
+            let durable = batch.iter().any(|w| w.mode.durable);
             if durable != self.durable {
                 let setting = if durable { "FULL" } else { "NORMAL" };
                 if self
@@ -388,9 +431,16 @@ impl Writer {
                 }
                 continue;
             }
+            if self.recounted.elapsed() >= RECOUNT {
+                self.recounted = std::time::Instant::now();
+                if let Ok(n) = count_unfinished(&self.conn) {
+                    self.unfinished.store(n, Ordering::Relaxed);
+                }
+            }
             let mut finishes = Vec::with_capacity(batch.len());
             for work in batch {
-                let savepoint = self.conn.execute_batch("SAVEPOINT job").is_ok();
+                let savepoint =
+                    work.mode.several && self.conn.execute_batch("SAVEPOINT job").is_ok();
                 let (ok, finish) = (work.job)(&self.conn, now);
                 if savepoint && !self.conn.is_autocommit() {
                     if !ok {
@@ -422,7 +472,7 @@ impl Writer {
 fn accept_job(
     conn: &Connection,
     now: i64,
-    max_unfinished: u64,
+    (max_unfinished, unfinished): (u64, &AtomicU64),
     id: &str,
     event_type: &str,
     body: &[u8],
@@ -435,13 +485,10 @@ fn accept_job(
     if known.is_some() {
         return Ok(Accepted::Duplicate);
     }
-    let unfinished: i64 = conn
-        .prepare_cached("SELECT sum(n) FROM counts WHERE state IN ('pending', 'processing')")
-        .and_then(|mut s| s.query_row([], |row| row.get(0)))
-        .map_err(|e| unavailable(&e))?;
-    if u64::try_from(unfinished).unwrap_or(0) >= max_unfinished {
+    let waiting = unfinished.load(Ordering::Relaxed);
+    if waiting >= max_unfinished {
         return Err(InboxError::Full(format!(
-            "{unfinished} entries wait to be processed (the limit is {max_unfinished})"
+            "{waiting} entries wait to be processed (the limit is {max_unfinished})"
         )));
     }
     conn.prepare_cached(
@@ -450,6 +497,7 @@ fn accept_job(
     )
     .and_then(|mut s| s.execute(params![id, event_type, body, created_at, now]))
     .map_err(|e| unavailable(&e))?;
+    unfinished.fetch_add(1, Ordering::Relaxed);
     Ok(Accepted::Stored)
 }
 
@@ -520,6 +568,10 @@ fn take_job(
     Ok(leased)
 }
 
+fn decrement(counter: &AtomicU64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
+
 /// Runs an `UPDATE … WHERE id = ? AND lease_token = ? AND state = 'processing'`; whether it
 /// applied.
 fn leased_update(
@@ -543,8 +595,17 @@ impl Backend for SqliteBackend {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         let max = self.max_unfinished;
-        let stored = self.submit(true, move |conn, now| {
-            accept_job(conn, now, max, &id, &event_type, &body, &created_at)
+        let unfinished = Arc::clone(&self.unfinished);
+        let stored = self.submit(DURABLE_STEPS, move |conn, now| {
+            accept_job(
+                conn,
+                now,
+                (max, &unfinished),
+                &id,
+                &event_type,
+                &body,
+                &created_at,
+            )
         });
         let notify = Arc::clone(&self.notify);
         Box::pin(async move {
@@ -558,11 +619,11 @@ impl Backend for SqliteBackend {
 
     fn take(&self, max: usize, lease: Duration) -> BackendFuture<'_, Vec<Leased>> {
         let lease = duration_ms(lease);
-        self.submit(false, move |conn, now| take_job(conn, now, max, lease))
+        self.submit(STEPS, move |conn, now| take_job(conn, now, max, lease))
     }
 
     fn next_due(&self) -> BackendFuture<'_, Option<OffsetDateTime>> {
-        self.submit(false, |conn, _| {
+        self.submit(STEP, |conn, _| {
             let due: Option<i64> = conn
                 .query_row(
                     "SELECT min(t) FROM (
@@ -584,7 +645,7 @@ impl Backend for SqliteBackend {
         lease: Duration,
     ) -> BackendFuture<'a, bool> {
         let (id, token, lease) = (id.to_owned(), token.to_owned(), duration_ms(lease));
-        self.submit(false, move |conn, now| {
+        self.submit(STEP, move |conn, now| {
             leased_update(
                 conn,
                 "UPDATE entries SET lease_until = ?3
@@ -596,14 +657,19 @@ impl Backend for SqliteBackend {
 
     fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
         let (id, token) = (id.to_owned(), token.to_owned());
-        self.submit(false, move |conn, now| {
-            leased_update(
+        let unfinished = Arc::clone(&self.unfinished);
+        self.submit(STEP, move |conn, now| {
+            let done = leased_update(
                 conn,
                 "UPDATE entries SET state = 'done', finished_at = ?3, lease_until = NULL,
                      lease_token = NULL, last_error = NULL
                  WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'",
                 &[&id, &token, &now],
-            )
+            )?;
+            if done {
+                decrement(&unfinished);
+            }
+            Ok(done)
         })
     }
 
@@ -620,7 +686,7 @@ impl Backend for SqliteBackend {
             error.to_owned(),
             millis(at),
         );
-        self.submit(false, move |conn, _| {
+        self.submit(STEP, move |conn, _| {
             leased_update(
                 conn,
                 "UPDATE entries SET state = 'pending', due_at = ?3, last_error = ?4,
@@ -633,21 +699,26 @@ impl Backend for SqliteBackend {
 
     fn bury<'a>(&'a self, id: &'a str, token: &'a str, error: &'a str) -> BackendFuture<'a, bool> {
         let (id, token, error) = (id.to_owned(), token.to_owned(), error.to_owned());
-        self.submit(false, move |conn, now| {
-            leased_update(
+        let unfinished = Arc::clone(&self.unfinished);
+        self.submit(STEP, move |conn, now| {
+            let buried = leased_update(
                 conn,
                 "UPDATE entries SET state = 'dead', finished_at = ?3, last_error = ?4,
                      lease_until = NULL, lease_token = NULL
                  WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'",
                 &[&id, &token, &now, &error],
-            )
+            )?;
+            if buried {
+                decrement(&unfinished);
+            }
+            Ok(buried)
         })
     }
 
     fn release<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
         let (id, token) = (id.to_owned(), token.to_owned());
         let notify = Arc::clone(&self.notify);
-        let released = self.submit(false, move |conn, now| {
+        let released = self.submit(STEP, move |conn, now| {
             leased_update(
                 conn,
                 "UPDATE entries SET state = 'pending', due_at = ?3, attempts = max(attempts - 1, 0),
@@ -666,20 +737,20 @@ impl Backend for SqliteBackend {
     }
 
     fn stats(&self) -> BackendFuture<'_, Stats> {
-        self.submit(false, |conn, now| {
-            let count = |state: &str| -> Result<u64, InboxError> {
-                conn.prepare_cached("SELECT n FROM counts WHERE state = ?1")
-                    .and_then(|mut s| s.query_row([state], |row| row.get::<_, i64>(0)))
-                    .map(|n| u64::try_from(n).unwrap_or(0))
-                    .map_err(|e| unavailable(&e))
-            };
-            let scheduled: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM entries WHERE state = 'pending' AND due_at > ?1",
-                    [now],
-                    |row| row.get(0),
-                )
+        self.submit(STEP, |conn, now| {
+            let count = |sql: &str, arg: Option<i64>| -> Result<u64, InboxError> {
+                let n: i64 = match arg {
+                    Some(arg) => conn.query_row(sql, [arg], |row| row.get(0)),
+                    None => conn.query_row(sql, [], |row| row.get(0)),
+                }
                 .map_err(|e| unavailable(&e))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            };
+            let of = |state: &str| format!("SELECT count(*) FROM entries WHERE state = '{state}'");
+            let scheduled = count(
+                "SELECT count(*) FROM entries WHERE state = 'pending' AND due_at > ?1",
+                Some(now),
+            )?;
             let oldest: Option<i64> = conn
                 .query_row(
                     "SELECT min(due_at) FROM entries WHERE state = 'pending' AND due_at <= ?1",
@@ -687,13 +758,12 @@ impl Backend for SqliteBackend {
                     |row| row.get(0),
                 )
                 .map_err(|e| unavailable(&e))?;
-            let scheduled = u64::try_from(scheduled).unwrap_or(0);
             Ok(Stats {
-                pending: count("pending")?.saturating_sub(scheduled),
+                pending: count(&of("pending"), None)?.saturating_sub(scheduled),
                 scheduled,
-                processing: count("processing")?,
-                dead: count("dead")?,
-                done: count("done")?,
+                processing: count(&of("processing"), None)?,
+                dead: count(&of("dead"), None)?,
+                done: count(&of("done"), None)?,
                 oldest_pending_age_secs: oldest
                     .map(|due| u64::try_from(now.saturating_sub(due) / 1000).unwrap_or(0)),
             })
@@ -702,7 +772,7 @@ impl Backend for SqliteBackend {
 
     fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.submit(false, move |conn, _| {
+        self.submit(STEP, move |conn, _| {
             let mut statement = conn
                 .prepare_cached(
                     "SELECT id, event_type, attempts, coalesce(last_error, ''), received_at,
@@ -730,7 +800,8 @@ impl Backend for SqliteBackend {
     fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {
         let id = id.to_owned();
         let notify = Arc::clone(&self.notify);
-        let replayed = self.submit(true, move |conn, now| {
+        let unfinished = Arc::clone(&self.unfinished);
+        let replayed = self.submit(DURABLE_STEP, move |conn, now| {
             let changed = conn
                 .prepare_cached(
                     "UPDATE entries SET state = 'pending', due_at = ?2, attempts = 0,
@@ -742,6 +813,7 @@ impl Backend for SqliteBackend {
             if changed == 0 {
                 return Err(InboxError::NotFound(id));
             }
+            unfinished.fetch_add(1, Ordering::Relaxed);
             Ok(())
         });
         Box::pin(async move {
@@ -758,7 +830,9 @@ impl Backend for SqliteBackend {
     ) -> BackendFuture<'_, Vec<String>> {
         let since = since.map_or(i64::MIN, millis);
         let notify = Arc::clone(&self.notify);
-        let replayed = self.submit(!dry_run, move |conn, now| {
+        let unfinished = Arc::clone(&self.unfinished);
+        let mode = if dry_run { STEPS } else { DURABLE_STEPS };
+        let replayed = self.submit(mode, move |conn, now| {
             let ids = {
                 let mut statement = conn
                     .prepare_cached(
@@ -773,6 +847,7 @@ impl Backend for SqliteBackend {
                     .map_err(|e| unavailable(&e))?
             };
             if !dry_run {
+                unfinished.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 conn.prepare_cached(
                     "UPDATE entries SET state = 'pending', due_at = ?2, attempts = 0,
                          last_error = NULL, finished_at = NULL
@@ -794,7 +869,7 @@ impl Backend for SqliteBackend {
 
     fn purge_done(&self, before: OffsetDateTime) -> BackendFuture<'_, u64> {
         let before = millis(before);
-        self.submit(true, move |conn, _| {
+        self.submit(DURABLE_STEP, move |conn, _| {
             conn.prepare_cached("DELETE FROM entries WHERE state = 'done' AND finished_at < ?1")
                 .and_then(|mut s| s.execute([before]))
                 .map(|n| n as u64)

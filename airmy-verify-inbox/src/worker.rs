@@ -41,7 +41,7 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -218,6 +218,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(shared.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
+        let mut queue: VecDeque<(Leased, tokio::time::Instant)> = VecDeque::new();
         let mut next_purge = tokio::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
@@ -244,8 +245,26 @@ impl Worker {
                     }
                 }
             }
-            let free = slots.available_permits();
-            if free == 0 {
+            // Start queued entries on free slots.
+            while !queue.is_empty() {
+                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                    break;
+                };
+                let Some((entry, queued_at)) = queue.pop_front() else {
+                    break;
+                };
+                let key = (entry.id.clone(), entry.token.clone());
+                let worker = Arc::clone(&shared);
+                let handle = tasks.spawn(async move {
+                    worker.handle(entry, queued_at).await;
+                    drop(permit);
+                });
+                running.insert(handle.id(), key);
+            }
+            // Keep up to `concurrency` entries taken ahead, so that slots that free up start
+            // at once and one `take` serves many entries.
+            let want = (shared.concurrency + slots.available_permits()).saturating_sub(queue.len());
+            if queue.len() > shared.concurrency / 2 || want == 0 {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     Some(done) = tasks.join_next_with_id() => {
@@ -255,7 +274,7 @@ impl Worker {
                 }
                 continue;
             }
-            let leased = match backend.take(free, shared.lease).await {
+            let leased = match backend.take(want, shared.lease).await {
                 Ok(leased) => leased,
                 Err(err) => {
                     tracing::warn!(target: "airmy_verify", error = %err, "cannot take inbox entries; trying again in 1 s");
@@ -265,45 +284,48 @@ impl Worker {
                     }
                 }
             };
-            if leased.is_empty() {
-                let wait = match backend.next_due().await {
-                    Ok(Some(at)) => {
-                        let until = at - OffsetDateTime::now_utc();
-                        Duration::try_from(until).unwrap_or(Duration::ZERO)
-                    }
-                    _ => Duration::from_secs(1),
-                }
-                .min(Duration::from_secs(1));
-                if wait.is_zero() {
-                    tokio::task::yield_now().await;
-                    continue;
-                }
+            if !leased.is_empty() {
+                let now = tokio::time::Instant::now();
+                queue.extend(leased.into_iter().map(|entry| (entry, now)));
+                continue;
+            }
+            if !queue.is_empty() {
+                // Nothing more to take; the queue waits for a slot.
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = backend.wait(wait) => {}
-                    Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    Some(done) = tasks.join_next_with_id() => {
                         let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
                         running.remove(&id);
                     }
                 }
                 continue;
             }
-            for entry in leased {
-                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                    // Cannot happen (we took at most `free`); give it back rather than hold it.
-                    let _ = backend.release(&entry.id, &entry.token).await;
-                    continue;
-                };
-                let key = (entry.id.clone(), entry.token.clone());
-                let worker = Arc::clone(&shared);
-                let handle = tasks.spawn(async move {
-                    worker.handle(entry).await;
-                    drop(permit);
-                });
-                running.insert(handle.id(), key);
+            let wait = match backend.next_due().await {
+                Ok(Some(at)) => {
+                    let until = at - OffsetDateTime::now_utc();
+                    Duration::try_from(until).unwrap_or(Duration::ZERO)
+                }
+                _ => Duration::from_secs(1),
+            }
+            .min(Duration::from_secs(1));
+            if wait.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = backend.wait(wait) => {}
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
+                    running.remove(&id);
+                }
             }
         }
 
+        // Entries taken ahead that never started go back at once.
+        for (entry, _) in queue.drain(..) {
+            let _ = backend.release(&entry.id, &entry.token).await;
+        }
         // Shutdown: no more taking; let running handlers finish within the deadline.
         let deadline = tokio::time::sleep(shared.shutdown_deadline);
         tokio::pin!(deadline);
@@ -336,8 +358,22 @@ impl Worker {
 
     /// One attempt of one entry: the handler (within its timeout, panics caught) while the
     /// lease is extended, then complete, retry or bury.
-    async fn handle(&self, entry: Leased) {
+    async fn handle(&self, entry: Leased, queued_at: tokio::time::Instant) {
         let backend = &self.inbox.backend;
+        // Taken ahead and queued for a while: make sure the lease is still ours.
+        if queued_at.elapsed() > self.lease / 3 {
+            match backend.extend(&entry.id, &entry.token, self.lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(target: "airmy_verify", event_id = %entry.id, "a queued entry's lease was taken over; skipping it");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(target: "airmy_verify", event_id = %entry.id, error = %err, "cannot extend a queued entry's lease; skipping it");
+                    return;
+                }
+            }
+        }
         let span = tracing::info_span!(
             target: "airmy_verify",
             "inbox_entry",

@@ -184,11 +184,11 @@ async fn crash_and_restart(bin: &str) {
         load.spawn(async move {
             for i in 0..25 {
                 let id = format!("{prefix}_{lane}_{i}");
-                if let Some((status, body)) = post(&client, &url, &delivery(&id)).await {
-                    if status == 200 {
-                        assert!(body.contains("\"accepted\""), "{body}");
-                        acknowledged.lock().expect("set").insert(id);
-                    }
+                if let Some((status, body)) = post(&client, &url, &delivery(&id)).await
+                    && status == 200
+                {
+                    assert!(body.contains("\"accepted\""), "{body}");
+                    acknowledged.lock().expect("set").insert(id);
                 }
             }
         });

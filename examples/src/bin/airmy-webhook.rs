@@ -431,11 +431,9 @@ fn inbox(args: InboxArgs) -> Result<ExitCode, String> {
                 let progress = !dry_run && std::io::stderr().is_terminal() && ids.len() > 1;
                 let mut replayed = Vec::with_capacity(ids.len());
                 for (n, id) in ids.iter().enumerate() {
-                    if !dry_run {
-                        if let Err(err) = backend.replay(id).await {
-                            eprintln!("warning: {id}: {err}");
-                            continue;
-                        }
+                    if !dry_run && let Err(err) = backend.replay(id).await {
+                        eprintln!("warning: {id}: {err}");
+                        continue;
                     }
                     replayed.push(id.clone());
                     if progress {
