@@ -211,7 +211,8 @@ fn new_token() -> String {
 }
 
 /// Version 1. A rowid table (its rows hold the body, so a `WITHOUT ROWID` table would be slow),
-/// the event id unique, and indexes for what is due, leased and finished.
+/// the event id unique, and partial indexes for what is due, leased, dead and done (each row is
+/// in one index besides the id's, so an insert or a change of state touches few pages).
 const SCHEMA_V1: &str = "
 CREATE TABLE entries (
     seq         INTEGER PRIMARY KEY,
@@ -228,9 +229,10 @@ CREATE TABLE entries (
     last_error  TEXT,
     finished_at INTEGER
 );
-CREATE INDEX entries_due ON entries (state, due_at);
-CREATE INDEX entries_lease ON entries (state, lease_until);
-CREATE INDEX entries_finished ON entries (state, finished_at);
+CREATE INDEX entries_due ON entries (due_at) WHERE state = 'pending';
+CREATE INDEX entries_lease ON entries (lease_until) WHERE state = 'processing';
+CREATE INDEX entries_dead ON entries (finished_at) WHERE state = 'dead';
+CREATE INDEX entries_done ON entries (finished_at) WHERE state = 'done';
 ";
 
 /// Brings a database to [`SCHEMA_VERSION`], one step per version, each in a transaction.
@@ -478,25 +480,31 @@ fn accept_job(
     body: &[u8],
     created_at: &str,
 ) -> Result<Accepted, InboxError> {
-    let known: Option<i64> = conn
-        .prepare_cached("SELECT 1 FROM entries WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id], |row| row.get(0)).optional())
-        .map_err(|e| unavailable(&e))?;
-    if known.is_some() {
-        return Ok(Accepted::Duplicate);
-    }
     let waiting = unfinished.load(Ordering::Relaxed);
     if waiting >= max_unfinished {
+        // Full: a duplicate is still reported as one (it needs no room).
+        let known: Option<i64> = conn
+            .prepare_cached("SELECT 1 FROM entries WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |row| row.get(0)).optional())
+            .map_err(|e| unavailable(&e))?;
+        if known.is_some() {
+            return Ok(Accepted::Duplicate);
+        }
         return Err(InboxError::Full(format!(
             "{waiting} entries wait to be processed (the limit is {max_unfinished})"
         )));
     }
-    conn.prepare_cached(
-        "INSERT INTO entries (id, event_type, body, created_at, received_at, state, attempts, due_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?5)",
-    )
-    .and_then(|mut s| s.execute(params![id, event_type, body, created_at, now]))
-    .map_err(|e| unavailable(&e))?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO entries (id, event_type, body, created_at, received_at, state, attempts, due_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?5)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![id, event_type, body, created_at, now]))
+        .map_err(|e| unavailable(&e))?;
+    if inserted == 0 {
+        return Ok(Accepted::Duplicate);
+    }
     unfinished.fetch_add(1, Ordering::Relaxed);
     Ok(Accepted::Stored)
 }

@@ -26,8 +26,9 @@ async fn main() {
         guard.clone(),
         inbox.clone(),
     );
+    // One worker per CPU this process may use (actix's default), like the axum receiver's
+    // runtime: more workers than CPUs only compete with the inbox's writer thread.
     let server = HttpServer::new(move || App::new().configure(routes.clone()))
-        .workers(2)
         .client_request_timeout(examples::HEADER_TIMEOUT)
         .shutdown_timeout(examples::SHUTDOWN_GRACE.as_secs())
         // Signals are handled below, so running handlers can finish before workers stop.

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Accept throughput of a receiver with the durable inbox against the same receiver without
+# one, in one run, on loopback:
+#   scripts/inbox-load.sh axum-receiver|actix-receiver [ROUNDS] [N] [CONCURRENCY]
+# Two receivers run (pinned to the cores in SERVER_CPUS, if set, such as 0) one with
+# AIRMY_INBOX=sqlite:… and its workers, one without; `inbox-bench load` (pinned to CLIENT_CPUS,
+# if set, such as 1) sends N unique signed 1 KiB deliveries,
+# CONCURRENCY at a time, to each in turn, the order alternating from round to round. It prints
+# every round's req/s, p50 and p99, and the median ratio of inbox to no-inbox req/s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-axum-receiver}
+rounds=${2:-5}
+n=${3:-20000}
+concurrency=${4:-32}
+
+cargo build -q --release -p examples --bin "$bin" --bin inbox-bench
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+export AIRMY_WEBHOOK_SECRET=whsec_inbox_load_bench AIRMY_LISTEN=127.0.0.1:0
+start() { # name, extra env...
+  local name=$1; shift
+  env "$@" ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "target/release/$bin" > "$work/$name.out" 2>/dev/null &
+  pids+=($!)
+  for _ in $(seq 1 100); do grep -q '^listening on' "$work/$name.out" && break; sleep 0.1; done
+  echo "$(sed -n 's/^listening on //p' "$work/$name.out" | head -1)/hooks/airmy"
+}
+plain=$(start plain)
+inbox=$(start inbox AIRMY_INBOX="sqlite:$work/inbox.db")
+echo "$bin: $rounds rounds x $n deliveries, $concurrency concurrent; no inbox $plain, inbox $inbox"
+# Warm-up (not counted): connections, caches, the database file's first pages.
+for url in "$plain" "$inbox"; do
+  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} target/release/inbox-bench load "$url" 2000 "$concurrency" > /dev/null
+done
+for round in $(seq 1 "$rounds"); do
+  if [ $((round % 2)) = 1 ]; then order="plain inbox"; else order="inbox plain"; fi
+  for which in $order; do
+    url=$plain; [ "$which" = inbox ] && url=$inbox
+    line=$(${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} target/release/inbox-bench load "$url" "$n" "$concurrency")
+    rps=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' <<<"$line")
+    echo "$round $which $rps | $line" | tee -a "$work/results"
+  done
+done
+python3 - "$work/results" <<'PY'
+import statistics, sys, re
+rows = [l.split(" | ")[0].split() for l in open(sys.argv[1])]
+by = {}
+for r, which, rps in rows:
+    by.setdefault(r, {})[which] = float(rps)
+ratios = [v["inbox"] / v["plain"] for v in by.values() if "inbox" in v and "plain" in v]
+p99 = {w: [] for w in ("plain", "inbox")}
+for l in open(sys.argv[1]):
+    m = re.search(r"p99 ([0-9.]+) ms", l)
+    p99[l.split()[1]].append(float(m.group(1)))
+print(f"median req/s: no inbox {statistics.median(v['plain'] for v in by.values()):.0f}, "
+      f"inbox {statistics.median(v['inbox'] for v in by.values()):.0f}; "
+      f"median ratio inbox / no inbox {statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)}); "
+      f"median p99: no inbox {statistics.median(p99['plain']):.2f} ms, inbox {statistics.median(p99['inbox']):.2f} ms")
+PY
