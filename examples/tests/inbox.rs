@@ -571,3 +571,108 @@ async fn a_full_inbox_answers_503_and_never_2xx() {
     stop.stop(false).await;
     let _ = server.join();
 }
+
+/// The same `Handlers` run synchronously behind one route, without an inbox: 200 when
+/// handled, 500 `{"error":"handler_failed"}` when the handler fails (AIRMY retries), in both
+/// adapters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_also_run_synchronously_behind_one_route() {
+    use actix_web::{App, test as actix_test, web};
+    use airmy_verify::event::RunCompleted;
+    use airmy_verify::{Envelope, Secret, Verifier};
+    use airmy_verify_actix::AirmyVerify;
+    use airmy_verify_axum::AirmyVerifyLayer;
+    use airmy_verify_axum::inbox::AirmyHandlers;
+    use airmy_verify_inbox::{Context, HandlerError, Handlers};
+    use tower::ServiceExt;
+
+    let handlers = Handlers::new().on(|run: Envelope<RunCompleted>, ctx: Context| async move {
+        assert_eq!(ctx.attempt, 1);
+        if run.id.ends_with("_fails") {
+            return Err(HandlerError::from("the database is down"));
+        }
+        Ok(())
+    });
+    let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
+    let ok = delivery("evt_sync_ok");
+    let fails = delivery("evt_sync_fails");
+    let other = testing::sample_event("alert.triggered")
+        .id("evt_sync_other")
+        .created_at(OffsetDateTime::now_utc())
+        .signed(testing::SECRET);
+
+    let app = axum::Router::new()
+        .route_service("/hooks/airmy", AirmyHandlers::new(handlers.clone()))
+        .layer(AirmyVerifyLayer::new(verifier.clone()));
+    for (d, status, body) in [
+        (&ok, 200, r#"{"id":"evt_sync_ok","status":"handled"}"#),
+        (&fails, 500, r#"{"error":"handler_failed"}"#),
+        // No handler and no fallback for this type: answered, not retried forever.
+        (&other, 200, r#"{"id":"evt_sync_other","status":"handled"}"#),
+    ] {
+        let request = axum::http::Request::post("/hooks/airmy")
+            .header("x-airmy-signature", &d.signature)
+            .body(axum::body::Body::from(d.body.clone()))
+            .expect("request");
+        let response = app.clone().oneshot(request).await.expect("response");
+        assert_eq!(response.status(), status);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        assert_eq!(bytes, body);
+    }
+
+    let actix = actix_test::init_service(App::new().app_data(web::Data::new(handlers)).service(
+        web::scope("/hooks").wrap(AirmyVerify::new(verifier)).route(
+            "/airmy",
+            web::post().to(airmy_verify_actix::inbox::dispatch),
+        ),
+    ))
+    .await;
+    for (d, status, body) in [
+        (&ok, 200, r#"{"id":"evt_sync_ok","status":"handled"}"#),
+        (&fails, 500, r#"{"error":"handler_failed"}"#),
+    ] {
+        let request = actix_test::TestRequest::post()
+            .uri("/hooks/airmy")
+            .insert_header(("x-airmy-signature", d.signature.clone()))
+            .set_payload(d.body.clone())
+            .to_request();
+        let response = actix_test::call_service(&actix, request).await;
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(actix_test::read_body(response).await, body);
+    }
+}
+
+/// Without an inbox, a handler failing during the simulated outage answers 500
+/// `{"error":"handler_failed"}` (AIRMY retries) and prints no `handled` line.
+#[tokio::test]
+async fn without_an_inbox_a_failing_handler_answers_500() {
+    for bin in [AXUM, ACTIX] {
+        let mut child = Command::new(bin)
+            .env_clear()
+            .env("AIRMY_WEBHOOK_SECRET", testing::SECRET)
+            .env("AIRMY_LISTEN", "127.0.0.1:0")
+            .env("AIRMY_HANDLER_FAIL_FOR_SECS", "60")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next_line().await.expect("readable").expect("a line");
+        let addr = first
+            .strip_prefix("listening on http://")
+            .expect("address")
+            .to_owned();
+        let d = delivery("evt_sync_outage");
+        let answer = post(&client(), &format!("http://{addr}/hooks/airmy"), &d).await;
+        assert_eq!(
+            answer,
+            Some((500, r#"{"error":"handler_failed"}"#.to_owned())),
+            "{bin}"
+        );
+        let next = tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await;
+        assert!(next.is_err(), "{bin}: no handled line: {next:?}");
+    }
+}
