@@ -1,7 +1,7 @@
 //! The durable inbox and the handlers dispatcher as route services (feature `inbox`).
 //!
 //! - [`AirmyInbox`]: stores each verified delivery in an
-//!   [`Inbox`](airmy_verify_inbox::Inbox) and answers at once: 200
+//!   [`Inbox`] and answers at once: 200
 //!   `{"status":"accepted","id":"…"}`, 200 `{"status":"duplicate","id":"…"}`, or 503
 //!   `{"error":"inbox_unavailable"}` when it could not store it (AIRMY retries; never a 2xx
 //!   for a delivery that is not stored). A worker handles the entries in the background.
