@@ -376,7 +376,7 @@ mod tests {
         let statuses: Vec<u16> = all().iter().map(Error::status).collect();
         assert_eq!(
             statuses,
-            [401, 401, 401, 413, 401, 401, 400, 422, 422, 400, 408]
+            [401, 401, 401, 413, 401, 401, 400, 422, 422, 400, 408, 500]
         );
         let ids: Vec<_> = all().iter().map(|e| e.event_id().is_some()).collect();
         assert_eq!(
