@@ -199,9 +199,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Dead letters, most recent first, at most `limit`.
     fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>>;
 
-    /// Makes a dead or done entry pending again, due at once, its attempts reset.
+    /// Makes a dead or done entry pending again, due at once, its attempts reset (a new retry
+    /// budget); a pending entry whose retry is scheduled later becomes due at once.
     ///
-    /// `Err(InboxError::NotFound)` when no dead or done entry has this id.
+    /// `Err(InboxError::NotFound)` when no entry has this id, or it is being processed.
     fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()>;
 
     /// The ids of dead letters that died at or after `since` (all when `None`); replayed

@@ -313,6 +313,7 @@ impl SqliteBackend {
         ));
         let (sender, receiver) = mpsc::channel::<Work>();
         let writer = Writer {
+            file: FileId::of(&path).map(|id| (path.clone(), id)),
             conn,
             clock: Arc::clone(&options.clock),
             durable: true,
@@ -381,7 +382,30 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     options.open(path).map(drop)
 }
 
+/// A file's identity (device and inode on Unix), to notice the database file being removed or
+/// replaced under a running inbox: SQLite would go on writing to the unlinked file, and every
+/// "durable" accept would be lost at the next start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Some(Self(meta.dev(), meta.ino()))
+        }
+        #[cfg(not(unix))]
+        {
+            Some(Self(u64::from(meta.is_file()), 0))
+        }
+    }
+}
+
 struct Writer {
+    /// The database file and its identity when it was opened.
+    file: Option<(PathBuf, FileId)>,
     conn: Connection,
     clock: Arc<dyn Clock>,
     /// The `synchronous` setting in force: FULL for batches that accept deliveries.
@@ -425,8 +449,20 @@ impl Writer {
                 }
             }
             let now = millis(self.clock.now());
-            if let Err(err) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-                let err = unavailable(&err);
+            let moved = self
+                .file
+                .as_ref()
+                .is_some_and(|(path, id)| FileId::of(path) != Some(*id));
+            let begun = if moved {
+                Err(InboxError::Unavailable(
+                    "the database file was removed or replaced while the inbox was open".to_owned(),
+                ))
+            } else {
+                self.conn
+                    .execute_batch("BEGIN IMMEDIATE")
+                    .map_err(|e| unavailable(&e))
+            };
+            if let Err(err) = begun {
                 for work in batch {
                     let (_, finish) = (work.job)(&self.conn, now);
                     finish(Some(&err));
@@ -819,7 +855,23 @@ impl Backend for SqliteBackend {
                 .and_then(|mut s| s.execute(params![id, now]))
                 .map_err(|e| unavailable(&e))?;
             if changed == 0 {
-                return Err(InboxError::NotFound(id));
+                // A pending entry (a retry scheduled later) becomes due now; one being
+                // processed is left alone.
+                let state: Option<String> = conn
+                    .prepare_cached("SELECT state FROM entries WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([&id], |row| row.get(0)).optional())
+                    .map_err(|e| unavailable(&e))?;
+                return match state.as_deref() {
+                    Some("pending") => conn
+                        .prepare_cached("UPDATE entries SET due_at = min(due_at, ?2) WHERE id = ?1")
+                        .and_then(|mut s| s.execute(params![id, now]))
+                        .map(drop)
+                        .map_err(|e| unavailable(&e)),
+                    Some(_) => Err(InboxError::NotFound(format!(
+                        "{id} (it is being processed right now)"
+                    ))),
+                    None => Err(InboxError::NotFound(id)),
+                };
             }
             unfinished.fetch_add(1, Ordering::Relaxed);
             Ok(())

@@ -116,6 +116,35 @@ impl RetryPolicy {
     }
 }
 
+/// Extends the leases of entries taken ahead that have waited a third of their lease for a
+/// slot, so that a queue behind slow handlers is not taken over (and counted as a new
+/// attempt) by another take; drops those whose lease was lost anyway.
+async fn refresh(
+    queue: &mut VecDeque<(Leased, tokio::time::Instant)>,
+    backend: &dyn crate::Backend,
+    lease: Duration,
+) {
+    let now = tokio::time::Instant::now();
+    let mut kept = VecDeque::with_capacity(queue.len());
+    for (entry, queued_at) in queue.drain(..) {
+        if now.duration_since(queued_at) < lease / 3 {
+            kept.push_back((entry, queued_at));
+            continue;
+        }
+        match backend.extend(&entry.id, &entry.token, lease).await {
+            Ok(true) => kept.push_back((entry, now)),
+            Ok(false) => {
+                tracing::info!(target: "airmy_verify", event_id = %entry.id, "a queued entry's lease was taken over; leaving it to its new holder");
+            }
+            Err(err) => {
+                tracing::warn!(target: "airmy_verify", event_id = %entry.id, error = %err, "cannot extend a queued entry's lease");
+                kept.push_back((entry, queued_at));
+            }
+        }
+    }
+    *queue = kept;
+}
+
 /// A number in [0, 1) from the OS's randomness (a fixed 0.5 if there is none).
 fn random_unit() -> f64 {
     let mut bytes = [0u8; 8];
@@ -271,7 +300,9 @@ impl Worker {
                         let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
                         running.remove(&id);
                     }
+                    () = tokio::time::sleep(shared.lease / 3) => {}
                 }
+                refresh(&mut queue, backend.as_ref(), shared.lease).await;
                 continue;
             }
             let leased = match backend.take(want, shared.lease).await {
@@ -297,7 +328,9 @@ impl Worker {
                         let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
                         running.remove(&id);
                     }
+                    () = tokio::time::sleep(shared.lease / 3) => {}
                 }
+                refresh(&mut queue, backend.as_ref(), shared.lease).await;
                 continue;
             }
             let wait = match backend.next_due().await {

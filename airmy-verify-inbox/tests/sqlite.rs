@@ -529,3 +529,81 @@ async fn a_handler_slower_than_the_lease_is_not_run_twice() {
     one.await.expect("worker");
     two.await.expect("worker");
 }
+
+#[tokio::test]
+async fn replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed() {
+    let h = sqlite("replay_pending");
+    let b = h.backend();
+    b.accept(&delivery("evt_sched", "test"))
+        .await
+        .expect("accept");
+    let leased = b.take(1, Duration::from_secs(60)).await.expect("take");
+    let entry = &leased[0];
+    let later = h.now() + Duration::from_secs(3600);
+    assert!(
+        b.retry(&entry.id, &entry.token, "down", later)
+            .await
+            .expect("retry")
+    );
+    assert!(
+        b.take(1, Duration::from_secs(60))
+            .await
+            .expect("take")
+            .is_empty()
+    );
+    b.replay("evt_sched")
+        .await
+        .expect("a scheduled retry is made due now");
+    let again = b.take(1, Duration::from_secs(60)).await.expect("take");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2, "its attempts are kept");
+    let err = b.replay("evt_sched").await.expect_err("being processed");
+    assert!(err.to_string().contains("being processed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_taken_ahead_behind_slow_handlers_keep_their_lease() {
+    let dir = TempDir::new("ahead");
+    let inbox = Inbox::new(
+        SqliteBackend::open(dir.file("inbox.db"), SqliteOptions::default()).expect("opens"),
+    );
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+        let s = s.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            s.lock().expect("lock").push((e.id, ctx.attempt));
+            Ok::<(), HandlerError>(())
+        }
+    });
+    let shutdown = CancellationToken::new();
+    // One slot, a 300 ms lease, 700 ms handlers: entries wait in the take-ahead queue for
+    // longer than their lease.
+    let worker = tokio::spawn(
+        inbox
+            .worker(handlers)
+            .concurrency(2)
+            .lease(Duration::from_millis(300))
+            .run(shutdown.clone()),
+    );
+    for i in 0..6 {
+        inbox
+            .accept(&delivery(&format!("evt_ahead_{i}"), "test"))
+            .await
+            .expect("accept");
+    }
+    wait_until("all handled", async || {
+        seen.lock().expect("lock").len() >= 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 6, "each once: {seen:?}");
+    assert!(
+        seen.iter().all(|(_, attempt)| *attempt == 1),
+        "no lease ran out in the queue: {seen:?}"
+    );
+    shutdown.cancel();
+    worker.await.expect("worker");
+}

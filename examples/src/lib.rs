@@ -215,7 +215,9 @@ impl ReceiverConfig {
         let inbox = match lookup("AIRMY_INBOX").as_deref().map(str::trim) {
             None | Some("") => None,
             Some(setting) => match setting.strip_prefix("sqlite:") {
-                Some(path) if !path.is_empty() => Some(std::path::PathBuf::from(path)),
+                Some(path) if !path.is_empty() && !path.starts_with("//") => {
+                    Some(std::path::PathBuf::from(path))
+                }
                 _ => {
                     return Err(ConfigError(format!(
                         "AIRMY_INBOX must be sqlite:PATH, got {:?}",
@@ -441,9 +443,9 @@ pub fn exit_config(err: &ConfigError) -> ! {
     std::process::exit(EXIT_CONFIG);
 }
 
-/// A word for a stdout line: whitespace, control characters and backslashes escaped
-/// (`\u{a}`), so that a signed event id or type can never break or add a line; an empty word
-/// is `""`.
+/// A word for a stdout line: whitespace, control characters, backslashes and double quotes
+/// escaped (`\u{a}`), so that a signed event id or type can never break or add a line; an
+/// empty word is `""` (which no escaped word can be).
 #[must_use]
 pub fn word(text: &str) -> String {
     if text.is_empty() {
@@ -451,7 +453,7 @@ pub fn word(text: &str) -> String {
     }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_whitespace() || c.is_control() || c == '\\' {
+        if c.is_whitespace() || c.is_control() || c == '\\' || c == '"' {
             out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
             out.push(c);
@@ -525,7 +527,7 @@ mod tests {
             Some(std::path::PathBuf::from("data/inbox.db"))
         );
         assert_eq!(config.inbox_workers, 4);
-        for bad in ["inbox.db", "sqlite:", "postgres://x"] {
+        for bad in ["inbox.db", "sqlite:", "postgres://x", "sqlite://inbox.db"] {
             let err = with(&[("AIRMY_INBOX", bad)]).expect_err(bad);
             assert!(
                 err.to_string().contains("AIRMY_INBOX must be sqlite:PATH"),
@@ -557,6 +559,7 @@ mod tests {
         assert_eq!(word("a b\nhandled x"), "a\\u{20}b\\u{a}handled\\u{20}x");
         assert_eq!(word("x\r\ty\\"), "x\\u{d}\\u{9}y\\u{5c}");
         assert!(!word("evil\nlistening on http://1.2.3.4:1").contains('\n'));
+        assert_ne!(word("\"\""), word(""));
     }
 
     #[test]

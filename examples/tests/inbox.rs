@@ -468,15 +468,18 @@ async fn the_inbox_commands_inspect_and_replay() {
         "{stats}"
     );
     let future = "2999-01-01T00:00:00Z";
-    let (code, out, _) = tool(&[
+    let purge = [
         "inbox",
         "--inbox",
         &inbox,
         "purge",
         "--processed-before",
         future,
-    ])
-    .await;
+    ];
+    let (code, _, err) = tool(&purge).await;
+    assert_eq!(code, 2, "inside the deduplication window: {err}");
+    assert!(err.contains("deduplication window"), "{err}");
+    let (code, out, _) = tool(&[&purge[..], &["--force"]].concat()).await;
     assert_eq!(code, 0);
     assert!(out.contains("purged 1 processed entry"), "{out}");
     let (code, _, err) = tool(&[
@@ -674,5 +677,37 @@ async fn without_an_inbox_a_failing_handler_answers_500() {
         );
         let next = tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await;
         assert!(next.is_err(), "{bin}: no handled line: {next:?}");
+    }
+}
+
+/// The database file removed under a running receiver: accepts answer 503, never a 2xx that
+/// SQLite would write to the unlinked file, and `/healthz` answers 503.
+#[tokio::test]
+async fn a_removed_database_file_answers_503_not_2xx() {
+    for bin in [AXUM, ACTIX] {
+        let dir = TempDir::new("removed");
+        let r = Receiver::start(bin, &dir.db(), &[("AIRMY_HANDLER_FAIL_FOR_SECS", "3600")]).await;
+        let client = client();
+        let before = post(&client, &r.url, &delivery("evt_removed_1"))
+            .await
+            .expect("answered");
+        assert_eq!(before.0, 200, "{bin}: {before:?}");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", dir.db().display()));
+        }
+        let after = post(&client, &r.url, &delivery("evt_removed_2"))
+            .await
+            .expect("answered");
+        assert_eq!(
+            after,
+            (503, r#"{"error":"inbox_unavailable"}"#.to_owned()),
+            "{bin}"
+        );
+        let health = client
+            .get(format!("{}/healthz", r.base))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(health.status(), 503, "{bin}");
     }
 }

@@ -89,7 +89,7 @@ enum InboxCommand {
         #[arg(conflicts_with_all = ["all_dead", "dead_since"], required_unless_present_any = ["all_dead", "dead_since"])]
         id: Option<String>,
         /// Every dead letter.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dead_since")]
         all_dead: bool,
         /// Dead letters that died at or after this time (RFC 3339).
         #[arg(long, value_parser = parse_time)]
@@ -98,11 +98,16 @@ enum InboxCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Delete processed entries finished before a time (RFC 3339).
+    /// Delete processed entries finished before a time (RFC 3339). Times later than 11 minutes
+    /// ago (the receivers' deduplication window with the default tolerance: twice 5 minutes
+    /// plus one) are refused unless `--force`: a retry of a purged event would run again.
     Purge {
         /// Processed before this time.
         #[arg(long, value_parser = parse_time)]
         processed_before: OffsetDateTime,
+        /// Purge even inside the deduplication window.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -382,14 +387,21 @@ fn inbox(args: InboxArgs) -> Result<ExitCode, String> {
                         "id", "type", "attempts", "died at"
                     );
                     for d in &dead {
+                        let (id, event_type) =
+                            (examples::word(&d.id), examples::word(&d.event_type));
                         let died = d
                             .died_at
                             .format(&airmy_verify::time::format_description::well_known::Rfc3339)
                             .unwrap_or_default();
-                        let error: String = d.last_error.chars().take(80).collect();
+                        let error: String = d
+                            .last_error
+                            .chars()
+                            .take(80)
+                            .map(|c| if c.is_control() { ' ' } else { c })
+                            .collect();
                         println!(
-                            "{:<32} {:<22} {:>8}  {:<20}  {error}",
-                            d.id, d.event_type, d.attempts, died
+                            "{id:<32} {event_type:<22} {:>8}  {died:<20}  {error}",
+                            d.attempts
                         );
                     }
                 }
@@ -464,7 +476,18 @@ fn inbox(args: InboxArgs) -> Result<ExitCode, String> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            InboxCommand::Purge { processed_before } => {
+            InboxCommand::Purge {
+                processed_before,
+                force,
+            } => {
+                let window = OffsetDateTime::now_utc() - std::time::Duration::from_secs(660);
+                if processed_before > window && !force {
+                    return Err(format!(
+                        "--processed-before is inside the deduplication window (later than 11 \
+                         minutes ago): a retry of a purged event would be handled again; use an \
+                         earlier time, or --force"
+                    ));
+                }
                 if std::io::stderr().is_terminal() {
                     eprint!("purging ...");
                 }
