@@ -482,11 +482,12 @@ fn inbox(args: InboxArgs) -> Result<ExitCode, String> {
             } => {
                 let window = OffsetDateTime::now_utc() - std::time::Duration::from_secs(660);
                 if processed_before > window && !force {
-                    return Err(format!(
+                    return Err(
                         "--processed-before is inside the deduplication window (later than 11 \
                          minutes ago): a retry of a purged event would be handled again; use an \
                          earlier time, or --force"
-                    ));
+                            .to_owned(),
+                    );
                 }
                 if std::io::stderr().is_terminal() {
                     eprint!("purging ...");
