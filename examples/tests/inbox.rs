@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 use airmy_verify::testing::{self, Delivery};
 use airmy_verify::time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-const AXUM: &str = env!("CARGO_BIN_EXE_axum-receiver");
-const ACTIX: &str = env!("CARGO_BIN_EXE_actix-receiver");
+mod common;
+
+use common::{ACTIX, AXUM, Receiver, client, delivery};
+
 const TOOL: &str = env!("CARGO_BIN_EXE_airmy-webhook");
 
 struct TempDir(PathBuf);
@@ -40,67 +42,12 @@ impl Drop for TempDir {
     }
 }
 
-/// A receiver process whose stdout lines are kept.
-struct Receiver {
-    child: Child,
-    url: String,
-    base: String,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Receiver {
-    async fn start(bin: &str, db: &Path, envs: &[(&str, &str)]) -> Self {
-        let inbox = format!("sqlite:{}", db.display());
-        let mut child = Command::new(bin)
-            .env_clear()
-            .env("AIRMY_WEBHOOK_SECRET", testing::SECRET)
-            .env("AIRMY_LISTEN", "127.0.0.1:0")
-            .env("AIRMY_INBOX", &inbox)
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("receiver starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
-            .await
-            .expect("announced within 20 s")
-            .expect("readable")
-            .expect("a first line");
-        let addr = first
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_owned();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stdout.next_line().await {
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        Self {
-            child,
-            url: format!("http://{addr}/hooks/airmy"),
-            base: format!("http://{addr}"),
-            lines,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("lines").clone()
-    }
-
-    fn kill_9(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-9", &pid])
-                .status()
-                .expect("kill")
-                .success()
-        );
-    }
+/// A receiver with its inbox in `db`.
+async fn start(bin: &str, db: &Path, envs: &[(&str, &str)]) -> Receiver {
+    let inbox = format!("sqlite:{}", db.display());
+    let mut all = vec![("AIRMY_INBOX", inbox.as_str())];
+    all.extend_from_slice(envs);
+    Receiver::start(bin, &all).await
 }
 
 /// `handled <id> <type> attempt=<n>` lines, as (id, attempt).
@@ -121,13 +68,6 @@ fn handled(lines: &[String]) -> Vec<(String, u32)> {
         .collect()
 }
 
-fn delivery(id: &str) -> Delivery {
-    testing::sample_event("run.completed")
-        .id(id)
-        .created_at(OffsetDateTime::now_utc())
-        .signed(testing::SECRET)
-}
-
 async fn post(client: &reqwest::Client, url: &str, d: &Delivery) -> Option<(u16, String)> {
     let response = client
         .post(url)
@@ -139,13 +79,6 @@ async fn post(client: &reqwest::Client, url: &str, d: &Delivery) -> Option<(u16,
         .ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().await.unwrap_or_default()))
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
 }
 
 async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -166,7 +99,7 @@ async fn crash_and_restart(bin: &str) {
         ("AIRMY_INBOX_WORKERS", "4"),
         ("AIRMY_INBOX_LEASE_SECS", "2"),
     ];
-    let first = Receiver::start(bin, &dir.db(), &envs).await;
+    let first = start(bin, &dir.db(), &envs).await;
     let prefix = format!(
         "evt_crash_{}",
         OffsetDateTime::now_utc().unix_timestamp_nanos()
@@ -198,7 +131,7 @@ async fn crash_and_restart(bin: &str) {
         first.lines().len() >= 20
     })
     .await;
-    first.kill_9();
+    first.signal("-9");
     while load.join_next().await.is_some() {}
     let before_kill = handled(&first.lines());
     let acknowledged = acknowledged.lock().expect("set").clone();
@@ -208,7 +141,7 @@ async fn crash_and_restart(bin: &str) {
         acknowledged.len()
     );
 
-    let second = Receiver::start(bin, &dir.db(), &envs).await;
+    let second = start(bin, &dir.db(), &envs).await;
     wait_for(
         "every acknowledged delivery handled",
         Duration::from_secs(60),
@@ -265,7 +198,7 @@ async fn actix_killed_mid_load_loses_no_acknowledged_delivery() {
 async fn an_outage_longer_than_airmys_retries_loses_nothing() {
     for bin in [AXUM, ACTIX] {
         let dir = TempDir::new("outage");
-        let r = Receiver::start(bin, &dir.db(), &[("AIRMY_HANDLER_FAIL_FOR_SECS", "4")]).await;
+        let r = start(bin, &dir.db(), &[("AIRMY_HANDLER_FAIL_FOR_SECS", "4")]).await;
         let client = client();
         let ids: Vec<String> = (0..10)
             .map(|i| {
@@ -686,7 +619,7 @@ async fn without_an_inbox_a_failing_handler_answers_500() {
 async fn a_removed_database_file_answers_503_not_2xx() {
     for bin in [AXUM, ACTIX] {
         let dir = TempDir::new("removed");
-        let r = Receiver::start(bin, &dir.db(), &[("AIRMY_HANDLER_FAIL_FOR_SECS", "3600")]).await;
+        let r = start(bin, &dir.db(), &[("AIRMY_HANDLER_FAIL_FOR_SECS", "3600")]).await;
         let client = client();
         let before = post(&client, &r.url, &delivery("evt_removed_1"))
             .await

@@ -6,98 +6,32 @@
 //! `cargo test --release -p examples --test slow_handlers -- --ignored soak_full`.
 
 use std::collections::HashMap;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airmy_verify::testing::{self, Delivery};
 use airmy_verify::time::OffsetDateTime;
 use test_support::RedisServer;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-const AXUM: &str = env!("CARGO_BIN_EXE_axum-receiver");
-const ACTIX: &str = env!("CARGO_BIN_EXE_actix-receiver");
+mod common;
 
-/// A receiver process whose stdout lines are all kept.
-struct Receiver {
-    child: Child,
-    url: String,
-    lines: Arc<Mutex<Vec<String>>>,
-}
+use common::{ACTIX, AXUM, Receiver, client, delivery};
 
-impl Receiver {
-    async fn start(bin: &str, envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(bin)
-            .env_clear()
-            .env("AIRMY_WEBHOOK_SECRET", testing::SECRET)
-            .env("AIRMY_LISTEN", "127.0.0.1:0")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("receiver starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
-            .await
-            .expect("announced within 20 s")
-            .expect("readable")
-            .expect("a first line");
-        let addr = first
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_owned();
-        let lines = Arc::new(Mutex::new(vec![first]));
-        let sink = lines.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = stdout.next_line().await {
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        Self {
-            child,
-            url: format!("http://{addr}/hooks/airmy"),
-            lines,
-        }
+/// How many `handled <id> <type>` lines each id got so far.
+fn handled(r: &Receiver) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for line in r.lines() {
+        let mut words = line.split(' ');
+        assert_eq!(
+            words.next(),
+            Some("handled"),
+            "unexpected stdout line {line:?}"
+        );
+        let id = words.next().expect("an id").to_owned();
+        assert!(words.next().is_some(), "a type: {line:?}");
+        *counts.entry(id).or_default() += 1;
     }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("lines").clone()
-    }
-
-    /// How many `handled <id> <type>` lines each id got so far.
-    fn handled(&self) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for line in self.lines().iter().skip(1) {
-            let mut words = line.split(' ');
-            assert_eq!(
-                words.next(),
-                Some("handled"),
-                "unexpected stdout line {line:?}"
-            );
-            let id = words.next().expect("an id").to_owned();
-            assert!(words.next().is_some(), "a type: {line:?}");
-            *counts.entry(id).or_default() += 1;
-        }
-        counts
-    }
-
-    fn terminate(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-}
-
-fn delivery(id: &str) -> Delivery {
-    testing::sample_event("run.completed")
-        .id(id)
-        .created_at(OffsetDateTime::now_utc())
-        .signed(testing::SECRET)
+    counts
 }
 
 /// One attempt: the status, or `None` when the client gave up after `timeout`.
@@ -117,13 +51,6 @@ async fn attempt(
         .ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().await.unwrap_or_default()))
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
 }
 
 fn unique(prefix: &str) -> String {
@@ -166,7 +93,7 @@ async fn client_gives_up_then_retry_is_duplicate(bin: &str, store: &str) {
     assert_eq!(status, 200, "{bin} {store}: {body}");
     assert!(body.contains("duplicate"), "{bin} {store}: {body}");
     assert_eq!(
-        r.handled().get(&id),
+        handled(&r).get(&id),
         Some(&1),
         "{bin} {store}: {:?}",
         r.lines()
@@ -216,14 +143,14 @@ async fn stdout_has_one_listening_line_then_only_handled_lines() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
         let lines = r.lines();
-        assert_eq!(lines.len(), 2, "{bin}: {lines:?}");
         assert!(
-            lines[0].starts_with("listening on http://"),
-            "{bin}: {lines:?}"
+            r.first.starts_with("listening on http://"),
+            "{bin}: {}",
+            r.first
         );
         assert_eq!(
-            lines[1],
-            format!("handled {} run.completed", d.body_id()),
+            lines,
+            [format!("handled {} run.completed", d.body_id())],
             "{bin}"
         );
     }
@@ -259,7 +186,7 @@ async fn sigterm_lets_a_running_handler_finish_and_exits_0() {
                 async move { attempt(&client(), &url, &d, Duration::from_secs(10)).await },
             );
         tokio::time::sleep(Duration::from_millis(300)).await;
-        r.terminate();
+        r.signal("-TERM");
         let status = tokio::time::timeout(Duration::from_secs(20), r.child.wait())
             .await
             .expect("exits within 20 s")
@@ -268,7 +195,7 @@ async fn sigterm_lets_a_running_handler_finish_and_exits_0() {
         let _ = pending.await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
-            r.handled().get(&id),
+            handled(&r).get(&id),
             Some(&1),
             "{bin}: the running handler finished: {:?}",
             r.lines()
@@ -331,7 +258,7 @@ async fn soak(bin: &str, store: &str, n: usize, concurrency: usize) {
     }
     // Handlers still running (their client gave up) finish within their 250 ms.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let handled = r.handled();
+    let handled = handled(&r);
     let wrong: Vec<_> = ids
         .iter()
         .filter(|id| handled.get(*id) != Some(&1))

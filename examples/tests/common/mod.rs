@@ -1,0 +1,100 @@
+//! What the black-box tests of the receivers share: a receiver process whose stdout is kept,
+//! signed deliveries, a client.
+#![allow(dead_code, reason = "each test file uses part of it")]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airmy_verify::testing::{self, Delivery};
+use airmy_verify::time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub(crate) const AXUM: &str = env!("CARGO_BIN_EXE_axum-receiver");
+pub(crate) const ACTIX: &str = env!("CARGO_BIN_EXE_actix-receiver");
+
+/// A receiver process (secret `testing::SECRET`, a free loopback port) whose stdout lines are
+/// all kept.
+pub(crate) struct Receiver {
+    pub(crate) child: Child,
+    /// The `listening on http://HOST:PORT` line.
+    pub(crate) first: String,
+    /// `http://HOST:PORT`.
+    pub(crate) base: String,
+    /// `http://HOST:PORT/hooks/airmy`.
+    pub(crate) url: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    /// Starts `bin` with `envs` (after the secret and the listen address, which they may
+    /// override) and waits for its `listening on` line.
+    pub(crate) async fn start(bin: &str, envs: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(bin)
+            .env_clear()
+            .env("AIRMY_WEBHOOK_SECRET", testing::SECRET)
+            .env("AIRMY_LISTEN", "127.0.0.1:0")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("receiver starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
+            .await
+            .expect("announced within 20 s")
+            .expect("readable")
+            .expect("a first line");
+        let addr = first
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Self {
+            child,
+            first,
+            base: format!("http://{addr}"),
+            url: format!("http://{addr}/hooks/airmy"),
+            lines,
+        }
+    }
+
+    /// The stdout lines after the `listening on` line, so far.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// Sends the process a signal (`-TERM`, `-9`, …).
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal}");
+    }
+}
+
+/// A `run.completed` delivery with `id`, created now, signed with `testing::SECRET`.
+pub(crate) fn delivery(id: &str) -> Delivery {
+    testing::sample_event("run.completed")
+        .id(id)
+        .created_at(OffsetDateTime::now_utc())
+        .signed(testing::SECRET)
+}
+
+/// A client that never uses a proxy.
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
