@@ -38,7 +38,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpResponse, ResponseError, web};
 use airmy_verify::Error;
-use airmy_verify_inbox::{Context, Handlers, Inbox};
+use airmy_verify_inbox::{Handlers, Inbox};
 
 use crate::error::AirmyError;
 use crate::extract::AirmyDelivery;
@@ -58,13 +58,8 @@ pub async fn accept(
         tracing::error!(target: "airmy_verify", "inbox::accept without an Inbox in app_data");
         return AirmyError::Verify(Error::NotConfigured).error_response();
     };
-    match inbox.accept(&verified).await {
-        Ok(accepted) => {
-            let (status, body) = accepted.response(verified.id());
-            json(status, body)
-        }
-        Err(err) => json(err.status(), err.body()),
-    }
+    let (status, body) = inbox.respond(&verified).await;
+    json(status, body)
 }
 
 /// Runs the handlers in `app_data` on the verified delivery; see the [module docs](self).
@@ -76,19 +71,6 @@ pub async fn dispatch(
         tracing::error!(target: "airmy_verify", "inbox::dispatch without Handlers in app_data");
         return AirmyError::Verify(Error::NotConfigured).error_response();
     };
-    let id = verified.id().to_owned();
-    let ctx = Context::now(id.clone());
-    match handlers
-        .handle(verified.event_type(), verified.bytes().clone(), ctx)
-        .await
-    {
-        Ok(_) => json(
-            200,
-            serde_json::json!({ "status": "handled", "id": id }).to_string(),
-        ),
-        Err(err) => {
-            tracing::warn!(target: "airmy_verify", event_id = %id, error = %err, "handler failed; answering 500");
-            json(500, r#"{"error":"handler_failed"}"#)
-        }
-    }
+    let (status, body) = handlers.respond(&verified).await;
+    json(status, body)
 }

@@ -41,7 +41,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use airmy_verify::{Error, Verified};
-use airmy_verify_inbox::{Context as HandlerContext, Handlers, Inbox};
+use airmy_verify_inbox::{Handlers, Inbox};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -81,24 +81,31 @@ impl<B> Service<Request<B>> for AirmyInbox {
     }
 
     fn call(&mut self, request: Request<B>) -> Answer {
-        let verified = request.extensions().get::<Verified>().cloned();
         let inbox = self.inbox.clone();
-        Box::pin(async move {
-            let Some(verified) = verified else {
-                return Ok(error_response(&Error::NotConfigured));
-            };
-            Ok(match inbox.accept(&verified).await {
-                Ok(accepted) => {
-                    let (status, body) = accepted.response(verified.id());
-                    json(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)
-                }
-                Err(err) => json(
-                    StatusCode::from_u16(err.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                    err.body(),
-                ),
-            })
+        answer(&request, |verified| async move {
+            inbox.respond(&verified).await
         })
     }
+}
+
+/// The answer of a route service: the core's 500 when no layer verified the request, else what
+/// `respond` (the inbox crate's rule) says, as a JSON response.
+fn answer<B, F, Fut>(request: &Request<B>, respond: F) -> Answer
+where
+    F: FnOnce(Verified) -> Fut,
+    Fut: Future<Output = (u16, String)> + Send + 'static,
+{
+    let Some(verified) = request.extensions().get::<Verified>().cloned() else {
+        return Box::pin(std::future::ready(Ok(error_response(
+            &Error::NotConfigured,
+        ))));
+    };
+    let answered = respond(verified);
+    Box::pin(async move {
+        let (status, body) = answered.await;
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Ok(json(status, body))
+    })
 }
 
 /// Runs handlers by event type on each verified delivery, synchronously; see the
@@ -126,32 +133,9 @@ impl<B> Service<Request<B>> for AirmyHandlers {
     }
 
     fn call(&mut self, request: Request<B>) -> Answer {
-        let verified = request.extensions().get::<Verified>().cloned();
         let handlers = self.handlers.clone();
-        Box::pin(async move {
-            let Some(verified) = verified else {
-                return Ok(error_response(&Error::NotConfigured));
-            };
-            let id = verified.id().to_owned();
-            let ctx = HandlerContext::now(id.clone());
-            Ok(
-                match handlers
-                    .handle(verified.event_type(), verified.bytes().clone(), ctx)
-                    .await
-                {
-                    Ok(_) => json(
-                        StatusCode::OK,
-                        serde_json::json!({ "status": "handled", "id": id }).to_string(),
-                    ),
-                    Err(err) => {
-                        tracing::warn!(target: "airmy_verify", event_id = %id, error = %err, "handler failed; answering 500");
-                        json(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            r#"{"error":"handler_failed"}"#,
-                        )
-                    }
-                },
-            )
+        answer(&request, |verified| async move {
+            handlers.respond(&verified).await
         })
     }
 }

@@ -164,6 +164,34 @@ impl Handlers {
     }
 }
 
+impl Handlers {
+    /// Runs the handler for a verified delivery now (attempt 1) and gives the HTTP answer every
+    /// adapter sends for a synchronous handling: 200 `{"status":"handled","id":"…"}`, or 500
+    /// `{"error":"handler_failed"}` (logged) so that AIRMY retries.
+    pub async fn respond(&self, delivery: &airmy_verify::Verified) -> (u16, String) {
+        let id = delivery.id();
+        let ctx = Context::now(id);
+        match self
+            .handle(delivery.event_type(), delivery.bytes().clone(), ctx)
+            .await
+        {
+            Ok(_) => (
+                200,
+                serde_json::json!({ "status": "handled", "id": id }).to_string(),
+            ),
+            Err(err) => {
+                tracing::warn!(
+                    target: "airmy_verify",
+                    event_id = %id,
+                    error = %err,
+                    "handler failed; answering 500"
+                );
+                (500, r#"{"error":"handler_failed"}"#.to_owned())
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut types: Vec<_> = self.by_type.keys().collect();

@@ -127,6 +127,16 @@ impl Inbox {
         accepted
     }
 
+    /// Stores a verified delivery and gives the HTTP answer for it, the one every adapter
+    /// sends: 200 `{"status":"accepted","id":"…"}`, 200 `{"status":"duplicate","id":"…"}`, or
+    /// 503 `{"error":"inbox_unavailable"}` when it was not stored.
+    pub async fn respond(&self, delivery: &Verified) -> (u16, String) {
+        match self.accept(delivery).await {
+            Ok(accepted) => accepted.response(delivery.id()),
+            Err(err) => (err.status(), err.body().to_owned()),
+        }
+    }
+
     /// The backend, for operations (stats, dead letters, replay, purge).
     #[must_use]
     pub fn backend(&self) -> &dyn Backend {
