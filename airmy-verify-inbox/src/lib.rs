@@ -66,6 +66,9 @@ mod backend;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 pub mod handlers;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod sqlite;
 pub mod worker;
 
@@ -78,6 +81,8 @@ pub use backend::{
     Accepted, Backend, BackendFuture, DEFAULT_LEASE, DeadEntry, InboxError, Leased, Stats,
 };
 pub use handlers::{Context, Dispatched, HandlerError, Handlers};
+#[cfg(feature = "redis")]
+pub use redis::{ConnectError, RedisBackend, RedisOptions};
 pub use sqlite::{OpenError, SqliteBackend, SqliteOptions};
 pub use worker::{RetryPolicy, Worker};
 

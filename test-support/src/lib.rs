@@ -9,6 +9,7 @@ pub struct RedisServer {
     url: String,
     port: u16,
     child: Option<std::process::Child>,
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -25,6 +26,7 @@ impl RedisServer {
                 url,
                 port: 0,
                 child: None,
+                args: Vec::new(),
             };
         }
         Self::start_private()
@@ -38,6 +40,18 @@ impl RedisServer {
     /// When `redis-server` cannot be started, with a message naming the fix.
     #[must_use]
     pub fn start_private() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a `redis-server` of its own, as [`start_private`](Self::start_private) does,
+    /// with further configuration `args` (such as `["--appendonly", "yes", "--appendfsync",
+    /// "always", "--dir", "/tmp/x"]`), kept for [`restart`](Self::restart).
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` cannot be started, with a message naming the fix.
+    #[must_use]
+    pub fn start_with(args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -46,6 +60,7 @@ impl RedisServer {
             url: format!("redis://127.0.0.1:{port}"),
             port,
             child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.spawn();
         server
@@ -55,6 +70,7 @@ impl RedisServer {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -85,7 +101,7 @@ impl RedisServer {
         &self.url
     }
 
-    /// Stops the server this started (for outage tests).
+    /// Stops the server this started (for outage tests): `SIGKILL`, as a crash would.
     ///
     /// # Panics
     ///

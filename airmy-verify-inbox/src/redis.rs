@@ -1,0 +1,897 @@
+//! The Redis backend (feature `redis`): one queue shared by every replica, on Redis Streams.
+//!
+//! # Layout
+//!
+//! Every key of one inbox carries the hash tag `{prefix}` (the prefix defaults to
+//! `airmy:inbox:`), so one inbox lives in one Redis Cluster slot and every script touches one
+//! slot:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{prefix}stream` | stream, consumer group `workers` | one message per entry that is due or leased |
+//! | `{prefix}e:<event id>` | hash | the entry: type, body, received time, attempts, state, lease token and expiry, last error |
+//! | `{prefix}scheduled` | sorted set | retries waiting for their due time (score: due time, ms) |
+//! | `{prefix}leases` | sorted set | leased entries (score: lease expiry, ms), for [`next_due`](Backend::next_due) |
+//! | `{prefix}dead` | stream | one message per dead letter, in the order they died |
+//! | `{prefix}done` | sorted set | processed entries kept for deduplication (score: when, ms) |
+//!
+//! # How the operations map onto Redis
+//!
+//! Every operation is one Lua script (one round trip, atomic), with the server's clock:
+//!
+//! - **accept**: `EXISTS` on the entry (the dedupe), then `HSET` and `XADD` together.
+//! - **take**: moves due retries from `scheduled` back into the stream, takes over entries
+//!   whose lease ran out (their worker died) by `XCLAIM`ing their messages into the taking
+//!   consumer's pending list, then reads new messages with `XREADGROUP`, and stamps each with a
+//!   fresh lease token and one more attempt. Leases are per entry (each take and extension
+//!   names its own), so the `leases` sorted set, not the group's idle times, says which ran
+//!   out: `XAUTOCLAIM`'s single idle threshold would take over an entry leased for longer
+//!   than the taker's own lease, or wait past a shorter one.
+//! - **wait**: a blocking `XREAD` on the stream from the group's last delivered id, on a
+//!   connection of its own, so an idle worker on any replica sees a new entry within
+//!   milliseconds of its `XADD` (a blocking read cannot run inside a script, and reading with
+//!   `XREADGROUP` outside one would split a take into two steps).
+//! - **complete / retry / bury / release**: check the token, then `XACK` and `XDEL` the message
+//!   (the stream holds only unfinished entries: that is its retention) and record the new state;
+//!   a dead letter is `XADD`ed to the dead-letter stream.
+//! - **purge**: deletes processed entries older than a time (and idle consumers of the group).
+//!
+//! # What a 2xx means
+//!
+//! `accept` returns once Redis has answered the script. Whether that survives a crash depends on
+//! Redis's persistence and topology, not on this crate: see the crate README's table ("The Redis
+//! inbox: what a 2xx means").
+
+use std::fmt;
+use std::pin::Pin;
+use std::time::Duration;
+
+use airmy_verify::Verified;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use time::OffsetDateTime;
+
+use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
+
+/// The consumer group every worker reads with.
+const GROUP: &str = "workers";
+
+/// Shared by every script: the server's time in milliseconds.
+const NOW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+/// Shared by the scripts that need it: the group's last delivered message id (`0-0` before
+/// any).
+const LAST_FN: &str = r"
+local function last_delivered()
+  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      local fields = {}
+      for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
+      if fields['name'] == 'workers' then return fields['last-delivered-id'] end
+    end
+  end
+  return '0-0'
+end
+";
+
+/// KEYS: stream, scheduled, dead, done, leases, entry. ARGV: id, type, body, max.
+/// 1 stored, 0 duplicate, -1 full.
+const ACCEPT: &str = r"
+if redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
+if redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+  return -1
+end
+local m = redis.call('XADD', KEYS[1], '*', 'i', ARGV[1])
+redis.call('HSET', KEYS[6], 't', ARGV[2], 'b', ARGV[3], 'r', now, 'a', 0, 's', 'p', 'm', m)
+return 1";
+
+/// KEYS: stream, scheduled, dead, done, leases. ARGV: entry key prefix, consumer, max,
+/// lease ms, token seed. Returns id, type, body, received ms, attempt, token for each entry.
+const TAKE: &str = r"
+local ep, consumer = ARGV[1], ARGV[2]
+local max, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out, n = {}, 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', KEYS[2], id)
+  local e = ep .. id
+  if redis.call('HGET', e, 's') == 's' then
+    redis.call('HSET', e, 's', 'p', 'm', redis.call('XADD', KEYS[1], '*', 'i', id))
+  end
+end
+local function drop(m)
+  redis.call('XACK', KEYS[1], 'workers', m)
+  redis.call('XDEL', KEYS[1], m)
+end
+local function stamp(id, m)
+  local e = ep .. id
+  n = n + 1
+  local token = ARGV[5] .. ':' .. n
+  local attempt = redis.call('HINCRBY', e, 'a', 1)
+  local u = now + lease
+  redis.call('HSET', e, 's', 'q', 'k', token, 'u', u, 'm', m)
+  redis.call('ZADD', KEYS[5], u, id)
+  local f = redis.call('HMGET', e, 't', 'b', 'r')
+  for _, v in ipairs({id, f[1], f[2], f[3], tostring(attempt), token}) do
+    out[#out + 1] = v
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, max)) do
+  local f = redis.call('HMGET', ep .. id, 's', 'm')
+  if f[1] == 'q' and f[2] then
+    -- Its worker died or stalled: move the message to this consumer's pending list.
+    redis.call('XCLAIM', KEYS[1], 'workers', consumer, 0, f[2], 'JUSTID')
+    stamp(id, f[2])
+  else
+    redis.call('ZREM', KEYS[5], id)
+  end
+end
+if n < max then
+  local args = {'XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', max - n, 'STREAMS', KEYS[1], '>'}
+  local read = redis.pcall(unpack(args))
+  if type(read) == 'table' and read.err then
+    if not string.find(read.err, 'NOGROUP', 1, true) then return redis.error_reply(read.err) end
+    -- The stream was lost (a Redis restarted without persistence): start the group again.
+    redis.call('XGROUP', 'CREATE', KEYS[1], 'workers', '0', 'MKSTREAM')
+    read = redis.call(unpack(args))
+  end
+  if read then
+    for _, msg in ipairs(read[1][2]) do
+      local m, id = msg[1], msg[2][2]
+      local f = redis.call('HMGET', ep .. id, 's', 'm')
+      if f[1] == 'p' and f[2] == m then stamp(id, m) else drop(m) end
+    end
+  end
+end
+return out";
+
+/// Checks the token; shared by the scripts that need the lease. KEYS[6] is the entry, ARGV[2]
+/// the token. Leaves the stream message id in `m`.
+const HELD: &str = r"
+local f = redis.call('HMGET', KEYS[6], 's', 'k', 'm')
+if f[1] ~= 'q' or f[2] ~= ARGV[2] then return 0 end
+local m = f[3]
+local function drop()
+  redis.call('XACK', KEYS[1], 'workers', m)
+  redis.call('XDEL', KEYS[1], m)
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('HDEL', KEYS[6], 'k', 'u', 'm')
+end
+";
+
+/// ARGV: id, token, lease ms, consumer.
+const EXTEND: &str = r"
+local u = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[6], 'u', u)
+redis.call('ZADD', KEYS[5], u, ARGV[1])
+redis.call('XCLAIM', KEYS[1], 'workers', ARGV[4], 0, m, 'JUSTID')
+return 1";
+
+/// ARGV: id, token.
+const COMPLETE: &str = r"
+drop()
+redis.call('HSET', KEYS[6], 's', 'd', 'z', now)
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+return 1";
+
+/// ARGV: id, token, error, due ms.
+const RETRY: &str = r"
+drop()
+redis.call('HSET', KEYS[6], 's', 's', 'e', ARGV[3])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[1])
+return 1";
+
+/// ARGV: id, token, error.
+const BURY: &str = r"
+drop()
+local dm = redis.call('XADD', KEYS[3], '*', 'i', ARGV[1])
+redis.call('HSET', KEYS[6], 's', 'x', 'e', ARGV[3], 'z', now, 'dm', dm)
+return 1";
+
+/// ARGV: id, token.
+const RELEASE: &str = r"
+drop()
+redis.call('HINCRBY', KEYS[6], 'a', -1)
+redis.call('HSET', KEYS[6], 's', 'p', 'm', redis.call('XADD', KEYS[1], '*', 'i', ARGV[1]))
+return 1";
+
+/// KEYS: stream, scheduled, dead, done, leases. ARGV: entry key prefix, ids. For each id: 1 replayed (or already
+/// due), 2 being processed, 0 unknown.
+const REPLAY: &str = r"
+local out = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local e = ARGV[1] .. id
+  local f = redis.call('HMGET', e, 's', 'dm')
+  local s = f[1]
+  if not s then
+    out[#out + 1] = 0
+  elseif s == 'q' then
+    out[#out + 1] = 2
+  elseif s == 'p' then
+    out[#out + 1] = 1
+  else
+    if s == 'x' then
+      redis.call('XDEL', KEYS[3], f[2])
+    elseif s == 'd' then
+      redis.call('ZREM', KEYS[4], id)
+    else
+      redis.call('ZREM', KEYS[2], id)
+    end
+    if s ~= 's' then
+      redis.call('HSET', e, 'a', 0)
+      redis.call('HDEL', e, 'e', 'z', 'dm')
+    end
+    redis.call('HSET', e, 's', 'p', 'm', redis.call('XADD', KEYS[1], '*', 'i', id))
+    out[#out + 1] = 1
+  end
+end
+return out";
+
+/// ARGV: entry key prefix, limit. Dead letters newest first: id, type, attempts, error,
+/// received ms, died ms.
+const DEAD: &str = r"
+local out = {}
+for _, msg in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', tonumber(ARGV[2]))) do
+  local id = msg[2][2]
+  local f = redis.call('HMGET', ARGV[1] .. id, 't', 'a', 'e', 'r', 'z')
+  if f[1] then
+    for _, v in ipairs({id, f[1], f[2], f[3] or '', f[4], f[5]}) do out[#out + 1] = v end
+  end
+end
+return out";
+
+/// Counts: stream length, leased, scheduled, dead, done, oldest due message's time (ms, or -1).
+const STATS: &str = r"
+local len = redis.call('XLEN', KEYS[1])
+local leased, oldest = 0, -1
+local summary = redis.pcall('XPENDING', KEYS[1], 'workers')
+if type(summary) == 'table' and not summary.err then leased = summary[1] end
+local next = redis.call('XRANGE', KEYS[1], '(' .. last_delivered(), '+', 'COUNT', 1)
+if next[1] then oldest = tonumber(string.match(next[1][1], '^(%d+)')) end
+return {len, leased, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3]),
+  redis.call('ZCARD', KEYS[4]), oldest, now}";
+
+/// The group's last delivered message id (`0-0` before any).
+const LAST_DELIVERED: &str = "return last_delivered()";
+
+/// The earliest scheduled retry or lease expiry (ms), or -1.
+const NEXT_DUE: &str = r"
+local due = -1
+for _, key in ipairs({KEYS[2], KEYS[5]}) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local at = tonumber(first[2])
+    if due < 0 or at < due then due = at end
+  end
+end
+return due";
+
+/// ARGV: entry key prefix, before ms, batch. Deletes up to a batch of processed entries, and
+/// the group's consumers idle for an hour with nothing pending; how many entries.
+const PURGE: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[2]), 'LIMIT', 0,
+  tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[1] .. id)
+  redis.call('ZREM', KEYS[4], id)
+end
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], 'workers')
+if type(consumers) == 'table' and not consumers.err then
+  for _, c in ipairs(consumers) do
+    local fields = {}
+    for i = 1, #c, 2 do fields[c[i]] = c[i + 1] end
+    if fields['pending'] == 0 and fields['idle'] > 3600000 then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'workers', fields['name'])
+    end
+  end
+end
+return #ids";
+
+/// The options of a [`RedisBackend`].
+#[derive(Clone)]
+pub struct RedisOptions {
+    prefix: String,
+    max_unfinished: u64,
+    timeout: Duration,
+    #[cfg(feature = "redis-tls")]
+    root_ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("prefix", &self.prefix)
+            .field("max_unfinished", &self.max_unfinished)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "airmy:inbox:".to_owned(),
+            max_unfinished: 1_000_000,
+            timeout: Duration::from_secs(2),
+            #[cfg(feature = "redis-tls")]
+            root_ca_pem: None,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// The prefix of every key, inside a hash tag (`{airmy:inbox:}stream`, …). Defaults to
+    /// `airmy:inbox:`. Two inboxes on one Redis need two prefixes; every replica of one
+    /// service uses the same.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The most due, leased and scheduled entries the inbox holds; accepts past it fail with
+    /// [`InboxError::Full`]. Defaults to 1,000,000. (A Redis out of memory under its
+    /// `maxmemory` refuses writes: also [`InboxError::Full`].)
+    #[must_use]
+    pub fn max_unfinished(mut self, entries: u64) -> Self {
+        self.max_unfinished = entries;
+        self
+    }
+
+    /// How long connecting and every command may take before the operation fails with
+    /// [`InboxError::Unavailable`] (the adapters answer 503). Defaults to 2 s.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Verifies a `rediss://` server's certificate against this CA (PEM) instead of the
+    /// system's trust store. Feature `redis-tls`.
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    #[must_use]
+    pub fn root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_ca_pem = Some(pem.into());
+        self
+    }
+}
+
+/// An inbox [`Backend`] on Redis Streams, shared by every replica that connects to the same
+/// Redis with the same prefix. See the [module docs](self) for the layout.
+///
+/// # Example
+///
+/// ```no_run
+/// use airmy_verify_inbox::{Inbox, RedisBackend, RedisOptions};
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let inbox = Inbox::new(RedisBackend::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    connection: ConnectionManager,
+    /// For blocking reads only: a blocked read holds up its connection.
+    waiting: ConnectionManager,
+    keys: [String; 5],
+    entry_prefix: String,
+    consumer: String,
+    max_unfinished: u64,
+    timeout: Duration,
+    scripts: Scripts,
+}
+
+#[derive(Clone)]
+struct Scripts {
+    accept: redis::Script,
+    take: redis::Script,
+    extend: redis::Script,
+    complete: redis::Script,
+    retry: redis::Script,
+    bury: redis::Script,
+    release: redis::Script,
+    replay: redis::Script,
+    dead: redis::Script,
+    stats: redis::Script,
+    next_due: redis::Script,
+    purge: redis::Script,
+    last_delivered: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let now = |body: &str| redis::Script::new(&format!("{NOW}{body}"));
+        let held = |body: &str| redis::Script::new(&format!("{NOW}{HELD}{body}"));
+        Self {
+            accept: now(ACCEPT),
+            take: now(TAKE),
+            extend: held(EXTEND),
+            complete: held(COMPLETE),
+            retry: held(RETRY),
+            bury: held(BURY),
+            release: held(RELEASE),
+            replay: redis::Script::new(REPLAY),
+            dead: redis::Script::new(DEAD),
+            stats: redis::Script::new(&format!("{NOW}{LAST_FN}{STATS}")),
+            next_due: redis::Script::new(NEXT_DUE),
+            purge: redis::Script::new(PURGE),
+            last_delivered: redis::Script::new(&format!("{LAST_FN}{LAST_DELIVERED}")),
+        }
+    }
+
+    fn all(&self) -> [&redis::Script; 13] {
+        [
+            &self.accept,
+            &self.take,
+            &self.extend,
+            &self.complete,
+            &self.retry,
+            &self.bury,
+            &self.release,
+            &self.replay,
+            &self.dead,
+            &self.stats,
+            &self.next_due,
+            &self.purge,
+            &self.last_delivered,
+        ]
+    }
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("stream", &self.keys[0])
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`RedisBackend::connect`] failed. Its message never contains the URL's password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectError(String);
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot open the Redis inbox: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl RedisBackend {
+    /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` with
+    /// feature `redis-tls`), loads the scripts and creates the consumer group if needed.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConnectError`] when the URL is invalid, the prefix is empty, or Redis cannot be
+    /// reached within the options' timeout.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
+        if options.prefix.is_empty() {
+            return Err(ConnectError(
+                "the key prefix is empty (an empty hash tag would spread one inbox over Redis \
+                 Cluster slots)"
+                    .to_owned(),
+            ));
+        }
+        let client = client(url, &options)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connect = |config| {
+            let client = client.clone();
+            async move {
+                tokio::time::timeout(
+                    options.timeout * 2,
+                    ConnectionManager::new_with_config(client, config),
+                )
+                .await
+                .map_err(|_| ConnectError("Redis did not answer in time".to_owned()))?
+                .map_err(|e| ConnectError(e.to_string()))
+            }
+        };
+        let mut connection = connect(config.clone()).await?;
+        // Blocking reads last up to a second; their own timeout is set per read.
+        let waiting = connect(config.set_response_timeout(None)).await?;
+        let tag = format!("{{{}}}", options.prefix);
+        let keys = ["stream", "scheduled", "dead", "done", "leases"]
+            .map(|name| format!("{tag}{name}"));
+        let scripts = Scripts::new();
+        for script in scripts.all() {
+            script
+                .load_async(&mut connection)
+                .await
+                .map_err(|e| ConnectError(e.to_string()))?;
+        }
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&keys[0])
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut connection)
+            .await;
+        if let Err(err) = created {
+            if err.code() != Some("BUSYGROUP") {
+                return Err(ConnectError(err.to_string()));
+            }
+        }
+        Ok(Self {
+            connection,
+            waiting,
+            entry_prefix: format!("{tag}e:"),
+            keys,
+            consumer: format!("{}-{}", std::process::id(), random_hex(6)),
+            max_unfinished: options.max_unfinished,
+            timeout: options.timeout,
+            scripts,
+        })
+    }
+
+    /// This backend's consumer name in the group (the process id and a random suffix).
+    #[must_use]
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    fn invocation<'s>(&self, script: &'s redis::Script) -> redis::ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        invocation
+    }
+
+    fn entry_invocation<'s>(
+        &self,
+        script: &'s redis::Script,
+        id: &str,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut invocation = self.invocation(script);
+        invocation.key(format!("{}{id}", self.entry_prefix));
+        invocation.arg(id);
+        invocation
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, InboxError> {
+        let mut connection = self.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn replay_ids(&self, ids: &[String]) -> Result<Vec<i64>, InboxError> {
+        let mut codes = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut invocation = self.invocation(&self.scripts.replay);
+            invocation.arg(&self.entry_prefix);
+            for id in chunk {
+                invocation.arg(id);
+            }
+            codes.extend(self.run::<Vec<i64>>(invocation).await?);
+        }
+        Ok(codes)
+    }
+}
+
+fn client(url: &str, options: &RedisOptions) -> Result<redis::Client, ConnectError> {
+    #[cfg(feature = "redis-tls")]
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Some(pem) = &options.root_ca_pem {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            };
+            return redis::Client::build_with_tls(url, certificates)
+                .map_err(|e| ConnectError(format!("invalid Redis TLS settings: {e}")));
+        }
+    }
+    #[cfg(not(feature = "redis-tls"))]
+    let _ = options;
+    redis::Client::open(url).map_err(|e| ConnectError(format!("invalid Redis URL: {e}")))
+}
+
+fn redis_error(err: redis::RedisError) -> InboxError {
+    if err.code() == Some("OOM") {
+        InboxError::Full(format!("Redis is out of memory: {err}"))
+    } else {
+        InboxError::Unavailable(format!("Redis: {err}"))
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0_u8; bytes];
+    // getrandom fails only without an OS random source; the time is then unique enough for
+    // a consumer name or a token seed combined with the entry's id.
+    if getrandom::fill(&mut buf).is_err() {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        return format!("{nanos:x}");
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn unix_millis(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_millis(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn number<T: std::str::FromStr + Default>(bytes: &[u8]) -> T {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default()
+}
+
+impl Backend for RedisBackend {
+    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+        Box::pin(async move {
+            let mut invocation = self.entry_invocation(&self.scripts.accept, delivery.id());
+            invocation
+                .arg(delivery.event_type())
+                .arg(delivery.bytes().as_ref())
+                .arg(self.max_unfinished);
+            match self.run::<i64>(invocation).await? {
+                1 => Ok(Accepted::Stored),
+                0 => Ok(Accepted::Duplicate),
+                _ => Err(InboxError::Full(format!(
+                    "{} unfinished entries",
+                    self.max_unfinished
+                ))),
+            }
+        })
+    }
+
+    fn take(&self, max: usize, lease: Duration) -> BackendFuture<'_, Vec<Leased>> {
+        Box::pin(async move {
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            let mut invocation = self.invocation(&self.scripts.take);
+            invocation
+                .arg(&self.entry_prefix)
+                .arg(&self.consumer)
+                .arg(max)
+                .arg(millis(lease))
+                .arg(random_hex(12));
+            let flat: Vec<Vec<u8>> = self.run(invocation).await?;
+            Ok(flat
+                .chunks_exact(6)
+                .map(|f| Leased {
+                    id: text(&f[0]),
+                    event_type: text(&f[1]),
+                    body: Bytes::copy_from_slice(&f[2]),
+                    received_at: from_millis(number(&f[3])),
+                    attempt: number(&f[4]),
+                    token: text(&f[5]),
+                })
+                .collect())
+        })
+    }
+
+    fn next_due(&self) -> BackendFuture<'_, Option<OffsetDateTime>> {
+        Box::pin(async move {
+            let due: i64 = self.run(self.invocation(&self.scripts.next_due)).await?;
+            Ok((due >= 0).then(|| from_millis(due)))
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let mut invocation = self.entry_invocation(&self.scripts.extend, id);
+            invocation.arg(token).arg(millis(lease)).arg(&self.consumer);
+            Ok(self.run::<i64>(invocation).await? == 1)
+        })
+    }
+
+    fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let mut invocation = self.entry_invocation(&self.scripts.complete, id);
+            invocation.arg(token);
+            Ok(self.run::<i64>(invocation).await? == 1)
+        })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        error: &'a str,
+        at: OffsetDateTime,
+    ) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let mut invocation = self.entry_invocation(&self.scripts.retry, id);
+            invocation.arg(token).arg(error).arg(unix_millis(at));
+            Ok(self.run::<i64>(invocation).await? == 1)
+        })
+    }
+
+    fn bury<'a>(&'a self, id: &'a str, token: &'a str, error: &'a str) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let mut invocation = self.entry_invocation(&self.scripts.bury, id);
+            invocation.arg(token).arg(error);
+            Ok(self.run::<i64>(invocation).await? == 1)
+        })
+    }
+
+    fn release<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let mut invocation = self.entry_invocation(&self.scripts.release, id);
+            invocation.arg(token);
+            Ok(self.run::<i64>(invocation).await? == 1)
+        })
+    }
+
+    fn stats(&self) -> BackendFuture<'_, Stats> {
+        Box::pin(async move {
+            let [len, leased, scheduled, dead, done, oldest, now]: [i64; 7] =
+                self.run(self.invocation(&self.scripts.stats)).await?;
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            Ok(Stats {
+                pending: count(len - leased),
+                scheduled: count(scheduled),
+                processing: count(leased),
+                dead: count(dead),
+                done: count(done),
+                oldest_pending_age_secs: (oldest >= 0).then(|| count(now - oldest) / 1000),
+            })
+        })
+    }
+
+    fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>> {
+        Box::pin(async move {
+            let mut invocation = self.invocation(&self.scripts.dead);
+            invocation.arg(&self.entry_prefix).arg(limit.max(1));
+            let flat: Vec<Vec<u8>> = self.run(invocation).await?;
+            Ok(flat
+                .chunks_exact(6)
+                .take(limit)
+                .map(|f| DeadEntry {
+                    id: text(&f[0]),
+                    event_type: text(&f[1]),
+                    attempts: number(&f[2]),
+                    last_error: text(&f[3]),
+                    received_at: from_millis(number(&f[4])),
+                    died_at: from_millis(number(&f[5])),
+                })
+                .collect())
+        })
+    }
+
+    fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            match self.replay_ids(&[id.to_owned()]).await?.first() {
+                Some(1) => Ok(()),
+                Some(2) => Err(InboxError::NotFound(format!(
+                    "{id} (it is being processed right now)"
+                ))),
+                _ => Err(InboxError::NotFound(id.to_owned())),
+            }
+        })
+    }
+
+    fn replay_dead(
+        &self,
+        since: Option<OffsetDateTime>,
+        dry_run: bool,
+    ) -> BackendFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            // The dead-letter stream's message ids carry the time each entry died.
+            let mut start = since.map_or_else(|| "-".to_owned(), |t| unix_millis(t).to_string());
+            let mut ids = Vec::new();
+            loop {
+                let mut connection = self.connection.clone();
+                let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                    .arg(&self.keys[2])
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(redis_error)?;
+                let Some((last, _)) = page.last() else { break };
+                start = format!("({last}");
+                let full = page.len() == 1000;
+                ids.extend(
+                    page.into_iter()
+                        .filter_map(|(_, fields)| fields.into_iter().next().map(|(_, id)| id)),
+                );
+                if !full {
+                    break;
+                }
+            }
+            if dry_run {
+                return Ok(ids);
+            }
+            let codes = self.replay_ids(&ids).await?;
+            Ok(ids
+                .into_iter()
+                .zip(codes)
+                .filter(|(_, code)| *code == 1)
+                .map(|(id, _)| id)
+                .collect())
+        })
+    }
+
+    fn purge_done(&self, before: OffsetDateTime) -> BackendFuture<'_, u64> {
+        Box::pin(async move {
+            const BATCH: u64 = 1000;
+            let mut purged = 0;
+            loop {
+                let mut invocation = self.invocation(&self.scripts.purge);
+                invocation
+                    .arg(&self.entry_prefix)
+                    .arg(unix_millis(before))
+                    .arg(BATCH);
+                let n: u64 = self.run(invocation).await?;
+                purged += n;
+                if n < BATCH {
+                    return Ok(purged);
+                }
+            }
+        })
+    }
+
+    fn wait(&self, timeout: Duration) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let blocked = async {
+                // From the group's last delivered id: anything after it is a new entry (or one
+                // no worker has read yet), whoever added it.
+                let mut connection = self.waiting.clone();
+                let last: String = self
+                    .invocation(&self.scripts.last_delivered)
+                    .invoke_async(&mut connection)
+                    .await?;
+                let _: redis::Value = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("BLOCK")
+                    .arg(millis(timeout))
+                    .arg("STREAMS")
+                    .arg(&self.keys[0])
+                    .arg(last)
+                    .query_async(&mut connection)
+                    .await?;
+                Ok::<(), redis::RedisError>(())
+            };
+            let started = tokio::time::Instant::now();
+            match tokio::time::timeout(timeout + self.timeout, blocked).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    // Redis unreachable: wait out the timeout rather than spin.
+                    tokio::time::sleep_until(started + timeout).await;
+                }
+            }
+        })
+    }
+}

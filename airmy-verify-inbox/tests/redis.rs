@@ -1,0 +1,408 @@
+//! The Redis backend on a real `redis-server` (started by the test, or `AIRMY_REDIS_URL`): the
+//! conformance suite unchanged, the worker scenarios, then what only a shared server shows
+//! (two replicas on one queue, takeovers across replicas, an outage, a restart with AOF, the
+//! key layout).
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use airmy_verify::{Envelope, Event};
+use airmy_verify_inbox::conformance::{self, Harness, delivery};
+use airmy_verify_inbox::{
+    Accepted, Backend, Context, HandlerError, Handlers, Inbox, InboxError, RedisBackend,
+    RedisOptions,
+};
+use test_support::RedisServer;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+#[macro_use]
+mod common;
+
+/// A prefix no other test (or earlier run on a shared server) uses.
+fn prefix(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    format!(
+        "test:{name}:{}:{nanos}:{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn backend(url: &str, prefix: &str) -> RedisBackend {
+    RedisBackend::connect(url, RedisOptions::default().prefix(prefix))
+        .await
+        .expect("connects")
+}
+
+struct Redis {
+    backend: RedisBackend,
+    _server: RedisServer,
+}
+
+impl Harness for Redis {
+    fn backend(&self) -> &dyn Backend {
+        &self.backend
+    }
+
+    async fn advance(&self, by: Duration) {
+        // Redis keeps time itself: let it pass.
+        tokio::time::sleep(by).await;
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_passes_the_conformance_suite() {
+    let server = RedisServer::start();
+    let backend = backend(server.url(), &prefix("conformance")).await;
+    conformance::run_all(&Redis {
+        backend,
+        _server: server,
+    })
+    .await;
+}
+
+async fn fresh(name: &str) -> (Inbox, RedisServer) {
+    let server = RedisServer::start();
+    let inbox = Inbox::new(backend(server.url(), &prefix(name)).await);
+    (inbox, server)
+}
+
+worker_scenarios!(
+    an_outage_longer_than_airmys_retries_loses_nothing,
+    a_permanent_failure_becomes_a_dead_letter_and_replay_brings_it_back,
+    panics_and_timeouts_are_failures_retried_and_unhandled_types_complete,
+    shutdown_releases_unfinished_entries_and_another_worker_finishes_them,
+    an_entry_whose_worker_died_is_taken_over_after_the_lease,
+    a_handler_slower_than_the_lease_is_not_run_twice,
+    entries_taken_ahead_behind_slow_handlers_keep_their_lease,
+);
+
+#[tokio::test]
+async fn replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed() {
+    let server = RedisServer::start();
+    let backend = backend(server.url(), &prefix("replay_pending")).await;
+    common::worker::replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed(
+        &Redis {
+            backend,
+            _server: server,
+        },
+    )
+    .await;
+}
+
+/// Records `(id, attempt)` for every handling.
+fn recording() -> (Handlers, Arc<std::sync::Mutex<Vec<(String, u32)>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+        let s = s.clone();
+        async move {
+            s.lock().expect("lock").push((e.id, ctx.attempt));
+            Ok::<(), HandlerError>(())
+        }
+    });
+    (handlers, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_queue_and_an_idle_worker_wakes_at_once() {
+    let server = RedisServer::start();
+    let prefix = prefix("replicas");
+    let a = Inbox::new(backend(server.url(), &prefix).await);
+    let b = Inbox::new(backend(server.url(), &prefix).await);
+    let (handlers, seen) = recording();
+    let shutdown = CancellationToken::new();
+    // Only replica B runs a worker; it is idle, blocked on the stream.
+    let worker = tokio::spawn(b.worker(handlers).run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let id = format!("evt_replica_{i}");
+        let sent = Instant::now();
+        assert_eq!(
+            a.accept(&delivery(&id, "run.completed")).await,
+            Ok(Accepted::Stored)
+        );
+        // Replica B already holds it: a duplicate, whichever replica AIRMY's retry reaches.
+        assert_eq!(
+            b.accept(&delivery(&id, "run.completed")).await,
+            Ok(Accepted::Duplicate)
+        );
+        while !seen.lock().expect("lock").iter().any(|(s, _)| *s == id) {
+            assert!(sent.elapsed() < Duration::from_secs(10), "never handled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    latencies.sort();
+    // The worker polls at most once a second without the blocking read: the median shows
+    // which woke it (generous for a loaded CI machine).
+    assert!(
+        latencies[latencies.len() / 2] < Duration::from_millis(250),
+        "accept on A → handler on B: {latencies:?}"
+    );
+    shutdown.cancel();
+    worker.await.expect("worker");
+    assert_eq!(seen.lock().expect("lock").len(), 20, "each once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_entries_are_taken_over_by_another() {
+    let server = RedisServer::start();
+    let prefix = prefix("takeover");
+    let dead = backend(server.url(), &prefix).await;
+    let survivor = Inbox::new(backend(server.url(), &prefix).await);
+    for i in 0..5 {
+        dead.accept(&delivery(&format!("evt_orphan_{i}"), "test"))
+            .await
+            .expect("accept");
+    }
+    // Replica A takes everything, then dies (no complete, no release).
+    let taken = dead.take(10, Duration::from_millis(400)).await.expect("take");
+    assert_eq!(taken.len(), 5);
+    drop(dead);
+    let (handlers, seen) = recording();
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let worker = tokio::spawn(
+        survivor
+            .worker(handlers)
+            .lease(Duration::from_millis(400))
+            .run(shutdown.clone()),
+    );
+    while seen.lock().expect("lock").len() < 5 {
+        assert!(started.elapsed() < Duration::from_secs(10), "not taken over");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "not before the lease ran out"
+    );
+    let seen = seen.lock().expect("lock").clone();
+    assert!(seen.iter().all(|(_, attempt)| *attempt == 2), "{seen:?}");
+    shutdown.cancel();
+    worker.await.expect("worker");
+    let stats = survivor.backend().stats().await.expect("stats");
+    assert_eq!((stats.done, stats.processing, stats.pending), (5, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_never_reports_a_delivery_stored() {
+    let mut server = RedisServer::start_private();
+    let backend = RedisBackend::connect(
+        server.url(),
+        RedisOptions::default()
+            .prefix(prefix("outage"))
+            .timeout(Duration::from_millis(300)),
+    )
+    .await
+    .expect("connects");
+    assert_eq!(
+        backend.accept(&delivery("evt_before", "test")).await,
+        Ok(Accepted::Stored)
+    );
+    server.stop();
+    for i in 0..3 {
+        let outcome = backend
+            .accept(&delivery(&format!("evt_during_{i}"), "test"))
+            .await;
+        assert!(
+            matches!(outcome, Err(InboxError::Unavailable(_))),
+            "{outcome:?}"
+        );
+    }
+    assert!(backend.stats().await.is_err());
+    // A wait with Redis down returns after its timeout, not at once (no busy loop).
+    let started = Instant::now();
+    backend.wait(Duration::from_millis(200)).await;
+    assert!(started.elapsed() >= Duration::from_millis(150));
+
+    // Without persistence, a restarted Redis is empty; the backend reconnects and recreates
+    // its consumer group when it takes.
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match backend.accept(&delivery("evt_after", "test")).await {
+            Ok(accepted) => {
+                assert_eq!(accepted, Accepted::Stored);
+                break;
+            }
+            Err(err) => {
+                assert!(Instant::now() < deadline, "never reconnected: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let taken = backend.take(10, Duration::from_secs(5)).await.expect("take");
+    assert_eq!(
+        taken.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        ["evt_after"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_aof_always_nothing_acknowledged_is_lost_when_redis_is_killed() {
+    let dir = std::env::temp_dir().join(format!(
+        "airmy-inbox-aof-{}-{}",
+        std::process::id(),
+        OffsetDateTime::now_utc().unix_timestamp_nanos()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let mut server = RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        &dir_arg,
+    ]);
+    let prefix = prefix("aof");
+    let accepting = Arc::new(
+        RedisBackend::connect(
+            server.url(),
+            RedisOptions::default()
+                .prefix(&prefix)
+                .timeout(Duration::from_millis(500)),
+        )
+        .await
+        .expect("connects"),
+    );
+    // Accept from 8 tasks while Redis is killed (SIGKILL) part-way through.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (backend, acknowledged, stop) =
+            (accepting.clone(), acknowledged.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..2000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let id = format!("evt_aof_{t}_{i}");
+                if backend.accept(&delivery(&id, "run.completed")).await == Ok(Accepted::Stored) {
+                    acknowledged.lock().expect("lock").push(id);
+                }
+            }
+        }));
+    }
+    while acknowledged.lock().expect("lock").len() < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.expect("task");
+    }
+    server.restart();
+    let reopened = backend(server.url(), &prefix).await;
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let stats = reopened.stats().await.expect("stats");
+    assert!(
+        stats.pending >= acknowledged.len() as u64,
+        "{} acknowledged, {} pending after the restart",
+        acknowledged.len(),
+        stats.pending
+    );
+    for id in &acknowledged {
+        assert_eq!(
+            reopened.accept(&delivery(id, "run.completed")).await,
+            Ok(Accepted::Duplicate),
+            "{id} was acknowledged, then lost"
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_full_inbox_refuses_accepts() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::connect(
+        server.url(),
+        RedisOptions::default()
+            .prefix(prefix("full"))
+            .max_unfinished(3),
+    )
+    .await
+    .expect("connects");
+    for i in 0..3 {
+        assert_eq!(
+            backend.accept(&delivery(&format!("evt_f{i}"), "test")).await,
+            Ok(Accepted::Stored)
+        );
+    }
+    assert!(matches!(
+        backend.accept(&delivery("evt_f3", "test")).await,
+        Err(InboxError::Full(_))
+    ));
+    assert_eq!(
+        backend.accept(&delivery("evt_f0", "test")).await,
+        Ok(Accepted::Duplicate)
+    );
+}
+
+#[tokio::test]
+async fn every_key_lives_under_one_hash_tag() {
+    let server = RedisServer::start();
+    let prefix = prefix("layout");
+    let backend = backend(server.url(), &prefix).await;
+    for id in ["evt_k1", "evt_k2", "evt_k3"] {
+        backend.accept(&delivery(id, "test")).await.expect("accept");
+    }
+    let taken = backend.take(3, Duration::from_secs(5)).await.expect("take");
+    assert!(backend.complete(&taken[0].id, &taken[0].token).await.expect("complete"));
+    assert!(backend.bury(&taken[1].id, &taken[1].token, "e").await.expect("bury"));
+    let at = OffsetDateTime::now_utc() + Duration::from_secs(60);
+    assert!(backend.retry(&taken[2].id, &taken[2].token, "e", at).await.expect("retry"));
+
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let pattern = format!("*{prefix}*");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(keys.len() >= 7, "{keys:?}");
+    let tag = format!("{{{prefix}}}");
+    assert!(keys.iter().all(|k| k.starts_with(&tag)), "{keys:?}");
+    // Redis Cluster hashes only what is inside the first `{…}`: the same for every key.
+
+    let empty = RedisBackend::connect(server.url(), RedisOptions::default().prefix(""))
+        .await
+        .expect_err("an empty prefix would spread the keys over slots");
+    assert!(empty.to_string().contains("prefix"), "{empty}");
+}
+
+#[tokio::test]
+async fn credentials_never_appear_in_errors_or_debug() {
+    let err = RedisBackend::connect(
+        "redis://:hunter2-secret@127.0.0.1:1",
+        RedisOptions::default().timeout(Duration::from_millis(200)),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    let options = format!("{:?}", RedisOptions::default());
+    assert!(!options.contains("hunter2"));
+
+    let server = RedisServer::start();
+    let backend = backend(server.url(), &prefix("debug")).await;
+    assert!(format!("{backend:?}").contains("RedisBackend"));
+}
