@@ -12,20 +12,21 @@
 //! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`: run the handler once per event id | unset: off |
 //! | `AIRMY_HANDLER_DELAY_MS` | every handling sleeps this long before answering (a slow handler, to try timeouts and retries) | `0` |
 //! | `AIRMY_HANDLER_FAIL_FOR_SECS` | every handling attempt fails during the first N seconds after start (a simulated outage): 500 `{"error":"handler_failed"}` without an inbox, a retry later with one | `0` |
-//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing): store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
+//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), or a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`) shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
 //! | `AIRMY_INBOX_LEASE_SECS` | how long an entry stays leased to a worker that stopped extending it (a crashed process): how long before another takes it over | `60` |
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
 //! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
-//! `AIRMY_INBOX` that is not `sqlite:PATH` or whose file cannot be created or is not a sound
-//! inbox database, or `AIRMY_INBOX` together with `AIRMY_IDEMPOTENCY` (the inbox deduplicates
+//! `AIRMY_INBOX` that is not `sqlite:PATH` or a Redis URL, whose file cannot be created or is
+//! not a sound inbox database, or whose Redis cannot be reached at start-up, or `AIRMY_INBOX` together with `AIRMY_IDEMPOTENCY` (the inbox deduplicates
 //! by itself) exits with code 2 and one line on standard error, before anything listens.
 //!
 //! With an inbox, each completed handling prints `handled <id> <type> attempt=<n>` (n counts
 //! every attempt, a takeover after a crash included), when the handler succeeded and before
 //! the completion is recorded. `GET /healthz` answers 200 `{"status":"ok"}`, or 503
-//! `{"error":"inbox_unavailable"}` when the inbox does not answer.
+//! `{"error":"inbox_unavailable"}` when the inbox does not answer (a Redis that went away: a
+//! delivery then gets the same 503, never a 2xx).
 //!
 //! Standard output carries exactly one `listening on http://HOST:PORT` line when the receiver
 //! is ready, then one `handled <id> <type>` line per completed handling, and nothing else; logs
@@ -56,7 +57,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
 use airmy_verify::{Secret, Verifier};
-use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions};
+use airmy_verify_inbox::{Inbox, RedisBackend, RedisOptions, SqliteBackend, SqliteOptions};
 
 /// The exit code for a configuration error.
 pub const EXIT_CONFIG: i32 = 2;
@@ -75,7 +76,7 @@ pub struct ReceiverConfig {
     /// How long after start every handling fails (`AIRMY_HANDLER_FAIL_FOR_SECS`).
     pub handler_fail_for: Duration,
     /// The durable inbox, if any (`AIRMY_INBOX`).
-    pub inbox: Option<std::path::PathBuf>,
+    pub inbox: Option<InboxSetting>,
     /// How many entries the inbox workers handle at once (`AIRMY_INBOX_WORKERS`).
     pub inbox_workers: usize,
     /// The inbox workers' lease (`AIRMY_INBOX_LEASE_SECS`).
@@ -100,6 +101,77 @@ impl fmt::Debug for IdempotencySetting {
                 .debug_tuple("Redis")
                 .field(&redact_credentials(url))
                 .finish(),
+        }
+    }
+}
+
+/// Where `AIRMY_INBOX` (and `airmy-webhook inbox --inbox`) keeps the durable inbox.
+#[derive(Clone, PartialEq, Eq)]
+pub enum InboxSetting {
+    /// An SQLite file (`sqlite:PATH`), on this machine.
+    Sqlite(std::path::PathBuf),
+    /// A Redis server (`redis://…` or `rediss://…`), shared by every receiver using it.
+    Redis(String),
+}
+
+impl fmt::Debug for InboxSetting {
+    /// Shows a Redis URL without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Redis(url) => f
+                .debug_tuple("Redis")
+                .field(&redact_credentials(url))
+                .finish(),
+        }
+    }
+}
+
+impl InboxSetting {
+    /// Reads `sqlite:PATH`, `redis://…` or `rediss://…`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `name` (the variable or flag) for anything else.
+    pub fn parse(name: &str, setting: &str) -> Result<Self, ConfigError> {
+        let setting = setting.trim();
+        if setting.starts_with("redis://") || setting.starts_with("rediss://") {
+            return Ok(Self::Redis(setting.to_owned()));
+        }
+        match setting.strip_prefix("sqlite:") {
+            Some(path) if !path.is_empty() && !path.starts_with("//") => {
+                Ok(Self::Sqlite(std::path::PathBuf::from(path)))
+            }
+            _ => Err(ConfigError(format!(
+                "{name} must be sqlite:PATH or a redis:// URL, got {:?}",
+                redact_credentials(setting)
+            ))),
+        }
+    }
+
+    /// Opens the inbox: the SQLite file (created if missing unless `existing_only`), or a
+    /// connection to Redis (which must answer now).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `name` and the reason; a Redis URL's password is never shown.
+    pub async fn open(&self, name: &str, existing_only: bool) -> Result<Inbox, ConfigError> {
+        match self {
+            Self::Sqlite(path) => {
+                if existing_only && !path.is_file() {
+                    return Err(ConfigError(format!("{name}: no inbox at {}", path.display())));
+                }
+                SqliteBackend::open(path, SqliteOptions::default())
+                    .map(Inbox::new)
+                    .map_err(|e| ConfigError(format!("{name}: {e}")))
+            }
+            Self::Redis(url) => RedisBackend::connect(url, RedisOptions::default())
+                .await
+                .map(Inbox::new)
+                .map_err(|e| {
+                    let shown = redact_credentials(url);
+                    ConfigError(format!("{name}: cannot use {shown}: {e}"))
+                }),
         }
     }
 }
@@ -214,17 +286,7 @@ impl ReceiverConfig {
         };
         let inbox = match lookup("AIRMY_INBOX").as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(setting) => match setting.strip_prefix("sqlite:") {
-                Some(path) if !path.is_empty() && !path.starts_with("//") => {
-                    Some(std::path::PathBuf::from(path))
-                }
-                _ => {
-                    return Err(ConfigError(format!(
-                        "AIRMY_INBOX must be sqlite:PATH, got {:?}",
-                        redact_credentials(setting)
-                    )));
-                }
-            },
+            Some(setting) => Some(InboxSetting::parse("AIRMY_INBOX", setting)?),
         };
         let listen = lookup("AIRMY_LISTEN")
             .filter(|s| !s.is_empty())
@@ -401,9 +463,9 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inb
     };
     let inbox = match &config.inbox {
         None => None,
-        Some(path) => match SqliteBackend::open(path, SqliteOptions::default()) {
-            Ok(backend) => Some(Inbox::new(backend)),
-            Err(err) => exit_config(&ConfigError(format!("AIRMY_INBOX: {err}"))),
+        Some(setting) => match setting.open("AIRMY_INBOX", false).await {
+            Ok(inbox) => Some(inbox),
+            Err(err) => exit_config(&err),
         },
     };
     (config, guard, inbox)
@@ -524,15 +586,32 @@ mod tests {
         let config = with(&[("AIRMY_INBOX", "sqlite:data/inbox.db")]).expect("valid");
         assert_eq!(
             config.inbox,
-            Some(std::path::PathBuf::from("data/inbox.db"))
+            Some(InboxSetting::Sqlite(std::path::PathBuf::from(
+                "data/inbox.db"
+            )))
         );
         assert_eq!(config.inbox_workers, 4);
-        for bad in ["inbox.db", "sqlite:", "postgres://x", "sqlite://inbox.db"] {
+        let config = with(&[("AIRMY_INBOX", "redis://:hunter2@127.0.0.1:6379/1")]).expect("valid");
+        assert_eq!(
+            config.inbox,
+            Some(InboxSetting::Redis("redis://:hunter2@127.0.0.1:6379/1".into()))
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        for bad in [
+            "inbox.db",
+            "sqlite:",
+            "postgres://x",
+            "sqlite://inbox.db",
+            "redis:x",
+            "http://h:hunter2@x",
+        ] {
             let err = with(&[("AIRMY_INBOX", bad)]).expect_err(bad);
             assert!(
-                err.to_string().contains("AIRMY_INBOX must be sqlite:PATH"),
+                err.to_string()
+                    .contains("AIRMY_INBOX must be sqlite:PATH or a redis:// URL"),
                 "{err}"
             );
+            assert!(!err.to_string().contains("hunter2"), "{err}");
         }
         let err = with(&[
             ("AIRMY_INBOX", "sqlite:x.db"),

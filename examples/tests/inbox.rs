@@ -1,6 +1,8 @@
-//! Black-box tests of the receivers with `AIRMY_INBOX=sqlite:…`: a process killed with
-//! `kill -9` under load and restarted, a handler outage longer than AIRMY's retries,
-//! configuration errors, `/healthz`, and the `airmy-webhook inbox` commands.
+//! Black-box tests of the receivers with `AIRMY_INBOX=sqlite:…` and `AIRMY_INBOX=redis://…`: a
+//! process killed with `kill -9` under load (restarted on the same file; or beside a second
+//! replica on the same Redis), Redis itself killed and restarted mid-load, a handler outage
+//! longer than AIRMY's retries, configuration errors, `/healthz`, and the `airmy-webhook inbox`
+//! commands on both.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -44,8 +46,12 @@ impl Drop for TempDir {
 
 /// A receiver with its inbox in `db`.
 async fn start(bin: &str, db: &Path, envs: &[(&str, &str)]) -> Receiver {
-    let inbox = format!("sqlite:{}", db.display());
-    let mut all = vec![("AIRMY_INBOX", inbox.as_str())];
+    start_on(bin, &format!("sqlite:{}", db.display()), envs).await
+}
+
+/// A receiver with `AIRMY_INBOX=inbox`.
+async fn start_on(bin: &str, inbox: &str, envs: &[(&str, &str)]) -> Receiver {
+    let mut all = vec![("AIRMY_INBOX", inbox)];
     all.extend_from_slice(envs);
     Receiver::start(bin, &all).await
 }
@@ -331,11 +337,22 @@ async fn inbox_configuration_errors_exit_2_naming_the_problem() {
 /// unknown id), purge; a missing inbox is a usage error.
 #[tokio::test]
 async fn the_inbox_commands_inspect_and_replay() {
-    use airmy_verify_inbox::{Backend, SqliteBackend, SqliteOptions};
+    use airmy_verify_inbox::{SqliteBackend, SqliteOptions};
     let dir = TempDir::new("cli");
     let inbox = format!("sqlite:{}", dir.db().display());
     {
         let backend = SqliteBackend::open(dir.db(), SqliteOptions::default()).expect("opens");
+        inbox_commands_setup(&backend).await;
+    }
+    inbox_commands(&inbox).await;
+    let (code, _, err) = tool(&["inbox", "--inbox", "sqlite:/nonexistent/inbox.db", "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no inbox at /nonexistent/inbox.db"), "{err}");
+}
+
+/// One dead letter and one processed entry.
+async fn inbox_commands_setup(backend: &dyn airmy_verify_inbox::Backend) {
+    {
         for id in ["evt_cli_dead", "evt_cli_done"] {
             let d = airmy_verify_inbox::conformance::delivery(id, "alert.triggered");
             backend.accept(&d).await.expect("accept");
@@ -362,6 +379,11 @@ async fn the_inbox_commands_inspect_and_replay() {
             }
         }
     }
+}
+
+/// The commands on an inbox prepared by `inbox_commands_setup`.
+async fn inbox_commands(inbox: &str) {
+    let inbox = inbox.to_owned();
     let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "stats"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("dead") && out.contains("done"), "{out}");
@@ -425,9 +447,6 @@ async fn the_inbox_commands_inspect_and_replay() {
     ])
     .await;
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) = tool(&["inbox", "--inbox", "sqlite:/nonexistent/inbox.db", "stats"]).await;
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no inbox at /nonexistent/inbox.db"), "{err}");
 }
 
 /// A full disk (a real `SQLITE_FULL`, through `max_page_count`) answers 503
@@ -643,4 +662,249 @@ async fn a_removed_database_file_answers_503_not_2xx() {
             .expect("healthz");
         assert_eq!(health.status(), 503, "{bin}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Redis inbox: several replicas on one queue.
+
+/// A redis-server of the test's own (the receivers use the default key prefix), with AOF
+/// `appendfsync always` in a fresh directory.
+fn durable_redis(dir: &TempDir) -> test_support::RedisServer {
+    let path = dir.0.to_string_lossy().into_owned();
+    test_support::RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        &path,
+    ])
+}
+
+/// Posts to `urls[lane % 2]`; when that replica does not answer at all (it was killed), tries
+/// the other, as a load balancer would. `Some((status, body))` from whichever answered.
+async fn post_balanced(
+    client: &reqwest::Client,
+    urls: &[String; 2],
+    lane: usize,
+    d: &Delivery,
+) -> Option<(u16, String)> {
+    if let Some(answer) = post(client, &urls[lane % 2], d).await {
+        return Some(answer);
+    }
+    post(client, &urls[(lane + 1) % 2], d).await
+}
+
+/// Two replicas (axum and actix) on one Redis under load, one killed with `kill -9` part-way:
+/// every delivery that got a 2xx is handled by one of them (the survivor takes over what the
+/// dead one had leased); an id is handled twice only when its handler was running at the kill,
+/// and then the second is a later attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
+    let dir = TempDir::new("replicas");
+    let redis = durable_redis(&dir);
+    let envs = [
+        ("AIRMY_HANDLER_DELAY_MS", "40"),
+        ("AIRMY_INBOX_WORKERS", "4"),
+        ("AIRMY_INBOX_LEASE_SECS", "2"),
+    ];
+    let victim = start_on(AXUM, redis.url(), &envs).await;
+    let survivor = start_on(ACTIX, redis.url(), &envs).await;
+    let urls = [victim.url.clone(), survivor.url.clone()];
+    let prefix = format!("evt_rr_{}", OffsetDateTime::now_utc().unix_timestamp_nanos());
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let client = client();
+    let mut load = tokio::task::JoinSet::new();
+    for lane in 0..16 {
+        let (client, urls, prefix, acknowledged) =
+            (client.clone(), urls.clone(), prefix.clone(), acknowledged.clone());
+        load.spawn(async move {
+            for i in 0..25 {
+                let id = format!("{prefix}_{lane}_{i}");
+                if let Some((status, body)) =
+                    post_balanced(&client, &urls, lane + i, &delivery(&id)).await
+                    && status == 200
+                {
+                    // A duplicate: the killed replica stored it, then died before answering;
+                    // the retry on the survivor finds it in the shared inbox.
+                    assert!(
+                        body.contains("\"accepted\"") || body.contains("\"duplicate\""),
+                        "{body}"
+                    );
+                    acknowledged.lock().expect("set").insert(id);
+                }
+            }
+        });
+    }
+    wait_for("some deliveries handled", Duration::from_secs(30), || {
+        victim.lines().len() + survivor.lines().len() >= 30 && !victim.lines().is_empty()
+    })
+    .await;
+    victim.signal("-9");
+    while let Some(lane) = load.join_next().await {
+        lane.expect("a load lane");
+    }
+    let acknowledged = acknowledged.lock().expect("set").clone();
+    assert_eq!(acknowledged.len(), 400, "every delivery reached a live replica");
+    wait_for(
+        "every acknowledged delivery handled",
+        Duration::from_secs(60),
+        || {
+            let seen: HashSet<String> = handled(&victim.lines())
+                .into_iter()
+                .chain(handled(&survivor.lines()))
+                .map(|(id, _)| id)
+                .collect();
+            acknowledged.iter().all(|id| seen.contains(id))
+        },
+    )
+    .await;
+    // Takeovers wait for the 2 s lease; give any duplicate time to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut count: HashMap<String, Vec<u32>> = HashMap::new();
+    let (dead_lines, live_lines) = (handled(&victim.lines()), handled(&survivor.lines()));
+    assert!(!live_lines.is_empty() && !dead_lines.is_empty(), "both handled some");
+    for (id, attempt) in dead_lines.iter().chain(&live_lines) {
+        count.entry(id.clone()).or_default().push(*attempt);
+    }
+    let twice: Vec<_> = count.iter().filter(|(_, a)| a.len() > 1).collect();
+    assert!(twice.len() <= 4, "handled twice: {twice:?}");
+    for (id, attempts) in &twice {
+        assert_eq!(attempts.len(), 2, "{id}: {attempts:?}");
+        assert!(attempts[1] > attempts[0], "{id}: a takeover: {attempts:?}");
+    }
+    assert!(
+        live_lines.iter().any(|(_, attempt)| *attempt >= 2) || twice.is_empty(),
+        "the dead replica's leased entries were taken over"
+    );
+    let (code, out, err) = tool(&["inbox", "--inbox", redis.url(), "--json", "stats"]).await;
+    assert_eq!(code, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (stats["done"].as_u64(), stats["pending"].as_u64(), stats["processing"].as_u64()),
+        (Some(400), Some(0), Some(0)),
+        "{stats}"
+    );
+}
+
+/// Redis killed (`SIGKILL`) mid-load and restarted with AOF `appendfsync always`: while it is
+/// down, deliveries get 503 `{"error":"inbox_unavailable"}` and `/healthz` says so, never a 2xx;
+/// every delivery that got a 2xx, before or after, is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_load_loses_nothing_acknowledged() {
+    for bin in [AXUM, ACTIX] {
+        let dir = TempDir::new("redis-restart");
+        let mut redis = durable_redis(&dir);
+        let r = start_on(bin, redis.url(), &[("AIRMY_INBOX_WORKERS", "4")]).await;
+        let prefix = format!("evt_rk_{}", OffsetDateTime::now_utc().unix_timestamp_nanos());
+        let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+        let refused = Arc::new(Mutex::new(0_usize));
+        let client = client();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut load = tokio::task::JoinSet::new();
+        for lane in 0..8 {
+            let (client, url, prefix, acknowledged, refused, stop) = (
+                client.clone(),
+                r.url.clone(),
+                prefix.clone(),
+                acknowledged.clone(),
+                refused.clone(),
+                stop.clone(),
+            );
+            load.spawn(async move {
+                for i in 0..400 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let id = format!("{prefix}_{lane}_{i}");
+                    match post(&client, &url, &delivery(&id)).await {
+                        Some((200, body)) => {
+                            assert!(body.contains("\"accepted\""), "{body}");
+                            acknowledged.lock().expect("set").insert(id);
+                        }
+                        Some((503, body)) => {
+                            assert_eq!(body, r#"{"error":"inbox_unavailable"}"#);
+                            *refused.lock().expect("n") += 1;
+                        }
+                        other => panic!("unexpected answer {other:?}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        }
+        wait_for("some acknowledged", Duration::from_secs(30), || {
+            acknowledged.lock().expect("set").len() >= 100
+        })
+        .await;
+        redis.stop();
+        wait_for("a 503 while Redis is down", Duration::from_secs(20), || {
+            *refused.lock().expect("n") > 0
+        })
+        .await;
+        let health = client
+            .get(format!("{}/healthz", r.base))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(health.status(), 503, "{bin}");
+        // Down for a while: the workers' takes and the blocked reads fail too.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        redis.restart();
+        let before = acknowledged.lock().expect("set").len();
+        wait_for("acknowledged again", Duration::from_secs(30), || {
+            acknowledged.lock().expect("set").len() >= before + 100
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        while let Some(lane) = load.join_next().await {
+            lane.expect("a load lane");
+        }
+        let acknowledged = acknowledged.lock().expect("set").clone();
+        wait_for(
+            "every acknowledged delivery handled",
+            Duration::from_secs(60),
+            || {
+                let seen: HashSet<String> =
+                    handled(&r.lines()).into_iter().map(|(id, _)| id).collect();
+                acknowledged.iter().all(|id| seen.contains(id))
+            },
+        )
+        .await;
+        let health = client
+            .get(format!("{}/healthz", r.base))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(health.status(), 200, "{bin}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_inbox_exits_2_without_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
+    for bin in [AXUM, ACTIX] {
+        let err = exits_2(bin, &[("AIRMY_INBOX", &url)]).await;
+        assert!(err.contains("AIRMY_INBOX"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = exits_2(bin, &[("AIRMY_INBOX", "redis:/x")]).await;
+        assert!(err.contains("redis:// URL"), "{err}");
+    }
+    let (code, _, err) = tool(&["inbox", "--inbox", &url, "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn the_inbox_commands_work_on_a_redis_url() {
+    use airmy_verify_inbox::{RedisBackend, RedisOptions};
+    let redis = test_support::RedisServer::start_private();
+    let backend = RedisBackend::connect(redis.url(), RedisOptions::default())
+        .await
+        .expect("connects");
+    inbox_commands_setup(&backend).await;
+    inbox_commands(redis.url()).await;
 }

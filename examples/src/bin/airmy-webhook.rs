@@ -6,6 +6,7 @@
 //! airmy-webhook send --url ... --secret ... --file body.json     # the file's exact bytes
 //! airmy-webhook sign --secret whsec_... body.json                # prints the signature, for curl
 //! airmy-webhook inbox --inbox sqlite:inbox.db stats              # the durable inbox's counts
+//! airmy-webhook inbox --inbox redis://127.0.0.1:6379 stats       # the same, on Redis
 //! airmy-webhook inbox dead | replay ID | replay --all-dead | replay --dead-since 2026-12-01T00:00:00Z
 //! airmy-webhook inbox purge --processed-before 2026-11-01T00:00:00Z
 //! ```
@@ -63,7 +64,7 @@ enum Command {
 
 #[derive(Args)]
 struct InboxArgs {
-    /// The inbox, as `sqlite:PATH` (the receivers' AIRMY_INBOX).
+    /// The inbox, as `sqlite:PATH` or a Redis URL (the receivers' AIRMY_INBOX).
     #[arg(long, env = "AIRMY_INBOX")]
     inbox: String,
     /// Print JSON instead of a table.
@@ -326,24 +327,16 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// `inbox`: opens the inbox (an existing file only), runs the subcommand.
 fn inbox(args: InboxArgs) -> Result<ExitCode, String> {
-    use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions};
     use std::io::IsTerminal;
 
-    let path = args
-        .inbox
-        .trim()
-        .strip_prefix("sqlite:")
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| format!("--inbox must be sqlite:PATH, got {:?}", args.inbox))?;
-    if !std::path::Path::new(path).is_file() {
-        return Err(format!("no inbox at {path}"));
-    }
-    let backend = SqliteBackend::open(path, SqliteOptions::default()).map_err(|e| e.to_string())?;
-    let inbox = Inbox::new(backend);
+    let setting = examples::InboxSetting::parse("--inbox", &args.inbox).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let inbox = runtime
+        .block_on(setting.open("--inbox", true))
+        .map_err(|e| e.to_string())?;
     let json = args.json;
     let failed = |err: airmy_verify_inbox::InboxError| -> Result<ExitCode, String> {
         eprintln!("error: {err}");
