@@ -44,6 +44,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airmy_verify::Verified;
@@ -90,11 +91,27 @@ redis.call('HSET', KEYS[6], 't', ARGV[2], 'b', ARGV[3], 'r', now, 'a', 0, 's', '
 return 1";
 
 /// KEYS: stream, scheduled, dead, done, leases. ARGV: entry key prefix, consumer, max,
-/// lease ms, token seed. Returns id, type, body, received ms, attempt, token for each entry.
+/// lease ms, token seed, `1` when recovering the entries of a take with that seed whose reply
+/// was lost. Returns id, type, body, received ms, attempt, token for each entry.
 const TAKE: &str = r"
 local ep, consumer = ARGV[1], ARGV[2]
 local max, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out, n = {}, 0
+if ARGV[6] == '1' then
+  -- The reply to the take with this seed was lost: hand back what it leased, if it ran.
+  local mine = ARGV[5] .. ':'
+  for _, p in ipairs(redis.call('XPENDING', KEYS[1], 'workers', '-', '+', 1000, consumer)) do
+    local msg = redis.call('XRANGE', KEYS[1], p[1], p[1])[1]
+    if msg then
+      local id = msg[2][2]
+      local f = redis.call('HMGET', ep .. id, 's', 'k', 't', 'b', 'r', 'a')
+      if f[1] == 'q' and f[2] and string.sub(f[2], 1, #mine) == mine then
+        for _, v in ipairs({id, f[3], f[4], f[5], f[6], f[2]}) do out[#out + 1] = v end
+      end
+    end
+  end
+  if #out > 0 then return out end
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', KEYS[2], id)
   local e = ep .. id
@@ -384,6 +401,10 @@ pub struct RedisBackend {
     max_unfinished: u64,
     timeout: Duration,
     scripts: Scripts,
+    /// The token seed of a take that failed: its script may have run with only its reply lost
+    /// (a timeout), leaving entries leased to tokens nobody knows until their lease runs out.
+    /// The next take asks for them back first.
+    lost_take: Arc<Mutex<Option<String>>>,
 }
 
 #[derive(Clone)]
@@ -533,6 +554,7 @@ impl RedisBackend {
             max_unfinished: options.max_unfinished,
             timeout: options.timeout,
             scripts,
+            lost_take: Arc::default(),
         })
     }
 
@@ -671,14 +693,31 @@ impl Backend for RedisBackend {
             if max == 0 {
                 return Ok(Vec::new());
             }
+            let lost = self
+                .lost_take
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            let recovering = lost.is_some();
+            let seed = lost.unwrap_or_else(|| random_hex(12));
             let mut invocation = self.invocation(&self.scripts.take);
             invocation
                 .arg(&self.entry_prefix)
                 .arg(&self.consumer)
                 .arg(max)
                 .arg(millis(lease))
-                .arg(random_hex(12));
-            let flat: Vec<Vec<u8>> = self.run(invocation).await?;
+                .arg(&seed)
+                .arg(if recovering { "1" } else { "0" });
+            let flat: Vec<Vec<u8>> = match self.run(invocation).await {
+                Ok(flat) => flat,
+                Err(err) => {
+                    *self
+                        .lost_take
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(seed);
+                    return Err(err);
+                }
+            };
             Ok(flat
                 .chunks_exact(6)
                 .map(|f| Leased {

@@ -461,8 +461,8 @@ impl Worker {
                     .unwrap_or_else(|| "(no message)".to_owned())
             )),
         };
-        let recorded = match &error {
-            None => backend.complete(&entry.id, &entry.token).await,
+        let outcome = match &error {
+            None => Outcome::Complete,
             Some(error) => {
                 let now = OffsetDateTime::now_utc();
                 match self
@@ -471,23 +471,62 @@ impl Worker {
                 {
                     Some(at) => {
                         tracing::warn!(target: "airmy_verify", parent: &span, error = %error, retry_at = %at, "inbox handler failed; retrying later");
-                        backend.retry(&entry.id, &entry.token, error, at).await
+                        Outcome::Retry(error, at)
                     }
                     None => {
                         tracing::error!(target: "airmy_verify", parent: &span, error = %error, "inbox handler failed past the retry policy; dead letter");
-                        backend.bury(&entry.id, &entry.token, error).await
+                        Outcome::Bury(error)
                     }
                 }
             }
         };
-        match recorded {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(target: "airmy_verify", parent: &span, "the entry's lease was taken over before its outcome was recorded")
-            }
-            Err(err) => {
-                tracing::warn!(target: "airmy_verify", parent: &span, error = %err, "could not record an inbox entry's outcome; it is taken again when its lease runs out")
+        self.record(&entry, &outcome, &span).await;
+    }
+
+    /// Records an attempt's outcome. A backend that fails (Redis unreachable for a moment, a
+    /// reply lost) is asked again, for up to half the lease, which still holds: otherwise the
+    /// entry would be handled again when its lease runs out.
+    async fn record(&self, entry: &Leased, outcome: &Outcome<'_>, span: &tracing::Span) {
+        let backend = &self.inbox.backend;
+        let give_up = tokio::time::Instant::now() + self.lease / 2;
+        let mut pause = Duration::from_millis(50);
+        let mut failed_before = false;
+        loop {
+            let recorded = match outcome {
+                Outcome::Complete => backend.complete(&entry.id, &entry.token).await,
+                Outcome::Retry(error, at) => {
+                    backend.retry(&entry.id, &entry.token, error, *at).await
+                }
+                Outcome::Bury(error) => backend.bury(&entry.id, &entry.token, error).await,
+            };
+            match recorded {
+                Ok(true) => return,
+                Ok(false) if failed_before => {
+                    tracing::info!(target: "airmy_verify", parent: span, "the entry's outcome was recorded by an earlier attempt whose reply was lost, or its lease was taken over");
+                    return;
+                }
+                Ok(false) => {
+                    tracing::warn!(target: "airmy_verify", parent: span, "the entry's lease was taken over before its outcome was recorded");
+                    return;
+                }
+                Err(err) if tokio::time::Instant::now() + pause < give_up => {
+                    tracing::warn!(target: "airmy_verify", parent: span, error = %err, "could not record an inbox entry's outcome; trying again");
+                    failed_before = true;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(err) => {
+                    tracing::warn!(target: "airmy_verify", parent: span, error = %err, "could not record an inbox entry's outcome; it is taken again when its lease runs out");
+                    return;
+                }
             }
         }
     }
+}
+
+/// What an attempt's end asks the backend to record.
+enum Outcome<'e> {
+    Complete,
+    Retry(&'e str, OffsetDateTime),
+    Bury(&'e str),
 }

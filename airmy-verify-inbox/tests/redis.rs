@@ -406,3 +406,106 @@ async fn credentials_never_appear_in_errors_or_debug() {
     let backend = backend(server.url(), &prefix("debug")).await;
     assert!(format!("{backend:?}").contains("RedisBackend"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_whose_reply_was_lost_is_handed_back_by_the_next_take() {
+    let server = RedisServer::start_private();
+    let backend = RedisBackend::connect(
+        server.url(),
+        RedisOptions::default()
+            .prefix(prefix("lost_take"))
+            .timeout(Duration::from_millis(200)),
+    )
+    .await
+    .expect("connects");
+    for i in 0..3 {
+        backend
+            .accept(&delivery(&format!("evt_lost_{i}"), "test"))
+            .await
+            .expect("accept");
+    }
+    // Redis stalls: the take is sent, times out here, and runs when Redis resumes.
+    server.pause();
+    let lost = backend.take(10, Duration::from_secs(60)).await;
+    assert!(lost.is_err(), "{lost:?}");
+    server.resume();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(backend.stats().await.expect("stats").processing, 3, "it ran");
+    let back = backend.take(10, Duration::from_secs(60)).await.expect("take");
+    let mut ids: Vec<_> = back.iter().map(|l| (l.id.as_str(), l.attempt)).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [("evt_lost_0", 1), ("evt_lost_1", 1), ("evt_lost_2", 1)],
+        "handed back at once, not after the 60 s lease"
+    );
+    for entry in &back {
+        assert!(backend.complete(&entry.id, &entry.token).await.expect("complete"));
+    }
+}
+
+/// Redis killed while a handler runs, back (AOF) before half the lease passed: the worker
+/// records the outcome once Redis answers, so the entry is not handled a second time when its
+/// lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_is_recorded_once_redis_is_back() {
+    let dir = std::env::temp_dir().join(format!(
+        "airmy-inbox-record-{}-{}",
+        std::process::id(),
+        OffsetDateTime::now_utc().unix_timestamp_nanos()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let mut server = RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        &dir_arg,
+    ]);
+    let inbox = Inbox::new(
+        RedisBackend::connect(
+            server.url(),
+            RedisOptions::default()
+                .prefix(prefix("record"))
+                .timeout(Duration::from_millis(300)),
+        )
+        .await
+        .expect("connects"),
+    );
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let handlers = Handlers::new().fallback(move |_e: Envelope<Event>, _ctx: Context| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Ok::<(), HandlerError>(())
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let lease = Duration::from_secs(4);
+    let worker = tokio::spawn(inbox.worker(handlers).lease(lease).run(shutdown.clone()));
+    inbox
+        .accept(&delivery("evt_record", "test"))
+        .await
+        .expect("accept");
+    let started = Instant::now();
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never handled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.stop();
+    // The handler ends while Redis is down; its completion fails, then is asked again.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    server.restart();
+    tokio::time::sleep(lease + Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "handled once");
+    let stats = inbox.backend().stats().await.expect("stats");
+    assert_eq!((stats.done, stats.processing, stats.pending), (1, 0, 0));
+    shutdown.cancel();
+    worker.await.expect("worker");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
