@@ -502,29 +502,23 @@ impl RedisBackend {
             ));
         }
         let client = client(url, &options)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connect = |config| {
-            let client = client.clone();
-            async move {
-                tokio::time::timeout(
-                    options.timeout * 2,
-                    ConnectionManager::new_with_config(client, config),
-                )
-                .await
-                .map_err(|_| ConnectError("Redis did not answer in time".to_owned()))?
-                .map_err(|e| ConnectError(e.to_string()))
-            }
-        };
-        let mut connection = connect(config.clone()).await?;
-        // Blocking reads last up to a second; their own timeout is set per read.
-        let waiting = connect(config.set_response_timeout(None)).await?;
+        // Setting up (loading the scripts, creating the group) happens once, at start-up: it
+        // gets at least 5 s, whatever the commands' timeout, so a busy machine does not fail it.
+        let setup = options.timeout.max(Duration::from_secs(5));
+        let mut connection = tokio::time::timeout(
+            setup,
+            client.get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(setup))
+                    .set_response_timeout(Some(setup)),
+            ),
+        )
+        .await
+        .map_err(|_| ConnectError("Redis did not answer in time".to_owned()))?
+        .map_err(|e| ConnectError(e.to_string()))?;
         let tag = format!("{{{}}}", options.prefix);
-        let keys = ["stream", "scheduled", "dead", "done", "leases"]
-            .map(|name| format!("{tag}{name}"));
+        let keys =
+            ["stream", "scheduled", "dead", "done", "leases"].map(|name| format!("{tag}{name}"));
         let scripts = Scripts::new();
         for script in scripts.all() {
             script
@@ -540,11 +534,28 @@ impl RedisBackend {
             .arg("MKSTREAM")
             .query_async(&mut connection)
             .await;
-        if let Err(err) = created {
-            if err.code() != Some("BUSYGROUP") {
-                return Err(ConnectError(err.to_string()));
-            }
+        if let Err(err) = created
+            && err.code() != Some("BUSYGROUP")
+        {
+            return Err(ConnectError(err.to_string()));
         }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = |config| {
+            let client = client.clone();
+            async move {
+                tokio::time::timeout(setup, ConnectionManager::new_with_config(client, config))
+                    .await
+                    .map_err(|_| ConnectError("Redis did not answer in time".to_owned()))?
+                    .map_err(|e| ConnectError(e.to_string()))
+            }
+        };
+        let connection = manager(config.clone()).await?;
+        // Blocking reads last up to a second; their own timeout is set per read.
+        let waiting = manager(config.set_response_timeout(None)).await?;
         Ok(Self {
             connection,
             waiting,
@@ -901,7 +912,10 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn wait(&self, timeout: Duration) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    fn wait(
+        &self,
+        timeout: Duration,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             let blocked = async {
                 // From the group's last delivered id: anything after it is a new entry (or one

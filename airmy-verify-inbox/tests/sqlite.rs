@@ -1,19 +1,11 @@
 //! The SQLite backend: the conformance suite on a real file, then what only a file shows
 //! (permissions, corruption, schema versions, a full disk) and the worker on top of it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use airmy_verify::event::{AlertTriggered, RunCompleted};
-use airmy_verify::{Envelope, Event};
 use airmy_verify_inbox::conformance::{self, Harness, ManualClock, delivery};
-use airmy_verify_inbox::{
-    Accepted, Backend, Context, HandlerError, Handlers, Inbox, InboxError, RetryPolicy,
-    SqliteBackend, SqliteOptions,
-};
+use airmy_verify_inbox::{Accepted, Backend, Inbox, InboxError, SqliteBackend, SqliteOptions};
 use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
 
 /// A fresh directory under the system's temp dir, removed on drop.
 struct TempDir(std::path::PathBuf);

@@ -159,7 +159,10 @@ impl InboxSetting {
         match self {
             Self::Sqlite(path) => {
                 if existing_only && !path.is_file() {
-                    return Err(ConfigError(format!("{name}: no inbox at {}", path.display())));
+                    return Err(ConfigError(format!(
+                        "{name}: no inbox at {}",
+                        path.display()
+                    )));
                 }
                 SqliteBackend::open(path, SqliteOptions::default())
                     .map(Inbox::new)
@@ -594,7 +597,9 @@ mod tests {
         let config = with(&[("AIRMY_INBOX", "redis://:hunter2@127.0.0.1:6379/1")]).expect("valid");
         assert_eq!(
             config.inbox,
-            Some(InboxSetting::Redis("redis://:hunter2@127.0.0.1:6379/1".into()))
+            Some(InboxSetting::Redis(
+                "redis://:hunter2@127.0.0.1:6379/1".into()
+            ))
         );
         assert!(!format!("{config:?}").contains("hunter2"));
         for bad in [

@@ -711,13 +711,20 @@ async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
     let victim = start_on(AXUM, redis.url(), &envs).await;
     let survivor = start_on(ACTIX, redis.url(), &envs).await;
     let urls = [victim.url.clone(), survivor.url.clone()];
-    let prefix = format!("evt_rr_{}", OffsetDateTime::now_utc().unix_timestamp_nanos());
+    let prefix = format!(
+        "evt_rr_{}",
+        OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
     let acknowledged = Arc::new(Mutex::new(HashSet::new()));
     let client = client();
     let mut load = tokio::task::JoinSet::new();
     for lane in 0..16 {
-        let (client, urls, prefix, acknowledged) =
-            (client.clone(), urls.clone(), prefix.clone(), acknowledged.clone());
+        let (client, urls, prefix, acknowledged) = (
+            client.clone(),
+            urls.clone(),
+            prefix.clone(),
+            acknowledged.clone(),
+        );
         load.spawn(async move {
             for i in 0..25 {
                 let id = format!("{prefix}_{lane}_{i}");
@@ -745,7 +752,11 @@ async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
         lane.expect("a load lane");
     }
     let acknowledged = acknowledged.lock().expect("set").clone();
-    assert_eq!(acknowledged.len(), 400, "every delivery reached a live replica");
+    assert_eq!(
+        acknowledged.len(),
+        400,
+        "every delivery reached a live replica"
+    );
     wait_for(
         "every acknowledged delivery handled",
         Duration::from_secs(60),
@@ -763,7 +774,10 @@ async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut count: HashMap<String, Vec<u32>> = HashMap::new();
     let (dead_lines, live_lines) = (handled(&victim.lines()), handled(&survivor.lines()));
-    assert!(!live_lines.is_empty() && !dead_lines.is_empty(), "both handled some");
+    assert!(
+        !live_lines.is_empty() && !dead_lines.is_empty(),
+        "both handled some"
+    );
     for (id, attempt) in dead_lines.iter().chain(&live_lines) {
         count.entry(id.clone()).or_default().push(*attempt);
     }
@@ -781,7 +795,11 @@ async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
     assert_eq!(code, 0, "{err}");
     let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(
-        (stats["done"].as_u64(), stats["pending"].as_u64(), stats["processing"].as_u64()),
+        (
+            stats["done"].as_u64(),
+            stats["pending"].as_u64(),
+            stats["processing"].as_u64()
+        ),
         (Some(400), Some(0), Some(0)),
         "{stats}"
     );
@@ -796,7 +814,10 @@ async fn redis_killed_mid_load_loses_nothing_acknowledged() {
         let dir = TempDir::new("redis-restart");
         let mut redis = durable_redis(&dir);
         let r = start_on(bin, redis.url(), &[("AIRMY_INBOX_WORKERS", "4")]).await;
-        let prefix = format!("evt_rk_{}", OffsetDateTime::now_utc().unix_timestamp_nanos());
+        let prefix = format!(
+            "evt_rk_{}",
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
         let acknowledged = Arc::new(Mutex::new(HashSet::new()));
         let refused = Arc::new(Mutex::new(0_usize));
         let client = client();

@@ -329,7 +329,8 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 fn inbox(args: InboxArgs) -> Result<ExitCode, String> {
     use std::io::IsTerminal;
 
-    let setting = examples::InboxSetting::parse("--inbox", &args.inbox).map_err(|e| e.to_string())?;
+    let setting =
+        examples::InboxSetting::parse("--inbox", &args.inbox).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
