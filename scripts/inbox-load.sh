@@ -3,7 +3,8 @@
 # one, in one run, on loopback:
 #   scripts/inbox-load.sh axum-receiver|actix-receiver [ROUNDS] [N] [CONCURRENCY]
 # Two receivers run (pinned to the cores in SERVER_CPUS, if set, such as 0) one with
-# AIRMY_INBOX=sqlite:… and its workers, one without; `inbox-bench load` (pinned to CLIENT_CPUS,
+# AIRMY_INBOX=sqlite:… (or, with INBOX=redis, a redis-server of its own with AOF
+# `appendfsync ${REDIS_FSYNC:-always}`, pinned with the receivers) and its workers, one without; `inbox-bench load` (pinned to CLIENT_CPUS,
 # if set, such as 1) sends N unique signed 1 KiB deliveries,
 # CONCURRENCY at a time, to each in turn, the order alternating from round to round. It prints
 # every round's req/s, p50 and p99, and the median ratio of inbox to no-inbox req/s.
@@ -27,7 +28,17 @@ start() { # name, extra env...
   echo "$(sed -n 's/^listening on //p' "$work/$name.out" | head -1)/hooks/airmy"
 }
 plain=$(start plain)
-inbox=$(start inbox AIRMY_INBOX="sqlite:$work/inbox.db")
+if [ "${INBOX:-sqlite}" = redis ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  ${SERVER_CPUS:+taskset -c $SERVER_CPUS} redis-server --port "$port" --bind 127.0.0.1 --save '' \
+    --appendonly yes --appendfsync "${REDIS_FSYNC:-always}" --dir "$work" > /dev/null &
+  pids+=($!)
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping > /dev/null 2>&1 && break; sleep 0.1; done
+  inbox=$(start inbox AIRMY_INBOX="redis://127.0.0.1:$port")
+  echo "redis-server on port $port, appendfsync ${REDIS_FSYNC:-always}"
+else
+  inbox=$(start inbox AIRMY_INBOX="sqlite:$work/inbox.db")
+fi
 echo "$bin: $rounds rounds x $n deliveries, $concurrency concurrent; no inbox $plain, inbox $inbox"
 # Warm-up (not counted): connections, caches, the database file's first pages.
 for url in "$plain" "$inbox"; do
@@ -42,6 +53,11 @@ for round in $(seq 1 "$rounds"); do
     echo "$round $which $rps | $line" | tee -a "$work/results"
   done
 done
+if [ -n "${port:-}" ]; then
+  # The same Redis, plain round trips: 1 KiB SETs and XADDs, CONCURRENCY clients.
+  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} redis-benchmark -p "$port" -c "$concurrency" -n "$n" -d 1024 -q -t set | tr '\r' '\n' | tail -1
+  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} redis-benchmark -p "$port" -c "$concurrency" -n "$n" -q XADD bench:xadd '*' i __rand_int__ | tr '\r' '\n' | tail -1
+fi
 python3 - "$work/results" <<'PY'
 import statistics, sys, re
 rows = [l.split(" | ")[0].split() for l in open(sys.argv[1])]

@@ -9,7 +9,8 @@
 //! (exponential backoff for up to 24 hours), dead letters and replay.
 //!
 //! - [`Backend`]: where entries live, one trait with one conformance suite (feature
-//!   `conformance`); [`SqliteBackend`] keeps them in an embedded SQLite file (no server).
+//!   `conformance`); [`SqliteBackend`] keeps them in an embedded SQLite file (no server);
+//!   `RedisBackend` (feature `redis`) in Redis Streams shared by every replica of a service.
 //! - [`Inbox`]: the handle the adapters use to accept deliveries
 //!   (`airmy_verify_axum::inbox`, `airmy_verify_actix::inbox`, feature `inbox`): 200
 //!   `{"status":"accepted","id":"…"}`, 200 `{"status":"duplicate","id":"…"}` for an id it already
@@ -19,7 +20,8 @@
 //! - [`Handlers`]: handlers by event type, typed, with a fallback; they also run synchronously.
 //!
 //! **Guarantees.** A delivery answered 2xx by `accept` is on disk (SQLite: committed and synced
-//! with `synchronous=FULL`). Each is handled until a handler succeeds or the policy makes it a
+//! with `synchronous=FULL`; Redis: as durable as Redis's persistence makes it, on disk with AOF
+//! `appendfsync always`). Each is handled until a handler succeeds or the policy makes it a
 //! dead letter. A handler runs more than once for one event id only when a worker died (or was
 //! killed) while running it: its entry is taken over when its lease runs out. No ordering
 //! between events is promised; use the envelope's `created_at`.

@@ -33,7 +33,8 @@
 //!   `XREADGROUP` outside one would split a take into two steps).
 //! - **complete / retry / bury / release**: check the token, then `XACK` and `XDEL` the message
 //!   (the stream holds only unfinished entries: that is its retention) and record the new state;
-//!   a dead letter is `XADD`ed to the dead-letter stream.
+//!   a dead letter is `XADD`ed to the dead-letter stream. Completions that arrive while one is
+//!   in flight go together in the next script (one round trip for a batch).
 //! - **purge**: deletes processed entries older than a time (and idle consumers of the group).
 //!
 //! # What a 2xx means
@@ -50,6 +51,7 @@ use std::time::Duration;
 use airmy_verify::Verified;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
 use time::OffsetDateTime;
 
 use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
@@ -187,12 +189,33 @@ redis.call('ZADD', KEYS[5], u, ARGV[1])
 redis.call('XCLAIM', KEYS[1], 'workers', ARGV[4], 0, m, 'JUSTID')
 return 1";
 
-/// ARGV: id, token.
+/// Completes a batch. ARGV: entry key prefix, then id and token pairs. 1 (done) or 0 (the
+/// token no longer holds the lease) for each.
 const COMPLETE: &str = r"
-drop()
-redis.call('HSET', KEYS[6], 's', 'd', 'z', now)
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-return 1";
+local out, msgs, ids, scored = {}, {}, {}, {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local e = ARGV[1] .. id
+  local f = redis.call('HMGET', e, 's', 'k', 'm')
+  if f[1] == 'q' and f[2] == ARGV[i + 1] then
+    msgs[#msgs + 1] = f[3]
+    ids[#ids + 1] = id
+    scored[#scored + 1] = now
+    scored[#scored + 1] = id
+    redis.call('HDEL', e, 'k', 'u', 'm')
+    redis.call('HSET', e, 's', 'd', 'z', now)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if #msgs > 0 then
+  redis.call('XACK', KEYS[1], 'workers', unpack(msgs))
+  redis.call('XDEL', KEYS[1], unpack(msgs))
+  redis.call('ZREM', KEYS[5], unpack(ids))
+  redis.call('ZADD', KEYS[4], unpack(scored))
+end
+return out";
 
 /// ARGV: id, token, error, due ms.
 const RETRY: &str = r"
@@ -405,6 +428,46 @@ pub struct RedisBackend {
     /// (a timeout), leaving entries leased to tokens nobody knows until their lease runs out.
     /// The next take asks for them back first.
     lost_take: Arc<Mutex<Option<String>>>,
+    /// Completions go to one task that sends those waiting together in one script: the
+    /// commonest write costs one round trip per batch, not per entry.
+    completions: mpsc::UnboundedSender<Completion>,
+}
+
+/// An entry to complete, its token, and who waits for the answer.
+type Completion = (String, String, oneshot::Sender<Result<bool, InboxError>>);
+
+/// Completes entries in batches of what arrived while the previous batch ran, until every
+/// backend clone is dropped.
+async fn complete_in_batches(
+    mut connection: ConnectionManager,
+    script: redis::Script,
+    keys: [String; 5],
+    entry_prefix: String,
+    mut queue: mpsc::UnboundedReceiver<Completion>,
+) {
+    const MOST: usize = 256;
+    let mut batch = Vec::with_capacity(MOST);
+    while queue.recv_many(&mut batch, MOST).await > 0 {
+        let mut invocation = script.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        invocation.arg(&entry_prefix);
+        for (id, token, _) in &batch {
+            invocation.arg(id).arg(token);
+        }
+        let result: Result<Vec<i64>, InboxError> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(redis_error);
+        for (i, (_, _, reply)) in batch.drain(..).enumerate() {
+            let answer = match &result {
+                Ok(codes) => Ok(codes.get(i) == Some(&1)),
+                Err(err) => Err(err.clone()),
+            };
+            let _ = reply.send(answer);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -432,7 +495,7 @@ impl Scripts {
             accept: now(ACCEPT),
             take: now(TAKE),
             extend: held(EXTEND),
-            complete: held(COMPLETE),
+            complete: now(COMPLETE),
             retry: held(RETRY),
             bury: held(BURY),
             release: held(RELEASE),
@@ -556,16 +619,26 @@ impl RedisBackend {
         let connection = manager(config.clone()).await?;
         // Blocking reads last up to a second; their own timeout is set per read.
         let waiting = manager(config.set_response_timeout(None)).await?;
+        let entry_prefix = format!("{tag}e:");
+        let (completions, queue) = mpsc::unbounded_channel();
+        tokio::spawn(complete_in_batches(
+            connection.clone(),
+            scripts.complete.clone(),
+            keys.clone(),
+            entry_prefix.clone(),
+            queue,
+        ));
         Ok(Self {
             connection,
             waiting,
-            entry_prefix: format!("{tag}e:"),
+            entry_prefix,
             keys,
             consumer: format!("{}-{}", std::process::id(), random_hex(6)),
             max_unfinished: options.max_unfinished,
             timeout: options.timeout,
             scripts,
             lost_take: Arc::default(),
+            completions,
         })
     }
 
@@ -765,9 +838,15 @@ impl Backend for RedisBackend {
 
     fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
         Box::pin(async move {
-            let mut invocation = self.entry_invocation(&self.scripts.complete, id);
-            invocation.arg(token);
-            Ok(self.run::<i64>(invocation).await? == 1)
+            let (reply, answer) = oneshot::channel();
+            self.completions
+                .send((id.to_owned(), token.to_owned(), reply))
+                .map_err(|_| InboxError::Unavailable("the inbox is shutting down".to_owned()))?;
+            answer.await.unwrap_or_else(|_| {
+                Err(InboxError::Unavailable(
+                    "the inbox is shutting down".to_owned(),
+                ))
+            })
         })
     }
 

@@ -5,12 +5,16 @@
 //! inbox-bench latency [N]                    # accept → handler start, one delivery at a time
 //! inbox-bench drain [N] [WORKERS]            # N queued entries drained by a no-op handler
 //! inbox-bench load URL [N] [CONCURRENCY]     # N unique signed deliveries, CONCURRENCY at a time
+//! inbox-bench roundtrips [N]                 # Redis commands per accepted delivery (AIRMY_INBOX)
 //! ```
 //!
 //! `load` signs every delivery with `AIRMY_WEBHOOK_SECRET` (or the bench secret), each with a
 //! new id (so an inbox stores every one), and prints requests per second, p50/p99 latency and
 //! the statuses. Every loop is bounded by N. Files go to a fresh directory under the system's
 //! temporary directory (`TMPDIR`), removed at the end.
+//!
+//! `latency`, `drain` and `rawdrain` measure the SQLite backend, or the Redis backend when
+//! `AIRMY_INBOX` is a Redis URL (each run under a fresh key prefix, deleted at the end).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,7 +24,8 @@ use std::time::{Duration, Instant};
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{Envelope, Event, Secret, Verifier, testing};
 use airmy_verify_inbox::{
-    Accepted, Context, HandlerError, Handlers, Inbox, SqliteBackend, SqliteOptions,
+    Accepted, Context, HandlerError, Handlers, Inbox, RedisBackend, RedisOptions, SqliteBackend,
+    SqliteOptions,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -76,11 +81,69 @@ fn fsync(n: usize) {
     );
 }
 
-async fn latency(n: usize) {
-    let dir = temp_dir("latency");
+/// Where a measurement's entries live, removed by [`Place::remove`].
+enum Place {
+    Dir(std::path::PathBuf),
+    Redis { url: String, prefix: String },
+}
+
+impl Place {
+    fn name(&self) -> String {
+        match self {
+            Self::Dir(_) => "sqlite".to_owned(),
+            Self::Redis { .. } => "redis".to_owned(),
+        }
+    }
+
+    async fn remove(&self) {
+        match self {
+            Self::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Self::Redis { url, prefix } => {
+                let client = redis::Client::open(url.as_str()).expect("url");
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connects");
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{{{prefix}}}*"))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("keys");
+                for chunk in keys.chunks(1000) {
+                    let _: redis::RedisResult<()> =
+                        redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+                }
+            }
+        }
+    }
+}
+
+/// A fresh inbox: on the Redis server of `AIRMY_INBOX` (a `redis://` URL) under a new prefix,
+/// or in a new SQLite file.
+async fn open(name: &str) -> (Inbox, Place) {
+    if let Ok(url) = std::env::var("AIRMY_INBOX")
+        && (url.starts_with("redis://") || url.starts_with("rediss://"))
+    {
+        let prefix = format!(
+            "bench:{name}:{}:",
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
+        let backend = RedisBackend::connect(&url, RedisOptions::default().prefix(&prefix))
+            .await
+            .expect("connects");
+        return (Inbox::new(backend), Place::Redis { url, prefix });
+    }
+    let dir = temp_dir(name);
     let inbox = Inbox::new(
         SqliteBackend::open(dir.join("inbox.db"), SqliteOptions::default()).expect("opens"),
     );
+    (inbox, Place::Dir(dir))
+}
+
+async fn latency(n: usize) {
+    let (inbox, dir) = open("latency").await;
     let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let delays: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let (s, d) = (started.clone(), delays.clone());
@@ -110,10 +173,11 @@ async fn latency(n: usize) {
     let mut delays = delays.lock().expect("lock").clone();
     delays.sort();
     accepts.sort();
-    let _ = std::fs::remove_dir_all(&dir);
+    dir.remove().await;
     println!(
-        "latency: {n} deliveries one at a time: accept (durable) p50 {:.2} ms, p99 {:.2} ms; \
+        "latency ({}): {n} deliveries one at a time: accept (durable) p50 {:.2} ms, p99 {:.2} ms; \
          accept -> handler start p50 {:.2} ms, p99 {:.2} ms",
+        dir.name(),
         percentile(&accepts, 0.5).as_secs_f64() * 1e3,
         percentile(&accepts, 0.99).as_secs_f64() * 1e3,
         percentile(&delays, 0.5).as_secs_f64() * 1e3,
@@ -122,10 +186,7 @@ async fn latency(n: usize) {
 }
 
 async fn drain(n: usize, workers: usize) {
-    let dir = temp_dir("drain");
-    let inbox = Inbox::new(
-        SqliteBackend::open(dir.join("inbox.db"), SqliteOptions::default()).expect("opens"),
-    );
+    let (inbox, dir) = open("drain").await;
     // Fill: 64 accepts at a time (they share transactions).
     let fill = Instant::now();
     let mut next = 0;
@@ -169,9 +230,10 @@ async fn drain(n: usize, workers: usize) {
     let took = started.elapsed();
     shutdown.cancel();
     let _ = worker.await;
-    let _ = std::fs::remove_dir_all(&dir);
+    dir.remove().await;
     println!(
-        "drain: {n} entries ({:.0} accepts/s to fill, 64 concurrent), {workers} workers, no-op handler: {:.2} s, {:.0} events/s",
+        "drain ({}): {n} entries ({:.0} accepts/s to fill, 64 concurrent), {workers} workers, no-op handler: {:.2} s, {:.0} events/s",
+        dir.name(),
         n as f64 / filled.as_secs_f64(),
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64()
@@ -180,10 +242,7 @@ async fn drain(n: usize, workers: usize) {
 
 /// The backend alone, no worker: take `batch` entries, complete them all, until empty.
 async fn rawdrain(n: usize, batch: usize) {
-    let dir = temp_dir("rawdrain");
-    let inbox = Inbox::new(
-        SqliteBackend::open(dir.join("inbox.db"), SqliteOptions::default()).expect("opens"),
-    );
+    let (inbox, dir) = open("rawdrain").await;
     let mut next = 0;
     while next < n {
         let vs: Vec<_> = (next..(next + 64).min(n))
@@ -208,12 +267,66 @@ async fn rawdrain(n: usize, batch: usize) {
         completing += t.elapsed();
     }
     let all = started.elapsed();
-    let _ = std::fs::remove_dir_all(&dir);
+    dir.remove().await;
     println!(
-        "rawdrain: {n} entries, take {batch} then complete them: {:.0} events/s ({takes} takes: {:.2} s taking, {:.2} s completing)",
+        "rawdrain ({}): {n} entries, take {batch} then complete them: {:.0} events/s ({takes} takes: {:.2} s taking, {:.2} s completing)",
+        dir.name(),
         n as f64 / all.as_secs_f64(),
         took.as_secs_f64(),
         completing.as_secs_f64()
+    );
+}
+
+/// Redis commands per accepted delivery: `INFO commandstats` before and after N accepts (no
+/// worker running), by command; then the same server's plain round trip rate for comparison.
+async fn roundtrips(n: usize) {
+    let Ok(url) = std::env::var("AIRMY_INBOX") else {
+        eprintln!("roundtrips needs AIRMY_INBOX=redis://…");
+        std::process::exit(2);
+    };
+    let (inbox, place) = open("roundtrips").await;
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let stats = async |conn: &mut redis::aio::MultiplexedConnection| -> HashMap<String, u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(conn)
+            .await
+            .expect("info");
+        info.lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.split(',').next()?.strip_prefix("calls=")?.parse().ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    };
+    let vs: Vec<_> = (0..n).map(|i| verified(&format!("evt_rt_{i}"))).collect();
+    let before = stats(&mut conn).await;
+    let started = Instant::now();
+    for v in &vs {
+        assert_eq!(inbox.accept(v).await, Ok(Accepted::Stored));
+    }
+    let took = started.elapsed();
+    let after = stats(&mut conn).await;
+    let mut rows: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - before.get(k).copied().unwrap_or(0)) as f64))
+        .filter(|(k, d)| *d > 0.0 && k != "info")
+        .map(|(k, d)| (k, d / n as f64))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    place.remove().await;
+    println!(
+        "roundtrips (redis): {n} accepts one at a time, {:.3} ms each; commands per delivery: {}",
+        took.as_secs_f64() * 1e3 / n as f64,
+        rows.iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }
 
@@ -293,6 +406,7 @@ async fn main() {
         Some("latency") => latency(num(1, 500)).await,
         Some("drain") => drain(num(1, 100_000), num(2, 16)).await,
         Some("rawdrain") => rawdrain(num(1, 20_000), num(2, 64)).await,
+        Some("roundtrips") => roundtrips(num(1, 2_000)).await,
         Some("load") => {
             let url = args
                 .get(1)
@@ -302,7 +416,7 @@ async fn main() {
         }
         _ => {
             eprintln!(
-                "usage: inbox-bench fsync [N] | latency [N] | drain [N] [WORKERS] | load URL [N] [CONCURRENCY]"
+                "usage: inbox-bench fsync [N] | latency [N] | drain [N] [WORKERS] | rawdrain [N] [BATCH] | roundtrips [N] | load URL [N] [CONCURRENCY]"
             );
             std::process::exit(2);
         }
