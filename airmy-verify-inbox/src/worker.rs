@@ -340,11 +340,9 @@ impl Worker {
                 }
                 _ => Duration::from_secs(1),
             }
-            .min(Duration::from_secs(1));
-            if wait.is_zero() {
-                tokio::task::yield_now().await;
-                continue;
-            }
+            // Due already, yet nothing was taken: another worker took it, or this machine's clock
+            // is ahead of the backend's (Redis keeps its own): a short wait, not a busy loop.
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = backend.wait(wait) => {}
