@@ -51,8 +51,8 @@ use std::time::Duration;
 use airmy_verify::Verified;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::{mpsc, oneshot};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
 

@@ -1,5 +1,5 @@
 //! Helpers for the workspace's own tests, never published: [`RedisServer`], which starts a
-//! `redis-server` process on a free loopback port.
+//! `redis-server` process on a free loopback port, and [`TlsRedis`], one with TLS only.
 
 /// A Redis server for tests: the one at `AIRMY_REDIS_URL` when that is set,
 /// otherwise a `redis-server` started on a free 127.0.0.1 port and stopped when this is
@@ -171,5 +171,192 @@ impl Drop for RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// TLS
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` listening only on a TLS port, with a certificate for 127.0.0.1 signed by a
+/// throwaway CA made by `openssl`; killed on drop.
+#[derive(Debug)]
+pub struct TlsRedis {
+    child: Child,
+    /// The TLS port.
+    pub port: u16,
+    /// The PEM of the CA that signed the server's certificate.
+    pub ca_pem: Vec<u8>,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (Debian package openssl) makes the test certificates");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// A fresh directory for one server's files.
+///
+/// # Panics
+///
+/// When it cannot be created.
+#[must_use]
+pub fn temp_dir() -> TempDir {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("airmy-redis-tls-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    TempDir(dir)
+}
+
+/// Makes `ca.key` and `ca.pem`, a self-signed CA, in `dir`; returns the PEM.
+///
+/// # Panics
+///
+/// When `openssl` fails.
+#[must_use]
+pub fn make_ca(dir: &Path) -> Vec<u8> {
+    run(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=airmy test CA",
+        ],
+    );
+    std::fs::read(dir.join("ca.pem")).expect("ca.pem")
+}
+
+impl TlsRedis {
+    /// Makes the certificates and starts the server.
+    ///
+    /// # Panics
+    ///
+    /// When `openssl` or `redis-server` cannot run (scripts/test installs both).
+    #[must_use]
+    pub fn start() -> Self {
+        let dir = temp_dir();
+        let d = dir.0.as_path();
+        let ca_pem = make_ca(d);
+        // A server certificate the CA signs for 127.0.0.1.
+        run(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext.cnf");
+        run(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                "server.pem",
+                "--tls-key-file",
+                "server.key",
+            ])
+            .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            ca_pem,
+            _dir: dir,
+        }
+    }
+
+    /// `rediss://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

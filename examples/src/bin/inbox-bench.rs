@@ -299,7 +299,12 @@ async fn roundtrips(n: usize) {
         info.lines()
             .filter_map(|l| {
                 let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest.split(',').next()?.strip_prefix("calls=")?.parse().ok()?;
+                let calls = rest
+                    .split(',')
+                    .next()?
+                    .strip_prefix("calls=")?
+                    .parse()
+                    .ok()?;
                 Some((name.to_owned(), calls))
             })
             .collect()
