@@ -19,7 +19,8 @@
 //!
 //! Every operation is one Lua script (one round trip, atomic), with the server's clock:
 //!
-//! - **accept**: `EXISTS` on the entry (the dedupe), then `HSET` and `XADD` together.
+//! - **accept**: `EXISTS` on the entry (the dedupe), then `HSET` and `XADD` together. Accepts
+//!   that arrive while one is in flight go together in the next script.
 //! - **take**: moves due retries from `scheduled` back into the stream, takes over entries
 //!   whose lease ran out (their worker died) by `XCLAIM`ing their messages into the taking
 //!   consumer's pending list, then reads new messages with `XREADGROUP`, and stamps each with a
@@ -81,16 +82,25 @@ local function last_delivered()
 end
 ";
 
-/// KEYS: stream, scheduled, dead, done, leases, entry. ARGV: id, type, body, max.
-/// 1 stored, 0 duplicate, -1 full.
+/// Accepts a batch. ARGV: entry key prefix, max unfinished, then id, type, body triples. For
+/// each: 1 stored, 0 duplicate (an id seen earlier in the batch included), -1 full.
 const ACCEPT: &str = r"
-if redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
-if redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
-  return -1
+local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[1]) - redis.call('ZCARD', KEYS[2])
+local out = {}
+for i = 3, #ARGV, 3 do
+  local e = ARGV[1] .. ARGV[i]
+  if redis.call('EXISTS', e) == 1 then
+    out[#out + 1] = 0
+  elseif room <= 0 then
+    out[#out + 1] = -1
+  else
+    local m = redis.call('XADD', KEYS[1], '*', 'i', ARGV[i])
+    redis.call('HSET', e, 't', ARGV[i + 1], 'b', ARGV[i + 2], 'r', now, 'a', 0, 's', 'p', 'm', m)
+    room = room - 1
+    out[#out + 1] = 1
+  end
 end
-local m = redis.call('XADD', KEYS[1], '*', 'i', ARGV[1])
-redis.call('HSET', KEYS[6], 't', ARGV[2], 'b', ARGV[3], 'r', now, 'a', 0, 's', 'p', 'm', m)
-return 1";
+return out";
 
 /// KEYS: stream, scheduled, dead, done, leases. ARGV: entry key prefix, consumer, max,
 /// lease ms, token seed, `1` when recovering the entries of a take with that seed whose reply
@@ -428,44 +438,117 @@ pub struct RedisBackend {
     /// (a timeout), leaving entries leased to tokens nobody knows until their lease runs out.
     /// The next take asks for them back first.
     lost_take: Arc<Mutex<Option<String>>>,
-    /// Completions go to one task that sends those waiting together in one script: the
-    /// commonest write costs one round trip per batch, not per entry.
-    completions: mpsc::UnboundedSender<Completion>,
+    /// Accepts and completions, sent in batches.
+    batches: Batches,
 }
 
-/// An entry to complete, its token, and who waits for the answer.
-type Completion = (String, String, oneshot::Sender<Result<bool, InboxError>>);
+/// The two commonest writes, accepts and completions, each go to a task of their own that
+/// sends whatever arrived while its previous script ran as one script: one round trip (and one
+/// Lua call) per batch, not per entry, and at low load no wait at all.
+#[derive(Clone)]
+struct Batches {
+    accepts: mpsc::UnboundedSender<Job>,
+    completions: mpsc::UnboundedSender<Job>,
+}
 
-/// Completes entries in batches of what arrived while the previous batch ran, until every
-/// backend clone is dropped.
-async fn complete_in_batches(
+/// One accept or completion waiting for its batch; the answer is the script's code for it.
+enum Job {
+    Accept {
+        id: String,
+        event_type: String,
+        body: Bytes,
+        reply: oneshot::Sender<Result<i64, InboxError>>,
+    },
+    Complete {
+        id: String,
+        token: String,
+        reply: oneshot::Sender<Result<i64, InboxError>>,
+    },
+}
+
+impl Job {
+    fn size(&self) -> usize {
+        match self {
+            Self::Accept { id, body, .. } => id.len() + body.len(),
+            Self::Complete { id, token, .. } => id.len() + token.len(),
+        }
+    }
+
+    fn reply(self, answer: Result<i64, InboxError>) {
+        let (Self::Accept { reply, .. } | Self::Complete { reply, .. }) = self;
+        let _ = reply.send(answer);
+    }
+}
+
+fn shutting_down() -> InboxError {
+    InboxError::Unavailable("the inbox is shutting down".to_owned())
+}
+
+/// Runs `script` on batches of jobs (at most 256, or 8 MiB of arguments), until every backend
+/// clone is dropped. `lead` are the arguments before the jobs'.
+async fn run_batches(
     mut connection: ConnectionManager,
     script: redis::Script,
     keys: [String; 5],
-    entry_prefix: String,
-    mut queue: mpsc::UnboundedReceiver<Completion>,
+    lead: Vec<String>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
     const MOST: usize = 256;
-    let mut batch = Vec::with_capacity(MOST);
-    while queue.recv_many(&mut batch, MOST).await > 0 {
+    const BYTES: usize = 8 << 20;
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match queue.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut bytes = first.size();
+        let mut batch = vec![first];
+        while batch.len() < MOST {
+            match queue.try_recv() {
+                Ok(job) if bytes + job.size() > BYTES => {
+                    held = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    bytes += job.size();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
         let mut invocation = script.prepare_invoke();
         for key in &keys {
             invocation.key(key);
         }
-        invocation.arg(&entry_prefix);
-        for (id, token, _) in &batch {
-            invocation.arg(id).arg(token);
+        for arg in &lead {
+            invocation.arg(arg);
+        }
+        for job in &batch {
+            match job {
+                Job::Accept {
+                    id,
+                    event_type,
+                    body,
+                    ..
+                } => invocation.arg(id).arg(event_type).arg(body.as_ref()),
+                Job::Complete { id, token, .. } => invocation.arg(id).arg(token),
+            };
         }
         let result: Result<Vec<i64>, InboxError> = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(redis_error);
-        for (i, (_, _, reply)) in batch.drain(..).enumerate() {
-            let answer = match &result {
-                Ok(codes) => Ok(codes.get(i) == Some(&1)),
+        for (i, job) in batch.into_iter().enumerate() {
+            job.reply(match &result {
+                Ok(codes) => codes
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| InboxError::Unavailable("Redis: a short reply".to_owned())),
                 Err(err) => Err(err.clone()),
-            };
-            let _ = reply.send(answer);
+            });
         }
     }
 }
@@ -620,13 +703,21 @@ impl RedisBackend {
         // Blocking reads last up to a second; their own timeout is set per read.
         let waiting = manager(config.set_response_timeout(None)).await?;
         let entry_prefix = format!("{tag}e:");
-        let (completions, queue) = mpsc::unbounded_channel();
-        tokio::spawn(complete_in_batches(
+        let (accepts, accept_queue) = mpsc::unbounded_channel();
+        let (completions, completion_queue) = mpsc::unbounded_channel();
+        tokio::spawn(run_batches(
+            connection.clone(),
+            scripts.accept.clone(),
+            keys.clone(),
+            vec![entry_prefix.clone(), options.max_unfinished.to_string()],
+            accept_queue,
+        ));
+        tokio::spawn(run_batches(
             connection.clone(),
             scripts.complete.clone(),
             keys.clone(),
-            entry_prefix.clone(),
-            queue,
+            vec![entry_prefix.clone()],
+            completion_queue,
         ));
         Ok(Self {
             connection,
@@ -638,7 +729,10 @@ impl RedisBackend {
             timeout: options.timeout,
             scripts,
             lost_take: Arc::default(),
-            completions,
+            batches: Batches {
+                accepts,
+                completions,
+            },
         })
     }
 
@@ -756,12 +850,15 @@ fn number<T: std::str::FromStr + Default>(bytes: &[u8]) -> T {
 impl Backend for RedisBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
         Box::pin(async move {
-            let mut invocation = self.entry_invocation(&self.scripts.accept, delivery.id());
-            invocation
-                .arg(delivery.event_type())
-                .arg(delivery.bytes().as_ref())
-                .arg(self.max_unfinished);
-            match self.run::<i64>(invocation).await? {
+            let (reply, answer) = oneshot::channel();
+            let job = Job::Accept {
+                id: delivery.id().to_owned(),
+                event_type: delivery.event_type().to_owned(),
+                body: delivery.bytes().clone(),
+                reply,
+            };
+            self.batches.accepts.send(job).map_err(|_| shutting_down())?;
+            match answer.await.unwrap_or_else(|_| Err(shutting_down()))? {
                 1 => Ok(Accepted::Stored),
                 0 => Ok(Accepted::Duplicate),
                 _ => Err(InboxError::Full(format!(
@@ -839,14 +936,13 @@ impl Backend for RedisBackend {
     fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
-            self.completions
-                .send((id.to_owned(), token.to_owned(), reply))
-                .map_err(|_| InboxError::Unavailable("the inbox is shutting down".to_owned()))?;
-            answer.await.unwrap_or_else(|_| {
-                Err(InboxError::Unavailable(
-                    "the inbox is shutting down".to_owned(),
-                ))
-            })
+            let job = Job::Complete {
+                id: id.to_owned(),
+                token: token.to_owned(),
+                reply,
+            };
+            self.batches.completions.send(job).map_err(|_| shutting_down())?;
+            Ok(answer.await.unwrap_or_else(|_| Err(shutting_down()))? == 1)
         })
     }
 
