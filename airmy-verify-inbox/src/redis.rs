@@ -67,7 +67,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
 /// Shared by the scripts that need it: the group's last delivered message id (`0-0` before
-/// any).
+/// any), `nil` when there is no group.
 const LAST_FN: &str = r"
 local function last_delivered()
   local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
@@ -78,7 +78,7 @@ local function last_delivered()
       if fields['name'] == 'workers' then return fields['last-delivered-id'] end
     end
   end
-  return '0-0'
+  return nil
 end
 ";
 
@@ -108,7 +108,12 @@ return out";
 const TAKE: &str = r"
 local ep, consumer = ARGV[1], ARGV[2]
 local max, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
-local out, n = {}, 0
+local out, n, bytes = {}, 0, 0
+if last_delivered() == nil then
+  -- No group (a Redis restarted empty, or the stream deleted): start it again, so that what
+  -- is accepted from now on is handled.
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'workers', '0', 'MKSTREAM')
+end
 if ARGV[6] == '1' then
   -- The reply to the take with this seed was lost: hand back what it leased, if it ran.
   local mine = ARGV[5] .. ':'
@@ -132,7 +137,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
   end
 end
 local function drop(m)
-  redis.call('XACK', KEYS[1], 'workers', m)
+  redis.pcall('XACK', KEYS[1], 'workers', m)
   redis.call('XDEL', KEYS[1], m)
 end
 local function stamp(id, m)
@@ -144,35 +149,33 @@ local function stamp(id, m)
   redis.call('HSET', e, 's', 'q', 'k', token, 'u', u, 'm', m)
   redis.call('ZADD', KEYS[5], u, id)
   local f = redis.call('HMGET', e, 't', 'b', 'r')
+  bytes = bytes + #f[2]
   for _, v in ipairs({id, f[1], f[2], f[3], tostring(attempt), token}) do
     out[#out + 1] = v
   end
 end
+-- At most `max` entries, and no more once 8 MiB of bodies are taken (2 MiB bodies).
+local function room() return n < max and bytes < 8388608 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, max)) do
+  if not room() then break end
   local f = redis.call('HMGET', ep .. id, 's', 'm')
   if f[1] == 'q' and f[2] then
-    -- Its worker died or stalled: move the message to this consumer's pending list.
-    redis.call('XCLAIM', KEYS[1], 'workers', consumer, 0, f[2], 'JUSTID')
+    -- Its worker died or stalled: move the message to this consumer's pending list (gone
+    -- with a lost stream: the lease in the entry is what counts).
+    redis.pcall('XCLAIM', KEYS[1], 'workers', consumer, 0, f[2], 'JUSTID')
     stamp(id, f[2])
   else
     redis.call('ZREM', KEYS[5], id)
   end
 end
-if n < max then
-  local args = {'XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', max - n, 'STREAMS', KEYS[1], '>'}
-  local read = redis.pcall(unpack(args))
-  if type(read) == 'table' and read.err then
-    if not string.find(read.err, 'NOGROUP', 1, true) then return redis.error_reply(read.err) end
-    -- The stream was lost (a Redis restarted without persistence): start the group again.
-    redis.call('XGROUP', 'CREATE', KEYS[1], 'workers', '0', 'MKSTREAM')
-    read = redis.call(unpack(args))
-  end
-  if read then
-    for _, msg in ipairs(read[1][2]) do
-      local m, id = msg[1], msg[2][2]
-      local f = redis.call('HMGET', ep .. id, 's', 'm')
-      if f[1] == 'p' and f[2] == m then stamp(id, m) else drop(m) end
-    end
+while room() do
+  local read = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1,
+    'STREAMS', KEYS[1], '>')
+  if not read then break end
+  for _, msg in ipairs(read[1][2]) do
+    local m, id = msg[1], msg[2][2]
+    local f = redis.call('HMGET', ep .. id, 's', 'm')
+    if f[1] == 'p' and f[2] == m then stamp(id, m) else drop(m) end
   end
 end
 return out";
@@ -184,7 +187,7 @@ local f = redis.call('HMGET', KEYS[6], 's', 'k', 'm')
 if f[1] ~= 'q' or f[2] ~= ARGV[2] then return 0 end
 local m = f[3]
 local function drop()
-  redis.call('XACK', KEYS[1], 'workers', m)
+  redis.pcall('XACK', KEYS[1], 'workers', m)
   redis.call('XDEL', KEYS[1], m)
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('HDEL', KEYS[6], 'k', 'u', 'm')
@@ -196,7 +199,7 @@ const EXTEND: &str = r"
 local u = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[6], 'u', u)
 redis.call('ZADD', KEYS[5], u, ARGV[1])
-redis.call('XCLAIM', KEYS[1], 'workers', ARGV[4], 0, m, 'JUSTID')
+redis.pcall('XCLAIM', KEYS[1], 'workers', ARGV[4], 0, m, 'JUSTID')
 return 1";
 
 /// Completes a batch. ARGV: entry key prefix, then id and token pairs. 1 (done) or 0 (the
@@ -220,7 +223,7 @@ for i = 2, #ARGV, 2 do
   end
 end
 if #msgs > 0 then
-  redis.call('XACK', KEYS[1], 'workers', unpack(msgs))
+  redis.pcall('XACK', KEYS[1], 'workers', unpack(msgs))
   redis.call('XDEL', KEYS[1], unpack(msgs))
   redis.call('ZREM', KEYS[5], unpack(ids))
   redis.call('ZADD', KEYS[4], unpack(scored))
@@ -262,6 +265,11 @@ for i = 2, #ARGV do
   elseif s == 'q' then
     out[#out + 1] = 2
   elseif s == 'p' then
+    -- Due already; if its message was lost (the stream deleted or evicted), add it again.
+    local m = redis.call('HGET', e, 'm')
+    if not m or not redis.call('XRANGE', KEYS[1], m, m)[1] then
+      redis.call('HSET', e, 'm', redis.call('XADD', KEYS[1], '*', 'i', id))
+    end
     out[#out + 1] = 1
   else
     if s == 'x' then
@@ -285,7 +293,7 @@ return out";
 /// received ms, died ms.
 const DEAD: &str = r"
 local out = {}
-for _, msg in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', tonumber(ARGV[2]))) do
+for _, msg in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[2])) do
   local id = msg[2][2]
   local f = redis.call('HMGET', ARGV[1] .. id, 't', 'a', 'e', 'r', 'z')
   if f[1] then
@@ -294,21 +302,28 @@ for _, msg in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', tonumbe
 end
 return out";
 
-/// Counts: stream length, leased, scheduled, dead, done, oldest due message's time (ms, or -1).
+/// Counts: stream length, leased, scheduled (overdue ones apart: due, not moved into the
+/// stream yet because no worker took since), dead, done, the oldest due entry's time (ms, or
+/// -1), and the server's time.
 const STATS: &str = r"
 local len = redis.call('XLEN', KEYS[1])
 local leased, oldest = 0, -1
 local summary = redis.pcall('XPENDING', KEYS[1], 'workers')
 if type(summary) == 'table' and not summary.err then leased = summary[1] end
-local next = redis.call('XRANGE', KEYS[1], '(' .. last_delivered(), '+', 'COUNT', 1)
+local next = redis.call('XRANGE', KEYS[1], '(' .. (last_delivered() or '0-0'), '+', 'COUNT', 1)
 if next[1] then oldest = tonumber(string.match(next[1][1], '^(%d+)')) end
-return {len, leased, redis.call('ZCARD', KEYS[2]), redis.call('XLEN', KEYS[3]),
+local overdue = redis.call('ZCOUNT', KEYS[2], '-inf', now)
+if overdue > 0 then
+  local first = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2])
+  if oldest < 0 or first < oldest then oldest = first end
+end
+return {len, leased, redis.call('ZCARD', KEYS[2]), overdue, redis.call('XLEN', KEYS[3]),
   redis.call('ZCARD', KEYS[4]), oldest, now}";
 
 /// The group's last delivered message id (`0-0` before any).
-const LAST_DELIVERED: &str = "return last_delivered()";
+const LAST_DELIVERED: &str = "return last_delivered() or '0-0'";
 
-/// The earliest scheduled retry or lease expiry (ms), or -1.
+/// The earliest scheduled retry or lease expiry (ms), or -1; and the server's time.
 const NEXT_DUE: &str = r"
 local due = -1
 for _, key in ipairs({KEYS[2], KEYS[5]}) do
@@ -318,7 +333,7 @@ for _, key in ipairs({KEYS[2], KEYS[5]}) do
     if due < 0 or at < due then due = at end
   end
 end
-return due";
+return {due, now}";
 
 /// ARGV: entry key prefix, before ms, batch. Deletes up to a batch of processed entries, and
 /// the group's consumers idle for an hour with nothing pending; how many entries.
@@ -568,6 +583,7 @@ struct Scripts {
     next_due: redis::Script,
     purge: redis::Script,
     last_delivered: redis::Script,
+    has_group: redis::Script,
 }
 
 impl Scripts {
@@ -576,7 +592,7 @@ impl Scripts {
         let held = |body: &str| redis::Script::new(&format!("{NOW}{HELD}{body}"));
         Self {
             accept: now(ACCEPT),
-            take: now(TAKE),
+            take: redis::Script::new(&format!("{NOW}{LAST_FN}{TAKE}")),
             extend: held(EXTEND),
             complete: now(COMPLETE),
             retry: held(RETRY),
@@ -585,13 +601,14 @@ impl Scripts {
             replay: redis::Script::new(REPLAY),
             dead: redis::Script::new(DEAD),
             stats: redis::Script::new(&format!("{NOW}{LAST_FN}{STATS}")),
-            next_due: redis::Script::new(NEXT_DUE),
+            next_due: now(NEXT_DUE),
             purge: redis::Script::new(PURGE),
             last_delivered: redis::Script::new(&format!("{LAST_FN}{LAST_DELIVERED}")),
+            has_group: redis::Script::new(&format!("{LAST_FN}return last_delivered() and 1 or 0")),
         }
     }
 
-    fn all(&self) -> [&redis::Script; 13] {
+    fn all(&self) -> [&redis::Script; 14] {
         [
             &self.accept,
             &self.take,
@@ -606,6 +623,7 @@ impl Scripts {
             &self.next_due,
             &self.purge,
             &self.last_delivered,
+            &self.has_group,
         ]
     }
 }
@@ -640,10 +658,10 @@ impl RedisBackend {
     /// A [`ConnectError`] when the URL is invalid, the prefix is empty, or Redis cannot be
     /// reached within the options' timeout.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
-        if options.prefix.is_empty() {
+        if options.prefix.is_empty() || options.prefix.contains(['{', '}']) {
             return Err(ConnectError(
-                "the key prefix is empty (an empty hash tag would spread one inbox over Redis \
-                 Cluster slots)"
+                "the key prefix is empty or holds `{` or `}` (its hash tag would not keep one \
+                 inbox in one Redis Cluster slot)"
                     .to_owned(),
             ));
         }
@@ -672,19 +690,30 @@ impl RedisBackend {
                 .await
                 .map_err(|e| ConnectError(e.to_string()))?;
         }
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&keys[0])
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut connection)
-            .await;
-        if let Err(err) = created
-            && err.code() != Some("BUSYGROUP")
-        {
-            return Err(ConnectError(err.to_string()));
+        // Created only when missing: Redis refuses `XGROUP CREATE` when it is out of memory even
+        // for a group that exists, and operators must still be able to connect then (to purge).
+        let has_group: i64 = scripts
+            .has_group
+            .key(&keys[0])
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| ConnectError(e.to_string()))?;
+        if has_group == 0 {
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&keys[0])
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut connection)
+                .await;
+            if let Err(err) = created
+                && err.code() != Some("BUSYGROUP")
+            {
+                return Err(ConnectError(err.to_string()));
+            }
         }
+        warn_unless_noeviction(&mut connection).await;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))
@@ -786,6 +815,27 @@ impl RedisBackend {
     }
 }
 
+/// An eviction policy other than `noeviction` lets Redis delete entries that were answered 2xx
+/// (and their stream messages) when it fills up: said once, at start-up. Managed services that
+/// hide `CONFIG` say nothing here.
+async fn warn_unless_noeviction(connection: &mut redis::aio::MultiplexedConnection) {
+    let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(connection)
+        .await;
+    if let Ok(policy) = policy
+        && let Some(value) = policy.get(1)
+        && value != "noeviction"
+    {
+        tracing::warn!(
+            target: "airmy_verify",
+            maxmemory_policy = %value,
+            "Redis may evict keys (maxmemory-policy is not noeviction): inbox entries answered 2xx can be lost when it fills up; set maxmemory-policy noeviction"
+        );
+    }
+}
+
 fn client(url: &str, options: &RedisOptions) -> Result<redis::Client, ConnectError> {
     #[cfg(feature = "redis-tls")]
     {
@@ -857,7 +907,10 @@ impl Backend for RedisBackend {
                 body: delivery.bytes().clone(),
                 reply,
             };
-            self.batches.accepts.send(job).map_err(|_| shutting_down())?;
+            self.batches
+                .accepts
+                .send(job)
+                .map_err(|_| shutting_down())?;
             match answer.await.unwrap_or_else(|_| Err(shutting_down()))? {
                 1 => Ok(Accepted::Stored),
                 0 => Ok(Accepted::Duplicate),
@@ -915,8 +968,16 @@ impl Backend for RedisBackend {
 
     fn next_due(&self) -> BackendFuture<'_, Option<OffsetDateTime>> {
         Box::pin(async move {
-            let due: i64 = self.run(self.invocation(&self.scripts.next_due)).await?;
-            Ok((due >= 0).then(|| from_millis(due)))
+            let asked = OffsetDateTime::now_utc();
+            let [due, now]: [i64; 2] = self.run(self.invocation(&self.scripts.next_due)).await?;
+            // Redis's clock decides when an entry is due; this machine's may differ (replicas
+            // on other hosts): answer on this machine's clock, so a worker waits the right time
+            // instead of finding nothing due and asking again at once. From when it asked, less
+            // the millisecond Redis's time was rounded down by: never later than due.
+            Ok((due >= 0).then(|| {
+                let wait = u64::try_from(due - now - 1).unwrap_or(0);
+                asked + Duration::from_millis(wait)
+            }))
         })
     }
 
@@ -941,7 +1002,10 @@ impl Backend for RedisBackend {
                 token: token.to_owned(),
                 reply,
             };
-            self.batches.completions.send(job).map_err(|_| shutting_down())?;
+            self.batches
+                .completions
+                .send(job)
+                .map_err(|_| shutting_down())?;
             Ok(answer.await.unwrap_or_else(|_| Err(shutting_down()))? == 1)
         })
     }
@@ -978,12 +1042,12 @@ impl Backend for RedisBackend {
 
     fn stats(&self) -> BackendFuture<'_, Stats> {
         Box::pin(async move {
-            let [len, leased, scheduled, dead, done, oldest, now]: [i64; 7] =
+            let [len, leased, scheduled, overdue, dead, done, oldest, now]: [i64; 8] =
                 self.run(self.invocation(&self.scripts.stats)).await?;
             let count = |n: i64| u64::try_from(n).unwrap_or(0);
             Ok(Stats {
-                pending: count(len - leased),
-                scheduled: count(scheduled),
+                pending: count(len - leased + overdue),
+                scheduled: count(scheduled - overdue),
                 processing: count(leased),
                 dead: count(dead),
                 done: count(done),
@@ -995,7 +1059,11 @@ impl Backend for RedisBackend {
     fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>> {
         Box::pin(async move {
             let mut invocation = self.invocation(&self.scripts.dead);
-            invocation.arg(&self.entry_prefix).arg(limit.max(1));
+            // Redis counts in a signed 64-bit integer.
+            let count = u64::try_from(limit)
+                .unwrap_or(u64::MAX)
+                .clamp(1, i64::MAX as u64);
+            invocation.arg(&self.entry_prefix).arg(count);
             let flat: Vec<Vec<u8>> = self.run(invocation).await?;
             Ok(flat
                 .chunks_exact(6)

@@ -116,29 +116,30 @@ impl RetryPolicy {
     }
 }
 
-/// Extends the leases of entries taken ahead that have waited a third of their lease for a
-/// slot, so that a queue behind slow handlers is not taken over (and counted as a new
-/// attempt) by another take; drops those whose lease was lost anyway.
-async fn refresh(
+/// How long an entry taken ahead may wait for a slot before it is given back.
+const HOLD: Duration = Duration::from_secs(1);
+
+/// Gives back entries taken ahead that waited for a slot for [`HOLD`] (or a third of their
+/// lease, if shorter): behind slow handlers, another worker (another replica, on a shared
+/// backend) may take them now, and their lease never runs out in the queue (which would count
+/// a new attempt). Giving back does not count an attempt.
+async fn give_back_waiting(
     queue: &mut VecDeque<(Leased, tokio::time::Instant)>,
     backend: &dyn crate::Backend,
     lease: Duration,
 ) {
     let now = tokio::time::Instant::now();
+    let hold = HOLD.min(lease / 3);
     let mut kept = VecDeque::with_capacity(queue.len());
     for (entry, queued_at) in queue.drain(..) {
-        if now.duration_since(queued_at) < lease / 3 {
+        if now.duration_since(queued_at) < hold {
             kept.push_back((entry, queued_at));
             continue;
         }
-        match backend.extend(&entry.id, &entry.token, lease).await {
-            Ok(true) => kept.push_back((entry, now)),
-            Ok(false) => {
-                tracing::info!(target: "airmy_verify", event_id = %entry.id, "a queued entry's lease was taken over; leaving it to its new holder");
-            }
+        match backend.release(&entry.id, &entry.token).await {
+            Ok(_) => {}
             Err(err) => {
-                tracing::warn!(target: "airmy_verify", event_id = %entry.id, error = %err, "cannot extend a queued entry's lease");
-                kept.push_back((entry, queued_at));
+                tracing::warn!(target: "airmy_verify", event_id = %entry.id, error = %err, "cannot give back a queued entry; it is taken again when its lease runs out");
             }
         }
     }
@@ -290,19 +291,21 @@ impl Worker {
                 });
                 running.insert(handle.id(), key);
             }
-            // Keep up to `concurrency` entries taken ahead, so that slots that free up start
-            // at once and one `take` serves many entries.
-            let want = (shared.concurrency + slots.available_permits()).saturating_sub(queue.len());
-            if queue.len() > shared.concurrency / 2 || want == 0 {
+            // Take for the free slots and as many again ahead, so that slots that free up start
+            // at once and one `take` serves many entries; nothing while every slot is busy (slow
+            // handlers: other workers, on other replicas too, take what arrives).
+            let free = slots.available_permits();
+            let want = (2 * free).saturating_sub(queue.len());
+            if free == 0 || want == 0 {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     Some(done) = tasks.join_next_with_id() => {
                         let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
                         running.remove(&id);
                     }
-                    () = tokio::time::sleep(shared.lease / 3) => {}
+                    () = tokio::time::sleep(HOLD.min(shared.lease / 3)) => {}
                 }
-                refresh(&mut queue, backend.as_ref(), shared.lease).await;
+                give_back_waiting(&mut queue, backend.as_ref(), shared.lease).await;
                 continue;
             }
             let leased = match backend.take(want, shared.lease).await {
@@ -328,9 +331,9 @@ impl Worker {
                         let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
                         running.remove(&id);
                     }
-                    () = tokio::time::sleep(shared.lease / 3) => {}
+                    () = tokio::time::sleep(HOLD.min(shared.lease / 3)) => {}
                 }
-                refresh(&mut queue, backend.as_ref(), shared.lease).await;
+                give_back_waiting(&mut queue, backend.as_ref(), shared.lease).await;
                 continue;
             }
             let wait = match backend.next_due().await {

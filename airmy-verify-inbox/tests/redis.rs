@@ -549,3 +549,205 @@ async fn an_outcome_is_recorded_once_redis_is_back() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Redis restarted empty (no persistence) after a take failed: the workers start the group
+/// again and handle what is accepted from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_recover_when_redis_comes_back_empty() {
+    let mut server = RedisServer::start_private();
+    let inbox = Inbox::new(
+        RedisBackend::connect(
+            server.url(),
+            RedisOptions::default()
+                .prefix(prefix("empty"))
+                .timeout(Duration::from_millis(500)),
+        )
+        .await
+        .expect("connects"),
+    );
+    let (handlers, seen) = recording();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(inbox.worker(handlers).run(shutdown.clone()));
+    server.stop();
+    // Long enough for the worker's takes to fail (and one to be left to recover).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..5 {
+        let d = delivery(&format!("evt_empty_{i}"), "test");
+        while inbox.accept(&d).await != Ok(Accepted::Stored) {
+            assert!(Instant::now() < deadline, "never accepted again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    while seen.lock().expect("lock").len() < 5 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(5),
+            "never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    worker.await.expect("worker");
+}
+
+/// The stream deleted under a running inbox (an operator's mistake, or eviction): new entries
+/// are handled, and `replay` brings back one whose message was lost.
+#[tokio::test]
+async fn replay_repairs_an_entry_whose_stream_message_was_lost() {
+    let server = RedisServer::start();
+    let prefix = prefix("lost_stream");
+    let backend = backend(server.url(), &prefix).await;
+    backend
+        .accept(&delivery("evt_orphaned", "test"))
+        .await
+        .expect("accept");
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{{{prefix}}}stream"))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    assert!(
+        backend
+            .take(10, Duration::from_secs(5))
+            .await
+            .expect("take")
+            .is_empty()
+    );
+    backend
+        .accept(&delivery("evt_after_loss", "test"))
+        .await
+        .expect("accept");
+    backend.replay("evt_orphaned").await.expect("replay");
+    let mut ids: Vec<String> = backend
+        .take(10, Duration::from_secs(5))
+        .await
+        .expect("take")
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["evt_after_loss", "evt_orphaned"]);
+}
+
+/// Redis out of memory (`noeviction`): accepts are refused as full, and a backend still
+/// connects (to purge, or a replica restarting).
+#[tokio::test]
+async fn a_redis_out_of_memory_refuses_accepts_but_still_connects() {
+    let server =
+        RedisServer::start_with(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
+    let prefix = prefix("oom");
+    let backend = backend(server.url(), &prefix).await;
+    let mut full = false;
+    for i in 0..20_000 {
+        match backend
+            .accept(&delivery(&format!("evt_oom_{i}"), "test"))
+            .await
+        {
+            Ok(Accepted::Stored) => {}
+            Err(InboxError::Full(_)) => {
+                full = true;
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(full, "Redis never filled up");
+    let again = RedisBackend::connect(server.url(), RedisOptions::default().prefix(&prefix))
+        .await
+        .expect("connects while Redis is out of memory");
+    assert!(again.stats().await.expect("stats").pending > 0);
+}
+
+/// Retries already due but not yet taken (every worker down) count as pending, with their age.
+#[tokio::test]
+async fn overdue_retries_count_as_pending() {
+    let server = RedisServer::start();
+    let backend = backend(server.url(), &prefix("overdue")).await;
+    backend
+        .accept(&delivery("evt_overdue", "test"))
+        .await
+        .expect("accept");
+    let leased = backend.take(1, Duration::from_secs(5)).await.expect("take");
+    let at = OffsetDateTime::now_utc() + Duration::from_millis(100);
+    assert!(
+        backend
+            .retry("evt_overdue", &leased[0].token, "e", at)
+            .await
+            .expect("retry")
+    );
+    let stats = backend.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.scheduled), (0, 1));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let stats = backend.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.scheduled), (1, 0));
+    assert_eq!(stats.oldest_pending_age_secs, Some(1));
+}
+
+#[tokio::test]
+async fn odd_limits_and_prefixes() {
+    let server = RedisServer::start();
+    let backend = backend(server.url(), &prefix("limits")).await;
+    assert!(backend.dead(usize::MAX).await.expect("dead").is_empty());
+    for bad in ["", "}x", "a{b", "{a}"] {
+        let err = RedisBackend::connect(server.url(), RedisOptions::default().prefix(bad))
+            .await
+            .expect_err(bad);
+        assert!(err.to_string().contains("prefix"), "{err}");
+    }
+}
+
+/// Two replicas, two slots each, handlers of 1.5 s, a burst of 4: both replicas handle some
+/// (one replica does not hold entries it cannot start while the other is idle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_replica_does_not_hoard_entries() {
+    let server = RedisServer::start();
+    let prefix = prefix("hoard");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shutdown = CancellationToken::new();
+    let mut workers = Vec::new();
+    let mut inboxes = Vec::new();
+    for replica in 0..2 {
+        let inbox = Inbox::new(backend(server.url(), &prefix).await);
+        let s = seen.clone();
+        let handlers = Handlers::new().fallback(move |e: Envelope<Event>, _ctx: Context| {
+            let s = s.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                s.lock().expect("lock").push((e.id, replica));
+                Ok::<(), HandlerError>(())
+            }
+        });
+        workers.push(tokio::spawn(
+            inbox.worker(handlers).concurrency(2).run(shutdown.clone()),
+        ));
+        inboxes.push(inbox);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..4 {
+        inboxes[0]
+            .accept(&delivery(&format!("evt_hoard_{i}"), "test"))
+            .await
+            .expect("accept");
+    }
+    let started = Instant::now();
+    while seen.lock().expect("lock").len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = seen.lock().expect("lock").clone();
+    let by_first = seen.iter().filter(|(_, r)| *r == 0).count();
+    assert!(
+        by_first > 0 && by_first < 4,
+        "one replica handled everything: {seen:?}"
+    );
+    shutdown.cancel();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+}
