@@ -502,7 +502,7 @@ fn shutting_down() -> InboxError {
 /// Runs `script` on batches of jobs (at most 256, or 8 MiB of arguments), until every backend
 /// clone is dropped. `lead` are the arguments before the jobs'.
 async fn run_batches(
-    mut connection: ConnectionManager,
+    connection: ConnectionManager,
     script: redis::Script,
     keys: [String; 5],
     lead: Vec<String>,
@@ -510,7 +510,9 @@ async fn run_batches(
 ) {
     const MOST: usize = 256;
     const BYTES: usize = 8 << 20;
+    let (script, keys, lead) = (Arc::new(script), Arc::new(keys), Arc::new(lead));
     let mut held: Option<Job> = None;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(2));
     loop {
         let first = match held.take() {
             Some(job) => job,
@@ -518,6 +520,11 @@ async fn run_batches(
                 Some(job) => job,
                 None => return,
             },
+        };
+        // Two batches in flight at most: the next one gathers while the previous one's reply
+        // (and Redis's fsync) is on its way.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
         };
         let mut bytes = first.size();
         let mut batch = vec![first];
@@ -534,37 +541,42 @@ async fn run_batches(
                 Err(_) => break,
             }
         }
-        let mut invocation = script.prepare_invoke();
-        for key in &keys {
-            invocation.key(key);
-        }
-        for arg in &lead {
-            invocation.arg(arg);
-        }
-        for job in &batch {
-            match job {
-                Job::Accept {
-                    id,
-                    event_type,
-                    body,
-                    ..
-                } => invocation.arg(id).arg(event_type).arg(body.as_ref()),
-                Job::Complete { id, token, .. } => invocation.arg(id).arg(token),
-            };
-        }
-        let result: Result<Vec<i64>, InboxError> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(redis_error);
-        for (i, job) in batch.into_iter().enumerate() {
-            job.reply(match &result {
-                Ok(codes) => codes
-                    .get(i)
-                    .copied()
-                    .ok_or_else(|| InboxError::Unavailable("Redis: a short reply".to_owned())),
-                Err(err) => Err(err.clone()),
-            });
-        }
+        let (script, keys, lead) = (Arc::clone(&script), Arc::clone(&keys), Arc::clone(&lead));
+        let mut connection = connection.clone();
+        tokio::spawn(async move {
+            let mut invocation = script.prepare_invoke();
+            for key in keys.iter() {
+                invocation.key(key);
+            }
+            for arg in lead.iter() {
+                invocation.arg(arg);
+            }
+            for job in &batch {
+                match job {
+                    Job::Accept {
+                        id,
+                        event_type,
+                        body,
+                        ..
+                    } => invocation.arg(id).arg(event_type).arg(body.as_ref()),
+                    Job::Complete { id, token, .. } => invocation.arg(id).arg(token),
+                };
+            }
+            let result: Result<Vec<i64>, InboxError> = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(redis_error);
+            drop(permit);
+            for (i, job) in batch.into_iter().enumerate() {
+                job.reply(match &result {
+                    Ok(codes) => codes
+                        .get(i)
+                        .copied()
+                        .ok_or_else(|| InboxError::Unavailable("Redis: a short reply".to_owned())),
+                    Err(err) => Err(err.clone()),
+                });
+            }
+        });
     }
 }
 

@@ -286,17 +286,18 @@ impl Worker {
                 let key = (entry.id.clone(), entry.token.clone());
                 let worker = Arc::clone(&shared);
                 let handle = tasks.spawn(async move {
-                    worker.handle(entry, queued_at).await;
-                    drop(permit);
+                    worker.handle(entry, queued_at, permit).await;
                 });
                 running.insert(handle.id(), key);
             }
-            // Take for the free slots and as many again ahead, so that slots that free up start
-            // at once and one `take` serves many entries; nothing while every slot is busy (slow
-            // handlers: other workers, on other replicas too, take what arrives).
+            // Keep up to `concurrency` entries taken ahead, so that slots that free up start at
+            // once and one `take` serves many entries. But nothing while every slot is busy and
+            // the queue is empty (slow handlers: what waited was given back, for other workers,
+            // on other replicas too, to take).
             let free = slots.available_permits();
-            let want = (2 * free).saturating_sub(queue.len());
-            if free == 0 || want == 0 {
+            let want = (shared.concurrency + free).saturating_sub(queue.len());
+            if queue.len() > shared.concurrency / 2 || want == 0 || (free == 0 && queue.is_empty())
+            {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     Some(done) = tasks.join_next_with_id() => {
@@ -392,7 +393,12 @@ impl Worker {
 
     /// One attempt of one entry: the handler (within its timeout, panics caught) while the
     /// lease is extended, then complete, retry or bury.
-    async fn handle(&self, entry: Leased, queued_at: tokio::time::Instant) {
+    async fn handle(
+        &self,
+        entry: Leased,
+        queued_at: tokio::time::Instant,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let backend = &self.inbox.backend;
         // Taken ahead and queued for a while: make sure the lease is still ours.
         if queued_at.elapsed() > self.lease / 3 {
@@ -446,6 +452,9 @@ impl Worker {
             outcome = run => outcome,
             () = keep_alive => unreachable!("keep_alive never ends"),
         };
+        // The handler is done: its slot is free for the next entry while the outcome is
+        // recorded (a round trip to the backend, which need not hold up a handler).
+        drop(slot);
         let error = match outcome {
             Ok(Ok(Ok(_))) => None,
             Ok(Ok(Err(err))) => Some(err.to_string()),
