@@ -4,7 +4,7 @@
 #   scripts/inbox-load.sh axum-receiver|actix-receiver [ROUNDS] [N] [CONCURRENCY]
 # Two receivers run (pinned to the cores in SERVER_CPUS, if set, such as 0) one with
 # AIRMY_INBOX=sqlite:… (or, with INBOX=redis, a redis-server of its own with AOF
-# `appendfsync ${REDIS_FSYNC:-always}`, pinned with the receivers) and its workers, one without; `inbox-bench load` (pinned to CLIENT_CPUS,
+# `appendfsync ${REDIS_FSYNC:-always}`, pinned to REDIS_CPUS if set) and its workers, one without; `inbox-bench load` (pinned to CLIENT_CPUS,
 # if set, such as 1) sends N unique signed 1 KiB deliveries,
 # CONCURRENCY at a time, to each in turn, the order alternating from round to round. It prints
 # every round's req/s, p50 and p99, and the median ratio of inbox to no-inbox req/s.
@@ -18,19 +18,19 @@ concurrency=${4:-32}
 cargo build -q --release -p examples --bin "$bin" --bin inbox-bench
 work=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "${pids[@]}" $(cat "$work/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 export AIRMY_WEBHOOK_SECRET=whsec_inbox_load_bench AIRMY_LISTEN=127.0.0.1:0
 start() { # name, extra env...
   local name=$1; shift
   env "$@" ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "target/release/$bin" > "$work/$name.out" 2>/dev/null &
-  pids+=($!)
+  echo $! >> "$work/pids" # (this runs in a subshell: the trap reads the file)
   for _ in $(seq 1 100); do grep -q '^listening on' "$work/$name.out" && break; sleep 0.1; done
   echo "$(sed -n 's/^listening on //p' "$work/$name.out" | head -1)/hooks/airmy"
 }
 plain=$(start plain)
 if [ "${INBOX:-sqlite}" = redis ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  ${SERVER_CPUS:+taskset -c $SERVER_CPUS} redis-server --port "$port" --bind 127.0.0.1 --save '' \
+  ${REDIS_CPUS:+taskset -c $REDIS_CPUS} redis-server --port "$port" --bind 127.0.0.1 --save '' \
     --appendonly yes --appendfsync "${REDIS_FSYNC:-always}" --dir "$work" > /dev/null &
   pids+=($!)
   for _ in $(seq 1 100); do redis-cli -p "$port" ping > /dev/null 2>&1 && break; sleep 0.1; done
@@ -55,8 +55,8 @@ for round in $(seq 1 "$rounds"); do
 done
 if [ -n "${port:-}" ]; then
   # The same Redis, plain round trips: 1 KiB SETs and XADDs, CONCURRENCY clients.
-  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} redis-benchmark -p "$port" -c "$concurrency" -n "$n" -d 1024 -q -t set | tr '\r' '\n' | tail -1
-  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} redis-benchmark -p "$port" -c "$concurrency" -n "$n" -q XADD bench:xadd '*' i __rand_int__ | tr '\r' '\n' | tail -1
+  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} redis-benchmark -p "$port" -c "$concurrency" -n "$n" -d 1024 -q -t set | tr '\r' '\n' | grep -a 'requests per second' | tail -1
+  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} redis-benchmark -p "$port" -c "$concurrency" -n "$n" -q XADD bench:xadd '*' i __rand_int__ | tr '\r' '\n' | grep -a 'requests per second' | tail -1
 fi
 python3 - "$work/results" <<'PY'
 import statistics, sys, re

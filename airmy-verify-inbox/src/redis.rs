@@ -510,9 +510,10 @@ async fn run_batches(
 ) {
     const MOST: usize = 256;
     const BYTES: usize = 8 << 20;
+    const IN_FLIGHT: usize = 2;
     let (script, keys, lead) = (Arc::new(script), Arc::new(keys), Arc::new(lead));
     let mut held: Option<Job> = None;
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(2));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         let first = match held.take() {
             Some(job) => job,
@@ -521,8 +522,9 @@ async fn run_batches(
                 None => return,
             },
         };
-        // Two batches in flight at most: the next one gathers while the previous one's reply
-        // (and Redis's fsync) is on its way.
+        // A few batches in flight: the next ones gather while the previous replies (and
+        // Redis's fsync, which Redis shares between the scripts of one event loop turn) are on
+        // their way.
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             return;
         };
