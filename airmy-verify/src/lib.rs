@@ -55,7 +55,7 @@ pub mod verifier;
 
 pub use error::{Error, MalformedReason};
 pub use event::{Envelope, Event, EventData};
-pub use secret::{InvalidSecret, Secret};
+pub use secret::{InvalidSecret, Secret, SecretFileError, Secrets};
 pub use signature::{SIGNATURE_HEADER, sign, verify};
 pub use verifier::{
     Clock, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_TOLERANCE, Intake, SystemClock,
