@@ -264,9 +264,9 @@ impl fmt::Display for SecretFileError {
             Self::Unreadable { path, reason } => {
                 write!(f, "cannot read the secret file {path}: {reason}")
             }
-            Self::Empty => f.write_str(
-                "the secret file holds no secret (only blank lines and # comments)",
-            ),
+            Self::Empty => {
+                f.write_str("the secret file holds no secret (only blank lines and # comments)")
+            }
         }
     }
 }

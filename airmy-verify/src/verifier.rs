@@ -376,6 +376,25 @@ impl Intake {
     /// [`Error::SignatureMismatch`], [`Error::InvalidJson`], [`Error::InvalidEnvelope`],
     /// [`Error::Stale`] or [`Error::FromFuture`], in that order.
     pub fn finish(self) -> Result<Verified, Error> {
+        #[cfg(feature = "metrics")]
+        let (started, len, clock) = (
+            std::time::Instant::now(),
+            self.len,
+            Arc::clone(&self.verifier.inner.clock),
+        );
+        let checked = self.check();
+        #[cfg(feature = "metrics")]
+        {
+            crate::observe::record::verification(len, started.elapsed().as_secs_f64());
+            if let Ok(verified) = &checked {
+                let lag = clock.now() - verified.created_at();
+                crate::observe::record::lag(lag.as_seconds_f64());
+            }
+        }
+        checked
+    }
+
+    fn check(self) -> Result<Verified, Error> {
         let Self {
             verifier,
             signature,
@@ -784,7 +803,10 @@ mod tests {
         clone.set_secrets(Secrets::new(Secret::new("whsec_next").expect("secret")));
         assert_eq!(v.secret_count(), 1);
         open.push(Bytes::from_static(body())).expect("fits");
-        assert_eq!(open.finish().expect_err("old secret gone"), Error::SignatureMismatch);
+        assert_eq!(
+            open.finish().expect_err("old secret gone"),
+            Error::SignatureMismatch
+        );
         v.verify(crate::sign(body(), "whsec_next"), body())
             .expect("the new secret, through the original verifier");
         v.set_secrets(
