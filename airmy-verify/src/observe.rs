@@ -215,6 +215,7 @@ pub fn record_rejected(span: &Span, error: &Error) {
         span.record("status", error.status());
         span.record("code", code);
     }
+    #[cfg(feature = "metrics")]
     count_delivery(Outcome::Rejected, code, "none");
 }
 
@@ -225,22 +226,22 @@ pub fn record_answered(span: &Span, outcome: Outcome, status: u16, event_type: &
         span.record("outcome", outcome.as_str());
         span.record("status", status);
     }
-    count_delivery(outcome, "none", event_type);
+    #[cfg(feature = "metrics")]
+    count_delivery(outcome, "none", event_type_label(event_type));
+    #[cfg(not(feature = "metrics"))]
+    let _ = event_type;
 }
 
 #[cfg(feature = "metrics")]
-fn count_delivery(outcome: Outcome, code: &'static str, event_type: &str) {
+fn count_delivery(outcome: Outcome, code: &'static str, event_type: &'static str) {
     metrics::counter!(
         DELIVERIES_TOTAL,
         "outcome" => outcome.as_str(),
         "code" => code,
-        "event_type" => event_type_label(event_type),
+        "event_type" => event_type,
     )
     .increment(1);
 }
-
-#[cfg(not(feature = "metrics"))]
-fn count_delivery(_outcome: Outcome, _code: &'static str, _event_type: &str) {}
 
 /// The recording calls of the core and the inbox: nothing without the `metrics` feature.
 #[doc(hidden)]

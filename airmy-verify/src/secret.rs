@@ -230,6 +230,18 @@ impl Secrets {
         self.list.is_empty()
     }
 
+    /// The current secret and the previous ones, for [`Verifier::builder`](crate::Verifier::builder)
+    /// and [`previous_secret`](crate::VerifierBuilder::previous_secret).
+    #[must_use]
+    pub fn into_parts(self) -> (Secret, Vec<Secret>) {
+        let mut list = self.list.into_iter();
+        match list.next() {
+            Some(current) => (current, list.collect()),
+            // Every constructor puts a current secret first.
+            None => unreachable!("Secrets always hold a current secret"),
+        }
+    }
+
     pub(crate) fn into_list(self) -> Vec<Secret> {
         self.list
     }
