@@ -8,9 +8,12 @@
 //! ```
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use airmy_verify::event::RunCompleted;
+use airmy_verify::secret::Secrets;
 use airmy_verify::{Bytes, Event, Secret, Verifier, sign, testing};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
@@ -89,6 +92,38 @@ fn signature(c: &mut Criterion) {
                 });
             },
         );
+        // The same check while another thread replaces the verifier's secrets every
+        // millisecond (a rotation under way): the swap must add nothing measurable.
+        let swapping = Arc::new(AtomicBool::new(true));
+        let swapper = {
+            let (verifier, swapping) = (verifier.clone(), swapping.clone());
+            let secrets = [
+                Secrets::new(Secret::new(SECRET).expect("secret")),
+                Secrets::parse(&format!("{SECRET}\nwhsec_previous")).expect("secrets"),
+            ];
+            std::thread::spawn(move || {
+                let mut n = 0usize;
+                while swapping.load(Ordering::Relaxed) {
+                    verifier.set_secrets(secrets[n % 2].clone());
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        group.bench_with_input(
+            BenchmarkId::new("airmy_header_and_signature_while_swapping", label),
+            &body,
+            |b, body: &Bytes| {
+                b.iter(|| {
+                    verifier
+                        .verify(black_box(forged.as_bytes()), black_box(body.clone()))
+                        .is_err()
+                });
+            },
+        );
+        swapping.store(false, Ordering::Relaxed);
+        swapper.join().expect("swapper");
+        verifier.set_secrets(Secrets::new(Secret::new(SECRET).expect("secret")));
 
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let svix_sig = svix.sign("msg_bench", now, &body).expect("svix sign");

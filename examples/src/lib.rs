@@ -15,6 +15,10 @@
 //! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing): store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
 //! | `AIRMY_INBOX_LEASE_SECS` | how long an entry stays leased to a worker that stopped extending it (a crashed process): how long before another takes it over | `60` |
+//! | `AIRMY_WEBHOOK_SECRET_FILE` | a secret file instead of `AIRMY_WEBHOOK_SECRET`/`_PREVIOUS` ([`secret_file`]): first secret line current, the others previous; read at start, on `SIGHUP` and when it changes | unset |
+//! | `AIRMY_METRICS_LISTEN` | `HOST:PORT` serving `GET /metrics` (Prometheus text); with it, `metrics on http://HOST:PORT/metrics` follows the `listening on` line | unset: off |
+//! | `AIRMY_LOG_FORMAT` | `text` or `json` | `text` |
+//! | `RUST_LOG` | log filter (`EnvFilter` syntax) | `info` |
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
 //! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
@@ -414,12 +418,12 @@ pub async fn observe_or_exit(config: &ReceiverConfig) -> Option<SocketAddr> {
             Err(err) => exit_config(&err),
         },
     };
-    if let Some(path) = &config.secret_file {
-        if let Err(err) = secret_file::watch(path.clone(), config.verifier.clone()) {
-            exit_config(&ConfigError(format!(
-                "AIRMY_WEBHOOK_SECRET_FILE: cannot handle SIGHUP: {err}"
-            )));
-        }
+    if let Some(path) = &config.secret_file
+        && let Err(err) = secret_file::watch(path.clone(), config.verifier.clone())
+    {
+        exit_config(&ConfigError(format!(
+            "AIRMY_WEBHOOK_SECRET_FILE: cannot handle SIGHUP: {err}"
+        )));
     }
     metrics
 }
