@@ -227,14 +227,14 @@ where
                 StateProj::Calling { future, event_type } => {
                     let response = ready!(future.poll(cx));
                     if let Ok(response) = &response {
-                        let outcome = response
-                            .response()
-                            .extensions()
-                            .get::<Outcome>()
-                            .copied()
-                            .unwrap_or(Outcome::Accepted);
+                        let extensions = response.response().extensions();
                         let status = response.status().as_u16();
-                        observe::record_answered(span, outcome, status, event_type);
+                        observe::record_answered(
+                            span,
+                            extensions.get::<Outcome>(),
+                            status,
+                            event_type,
+                        );
                     }
                     return Poll::Ready(response.map(ServiceResponse::map_into_left_body));
                 }

@@ -8,15 +8,13 @@ use airmy_verify::testing;
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{Secret, Verifier};
 use airmy_verify_actix::{AirmyEvent, AirmyIdempotency, AirmyVerify};
-use test_support::spans::{CapturedSpan, SpanCapture};
+use test_support::spans::{self, SpanCapture};
+
+const EVENT_TYPE: &str = "pipeline.completed";
 
 async fn handler(AirmyEvent(event): AirmyEvent) -> HttpResponse {
     tracing::info!(event_id = %event.id, "handler ran");
     HttpResponse::Ok().finish()
-}
-
-fn field<'a>(span: &'a CapturedSpan, name: &str) -> &'a str {
-    span.fields.get(name).map_or("", String::as_str)
 }
 
 #[actix_web::test]
@@ -33,7 +31,7 @@ async fn each_delivery_is_one_span_tree_with_its_fields() {
         ),
     )
     .await;
-    let delivery = testing::sample_event("pipeline.completed")
+    let delivery = testing::sample_event(EVENT_TYPE)
         .id("evt_span_1")
         .created_at(OffsetDateTime::now_utc())
         .signed(testing::SECRET);
@@ -52,55 +50,10 @@ async fn each_delivery_is_one_span_tree_with_its_fields() {
         assert_eq!(response.status().as_u16(), status);
     }
 
-    let spans = capture.spans();
-    let deliveries: Vec<(usize, &CapturedSpan)> = spans
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.name == "airmy_delivery")
-        .collect();
-    assert_eq!(deliveries.len(), 3, "{spans:#?}");
-    for (_, span) in &deliveries {
-        assert_eq!(span.parent, None, "a delivery span is a root: {span:?}");
-    }
-    let (first, accepted) = deliveries[0];
-    assert_eq!(field(accepted, "event_id"), "evt_span_1");
-    assert_eq!(field(accepted, "event_type"), "pipeline.completed");
-    assert_eq!(field(accepted, "outcome"), "accepted");
-    assert_eq!(field(accepted, "status"), "200");
-    assert_eq!(
-        field(accepted, "body_bytes"),
-        delivery.body.len().to_string()
-    );
-    let duplicate = deliveries[1].1;
-    assert_eq!(field(duplicate, "outcome"), "duplicate");
-    assert_eq!(field(duplicate, "status"), "200");
-    let (third, rejected) = deliveries[2];
-    assert_eq!(field(rejected, "outcome"), "rejected");
-    assert_eq!(field(rejected, "status"), "401");
-    assert_eq!(field(rejected, "code"), "invalid_signature");
-    assert_eq!(
-        field(rejected, "event_id"),
-        "",
-        "not verified: no id recorded"
-    );
-
-    let events = capture.events();
-    let ran: Vec<_> = events
-        .iter()
-        .filter(|e| e.message == "handler ran")
-        .collect();
-    assert_eq!(ran.len(), 1, "{events:#?}");
-    assert_eq!(ran[0].span, Some(first));
-    let refused: Vec<_> = events
-        .iter()
-        .filter(|e| e.message == "AIRMY webhook delivery rejected")
-        .collect();
-    assert_eq!(refused.len(), 1, "{events:#?}");
-    assert_eq!(refused[0].span, Some(third));
-
     let body = String::from_utf8_lossy(&delivery.body).into_owned();
-    let shown = format!("{spans:?} {events:?}");
-    for secret in [testing::SECRET, &delivery.signature, &forged, &body] {
-        assert!(!shown.contains(secret), "{secret} in {shown}");
-    }
+    spans::assert_accepted_duplicate_forged(
+        &capture,
+        ("evt_span_1", EVENT_TYPE, delivery.body.len()),
+        &[testing::SECRET, &delivery.signature, &forged, &body],
+    );
 }

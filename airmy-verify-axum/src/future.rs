@@ -160,11 +160,7 @@ where
                 StateProj::Calling { future, event_type } => {
                     let response = ready!(future.poll(cx));
                     if let Ok(response) = &response {
-                        let outcome = response
-                            .extensions()
-                            .get::<Outcome>()
-                            .copied()
-                            .unwrap_or(Outcome::Accepted);
+                        let outcome = response.extensions().get::<Outcome>();
                         let status = response.status().as_u16();
                         observe::record_answered(span, outcome, status, event_type);
                     }

@@ -16,7 +16,7 @@
 //! | | `body_bytes` | the body's size in bytes, as received (once read) |
 //! | | `outcome` | `accepted`, `duplicate`, `in_flight` or `rejected` ([`Outcome`]) |
 //! | | `status` | the HTTP status answered |
-//! | | `code` | for `rejected`: the error code of the body, such as `invalid_signature` |
+//! | | `code` | for `rejected`: the error code of the body, such as `invalid_signature`, or `store_unavailable` |
 //! | `airmy_inbox_entry` | `event_id`, `event_type` | the stored delivery's |
 //! | | `attempt` | 1 for the first attempt, counting every attempt |
 //! | | `result` | `success`, `retry` or `dead` |
@@ -34,7 +34,7 @@
 //!
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
-//! | `airmy_webhook_deliveries_total` | counter | `outcome`, `code`, `event_type` | deliveries answered by the axum layer or the actix middleware; `code` is the error code for `rejected` and `none` otherwise; `event_type` is `none` for `rejected` |
+//! | `airmy_webhook_deliveries_total` | counter | `outcome`, `code`, `event_type` | deliveries answered by the axum layer or the actix middleware; `code` is the error code for `rejected` (`store_unavailable` when the idempotency store or the inbox answered 503) and `none` otherwise; `event_type` is `none` when refused by the verifier |
 //! | `airmy_webhook_verification_seconds` | histogram | | time to check a complete body: HMAC, JSON envelope, freshness |
 //! | `airmy_webhook_body_bytes` | histogram | | size of each complete body checked |
 //! | `airmy_webhook_delivery_lag_seconds` | histogram | | receive time − signed `created_at`, for verified deliveries (negative when the sender's clock is ahead) |
@@ -58,7 +58,7 @@
 //! // What the adapters do, per request:
 //! let span = observe::delivery_span();
 //! let _entered = span.enter();
-//! observe::record_answered(&span, Outcome::Accepted, 200, "run.completed");
+//! observe::record_answered(&span, Some(&Outcome::Duplicate), 200, "run.completed");
 //! assert_eq!(observe::event_type_label("billing.paid"), "unknown");
 //! ```
 
@@ -133,29 +133,11 @@ impl Outcome {
     }
 }
 
-/// The eight documented event types.
-const KNOWN_TYPES: [&str; 8] = {
-    use crate::event::{
-        AgentUpdated, AlertTriggered, DeploymentCreated, DeploymentRollback, PipelineCompleted,
-        RunCompleted, RunFailed, TestEvent,
-    };
-    [
-        RunCompleted::TYPE,
-        RunFailed::TYPE,
-        DeploymentCreated::TYPE,
-        DeploymentRollback::TYPE,
-        AlertTriggered::TYPE,
-        AgentUpdated::TYPE,
-        PipelineCompleted::TYPE,
-        TestEvent::TYPE,
-    ]
-};
-
 /// An event type as a metric label: one of the eight documented types, or `unknown`, so a
 /// sender cannot grow the number of series.
 #[must_use]
 pub fn event_type_label(event_type: &str) -> &'static str {
-    KNOWN_TYPES
+    crate::event::EVENT_TYPES
         .iter()
         .find(|known| **known == event_type)
         .copied()
@@ -220,14 +202,27 @@ pub fn record_rejected(span: &Span, error: &Error) {
 }
 
 /// Records how a verified delivery was answered: the outcome and status on the span, and
-/// `airmy_webhook_deliveries_total` with the event type (as sent; bounded here).
-pub fn record_answered(span: &Span, outcome: Outcome, status: u16, event_type: &str) {
+/// `airmy_webhook_deliveries_total` with the event type (as sent; bounded here). `outcome` is
+/// the one the response carries in its extensions, if any: none means
+/// [`Outcome::Accepted`].
+pub fn record_answered(span: &Span, outcome: Option<&Outcome>, status: u16, event_type: &str) {
+    let outcome = outcome.copied().unwrap_or(Outcome::Accepted);
     if !span.is_disabled() {
         span.record("outcome", outcome.as_str());
         span.record("status", status);
     }
+    // Answered without the handler and refused: the idempotency store or the inbox was
+    // unavailable (503).
+    let code = if outcome == Outcome::Rejected {
+        "store_unavailable"
+    } else {
+        "none"
+    };
+    if outcome == Outcome::Rejected && !span.is_disabled() {
+        span.record("code", code);
+    }
     #[cfg(feature = "metrics")]
-    count_delivery(outcome, "none", event_type_label(event_type));
+    count_delivery(outcome, code, event_type_label(event_type));
     #[cfg(not(feature = "metrics"))]
     let _ = event_type;
 }

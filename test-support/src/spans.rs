@@ -146,3 +146,74 @@ where
         });
     }
 }
+
+/// The value of `name` in `span`'s fields, or `""`.
+#[must_use]
+pub fn field<'a>(span: &'a CapturedSpan, name: &str) -> &'a str {
+    span.fields.get(name).map_or("", String::as_str)
+}
+
+/// What the adapters' span tests check after sending one delivery (`event_id`, `event_type`,
+/// `body_len` bytes) to a guarded handler that logs `handler ran`, then the same delivery again,
+/// then one with a forged signature: three root `airmy_delivery` spans with the fields of an
+/// accepted, a duplicate and a rejected delivery; the handler's line in the first (its detached
+/// task included), the rejection's in the third; none of `never` (secret, signatures, body)
+/// anywhere.
+///
+/// # Panics
+///
+/// When any of that does not hold.
+pub fn assert_accepted_duplicate_forged(
+    capture: &SpanCapture,
+    (event_id, event_type, body_len): (&str, &str, usize),
+    never: &[&str],
+) {
+    let spans = capture.spans();
+    let deliveries: Vec<(usize, &CapturedSpan)> = spans
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.name == "airmy_delivery")
+        .collect();
+    assert_eq!(deliveries.len(), 3, "{spans:#?}");
+    for (_, span) in &deliveries {
+        assert_eq!(span.parent, None, "a delivery span is a root: {span:?}");
+    }
+    let (first, accepted) = deliveries[0];
+    assert_eq!(field(accepted, "event_id"), event_id);
+    assert_eq!(field(accepted, "event_type"), event_type);
+    assert_eq!(field(accepted, "outcome"), "accepted");
+    assert_eq!(field(accepted, "status"), "200");
+    assert_eq!(field(accepted, "body_bytes"), body_len.to_string());
+    let duplicate = deliveries[1].1;
+    assert_eq!(field(duplicate, "event_id"), event_id);
+    assert_eq!(field(duplicate, "outcome"), "duplicate");
+    assert_eq!(field(duplicate, "status"), "200");
+    let (third, rejected) = deliveries[2];
+    assert_eq!(field(rejected, "outcome"), "rejected");
+    assert_eq!(field(rejected, "status"), "401");
+    assert_eq!(field(rejected, "code"), "invalid_signature");
+    assert_eq!(
+        field(rejected, "event_id"),
+        "",
+        "not verified: no id recorded"
+    );
+
+    let events = capture.events();
+    let in_span = |message: &str| -> Vec<Option<usize>> {
+        events
+            .iter()
+            .filter(|e| e.message == message)
+            .map(|e| e.span)
+            .collect()
+    };
+    assert_eq!(in_span("handler ran"), [Some(first)], "{events:#?}");
+    assert_eq!(
+        in_span("AIRMY webhook delivery rejected"),
+        [Some(third)],
+        "{events:#?}"
+    );
+    let shown = format!("{spans:?} {events:?}");
+    for secret in never {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
