@@ -125,7 +125,6 @@ where
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let span = observe::delivery_span();
-        let entered = span.enter();
         let state = match open_intake(&self.verifier, req.headers()) {
             Ok(intake) => State::Reading {
                 reading: Some(Reading {
@@ -140,10 +139,9 @@ where
                 }),
             },
             Err(err) => State::Rejected {
-                response: Some(reject(&span, req, err)),
+                response: Some(span.in_scope(|| reject(&span, req, err))),
             },
         };
-        drop(entered);
         ResponseFuture { state, span }
     }
 }
@@ -284,8 +282,7 @@ impl<S> Reading<S> {
                 };
             }
         };
-        observe::record_verified(span, &verified);
-        let event_type = observe::event_type_label(verified.event_type());
+        let event_type = observe::record_verified(span, &verified);
         // The same bytes, as a one-item stream (a single allocation).
         let bytes: Result<_, PayloadError> = Ok(verified.bytes().clone());
         let stream: Pin<Box<dyn Stream<Item = _>>> = Box::pin(stream::once(future::ready(bytes)));

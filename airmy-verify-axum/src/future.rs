@@ -140,8 +140,7 @@ where
                                 mut inner,
                                 ..
                             } = reading;
-                            observe::record_verified(span, &verified);
-                            let event_type = observe::event_type_label(verified.event_type());
+                            let event_type = observe::record_verified(span, &verified);
                             let bytes = verified.bytes().clone();
                             parts.extensions.insert(verified);
                             State::Calling {

@@ -85,11 +85,10 @@ where
             .get_all(&SIGNATURE)
             .iter()
             .map(HeaderValue::as_bytes);
+        // Opened before the headers are checked, so that a rejection is counted and logged in
+        // it (`ResponseFuture::rejected` enters it).
         let span = observe::delivery_span();
-        let entered = span.enter();
-        let opened = self.verifier.intake(signatures, declared);
-        drop(entered);
-        match opened {
+        match self.verifier.intake(signatures, declared) {
             Ok(intake) => {
                 // The clone takes the place of the service that was polled ready, which serves
                 // this request once it is verified.

@@ -251,9 +251,14 @@ impl Verifier {
     /// Checks `created_at` against the clock and the tolerance (bounds included).
     fn check_freshness(&self, event_id: &str, created_at: OffsetDateTime) -> Result<(), Error> {
         let Some(tolerance) = self.inner.tolerance else {
+            #[cfg(feature = "metrics")]
+            crate::observe::record::lag((self.inner.clock.now() - created_at).as_seconds_f64());
             return Ok(());
         };
         let age = self.inner.clock.now() - created_at;
+        // The lag of every delivery whose signature matched, stale ones included.
+        #[cfg(feature = "metrics")]
+        crate::observe::record::lag(age.as_seconds_f64());
         if age.is_negative() {
             let ahead = age.unsigned_abs();
             if ahead > tolerance {
@@ -378,20 +383,10 @@ impl Intake {
     /// [`Error::Stale`] or [`Error::FromFuture`], in that order.
     pub fn finish(self) -> Result<Verified, Error> {
         #[cfg(feature = "metrics")]
-        let (started, len, clock) = (
-            std::time::Instant::now(),
-            self.len,
-            Arc::clone(&self.verifier.inner.clock),
-        );
+        let (started, len) = (std::time::Instant::now(), self.len);
         let checked = self.check();
         #[cfg(feature = "metrics")]
-        {
-            crate::observe::record::verification(len, started.elapsed().as_secs_f64());
-            if let Ok(verified) = &checked {
-                let lag = clock.now() - verified.created_at();
-                crate::observe::record::lag(lag.as_seconds_f64());
-            }
-        }
+        crate::observe::record::verification(len, started.elapsed().as_secs_f64());
         checked
     }
 
@@ -481,6 +476,14 @@ impl Verified {
             event_type,
             created_at: envelope.created_at,
             parsed: Some(envelope),
+        }
+    }
+
+    /// The event type when it is one of the documented ones, as its constant.
+    pub(crate) fn known_type(&self) -> Option<&'static str> {
+        match self.event_type {
+            Cow::Borrowed(known) => Some(known),
+            Cow::Owned(_) => None,
         }
     }
 
