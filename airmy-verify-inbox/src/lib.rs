@@ -136,7 +136,7 @@ impl Inbox {
     /// Stores a verified delivery and gives the HTTP answer for it, the one every adapter
     /// sends: 200 `{"status":"accepted","id":"…"}`, 200 `{"status":"duplicate","id":"…"}`, or
     /// 503 `{"error":"inbox_unavailable"}` when it was not stored; with the delivery's
-    /// [`Outcome`](airmy_verify::observe::Outcome) (`accepted`, `duplicate`, or `rejected`
+    /// [`Outcome`] (`accepted`, `duplicate`, or `rejected`
     /// when it was not stored), for its span and metrics.
     pub async fn respond(&self, delivery: &Verified) -> (u16, String, Outcome) {
         match self.accept(delivery).await {

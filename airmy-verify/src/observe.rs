@@ -7,7 +7,9 @@
 //! around verification, the idempotency guard or the inbox, and the handler (a guarded
 //! handler's detached task and the inbox's store run inside it), so a `fmt` or OpenTelemetry
 //! subscriber shows one tree per delivery. An inbox worker's attempt at an entry gets its own
-//! [`inbox_entry_span`]. Spans never hold the secret, the signature or the body.
+//! [`inbox_entry_span`]. Spans never hold the secret, the signature or the body. (The actix
+//! extractors used without the middleware verify without a delivery span or counter: use the
+//! middleware for those.)
 //!
 //! | span (target `airmy_verify`, level INFO) | field | value |
 //! |---|---|---|
