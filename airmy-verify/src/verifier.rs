@@ -141,12 +141,12 @@ impl Verifier {
     ///
     /// let verifier = Verifier::builder(Secret::new("whsec_old")?).without_freshness_check().build();
     /// let body = r#"{"id":"evt_1","type":"test","created_at":"2026-03-22T14:30:00Z","data":{}}"#;
-    /// assert!(verifier.verify(airmy_verify::sign(body, "whsec_new"), body).is_err());
+    /// assert!(verifier.verify(airmy_verify::sign(body.as_bytes(), "whsec_new"), body).is_err());
     ///
     /// // The rotation: the new secret is current, the old one still accepted for a while.
     /// verifier.set_secrets(Secrets::parse("whsec_new\nwhsec_old")?);
-    /// assert!(verifier.verify(airmy_verify::sign(body, "whsec_new"), body).is_ok());
-    /// assert!(verifier.verify(airmy_verify::sign(body, "whsec_old"), body).is_ok());
+    /// assert!(verifier.verify(airmy_verify::sign(body.as_bytes(), "whsec_new"), body).is_ok());
+    /// assert!(verifier.verify(airmy_verify::sign(body.as_bytes(), "whsec_old"), body).is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_secrets(&self, secrets: Secrets) {
