@@ -41,6 +41,8 @@ ROWS = [
     ("raw_hmac_prekeyed", "raw pre-keyed HMAC-SHA256 on a decoded tag (floor)"),
     ("raw_hex_and_hmac", "raw hex decode + pre-keyed HMAC-SHA256 (floor of a whole check)"),
     ("airmy_header_and_signature", "`Verifier::verify` of a mismatching signature (header + intake + HMAC)"),
+    ("airmy_header_and_signature_while_waking", "the same, while another thread wakes every ms (control)"),
+    ("airmy_header_and_signature_while_swapping", "the same, while another thread swaps the secrets every ms"),
     ("svix_webhook_verify", "Svix crate `Webhook::verify` (peer)"),
 ]
 

@@ -47,6 +47,7 @@ use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use airmy_verify::idempotency::{Guarded, Idempotency};
 use airmy_verify::{Error, Verified};
 use futures_util::future::{self, LocalBoxFuture, Ready};
+use tracing::Instrument;
 
 use crate::error::AirmyError;
 
@@ -118,22 +119,29 @@ where
         let guard = self.guard.clone();
         // Detached: the handler finishes and its outcome is recorded even if this request's
         // future is dropped (client gone, shutdown).
-        let task = actix_web::rt::spawn(async move {
-            let status = |r: &ServiceResponse<B>| r.status().as_u16();
-            match guard
-                .run(&event_id, req, |req| service.call(req), status)
-                .await
-            {
-                Guarded::Ran(response) => Ok(response?.map_into_left_body()),
-                Guarded::Answered {
-                    status,
-                    body,
-                    input,
-                } => Ok(input
-                    .into_response(guard_response(status, body))
-                    .map_into_right_body()),
+        let task = actix_web::rt::spawn(
+            async move {
+                let status = |r: &ServiceResponse<B>| r.status().as_u16();
+                match guard
+                    .run(&event_id, req, |req| service.call(req), status)
+                    .await
+                {
+                    Guarded::Ran(response) => Ok(response?.map_into_left_body()),
+                    Guarded::Answered {
+                        status,
+                        body,
+                        outcome,
+                        input,
+                    } => {
+                        let mut response = guard_response(status, body);
+                        response.extensions_mut().insert(outcome);
+                        Ok(input.into_response(response).map_into_right_body())
+                    }
+                }
             }
-        });
+            // In the delivery's span (the verifying middleware's), though detached.
+            .instrument(tracing::Span::current()),
+        );
         Box::pin(async move {
             match task.await {
                 Ok(output) => output,

@@ -58,8 +58,10 @@ pub async fn accept(
         tracing::error!(target: "airmy_verify", "inbox::accept without an Inbox in app_data");
         return AirmyError::Verify(Error::NotConfigured).error_response();
     };
-    let (status, body) = inbox.respond(&verified).await;
-    json(status, body)
+    let (status, body, outcome) = inbox.respond(&verified).await;
+    let mut response = json(status, body);
+    response.extensions_mut().insert(outcome);
+    response
 }
 
 /// Runs the handlers in `app_data` on the verified delivery; see the [module docs](self).

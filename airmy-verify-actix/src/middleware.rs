@@ -50,11 +50,13 @@ use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue
 use actix_web::rt::time::{Instant, Sleep, sleep_until};
 use actix_web::web::PayloadConfig;
 use actix_web::{HttpMessage, ResponseError};
+use airmy_verify::observe::{self, Outcome};
 use airmy_verify::verifier::parse_content_length;
 use airmy_verify::{Error, Intake, SIGNATURE_HEADER, Verified, Verifier};
 use futures_util::future::{self, Ready};
 use futures_util::{Stream, StreamExt, stream};
 use pin_project_lite::pin_project;
+use tracing::Span;
 
 use crate::error::AirmyError;
 
@@ -122,6 +124,7 @@ where
     forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        let span = observe::delivery_span();
         let state = match open_intake(&self.verifier, req.headers()) {
             Ok(intake) => State::Reading {
                 reading: Some(Reading {
@@ -136,10 +139,10 @@ where
                 }),
             },
             Err(err) => State::Rejected {
-                response: Some(reject(req, err)),
+                response: Some(span.in_scope(|| reject(&span, req, err))),
             },
         };
-        ResponseFuture { state }
+        ResponseFuture { state, span }
     }
 }
 
@@ -148,13 +151,15 @@ type Output<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
 pin_project! {
     /// The future of [`AirmyVerifyMiddleware`]: reads and verifies the delivery, then runs the
     /// inner service, or answers the rejection. It allocates nothing of its own unless the
-    /// body is slow to arrive (then it arms the body timeout).
+    /// body is slow to arrive (then it arms the body timeout). Each poll runs in the
+    /// delivery's span ([`airmy_verify::observe`]).
     pub struct ResponseFuture<S, B>
     where
         S: Service<ServiceRequest>,
     {
         #[pin]
         state: State<S, S::Future, B>,
+        span: Span,
     }
 }
 
@@ -167,6 +172,8 @@ pin_project! {
         Calling {
             #[pin]
             future: F,
+            // The event type, for the delivery's metrics.
+            event_type: &'static str,
         },
         Rejected {
             response: Option<ServiceResponse<EitherBody<B>>>,
@@ -197,7 +204,10 @@ where
     type Output = Output<B>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let this = self.project();
+        let span = &*this.span;
+        let _entered = span.enter();
+        let mut state = this.state;
         loop {
             let next = match state.as_mut().project() {
                 StateProj::Reading { reading } => {
@@ -207,10 +217,24 @@ where
                             .expect(POLLED_AFTER_COMPLETION)
                             .poll_timed(cx)
                     );
-                    reading.take().expect(POLLED_AFTER_COMPLETION).finish(read)
+                    reading
+                        .take()
+                        .expect(POLLED_AFTER_COMPLETION)
+                        .finish(read, span)
                 }
-                StateProj::Calling { future } => {
-                    return future.poll(cx).map_ok(ServiceResponse::map_into_left_body);
+                StateProj::Calling { future, event_type } => {
+                    let response = ready!(future.poll(cx));
+                    if let Ok(response) = &response {
+                        let extensions = response.response().extensions();
+                        let status = response.status().as_u16();
+                        observe::record_answered(
+                            span,
+                            extensions.get::<Outcome>(),
+                            status,
+                            event_type,
+                        );
+                    }
+                    return Poll::Ready(response.map(ServiceResponse::map_into_left_body));
                 }
                 StateProj::Rejected { response } => {
                     return Poll::Ready(Ok(response.take().expect(POLLED_AFTER_COMPLETION)));
@@ -236,7 +260,7 @@ impl<S> Reading<S> {
 
     /// The state after the payload was read: verified, then the inner service, or the
     /// rejection.
-    fn finish<B>(self, read: Result<(), Error>) -> State<S, S::Future, B>
+    fn finish<B>(self, read: Result<(), Error>, span: &Span) -> State<S, S::Future, B>
     where
         S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>
             + 'static,
@@ -249,14 +273,16 @@ impl<S> Reading<S> {
             data,
             ..
         } = self;
+        observe::record_body(span, intake.len());
         let verified = match read.and_then(|()| intake.finish()) {
             Ok(verified) => verified,
             Err(err) => {
                 return State::Rejected {
-                    response: Some(reject(req, err)),
+                    response: Some(reject(span, req, err)),
                 };
             }
         };
+        let event_type = observe::record_verified(span, &verified);
         // The same bytes, as a one-item stream (a single allocation).
         let bytes: Result<_, PayloadError> = Ok(verified.bytes().clone());
         let stream: Pin<Box<dyn Stream<Item = _>>> = Box::pin(stream::once(future::ready(bytes)));
@@ -265,6 +291,7 @@ impl<S> Reading<S> {
         req.extensions_mut().insert::<Verified>(verified);
         State::Calling {
             future: service.call(req),
+            event_type,
         }
     }
 }
@@ -279,7 +306,8 @@ where
 }
 
 /// The answer to a refused delivery: the core's status and body, and a `tracing` event.
-fn reject<B>(req: ServiceRequest, err: Error) -> ServiceResponse<EitherBody<B>> {
+fn reject<B>(span: &Span, req: ServiceRequest, err: Error) -> ServiceResponse<EitherBody<B>> {
+    observe::record_rejected(span, &err);
     let response = AirmyError::from(err).error_response();
     req.into_response(response).map_into_right_body()
 }

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use airmy_verify::observe::{self, Outcome};
 use airmy_verify::{Error, Intake};
 use bytes::{Buf, Bytes};
 use http::request::Parts;
@@ -15,6 +16,7 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
+use tracing::Span;
 
 use crate::body::ResponseBody;
 use crate::rejection::error_response;
@@ -23,13 +25,15 @@ use crate::service::BoxError;
 pin_project! {
     /// The future of [`AirmyVerify`](crate::AirmyVerify): reads and verifies the delivery,
     /// then runs the inner service, or answers the rejection. It allocates nothing of its own
-    /// unless the body is slow to arrive (then it arms the body timeout).
+    /// unless the body is slow to arrive (then it arms the body timeout). Each poll runs in
+    /// the delivery's span ([`airmy_verify::observe`]).
     pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<Full<Bytes>>>,
     {
         #[pin]
         state: State<S, S::Future, ReqBody>,
+        span: Span,
     }
 }
 
@@ -44,6 +48,8 @@ pin_project! {
         Calling {
             #[pin]
             future: F,
+            // The event type, for the delivery's metrics.
+            event_type: &'static str,
         },
         Rejected {
             response: Option<Response<Full<Bytes>>>,
@@ -75,8 +81,10 @@ where
         parts: Parts,
         inner: S,
         timeout: Duration,
+        span: Span,
     ) -> Self {
         Self {
+            span,
             state: State::Reading {
                 body,
                 reading: Some(Reading {
@@ -91,10 +99,15 @@ where
         }
     }
 
-    pub(crate) fn rejected(err: &Error) -> Self {
+    pub(crate) fn rejected(err: &Error, span: Span) -> Self {
+        let response = span.in_scope(|| {
+            observe::record_rejected(&span, err);
+            error_response(err)
+        });
         Self {
+            span,
             state: State::Rejected {
-                response: Some(error_response(err)),
+                response: Some(response),
             },
         }
     }
@@ -109,13 +122,17 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let this = self.project();
+        let span = &*this.span;
+        let _entered = span.enter();
+        let mut state = this.state;
         loop {
             let next = match state.as_mut().project() {
                 StateProj::Reading { body, reading } => {
                     let read = reading.as_mut().expect(POLLED_AFTER_COMPLETION);
                     let result = ready!(read.poll_body(body, cx));
                     let reading = reading.take().expect(POLLED_AFTER_COMPLETION);
+                    observe::record_body(span, reading.intake.len());
                     match result.and_then(|()| reading.intake.finish()) {
                         Ok(verified) => {
                             let Reading {
@@ -123,19 +140,30 @@ where
                                 mut inner,
                                 ..
                             } = reading;
+                            let event_type = observe::record_verified(span, &verified);
                             let bytes = verified.bytes().clone();
                             parts.extensions.insert(verified);
                             State::Calling {
                                 future: inner.call(Request::from_parts(parts, Full::new(bytes))),
+                                event_type,
                             }
                         }
-                        Err(err) => State::Rejected {
-                            response: Some(error_response(&err)),
-                        },
+                        Err(err) => {
+                            observe::record_rejected(span, &err);
+                            State::Rejected {
+                                response: Some(error_response(&err)),
+                            }
+                        }
                     }
                 }
-                StateProj::Calling { future } => {
-                    return future.poll(cx).map_ok(|r| r.map(ResponseBody::inner));
+                StateProj::Calling { future, event_type } => {
+                    let response = ready!(future.poll(cx));
+                    if let Ok(response) = &response {
+                        let outcome = response.extensions().get::<Outcome>();
+                        let status = response.status().as_u16();
+                        observe::record_answered(span, outcome, status, event_type);
+                    }
+                    return Poll::Ready(response.map(|r| r.map(ResponseBody::inner)));
                 }
                 StateProj::Rejected { response } => {
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);

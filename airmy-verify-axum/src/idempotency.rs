@@ -48,6 +48,7 @@ use airmy_verify::{Error, Verified};
 use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument;
 
 use crate::body::ResponseBody;
 use crate::rejection::{error_response, guard_response, json};
@@ -147,18 +148,29 @@ where
         let guard = self.guard.clone();
         // Detached: the handler finishes and its outcome is recorded even if this request's
         // future is dropped (client gone, shutdown, timeout layer).
-        let task = tokio::spawn(async move {
-            let status = |r: &Response<ResBody>| r.status().as_u16();
-            match guard
-                .run(&event_id, request, |r| inner.call(r), status)
-                .await
-            {
-                Guarded::Ran(response) => response.map(|r| r.map(ResponseBody::inner)),
-                Guarded::Answered { status, body, .. } => {
-                    Ok(guard_response(status, body).map(ResponseBody::full))
+        let task = tokio::spawn(
+            async move {
+                let status = |r: &Response<ResBody>| r.status().as_u16();
+                match guard
+                    .run(&event_id, request, |r| inner.call(r), status)
+                    .await
+                {
+                    Guarded::Ran(response) => response.map(|r| r.map(ResponseBody::inner)),
+                    Guarded::Answered {
+                        status,
+                        body,
+                        outcome,
+                        ..
+                    } => {
+                        let mut response = guard_response(status, body);
+                        response.extensions_mut().insert(outcome);
+                        Ok(response.map(ResponseBody::full))
+                    }
                 }
             }
-        });
+            // In the delivery's span (the verifying layer's), though detached.
+            .instrument(tracing::Span::current()),
+        );
         IdempotencyFuture(Box::pin(async move {
             match task.await {
                 Ok(output) => output,

@@ -40,6 +40,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use airmy_verify::observe::Outcome;
 use airmy_verify::{Error, Verified};
 use airmy_verify_inbox::{Handlers, Inbox};
 use bytes::Bytes;
@@ -93,7 +94,7 @@ impl<B> Service<Request<B>> for AirmyInbox {
 fn answer<B, F, Fut>(request: &Request<B>, respond: F) -> Answer
 where
     F: FnOnce(Verified) -> Fut,
-    Fut: Future<Output = (u16, String)> + Send + 'static,
+    Fut: Future<Output = (u16, String, Outcome)> + Send + 'static,
 {
     let Some(verified) = request.extensions().get::<Verified>().cloned() else {
         return Box::pin(std::future::ready(Ok(error_response(
@@ -102,9 +103,11 @@ where
     };
     let answered = respond(verified);
     Box::pin(async move {
-        let (status, body) = answered.await;
+        let (status, body, outcome) = answered.await;
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Ok(json(status, body))
+        let mut response = json(status, body);
+        response.extensions_mut().insert(outcome);
+        Ok(response)
     })
 }
 
@@ -135,7 +138,8 @@ impl<B> Service<Request<B>> for AirmyHandlers {
     fn call(&mut self, request: Request<B>) -> Answer {
         let handlers = self.handlers.clone();
         answer(&request, |verified| async move {
-            handlers.respond(&verified).await
+            let (status, body) = handlers.respond(&verified).await;
+            (status, body, Outcome::Accepted)
         })
     }
 }

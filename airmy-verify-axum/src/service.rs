@@ -2,6 +2,7 @@
 
 use std::task::{Context, Poll};
 
+use airmy_verify::observe;
 use airmy_verify::verifier::parse_content_length;
 use airmy_verify::{SIGNATURE_HEADER, Verifier};
 use bytes::Bytes;
@@ -84,15 +85,19 @@ where
             .get_all(&SIGNATURE)
             .iter()
             .map(HeaderValue::as_bytes);
+        // Opened before the headers are checked, so that a rejection is counted and logged in
+        // it (`ResponseFuture::rejected` enters it).
+        let span = observe::delivery_span();
         match self.verifier.intake(signatures, declared) {
             Ok(intake) => {
                 // The clone takes the place of the service that was polled ready, which serves
                 // this request once it is verified.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::reading(body, intake, parts, inner, self.verifier.body_timeout())
+                let timeout = self.verifier.body_timeout();
+                ResponseFuture::reading(body, intake, parts, inner, timeout, span)
             }
-            Err(err) => ResponseFuture::rejected(&err),
+            Err(err) => ResponseFuture::rejected(&err, span),
         }
     }
 }

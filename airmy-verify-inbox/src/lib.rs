@@ -78,6 +78,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use airmy_verify::Verified;
+use airmy_verify::observe::Outcome;
 
 pub use backend::{
     Accepted, Backend, BackendFuture, DEFAULT_LEASE, DeadEntry, InboxError, Leased, Stats,
@@ -112,6 +113,11 @@ impl Inbox {
     /// the route must not answer 2xx (the adapters answer 503).
     pub async fn accept(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
         let accepted = self.backend.accept(delivery).await;
+        airmy_verify::observe::record::inbox_accept(match &accepted {
+            Ok(Accepted::Stored) => "stored",
+            Ok(Accepted::Duplicate) => "duplicate",
+            Err(_) => "error",
+        });
         match &accepted {
             Ok(Accepted::Stored) => tracing::debug!(
                 target: "airmy_verify",
@@ -136,11 +142,20 @@ impl Inbox {
 
     /// Stores a verified delivery and gives the HTTP answer for it, the one every adapter
     /// sends: 200 `{"status":"accepted","id":"…"}`, 200 `{"status":"duplicate","id":"…"}`, or
-    /// 503 `{"error":"inbox_unavailable"}` when it was not stored.
-    pub async fn respond(&self, delivery: &Verified) -> (u16, String) {
+    /// 503 `{"error":"inbox_unavailable"}` when it was not stored; with the delivery's
+    /// [`Outcome`] (`accepted`, `duplicate`, or `rejected`
+    /// when it was not stored), for its span and metrics.
+    pub async fn respond(&self, delivery: &Verified) -> (u16, String, Outcome) {
         match self.accept(delivery).await {
-            Ok(accepted) => accepted.response(delivery.id()),
-            Err(err) => (err.status(), err.body().to_owned()),
+            Ok(accepted) => {
+                let outcome = match accepted {
+                    Accepted::Stored => Outcome::Accepted,
+                    Accepted::Duplicate => Outcome::Duplicate,
+                };
+                let (status, body) = accepted.response(delivery.id());
+                (status, body, outcome)
+            }
+            Err(err) => (err.status(), err.body().to_owned(), Outcome::Rejected),
         }
     }
 

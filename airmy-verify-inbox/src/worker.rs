@@ -47,6 +47,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use airmy_verify::observe;
 use futures_util::FutureExt;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -55,6 +56,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Inbox;
+#[cfg(feature = "metrics")]
+use crate::backend::Backend;
 use crate::backend::{DEFAULT_LEASE, Leased};
 use crate::handlers::{Context, Handlers};
 
@@ -147,6 +150,30 @@ async fn give_back_waiting(
 }
 
 /// A number in [0, 1) from the OS's randomness (a fixed 0.5 if there is none).
+/// Sets the inbox gauges of [`observe`] from the backend's stats once a second, until
+/// `shutdown`.
+#[cfg(feature = "metrics")]
+async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) {
+    loop {
+        match backend.stats().await {
+            Ok(stats) => observe::record::inbox_gauges(
+                stats.pending,
+                stats.scheduled,
+                stats.processing,
+                stats.dead,
+                stats.oldest_pending_age_secs.unwrap_or(0),
+            ),
+            Err(err) => {
+                tracing::debug!(target: "airmy_verify", error = %err, "cannot read the inbox stats for its gauges")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 fn random_unit() -> f64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
@@ -250,6 +277,8 @@ impl Worker {
         let mut running: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
         let mut queue: VecDeque<(Leased, tokio::time::Instant)> = VecDeque::new();
         let mut next_purge = tokio::time::Instant::now();
+        #[cfg(feature = "metrics")]
+        let gauges = tokio::spawn(refresh_gauges(Arc::clone(&backend), shutdown.clone()));
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -356,6 +385,8 @@ impl Worker {
                 }
             }
         }
+        #[cfg(feature = "metrics")]
+        gauges.abort();
 
         // Entries taken ahead that never started go back at once.
         for (entry, _) in queue.drain(..) {
@@ -391,6 +422,13 @@ impl Worker {
         }
     }
 
+    /// Records an attempt's result (`success`, `retry`, `dead`) on its span and in
+    /// `airmy_webhook_handler_attempts_total`.
+    fn attempted(span: &tracing::Span, event_type: &str, result: &'static str) {
+        span.record("result", result);
+        observe::record::handler_attempt(event_type, result);
+    }
+
     /// One attempt of one entry: the handler (within its timeout, panics caught) while the
     /// lease is extended, then complete, retry or bury.
     async fn handle(
@@ -414,13 +452,7 @@ impl Worker {
                 }
             }
         }
-        let span = tracing::info_span!(
-            target: "airmy_verify",
-            "inbox_entry",
-            event_id = %entry.id,
-            event_type = %entry.event_type,
-            attempt = entry.attempt
-        );
+        let span = observe::inbox_entry_span(&entry.id, &entry.event_type, entry.attempt);
         let ctx = Context {
             id: entry.id.clone(),
             attempt: entry.attempt,
@@ -472,7 +504,10 @@ impl Worker {
             )),
         };
         let outcome = match &error {
-            None => Outcome::Complete,
+            None => {
+                Self::attempted(&span, &entry.event_type, "success");
+                Outcome::Complete
+            }
             Some(error) => {
                 let now = OffsetDateTime::now_utc();
                 match self
@@ -480,10 +515,12 @@ impl Worker {
                     .next_attempt(entry.attempt, entry.received_at, now)
                 {
                     Some(at) => {
+                        Self::attempted(&span, &entry.event_type, "retry");
                         tracing::warn!(target: "airmy_verify", parent: &span, error = %error, retry_at = %at, "inbox handler failed; retrying later");
                         Outcome::Retry(error, at)
                     }
                     None => {
+                        Self::attempted(&span, &entry.event_type, "dead");
                         tracing::error!(target: "airmy_verify", parent: &span, error = %error, "inbox handler failed past the retry policy; dead letter");
                         Outcome::Bury(error)
                     }

@@ -68,6 +68,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 
+use crate::observe::{Outcome, record};
 use crate::verifier::Verifier;
 
 #[cfg(feature = "redis")]
@@ -302,10 +303,14 @@ impl Idempotency {
     pub async fn begin(&self, event_id: &str) -> Begin {
         let token = new_token();
         match self.store.claim(event_id, &token, self.lease).await {
-            Ok(Claim::Claimed) => Begin::Run(Ticket {
-                claim: Some((self.clone(), event_id.to_owned(), token)),
-            }),
+            Ok(Claim::Claimed) => {
+                record::claim("claimed");
+                Begin::Run(Ticket {
+                    claim: Some((self.clone(), event_id.to_owned(), token)),
+                })
+            }
             Ok(Claim::InFlight) => {
+                record::claim("in_flight");
                 tracing::info!(
                     target: "airmy_verify",
                     event_id,
@@ -315,10 +320,15 @@ impl Idempotency {
                     id: event_id.to_owned(),
                 }
             }
-            Ok(Claim::Done) => Begin::Duplicate {
-                id: event_id.to_owned(),
-            },
+            Ok(Claim::Done) => {
+                record::claim("duplicate");
+                Begin::Duplicate {
+                    id: event_id.to_owned(),
+                }
+            }
             Err(err) => {
+                record::claim("store_error");
+                record::store_error("claim");
                 // The claim may have been stored with only its reply lost (a timeout): free it,
                 // or this delivery's retries would meet it as "in flight" for a whole lease.
                 let _ = self.store.release(event_id, &token).await;
@@ -408,6 +418,9 @@ pub enum Guarded<T, I> {
         status: u16,
         /// The JSON body.
         body: String,
+        /// How the delivery was answered, for its span and metrics: `duplicate`, `in_flight`,
+        /// or `rejected` (store unavailable).
+        outcome: Outcome,
         /// The input the handler would have taken, given back.
         input: I,
     },
@@ -423,9 +436,15 @@ enum Decision {
 impl<T, I> Guarded<T, I> {
     fn answered(decision: Decision, input: I) -> Self {
         let (status, body) = decision.response();
+        let outcome = match decision {
+            Decision::Duplicate { .. } => Outcome::Duplicate,
+            Decision::InFlight => Outcome::InFlight,
+            Decision::Unavailable => Outcome::Rejected,
+        };
         Self::Answered {
             status,
             body,
+            outcome,
             input,
         }
     }
@@ -517,12 +536,15 @@ impl Ticket {
                     "the claim of a running handler expired and was taken; another delivery \
                      of this event may run the handler again"
                 ),
-                Err(err) => tracing::warn!(
-                    target: "airmy_verify",
-                    event_id = %id,
-                    reason = %err,
-                    "could not extend the claim of a running handler"
-                ),
+                Err(err) => {
+                    record::store_error("extend");
+                    tracing::warn!(
+                        target: "airmy_verify",
+                        event_id = %id,
+                        reason = %err,
+                        "could not extend the claim of a running handler"
+                    );
+                }
             }
         }
     }
@@ -551,13 +573,16 @@ impl Ticket {
                 "the handler succeeded after its claim had expired and another delivery had \
                  claimed the event; that delivery may run the handler again"
             ),
-            Err(err) => tracing::warn!(
+            Err(err) => {
+                record::store_error("finish");
+                tracing::warn!(
                 target: "airmy_verify",
                 event_id = %id,
                 success,
                 reason = %err,
                 "could not record the outcome of a delivery; its claim expires with the lease"
-            ),
+                );
+            }
         }
     }
 }

@@ -15,6 +15,8 @@
 //!   unknown types and fields parse and are kept.
 //! - [`Error`]: why a delivery was refused, with the HTTP status to answer.
 //! - [`idempotency`]: exactly-once handling of AIRMY's retries, in memory or on Redis.
+//! - [`observe`]: the span of each delivery and, with the `metrics` feature, metrics through
+//!   the `metrics` facade; names and fields documented once.
 //! - `testing` (feature `testing`): signed sample deliveries, a fixed clock and the
 //!   conformance table, for your own tests.
 //! - [`sign`] and [`verify`]: AIRMY's reference functions, for tests and scripts.
@@ -46,6 +48,7 @@
 pub mod error;
 pub mod event;
 pub mod idempotency;
+pub mod observe;
 pub mod secret;
 pub mod signature;
 #[cfg(feature = "testing")]
@@ -55,7 +58,7 @@ pub mod verifier;
 
 pub use error::{Error, MalformedReason};
 pub use event::{Envelope, Event, EventData};
-pub use secret::{InvalidSecret, Secret};
+pub use secret::{InvalidSecret, Secret, SecretFileError, Secrets};
 pub use signature::{SIGNATURE_HEADER, sign, verify};
 pub use verifier::{
     Clock, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_TOLERANCE, Intake, SystemClock,

@@ -141,6 +141,150 @@ impl fmt::Display for InvalidSecret {
 
 impl std::error::Error for InvalidSecret {}
 
+/// The secrets a [`Verifier`](crate::Verifier) accepts: the current one, then the previous
+/// ones still accepted during a rotation. Replace a running verifier's secrets with
+/// [`Verifier::set_secrets`](crate::Verifier::set_secrets); each secret is keyed once, here,
+/// never on a request's path.
+///
+/// A secret file ([`Secrets::parse`], [`Secrets::read_file`]) holds one secret per line: the
+/// first is the current one, the others are previous ones. Each line is trimmed of surrounding
+/// whitespace (`\r` included); blank lines and lines that start with `#` are ignored (a `#`
+/// further in a line is part of the secret).
+///
+/// # Example
+///
+/// ```
+/// use airmy_verify::secret::Secrets;
+///
+/// let secrets = Secrets::parse("# rotated 2026-12-02\nwhsec_new\r\n\nwhsec_old # not a comment\n")?;
+/// assert_eq!(secrets.len(), 2);
+/// assert!(Secrets::parse("# nothing but comments\n\n").is_err());
+/// # Ok::<(), airmy_verify::secret::SecretFileError>(())
+/// ```
+#[derive(Clone)]
+pub struct Secrets {
+    /// The current secret first.
+    list: Vec<Secret>,
+}
+
+impl Secrets {
+    /// Only `current`.
+    #[must_use]
+    pub fn new(current: Secret) -> Self {
+        Self {
+            list: vec![current],
+        }
+    }
+
+    /// Also accepts `secret`, a previous one. Call it once per previous secret.
+    #[must_use]
+    pub fn previous(mut self, secret: Secret) -> Self {
+        self.list.push(secret);
+        self
+    }
+
+    /// The secrets of a secret file's text (see the [type docs](Self)).
+    ///
+    /// # Errors
+    ///
+    /// [`SecretFileError::Empty`] when no line holds a secret.
+    pub fn parse(text: &str) -> Result<Self, SecretFileError> {
+        let list: Vec<Secret> = text
+            .lines()
+            .map(|line| line.trim_matches(|c: char| c.is_whitespace()))
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| Secret::new(line).ok())
+            .collect();
+        if list.is_empty() {
+            return Err(SecretFileError::Empty);
+        }
+        Ok(Self { list })
+    }
+
+    /// Reads and parses the secret file at `path`; the text read is zeroed once keyed.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretFileError::Unreadable`] when the file cannot be read as UTF-8 text,
+    /// [`SecretFileError::Empty`] when it holds no secret.
+    pub fn read_file(path: impl AsRef<std::path::Path>) -> Result<Self, SecretFileError> {
+        let mut text =
+            std::fs::read_to_string(path.as_ref()).map_err(|err| SecretFileError::Unreadable {
+                path: path.as_ref().display().to_string(),
+                reason: err.to_string(),
+            })?;
+        let parsed = Self::parse(&text);
+        text.zeroize();
+        parsed
+    }
+
+    /// How many secrets: the current one and the previous ones.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Always `false`: there is a current secret.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The current secret and the previous ones, for [`Verifier::builder`](crate::Verifier::builder)
+    /// and [`previous_secret`](crate::VerifierBuilder::previous_secret).
+    #[must_use]
+    pub fn into_parts(self) -> (Secret, Vec<Secret>) {
+        let mut list = self.list.into_iter();
+        match list.next() {
+            Some(current) => (current, list.collect()),
+            // Every constructor puts a current secret first.
+            None => unreachable!("Secrets always hold a current secret"),
+        }
+    }
+
+    pub(crate) fn into_list(self) -> Vec<Secret> {
+        self.list
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("len", &self.list.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a secret file gave no secrets. Its `Display` names the file, never its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretFileError {
+    /// The file could not be read (missing, no permission, not UTF-8).
+    Unreadable {
+        /// The file's path.
+        path: String,
+        /// What the operating system said.
+        reason: String,
+    },
+    /// No line of the file holds a secret (only blank lines and `#` comments).
+    Empty,
+}
+
+impl fmt::Display for SecretFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreadable { path, reason } => {
+                write!(f, "cannot read the secret file {path}: {reason}")
+            }
+            Self::Empty => {
+                f.write_str("the secret file holds no secret (only blank lines and # comments)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SecretFileError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +323,40 @@ mod tests {
                 .finalize()
                 .into_bytes()
         );
+    }
+
+    #[test]
+    fn a_secret_file_is_current_first_trimmed_without_comments() {
+        let tag = |s: &Secret| s.mac().chain_update(b"body").finalize().into_bytes();
+        let secrets =
+            Secrets::parse("\n# a comment\n  whsec_new \r\n\t\n#whsec_ignored\nwhsec_#old\r\n")
+                .expect("two secrets");
+        let list = secrets.into_list();
+        assert_eq!(list.len(), 2);
+        let want = |s: &str| tag(&Secret::new(s).expect("valid"));
+        assert_eq!(tag(&list[0]), want("whsec_new"));
+        assert_eq!(tag(&list[1]), want("whsec_#old"));
+    }
+
+    #[test]
+    fn a_secret_file_without_a_secret_is_refused() {
+        for text in ["", "\n\n", "# only\n  # comments\r\n", " \t \r\n"] {
+            assert_eq!(
+                Secrets::parse(text).expect_err(text),
+                SecretFileError::Empty
+            );
+        }
+        let err = Secrets::read_file("/nonexistent/airmy/secret").expect_err("missing");
+        assert!(matches!(err, SecretFileError::Unreadable { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/airmy/secret"));
+    }
+
+    #[test]
+    fn secrets_debug_shows_only_the_count() {
+        let secrets = Secrets::parse("whsec_hidden\nwhsec_also_hidden").expect("valid");
+        let shown = format!("{secrets:?}");
+        assert!(!shown.contains("hidden"), "{shown}");
+        assert!(shown.contains("len: 2"), "{shown}");
     }
 
     #[test]

@@ -53,13 +53,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use hmac::Mac;
 use time::OffsetDateTime;
 
 use crate::error::Error;
 use crate::event::{Envelope, Event, EventData, Parsed};
-use crate::secret::Secret;
+use crate::secret::{Secret, Secrets};
 use crate::signature::Signature;
 
 /// The default body limit: 2 MiB (2,097,152 bytes), inclusive.
@@ -99,7 +100,8 @@ pub struct Verifier {
 }
 
 struct Config {
-    secrets: Vec<Secret>,
+    /// The current secret first; replaced as a whole by [`Verifier::set_secrets`].
+    secrets: ArcSwap<Vec<Secret>>,
     max_body_size: usize,
     tolerance: Option<Duration>,
     body_timeout: Duration,
@@ -124,6 +126,37 @@ impl Verifier {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Replaces the secrets this verifier (and every clone of it) accepts, atomically, while
+    /// requests are in flight: a delivery is checked against the secrets in place when its
+    /// body is complete, all of the old ones or all of the new ones, never a mix. The secrets were keyed when they were built, so requests never pay for a
+    /// change; they pay one atomic load each, change or not.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use airmy_verify::secret::Secrets;
+    /// use airmy_verify::{Secret, Verifier};
+    ///
+    /// let verifier = Verifier::builder(Secret::new("whsec_old")?).without_freshness_check().build();
+    /// let body = r#"{"id":"evt_1","type":"test","created_at":"2026-03-22T14:30:00Z","data":{}}"#;
+    /// assert!(verifier.verify(airmy_verify::sign(body.as_bytes(), "whsec_new"), body).is_err());
+    ///
+    /// // The rotation: the new secret is current, the old one still accepted for a while.
+    /// verifier.set_secrets(Secrets::parse("whsec_new\nwhsec_old")?);
+    /// assert!(verifier.verify(airmy_verify::sign(body.as_bytes(), "whsec_new"), body).is_ok());
+    /// assert!(verifier.verify(airmy_verify::sign(body.as_bytes(), "whsec_old"), body).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_secrets(&self, secrets: Secrets) {
+        self.inner.secrets.store(Arc::new(secrets.into_list()));
+    }
+
+    /// How many secrets are accepted now: the current one and the previous ones.
+    #[must_use]
+    pub fn secret_count(&self) -> usize {
+        self.inner.secrets.load().len()
     }
 
     /// The largest body accepted, in bytes.
@@ -205,7 +238,7 @@ impl Verifier {
     /// Every secret is tried, so the time taken does not tell which one matched.
     fn signature_matches(&self, signature: &Signature, chunks: &[&[u8]]) -> bool {
         let mut matched = false;
-        for secret in &self.inner.secrets {
+        for secret in self.inner.secrets.load().iter() {
             let mut mac = secret.mac();
             for chunk in chunks {
                 mac.update(chunk);
@@ -218,9 +251,14 @@ impl Verifier {
     /// Checks `created_at` against the clock and the tolerance (bounds included).
     fn check_freshness(&self, event_id: &str, created_at: OffsetDateTime) -> Result<(), Error> {
         let Some(tolerance) = self.inner.tolerance else {
+            #[cfg(feature = "metrics")]
+            crate::observe::record::lag((self.inner.clock.now() - created_at).as_seconds_f64());
             return Ok(());
         };
         let age = self.inner.clock.now() - created_at;
+        // The lag of every delivery whose signature matched, stale ones included.
+        #[cfg(feature = "metrics")]
+        crate::observe::record::lag(age.as_seconds_f64());
         if age.is_negative() {
             let ahead = age.unsigned_abs();
             if ahead > tolerance {
@@ -336,13 +374,23 @@ impl Intake {
 
     /// Checks the complete body: signature, JSON envelope, freshness. Logs a `tracing` event
     /// at debug level (target `airmy_verify`) with the event id and type of each verified
-    /// delivery.
+    /// delivery. With the `metrics` feature, records the body size, the time this check took
+    /// and, once verified, the delivery lag ([`observe`](crate::observe)).
     ///
     /// # Errors
     ///
     /// [`Error::SignatureMismatch`], [`Error::InvalidJson`], [`Error::InvalidEnvelope`],
     /// [`Error::Stale`] or [`Error::FromFuture`], in that order.
     pub fn finish(self) -> Result<Verified, Error> {
+        #[cfg(feature = "metrics")]
+        let (started, len) = (std::time::Instant::now(), self.len);
+        let checked = self.check();
+        #[cfg(feature = "metrics")]
+        crate::observe::record::verification(len, started.elapsed().as_secs_f64());
+        checked
+    }
+
+    fn check(self) -> Result<Verified, Error> {
         let Self {
             verifier,
             signature,
@@ -431,6 +479,14 @@ impl Verified {
         }
     }
 
+    /// The event type when it is one of the documented ones, as its constant.
+    pub(crate) fn known_type(&self) -> Option<&'static str> {
+        match self.event_type {
+            Cow::Borrowed(known) => Some(known),
+            Cow::Owned(_) => None,
+        }
+    }
+
     /// The event id; the same for every retry of one delivery.
     #[must_use]
     pub fn id(&self) -> &str {
@@ -507,7 +563,7 @@ impl fmt::Debug for Verified {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
-            .field("secrets", &self.inner.secrets.len())
+            .field("secrets", &self.secret_count())
             .field("max_body_size", &self.inner.max_body_size)
             .field("tolerance", &self.inner.tolerance)
             .field("body_timeout", &self.inner.body_timeout)
@@ -580,7 +636,7 @@ impl VerifierBuilder {
     pub fn build(self) -> Verifier {
         Verifier {
             inner: Arc::new(Config {
-                secrets: self.secrets,
+                secrets: ArcSwap::from_pointee(self.secrets),
                 max_body_size: self.max_body_size,
                 tolerance: self.tolerance,
                 body_timeout: self.body_timeout,
@@ -741,6 +797,29 @@ mod tests {
             intake.finish().expect_err("forged"),
             Error::SignatureMismatch
         );
+    }
+
+    #[test]
+    fn secrets_swapped_while_an_intake_is_open_apply_to_later_deliveries() {
+        let v = verifier(1024);
+        let mut open = intake(&v, body());
+        let clone = v.clone();
+        clone.set_secrets(Secrets::new(Secret::new("whsec_next").expect("secret")));
+        assert_eq!(v.secret_count(), 1);
+        open.push(Bytes::from_static(body())).expect("fits");
+        assert_eq!(
+            open.finish().expect_err("old secret gone"),
+            Error::SignatureMismatch
+        );
+        v.verify(crate::sign(body(), "whsec_next"), body())
+            .expect("the new secret, through the original verifier");
+        v.set_secrets(
+            Secrets::new(Secret::new("whsec_next").expect("secret"))
+                .previous(Secret::new(SECRET).expect("secret")),
+        );
+        assert_eq!(v.secret_count(), 2);
+        v.verify(crate::sign(body(), SECRET), body())
+            .expect("listed again as previous");
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //! ```
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use airmy_verify::event::RunCompleted;
+use airmy_verify::secret::Secrets;
 use airmy_verify::{Bytes, Event, Secret, Verifier, sign, testing};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
@@ -89,6 +92,44 @@ fn signature(c: &mut Criterion) {
                 });
             },
         );
+        // The same check while another thread replaces the verifier's secrets every
+        // millisecond (a rotation under way), and, as the control, while another thread only
+        // wakes up every millisecond: the swap itself must add nothing measurable.
+        for (name, swap) in [
+            ("airmy_header_and_signature_while_waking", false),
+            ("airmy_header_and_signature_while_swapping", true),
+        ] {
+            let running = Arc::new(AtomicBool::new(true));
+            let other = {
+                let (verifier, running) = (verifier.clone(), running.clone());
+                // One secret each, as in the other rows (every listed secret is tried, so a
+                // list of two would cost a second HMAC).
+                let secrets = [
+                    Secrets::new(Secret::new(SECRET).expect("secret")),
+                    Secrets::new(Secret::new("whsec_rotated").expect("secret")),
+                ];
+                std::thread::spawn(move || {
+                    let mut n = 0usize;
+                    while running.load(Ordering::Relaxed) {
+                        if swap {
+                            verifier.set_secrets(secrets[n % 2].clone());
+                        }
+                        n += 1;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                })
+            };
+            group.bench_with_input(BenchmarkId::new(name, label), &body, |b, body: &Bytes| {
+                b.iter(|| {
+                    verifier
+                        .verify(black_box(forged.as_bytes()), black_box(body.clone()))
+                        .is_err()
+                });
+            });
+            running.store(false, Ordering::Relaxed);
+            other.join().expect("other thread");
+        }
+        verifier.set_secrets(Secrets::new(Secret::new(SECRET).expect("secret")));
 
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let svix_sig = svix.sign("msg_bench", now, &body).expect("svix sign");

@@ -15,6 +15,10 @@
 //! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), or a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`) shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
 //! | `AIRMY_INBOX_LEASE_SECS` | how long an entry stays leased to a worker that stopped extending it (a crashed process): how long before another takes it over | `60` |
+//! | `AIRMY_WEBHOOK_SECRET_FILE` | a secret file instead of `AIRMY_WEBHOOK_SECRET`/`_PREVIOUS` ([`secret_file`]): first secret line current, the others previous; read at start, on `SIGHUP` and when it changes | unset |
+//! | `AIRMY_METRICS_LISTEN` | `HOST:PORT` serving `GET /metrics` (Prometheus text); with it, `metrics on http://HOST:PORT/metrics` follows the `listening on` line | unset: off |
+//! | `AIRMY_LOG_FORMAT` | `text` or `json` | `text` |
+//! | `RUST_LOG` | log filter (`EnvFilter` syntax) | `info` |
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
 //! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
@@ -39,6 +43,8 @@
 
 pub mod apps;
 pub mod bench;
+pub mod observe;
+pub mod secret_file;
 
 /// The workspace README, whose Rust snippets are compiled (and the test one run) as doctests.
 #[doc = include_str!("../../README.md")]
@@ -55,8 +61,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a receiver waits, at shutdown, for handlers that are still running.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+use airmy_verify::Verifier;
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
-use airmy_verify::{Secret, Verifier};
 use airmy_verify_inbox::{Inbox, RedisBackend, RedisOptions, SqliteBackend, SqliteOptions};
 
 /// The exit code for a configuration error.
@@ -81,6 +87,12 @@ pub struct ReceiverConfig {
     pub inbox_workers: usize,
     /// The inbox workers' lease (`AIRMY_INBOX_LEASE_SECS`).
     pub inbox_lease: Duration,
+    /// The secret file to watch (`AIRMY_WEBHOOK_SECRET_FILE`), when the secrets come from one.
+    pub secret_file: Option<std::path::PathBuf>,
+    /// Where to serve `GET /metrics` (`AIRMY_METRICS_LISTEN`), if anywhere.
+    pub metrics_listen: Option<String>,
+    /// The log format (`AIRMY_LOG_FORMAT`).
+    pub log_format: observe::LogFormat,
 }
 
 /// Where `AIRMY_IDEMPOTENCY` keeps claimed and processed event ids.
@@ -233,21 +245,10 @@ impl ReceiverConfig {
     ///
     /// A [`ConfigError`] naming the variable that is missing or wrong.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let secret = lookup("AIRMY_WEBHOOK_SECRET").unwrap_or_default();
-        let secret = Secret::new(secret).map_err(|_| {
-            ConfigError(
-                "AIRMY_WEBHOOK_SECRET is missing or empty: set it to the webhook's signing \
-                 secret, exactly as configured in AIRMY (whsec_... included)"
-                    .to_owned(),
-            )
-        })?;
-        let mut builder = Verifier::builder(secret);
-        if let Some(previous) = lookup("AIRMY_WEBHOOK_SECRET_PREVIOUS").filter(|s| !s.is_empty()) {
-            builder =
-                builder.previous_secret(Secret::new(previous).map_err(|_| {
-                    ConfigError("AIRMY_WEBHOOK_SECRET_PREVIOUS is empty".to_owned())
-                })?);
-        }
+        let log_format = observe::LogFormat::from_setting(lookup("AIRMY_LOG_FORMAT").as_deref())?;
+        let metrics_listen =
+            observe::metrics_listen_from_setting(lookup("AIRMY_METRICS_LISTEN").as_deref())?;
+        let (mut builder, secret_file) = secret_file::builder_from_lookup(&lookup)?;
         if let Some(text) = lookup("AIRMY_TOLERANCE_SECS") {
             let secs: u64 = text.trim().parse().map_err(|_| {
                 ConfigError(format!(
@@ -322,6 +323,9 @@ impl ReceiverConfig {
             inbox,
             inbox_workers,
             inbox_lease,
+            secret_file,
+            metrics_listen,
+            log_format,
         })
     }
 }
@@ -335,17 +339,6 @@ pub fn redact_credentials(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// Logs to standard error at `INFO` (standard output carries only the contract's lines), in
-/// colour only when standard error is a terminal.
-pub fn init_logging() {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(true)
-        .init();
 }
 
 /// Resolves when the process gets SIGTERM or Ctrl-C (SIGINT).
@@ -439,12 +432,16 @@ pub async fn serve_axum(
     Ok(deadline)
 }
 
-/// Prints the line the tests and the demo wait for, exactly `listening on http://HOST:PORT`.
-pub fn announce(addr: SocketAddr) {
+/// Prints the line the tests and the demo wait for, exactly `listening on http://HOST:PORT`,
+/// then, when metrics are served (at `metrics`), `metrics on http://HOST:PORT/metrics`.
+pub fn announce(addr: SocketAddr, metrics: Option<SocketAddr>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     // A closed stdout must not stop the receiver.
     let _ = writeln!(out, "listening on http://{addr}");
+    if let Some(metrics) = metrics {
+        let _ = writeln!(out, "metrics on http://{metrics}/metrics");
+    }
     let _ = out.flush();
 }
 
@@ -459,7 +456,7 @@ pub fn config_or_exit() -> ReceiverConfig {
 /// configuration error.
 pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inbox>) {
     let config = config_or_exit();
-    init_logging();
+    observe::init_logging(config.log_format);
     let guard = match config.idempotency_guard().await {
         Ok(guard) => guard,
         Err(err) => exit_config(&err),
@@ -472,6 +469,28 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inb
         },
     };
     (config, guard, inbox)
+}
+
+/// What both receivers do next, before they announce: serve `GET /metrics` when
+/// `AIRMY_METRICS_LISTEN` is set (the bound address is returned, for [`announce`]), and watch
+/// the secret file when the secrets come from one. Exits with code 2 and a message when the
+/// metrics address cannot be bound.
+pub async fn observe_or_exit(config: &ReceiverConfig) -> Option<SocketAddr> {
+    let metrics = match &config.metrics_listen {
+        None => None,
+        Some(listen) => match observe::serve_metrics(listen).await {
+            Ok(addr) => Some(addr),
+            Err(err) => exit_config(&err),
+        },
+    };
+    if let Some(path) = &config.secret_file
+        && let Err(err) = secret_file::watch(path.clone(), config.verifier.clone())
+    {
+        exit_config(&ConfigError(format!(
+            "AIRMY_WEBHOOK_SECRET_FILE: cannot handle SIGHUP: {err}"
+        )));
+    }
+    metrics
 }
 
 /// Starts the inbox workers (when there is an inbox) with the receiver's handling; cancel the

@@ -1,5 +1,8 @@
 //! Helpers for the workspace's own tests, never published: [`RedisServer`], which starts a
-//! `redis-server` process on a free loopback port, and [`TlsRedis`], one with TLS only.
+//! `redis-server` process on a free loopback port, [`TlsRedis`], one with TLS only, and
+//! [`spans::SpanCapture`], which keeps the spans and events a test produced.
+
+pub mod spans;
 
 /// A Redis server for tests: the one at `AIRMY_REDIS_URL` when that is set,
 /// otherwise a `redis-server` started on a free 127.0.0.1 port and stopped when this is

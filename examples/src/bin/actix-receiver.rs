@@ -19,6 +19,7 @@ use examples::apps::{Handling, actix_app};
 #[actix_web::main]
 async fn main() {
     let (config, guard, inbox) = examples::start_or_exit().await;
+    let metrics = examples::observe_or_exit(&config).await;
     let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
     let routes = actix_app(
         config.verifier,
@@ -41,7 +42,7 @@ async fn main() {
         }
     };
     match server.addrs().first() {
-        Some(addr) => examples::announce(*addr),
+        Some(addr) => examples::announce(*addr, metrics),
         None => {
             eprintln!("error: no local address");
             std::process::exit(1);

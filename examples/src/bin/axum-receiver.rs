@@ -18,6 +18,7 @@ use examples::apps::{Handling, axum_app};
 #[tokio::main]
 async fn main() {
     let (config, guard, inbox) = examples::start_or_exit().await;
+    let metrics = examples::observe_or_exit(&config).await;
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -34,7 +35,7 @@ async fn main() {
     );
     let app = axum_app(config.verifier, handling, guard.clone(), inbox);
     match listener.local_addr() {
-        Ok(addr) => examples::announce(addr),
+        Ok(addr) => examples::announce(addr, metrics),
         Err(err) => {
             eprintln!("error: no local address: {err}");
             std::process::exit(1);

@@ -8,6 +8,10 @@
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/router-instructions $r 2000
 //! done
 //! ```
+//!
+//! With `ROUTER_METRICS=prometheus` (and the `metrics` feature, the default) the Prometheus
+//! recorder of the receivers is installed first, so the counts include recording the metrics;
+//! build with `--no-default-features` for the suite without the `metrics` feature.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
@@ -26,6 +30,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let body = bench::body_of_1kib();
     let signature = airmy_verify::sign(&body, bench::SECRET);
     let verifier = bench::verifier();
+    if std::env::var("ROUTER_METRICS").is_ok_and(|v| v == "prometheus") {
+        install_recorder()?;
+    }
 
     if let Some(kind) = router.strip_prefix("axum-") {
         let (_, app) = bench::axum_routers(verifier)
@@ -78,4 +85,18 @@ where
         let response = actix_test::call_service(&app, request).await;
         assert_eq!(response.status().as_u16(), 200);
     }
+}
+
+/// Installs the Prometheus recorder (never rendered here: what a request costs is recording).
+#[cfg(feature = "metrics")]
+fn install_recorder() -> Result<(), Box<dyn std::error::Error>> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // Kept for the life of the process.
+    std::mem::forget(handle);
+    Ok(())
+}
+
+#[cfg(not(feature = "metrics"))]
+fn install_recorder() -> Result<(), Box<dyn std::error::Error>> {
+    Err("built without the `metrics` feature".into())
 }

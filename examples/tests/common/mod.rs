@@ -29,11 +29,15 @@ pub(crate) struct Receiver {
 
 impl Receiver {
     /// Starts `bin` with `envs` (after the secret and the listen address, which they may
-    /// override) and waits for its `listening on` line.
+    /// override; no `AIRMY_WEBHOOK_SECRET` when they name an `AIRMY_WEBHOOK_SECRET_FILE`) and
+    /// waits for its `listening on` line.
     pub(crate) async fn start(bin: &str, envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(bin)
-            .env_clear()
-            .env("AIRMY_WEBHOOK_SECRET", testing::SECRET)
+        let mut command = Command::new(bin);
+        command.env_clear();
+        if !envs.iter().any(|(k, _)| *k == "AIRMY_WEBHOOK_SECRET_FILE") {
+            command.env("AIRMY_WEBHOOK_SECRET", testing::SECRET);
+        }
+        let mut child = command
             .env("AIRMY_LISTEN", "127.0.0.1:0")
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
@@ -70,6 +74,21 @@ impl Receiver {
     /// The stdout lines after the `listening on` line, so far.
     pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("lines").clone()
+    }
+
+    /// The `/metrics` URL of the `metrics on http://HOST:PORT/metrics` line, which must be the
+    /// line right after `listening on`.
+    pub(crate) async fn metrics_url(&self) -> String {
+        for _ in 0..200 {
+            if let Some(first) = self.lines().first() {
+                return first
+                    .strip_prefix("metrics on ")
+                    .unwrap_or_else(|| panic!("unexpected second line {first:?}"))
+                    .to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no `metrics on` line");
     }
 
     /// Sends the process a signal (`-TERM`, `-9`, …).

@@ -1,0 +1,161 @@
+//! The receivers' secrets: `AIRMY_WEBHOOK_SECRET` (and `AIRMY_WEBHOOK_SECRET_PREVIOUS`), or a
+//! secret file, `AIRMY_WEBHOOK_SECRET_FILE`, read at start, again on `SIGHUP`, and whenever
+//! its content changes (polled twice a second, by path, so a file replaced by a rename, as
+//! Kubernetes does with a mounted secret, is seen too). The file's format is the core's
+//! ([`Secrets`]): the first secret line is current, the others previous ones; blank lines and
+//! `#` lines are ignored.
+//!
+//! A file that becomes unreadable or holds no secret later keeps the secrets in use and logs
+//! an error: a broken rotation never turns into "every delivery refused" or "accepted".
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airmy_verify::secret::Secrets;
+use airmy_verify::{Secret, Verifier, VerifierBuilder};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
+
+use crate::ConfigError;
+
+/// How often the secret file is read to see whether it changed.
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// A verifier builder with the secrets the environment names, and the secret file to watch,
+/// if the secrets come from one.
+///
+/// # Errors
+///
+/// A missing or empty secret; `AIRMY_WEBHOOK_SECRET_FILE` together with
+/// `AIRMY_WEBHOOK_SECRET` or `AIRMY_WEBHOOK_SECRET_PREVIOUS`; a secret file that cannot be
+/// read or holds no secret.
+pub fn builder_from_lookup(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(VerifierBuilder, Option<PathBuf>), ConfigError> {
+    let file = lookup("AIRMY_WEBHOOK_SECRET_FILE").filter(|s| !s.is_empty());
+    if let Some(file) = file {
+        for other in ["AIRMY_WEBHOOK_SECRET", "AIRMY_WEBHOOK_SECRET_PREVIOUS"] {
+            if lookup(other).is_some() {
+                return Err(ConfigError(format!(
+                    "AIRMY_WEBHOOK_SECRET_FILE and {other} cannot both be set: the file lists \
+                     the current secret first, then the previous ones"
+                )));
+            }
+        }
+        let path = PathBuf::from(file);
+        let secrets = Secrets::read_file(&path)
+            .map_err(|err| ConfigError(format!("AIRMY_WEBHOOK_SECRET_FILE: {err}")))?;
+        let (current, previous) = secrets.into_parts();
+        let builder = previous
+            .into_iter()
+            .fold(Verifier::builder(current), VerifierBuilder::previous_secret);
+        return Ok((builder, Some(path)));
+    }
+    let secret = lookup("AIRMY_WEBHOOK_SECRET").unwrap_or_default();
+    let secret = Secret::new(secret).map_err(|_| {
+        ConfigError(
+            "AIRMY_WEBHOOK_SECRET is missing or empty: set it to the webhook's signing \
+             secret, exactly as configured in AIRMY (whsec_... included), or name a file \
+             holding it in AIRMY_WEBHOOK_SECRET_FILE"
+                .to_owned(),
+        )
+    })?;
+    let mut builder = Verifier::builder(secret);
+    if let Some(previous) = lookup("AIRMY_WEBHOOK_SECRET_PREVIOUS").filter(|s| !s.is_empty()) {
+        builder = builder.previous_secret(
+            Secret::new(previous)
+                .map_err(|_| ConfigError("AIRMY_WEBHOOK_SECRET_PREVIOUS is empty".to_owned()))?,
+        );
+    }
+    Ok((builder, None))
+}
+
+/// What the watcher last saw in the file: the digest of a content it read (never the content
+/// itself), or the error it logged.
+#[derive(PartialEq, Eq)]
+enum Seen {
+    Content([u8; 32]),
+    Error(String),
+}
+
+/// Watches the secret file at `path` for `verifier`: on `SIGHUP` and whenever the file's
+/// content changes, its secrets replace the verifier's; a file that cannot be read or holds no
+/// secret keeps the secrets in use and logs an error (once per change). Call it from within
+/// the runtime, before announcing readiness: `SIGHUP` is handled from this call on.
+///
+/// # Errors
+///
+/// When the `SIGHUP` handler cannot be installed.
+pub fn watch(path: PathBuf, verifier: Verifier) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // The content read at start, which the verifier holds.
+    let mut seen = digest(&path).map(Seen::Content).ok();
+    Ok(tokio::spawn(async move {
+        loop {
+            #[cfg(unix)]
+            let forced = tokio::select! {
+                _ = hangups.recv() => true,
+                () = tokio::time::sleep(POLL_EVERY) => false,
+            };
+            #[cfg(not(unix))]
+            let forced = {
+                tokio::time::sleep(POLL_EVERY).await;
+                false
+            };
+            reload(&path, &verifier, &mut seen, forced);
+        }
+    }))
+}
+
+fn digest(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut bytes = std::fs::read(path)?;
+    let digest = Sha256::digest(&bytes).into();
+    bytes.zeroize();
+    Ok(digest)
+}
+
+/// Reads the file once; replaces the verifier's secrets when its content changed (or when
+/// `forced`, on `SIGHUP`).
+fn reload(path: &Path, verifier: &Verifier, seen: &mut Option<Seen>, forced: bool) {
+    let now = match digest(path) {
+        Ok(digest) => Seen::Content(digest),
+        Err(err) => Seen::Error(format!(
+            "cannot read the secret file {}: {err}",
+            path.display()
+        )),
+    };
+    if !forced && seen.as_ref() == Some(&now) {
+        return;
+    }
+    let result = match &now {
+        Seen::Content(_) => Secrets::read_file(path).map_err(|err| err.to_string()),
+        Seen::Error(err) => Err(err.clone()),
+    };
+    match result {
+        Ok(secrets) => {
+            let count = secrets.len();
+            verifier.set_secrets(secrets);
+            tracing::info!(
+                target: "airmy_receiver",
+                path = %path.display(),
+                secrets = count,
+                on_sighup = forced,
+                "secrets reloaded from the secret file"
+            );
+            *seen = Some(now);
+        }
+        Err(err) => {
+            let state = Seen::Error(err.clone());
+            if forced || seen.as_ref() != Some(&state) {
+                tracing::error!(
+                    target: "airmy_receiver",
+                    path = %path.display(),
+                    error = %err,
+                    "the secret file cannot be used; keeping the secrets in use"
+                );
+            }
+            *seen = Some(state);
+        }
+    }
+}
