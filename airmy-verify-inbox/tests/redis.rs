@@ -263,21 +263,7 @@ async fn an_unreachable_redis_never_reports_a_delivery_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_aof_always_nothing_acknowledged_is_lost_when_redis_is_killed() {
-    let dir = std::env::temp_dir().join(format!(
-        "airmy-inbox-aof-{}-{}",
-        std::process::id(),
-        OffsetDateTime::now_utc().unix_timestamp_nanos()
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let dir_arg = dir.to_string_lossy().into_owned();
-    let mut server = RedisServer::start_with(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        &dir_arg,
-    ]);
+    let mut server = RedisServer::start_durable();
     let prefix = prefix("aof");
     let accepting = Arc::new(
         RedisBackend::connect(
@@ -333,8 +319,6 @@ async fn with_aof_always_nothing_acknowledged_is_lost_when_redis_is_killed() {
             "{id} was acknowledged, then lost"
         );
     }
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -489,21 +473,7 @@ async fn a_take_whose_reply_was_lost_is_handed_back_by_the_next_take() {
 /// lease runs out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_is_recorded_once_redis_is_back() {
-    let dir = std::env::temp_dir().join(format!(
-        "airmy-inbox-record-{}-{}",
-        std::process::id(),
-        OffsetDateTime::now_utc().unix_timestamp_nanos()
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let dir_arg = dir.to_string_lossy().into_owned();
-    let mut server = RedisServer::start_with(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        &dir_arg,
-    ]);
+    let mut server = RedisServer::start_durable();
     let inbox = Inbox::new(
         RedisBackend::connect(
             server.url(),
@@ -546,8 +516,6 @@ async fn an_outcome_is_recorded_once_redis_is_back() {
     assert_eq!((stats.done, stats.processing, stats.pending), (1, 0, 0));
     shutdown.cancel();
     worker.await.expect("worker");
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Redis restarted empty (no persistence) after a take failed: the workers start the group

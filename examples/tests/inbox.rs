@@ -667,20 +667,6 @@ async fn a_removed_database_file_answers_503_not_2xx() {
 // ---------------------------------------------------------------------------------------------
 // The Redis inbox: several replicas on one queue.
 
-/// A redis-server of the test's own (the receivers use the default key prefix), with AOF
-/// `appendfsync always` in a fresh directory.
-fn durable_redis(dir: &TempDir) -> test_support::RedisServer {
-    let path = dir.0.to_string_lossy().into_owned();
-    test_support::RedisServer::start_with(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        &path,
-    ])
-}
-
 /// Posts to `urls[lane % 2]`; when that replica does not answer at all (it was killed), tries
 /// the other, as a load balancer would. `Some((status, body))` from whichever answered.
 async fn post_balanced(
@@ -701,8 +687,7 @@ async fn post_balanced(
 /// and then the second is a later attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
-    let dir = TempDir::new("replicas");
-    let redis = durable_redis(&dir);
+    let redis = test_support::RedisServer::start_durable();
     let envs = [
         ("AIRMY_HANDLER_DELAY_MS", "40"),
         ("AIRMY_INBOX_WORKERS", "4"),
@@ -811,8 +796,7 @@ async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_load_loses_nothing_acknowledged() {
     for bin in [AXUM, ACTIX] {
-        let dir = TempDir::new("redis-restart");
-        let mut redis = durable_redis(&dir);
+        let mut redis = test_support::RedisServer::start_durable();
         let r = start_on(bin, redis.url(), &[("AIRMY_INBOX_WORKERS", "4")]).await;
         let prefix = format!(
             "evt_rk_{}",

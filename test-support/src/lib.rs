@@ -13,6 +13,7 @@ pub struct RedisServer {
     port: u16,
     child: Option<std::process::Child>,
     args: Vec<String>,
+    _dir: Option<TempDir>,
 }
 
 impl RedisServer {
@@ -30,6 +31,7 @@ impl RedisServer {
                 port: 0,
                 child: None,
                 args: Vec::new(),
+                _dir: None,
             };
         }
         Self::start_private()
@@ -64,8 +66,32 @@ impl RedisServer {
             port,
             child: None,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            _dir: None,
         };
         server.spawn();
+        server
+    }
+
+    /// Starts a `redis-server` of its own with AOF `appendonly yes`, `appendfsync always`, in a
+    /// fresh directory removed on drop: what it acknowledged survives [`stop`](Self::stop)
+    /// (a `SIGKILL`) and [`restart`](Self::restart).
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` cannot be started.
+    #[must_use]
+    pub fn start_durable() -> Self {
+        let dir = temp_dir();
+        let path = dir.0.to_string_lossy().into_owned();
+        let mut server = Self::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &path,
+        ]);
+        server._dir = Some(dir);
         server
     }
 
