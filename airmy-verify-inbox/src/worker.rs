@@ -149,23 +149,29 @@ async fn give_back_waiting(
     *queue = kept;
 }
 
-/// A number in [0, 1) from the OS's randomness (a fixed 0.5 if there is none).
 /// Sets the inbox gauges of [`observe`] from the backend's stats once a second, until
 /// `shutdown`.
 #[cfg(feature = "metrics")]
 async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) {
+    let mut failing = false;
     loop {
         match backend.stats().await {
-            Ok(stats) => observe::record::inbox_gauges(
-                stats.pending,
-                stats.scheduled,
-                stats.processing,
-                stats.dead,
-                stats.oldest_pending_age_secs.unwrap_or(0),
-            ),
-            Err(err) => {
-                tracing::debug!(target: "airmy_verify", error = %err, "cannot read the inbox stats for its gauges")
+            Ok(stats) => {
+                failing = false;
+                observe::record::inbox_gauges(
+                    stats.pending,
+                    stats.scheduled,
+                    stats.processing,
+                    stats.dead,
+                    stats.oldest_pending_age_secs.unwrap_or(0),
+                );
             }
+            Err(err) if !failing => {
+                // Once per outage: the gauges keep their last values meanwhile.
+                failing = true;
+                tracing::warn!(target: "airmy_verify", error = %err, "cannot read the inbox stats; its gauges are stale until it answers")
+            }
+            Err(_) => {}
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -174,6 +180,7 @@ async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) 
     }
 }
 
+/// A number in [0, 1) from the OS's randomness (a fixed 0.5 if there is none).
 fn random_unit() -> f64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
@@ -516,12 +523,12 @@ impl Worker {
                 {
                     Some(at) => {
                         Self::attempted(&span, &entry.event_type, "retry");
-                        tracing::warn!(target: "airmy_verify", parent: &span, error = %error, retry_at = %at, "inbox handler failed; retrying later");
+                        tracing::warn!(target: "airmy_verify", parent: &span, event_id = %entry.id, attempt = entry.attempt, error = %error, retry_at = %at, "inbox handler failed; retrying later");
                         Outcome::Retry(error, at)
                     }
                     None => {
                         Self::attempted(&span, &entry.event_type, "dead");
-                        tracing::error!(target: "airmy_verify", parent: &span, error = %error, "inbox handler failed past the retry policy; dead letter");
+                        tracing::error!(target: "airmy_verify", parent: &span, event_id = %entry.id, attempt = entry.attempt, error = %error, "inbox handler failed past the retry policy; dead letter");
                         Outcome::Bury(error)
                     }
                 }
@@ -549,21 +556,21 @@ impl Worker {
             match recorded {
                 Ok(true) => return,
                 Ok(false) if failed_before => {
-                    tracing::info!(target: "airmy_verify", parent: span, "the entry's outcome was recorded by an earlier attempt whose reply was lost, or its lease was taken over");
+                    tracing::info!(target: "airmy_verify", parent: span, event_id = %entry.id, attempt = entry.attempt, "the entry's outcome was recorded by an earlier attempt whose reply was lost, or its lease was taken over");
                     return;
                 }
                 Ok(false) => {
-                    tracing::warn!(target: "airmy_verify", parent: span, "the entry's lease was taken over before its outcome was recorded");
+                    tracing::warn!(target: "airmy_verify", parent: span, event_id = %entry.id, attempt = entry.attempt, "the entry's lease was taken over before its outcome was recorded");
                     return;
                 }
                 Err(err) if tokio::time::Instant::now() + pause < give_up => {
-                    tracing::warn!(target: "airmy_verify", parent: span, error = %err, "could not record an inbox entry's outcome; trying again");
+                    tracing::warn!(target: "airmy_verify", parent: span, event_id = %entry.id, attempt = entry.attempt, error = %err, "could not record an inbox entry's outcome; trying again");
                     failed_before = true;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 Err(err) => {
-                    tracing::warn!(target: "airmy_verify", parent: span, error = %err, "could not record an inbox entry's outcome; it is taken again when its lease runs out");
+                    tracing::warn!(target: "airmy_verify", parent: span, event_id = %entry.id, attempt = entry.attempt, error = %err, "could not record an inbox entry's outcome; it is taken again when its lease runs out");
                     return;
                 }
             }

@@ -419,6 +419,54 @@ fn count_delivery(outcome: Outcome, code: &'static str, event_type: &str) {
 /// The recording calls of the core and the inbox: nothing without the `metrics` feature.
 #[doc(hidden)]
 pub mod record {
+    /// Describes every metric above to the installed recorder (Prometheus `# HELP` lines and
+    /// units). Call it once, after installing a recorder.
+    #[cfg(feature = "metrics")]
+    pub fn describe() {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_counter!(
+            DELIVERIES_TOTAL,
+            "Deliveries answered by the verifying layer or middleware, by outcome, error code and event type"
+        );
+        describe_histogram!(
+            VERIFICATION_SECONDS,
+            Unit::Seconds,
+            "Time to check a complete body: HMAC, envelope, freshness"
+        );
+        describe_histogram!(
+            BODY_BYTES,
+            Unit::Bytes,
+            "Size of each complete body checked"
+        );
+        describe_histogram!(
+            DELIVERY_LAG_SECONDS,
+            Unit::Seconds,
+            "Receive time minus the signed created_at of deliveries whose signature matched"
+        );
+        describe_counter!(IDEMPOTENCY_CLAIMS_TOTAL, "Idempotency guard decisions");
+        describe_counter!(
+            IDEMPOTENCY_STORE_ERRORS_TOTAL,
+            "Failed idempotency store calls, by operation"
+        );
+        describe_counter!(
+            INBOX_ACCEPTS_TOTAL,
+            "Deliveries offered to the inbox, by result"
+        );
+        describe_gauge!(INBOX_PENDING, "Inbox entries due now");
+        describe_gauge!(INBOX_SCHEDULED, "Inbox entries waiting for a later retry");
+        describe_gauge!(INBOX_PROCESSING, "Inbox entries leased to a worker");
+        describe_gauge!(INBOX_DEAD, "Inbox dead letters");
+        describe_gauge!(
+            INBOX_OLDEST_PENDING_AGE_SECONDS,
+            Unit::Seconds,
+            "How long the oldest due inbox entry has waited"
+        );
+        describe_counter!(
+            HANDLER_ATTEMPTS_TOTAL,
+            "Inbox handler attempts, by event type and result"
+        );
+    }
+
     #[cfg(feature = "metrics")]
     use super::*;
 

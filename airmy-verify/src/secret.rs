@@ -189,12 +189,23 @@ impl Secrets {
     ///
     /// [`SecretFileError::Empty`] when no line holds a secret.
     pub fn parse(text: &str) -> Result<Self, SecretFileError> {
-        let list: Vec<Secret> = text
-            .lines()
-            .map(|line| line.trim_matches(|c: char| c.is_whitespace()))
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .filter_map(|line| Secret::new(line).ok())
-            .collect();
+        // A byte-order mark is the editor's, not the secret's.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut list = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim_matches(char::is_whitespace);
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // An invisible character (another byte-order mark, a zero-width space, a control
+            // character) would become part of a key nobody sees: refuse the file.
+            if line.chars().any(invisible) {
+                return Err(SecretFileError::Invisible { line: number + 1 });
+            }
+            if let Ok(secret) = Secret::new(line) {
+                list.push(secret);
+            }
+        }
         if list.is_empty() {
             return Err(SecretFileError::Empty);
         }
@@ -255,6 +266,24 @@ impl fmt::Debug for Secrets {
     }
 }
 
+/// Characters a secret line may not hold: control characters and the invisible format
+/// characters (byte-order mark, zero-width spaces and joiners, direction marks).
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+}
+
 /// Why a secret file gave no secrets. Its `Display` names the file, never its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -268,6 +297,12 @@ pub enum SecretFileError {
     },
     /// No line of the file holds a secret (only blank lines and `#` comments).
     Empty,
+    /// A secret line holds an invisible or control character (a byte-order mark inside the
+    /// file, a zero-width space, …): refused rather than keyed.
+    Invisible {
+        /// The line's number, from 1.
+        line: usize,
+    },
 }
 
 impl fmt::Display for SecretFileError {
@@ -279,6 +314,11 @@ impl fmt::Display for SecretFileError {
             Self::Empty => {
                 f.write_str("the secret file holds no secret (only blank lines and # comments)")
             }
+            Self::Invisible { line } => write!(
+                f,
+                "line {line} of the secret file holds an invisible or control character (a \
+                 byte-order mark, a zero-width space, ...): refused"
+            ),
         }
     }
 }
@@ -288,6 +328,41 @@ impl std::error::Error for SecretFileError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_order_marks_and_invisible_characters_never_become_secrets() {
+        // An "empty" file saved by an editor with a BOM is empty.
+        assert_eq!(
+            Secrets::parse("\u{feff}\r\n").expect_err("empty"),
+            SecretFileError::Empty
+        );
+        // A leading BOM is dropped, before a secret or a comment.
+        let tag = |s: &Secret| s.mac().chain_update(b"body").finalize().into_bytes();
+        let secrets = Secrets::parse("\u{feff}whsec_new\r\nwhsec_old\r\n").expect("two");
+        let list = secrets.into_list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            tag(&list[0]),
+            tag(&Secret::new("whsec_new").expect("valid"))
+        );
+        let secrets = Secrets::parse("\u{feff}# rotated 2026-12-02\nwhsec_e").expect("one");
+        assert_eq!(secrets.len(), 1);
+        // Anywhere else, an invisible character refuses the file.
+        for bad in [
+            "whsec_\u{200b}x",
+            "\u{feff}\u{feff}whsec_x",
+            "whsec_x\u{7}",
+            "a\nwhsec_\u{202e}y",
+        ] {
+            assert!(
+                matches!(Secrets::parse(bad), Err(SecretFileError::Invisible { .. })),
+                "{bad:?}"
+            );
+        }
+        let err = Secrets::parse("ok\nwhsec_\u{200b}secretvalue").expect_err("refused");
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(!err.to_string().contains("secretvalue"), "{err}");
+    }
     use hmac::Mac;
 
     #[test]

@@ -483,12 +483,12 @@ pub async fn observe_or_exit(config: &ReceiverConfig) -> Option<SocketAddr> {
             Err(err) => exit_config(&err),
         },
     };
-    if let Some(path) = &config.secret_file
-        && let Err(err) = secret_file::watch(path.clone(), config.verifier.clone())
-    {
-        exit_config(&ConfigError(format!(
-            "AIRMY_WEBHOOK_SECRET_FILE: cannot handle SIGHUP: {err}"
-        )));
+    let hangups = match &config.secret_file {
+        Some(path) => secret_file::watch(path.clone(), config.verifier.clone()).map(drop),
+        None => secret_file::ignore_hangups(),
+    };
+    if let Err(err) = hangups {
+        exit_config(&ConfigError(format!("cannot handle SIGHUP: {err}")));
     }
     metrics
 }

@@ -58,7 +58,11 @@ pub fn metrics_listen_from_setting(setting: Option<&str>) -> Result<Option<Strin
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let set = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
+    let (filter, invalid) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        Err(err) => (EnvFilter::new("info"), set.then(|| err.to_string())),
+    };
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
@@ -66,6 +70,9 @@ pub fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+    if let Some(err) = invalid {
+        tracing::warn!(target: "airmy_receiver", error = %err, "RUST_LOG is not a valid filter; logging at info");
     }
 }
 
@@ -119,6 +126,7 @@ pub async fn serve_metrics(listen: &str) -> Result<SocketAddr, ConfigError> {
     let handle = builder
         .install_recorder()
         .map_err(|err| ConfigError(format!("AIRMY_METRICS_LISTEN: {err}")))?;
+    airmy_verify::observe::record::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         loop {

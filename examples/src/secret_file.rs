@@ -43,8 +43,7 @@ pub fn builder_from_lookup(
             }
         }
         let path = PathBuf::from(file);
-        let secrets = Secrets::read_file(&path)
-            .map_err(|err| ConfigError(format!("AIRMY_WEBHOOK_SECRET_FILE: {err}")))?;
+        let secrets = read_at_start(&path)?;
         let (current, previous) = secrets.into_parts();
         let builder = previous
             .into_iter()
@@ -70,6 +69,24 @@ pub fn builder_from_lookup(
     Ok((builder, None))
 }
 
+/// The first read, on a thread of its own, for at most [`READ_TIMEOUT`] (a FIFO or a hung
+/// mount must not keep the receiver from exiting 2).
+fn read_at_start(path: &Path) -> Result<Secrets, ConfigError> {
+    let (done, answer) = std::sync::mpsc::channel();
+    let owned = path.to_owned();
+    std::thread::spawn(move || {
+        let _ = done.send(Secrets::read_file(&owned));
+    });
+    match answer.recv_timeout(READ_TIMEOUT) {
+        Ok(Ok(secrets)) => Ok(secrets),
+        Ok(Err(err)) => Err(ConfigError(format!("AIRMY_WEBHOOK_SECRET_FILE: {err}"))),
+        Err(_) => Err(ConfigError(format!(
+            "AIRMY_WEBHOOK_SECRET_FILE: reading {} took over 5 s",
+            path.display()
+        ))),
+    }
+}
+
 /// What the watcher last saw in the file: the digest of a content it read (never the content
 /// itself), or the error it logged.
 #[derive(PartialEq, Eq)]
@@ -78,10 +95,17 @@ enum Seen {
     Error(String),
 }
 
+/// How long one read of the secret file may take (a hung network mount, a FIFO) before it is
+/// reported; the read goes on in a thread of its own and no other starts until it ends.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Watches the secret file at `path` for `verifier`: on `SIGHUP` and whenever the file's
 /// content changes, its secrets replace the verifier's; a file that cannot be read or holds no
 /// secret keeps the secrets in use and logs an error (once per change). Call it from within
 /// the runtime, before announcing readiness: `SIGHUP` is handled from this call on.
+///
+/// Each look reads the file once, on a blocking thread (never on the runtime's workers: a read
+/// that hangs must not stop the receiver), and parses exactly the bytes it hashed.
 ///
 /// # Errors
 ///
@@ -90,8 +114,9 @@ pub fn watch(path: PathBuf, verifier: Verifier) -> std::io::Result<tokio::task::
     #[cfg(unix)]
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     // The content read at start, which the verifier holds.
-    let mut seen = digest(&path).map(Seen::Content).ok();
+    let mut seen = read(&path).ok().map(|(digest, _)| Seen::Content(digest));
     Ok(tokio::spawn(async move {
+        let mut reading: Option<tokio::task::JoinHandle<Look>> = None;
         loop {
             #[cfg(unix)]
             let forced = tokio::select! {
@@ -103,35 +128,64 @@ pub fn watch(path: PathBuf, verifier: Verifier) -> std::io::Result<tokio::task::
                 tokio::time::sleep(POLL_EVERY).await;
                 false
             };
-            reload(&path, &verifier, &mut seen, forced);
+            let mut job = match reading.take() {
+                // The previous read has not ended (it was reported): wait for it, not another.
+                Some(job) if !job.is_finished() => {
+                    reading = Some(job);
+                    continue;
+                }
+                Some(job) => job,
+                None => {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || read(&path))
+                }
+            };
+            match tokio::time::timeout(READ_TIMEOUT, &mut job).await {
+                Ok(Ok(look)) => apply(&path, &verifier, &mut seen, forced, look),
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    tracing::error!(
+                        target: "airmy_receiver",
+                        path = %path.display(),
+                        "reading the secret file takes over 5 s (a hung mount?); keeping the secrets in use"
+                    );
+                    reading = Some(job);
+                }
+            }
         }
     }))
 }
 
-fn digest(path: &Path) -> std::io::Result<[u8; 32]> {
+/// One read of the file: the digest of its bytes, and the secrets parsed from those bytes.
+type Look = std::io::Result<([u8; 32], Result<Secrets, String>)>;
+
+fn read(path: &Path) -> Look {
     let mut bytes = std::fs::read(path)?;
     let digest = Sha256::digest(&bytes).into();
-    bytes.zeroize();
-    Ok(digest)
-}
-
-/// Reads the file once; replaces the verifier's secrets when its content changed (or when
-/// `forced`, on `SIGHUP`).
-fn reload(path: &Path, verifier: &Verifier, seen: &mut Option<Seen>, forced: bool) {
-    let now = match digest(path) {
-        Ok(digest) => Seen::Content(digest),
-        Err(err) => Seen::Error(format!(
-            "cannot read the secret file {}: {err}",
+    let secrets = match std::str::from_utf8(&bytes) {
+        Ok(text) => Secrets::parse(text).map_err(|err| err.to_string()),
+        Err(_) => Err(format!(
+            "cannot read the secret file {}: it is not UTF-8 text",
             path.display()
         )),
+    };
+    bytes.zeroize();
+    Ok((digest, secrets))
+}
+
+/// Replaces the verifier's secrets when the file's content changed (or when `forced`, on
+/// `SIGHUP`); logs an error once per change when it cannot be used.
+fn apply(path: &Path, verifier: &Verifier, seen: &mut Option<Seen>, forced: bool, look: Look) {
+    let (now, result) = match look {
+        Ok((digest, secrets)) => (Seen::Content(digest), secrets),
+        Err(err) => {
+            let why = format!("cannot read the secret file {}: {err}", path.display());
+            (Seen::Error(why.clone()), Err(why))
+        }
     };
     if !forced && seen.as_ref() == Some(&now) {
         return;
     }
-    let result = match &now {
-        Seen::Content(_) => Secrets::read_file(path).map_err(|err| err.to_string()),
-        Seen::Error(err) => Err(err.clone()),
-    };
     match result {
         Ok(secrets) => {
             let count = secrets.len();
@@ -158,4 +212,26 @@ fn reload(path: &Path, verifier: &Verifier, seen: &mut Option<Seen>, forced: boo
             *seen = Some(state);
         }
     }
+}
+
+/// Without a secret file, `SIGHUP` (a `systemctl reload`, a rotation tool) must not stop the
+/// receiver, as the signal's default would: it is logged, and changes nothing.
+///
+/// # Errors
+///
+/// When the handler cannot be installed.
+pub fn ignore_hangups() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!(
+                    target: "airmy_receiver",
+                    "SIGHUP: nothing to reload (the secrets come from the environment)"
+                );
+            }
+        });
+    }
+    Ok(())
 }

@@ -321,9 +321,16 @@ async fn receivers_exit_2_on_bad_observability_or_secret_file_settings() {
     std::fs::write(&empty, "# nothing yet\n\n").expect("written");
     let good = dir.join("good");
     std::fs::write(&good, "whsec_x\n").expect("written");
-    let (empty, good) = (
+    // What an editor saves as an "empty" UTF-8 file with a byte-order mark.
+    let bom = dir.join("bom");
+    std::fs::write(&bom, "\u{feff}\r\n").expect("written");
+    let invisible = dir.join("invisible");
+    std::fs::write(&invisible, "whsec_\u{200b}x\n").expect("written");
+    let (empty, good, bom, invisible) = (
         empty.to_str().expect("utf-8").to_owned(),
         good.to_str().expect("utf-8").to_owned(),
+        bom.to_str().expect("utf-8").to_owned(),
+        invisible.to_str().expect("utf-8").to_owned(),
     );
     let missing = dir.join("missing").to_str().expect("utf-8").to_owned();
     for bin in [AXUM, ACTIX] {
@@ -356,6 +363,18 @@ async fn receivers_exit_2_on_bad_observability_or_secret_file_settings() {
             bin,
             &[("AIRMY_WEBHOOK_SECRET_FILE", &missing)],
             "cannot read",
+        )
+        .await;
+        exits_2(
+            bin,
+            &[("AIRMY_WEBHOOK_SECRET_FILE", &bom)],
+            "holds no secret",
+        )
+        .await;
+        exits_2(
+            bin,
+            &[("AIRMY_WEBHOOK_SECRET_FILE", &invisible)],
+            "invisible",
         )
         .await;
     }
@@ -417,4 +436,21 @@ async fn json_logs_carry_the_delivery_span_and_never_the_secret() {
         "no colours off a terminal: {stderr}"
     );
     assert!(!stderr.contains(testing::SECRET), "{stderr}");
+}
+
+/// `SIGHUP` (a `systemctl reload`) does not stop a receiver whose secret comes from the
+/// environment.
+#[tokio::test]
+async fn sighup_without_a_secret_file_changes_nothing() {
+    for bin in [AXUM, ACTIX] {
+        let r = common::Receiver::start(bin, &[]).await;
+        r.signal("-HUP");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let health = common::client()
+            .get(format!("{}/healthz", r.base))
+            .send()
+            .await
+            .expect("still serving after SIGHUP");
+        assert_eq!(health.status(), 200, "{bin}");
+    }
 }
