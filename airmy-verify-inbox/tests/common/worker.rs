@@ -65,6 +65,11 @@ pub async fn an_outage_longer_than_airmys_retries_loses_nothing(inbox: Inbox) {
         handled.load(Ordering::SeqCst) == 50
     })
     .await;
+    // The handler's success is recorded just after it returns.
+    wait_until("every completion recorded", async || {
+        inbox.backend().stats().await.expect("stats").done == 50
+    })
+    .await;
     let stats = inbox.backend().stats().await.expect("stats");
     assert_eq!(
         (stats.done, stats.dead, stats.pending, stats.scheduled),
