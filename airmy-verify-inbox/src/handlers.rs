@@ -154,7 +154,7 @@ impl Handlers {
         let Some(handler) = handler else {
             tracing::info!(
                 target: "airmy_verify",
-                event_id = %ctx.id,
+                event_id = ?ctx.id,
                 event_type,
                 "no handler for this event type; completed without handling"
             );
@@ -182,7 +182,7 @@ impl Handlers {
             Err(err) => {
                 tracing::warn!(
                     target: "airmy_verify",
-                    event_id = %id,
+                    event_id = ?id,
                     error = %err,
                     "handler failed; answering 500"
                 );

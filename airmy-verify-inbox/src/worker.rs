@@ -142,7 +142,7 @@ async fn give_back_waiting(
         match backend.release(&entry.id, &entry.token).await {
             Ok(_) => {}
             Err(err) => {
-                tracing::warn!(target: "airmy_verify", event_id = %entry.id, error = %err, "cannot give back a queued entry; it is taken again when its lease runs out");
+                tracing::warn!(target: "airmy_verify", event_id = ?entry.id, error = %err, "cannot give back a queued entry; it is taken again when its lease runs out");
             }
         }
     }
@@ -420,10 +420,10 @@ impl Worker {
         for (id, token) in running.into_values() {
             match backend.release(&id, &token).await {
                 Ok(_) => {
-                    tracing::info!(target: "airmy_verify", event_id = %id, "released an unfinished inbox entry at shutdown")
+                    tracing::info!(target: "airmy_verify", event_id = ?id, "released an unfinished inbox entry at shutdown")
                 }
                 Err(err) => {
-                    tracing::warn!(target: "airmy_verify", event_id = %id, error = %err, "could not release an inbox entry at shutdown; it is taken again when its lease runs out")
+                    tracing::warn!(target: "airmy_verify", event_id = ?id, error = %err, "could not release an inbox entry at shutdown; it is taken again when its lease runs out")
                 }
             }
         }
@@ -450,11 +450,11 @@ impl Worker {
             match backend.extend(&entry.id, &entry.token, self.lease).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::info!(target: "airmy_verify", event_id = %entry.id, "a queued entry's lease was taken over; skipping it");
+                    tracing::info!(target: "airmy_verify", event_id = ?entry.id, "a queued entry's lease was taken over; skipping it");
                     return;
                 }
                 Err(err) => {
-                    tracing::warn!(target: "airmy_verify", event_id = %entry.id, error = %err, "cannot extend a queued entry's lease; skipping it");
+                    tracing::warn!(target: "airmy_verify", event_id = ?entry.id, error = %err, "cannot extend a queued entry's lease; skipping it");
                     return;
                 }
             }
@@ -479,10 +479,10 @@ impl Worker {
                 match backend.extend(&entry.id, &entry.token, self.lease).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!(target: "airmy_verify", event_id = %entry.id, "the lease of a running handler was taken over")
+                        tracing::warn!(target: "airmy_verify", event_id = ?entry.id, "the lease of a running handler was taken over")
                     }
                     Err(err) => {
-                        tracing::warn!(target: "airmy_verify", event_id = %entry.id, error = %err, "could not extend the lease of a running handler")
+                        tracing::warn!(target: "airmy_verify", event_id = ?entry.id, error = %err, "could not extend the lease of a running handler")
                     }
                 }
             }
@@ -523,12 +523,12 @@ impl Worker {
                 {
                     Some(at) => {
                         Self::attempted(&span, &entry.event_type, "retry");
-                        tracing::warn!(target: "airmy_verify", parent: &span, event_id = %entry.id, attempt = entry.attempt, error = %error, retry_at = %at, "inbox handler failed; retrying later");
+                        tracing::warn!(target: "airmy_verify", parent: &span, event_id = ?entry.id, attempt = entry.attempt, error = %error, retry_at = %at, "inbox handler failed; retrying later");
                         Outcome::Retry(error, at)
                     }
                     None => {
                         Self::attempted(&span, &entry.event_type, "dead");
-                        tracing::error!(target: "airmy_verify", parent: &span, event_id = %entry.id, attempt = entry.attempt, error = %error, "inbox handler failed past the retry policy; dead letter");
+                        tracing::error!(target: "airmy_verify", parent: &span, event_id = ?entry.id, attempt = entry.attempt, error = %error, "inbox handler failed past the retry policy; dead letter");
                         Outcome::Bury(error)
                     }
                 }
@@ -556,21 +556,21 @@ impl Worker {
             match recorded {
                 Ok(true) => return,
                 Ok(false) if failed_before => {
-                    tracing::info!(target: "airmy_verify", parent: span, event_id = %entry.id, attempt = entry.attempt, "the entry's outcome was recorded by an earlier attempt whose reply was lost, or its lease was taken over");
+                    tracing::info!(target: "airmy_verify", parent: span, event_id = ?entry.id, attempt = entry.attempt, "the entry's outcome was recorded by an earlier attempt whose reply was lost, or its lease was taken over");
                     return;
                 }
                 Ok(false) => {
-                    tracing::warn!(target: "airmy_verify", parent: span, event_id = %entry.id, attempt = entry.attempt, "the entry's lease was taken over before its outcome was recorded");
+                    tracing::warn!(target: "airmy_verify", parent: span, event_id = ?entry.id, attempt = entry.attempt, "the entry's lease was taken over before its outcome was recorded");
                     return;
                 }
                 Err(err) if tokio::time::Instant::now() + pause < give_up => {
-                    tracing::warn!(target: "airmy_verify", parent: span, event_id = %entry.id, attempt = entry.attempt, error = %err, "could not record an inbox entry's outcome; trying again");
+                    tracing::warn!(target: "airmy_verify", parent: span, event_id = ?entry.id, attempt = entry.attempt, error = %err, "could not record an inbox entry's outcome; trying again");
                     failed_before = true;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 Err(err) => {
-                    tracing::warn!(target: "airmy_verify", parent: span, event_id = %entry.id, attempt = entry.attempt, error = %err, "could not record an inbox entry's outcome; it is taken again when its lease runs out");
+                    tracing::warn!(target: "airmy_verify", parent: span, event_id = ?entry.id, attempt = entry.attempt, error = %err, "could not record an inbox entry's outcome; it is taken again when its lease runs out");
                     return;
                 }
             }

@@ -532,7 +532,7 @@ impl Ticket {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(
                     target: "airmy_verify",
-                    event_id = %id,
+                    event_id = ?id,
                     "the claim of a running handler expired and was taken; another delivery \
                      of this event may run the handler again"
                 ),
@@ -540,7 +540,7 @@ impl Ticket {
                     record::store_error("extend");
                     tracing::warn!(
                         target: "airmy_verify",
-                        event_id = %id,
+                        event_id = ?id,
                         reason = %err,
                         "could not extend the claim of a running handler"
                     );
@@ -569,7 +569,7 @@ impl Ticket {
             Ok(Commit::Committed) => {}
             Ok(Commit::Lost) => tracing::warn!(
                 target: "airmy_verify",
-                event_id = %id,
+                event_id = ?id,
                 "the handler succeeded after its claim had expired and another delivery had \
                  claimed the event; that delivery may run the handler again"
             ),
@@ -577,7 +577,7 @@ impl Ticket {
                 record::store_error("finish");
                 tracing::warn!(
                 target: "airmy_verify",
-                event_id = %id,
+                event_id = ?id,
                 success,
                 reason = %err,
                 "could not record the outcome of a delivery; its claim expires with the lease"

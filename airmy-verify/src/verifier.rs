@@ -428,7 +428,7 @@ impl Intake {
         let envelope = parsed.into_envelope();
         tracing::debug!(
             target: "airmy_verify",
-            event_id = %envelope.id,
+            event_id = ?envelope.id,
             event_type = envelope.event_type(),
             "AIRMY webhook delivery verified"
         );

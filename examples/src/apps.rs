@@ -98,14 +98,14 @@ impl Handling {
         }
         if self.fail_until.is_some_and(|until| Instant::now() < until) {
             self.failed.fetch_add(1, Ordering::SeqCst);
-            tracing::warn!(target: "airmy_receiver", receiver, event_id = %event.id, "handler failed: simulated outage");
+            tracing::warn!(target: "airmy_receiver", receiver, event_id = ?event.id, "handler failed: simulated outage");
             return Err(Outage);
         }
         self.completed.fetch_add(1, Ordering::SeqCst);
         tracing::info!(
             target: "airmy_receiver",
             receiver,
-            event_id = %event.id,
+            event_id = ?event.id,
             event_type = event.event_type(),
             created_at = %event.created_at,
             "event handled"
