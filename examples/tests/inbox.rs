@@ -139,7 +139,6 @@ async fn crash_and_restart(bin: &str) {
     .await;
     first.signal("-9");
     while load.join_next().await.is_some() {}
-    let before_kill = handled(&first.lines());
     let acknowledged = acknowledged.lock().expect("set").clone();
     assert!(
         acknowledged.len() > 20,
@@ -148,13 +147,27 @@ async fn crash_and_restart(bin: &str) {
     );
 
     let second = start(bin, &dir.db(), &envs).await;
+    handled_once_except_takeovers(bin, &first, &second, &acknowledged).await;
+}
+
+/// After `killed` was killed with `kill -9` and `survivor` went on: waits until every
+/// acknowledged id was handled by one of them, then (after a lease, for takeovers to show)
+/// checks that an id was handled twice only when its handler was running at the kill (at most
+/// the 4 workers), and then the second time as a later attempt. Returns both processes'
+/// `handled` lines as (id, attempt).
+async fn handled_once_except_takeovers(
+    label: &str,
+    killed: &Receiver,
+    survivor: &Receiver,
+    acknowledged: &HashSet<String>,
+) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
     wait_for(
         "every acknowledged delivery handled",
         Duration::from_secs(60),
         || {
-            let seen: HashSet<String> = handled(&first.lines())
+            let seen: HashSet<String> = handled(&killed.lines())
                 .into_iter()
-                .chain(handled(&second.lines()))
+                .chain(handled(&survivor.lines()))
                 .map(|(id, _)| id)
                 .collect();
             acknowledged.iter().all(|id| seen.contains(id))
@@ -163,29 +176,21 @@ async fn crash_and_restart(bin: &str) {
     .await;
     // Takeovers wait for the 2 s lease; give them time to show up.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = handled(&second.lines());
-    let mut count: HashMap<String, Vec<u32>> = HashMap::new();
-    for (id, attempt) in before_kill.iter().chain(&after) {
-        count.entry(id.clone()).or_default().push(*attempt);
+    let (before, after) = (handled(&killed.lines()), handled(&survivor.lines()));
+    let mut count: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (id, attempt) in before.iter().chain(&after) {
+        count.entry(id).or_default().push(*attempt);
     }
-    let twice: Vec<_> = count
-        .iter()
-        .filter(|(_, attempts)| attempts.len() > 1)
-        .collect();
-    assert!(twice.len() <= 4, "{bin}: handled twice: {twice:?}");
+    let twice: Vec<_> = count.iter().filter(|(_, a)| a.len() > 1).collect();
+    assert!(twice.len() <= 4, "{label}: handled twice: {twice:?}");
     for (id, attempts) in &twice {
-        assert_eq!(attempts.len(), 2, "{bin}: {id}: {attempts:?}");
+        assert_eq!(attempts.len(), 2, "{label}: {id}: {attempts:?}");
         assert!(
             attempts[1] > attempts[0],
-            "{bin}: {id}: the second is a takeover: {attempts:?}"
+            "{label}: {id}: the second is a takeover: {attempts:?}"
         );
     }
-    for id in &acknowledged {
-        assert!(
-            count.contains_key(id),
-            "{bin}: {id} acknowledged but never handled"
-        );
-    }
+    (before, after)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,24 +291,11 @@ async fn tool(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// With the test secret: exit 2 and one line on stderr, returned.
 async fn exits_2(bin: &str, envs: &[(&str, &str)]) -> String {
-    let out = Command::new(bin)
-        .env_clear()
-        .env("AIRMY_WEBHOOK_SECRET", testing::SECRET)
-        .env("AIRMY_LISTEN", "127.0.0.1:0")
-        .envs(envs.iter().copied())
-        .output()
-        .await
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{bin} {envs:?}: {stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "nothing listens: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    stderr
+    let mut all = vec![("AIRMY_WEBHOOK_SECRET", testing::SECRET)];
+    all.extend_from_slice(envs);
+    common::exit_2_line(bin, &all).await
 }
 
 #[tokio::test]
@@ -742,39 +734,11 @@ async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
         400,
         "every delivery reached a live replica"
     );
-    wait_for(
-        "every acknowledged delivery handled",
-        Duration::from_secs(60),
-        || {
-            let seen: HashSet<String> = handled(&victim.lines())
-                .into_iter()
-                .chain(handled(&survivor.lines()))
-                .map(|(id, _)| id)
-                .collect();
-            acknowledged.iter().all(|id| seen.contains(id))
-        },
-    )
-    .await;
-    // Takeovers wait for the 2 s lease; give any duplicate time to show up.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut count: HashMap<String, Vec<u32>> = HashMap::new();
-    let (dead_lines, live_lines) = (handled(&victim.lines()), handled(&survivor.lines()));
+    let (dead_lines, live_lines) =
+        handled_once_except_takeovers("replicas", &victim, &survivor, &acknowledged).await;
     assert!(
         !live_lines.is_empty() && !dead_lines.is_empty(),
         "both handled some"
-    );
-    for (id, attempt) in dead_lines.iter().chain(&live_lines) {
-        count.entry(id.clone()).or_default().push(*attempt);
-    }
-    let twice: Vec<_> = count.iter().filter(|(_, a)| a.len() > 1).collect();
-    assert!(twice.len() <= 4, "handled twice: {twice:?}");
-    for (id, attempts) in &twice {
-        assert_eq!(attempts.len(), 2, "{id}: {attempts:?}");
-        assert!(attempts[1] > attempts[0], "{id}: a takeover: {attempts:?}");
-    }
-    assert!(
-        live_lines.iter().any(|(_, attempt)| *attempt >= 2) || twice.is_empty(),
-        "the dead replica's leased entries were taken over"
     );
     let (code, out, err) = tool(&["inbox", "--inbox", redis.url(), "--json", "stats"]).await;
     assert_eq!(code, 0, "{err}");

@@ -299,18 +299,8 @@ async fn actix_receiver_rotates_its_secret_file_under_load() {
 
 /// Runs `bin` with `envs` only; it must exit 2 with one line on stderr naming `names`.
 async fn exits_2(bin: &str, envs: &[(&str, &str)], names: &str) {
-    let output = Command::new(bin)
-        .env_clear()
-        .env("AIRMY_LISTEN", "127.0.0.1:0")
-        .envs(envs.iter().copied())
-        .output()
-        .await
-        .expect("runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{bin} {envs:?}: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{bin}: {stderr}");
+    let stderr = common::exit_2_line(bin, envs).await;
     assert!(stderr.contains(names), "{bin}: {stderr}");
-    assert!(output.stdout.is_empty(), "{bin}: nothing listens");
 }
 
 #[tokio::test]

@@ -117,3 +117,24 @@ pub(crate) fn client() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// Runs `bin` with `envs` only (and a free port): it must exit 2, print nothing on stdout and
+/// one line on stderr, which is returned.
+pub(crate) async fn exit_2_line(bin: &str, envs: &[(&str, &str)]) -> String {
+    let out = Command::new(bin)
+        .env_clear()
+        .env("AIRMY_LISTEN", "127.0.0.1:0")
+        .envs(envs.iter().copied())
+        .output()
+        .await
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{bin} {envs:?}: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{bin}: nothing listens: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "{bin}: one line: {stderr}");
+    stderr
+}
