@@ -219,13 +219,16 @@ impl Secrets {
     /// [`SecretFileError::Unreadable`] when the file cannot be read as UTF-8 text,
     /// [`SecretFileError::Empty`] when it holds no secret.
     pub fn read_file(path: impl AsRef<std::path::Path>) -> Result<Self, SecretFileError> {
-        let mut text =
-            std::fs::read_to_string(path.as_ref()).map_err(|err| SecretFileError::Unreadable {
-                path: path.as_ref().display().to_string(),
-                reason: err.to_string(),
-            })?;
-        let parsed = Self::parse(&text);
-        text.zeroize();
+        let path = path.as_ref();
+        let mut bytes = read_secret_file(path)?;
+        let parsed = match std::str::from_utf8(&bytes) {
+            Ok(text) => Self::parse(text),
+            Err(_) => Err(SecretFileError::Unreadable {
+                path: path.display().to_string(),
+                reason: "it is not UTF-8 text".to_owned(),
+            }),
+        };
+        bytes.zeroize();
         parsed
     }
 
@@ -264,6 +267,37 @@ impl fmt::Debug for Secrets {
             .field("len", &self.list.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The largest secret file read, 64 KiB: secrets are tens of bytes; a larger file is a
+/// mistake (a path to a device or a log), refused rather than read without end.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// The bytes of the secret file at `path`, at most [`MAX_SECRET_FILE_BYTES`]; zero them once
+/// parsed ([`Secrets::parse`] on their text). [`Secrets::read_file`] is this and the parse.
+///
+/// # Errors
+///
+/// [`SecretFileError::Unreadable`] when the file cannot be read or is larger than the limit.
+pub fn read_secret_file(path: &std::path::Path) -> Result<Vec<u8>, SecretFileError> {
+    use std::io::Read;
+    let unreadable = |reason: String| SecretFileError::Unreadable {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|err| unreadable(err.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| unreadable(err.to_string()))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        bytes.zeroize();
+        return Err(unreadable(format!(
+            "it is larger than {} KiB",
+            MAX_SECRET_FILE_BYTES / 1024
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Characters a secret line may not hold: control characters and the invisible format
@@ -421,6 +455,8 @@ mod tests {
                 SecretFileError::Empty
             );
         }
+        let err = Secrets::read_file("/dev/zero").expect_err("endless");
+        assert!(err.to_string().contains("larger than 64 KiB"), "{err}");
         let err = Secrets::read_file("/nonexistent/airmy/secret").expect_err("missing");
         assert!(matches!(err, SecretFileError::Unreadable { .. }), "{err}");
         assert!(err.to_string().contains("/nonexistent/airmy/secret"));

@@ -160,7 +160,8 @@ pub fn watch(path: PathBuf, verifier: Verifier) -> std::io::Result<tokio::task::
 type Look = std::io::Result<([u8; 32], Result<Secrets, String>)>;
 
 fn read(path: &Path) -> Look {
-    let mut bytes = std::fs::read(path)?;
+    let mut bytes = airmy_verify::secret::read_secret_file(path)
+        .map_err(|err| std::io::Error::other(err.to_string()))?;
     let digest = Sha256::digest(&bytes).into();
     let secrets = match std::str::from_utf8(&bytes) {
         Ok(text) => Secrets::parse(text).map_err(|err| err.to_string()),
@@ -179,7 +180,7 @@ fn apply(path: &Path, verifier: &Verifier, seen: &mut Option<Seen>, forced: bool
     let (now, result) = match look {
         Ok((digest, secrets)) => (Seen::Content(digest), secrets),
         Err(err) => {
-            let why = format!("cannot read the secret file {}: {err}", path.display());
+            let why = err.to_string();
             (Seen::Error(why.clone()), Err(why))
         }
     };
