@@ -130,8 +130,9 @@ impl Verifier {
 
     /// Replaces the secrets this verifier (and every clone of it) accepts, atomically, while
     /// requests are in flight: a delivery is checked against the secrets in place when its
-    /// body is complete, all of the old ones or all of the new ones, never a mix. The secrets were keyed when they were built, so requests never pay for a
-    /// change; they pay one atomic load each, change or not.
+    /// body is complete, all of the old ones or all of the new ones, never a mix. The secrets
+    /// were keyed when they were built, so requests never pay for a change; they pay one
+    /// atomic load each, change or not.
     ///
     /// # Example
     ///
