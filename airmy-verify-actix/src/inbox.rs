@@ -30,6 +30,7 @@
 //!         .wrap(AirmyVerify::new(verifier))
 //!         .route("/airmy", web::post().to(inbox::accept)),
 //! );
+//! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
 //! # }
 //! ```

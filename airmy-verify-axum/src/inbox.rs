@@ -30,6 +30,7 @@
 //!     .route_service("/hooks/airmy", AirmyInbox::new(inbox.clone()))
 //!     .layer(AirmyVerifyLayer::new(verifier));
 //! // and in the background: inbox.worker(handlers).run(shutdown)
+//! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
 //! # }
 //! ```

@@ -57,6 +57,7 @@
 //! # while inbox.backend().stats().await?.done == 0 { tokio::time::sleep(std::time::Duration::from_millis(10)).await; }
 //! shutdown.cancel();
 //! worker.await?;
+//! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
 //! # }
 //! ```

@@ -24,6 +24,7 @@
 //! # std::fs::create_dir_all(&dir)?;
 //! let backend = SqliteBackend::open(dir.join("inbox.db"), SqliteOptions::default())?;
 //! let inbox = Inbox::new(backend);
+//! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
 //! # }
 //! ```
