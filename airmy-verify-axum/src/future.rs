@@ -35,7 +35,36 @@ pin_project! {
         state: State<S, S::Future, ReqBody>,
         span: Span,
     }
+
+    impl<S, ReqBody> PinnedDrop for ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<Full<Bytes>>>,
+    {
+        // Dropped before it answered (hyper drops it when the client hangs up; so does a
+        // timeout layer around ours): the delivery is still counted, once, as actix counts it.
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let span = &*this.span;
+            match this.state.project() {
+                // Verified and handed to the inner service, which had not answered.
+                StateProj::Calling { event_type, .. } => {
+                    let _entered = span.enter();
+                    observe::record_answered(span, None, CLIENT_CLOSED, event_type);
+                }
+                // The body never arrived whole.
+                StateProj::Reading { reading: Some(_), .. } => {
+                    let _entered = span.enter();
+                    observe::record_rejected(span, &Error::BodyRead);
+                }
+                _ => {}
+            }
+        }
+    }
 }
+
+/// The status recorded on the span of a delivery whose client left before the answer (nginx's
+/// 499; nothing is sent).
+const CLIENT_CLOSED: u16 = 499;
 
 pin_project! {
     #[project = StateProj]
@@ -54,6 +83,8 @@ pin_project! {
         Rejected {
             response: Option<Response<Full<Bytes>>>,
         },
+        // Answered (and recorded).
+        Done,
     }
 }
 
@@ -163,12 +194,14 @@ where
                         let status = response.status().as_u16();
                         observe::record_answered(span, outcome, status, event_type);
                     }
+                    state.set(State::Done);
                     return Poll::Ready(response.map(|r| r.map(ResponseBody::inner)));
                 }
                 StateProj::Rejected { response } => {
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
                     return Poll::Ready(Ok(response.map(ResponseBody::full)));
                 }
+                StateProj::Done => panic!("{POLLED_AFTER_COMPLETION}"),
             };
             state.set(next);
         }

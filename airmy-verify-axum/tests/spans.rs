@@ -68,3 +68,40 @@ async fn each_delivery_is_one_span_tree_with_its_fields() {
         &[testing::SECRET, &delivery.signature, &forged, &body],
     );
 }
+
+/// A request dropped while its handler runs (its client hung up, or a timeout around the
+/// layer fired) still closes its span with the outcome and a 499 status.
+#[tokio::test]
+async fn a_delivery_dropped_before_its_answer_records_499() {
+    let (capture, _guard) = SpanCapture::install();
+    let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
+    let app = Router::new()
+        .route(
+            "/hooks/airmy",
+            post(|AirmyEvent(_): AirmyEvent| std::future::pending::<StatusCode>()),
+        )
+        .layer(AirmyVerifyLayer::new(verifier));
+    let delivery = testing::sample_event(EVENT_TYPE)
+        .id("evt_dropped")
+        .created_at(OffsetDateTime::now_utc())
+        .signed(testing::SECRET);
+    let request = Request::post("/hooks/airmy")
+        .header("x-airmy-signature", &delivery.signature)
+        .body(Body::from(delivery.body.clone()))
+        .expect("request");
+    let call = app.oneshot(request);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(100), call)
+            .await
+            .is_err(),
+        "the handler never answers"
+    );
+    let found = capture.spans();
+    let span = found
+        .iter()
+        .find(|s| s.name == "airmy_delivery")
+        .expect("a delivery span");
+    assert_eq!(spans::field(span, "event_id"), "evt_dropped");
+    assert_eq!(spans::field(span, "outcome"), "accepted");
+    assert_eq!(spans::field(span, "status"), "499");
+}

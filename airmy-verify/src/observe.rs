@@ -17,7 +17,7 @@
 //! | | `event_type` | the verified event type, as sent (once verified) |
 //! | | `body_bytes` | the body's size in bytes, as received (once read) |
 //! | | `outcome` | `accepted`, `duplicate`, `in_flight` or `rejected` ([`Outcome`]) |
-//! | | `status` | the HTTP status answered |
+//! | | `status` | the HTTP status answered (axum: 499 when the client left before the answer) |
 //! | | `code` | for `rejected`: the error code of the body, such as `invalid_signature`, or `store_unavailable` |
 //! | `airmy_inbox_entry` | `event_id`, `event_type` | the stored delivery's |
 //! | | `attempt` | 1 for the first attempt, counting every attempt |

@@ -56,17 +56,44 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
+/// `bin` with `AIRMY_METRICS_LISTEN` and `env`, and its `/metrics` URL.
+async fn with_metrics(bin: &str, env: (&str, &str)) -> (Receiver, String) {
+    let r = Receiver::start(bin, &[("AIRMY_METRICS_LISTEN", "127.0.0.1:0"), env]).await;
+    let metrics = r.metrics_url().await;
+    (r, metrics)
+}
+
+/// The samples `GET metrics` answers, and its text.
+async fn scrape(metrics: &str) -> (BTreeMap<String, f64>, String) {
+    let text = client()
+        .get(metrics)
+        .send()
+        .await
+        .expect("scraped")
+        .text()
+        .await
+        .expect("text");
+    (samples(&text), text)
+}
+
+/// The `airmy_webhook_deliveries_total` series with these labels.
+fn deliveries_series(outcome: &str, code: &str, event_type: &str) -> String {
+    format!(
+        "airmy_webhook_deliveries_total{{code=\"{code}\",event_type=\"{event_type}\",outcome=\"{outcome}\"}}"
+    )
+}
+
+/// The sum of every `airmy_webhook_deliveries_total` series.
+fn deliveries_total(got: &BTreeMap<String, f64>) -> f64 {
+    got.iter()
+        .filter(|(k, _)| k.starts_with("airmy_webhook_deliveries_total{"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// The counts a known mix of deliveries must leave, through either receiver.
 async fn metrics_count_a_known_mix_exactly(bin: &str) {
-    let r = Receiver::start(
-        bin,
-        &[
-            ("AIRMY_METRICS_LISTEN", "127.0.0.1:0"),
-            ("AIRMY_IDEMPOTENCY", "memory"),
-        ],
-    )
-    .await;
-    let metrics = r.metrics_url().await;
+    let (r, metrics) = with_metrics(bin, ("AIRMY_IDEMPOTENCY", "memory")).await;
     let secret = testing::SECRET;
     let mut accepted = Vec::new();
     for n in 0..3 {
@@ -97,20 +124,8 @@ async fn metrics_count_a_known_mix_exactly(bin: &str) {
         .expect("answered");
     assert_eq!(unsigned.status().as_u16(), 401);
 
-    let text = client()
-        .get(&metrics)
-        .send()
-        .await
-        .expect("scraped")
-        .text()
-        .await
-        .expect("text");
-    let got = samples(&text);
-    let delivery = |outcome: &str, code: &str, event_type: &str| {
-        format!(
-            "airmy_webhook_deliveries_total{{code=\"{code}\",event_type=\"{event_type}\",outcome=\"{outcome}\"}}"
-        )
-    };
+    let (got, text) = scrape(&metrics).await;
+    let delivery = deliveries_series;
     let want: Vec<(String, f64)> = vec![
         (delivery("accepted", "none", "run.completed"), 3.0),
         (delivery("accepted", "none", "alert.triggered"), 1.0),
@@ -136,13 +151,9 @@ async fn metrics_count_a_known_mix_exactly(bin: &str) {
     for (series, value) in &want {
         assert_eq!(got.get(series), Some(value), "{bin}: {series} in\n{text}");
     }
-    let deliveries: f64 = got
-        .iter()
-        .filter(|(k, _)| k.starts_with("airmy_webhook_deliveries_total{"))
-        .map(|(_, v)| v)
-        .sum();
     assert_eq!(
-        deliveries, 11.0,
+        deliveries_total(&got),
+        11.0,
         "{bin}: every delivery counted once\n{text}"
     );
     assert!(!text.contains(secret) && !text.contains("evt_"), "{text}");
@@ -156,6 +167,66 @@ async fn axum_receiver_metrics_count_a_known_mix_exactly() {
 #[tokio::test]
 async fn actix_receiver_metrics_count_a_known_mix_exactly() {
     metrics_count_a_known_mix_exactly(ACTIX).await;
+}
+
+/// A client that hangs up while its handler runs, and one that sends half a body then leaves,
+/// are counted once each, like every other delivery: `accepted` (the handler had it) and
+/// `rejected`/`body_unreadable`. (hyper drops the request's future when its client leaves; actix
+/// runs the handler to its end.)
+async fn deliveries_whose_client_hangs_up_are_counted(bin: &str) {
+    use tokio::io::AsyncWriteExt;
+    let (r, metrics) = with_metrics(bin, ("AIRMY_HANDLER_DELAY_MS", "1000")).await;
+    let addr = r.base.strip_prefix("http://").expect("http");
+    let d = event("run.completed", "evt_gone", testing::SECRET);
+    let head = format!(
+        "POST /hooks/airmy HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         x-airmy-signature: {}\r\ncontent-length: {}\r\n\r\n",
+        d.signature,
+        d.body.len()
+    );
+    // The whole delivery, then gone while the handler sleeps.
+    let mut whole = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    whole.write_all(head.as_bytes()).await.expect("sent");
+    whole.write_all(&d.body).await.expect("sent");
+    // Half of the body, then gone.
+    let mut half = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    half.write_all(head.as_bytes()).await.expect("sent");
+    half.write_all(&d.body[..d.body.len() / 2])
+        .await
+        .expect("sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop((whole, half));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deliveries_total(&scrape(&metrics).await.0) < 2.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the handler's end: nothing counted twice.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (got, text) = scrape(&metrics).await;
+    let accepted = deliveries_series("accepted", "none", "run.completed");
+    assert_eq!(got.get(&accepted), Some(&1.0), "{bin}: {text}");
+    let cut = deliveries_series("rejected", "body_unreadable", "none");
+    assert_eq!(got.get(&cut), Some(&1.0), "{bin}: {text}");
+    assert_eq!(
+        deliveries_total(&got),
+        2.0,
+        "{bin}: each counted once\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn axum_receiver_counts_deliveries_whose_client_hangs_up() {
+    deliveries_whose_client_hangs_up_are_counted(AXUM).await;
+}
+
+#[tokio::test]
+async fn actix_receiver_counts_deliveries_whose_client_hangs_up() {
+    deliveries_whose_client_hangs_up_are_counted(ACTIX).await;
 }
 
 /// Replaces the secret file the way Kubernetes does: a new file renamed over the old one.
