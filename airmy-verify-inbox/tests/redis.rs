@@ -633,6 +633,47 @@ async fn a_redis_out_of_memory_refuses_accepts_but_still_connects() {
 }
 
 /// Retries already due but not yet taken (every worker down) count as pending, with their age.
+/// One take hands out no more than about 8 MiB of bodies (it stops once 8 MiB is reached), so
+/// a worker taking ahead never pulls hundreds of 2 MiB deliveries into memory at once.
+#[tokio::test]
+async fn a_take_stops_at_8_mib_of_bodies() {
+    let server = RedisServer::start();
+    let backend = backend(server.url(), &prefix("big")).await;
+    let verifier = airmy_verify::Verifier::new(
+        airmy_verify::Secret::new(airmy_verify::testing::SECRET).expect("secret"),
+    );
+    let filler = "x".repeat(2_000_000);
+    let now = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("now");
+    for n in 0..7 {
+        let body = format!(
+            r#"{{"id":"evt_big_{n}","type":"test","created_at":"{now}","data":{{"filler":"{filler}"}}}}"#
+        );
+        let signature = airmy_verify::sign(body.as_bytes(), airmy_verify::testing::SECRET);
+        let verified = verifier.verify(signature, body).expect("verifies");
+        assert_eq!(
+            backend.accept(&verified).await.expect("accept"),
+            Accepted::Stored
+        );
+    }
+    let lease = Duration::from_secs(30);
+    let first = backend.take(100, lease).await.expect("take");
+    let bytes = |taken: &[airmy_verify_inbox::Leased]| -> usize {
+        taken.iter().map(|l| l.body.len()).sum()
+    };
+    let all_but_last: usize = bytes(&first[..first.len() - 1]);
+    assert!(
+        all_but_last < 8 << 20 && bytes(&first) >= 8 << 20,
+        "stops right after 8 MiB: {} entries, {} bytes",
+        first.len(),
+        bytes(&first)
+    );
+    assert_eq!(first.len(), 5);
+    let rest = backend.take(100, lease).await.expect("take");
+    assert_eq!(rest.len(), 2, "the rest on the next take");
+}
+
 #[tokio::test]
 async fn overdue_retries_count_as_pending() {
     let server = RedisServer::start();
