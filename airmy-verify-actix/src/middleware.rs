@@ -142,7 +142,11 @@ where
                 response: Some(span.in_scope(|| reject(&span, req, err))),
             },
         };
-        ResponseFuture { state, span }
+        ResponseFuture {
+            state,
+            span,
+            recorded: false,
+        }
     }
 }
 
@@ -160,6 +164,29 @@ pin_project! {
         #[pin]
         state: State<S, S::Future, B>,
         span: Span,
+        // The delivery was recorded while a panic unwound through the inner service.
+        recorded: bool,
+    }
+
+    impl<S, B> PinnedDrop for ResponseFuture<S, B>
+    where
+        S: Service<ServiceRequest>,
+    {
+        // Dropped before it answered (actix drops it when a pipelined request's connection
+        // closes, and so does a handler's panic unwinding): the delivery is still counted, once.
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            match this.state.project() {
+                StateProj::Calling { .. } if *this.recorded => {}
+                StateProj::Calling { event_type, .. } => {
+                    observe::record_dropped(this.span, Some(event_type));
+                }
+                StateProj::Reading { reading: Some(_) } => {
+                    observe::record_dropped(this.span, None);
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -178,6 +205,8 @@ pin_project! {
         Rejected {
             response: Option<ServiceResponse<EitherBody<B>>>,
         },
+        // Answered (and recorded).
+        Done,
     }
 }
 
@@ -223,22 +252,31 @@ where
                         .finish(read, span)
                 }
                 StateProj::Calling { future, event_type } => {
+                    let watch = observe::PanicWatch::new(span, event_type, this.recorded);
                     let response = ready!(future.poll(cx));
-                    if let Ok(response) = &response {
-                        let extensions = response.response().extensions();
-                        let status = response.status().as_u16();
-                        observe::record_answered(
+                    drop(watch);
+                    match &response {
+                        Ok(response) => observe::record_answered(
                             span,
-                            extensions.get::<Outcome>(),
-                            status,
+                            response.response().extensions().get::<Outcome>(),
+                            response.status().as_u16(),
                             event_type,
-                        );
+                        ),
+                        // actix answers the error's own response.
+                        Err(err) => observe::record_answered(
+                            span,
+                            None,
+                            err.as_response_error().status_code().as_u16(),
+                            event_type,
+                        ),
                     }
+                    state.set(State::Done);
                     return Poll::Ready(response.map(ServiceResponse::map_into_left_body));
                 }
                 StateProj::Rejected { response } => {
                     return Poll::Ready(Ok(response.take().expect(POLLED_AFTER_COMPLETION)));
                 }
+                StateProj::Done => panic!("{POLLED_AFTER_COMPLETION}"),
             };
             state.set(next);
         }

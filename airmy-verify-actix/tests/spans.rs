@@ -57,3 +57,68 @@ async fn each_delivery_is_one_span_tree_with_its_fields() {
         &[testing::SECRET, &delivery.signature, &forged, &body],
     );
 }
+
+fn signed_request(id: &str) -> actix_http::Request {
+    let delivery = testing::sample_event(EVENT_TYPE)
+        .id(id)
+        .created_at(OffsetDateTime::now_utc())
+        .signed(testing::SECRET);
+    test::TestRequest::post()
+        .uri("/hooks/airmy")
+        .insert_header(("x-airmy-signature", delivery.signature.as_str()))
+        .set_payload(delivery.body)
+        .to_request()
+}
+
+/// A request dropped while its handler runs (a pipelined request whose connection closed):
+/// counted once, status 499.
+#[actix_web::test]
+async fn a_delivery_dropped_before_its_answer_records_499() {
+    use actix_web::dev::Service;
+    let (capture, _guard) = SpanCapture::install();
+    let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
+    let app = test::init_service(App::new().service(
+        web::scope("/hooks").wrap(AirmyVerify::new(verifier)).route(
+            "/airmy",
+            web::post().to(std::future::pending::<HttpResponse>),
+        ),
+    ))
+    .await;
+    let call = app.call(signed_request("evt_dropped"));
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(100), call).await;
+    assert!(waited.is_err(), "the handler never answers");
+    assert_eq!(
+        spans::one_delivery(&capture),
+        ("evt_dropped".into(), "accepted".into(), "499".into())
+    );
+}
+
+/// A middleware inside ours that fails: counted with the status of the error's response.
+#[actix_web::test]
+async fn an_inner_error_records_its_status() {
+    use actix_web::body::BoxBody;
+    use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+    use actix_web::middleware::{Next, from_fn};
+    async fn deny(
+        _: ServiceRequest,
+        _: Next<BoxBody>,
+    ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+        Err(actix_web::error::ErrorForbidden("no"))
+    }
+    let (capture, _guard) = SpanCapture::install();
+    let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
+    let app = test::init_service(
+        App::new().service(
+            web::scope("/hooks")
+                .wrap(from_fn(deny))
+                .wrap(AirmyVerify::new(verifier))
+                .route("/airmy", web::post().to(handler)),
+        ),
+    )
+    .await;
+    assert!(app.call(signed_request("evt_denied")).await.is_err());
+    assert_eq!(
+        spans::one_delivery(&capture),
+        ("evt_denied".into(), "accepted".into(), "403".into())
+    );
+}

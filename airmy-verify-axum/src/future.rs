@@ -34,6 +34,8 @@ pin_project! {
         #[pin]
         state: State<S, S::Future, ReqBody>,
         span: Span,
+        // The delivery was recorded while a panic unwound through the inner service.
+        recorded: bool,
     }
 
     impl<S, ReqBody> PinnedDrop for ResponseFuture<S, ReqBody>
@@ -41,30 +43,23 @@ pin_project! {
         S: Service<Request<Full<Bytes>>>,
     {
         // Dropped before it answered (hyper drops it when the client hangs up; so does a
-        // timeout layer around ours): the delivery is still counted, once, as actix counts it.
+        // timeout layer around ours, and a handler's panic unwinding): the delivery is still
+        // counted, once.
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            let span = &*this.span;
             match this.state.project() {
-                // Verified and handed to the inner service, which had not answered.
+                StateProj::Calling { .. } if *this.recorded => {}
                 StateProj::Calling { event_type, .. } => {
-                    let _entered = span.enter();
-                    observe::record_answered(span, None, CLIENT_CLOSED, event_type);
+                    observe::record_dropped(this.span, Some(event_type));
                 }
-                // The body never arrived whole.
                 StateProj::Reading { reading: Some(_), .. } => {
-                    let _entered = span.enter();
-                    observe::record_rejected(span, &Error::BodyRead);
+                    observe::record_dropped(this.span, None);
                 }
                 _ => {}
             }
         }
     }
 }
-
-/// The status recorded on the span of a delivery whose client left before the answer (nginx's
-/// 499; nothing is sent).
-const CLIENT_CLOSED: u16 = 499;
 
 pin_project! {
     #[project = StateProj]
@@ -116,6 +111,7 @@ where
     ) -> Self {
         Self {
             span,
+            recorded: false,
             state: State::Reading {
                 body,
                 reading: Some(Reading {
@@ -137,6 +133,7 @@ where
         });
         Self {
             span,
+            recorded: false,
             state: State::Rejected {
                 response: Some(response),
             },
@@ -188,12 +185,18 @@ where
                     }
                 }
                 StateProj::Calling { future, event_type } => {
+                    let watch = observe::PanicWatch::new(span, event_type, this.recorded);
                     let response = ready!(future.poll(cx));
-                    if let Ok(response) = &response {
-                        let outcome = response.extensions().get::<Outcome>();
-                        let status = response.status().as_u16();
-                        observe::record_answered(span, outcome, status, event_type);
-                    }
+                    drop(watch);
+                    let (outcome, status) = match &response {
+                        Ok(response) => (
+                            response.extensions().get::<Outcome>(),
+                            response.status().as_u16(),
+                        ),
+                        // What an outer `HandleErrorLayer` answers is not ours to see.
+                        Err(_) => (None, observe::STATUS_FAILED),
+                    };
+                    observe::record_answered(span, outcome, status, event_type);
                     state.set(State::Done);
                     return Poll::Ready(response.map(|r| r.map(ResponseBody::inner)));
                 }

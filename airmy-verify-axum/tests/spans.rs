@@ -69,26 +69,36 @@ async fn each_delivery_is_one_span_tree_with_its_fields() {
     );
 }
 
-/// A request dropped while its handler runs (its client hung up, or a timeout around the
-/// layer fired) still closes its span with the outcome and a 499 status.
-#[tokio::test]
-async fn a_delivery_dropped_before_its_answer_records_499() {
-    let (capture, _guard) = SpanCapture::install();
-    let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
-    let app = Router::new()
-        .route(
-            "/hooks/airmy",
-            post(|AirmyEvent(_): AirmyEvent| std::future::pending::<StatusCode>()),
-        )
-        .layer(AirmyVerifyLayer::new(verifier));
+/// The delivery span's fields after `request` went through `app` (its answer, if any, given
+/// back), with a capturing subscriber.
+fn delivery(id: &str) -> (Request<Body>, String) {
     let delivery = testing::sample_event(EVENT_TYPE)
-        .id("evt_dropped")
+        .id(id)
         .created_at(OffsetDateTime::now_utc())
         .signed(testing::SECRET);
     let request = Request::post("/hooks/airmy")
         .header("x-airmy-signature", &delivery.signature)
         .body(Body::from(delivery.body.clone()))
         .expect("request");
+    (request, id.to_owned())
+}
+
+fn verifier() -> Verifier {
+    Verifier::new(Secret::new(testing::SECRET).expect("secret"))
+}
+
+/// A request dropped while its handler runs (its client hung up, or a timeout around the
+/// layer fired) still closes its span with the outcome and a 499 status.
+#[tokio::test]
+async fn a_delivery_dropped_before_its_answer_records_499() {
+    let (capture, _guard) = SpanCapture::install();
+    let app = Router::new()
+        .route(
+            "/hooks/airmy",
+            post(|AirmyEvent(_): AirmyEvent| std::future::pending::<StatusCode>()),
+        )
+        .layer(AirmyVerifyLayer::new(verifier()));
+    let (request, id) = delivery("evt_dropped");
     let call = app.oneshot(request);
     assert!(
         tokio::time::timeout(std::time::Duration::from_millis(100), call)
@@ -96,12 +106,52 @@ async fn a_delivery_dropped_before_its_answer_records_499() {
             .is_err(),
         "the handler never answers"
     );
-    let found = capture.spans();
-    let span = found
-        .iter()
-        .find(|s| s.name == "airmy_delivery")
-        .expect("a delivery span");
-    assert_eq!(spans::field(span, "event_id"), "evt_dropped");
-    assert_eq!(spans::field(span, "outcome"), "accepted");
-    assert_eq!(spans::field(span, "status"), "499");
+    assert_eq!(
+        spans::one_delivery(&capture),
+        (id, "accepted".into(), "499".into())
+    );
+}
+
+/// An inner service that fails instead of answering (a `tower::timeout` inside the layer,
+/// turned into a response by an outer `HandleErrorLayer`): counted, status 500.
+#[tokio::test]
+async fn an_inner_service_error_records_500() {
+    use tower::Layer;
+    let (capture, _guard) = SpanCapture::install();
+    let failing = tower::service_fn(|_: Request<http_body_util::Full<bytes::Bytes>>| async {
+        Err::<axum::response::Response, Box<dyn std::error::Error + Send + Sync>>("boom".into())
+    });
+    let service = AirmyVerifyLayer::new(verifier()).layer(failing);
+    let (request, id) = delivery("evt_failed");
+    assert!(service.oneshot(request).await.is_err());
+    assert_eq!(
+        spans::one_delivery(&capture),
+        (id, "accepted".into(), "500".into())
+    );
+}
+
+/// A handler's panic, caught by tower-http's `CatchPanicLayer` outside ours: status 500, not
+/// the 499 of a client that left.
+#[tokio::test]
+async fn a_handler_panic_records_500() {
+    let (capture, _guard) = SpanCapture::install();
+    let app = Router::new()
+        .route(
+            "/hooks/airmy",
+            post(|AirmyEvent(_): AirmyEvent| async move {
+                if true {
+                    panic!("the handler panics");
+                }
+                StatusCode::OK
+            }),
+        )
+        .layer(AirmyVerifyLayer::new(verifier()))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new());
+    let (request, id) = delivery("evt_panicked");
+    let response = app.oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        spans::one_delivery(&capture),
+        (id, "accepted".into(), "500".into())
+    );
 }

@@ -55,6 +55,9 @@ pub enum InboxError {
     Unavailable(String),
     /// No entry with this id (or none in a state the operation applies to).
     NotFound(String),
+    /// The entry with this id is being processed right now (replay refuses it: replay it once
+    /// it is done or dead).
+    Busy(String),
 }
 
 impl InboxError {
@@ -77,6 +80,10 @@ impl fmt::Display for InboxError {
             Self::Full(why) => write!(f, "the inbox is full: {why}"),
             Self::Unavailable(why) => write!(f, "the inbox is unavailable: {why}"),
             Self::NotFound(id) => write!(f, "no such entry: {id}"),
+            Self::Busy(id) => write!(
+                f,
+                "entry {id} is being processed right now: replay it once it is done or dead"
+            ),
         }
     }
 }
@@ -202,7 +209,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes a dead or done entry pending again, due at once, its attempts reset (a new retry
     /// budget); a pending entry whose retry is scheduled later becomes due at once.
     ///
-    /// `Err(InboxError::NotFound)` when no entry has this id, or it is being processed.
+    /// `Err(InboxError::NotFound)` when no entry has this id, `Err(InboxError::Busy)` when it
+    /// is being processed.
     fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()>;
 
     /// The ids of dead letters that died at or after `since` (all when `None`); replayed

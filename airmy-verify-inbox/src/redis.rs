@@ -1098,9 +1098,7 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             match self.replay_ids(&[id.to_owned()]).await?.first() {
                 Some(1) => Ok(()),
-                Some(2) => Err(InboxError::NotFound(format!(
-                    "{id} (it is being processed right now)"
-                ))),
+                Some(2) => Err(InboxError::Busy(id.to_owned())),
                 _ => Err(InboxError::NotFound(id.to_owned())),
             }
         })

@@ -868,9 +868,7 @@ impl Backend for SqliteBackend {
                         .and_then(|mut s| s.execute(params![id, now]))
                         .map(drop)
                         .map_err(|e| unavailable(&e)),
-                    Some(_) => Err(InboxError::NotFound(format!(
-                        "{id} (it is being processed right now)"
-                    ))),
+                    Some(_) => Err(InboxError::Busy(id)),
                     None => Err(InboxError::NotFound(id)),
                 };
             }

@@ -17,7 +17,7 @@
 //! | | `event_type` | the verified event type, as sent (once verified) |
 //! | | `body_bytes` | the body's size in bytes, as received (once read) |
 //! | | `outcome` | `accepted`, `duplicate`, `in_flight` or `rejected` ([`Outcome`]) |
-//! | | `status` | the HTTP status answered (axum: 499 when the client left before the answer) |
+//! | | `status` | the HTTP status answered; [`STATUS_DROPPED`] (499) when the request was dropped before its answer, [`STATUS_FAILED`] (500) when the inner service failed or panicked |
 //! | | `code` | for `rejected`: the error code of the body, such as `invalid_signature`, or `store_unavailable` |
 //! | `airmy_inbox_entry` | `event_id`, `event_type` | the stored delivery's |
 //! | | `attempt` | 1 for the first attempt, counting every attempt |
@@ -243,6 +243,73 @@ pub fn record_answered(span: &Span, outcome: Option<&Outcome>, status: u16, even
     count_delivery(outcome, code, event_type);
     #[cfg(not(feature = "metrics"))]
     let _ = event_type;
+}
+
+/// The span status of a verified delivery whose request was dropped before it was answered:
+/// its client left, or a layer outside the verifying one (a timeout) answered instead (nginx's
+/// 499; nothing is sent).
+pub const STATUS_DROPPED: u16 = 499;
+
+/// The span status of a verified delivery whose inner service failed (returned an error, or
+/// its handler panicked) instead of answering: 500, whatever an outer `HandleErrorLayer` or
+/// `CatchPanicLayer` makes of it.
+pub const STATUS_FAILED: u16 = 500;
+
+/// Records a delivery whose request was dropped before the layer or middleware saw its answer,
+/// so that every delivery is counted once however it ends. `verified_type` is the label
+/// [`record_verified`] gave, if the delivery got that far: then it counts as `accepted` (the
+/// handler had it) with status [`STATUS_DROPPED`], or [`STATUS_FAILED`] when the drop is a
+/// handler's panic unwinding; otherwise its body never arrived whole: `rejected`,
+/// `body_unreadable`. Call it from the future's `Drop` while it has not answered.
+pub fn record_dropped(span: &Span, verified_type: Option<&str>) {
+    // (A panic unwinding through the inner service's poll is recorded by [`PanicWatch`]; this
+    // covers a drop during an unwind that started elsewhere.)
+    let _entered = span.enter();
+    match verified_type {
+        Some(event_type) => {
+            let status = if std::thread::panicking() {
+                STATUS_FAILED
+            } else {
+                STATUS_DROPPED
+            };
+            record_answered(span, None, status, event_type);
+        }
+        None => record_rejected(span, &Error::BodyRead),
+    }
+}
+
+/// Held by an adapter's future around each poll of the inner service: if the poll panics (a
+/// handler's panic, which a `CatchPanicLayer` outside may turn into a 500), the delivery is
+/// recorded as it unwinds, as `accepted` with status [`STATUS_FAILED`], and `recorded` is set
+/// so that the future's later drop does not record it again as [`STATUS_DROPPED`].
+#[derive(Debug)]
+pub struct PanicWatch<'a> {
+    span: &'a Span,
+    event_type: &'a str,
+    recorded: &'a mut bool,
+}
+
+impl<'a> PanicWatch<'a> {
+    /// Watches one poll of the inner service for the delivery of `span`, whose metric label
+    /// [`record_verified`] gave as `event_type`.
+    #[inline]
+    pub fn new(span: &'a Span, event_type: &'a str, recorded: &'a mut bool) -> Self {
+        Self {
+            span,
+            event_type,
+            recorded,
+        }
+    }
+}
+
+impl Drop for PanicWatch<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if std::thread::panicking() && !*self.recorded {
+            *self.recorded = true;
+            record_answered(self.span, None, STATUS_FAILED, self.event_type);
+        }
+    }
 }
 
 /// The handles of the per-delivery metrics, registered once per recorder: counting a

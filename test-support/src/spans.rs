@@ -153,6 +153,23 @@ pub fn field<'a>(span: &'a CapturedSpan, name: &str) -> &'a str {
     span.fields.get(name).map_or("", String::as_str)
 }
 
+/// The `event_id`, `outcome` and `status` of the one `airmy_delivery` span captured.
+///
+/// # Panics
+///
+/// When there is not exactly one.
+#[must_use]
+pub fn one_delivery(capture: &SpanCapture) -> (String, String, String) {
+    let spans = capture.spans();
+    let deliveries: Vec<&CapturedSpan> = spans
+        .iter()
+        .filter(|s| s.name == "airmy_delivery")
+        .collect();
+    assert_eq!(deliveries.len(), 1, "{spans:?}");
+    let field = |name| field(deliveries[0], name).to_owned();
+    (field("event_id"), field("outcome"), field("status"))
+}
+
 /// What the adapters' span tests check after sending one delivery (`event_id`, `event_type`,
 /// `body_len` bytes) to a guarded handler that logs `handler ran`, then the same delivery again,
 /// then one with a forged signature: three root `airmy_delivery` spans with the fields of an

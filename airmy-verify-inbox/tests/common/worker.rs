@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use airmy_verify::event::{AlertTriggered, RunCompleted};
 use airmy_verify::{Envelope, Event};
 use airmy_verify_inbox::conformance::{Harness, delivery};
-use airmy_verify_inbox::{Accepted, Context, HandlerError, Handlers, Inbox, RetryPolicy};
+use airmy_verify_inbox::{
+    Accepted, Context, HandlerError, Handlers, Inbox, InboxError, RetryPolicy,
+};
 use tokio_util::sync::CancellationToken;
 
 pub fn fast_policy() -> RetryPolicy {
@@ -338,7 +340,8 @@ pub async fn replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_proces
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 2, "its attempts are kept");
     let err = b.replay("evt_sched").await.expect_err("being processed");
-    assert!(err.to_string().contains("being processed"), "{err}");
+    assert_eq!(err, InboxError::Busy("evt_sched".into()));
+    assert!(err.to_string().contains("is being processed"), "{err}");
 }
 
 pub async fn entries_taken_ahead_behind_slow_handlers_keep_their_lease(inbox: Inbox) {
