@@ -249,26 +249,29 @@ where
                     reading
                         .take()
                         .expect(POLLED_AFTER_COMPLETION)
-                        .finish(read, span)
+                        .finish(read, span, this.recorded)
                 }
                 StateProj::Calling { future, event_type } => {
                     let watch = observe::PanicWatch::new(span, event_type, this.recorded);
                     let response = ready!(future.poll(cx));
                     drop(watch);
-                    match &response {
-                        Ok(response) => observe::record_answered(
-                            span,
-                            response.response().extensions().get::<Outcome>(),
-                            response.status().as_u16(),
-                            event_type,
+                    let (outcome, status) = match &response {
+                        Ok(response) => (
+                            response.response().extensions().get::<Outcome>().copied(),
+                            response.status(),
                         ),
-                        // actix answers the error's own response.
-                        Err(err) => observe::record_answered(
+                        // actix answers the error's own response (built here only to read
+                        // its status, which `ResponseError::status_code` may not tell).
+                        Err(err) => (None, err.error_response().status()),
+                    };
+                    // (Recorded already if an earlier poll panicked.)
+                    if !*this.recorded {
+                        observe::record_answered(
                             span,
-                            None,
-                            err.as_response_error().status_code().as_u16(),
+                            outcome.as_ref(),
+                            status.as_u16(),
                             event_type,
-                        ),
+                        );
                     }
                     state.set(State::Done);
                     return Poll::Ready(response.map(ServiceResponse::map_into_left_body));
@@ -298,7 +301,12 @@ impl<S> Reading<S> {
 
     /// The state after the payload was read: verified, then the inner service, or the
     /// rejection.
-    fn finish<B>(self, read: Result<(), Error>, span: &Span) -> State<S, S::Future, B>
+    fn finish<B>(
+        self,
+        read: Result<(), Error>,
+        span: &Span,
+        recorded: &mut bool,
+    ) -> State<S, S::Future, B>
     where
         S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>
             + 'static,
@@ -327,10 +335,11 @@ impl<S> Reading<S> {
         req.set_payload(Payload::from(stream));
         req.add_data_container(data);
         req.extensions_mut().insert::<Verified>(verified);
-        State::Calling {
-            future: service.call(req),
-            event_type,
-        }
+        // A middleware inside ours may panic in `call` itself.
+        let watch = observe::PanicWatch::new(span, event_type, recorded);
+        let future = service.call(req);
+        drop(watch);
+        State::Calling { future, event_type }
     }
 }
 

@@ -93,17 +93,30 @@ async fn a_delivery_dropped_before_its_answer_records_499() {
     );
 }
 
-/// A middleware inside ours that fails: counted with the status of the error's response.
+/// A middleware inside ours that fails: counted with the status of the response actix sends
+/// for the error (an error type that only overrides `error_response` included).
 #[actix_web::test]
 async fn an_inner_error_records_its_status() {
     use actix_web::body::BoxBody;
     use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
     use actix_web::middleware::{Next, from_fn};
+    #[derive(Debug)]
+    struct Teapot;
+    impl std::fmt::Display for Teapot {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a teapot")
+        }
+    }
+    impl actix_web::ResponseError for Teapot {
+        fn error_response(&self) -> HttpResponse {
+            HttpResponse::ImATeapot().finish()
+        }
+    }
     async fn deny(
         _: ServiceRequest,
         _: Next<BoxBody>,
     ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-        Err(actix_web::error::ErrorForbidden("no"))
+        Err(Teapot.into())
     }
     let (capture, _guard) = SpanCapture::install();
     let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
@@ -119,6 +132,37 @@ async fn an_inner_error_records_its_status() {
     assert!(app.call(signed_request("evt_denied")).await.is_err());
     assert_eq!(
         spans::one_delivery(&capture),
-        ("evt_denied".into(), "accepted".into(), "403".into())
+        ("evt_denied".into(), "accepted".into(), "418".into())
+    );
+}
+
+/// A middleware inside ours that panics in `call` itself (before any future exists): counted
+/// once, status 500.
+#[actix_web::test]
+async fn a_panic_in_an_inner_call_records_500() {
+    use actix_web::dev::Service;
+    let (capture, _guard) = SpanCapture::install();
+    let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
+    let app = test::init_service(
+        App::new().service(
+            web::scope("/hooks")
+                .wrap_fn(|req, srv| {
+                    assert!(
+                        req.headers().contains_key("x-tenant"),
+                        "no tenant header: a middleware panics in call"
+                    );
+                    srv.call(req)
+                })
+                .wrap(AirmyVerify::new(verifier))
+                .route("/airmy", web::post().to(handler)),
+        ),
+    )
+    .await;
+    let call = app.call(signed_request("evt_call_panic"));
+    let joined = actix_web::rt::spawn(call).await;
+    assert!(joined.expect_err("panicked").is_panic());
+    assert_eq!(
+        spans::one_delivery(&capture),
+        ("evt_call_panic".into(), "accepted".into(), "500".into())
     );
 }

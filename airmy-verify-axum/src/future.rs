@@ -171,10 +171,11 @@ where
                             let event_type = observe::record_verified(span, &verified);
                             let bytes = verified.bytes().clone();
                             parts.extensions.insert(verified);
-                            State::Calling {
-                                future: inner.call(Request::from_parts(parts, Full::new(bytes))),
-                                event_type,
-                            }
+                            // A layer inside ours may panic in `call` itself.
+                            let watch = observe::PanicWatch::new(span, event_type, this.recorded);
+                            let future = inner.call(Request::from_parts(parts, Full::new(bytes)));
+                            drop(watch);
+                            State::Calling { future, event_type }
                         }
                         Err(err) => {
                             observe::record_rejected(span, &err);
@@ -196,7 +197,10 @@ where
                         // What an outer `HandleErrorLayer` answers is not ours to see.
                         Err(_) => (None, observe::STATUS_FAILED),
                     };
-                    observe::record_answered(span, outcome, status, event_type);
+                    // (Recorded already if an earlier poll panicked.)
+                    if !*this.recorded {
+                        observe::record_answered(span, outcome, status, event_type);
+                    }
                     state.set(State::Done);
                     return Poll::Ready(response.map(|r| r.map(ResponseBody::inner)));
                 }

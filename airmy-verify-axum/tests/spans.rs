@@ -155,3 +155,32 @@ async fn a_handler_panic_records_500() {
         (id, "accepted".into(), "500".into())
     );
 }
+
+/// A layer inside ours that panics in `call` itself (tower's `map_request` checking a header),
+/// before any future exists: counted once, status 500.
+#[tokio::test]
+async fn a_panic_in_an_inner_call_records_500() {
+    use tower::Layer;
+    let (capture, _guard) = SpanCapture::install();
+    let inner = tower::ServiceBuilder::new()
+        .map_request(|request: Request<http_body_util::Full<bytes::Bytes>>| {
+            assert!(
+                request.headers().contains_key("x-tenant"),
+                "no tenant header: a layer panics in call"
+            );
+            request
+        })
+        .service(tower::service_fn(
+            |_: Request<http_body_util::Full<bytes::Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(axum::response::Response::new(Body::empty()))
+            },
+        ));
+    let service = AirmyVerifyLayer::new(verifier()).layer(inner);
+    let (request, id) = delivery("evt_call_panic");
+    let joined = tokio::spawn(service.oneshot(request)).await;
+    assert!(joined.expect_err("panicked").is_panic());
+    assert_eq!(
+        spans::one_delivery(&capture),
+        (id, "accepted".into(), "500".into())
+    );
+}

@@ -258,28 +258,19 @@ pub const STATUS_FAILED: u16 = 500;
 /// Records a delivery whose request was dropped before the layer or middleware saw its answer,
 /// so that every delivery is counted once however it ends. `verified_type` is the label
 /// [`record_verified`] gave, if the delivery got that far: then it counts as `accepted` (the
-/// handler had it) with status [`STATUS_DROPPED`], or [`STATUS_FAILED`] when the drop is a
-/// handler's panic unwinding; otherwise its body never arrived whole: `rejected`,
-/// `body_unreadable`. Call it from the future's `Drop` while it has not answered.
+/// handler had it) with status [`STATUS_DROPPED`]; otherwise its body never arrived whole:
+/// `rejected`, `body_unreadable`. Call it from the future's `Drop` while it has not answered
+/// (and [`PanicWatch`] has not recorded a panic).
 pub fn record_dropped(span: &Span, verified_type: Option<&str>) {
-    // (A panic unwinding through the inner service's poll is recorded by [`PanicWatch`]; this
-    // covers a drop during an unwind that started elsewhere.)
     let _entered = span.enter();
     match verified_type {
-        Some(event_type) => {
-            let status = if std::thread::panicking() {
-                STATUS_FAILED
-            } else {
-                STATUS_DROPPED
-            };
-            record_answered(span, None, status, event_type);
-        }
+        Some(event_type) => record_answered(span, None, STATUS_DROPPED, event_type),
         None => record_rejected(span, &Error::BodyRead),
     }
 }
 
-/// Held by an adapter's future around each poll of the inner service: if the poll panics (a
-/// handler's panic, which a `CatchPanicLayer` outside may turn into a 500), the delivery is
+/// Held by an adapter's future around each call and poll of the inner service: if it panics
+/// (a handler's panic, which a `CatchPanicLayer` outside may turn into a 500), the delivery is
 /// recorded as it unwinds, as `accepted` with status [`STATUS_FAILED`], and `recorded` is set
 /// so that the future's later drop does not record it again as [`STATUS_DROPPED`].
 #[derive(Debug)]
