@@ -106,6 +106,29 @@ pub async fn run_all(h: &impl Harness) {
     wait_wakes_on_a_new_entry(h).await;
 }
 
+/// Not part of [`run_all`] (it needs its own backend): run it on an empty backend opened to
+/// hold at most 3 unfinished entries. Three accepts store; the fourth fails with
+/// [`InboxError::Full`] (adapters answer 503, never a 2xx); a delivery already stored is still
+/// answered [`Accepted::Duplicate`].
+pub async fn a_full_inbox_refuses_new_entries_but_knows_stored_ones(bounded_at_3: &dyn Backend) {
+    let b = bounded_at_3;
+    for i in 0..3 {
+        assert_eq!(
+            b.accept(&delivery(&format!("evt_bounded_{i}"), "test"))
+                .await,
+            Ok(Accepted::Stored)
+        );
+    }
+    assert!(matches!(
+        b.accept(&delivery("evt_bounded_3", "test")).await,
+        Err(InboxError::Full(_))
+    ));
+    assert_eq!(
+        b.accept(&delivery("evt_bounded_0", "test")).await,
+        Ok(Accepted::Duplicate)
+    );
+}
+
 fn unique(prefix: &str) -> String {
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
     format!("{prefix}_{nanos}")

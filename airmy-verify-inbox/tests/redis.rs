@@ -5,7 +5,7 @@
 #![cfg(feature = "redis")]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use airmy_verify::{Envelope, Event};
@@ -75,15 +75,7 @@ async fn fresh(name: &str) -> (Inbox, RedisServer) {
     (inbox, server)
 }
 
-worker_scenarios!(
-    an_outage_longer_than_airmys_retries_loses_nothing,
-    a_permanent_failure_becomes_a_dead_letter_and_replay_brings_it_back,
-    panics_and_timeouts_are_failures_retried_and_unhandled_types_complete,
-    shutdown_releases_unfinished_entries_and_another_worker_finishes_them,
-    an_entry_whose_worker_died_is_taken_over_after_the_lease,
-    a_handler_slower_than_the_lease_is_not_run_twice,
-    entries_taken_ahead_behind_slow_handlers_keep_their_lease,
-);
+worker_scenarios!();
 
 #[tokio::test]
 async fn replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed() {
@@ -332,22 +324,7 @@ async fn a_full_inbox_refuses_accepts() {
     )
     .await
     .expect("connects");
-    for i in 0..3 {
-        assert_eq!(
-            backend
-                .accept(&delivery(&format!("evt_f{i}"), "test"))
-                .await,
-            Ok(Accepted::Stored)
-        );
-    }
-    assert!(matches!(
-        backend.accept(&delivery("evt_f3", "test")).await,
-        Err(InboxError::Full(_))
-    ));
-    assert_eq!(
-        backend.accept(&delivery("evt_f0", "test")).await,
-        Ok(Accepted::Duplicate)
-    );
+    conformance::a_full_inbox_refuses_new_entries_but_knows_stored_ones(&backend).await;
 }
 
 #[tokio::test]
@@ -484,16 +461,8 @@ async fn an_outcome_is_recorded_once_redis_is_back() {
         .await
         .expect("connects"),
     );
-    let calls = Arc::new(AtomicU64::new(0));
-    let c = calls.clone();
-    let handlers = Handlers::new().fallback(move |_e: Envelope<Event>, _ctx: Context| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            Ok::<(), HandlerError>(())
-        }
-    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handlers = common::worker::counting(calls.clone(), Duration::from_millis(600));
     let shutdown = CancellationToken::new();
     let lease = Duration::from_secs(4);
     let worker = tokio::spawn(inbox.worker(handlers).lease(lease).run(shutdown.clone()));

@@ -182,22 +182,7 @@ async fn a_full_inbox_refuses_accepts_and_never_reports_them_stored() {
         SqliteOptions::default().max_unfinished(3),
     )
     .expect("opens");
-    for i in 0..3 {
-        assert_eq!(
-            bounded
-                .accept(&delivery(&format!("evt_b{i}"), "test"))
-                .await,
-            Ok(Accepted::Stored)
-        );
-    }
-    assert!(matches!(
-        bounded.accept(&delivery("evt_b3", "test")).await,
-        Err(InboxError::Full(_))
-    ));
-    assert_eq!(
-        bounded.accept(&delivery("evt_b0", "test")).await,
-        Ok(Accepted::Duplicate)
-    );
+    conformance::a_full_inbox_refuses_new_entries_but_knows_stored_ones(&bounded).await;
 }
 
 #[macro_use]
@@ -211,15 +196,7 @@ async fn fresh(name: &str) -> (Inbox, TempDir) {
     (inbox, dir)
 }
 
-worker_scenarios!(
-    an_outage_longer_than_airmys_retries_loses_nothing,
-    a_permanent_failure_becomes_a_dead_letter_and_replay_brings_it_back,
-    panics_and_timeouts_are_failures_retried_and_unhandled_types_complete,
-    shutdown_releases_unfinished_entries_and_another_worker_finishes_them,
-    an_entry_whose_worker_died_is_taken_over_after_the_lease,
-    a_handler_slower_than_the_lease_is_not_run_twice,
-    entries_taken_ahead_behind_slow_handlers_keep_their_lease,
-);
+worker_scenarios!();
 
 #[tokio::test]
 async fn replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed() {

@@ -14,6 +14,7 @@ use airmy_verify::testing::{self, Delivery};
 use airmy_verify::time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
+use tokio::task::JoinSet;
 
 mod common;
 
@@ -110,35 +111,14 @@ async fn crash_and_restart(bin: &str) {
         "evt_crash_{}",
         OffsetDateTime::now_utc().unix_timestamp_nanos()
     );
-    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
-    let client = client();
-    let mut load = tokio::task::JoinSet::new();
-    for lane in 0..16 {
-        let (client, url, prefix, acknowledged) = (
-            client.clone(),
-            first.url.clone(),
-            prefix.clone(),
-            acknowledged.clone(),
-        );
-        load.spawn(async move {
-            for i in 0..25 {
-                let id = format!("{prefix}_{lane}_{i}");
-                if let Some((status, body)) = post(&client, &url, &delivery(&id)).await
-                    && status == 200
-                {
-                    assert!(body.contains("\"accepted\""), "{body}");
-                    acknowledged.lock().expect("set").insert(id);
-                }
-            }
-        });
-    }
+    let (load, acknowledged) = load_lanes(std::slice::from_ref(&first.url), &prefix);
     // Kill it while deliveries arrive and handlers run.
     wait_for("some deliveries handled", Duration::from_secs(30), || {
         first.lines().len() >= 20
     })
     .await;
     first.signal("-9");
-    while load.join_next().await.is_some() {}
+    join_lanes(load).await;
     let acknowledged = acknowledged.lock().expect("set").clone();
     assert!(
         acknowledged.len() > 20,
@@ -268,12 +248,7 @@ async fn an_outage_longer_than_airmys_retries_loses_nothing() {
             (Some(10), Some(0)),
             "{bin}: {stats}"
         );
-        let health = client
-            .get(format!("{}/healthz", r.base))
-            .send()
-            .await
-            .expect("healthz");
-        assert_eq!(health.status(), 200);
+        assert_eq!(r.health().await, 200);
     }
 }
 
@@ -647,30 +622,70 @@ async fn a_removed_database_file_answers_503_not_2xx() {
             (503, r#"{"error":"inbox_unavailable"}"#.to_owned()),
             "{bin}"
         );
-        let health = client
-            .get(format!("{}/healthz", r.base))
-            .send()
-            .await
-            .expect("healthz");
-        assert_eq!(health.status(), 503, "{bin}");
+        assert_eq!(r.health().await, 503, "{bin}");
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The Redis inbox: several replicas on one queue.
 
-/// Posts to `urls[lane % 2]`; when that replica does not answer at all (it was killed), tries
-/// the other, as a load balancer would. `Some((status, body))` from whichever answered.
+/// Posts `d` to the `urls` in turn from `lane`'s, as a load balancer that fails over does:
+/// the first answer, `None` when none answered.
 async fn post_balanced(
     client: &reqwest::Client,
-    urls: &[String; 2],
+    urls: &[String],
     lane: usize,
     d: &Delivery,
 ) -> Option<(u16, String)> {
-    if let Some(answer) = post(client, &urls[lane % 2], d).await {
-        return Some(answer);
+    for k in 0..urls.len() {
+        if let Some(answer) = post(client, &urls[(lane + k) % urls.len()], d).await {
+            return Some(answer);
+        }
     }
-    post(client, &urls[(lane + 1) % 2], d).await
+    None
+}
+
+/// 16 load lanes of 25 signed deliveries each (ids `{prefix}_{lane}_{i}`), spread over `urls`
+/// with failover; an id answered 200 goes in the set. A 200 must say `accepted`, or, with
+/// several replicas, `duplicate` (a replica stored it, then died before answering, and the
+/// retry found it in the shared inbox). Join every lane (`expect`ing each) before reading the
+/// set.
+fn load_lanes(urls: &[String], prefix: &str) -> (JoinSet<()>, Arc<Mutex<HashSet<String>>>) {
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let client = client();
+    let shared = urls.len() > 1;
+    let mut load = JoinSet::new();
+    for lane in 0..16 {
+        let (client, urls, prefix, acknowledged) = (
+            client.clone(),
+            urls.to_vec(),
+            prefix.to_owned(),
+            acknowledged.clone(),
+        );
+        load.spawn(async move {
+            for i in 0..25 {
+                let id = format!("{prefix}_{lane}_{i}");
+                if let Some((status, body)) =
+                    post_balanced(&client, &urls, lane + i, &delivery(&id)).await
+                    && status == 200
+                {
+                    assert!(
+                        body.contains("\"accepted\"") || (shared && body.contains("\"duplicate\"")),
+                        "{body}"
+                    );
+                    acknowledged.lock().expect("set").insert(id);
+                }
+            }
+        });
+    }
+    (load, acknowledged)
+}
+
+/// Waits for every lane, failing if one did.
+async fn join_lanes(mut load: JoinSet<()>) {
+    while let Some(lane) = load.join_next().await {
+        lane.expect("a load lane");
+    }
 }
 
 /// Two replicas (axum and actix) on one Redis under load, one killed with `kill -9` part-way:
@@ -692,42 +707,13 @@ async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
         "evt_rr_{}",
         OffsetDateTime::now_utc().unix_timestamp_nanos()
     );
-    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
-    let client = client();
-    let mut load = tokio::task::JoinSet::new();
-    for lane in 0..16 {
-        let (client, urls, prefix, acknowledged) = (
-            client.clone(),
-            urls.clone(),
-            prefix.clone(),
-            acknowledged.clone(),
-        );
-        load.spawn(async move {
-            for i in 0..25 {
-                let id = format!("{prefix}_{lane}_{i}");
-                if let Some((status, body)) =
-                    post_balanced(&client, &urls, lane + i, &delivery(&id)).await
-                    && status == 200
-                {
-                    // A duplicate: the killed replica stored it, then died before answering;
-                    // the retry on the survivor finds it in the shared inbox.
-                    assert!(
-                        body.contains("\"accepted\"") || body.contains("\"duplicate\""),
-                        "{body}"
-                    );
-                    acknowledged.lock().expect("set").insert(id);
-                }
-            }
-        });
-    }
+    let (load, acknowledged) = load_lanes(&urls, &prefix);
     wait_for("some deliveries handled", Duration::from_secs(30), || {
         victim.lines().len() + survivor.lines().len() >= 30 && !victim.lines().is_empty()
     })
     .await;
     victim.signal("-9");
-    while let Some(lane) = load.join_next().await {
-        lane.expect("a load lane");
-    }
+    join_lanes(load).await;
     let acknowledged = acknowledged.lock().expect("set").clone();
     assert_eq!(
         acknowledged.len(),
@@ -770,7 +756,7 @@ async fn redis_killed_mid_load_loses_nothing_acknowledged() {
         let refused = Arc::new(Mutex::new(0_usize));
         let client = client();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut load = tokio::task::JoinSet::new();
+        let mut load = JoinSet::new();
         for lane in 0..8 {
             let (client, url, prefix, acknowledged, refused, stop) = (
                 client.clone(),
@@ -810,12 +796,7 @@ async fn redis_killed_mid_load_loses_nothing_acknowledged() {
             *refused.lock().expect("n") > 0
         })
         .await;
-        let health = client
-            .get(format!("{}/healthz", r.base))
-            .send()
-            .await
-            .expect("healthz");
-        assert_eq!(health.status(), 503, "{bin}");
+        assert_eq!(r.health().await, 503, "{bin}");
         // Down for a while: the workers' takes and the blocked reads fail too.
         tokio::time::sleep(Duration::from_secs(1)).await;
         redis.restart();
@@ -839,12 +820,7 @@ async fn redis_killed_mid_load_loses_nothing_acknowledged() {
             },
         )
         .await;
-        let health = client
-            .get(format!("{}/healthz", r.base))
-            .send()
-            .await
-            .expect("healthz");
-        assert_eq!(health.status(), 200, "{bin}");
+        assert_eq!(r.health().await, 200, "{bin}");
     }
 }
 

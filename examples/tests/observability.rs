@@ -507,11 +507,6 @@ async fn sighup_without_a_secret_file_changes_nothing() {
         let r = common::Receiver::start(bin, &[]).await;
         r.signal("-HUP");
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let health = common::client()
-            .get(format!("{}/healthz", r.base))
-            .send()
-            .await
-            .expect("still serving after SIGHUP");
-        assert_eq!(health.status(), 200, "{bin}");
+        assert_eq!(r.health().await, 200, "{bin}: still serving after SIGHUP");
     }
 }

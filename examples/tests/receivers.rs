@@ -4,6 +4,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+mod common;
+
 use airmy_verify::testing;
 use airmy_verify::time::OffsetDateTime;
 use serde_json::{Value, json};
@@ -148,29 +150,20 @@ async fn receivers_honour_the_tolerance_setting() {
 async fn receivers_exit_2_without_a_secret() {
     for bin in RECEIVERS {
         for envs in [&[][..], &[("AIRMY_WEBHOOK_SECRET", "")][..]] {
-            let output = Command::new(bin)
-                .env_clear()
-                .env("AIRMY_LISTEN", "127.0.0.1:0")
-                .envs(envs.iter().copied())
-                .output()
-                .await
-                .expect("runs");
-            assert_eq!(output.status.code(), Some(2), "{bin}");
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = common::exit_2_line(bin, envs).await;
             assert!(
                 stderr.contains("AIRMY_WEBHOOK_SECRET is missing or empty"),
                 "{stderr}"
             );
-            assert!(output.stdout.is_empty());
         }
-        let output = Command::new(bin)
-            .env_clear()
-            .env("AIRMY_WEBHOOK_SECRET", "s")
-            .env("AIRMY_TOLERANCE_SECS", "five")
-            .output()
-            .await
-            .expect("runs");
-        assert_eq!(output.status.code(), Some(2), "{bin}");
+        common::exit_2_line(
+            bin,
+            &[
+                ("AIRMY_WEBHOOK_SECRET", "s"),
+                ("AIRMY_TOLERANCE_SECS", "five"),
+            ],
+        )
+        .await;
     }
 }
 

@@ -34,6 +34,18 @@ pub async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Handlers for any event that count each call in `calls`, then take `time` and succeed.
+pub fn counting(calls: Arc<AtomicUsize>, time: Duration) -> Handlers {
+    Handlers::new().fallback(move |_e: Envelope<Event>, _ctx: Context| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(time).await;
+            Ok::<(), HandlerError>(())
+        }
+    })
+}
+
 pub async fn an_outage_longer_than_airmys_retries_loses_nothing(inbox: Inbox) {
     // The handler's database is down for 1.5 s (AIRMY's whole schedule, scaled down 30 times).
     let started = Instant::now();
@@ -270,16 +282,7 @@ pub async fn an_entry_whose_worker_died_is_taken_over_after_the_lease(inbox: Inb
 
 pub async fn a_handler_slower_than_the_lease_is_not_run_twice(inbox: Inbox) {
     let calls = Arc::new(AtomicUsize::new(0));
-    let handlers = |calls: Arc<AtomicUsize>| {
-        Handlers::new().fallback(move |_e: Envelope<Event>, _ctx: Context| {
-            let calls = calls.clone();
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(1200)).await;
-                Ok::<(), HandlerError>(())
-            }
-        })
-    };
+    let handlers = |calls| counting(calls, Duration::from_millis(1200));
     let shutdown = CancellationToken::new();
     let lease = Duration::from_millis(300);
     let one = tokio::spawn(

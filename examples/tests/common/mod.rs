@@ -91,6 +91,17 @@ impl Receiver {
         panic!("no `metrics on` line");
     }
 
+    /// The status `GET /healthz` answers.
+    pub(crate) async fn health(&self) -> u16 {
+        client()
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .expect("healthz answered")
+            .status()
+            .as_u16()
+    }
+
     /// Sends the process a signal (`-TERM`, `-9`, …).
     pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("running").to_string();
