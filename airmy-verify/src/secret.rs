@@ -221,15 +221,26 @@ impl Secrets {
     pub fn read_file(path: impl AsRef<std::path::Path>) -> Result<Self, SecretFileError> {
         let path = path.as_ref();
         let mut bytes = read_secret_file(path)?;
-        let parsed = match std::str::from_utf8(&bytes) {
+        let parsed = Self::parse_file_bytes(&bytes, path);
+        bytes.zeroize();
+        parsed
+    }
+
+    /// [`Secrets::parse`] on the bytes of the secret file at `path` (as
+    /// [`read_secret_file`] gives them, for a caller that also hashes them to see changes):
+    /// refused unless they are UTF-8 text.
+    ///
+    /// # Errors
+    ///
+    /// As [`Secrets::parse`], and [`SecretFileError::Unreadable`] for bytes that are not UTF-8.
+    pub fn parse_file_bytes(bytes: &[u8], path: &std::path::Path) -> Result<Self, SecretFileError> {
+        match std::str::from_utf8(bytes) {
             Ok(text) => Self::parse(text),
             Err(_) => Err(SecretFileError::Unreadable {
                 path: path.display().to_string(),
                 reason: "it is not UTF-8 text".to_owned(),
             }),
-        };
-        bytes.zeroize();
-        parsed
+        }
     }
 
     /// How many secrets: the current one and the previous ones.
@@ -362,6 +373,22 @@ impl std::error::Error for SecretFileError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_file_that_is_not_utf8_is_refused_naming_the_file() {
+        let path = std::path::Path::new("/run/secrets/airmy");
+        let err = Secrets::parse_file_bytes(b"whsec_\xff\xfe\n", path).expect_err("not UTF-8");
+        assert_eq!(
+            err.to_string(),
+            "cannot read the secret file /run/secrets/airmy: it is not UTF-8 text"
+        );
+        assert_eq!(
+            Secrets::parse_file_bytes(b"whsec_ok\n", path)
+                .expect("UTF-8")
+                .len(),
+            1
+        );
+    }
 
     #[test]
     fn byte_order_marks_and_invisible_characters_never_become_secrets() {

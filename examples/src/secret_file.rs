@@ -163,13 +163,7 @@ fn read(path: &Path) -> Look {
     let mut bytes = airmy_verify::secret::read_secret_file(path)
         .map_err(|err| std::io::Error::other(err.to_string()))?;
     let digest = Sha256::digest(&bytes).into();
-    let secrets = match std::str::from_utf8(&bytes) {
-        Ok(text) => Secrets::parse(text).map_err(|err| err.to_string()),
-        Err(_) => Err(format!(
-            "cannot read the secret file {}: it is not UTF-8 text",
-            path.display()
-        )),
-    };
+    let secrets = Secrets::parse_file_bytes(&bytes, path).map_err(|err| err.to_string());
     bytes.zeroize();
     Ok((digest, secrets))
 }
