@@ -251,15 +251,13 @@ impl Verifier {
 
     /// Checks `created_at` against the clock and the tolerance (bounds included).
     fn check_freshness(&self, event_id: &str, created_at: OffsetDateTime) -> Result<(), Error> {
-        let Some(tolerance) = self.inner.tolerance else {
-            #[cfg(feature = "metrics")]
-            crate::observe::record::lag((self.inner.clock.now() - created_at).as_seconds_f64());
-            return Ok(());
-        };
         let age = self.inner.clock.now() - created_at;
         // The lag of every delivery whose signature matched, stale ones included.
         #[cfg(feature = "metrics")]
         crate::observe::record::lag(age.as_seconds_f64());
+        let Some(tolerance) = self.inner.tolerance else {
+            return Ok(());
+        };
         if age.is_negative() {
             let ahead = age.unsigned_abs();
             if ahead > tolerance {
