@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use actix_web::ResponseError;
-//! use airmy_verify::Error;
+//! use airmy_verify::{Answer, Bytes, Error};
 //! use airmy_verify_actix::AirmyError;
 //!
 //! let err = AirmyError::from(Error::MissingSignature);
@@ -22,7 +22,7 @@ use std::fmt;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use airmy_verify::Error;
+use airmy_verify::{Answer, Bytes, Error};
 
 /// A request refused by an extractor or by [`AirmyVerify`](crate::AirmyVerify).
 #[derive(Debug, Clone)]
@@ -67,18 +67,16 @@ impl std::error::Error for AirmyError {
 impl ResponseError for AirmyError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Verify(err) => {
-                StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+            Self::Verify(err) => status_code(err.status()),
             Self::BodyAlreadyRead => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = match self {
+        match self {
             Self::Verify(err) => {
                 err.log();
-                err.body()
+                answer_response(Answer::error(err))
             }
             Self::BodyAlreadyRead => {
                 tracing::error!(
@@ -90,15 +88,32 @@ impl ResponseError for AirmyError {
                      extractors must be the handler's only body extractors (AirmyDelivery has \
                      the raw bytes); refusing the delivery"
                 );
-                r#"{"error":"body_already_read"}"#
+                answer_response(Answer::new(
+                    500,
+                    Bytes::from_static(br#"{"error":"body_already_read"}"#),
+                    None,
+                ))
             }
-        };
-        let mut response = HttpResponse::build(self.status_code());
-        response.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
-        if matches!(self, Self::Verify(Error::BodyTimeout)) {
-            // A stalled body: do not wait for the rest of it on this connection.
-            response.force_close();
         }
-        response.body(body)
     }
+}
+
+/// The response for an answer of the core: its status, JSON body, `Connection: close` where it
+/// says so (a stalled body is not waited for on this connection), and its outcome in the
+/// extensions (read by the verifying middleware). The one conversion of this crate.
+pub(crate) fn answer_response(answer: Answer) -> HttpResponse {
+    let mut response = HttpResponse::build(status_code(answer.status()));
+    response.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+    if answer.closes_connection() {
+        response.force_close();
+    }
+    if let Some(outcome) = answer.outcome() {
+        response.extensions_mut().insert(outcome);
+    }
+    response.body(answer.into_body())
+}
+
+/// A core status as actix-web's (every status the core gives is valid; 500 otherwise).
+pub(crate) fn status_code(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }

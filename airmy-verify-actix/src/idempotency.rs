@@ -41,15 +41,13 @@ use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
-use actix_web::{HttpMessage, HttpResponse, ResponseError};
+use actix_web::{HttpMessage, ResponseError};
 use airmy_verify::idempotency::{Guarded, Idempotency};
 use airmy_verify::{Error, Verified};
 use futures_util::future::{self, LocalBoxFuture, Ready};
 use tracing::Instrument;
 
-use crate::error::AirmyError;
+use crate::error::{AirmyError, answer_response};
 
 /// The middleware's configuration (an [`Idempotency`] guard). See the [module docs](self).
 #[derive(Debug, Clone)]
@@ -127,16 +125,9 @@ where
                     .await
                 {
                     Guarded::Ran(response) => Ok(response?.map_into_left_body()),
-                    Guarded::Answered {
-                        status,
-                        body,
-                        outcome,
-                        input,
-                    } => {
-                        let mut response = guard_response(status, body);
-                        response.extensions_mut().insert(outcome);
-                        Ok(input.into_response(response).map_into_right_body())
-                    }
+                    Guarded::Answered { answer, input } => Ok(input
+                        .into_response(answer_response(answer))
+                        .map_into_right_body()),
                 }
             }
             // In the delivery's span (the verifying middleware's), though detached.
@@ -152,12 +143,4 @@ where
             }
         })
     }
-}
-
-/// The response for an idempotency decision that does not run the handler, with the core's
-/// status and body (200 duplicate, 409 in flight, 503 store unavailable).
-fn guard_response(status: u16, body: String) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-        .body(body)
 }

@@ -35,20 +35,12 @@
 //! # }
 //! ```
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpResponse, ResponseError, web};
 use airmy_verify::Error;
 use airmy_verify_inbox::{Handlers, Inbox};
 
-use crate::error::AirmyError;
+use crate::error::{AirmyError, answer_response};
 use crate::extract::AirmyDelivery;
-
-fn json(status: u16, body: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-        .body(body.into())
-}
 
 /// Stores the verified delivery in the inbox in `app_data`; see the [module docs](self).
 pub async fn accept(
@@ -59,10 +51,7 @@ pub async fn accept(
         tracing::error!(target: "airmy_verify", "inbox::accept without an Inbox in app_data");
         return AirmyError::Verify(Error::NotConfigured).error_response();
     };
-    let (status, body, outcome) = inbox.respond(&verified).await;
-    let mut response = json(status, body);
-    response.extensions_mut().insert(outcome);
-    response
+    answer_response(inbox.respond(&verified).await)
 }
 
 /// Runs the handlers in `app_data` on the verified delivery; see the [module docs](self).
@@ -74,6 +63,5 @@ pub async fn dispatch(
         tracing::error!(target: "airmy_verify", "inbox::dispatch without Handlers in app_data");
         return AirmyError::Verify(Error::NotConfigured).error_response();
     };
-    let (status, body) = handlers.respond(&verified).await;
-    json(status, body)
+    answer_response(handlers.respond(&verified).await)
 }

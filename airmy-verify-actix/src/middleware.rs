@@ -50,13 +50,12 @@ use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue
 use actix_web::rt::time::{Instant, Sleep, sleep_until};
 use actix_web::web::PayloadConfig;
 use actix_web::{HttpMessage, ResponseError};
-use airmy_verify::observe::{self, Outcome};
+use airmy_verify::observe::{Delivery, Outcome};
 use airmy_verify::verifier::parse_content_length;
 use airmy_verify::{Error, Intake, SIGNATURE_HEADER, Verified, Verifier};
 use futures_util::future::{self, Ready};
 use futures_util::{Stream, StreamExt, stream};
 use pin_project_lite::pin_project;
-use tracing::Span;
 
 use crate::error::AirmyError;
 
@@ -124,29 +123,31 @@ where
     forward_ready!(service);
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
-        let span = observe::delivery_span();
+        let delivery = Delivery::open();
         let state = match open_intake(&self.verifier, req.headers()) {
-            Ok(intake) => State::Reading {
-                reading: Some(Reading {
-                    payload: req.take_payload(),
-                    intake,
-                    req,
-                    service: Rc::clone(&self.service),
-                    data: Rc::clone(&self.data),
-                    started: Instant::now(),
-                    timeout: self.verifier.body_timeout(),
-                    deadline: None,
-                }),
-            },
-            Err(err) => State::Rejected {
-                response: Some(span.in_scope(|| reject(&span, req, err))),
-            },
+            Ok(intake) => {
+                delivery.reading();
+                State::Reading {
+                    reading: Some(Reading {
+                        payload: req.take_payload(),
+                        intake,
+                        req,
+                        service: Rc::clone(&self.service),
+                        data: Rc::clone(&self.data),
+                        started: Instant::now(),
+                        timeout: self.verifier.body_timeout(),
+                        deadline: None,
+                    }),
+                }
+            }
+            Err(err) => {
+                let _entered = delivery.enter();
+                State::Rejected {
+                    response: Some(reject(&delivery, req, err)),
+                }
+            }
         };
-        ResponseFuture {
-            state,
-            span,
-            recorded: false,
-        }
+        ResponseFuture { state, delivery }
     }
 }
 
@@ -156,37 +157,15 @@ pin_project! {
     /// The future of [`AirmyVerifyMiddleware`]: reads and verifies the delivery, then runs the
     /// inner service, or answers the rejection. It allocates nothing of its own unless the
     /// body is slow to arrive (then it arms the body timeout). Each poll runs in the
-    /// delivery's span ([`airmy_verify::observe`]).
+    /// delivery's span, and the delivery is counted once however it ends, dropped before its
+    /// answer included ([`airmy_verify::observe::Delivery`]).
     pub struct ResponseFuture<S, B>
     where
         S: Service<ServiceRequest>,
     {
         #[pin]
         state: State<S, S::Future, B>,
-        span: Span,
-        // The delivery was recorded while a panic unwound through the inner service.
-        recorded: bool,
-    }
-
-    impl<S, B> PinnedDrop for ResponseFuture<S, B>
-    where
-        S: Service<ServiceRequest>,
-    {
-        // Dropped before it answered (actix drops it when a pipelined request's connection
-        // closes, and so does a handler's panic unwinding): the delivery is still counted, once.
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            match this.state.project() {
-                StateProj::Calling { .. } if *this.recorded => {}
-                StateProj::Calling { event_type, .. } => {
-                    observe::record_dropped(this.span, Some(event_type));
-                }
-                StateProj::Reading { reading: Some(_) } => {
-                    observe::record_dropped(this.span, None);
-                }
-                _ => {}
-            }
-        }
+        delivery: Delivery,
     }
 }
 
@@ -199,8 +178,6 @@ pin_project! {
         Calling {
             #[pin]
             future: F,
-            // The event type, for the delivery's metrics.
-            event_type: &'static str,
         },
         Rejected {
             response: Option<ServiceResponse<EitherBody<B>>>,
@@ -234,8 +211,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let span = &*this.span;
-        let _entered = span.enter();
+        let delivery = &*this.delivery;
+        let _entered = delivery.enter();
         let mut state = this.state;
         loop {
             let next = match state.as_mut().project() {
@@ -249,12 +226,12 @@ where
                     reading
                         .take()
                         .expect(POLLED_AFTER_COMPLETION)
-                        .finish(read, span, this.recorded)
+                        .finish(read, delivery)
                 }
-                StateProj::Calling { future, event_type } => {
-                    let watch = observe::PanicWatch::new(span, event_type, this.recorded);
+                StateProj::Calling { future } => {
+                    let guard = delivery.guard();
                     let response = ready!(future.poll(cx));
-                    drop(watch);
+                    drop(guard);
                     let (outcome, status) = match &response {
                         Ok(response) => (
                             response.response().extensions().get::<Outcome>().copied(),
@@ -264,15 +241,8 @@ where
                         // its status, which `ResponseError::status_code` may not tell).
                         Err(err) => (None, err.error_response().status()),
                     };
-                    // (Recorded already if an earlier poll panicked.)
-                    if !*this.recorded {
-                        observe::record_answered(
-                            span,
-                            outcome.as_ref(),
-                            status.as_u16(),
-                            event_type,
-                        );
-                    }
+                    // (Recorded once: not again if an earlier poll panicked.)
+                    delivery.answered(outcome, status.as_u16());
                     state.set(State::Done);
                     return Poll::Ready(response.map(ServiceResponse::map_into_left_body));
                 }
@@ -301,12 +271,7 @@ impl<S> Reading<S> {
 
     /// The state after the payload was read: verified, then the inner service, or the
     /// rejection.
-    fn finish<B>(
-        self,
-        read: Result<(), Error>,
-        span: &Span,
-        recorded: &mut bool,
-    ) -> State<S, S::Future, B>
+    fn finish<B>(self, read: Result<(), Error>, delivery: &Delivery) -> State<S, S::Future, B>
     where
         S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>
             + 'static,
@@ -319,16 +284,16 @@ impl<S> Reading<S> {
             data,
             ..
         } = self;
-        observe::record_body(span, intake.len());
+        delivery.body_read(intake.len());
         let verified = match read.and_then(|()| intake.finish()) {
             Ok(verified) => verified,
             Err(err) => {
                 return State::Rejected {
-                    response: Some(reject(span, req, err)),
+                    response: Some(reject(delivery, req, err)),
                 };
             }
         };
-        let event_type = observe::record_verified(span, &verified);
+        delivery.verified(&verified);
         // The same bytes, as a one-item stream (a single allocation).
         let bytes: Result<_, PayloadError> = Ok(verified.bytes().clone());
         let stream: Pin<Box<dyn Stream<Item = _>>> = Box::pin(stream::once(future::ready(bytes)));
@@ -336,10 +301,10 @@ impl<S> Reading<S> {
         req.add_data_container(data);
         req.extensions_mut().insert::<Verified>(verified);
         // A middleware inside ours may panic in `call` itself.
-        let watch = observe::PanicWatch::new(span, event_type, recorded);
+        let guard = delivery.guard();
         let future = service.call(req);
-        drop(watch);
-        State::Calling { future, event_type }
+        drop(guard);
+        State::Calling { future }
     }
 }
 
@@ -353,8 +318,12 @@ where
 }
 
 /// The answer to a refused delivery: the core's status and body, and a `tracing` event.
-fn reject<B>(span: &Span, req: ServiceRequest, err: Error) -> ServiceResponse<EitherBody<B>> {
-    observe::record_rejected(span, &err);
+fn reject<B>(
+    delivery: &Delivery,
+    req: ServiceRequest,
+    err: Error,
+) -> ServiceResponse<EitherBody<B>> {
+    delivery.rejected(&err);
     let response = AirmyError::from(err).error_response();
     req.into_response(response).map_into_right_body()
 }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use airmy_verify::observe::{self, Outcome};
+use airmy_verify::observe::{Delivery, Outcome};
 use airmy_verify::{Error, Intake};
 use bytes::{Buf, Bytes};
 use http::request::Parts;
@@ -16,7 +16,6 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
-use tracing::Span;
 
 use crate::body::ResponseBody;
 use crate::rejection::error_response;
@@ -26,38 +25,15 @@ pin_project! {
     /// The future of [`AirmyVerify`](crate::AirmyVerify): reads and verifies the delivery,
     /// then runs the inner service, or answers the rejection. It allocates nothing of its own
     /// unless the body is slow to arrive (then it arms the body timeout). Each poll runs in
-    /// the delivery's span ([`airmy_verify::observe`]).
+    /// the delivery's span, and the delivery is counted once however it ends, dropped before
+    /// its answer included ([`airmy_verify::observe::Delivery`]).
     pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<Full<Bytes>>>,
     {
         #[pin]
         state: State<S, S::Future, ReqBody>,
-        span: Span,
-        // The delivery was recorded while a panic unwound through the inner service.
-        recorded: bool,
-    }
-
-    impl<S, ReqBody> PinnedDrop for ResponseFuture<S, ReqBody>
-    where
-        S: Service<Request<Full<Bytes>>>,
-    {
-        // Dropped before it answered (hyper drops it when the client hangs up; so does a
-        // timeout layer around ours, and a handler's panic unwinding): the delivery is still
-        // counted, once.
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            match this.state.project() {
-                StateProj::Calling { .. } if *this.recorded => {}
-                StateProj::Calling { event_type, .. } => {
-                    observe::record_dropped(this.span, Some(event_type));
-                }
-                StateProj::Reading { reading: Some(_), .. } => {
-                    observe::record_dropped(this.span, None);
-                }
-                _ => {}
-            }
-        }
+        delivery: Delivery,
     }
 }
 
@@ -72,8 +48,6 @@ pin_project! {
         Calling {
             #[pin]
             future: F,
-            // The event type, for the delivery's metrics.
-            event_type: &'static str,
         },
         Rejected {
             response: Option<Response<Full<Bytes>>>,
@@ -107,11 +81,11 @@ where
         parts: Parts,
         inner: S,
         timeout: Duration,
-        span: Span,
+        delivery: Delivery,
     ) -> Self {
+        delivery.reading();
         Self {
-            span,
-            recorded: false,
+            delivery,
             state: State::Reading {
                 body,
                 reading: Some(Reading {
@@ -126,14 +100,14 @@ where
         }
     }
 
-    pub(crate) fn rejected(err: &Error, span: Span) -> Self {
-        let response = span.in_scope(|| {
-            observe::record_rejected(&span, err);
+    pub(crate) fn rejected(err: &Error, delivery: Delivery) -> Self {
+        let response = {
+            let _entered = delivery.enter();
+            delivery.rejected(err);
             error_response(err)
-        });
+        };
         Self {
-            span,
-            recorded: false,
+            delivery,
             state: State::Rejected {
                 response: Some(response),
             },
@@ -151,8 +125,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let span = &*this.span;
-        let _entered = span.enter();
+        let delivery = &*this.delivery;
+        let _entered = delivery.enter();
         let mut state = this.state;
         loop {
             let next = match state.as_mut().project() {
@@ -160,7 +134,7 @@ where
                     let read = reading.as_mut().expect(POLLED_AFTER_COMPLETION);
                     let result = ready!(read.poll_body(body, cx));
                     let reading = reading.take().expect(POLLED_AFTER_COMPLETION);
-                    observe::record_body(span, reading.intake.len());
+                    delivery.body_read(reading.intake.len());
                     match result.and_then(|()| reading.intake.finish()) {
                         Ok(verified) => {
                             let Reading {
@@ -168,38 +142,35 @@ where
                                 mut inner,
                                 ..
                             } = reading;
-                            let event_type = observe::record_verified(span, &verified);
+                            delivery.verified(&verified);
                             let bytes = verified.bytes().clone();
                             parts.extensions.insert(verified);
                             // A layer inside ours may panic in `call` itself.
-                            let watch = observe::PanicWatch::new(span, event_type, this.recorded);
+                            let guard = delivery.guard();
                             let future = inner.call(Request::from_parts(parts, Full::new(bytes)));
-                            drop(watch);
-                            State::Calling { future, event_type }
+                            drop(guard);
+                            State::Calling { future }
                         }
                         Err(err) => {
-                            observe::record_rejected(span, &err);
+                            delivery.rejected(&err);
                             State::Rejected {
                                 response: Some(error_response(&err)),
                             }
                         }
                     }
                 }
-                StateProj::Calling { future, event_type } => {
-                    let watch = observe::PanicWatch::new(span, event_type, this.recorded);
+                StateProj::Calling { future } => {
+                    let guard = delivery.guard();
                     let response = ready!(future.poll(cx));
-                    drop(watch);
-                    let (outcome, status) = match &response {
-                        Ok(response) => (
-                            response.extensions().get::<Outcome>(),
+                    drop(guard);
+                    // (Recorded once: not again if an earlier poll panicked.)
+                    match &response {
+                        Ok(response) => delivery.answered(
+                            response.extensions().get::<Outcome>().copied(),
                             response.status().as_u16(),
                         ),
                         // What an outer `HandleErrorLayer` answers is not ours to see.
-                        Err(_) => (None, observe::STATUS_FAILED),
-                    };
-                    // (Recorded already if an earlier poll panicked.)
-                    if !*this.recorded {
-                        observe::record_answered(span, outcome, status, event_type);
+                        Err(_) => delivery.failed(),
                     }
                     state.set(State::Done);
                     return Poll::Ready(response.map(|r| r.map(ResponseBody::inner)));

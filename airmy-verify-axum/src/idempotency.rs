@@ -44,14 +44,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use airmy_verify::idempotency::{Guarded, Idempotency};
-use airmy_verify::{Error, Verified};
-use http::{Request, Response, StatusCode};
+use airmy_verify::{Answer, Error, Verified};
+use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
 use crate::body::ResponseBody;
-use crate::rejection::{error_response, guard_response, json};
+use crate::rejection::{answer_response, error_response};
 
 /// Applies [`AirmyIdempotency`] to a service. Configuration only; cheap to clone.
 ///
@@ -156,15 +156,8 @@ where
                     .await
                 {
                     Guarded::Ran(response) => response.map(|r| r.map(ResponseBody::inner)),
-                    Guarded::Answered {
-                        status,
-                        body,
-                        outcome,
-                        ..
-                    } => {
-                        let mut response = guard_response(status, body);
-                        response.extensions_mut().insert(outcome);
-                        Ok(response.map(ResponseBody::full))
+                    Guarded::Answered { answer, .. } => {
+                        Ok(answer_response(answer).map(ResponseBody::full))
                     }
                 }
             }
@@ -176,11 +169,7 @@ where
                 Ok(output) => output,
                 Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
                 // The runtime is shutting down: nobody waits for this answer any more.
-                Err(_) => Ok(json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    r#"{"error":"shutting_down"}"#,
-                )
-                .map(ResponseBody::full)),
+                Err(_) => Ok(answer_response(Answer::shutting_down()).map(ResponseBody::full)),
             }
         }))
     }

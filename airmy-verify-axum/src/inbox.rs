@@ -41,17 +41,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use airmy_verify::observe::Outcome;
-use airmy_verify::{Error, Verified};
+use airmy_verify::{Answer, Error, Verified};
 use airmy_verify_inbox::{Handlers, Inbox};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::Full;
 use tower_service::Service;
 
-use crate::rejection::{error_response, json};
+use crate::rejection::{answer_response, error_response};
 
-type Answer = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+type Answering = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
 
 /// Stores verified deliveries in an inbox; see the [module docs](self).
 #[derive(Clone)]
@@ -76,13 +75,13 @@ impl fmt::Debug for AirmyInbox {
 impl<B> Service<Request<B>> for AirmyInbox {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Answer;
+    type Future = Answering;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Answer {
+    fn call(&mut self, request: Request<B>) -> Answering {
         let inbox = self.inbox.clone();
         answer(&request, |verified| async move {
             inbox.respond(&verified).await
@@ -92,10 +91,10 @@ impl<B> Service<Request<B>> for AirmyInbox {
 
 /// The answer of a route service: the core's 500 when no layer verified the request, else what
 /// `respond` (the inbox crate's rule) says, as a JSON response.
-fn answer<B, F, Fut>(request: &Request<B>, respond: F) -> Answer
+fn answer<B, F, Fut>(request: &Request<B>, respond: F) -> Answering
 where
     F: FnOnce(Verified) -> Fut,
-    Fut: Future<Output = (u16, String, Outcome)> + Send + 'static,
+    Fut: Future<Output = Answer> + Send + 'static,
 {
     let Some(verified) = request.extensions().get::<Verified>().cloned() else {
         return Box::pin(std::future::ready(Ok(error_response(
@@ -103,13 +102,7 @@ where
         ))));
     };
     let answered = respond(verified);
-    Box::pin(async move {
-        let (status, body, outcome) = answered.await;
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = json(status, body);
-        response.extensions_mut().insert(outcome);
-        Ok(response)
-    })
+    Box::pin(async move { Ok(answer_response(answered.await)) })
 }
 
 /// Runs handlers by event type on each verified delivery, synchronously; see the
@@ -130,17 +123,16 @@ impl AirmyHandlers {
 impl<B> Service<Request<B>> for AirmyHandlers {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = Answer;
+    type Future = Answering;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Answer {
+    fn call(&mut self, request: Request<B>) -> Answering {
         let handlers = self.handlers.clone();
         answer(&request, |verified| async move {
-            let (status, body) = handlers.respond(&verified).await;
-            (status, body, Outcome::Accepted)
+            handlers.respond(&verified).await
         })
     }
 }

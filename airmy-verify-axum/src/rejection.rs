@@ -8,7 +8,7 @@
 //! # Example
 //!
 //! ```
-//! use airmy_verify::Error;
+//! use airmy_verify::{Answer, Error};
 //! use airmy_verify_axum::AirmyRejection;
 //! use axum_core::response::IntoResponse;
 //!
@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use airmy_verify::Error;
+use airmy_verify::{Answer, Error};
 use axum_core::body::Body;
 use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -35,7 +35,7 @@ impl AirmyRejection {
     /// The HTTP status of the response.
     #[must_use]
     pub fn status(&self) -> StatusCode {
-        status_of(&self.0)
+        status_code(self.0.status())
     }
 }
 
@@ -67,34 +67,33 @@ impl IntoResponse for AirmyRejection {
 /// connection of a body that did not arrive in time).
 pub(crate) fn error_response(err: &Error) -> http::Response<Full<Bytes>> {
     err.log();
-    let mut response = json(status_of(err), err.body());
-    if matches!(err, Error::BodyTimeout) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    answer_response(Answer::error(err))
+}
+
+/// The response for an answer of the core: its status, JSON body, `Connection: close` where it
+/// says so, and its outcome in the extensions (read by the verifying layer). The one conversion
+/// of this crate.
+pub(crate) fn answer_response(answer: Answer) -> http::Response<Full<Bytes>> {
+    let status = status_code(answer.status());
+    let close = answer.closes_connection();
+    let outcome = answer.outcome();
+    let mut response = http::Response::new(Full::new(answer.into_body()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(outcome) = outcome {
+        response.extensions_mut().insert(outcome);
     }
     response
 }
 
-/// The response for an idempotency decision that does not run the handler, with the core's
-/// status and body (200 duplicate, 409 in flight, 503 store unavailable).
-pub(crate) fn guard_response(status: u16, body: String) -> http::Response<Full<Bytes>> {
-    json(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        body,
-    )
-}
-
-fn status_of(err: &Error) -> StatusCode {
-    StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
-    let mut response = http::Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+/// A core status as `http`'s (every status the core gives is valid; 500 otherwise).
+pub(crate) fn status_code(status: u16) -> StatusCode {
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }

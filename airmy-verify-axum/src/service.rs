@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll};
 
-use airmy_verify::observe;
+use airmy_verify::observe::Delivery;
 use airmy_verify::verifier::parse_content_length;
 use airmy_verify::{SIGNATURE_HEADER, Verifier};
 use bytes::Bytes;
@@ -86,8 +86,8 @@ where
             .iter()
             .map(HeaderValue::as_bytes);
         // Opened before the headers are checked, so that a rejection is counted and logged in
-        // it (`ResponseFuture::rejected` enters it).
-        let span = observe::delivery_span();
+        // its span (`ResponseFuture::rejected` enters it).
+        let delivery = Delivery::open();
         match self.verifier.intake(signatures, declared) {
             Ok(intake) => {
                 // The clone takes the place of the service that was polled ready, which serves
@@ -95,9 +95,9 @@ where
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let timeout = self.verifier.body_timeout();
-                ResponseFuture::reading(body, intake, parts, inner, timeout, span)
+                ResponseFuture::reading(body, intake, parts, inner, timeout, delivery)
             }
-            Err(err) => ResponseFuture::rejected(&err, span),
+            Err(err) => ResponseFuture::rejected(&err, delivery),
         }
     }
 }

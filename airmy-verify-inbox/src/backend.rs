@@ -11,7 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use airmy_verify::Verified;
+use airmy_verify::observe::Outcome;
+use airmy_verify::{Answer, Verified};
 use bytes::Bytes;
 use time::OffsetDateTime;
 
@@ -29,18 +30,13 @@ pub enum Accepted {
 }
 
 impl Accepted {
-    /// The HTTP status and JSON body adapters answer: 200 `{"status":"accepted","id":"…"}` or
-    /// 200 `{"status":"duplicate","id":"…"}`.
-    #[must_use]
-    pub fn response(&self, id: &str) -> (u16, String) {
-        let status = match self {
-            Self::Stored => "accepted",
-            Self::Duplicate => "duplicate",
-        };
-        (
-            200,
-            serde_json::json!({ "status": status, "id": id }).to_string(),
-        )
+    /// The answer adapters give for the delivery `id`: 200 `{"id":"…","status":"accepted"}`
+    /// (outcome `accepted`) or 200 `{"id":"…","status":"duplicate"}` (outcome `duplicate`).
+    pub fn answer(&self, id: &str) -> Answer {
+        match self {
+            Self::Stored => Answer::with_id(200, "accepted", id, Outcome::Accepted),
+            Self::Duplicate => Answer::with_id(200, "duplicate", id, Outcome::Duplicate),
+        }
     }
 }
 
@@ -61,16 +57,15 @@ pub enum InboxError {
 }
 
 impl InboxError {
-    /// The HTTP status adapters answer for a delivery that could not be accepted: 503.
-    #[must_use]
-    pub const fn status(&self) -> u16 {
-        503
-    }
-
-    /// The fixed JSON body adapters answer: `{"error":"inbox_unavailable"}`.
-    #[must_use]
-    pub const fn body(&self) -> &'static str {
-        r#"{"error":"inbox_unavailable"}"#
+    /// The answer adapters give for a delivery that could not be accepted: 503
+    /// `{"error":"inbox_unavailable"}`, outcome `rejected` (AIRMY retries). The same for every
+    /// variant: the reason is logged, never sent.
+    pub fn answer(&self) -> Answer {
+        Answer::new(
+            503,
+            Bytes::from_static(br#"{"error":"inbox_unavailable"}"#),
+            Some(Outcome::Rejected),
+        )
     }
 }
 

@@ -36,7 +36,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use airmy_verify::{Envelope, Event, EventData};
+use airmy_verify::observe::Outcome;
+use airmy_verify::{Answer, Envelope, Event, EventData};
 use bytes::Bytes;
 use time::OffsetDateTime;
 
@@ -165,20 +166,18 @@ impl Handlers {
 }
 
 impl Handlers {
-    /// Runs the handler for a verified delivery now (attempt 1) and gives the HTTP answer every
-    /// adapter sends for a synchronous handling: 200 `{"status":"handled","id":"…"}`, or 500
-    /// `{"error":"handler_failed"}` (logged) so that AIRMY retries.
-    pub async fn respond(&self, delivery: &airmy_verify::Verified) -> (u16, String) {
+    /// Runs the handler for a verified delivery now (attempt 1) and gives the answer every
+    /// adapter sends for a synchronous handling: 200 `{"id":"…","status":"handled"}`, or 500
+    /// `{"error":"handler_failed"}` (logged) so that AIRMY retries; outcome `accepted` either
+    /// way (the handler had it).
+    pub async fn respond(&self, delivery: &airmy_verify::Verified) -> Answer {
         let id = delivery.id();
         let ctx = Context::now(id);
         match self
             .handle(delivery.event_type(), delivery.bytes().clone(), ctx)
             .await
         {
-            Ok(_) => (
-                200,
-                serde_json::json!({ "status": "handled", "id": id }).to_string(),
-            ),
+            Ok(_) => Answer::with_id(200, "handled", id, Outcome::Accepted),
             Err(err) => {
                 tracing::warn!(
                     target: "airmy_verify",
@@ -186,7 +185,11 @@ impl Handlers {
                     error = %err,
                     "handler failed; answering 500"
                 );
-                (500, r#"{"error":"handler_failed"}"#.to_owned())
+                Answer::new(
+                    500,
+                    Bytes::from_static(br#"{"error":"handler_failed"}"#),
+                    Some(Outcome::Accepted),
+                )
             }
         }
     }

@@ -78,8 +78,7 @@ pub mod worker;
 use std::fmt;
 use std::sync::Arc;
 
-use airmy_verify::Verified;
-use airmy_verify::observe::Outcome;
+use airmy_verify::{Answer, Verified};
 
 pub use backend::{
     Accepted, Backend, BackendFuture, DEFAULT_LEASE, DeadEntry, InboxError, Leased, Stats,
@@ -114,7 +113,7 @@ impl Inbox {
     /// the route must not answer 2xx (the adapters answer 503).
     pub async fn accept(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
         let accepted = self.backend.accept(delivery).await;
-        airmy_verify::observe::record::inbox_accept(match &accepted {
+        airmy_verify::observe::metrics::inbox_accept(match &accepted {
             Ok(Accepted::Stored) => "stored",
             Ok(Accepted::Duplicate) => "duplicate",
             Err(_) => "error",
@@ -141,22 +140,14 @@ impl Inbox {
         accepted
     }
 
-    /// Stores a verified delivery and gives the HTTP answer for it, the one every adapter
-    /// sends: 200 `{"status":"accepted","id":"…"}`, 200 `{"status":"duplicate","id":"…"}`, or
-    /// 503 `{"error":"inbox_unavailable"}` when it was not stored; with the delivery's
-    /// [`Outcome`] (`accepted`, `duplicate`, or `rejected`
-    /// when it was not stored), for its span and metrics.
-    pub async fn respond(&self, delivery: &Verified) -> (u16, String, Outcome) {
+    /// Stores a verified delivery and gives the answer every adapter sends for it: 200
+    /// `{"id":"…","status":"accepted"}` (outcome `accepted`), 200
+    /// `{"id":"…","status":"duplicate"}` (outcome `duplicate`), or 503
+    /// `{"error":"inbox_unavailable"}` (outcome `rejected`) when it was not stored.
+    pub async fn respond(&self, delivery: &Verified) -> Answer {
         match self.accept(delivery).await {
-            Ok(accepted) => {
-                let outcome = match accepted {
-                    Accepted::Stored => Outcome::Accepted,
-                    Accepted::Duplicate => Outcome::Duplicate,
-                };
-                let (status, body) = accepted.response(delivery.id());
-                (status, body, outcome)
-            }
-            Err(err) => (err.status(), err.body().to_owned(), Outcome::Rejected),
+            Ok(accepted) => accepted.answer(delivery.id()),
+            Err(err) => err.answer(),
         }
     }
 

@@ -34,7 +34,7 @@
 //! Stores: [`MemoryStore`] for one process; `RedisStore` (feature `redis`) for replicas sharing
 //! state. Adapters wire the guard in as a layer / middleware of its own behind the verifying
 //! one, through [`Idempotency::run`]; the statuses and bodies above come from
-//! [`Begin::response`].
+//! [`Begin::answer`].
 //!
 //! # Example
 //!
@@ -65,10 +65,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 
-use crate::observe::{Outcome, record};
+use crate::answer::Answer;
+use crate::observe::{Outcome, metrics as record};
 use crate::verifier::Verifier;
 
 #[cfg(feature = "redis")]
@@ -411,16 +413,12 @@ impl Idempotency {
 pub enum Guarded<T, I> {
     /// The handler ran; its output.
     Ran(T),
-    /// The handler did not run: answer this status and JSON body instead (a duplicate, a
-    /// delivery in flight, or the store unavailable under [`OnStoreError::Refuse`]).
+    /// The handler did not run: give this answer instead (a duplicate, a delivery in flight,
+    /// or the store unavailable under [`OnStoreError::Refuse`]); its outcome is `duplicate`,
+    /// `in_flight` or `rejected` (store unavailable).
     Answered {
-        /// The HTTP status.
-        status: u16,
-        /// The JSON body.
-        body: String,
-        /// How the delivery was answered, for its span and metrics: `duplicate`, `in_flight`,
-        /// or `rejected` (store unavailable).
-        outcome: Outcome,
+        /// The status, JSON body and outcome to answer.
+        answer: Answer,
         /// The input the handler would have taken, given back.
         input: I,
     },
@@ -435,32 +433,26 @@ enum Decision {
 
 impl<T, I> Guarded<T, I> {
     fn answered(decision: Decision, input: I) -> Self {
-        let (status, body) = decision.response();
-        let outcome = match decision {
-            Decision::Duplicate { .. } => Outcome::Duplicate,
-            Decision::InFlight => Outcome::InFlight,
-            Decision::Unavailable => Outcome::Rejected,
-        };
         Self::Answered {
-            status,
-            body,
-            outcome,
+            answer: decision.answer(),
             input,
         }
     }
 }
 
 impl Decision {
-    fn response(&self) -> (u16, String) {
+    fn answer(&self) -> Answer {
         match self {
-            Self::Duplicate { id } => (
-                200,
-                serde_json::json!({ "status": "duplicate", "id": id }).to_string(),
+            Self::Duplicate { id } => Answer::with_id(200, "duplicate", id, Outcome::Duplicate),
+            Self::InFlight => Answer::new(
+                409,
+                Bytes::from_static(br#"{"error":"delivery_in_flight"}"#),
+                Some(Outcome::InFlight),
             ),
-            Self::InFlight => (409, r#"{"error":"delivery_in_flight"}"#.to_owned()),
-            Self::Unavailable => (
+            Self::Unavailable => Answer::new(
                 503,
-                r#"{"error":"idempotency_store_unavailable"}"#.to_owned(),
+                Bytes::from_static(br#"{"error":"idempotency_store_unavailable"}"#),
+                Some(Outcome::Rejected),
             ),
         }
     }
@@ -498,17 +490,17 @@ pub enum Begin {
 }
 
 impl Begin {
-    /// The status and JSON body to answer instead of running the handler, or `None` for
-    /// [`Begin::Run`].
+    /// The answer to give instead of running the handler (status, JSON body, outcome), or
+    /// `None` for [`Begin::Run`].
     #[must_use]
-    pub fn response(&self) -> Option<(u16, String)> {
+    pub fn answer(&self) -> Option<Answer> {
         let decision = match self {
             Self::Run(_) => return None,
             Self::Duplicate { id } => Decision::Duplicate { id: id.clone() },
             Self::InFlight { .. } => Decision::InFlight,
             Self::Unavailable => Decision::Unavailable,
         };
-        Some(decision.response())
+        Some(decision.answer())
     }
 }
 
@@ -976,24 +968,38 @@ mod tests {
             panic!("first delivery runs")
         };
         let in_flight = block(guard.begin("evt_1"));
+        let answer = |begin: Begin| {
+            let answer = begin.answer().expect("an answer");
+            let body = String::from_utf8(answer.body().to_vec()).expect("UTF-8");
+            (answer.status(), body, answer.outcome())
+        };
         assert_eq!(
-            in_flight.response(),
-            Some((409, r#"{"error":"delivery_in_flight"}"#.to_owned()))
+            answer(in_flight),
+            (
+                409,
+                r#"{"error":"delivery_in_flight"}"#.to_owned(),
+                Some(Outcome::InFlight)
+            )
         );
         block(ticket.finish(true));
         assert_eq!(
-            block(guard.begin("evt_1")).response(),
-            Some((200, r#"{"id":"evt_1","status":"duplicate"}"#.to_owned()))
+            answer(block(guard.begin("evt_1"))),
+            (
+                200,
+                r#"{"id":"evt_1","status":"duplicate"}"#.to_owned(),
+                Some(Outcome::Duplicate)
+            )
         );
         let full = Idempotency::new(MemoryStore::new(0), &verifier)
             .expect("guard")
             .on_store_error(OnStoreError::Refuse);
         assert_eq!(
-            block(full.begin("evt_2")).response(),
-            Some((
+            answer(block(full.begin("evt_2"))),
+            (
                 503,
-                r#"{"error":"idempotency_store_unavailable"}"#.to_owned()
-            ))
+                r#"{"error":"idempotency_store_unavailable"}"#.to_owned(),
+                Some(Outcome::Rejected)
+            )
         );
         let lenient = Idempotency::new(MemoryStore::new(0), &verifier).expect("guard");
         assert!(matches!(block(lenient.begin("evt_2")), Begin::Run(_)));
@@ -1042,7 +1048,7 @@ mod tests {
             )
             .await;
         assert!(!ran, "a duplicate never calls the handler");
-        assert!(matches!(again, Guarded::Answered { status: 200, .. }));
+        assert!(matches!(again, Guarded::Answered { answer, .. } if answer.status() == 200));
     }
 
     #[tokio::test(start_paused = true)]

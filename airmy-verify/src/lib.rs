@@ -14,9 +14,12 @@
 //! - [`event`]: [`Envelope`], [`Event`] and one struct per event type ([`EventData`]);
 //!   unknown types and fields parse and are kept.
 //! - [`Error`]: why a delivery was refused, with the HTTP status to answer.
+//! - [`Answer`]: every HTTP answer the suite decides (a refusal, an idempotency decision, the
+//!   inbox's), as status, fixed JSON body and outcome; each adapter converts it once.
 //! - [`idempotency`]: exactly-once handling of AIRMY's retries, in memory or on Redis.
 //! - [`observe`]: the span of each delivery and, with the `metrics` feature, metrics through
-//!   the `metrics` facade; names and fields documented once.
+//!   the `metrics` facade; names and fields documented once; [`observe::Delivery`] counts
+//!   every delivery once, however it ends.
 //! - `testing` (feature `testing`): signed sample deliveries, a fixed clock and the
 //!   conformance table, for your own tests.
 //! - [`sign`] and [`verify`]: AIRMY's reference functions, for tests and scripts.
@@ -45,6 +48,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod error;
 pub mod event;
 pub mod idempotency;
@@ -56,6 +60,7 @@ pub mod signature;
 pub mod testing;
 pub mod verifier;
 
+pub use answer::Answer;
 pub use error::{Error, MalformedReason};
 pub use event::{Envelope, Event, EventData};
 pub use secret::{InvalidSecret, Secret, SecretFileError, Secrets};

@@ -254,7 +254,7 @@ impl Verifier {
         let age = self.inner.clock.now() - created_at;
         // The lag of every delivery whose signature matched, stale ones included.
         #[cfg(feature = "metrics")]
-        crate::observe::record::lag(age.as_seconds_f64());
+        crate::observe::metrics::lag(age.as_seconds_f64());
         let Some(tolerance) = self.inner.tolerance else {
             return Ok(());
         };
@@ -385,7 +385,7 @@ impl Intake {
         let (started, len) = (std::time::Instant::now(), self.len);
         let checked = self.check();
         #[cfg(feature = "metrics")]
-        crate::observe::record::verification(len, started.elapsed().as_secs_f64());
+        crate::observe::metrics::verification(len, started.elapsed().as_secs_f64());
         checked
     }
 

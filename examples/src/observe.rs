@@ -126,7 +126,7 @@ pub async fn serve_metrics(listen: &str) -> Result<SocketAddr, ConfigError> {
     let handle = builder
         .install_recorder()
         .map_err(|err| ConfigError(format!("AIRMY_METRICS_LISTEN: {err}")))?;
-    airmy_verify::observe::record::describe();
+    airmy_verify::observe::metrics::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         loop {

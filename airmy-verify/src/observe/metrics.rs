@@ -1,0 +1,289 @@
+//! The metric sinks of the suite: every `metrics` call of the core and the inbox, named once
+//! (see the [`observe`](super) module docs for the table). Without the `metrics` feature each
+//! function does nothing.
+//!
+//! Hidden from the docs: the adapters, the verifier and the inbox call these; applications read
+//! the metrics through their exporter.
+
+use super::*;
+
+/// The handles of the per-delivery metrics, registered once per recorder: counting a
+/// delivery is then an atomic add and three histogram records, with no key built, hashed or
+/// looked up. A handle is registered on first use (so only the series that happened appear),
+/// and all are registered again when the recorder changes (found by its address: installing
+/// the exporter after the first delivery is fine).
+#[cfg(feature = "metrics")]
+mod handles {
+    use std::sync::{Arc, OnceLock};
+
+    use ::metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
+    use arc_swap::ArcSwapOption;
+
+    use super::super::{
+        BODY_BYTES, DELIVERIES_TOTAL, DELIVERY_LAG_SECONDS, Outcome, VERIFICATION_SECONDS,
+    };
+    use crate::event::EVENT_TYPES;
+
+    /// The error codes a rejection can carry (`Error::code`, and the stores' 503).
+    const CODES: [&str; 14] = [
+        "missing_signature",
+        "malformed_signature",
+        "invalid_signature",
+        "body_too_large",
+        "body_unreadable",
+        "body_timeout",
+        "stale_event",
+        "future_event",
+        "invalid_json",
+        "invalid_envelope",
+        "unexpected_event_type",
+        "verifier_not_configured",
+        "store_unavailable",
+        // A code missing above is still counted, under this one.
+        "other",
+    ];
+    const OUTCOMES: [Outcome; 4] = [
+        Outcome::Accepted,
+        Outcome::Duplicate,
+        Outcome::InFlight,
+        Outcome::Rejected,
+    ];
+    /// The `code` values (`none` first) and the `event_type` values (`unknown`, `none` last).
+    const CODE_VALUES: usize = CODES.len() + 1;
+    const TYPE_VALUES: usize = EVENT_TYPES.len() + 2;
+
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    /// Every `airmy_webhook_deliveries_total` key, built once.
+    fn keys() -> &'static [Key] {
+        static KEYS: OnceLock<Vec<Key>> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            let mut keys = Vec::with_capacity(OUTCOMES.len() * CODE_VALUES * TYPE_VALUES);
+            for outcome in OUTCOMES {
+                for code in std::iter::once("none").chain(CODES) {
+                    for event_type in EVENT_TYPES.iter().copied().chain(["unknown", "none"]) {
+                        keys.push(Key::from_parts(
+                            DELIVERIES_TOTAL,
+                            vec![
+                                Label::from_static_parts("outcome", outcome.as_str()),
+                                Label::from_static_parts("code", code),
+                                Label::from_static_parts("event_type", event_type),
+                            ],
+                        ));
+                    }
+                }
+            }
+            keys
+        })
+    }
+
+    struct Handles {
+        /// The address of the recorder these handles belong to.
+        recorder: usize,
+        deliveries: Box<[OnceLock<Counter>]>,
+        body_bytes: OnceLock<Histogram>,
+        verification_seconds: OnceLock<Histogram>,
+        delivery_lag_seconds: OnceLock<Histogram>,
+    }
+
+    static HANDLES: ArcSwapOption<Handles> = ArcSwapOption::const_empty();
+
+    fn address(recorder: &dyn Recorder) -> usize {
+        std::ptr::from_ref(recorder).cast::<()>() as usize
+    }
+
+    /// Runs `f` with the handles of the current recorder (and the recorder, to register).
+    fn with<T>(f: impl FnOnce(&Handles, &dyn Recorder) -> T) -> T {
+        ::metrics::with_recorder(|recorder| {
+            let current = address(recorder);
+            let guard = HANDLES.load();
+            if let Some(handles) = guard.as_deref()
+                && handles.recorder == current
+            {
+                return f(handles, recorder);
+            }
+            let handles = Arc::new(Handles {
+                recorder: current,
+                deliveries: (0..keys().len()).map(|_| OnceLock::new()).collect(),
+                body_bytes: OnceLock::new(),
+                verification_seconds: OnceLock::new(),
+                delivery_lag_seconds: OnceLock::new(),
+            });
+            HANDLES.store(Some(Arc::clone(&handles)));
+            f(&handles, recorder)
+        })
+    }
+
+    fn histogram<'a>(
+        cell: &'a OnceLock<Histogram>,
+        recorder: &dyn Recorder,
+        name: &'static str,
+    ) -> &'a Histogram {
+        cell.get_or_init(|| recorder.register_histogram(&Key::from_static_name(name), &METADATA))
+    }
+
+    pub(super) fn delivery(outcome: Outcome, code: &str, event_type: &str) {
+        let outcome = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0);
+        let code = match code {
+            "none" => 0,
+            code => {
+                1 + CODES
+                    .iter()
+                    .position(|c| *c == code)
+                    .unwrap_or(CODES.len() - 1)
+            }
+        };
+        let event_type = match event_type {
+            "none" => EVENT_TYPES.len() + 1,
+            other => EVENT_TYPES
+                .iter()
+                .position(|t| *t == other)
+                .unwrap_or(EVENT_TYPES.len()),
+        };
+        let index = (outcome * CODE_VALUES + code) * TYPE_VALUES + event_type;
+        with(|handles, recorder| {
+            handles.deliveries[index]
+                .get_or_init(|| recorder.register_counter(&keys()[index], &METADATA))
+                .increment(1);
+        });
+    }
+
+    pub(super) fn verification(len: usize, seconds: f64) {
+        with(|handles, recorder| {
+            histogram(&handles.body_bytes, recorder, BODY_BYTES).record(len as f64);
+            histogram(
+                &handles.verification_seconds,
+                recorder,
+                VERIFICATION_SECONDS,
+            )
+            .record(seconds);
+        });
+    }
+
+    pub(super) fn lag(seconds: f64) {
+        with(|handles, recorder| {
+            histogram(
+                &handles.delivery_lag_seconds,
+                recorder,
+                DELIVERY_LAG_SECONDS,
+            )
+            .record(seconds);
+        });
+    }
+}
+
+/// One answered delivery in `airmy_webhook_deliveries_total`: its outcome, the error code
+/// (`none` unless rejected) and the event type label (`none` when refused by the verifier).
+#[inline]
+pub(crate) fn delivery(_outcome: Outcome, _code: &'static str, _event_type: &str) {
+    #[cfg(feature = "metrics")]
+    handles::delivery(_outcome, _code, _event_type);
+}
+
+/// Describes every metric above to the installed recorder (Prometheus `# HELP` lines and
+/// units). Call it once, after installing a recorder.
+#[cfg(feature = "metrics")]
+pub fn describe() {
+    use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        DELIVERIES_TOTAL,
+        "Deliveries answered by the verifying layer or middleware, by outcome, error code and event type"
+    );
+    describe_histogram!(
+        VERIFICATION_SECONDS,
+        Unit::Seconds,
+        "Time to check a complete body: HMAC, envelope, freshness"
+    );
+    describe_histogram!(
+        BODY_BYTES,
+        Unit::Bytes,
+        "Size of each complete body checked"
+    );
+    describe_histogram!(
+        DELIVERY_LAG_SECONDS,
+        Unit::Seconds,
+        "Receive time minus the signed created_at of deliveries whose signature matched"
+    );
+    describe_counter!(IDEMPOTENCY_CLAIMS_TOTAL, "Idempotency guard decisions");
+    describe_counter!(
+        IDEMPOTENCY_STORE_ERRORS_TOTAL,
+        "Failed idempotency store calls, by operation"
+    );
+    describe_counter!(
+        INBOX_ACCEPTS_TOTAL,
+        "Deliveries offered to the inbox, by result"
+    );
+    describe_gauge!(INBOX_PENDING, "Inbox entries due now");
+    describe_gauge!(INBOX_SCHEDULED, "Inbox entries waiting for a later retry");
+    describe_gauge!(INBOX_PROCESSING, "Inbox entries leased to a worker");
+    describe_gauge!(INBOX_DEAD, "Inbox dead letters");
+    describe_gauge!(
+        INBOX_OLDEST_PENDING_AGE_SECONDS,
+        Unit::Seconds,
+        "How long the oldest due inbox entry has waited"
+    );
+    describe_counter!(
+        HANDLER_ATTEMPTS_TOTAL,
+        "Inbox handler attempts, by event type and result"
+    );
+}
+
+/// One complete body checked: its size and how long the check took.
+#[cfg(feature = "metrics")]
+pub fn verification(len: usize, seconds: f64) {
+    handles::verification(len, seconds);
+}
+
+/// A verified delivery's lag behind its `created_at`.
+#[cfg(feature = "metrics")]
+pub fn lag(seconds: f64) {
+    handles::lag(seconds);
+}
+
+/// An idempotency decision (`claimed`, `duplicate`, `in_flight`, `store_error`).
+pub fn claim(_result: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(IDEMPOTENCY_CLAIMS_TOTAL, "result" => _result).increment(1);
+}
+
+/// A failed idempotency store call (`claim`, `extend`, `finish`).
+pub fn store_error(_operation: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(IDEMPOTENCY_STORE_ERRORS_TOTAL, "operation" => _operation).increment(1);
+}
+
+/// A delivery offered to the inbox (`stored`, `duplicate`, `error`).
+pub fn inbox_accept(_result: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(INBOX_ACCEPTS_TOTAL, "result" => _result).increment(1);
+}
+
+/// The inbox's counts: pending, scheduled, processing, dead, oldest pending age.
+pub fn inbox_gauges(
+    _pending: u64,
+    _scheduled: u64,
+    _processing: u64,
+    _dead: u64,
+    _oldest_pending_secs: u64,
+) {
+    #[cfg(feature = "metrics")]
+    {
+        ::metrics::gauge!(INBOX_PENDING).set(_pending as f64);
+        ::metrics::gauge!(INBOX_SCHEDULED).set(_scheduled as f64);
+        ::metrics::gauge!(INBOX_PROCESSING).set(_processing as f64);
+        ::metrics::gauge!(INBOX_DEAD).set(_dead as f64);
+        ::metrics::gauge!(INBOX_OLDEST_PENDING_AGE_SECONDS).set(_oldest_pending_secs as f64);
+    }
+}
+
+/// An inbox handler attempt's result (`success`, `retry`, `dead`).
+pub fn handler_attempt(_event_type: &str, _result: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(
+        HANDLER_ATTEMPTS_TOTAL,
+        "event_type" => event_type_label(_event_type),
+        "result" => _result,
+    )
+    .increment(1);
+}
