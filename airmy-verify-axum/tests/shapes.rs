@@ -31,8 +31,9 @@ use test_support::fixtures::{
     CountingClock, PATH, Ran, delivery_with_id, duplicate_of, forged, idle_within, json_of,
     memory_guard, redis_guard, text, valid, verifier_with_body_timeout,
 };
-use test_support::http::a_stalled_body_gets_408_and_the_connection_is_closed;
-use tokio::net::TcpListener;
+use test_support::http::{
+    a_stalled_body_gets_408_and_the_connection_is_closed, loopback, status_and_body,
+};
 use tokio::time::Instant;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -66,15 +67,7 @@ fn request(path: &str, d: &Delivery) -> Request<Body> {
 }
 
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Bytes) {
-    let response = app.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, body)
+    status_and_body(app.clone().oneshot(request).await.expect("infallible")).await
 }
 
 /// Checks that `path` answers the valid delivery 200 with `{"id", "type"}` and the forged one
@@ -582,10 +575,7 @@ async fn a_timeout_layer_dropping_the_response_does_not_stop_the_guarded_handler
 // 5 and 6: a real server and a raw socket.
 
 async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = loopback().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -757,15 +747,7 @@ where
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
-    let response = service.oneshot(full_request(d)).await.expect("infallible");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, body)
+    status_and_body(service.oneshot(full_request(d)).await.expect("infallible")).await
 }
 
 #[tokio::test]

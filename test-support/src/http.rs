@@ -1,7 +1,8 @@
 //! HTTP helpers for tests against a real server on 127.0.0.1: raw HTTP/1.1 over a
 //! [`TcpStream`] (a delivery's request head, writing, reading until the server closes, parsing
 //! the answer into a [`RawResponse`]), the stalled-body check both adapters run, and a
-//! `reqwest` [`client`] that posts conformance cases, whole or in chunks.
+//! `reqwest` [`client`] that posts conformance cases, whole or in chunks, and
+//! [`status_and_body`] for the `http::Response` a tower service gives.
 //!
 //! Behind the `http` feature. Everything runs on tokio (actix's runtime is tokio too).
 
@@ -12,10 +13,23 @@ use std::time::Duration;
 use airmy_verify::testing::{Case, Delivery};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::fixtures::{PATH, json_of, valid};
+
+/// A listener on a free 127.0.0.1 port, and its address.
+///
+/// # Panics
+///
+/// When no port can be bound.
+pub async fn loopback() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
 
 /// Writes all of `bytes` to `stream`.
 ///
@@ -265,4 +279,33 @@ pub fn assert_answers_case(case: &Case, status: u16, body: &[u8]) {
             case.name
         );
     }
+}
+
+/// The status and the whole body of a response (from a tower service, such as an axum
+/// router).
+///
+/// # Panics
+///
+/// When the body fails.
+pub async fn status_and_body<B>(response: http::Response<B>) -> (http::StatusCode, Bytes)
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let status = response.status();
+    (status, body_bytes(response.into_body()).await)
+}
+
+/// The whole of `body`.
+///
+/// # Panics
+///
+/// When the body fails.
+pub async fn body_bytes<B>(body: B) -> Bytes
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    body.collect().await.expect("body").to_bytes()
 }
