@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use airmy_verify::DEFAULT_MAX_BODY_SIZE;
-use airmy_verify::testing::{self, Case};
+use airmy_verify::testing;
 use airmy_verify_actix::{AirmyEvent, AirmyVerify};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use test_support::fixtures::{PATH, case as find};
+use test_support::fixtures::{PATH, case as find, small_cases_cycled};
 use test_support::http::{assert_answers_case, chunked, client, post_case};
 
 async fn accept(ran: web::Data<Arc<AtomicUsize>>, AirmyEvent(event): AirmyEvent) -> HttpResponse {
@@ -102,11 +102,7 @@ async fn two_hundred_concurrent_mixed_requests_are_all_answered_correctly() {
         let ran = Arc::new(AtomicUsize::new(0));
         let addr = serve(middleware, ran.clone());
         let client = client();
-        let cases: Vec<Case> = testing::conformance_cases()
-            .into_iter()
-            .filter(|c| c.body.len() < 64 * 1024)
-            .collect();
-        let requests: Vec<Case> = cases.iter().cycle().take(200).cloned().collect();
+        let requests = small_cases_cycled(200);
         let expected_runs = requests.iter().filter(|c| c.handler_runs()).count();
         let answers = futures_util::future::join_all(requests.into_iter().map(|case| {
             let client = client.clone();

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use airmy_verify::DEFAULT_MAX_BODY_SIZE;
-use airmy_verify::testing::{self, Case};
+use airmy_verify::testing;
 use airmy_verify_axum::{AirmyEvent, AirmyVerify, AirmyVerifyLayer};
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use test_support::fixtures::{PATH, case as find};
+use test_support::fixtures::{PATH, case as find, small_cases_cycled};
 use test_support::http::{assert_answers_case, body_bytes, chunked, client, loopback, post_case};
 
 async fn serve(app: Router) -> SocketAddr {
@@ -87,11 +87,7 @@ async fn two_hundred_concurrent_mixed_requests_are_all_answered_correctly() {
     let addr = serve(app(ran.clone())).await;
     let client = client();
     // Every small case of the table, repeated to 200 requests, all in flight at once.
-    let cases: Vec<Case> = testing::conformance_cases()
-        .into_iter()
-        .filter(|c| c.body.len() < 64 * 1024)
-        .collect();
-    let requests: Vec<Case> = cases.iter().cycle().take(200).cloned().collect();
+    let requests = small_cases_cycled(200);
     let expected_runs = requests.iter().filter(|c| c.handler_runs()).count();
     let tasks: Vec<_> = requests
         .into_iter()

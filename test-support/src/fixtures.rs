@@ -69,6 +69,16 @@ pub fn case(name: &str) -> Case {
     testing::case(name).expect("case exists")
 }
 
+/// The conformance cases with bodies under 64 KiB, repeated in order to `n` requests.
+#[must_use]
+pub fn small_cases_cycled(n: usize) -> Vec<Case> {
+    let cases: Vec<Case> = testing::conformance_cases()
+        .into_iter()
+        .filter(|c| c.body.len() < 64 * 1024)
+        .collect();
+    cases.iter().cycle().take(n).cloned().collect()
+}
+
 /// A verifier of [`testing::SECRET`] with the default settings, on the system clock.
 #[must_use]
 pub fn verifier_on_system_clock() -> Verifier {
