@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use test_support::RedisServer;
 use test_support::detached::{self, Slow};
 use test_support::fixtures::{
-    CountingClock, PATH, Ran, delivery_with_id, duplicate_of, forged, idle_within, json_of,
-    memory_guard, redis_guard, text, valid, verifier_with_body_timeout,
+    CountingClock, PATH, Ran, delivery_with_id, duplicate_of, forged, json_of, memory_guard,
+    redis_guard, text, valid, verifier_with_body_timeout,
 };
 use test_support::http::a_stalled_body_gets_408_and_the_connection_is_closed;
 
@@ -455,18 +455,7 @@ async fn a_dropped_response_future_does_not_stop_the_guarded_handler() {
     )
     .await;
     let d = delivery_with_id("evt_actix_dropped");
-    let mut response = Box::pin(app.call(request(PATH, &d)));
-    // Poll the response future until the handler runs, then drop it: no answer was awaited.
-    while slow.started() == 0 {
-        let polled =
-            actix_web::rt::time::timeout(Duration::from_millis(10), response.as_mut()).await;
-        assert!(polled.is_err(), "answered before the handler started");
-    }
-    let polled = actix_web::rt::time::timeout(Duration::from_millis(100), response.as_mut()).await;
-    assert!(polled.is_err(), "the handler answered within 100 ms");
-    drop(response);
-    idle_within(&guard, Duration::from_secs(20)).await;
-    assert_eq!(slow.finished(), 1, "the handler ran to its end");
+    detached::drop_once_started(&slow, &guard, app.call(request(PATH, &d))).await;
     let (status, body) = send(&app, request(PATH, &d)).await;
     assert_eq!(
         (status, json_of(&body)),

@@ -657,17 +657,7 @@ async fn a_dropped_response_future_does_not_stop_the_guarded_handler() {
     let slow = Slow::new(Duration::from_millis(800));
     let app = slow_app(slow.clone(), guard.clone());
     let d = delivery_with_id("evt_dropped");
-    let mut response = Box::pin(app.clone().oneshot(request(PATH, &d)));
-    // Poll the response future until the handler runs, then drop it: no answer was awaited.
-    while slow.started() == 0 {
-        let polled = tokio::time::timeout(Duration::from_millis(10), response.as_mut()).await;
-        assert!(polled.is_err(), "answered before the handler started");
-    }
-    let polled = tokio::time::timeout(Duration::from_millis(100), response.as_mut()).await;
-    assert!(polled.is_err(), "the handler answered within 100 ms");
-    drop(response);
-    idle_within(&guard, Duration::from_secs(20)).await;
-    assert_eq!(slow.finished(), 1, "the handler ran to its end");
+    detached::drop_once_started(&slow, &guard, app.clone().oneshot(request(PATH, &d))).await;
     let (status, body) = send(&app, request(PATH, &d)).await;
     assert_eq!(
         (status, json_of(&body)),

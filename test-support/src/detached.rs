@@ -174,3 +174,24 @@ pub async fn a_lease_shorter_than_the_handler_is_extended<F>(
     assert_eq!((retry.status, retry.json()), (200, duplicate_of(id)));
     assert_eq!(slow.started(), 1, "the handler ran once");
 }
+
+/// Polls `response`, the future of a request to the [`Slow`] handler behind `guard`, until the
+/// handler started, then 100 ms more, then drops it, no answer awaited; checks it did not
+/// answer meanwhile, and that the handler still ran to its end.
+///
+/// # Panics
+///
+/// When the future answered, or the handler did not finish within 20 s.
+pub async fn drop_once_started<F: Future>(slow: &Slow, guard: &Idempotency, response: F) {
+    let mut response = Box::pin(response);
+    // Poll the response future until the handler runs, then drop it: no answer was awaited.
+    while slow.started() == 0 {
+        let polled = tokio::time::timeout(Duration::from_millis(10), response.as_mut()).await;
+        assert!(polled.is_err(), "answered before the handler started");
+    }
+    let polled = tokio::time::timeout(Duration::from_millis(100), response.as_mut()).await;
+    assert!(polled.is_err(), "the handler answered within 100 ms");
+    drop(response);
+    idle_within(guard, Duration::from_secs(20)).await;
+    assert_eq!(slow.finished(), 1, "the handler ran to its end");
+}
