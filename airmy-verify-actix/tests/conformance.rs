@@ -1,7 +1,6 @@
 //! The core's conformance table through the extractor alone and through the middleware, plus
 //! the actix-specific paths (typed routes, raw bytes, web::Data, misconfiguration).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::body::MessageBody;
@@ -12,17 +11,7 @@ use airmy_verify::event::RunCompleted;
 use airmy_verify::testing::{self, Case};
 use airmy_verify_actix::{AirmyDelivery, AirmyError, AirmyEvent, AirmyVerify};
 use serde_json::{Value, json};
-
-const PATH: &str = "/hooks/airmy";
-
-#[derive(Clone, Default)]
-struct Ran(Arc<AtomicUsize>);
-
-impl Ran {
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+use test_support::fixtures::{PATH, Ran, valid};
 
 async fn accept(ran: web::Data<Ran>, AirmyEvent(event): AirmyEvent) -> HttpResponse {
     ran.0.fetch_add(1, Ordering::SeqCst);
@@ -292,7 +281,7 @@ async fn rejections_are_json() {
 
 #[actix_web::test]
 async fn a_body_of_one_chunk_reaches_the_raw_view_without_a_copy() {
-    let d = testing::sample_event("run.completed").signed(testing::SECRET);
+    let d = valid();
     let seen = web::Data::new(AtomicUsize::new(0));
     async fn raw(
         seen: web::Data<AtomicUsize>,

@@ -9,25 +9,13 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, HttpResponse, test, web};
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
-use airmy_verify::testing::{self, Delivery};
-use airmy_verify::time::OffsetDateTime;
-use airmy_verify::{Secret, Verifier};
+use airmy_verify::testing::Delivery;
 use airmy_verify_actix::{AirmyEvent, AirmyIdempotency, AirmyVerify};
 use serde_json::{Value, json};
 use test_support::RedisServer;
-
-const PATH: &str = "/hooks/airmy";
-
-fn verifier() -> Verifier {
-    Verifier::new(Secret::new(testing::SECRET).expect("secret"))
-}
-
-fn delivery(id: &str) -> Delivery {
-    testing::sample_event("run.completed")
-        .id(id)
-        .created_at(OffsetDateTime::now_utc())
-        .signed(testing::SECRET)
-}
+use test_support::fixtures::{
+    PATH, fresh_delivery_with_id as delivery, unique_prefix, verifier_on_system_clock as verifier,
+};
 
 /// Answers `script[n]` on its n-th call (200 after the script).
 #[derive(Clone)]
@@ -94,11 +82,7 @@ async fn a_failed_attempt_is_retried_and_later_deliveries_are_duplicates() {
 #[actix_web::test]
 async fn two_apps_sharing_redis_run_the_handler_once() {
     let server = RedisServer::start();
-    let prefix = format!(
-        "airmy-test-actix:{}-{}:",
-        std::process::id(),
-        OffsetDateTime::now_utc().unix_timestamp_nanos()
-    );
+    let prefix = unique_prefix("airmy-test-actix");
     let handler = Handler {
         calls: Arc::default(),
         script: Arc::new(vec![]),

@@ -1,20 +1,18 @@
 //! What only a socket shows: a real `HttpServer` on 127.0.0.1:0 and a real HTTP client, for the
 //! extractor alone and for the middleware.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use airmy_verify::DEFAULT_MAX_BODY_SIZE;
-use airmy_verify::testing::{self, Case};
+use airmy_verify::testing;
 use airmy_verify_actix::{AirmyEvent, AirmyVerify};
 use bytes::Bytes;
 use serde_json::{Value, json};
-
-const PATH: &str = "/hooks/airmy";
+use test_support::fixtures::{PATH, case as find, small_cases_cycled};
+use test_support::http::{assert_answers_case, chunked, client, post_case};
 
 async fn accept(ran: web::Data<Arc<AtomicUsize>>, AirmyEvent(event): AirmyEvent) -> HttpResponse {
     ran.fetch_add(1, Ordering::SeqCst);
@@ -48,57 +46,14 @@ fn serve(middleware: bool, ran: Arc<AtomicUsize>) -> SocketAddr {
     addr
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-fn chunked(bytes: Bytes, chunk: usize) -> reqwest::Body {
-    let chunks: Vec<Result<Bytes, Infallible>> = bytes
-        .chunks(chunk)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
-    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
-}
-
-async fn post_case(
-    client: &reqwest::Client,
-    addr: SocketAddr,
-    case: &Case,
-    body: reqwest::Body,
-) -> (u16, Bytes) {
-    let mut request = client.post(format!("http://{addr}{PATH}")).body(body);
-    for value in &case.signatures {
-        request = request.header(
-            "x-airmy-signature",
-            reqwest::header::HeaderValue::from_bytes(value).expect("valid header value"),
-        );
-    }
-    let response = request.send().await.expect("response");
-    let status = response.status().as_u16();
-    (status, response.bytes().await.expect("body"))
-}
-
-fn find(name: &str) -> Case {
-    testing::case(name).expect("case exists")
-}
-
 #[actix_web::test]
 async fn a_chunked_body_over_the_limit_gets_413() {
     for middleware in [true, false] {
         let ran = Arc::new(AtomicUsize::new(0));
         let addr = serve(middleware, ran.clone());
         let case = find("body_one_byte_over_limit");
-        let (status, body) = post_case(
-            &client(),
-            addr,
-            &case,
-            chunked(case.body.clone(), 64 * 1024),
-        )
-        .await;
+        let (status, body) =
+            post_case(&client(), addr, &case, chunked(&case.body, 64 * 1024)).await;
         assert_eq!(status, 413, "middleware: {middleware}");
         assert_eq!(body, Bytes::from_static(br#"{"error":"body_too_large"}"#));
         assert_eq!(ran.load(Ordering::SeqCst), 0);
@@ -132,7 +87,7 @@ async fn a_body_sent_in_many_small_chunks_verifies() {
         let case = find("valid_deployment_rollback");
         for chunk in [1, 3, 64] {
             let (status, body) =
-                post_case(&client(), addr, &case, chunked(case.body.clone(), chunk)).await;
+                post_case(&client(), addr, &case, chunked(&case.body, chunk)).await;
             assert_eq!(status, 200, "chunks of {chunk}: {body:?}");
             let got: Value = serde_json::from_slice(&body).expect("JSON");
             assert_eq!(got["type"], "deployment.rollback");
@@ -147,11 +102,7 @@ async fn two_hundred_concurrent_mixed_requests_are_all_answered_correctly() {
         let ran = Arc::new(AtomicUsize::new(0));
         let addr = serve(middleware, ran.clone());
         let client = client();
-        let cases: Vec<Case> = testing::conformance_cases()
-            .into_iter()
-            .filter(|c| c.body.len() < 64 * 1024)
-            .collect();
-        let requests: Vec<Case> = cases.iter().cycle().take(200).cloned().collect();
+        let requests = small_cases_cycled(200);
         let expected_runs = requests.iter().filter(|c| c.handler_runs()).count();
         let answers = futures_util::future::join_all(requests.into_iter().map(|case| {
             let client = client.clone();
@@ -164,19 +115,7 @@ async fn two_hundred_concurrent_mixed_requests_are_all_answered_correctly() {
         .await;
         assert_eq!(answers.len(), 200);
         for (case, status, body) in answers {
-            assert_eq!(status, case.status, "{}", case.name);
-            if let Some(expected) = case.error_body() {
-                assert_eq!(body, expected.as_bytes(), "{}", case.name);
-            } else {
-                let got: Value = serde_json::from_slice(&body).expect("JSON");
-                let (id, event_type) = case.event.clone().expect("event");
-                assert_eq!(
-                    got,
-                    json!({ "id": id, "type": event_type }),
-                    "{}",
-                    case.name
-                );
-            }
+            assert_answers_case(&case, status, &body);
         }
         assert_eq!(
             ran.load(Ordering::SeqCst),

@@ -4,26 +4,26 @@
 //! socket, and the idempotency middleware without the verifying one.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::rt::net::TcpStream;
-use actix_web::rt::time::Instant;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, test, web};
 use airmy_verify::event::RunCompleted;
-use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
+use airmy_verify::idempotency::Idempotency;
 use airmy_verify::testing::{self, Delivery};
-use airmy_verify::time::OffsetDateTime;
-use airmy_verify::{Clock, Event, Secret, Verifier};
+use airmy_verify::{Event, Verifier};
 use airmy_verify_actix::{AirmyDelivery, AirmyEvent, AirmyIdempotency, AirmyVerify};
 use serde_json::{Value, json};
 use test_support::RedisServer;
-
-const PATH: &str = "/hooks/airmy";
+use test_support::detached::{self, Slow};
+use test_support::fixtures::{
+    CountingClock, PATH, Ran, delivery_with_id, duplicate_of, forged, json_of, memory_guard,
+    redis_guard, text, valid, verifier_with_body_timeout,
+};
+use test_support::http::a_stalled_body_gets_408_and_the_connection_is_closed;
 
 const NOT_CONFIGURED: &[u8] = br#"{"error":"verifier_not_configured"}"#;
 const BODY_ALREADY_READ: &[u8] = br#"{"error":"body_already_read"}"#;
@@ -33,56 +33,9 @@ fn verifier() -> Verifier {
     testing::conformance_verifier()
 }
 
-/// A clock at the conformance instant that counts how often it is read: the core reads it
-/// once per verification (the freshness check), so this counts verifications.
-#[derive(Clone, Default)]
-struct CountingClock(Arc<AtomicUsize>);
-
-impl Clock for CountingClock {
-    fn now(&self) -> OffsetDateTime {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        testing::fixed_now()
-    }
-}
-
-impl CountingClock {
-    fn verifier(&self) -> Verifier {
-        Verifier::builder(Secret::new(testing::SECRET).expect("secret"))
-            .clock(self.clone())
-            .build()
-    }
-
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-#[derive(Clone, Default)]
-struct Ran(Arc<AtomicUsize>);
-
-impl Ran {
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 async fn accept(ran: web::Data<Ran>, AirmyEvent(event): AirmyEvent) -> HttpResponse {
     ran.0.fetch_add(1, Ordering::SeqCst);
     HttpResponse::Ok().json(json!({ "id": event.id, "type": event.event_type() }))
-}
-
-fn valid() -> Delivery {
-    testing::sample_event("run.completed").signed(testing::SECRET)
-}
-
-fn forged() -> Delivery {
-    testing::sample_event("run.completed").signed(testing::WRONG_SECRET)
-}
-
-fn delivery_with_id(id: &str) -> Delivery {
-    testing::sample_event("run.completed")
-        .id(id)
-        .signed(testing::SECRET)
 }
 
 fn request(path: &str, d: &Delivery) -> actix_http::Request {
@@ -102,15 +55,6 @@ where
     let response = test::call_service(app, request).await;
     let status = response.status();
     (status, test::read_body(response).await)
-}
-
-fn json_of(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).expect("UTF-8")
 }
 
 /// Every pair of extractors, one route each, answering what each extractor saw.
@@ -205,17 +149,11 @@ fn pairs(scope: actix_web::Scope) -> actix_web::Scope {
         )
 }
 
-#[actix_web::test]
-async fn behind_the_middleware_every_pair_of_extractors_works_in_one_handler() {
-    let clock = CountingClock::default();
-    let app = test::init_service(
-        App::new().service(pairs(web::scope("")).wrap(AirmyVerify::new(clock.verifier()))),
-    )
-    .await;
-    let d = valid();
+/// What each route of [`pairs`] answers `d` (a `run.completed` delivery of [`valid`]'s id) with.
+fn pair_answers(d: &Delivery) -> Vec<(&'static str, Value)> {
     let raw = text(&d.body);
     let id = "evt_test_run_completed";
-    let expected = [
+    vec![
         (
             "/event-delivery",
             json!({ "id": id, "type": "run.completed", "raw_id": id, "raw": raw }),
@@ -243,19 +181,29 @@ async fn behind_the_middleware_every_pair_of_extractors_works_in_one_handler() {
             "/json-delivery",
             json!({ "raw_id": id, "raw": raw, "json_type": "run.completed", "tokens": 1247 }),
         ),
-    ];
+    ]
+}
+
+/// Posts `d` to each path, expecting 200 with the path's JSON and one verification (one read
+/// of `clock`, else the message `once`), then a forged delivery, expecting 401.
+async fn check_each_path<S, B>(
+    app: &S,
+    clock: &CountingClock,
+    d: &Delivery,
+    expected: impl IntoIterator<Item = (&str, Value)>,
+    once: &str,
+) where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
     for (path, want) in expected {
         let before = clock.count();
-        let (status, body) = send(&app, request(path, &d)).await;
+        let (status, body) = send(app, request(path, d)).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body:?}");
         assert_eq!(json_of(&body), want, "{path}");
+        assert_eq!(clock.count() - before, 1, "{path}: {once}");
         assert_eq!(
-            clock.count() - before,
-            1,
-            "{path}: verified once per request"
-        );
-        assert_eq!(
-            send(&app, request(path, &forged())).await,
+            send(app, request(path, &forged())).await,
             (
                 StatusCode::UNAUTHORIZED,
                 web::Bytes::from_static(INVALID_SIGNATURE)
@@ -263,6 +211,18 @@ async fn behind_the_middleware_every_pair_of_extractors_works_in_one_handler() {
             "{path}"
         );
     }
+}
+
+#[actix_web::test]
+async fn behind_the_middleware_every_pair_of_extractors_works_in_one_handler() {
+    let clock = CountingClock::default();
+    let app = test::init_service(
+        App::new().service(pairs(web::scope("")).wrap(AirmyVerify::new(clock.verifier()))),
+    )
+    .await;
+    let d = valid();
+    let expected = pair_answers(&d);
+    check_each_path(&app, &clock, &d, expected, "verified once per request").await;
 }
 
 #[actix_web::test]
@@ -275,45 +235,23 @@ async fn without_the_middleware_our_extractors_share_one_verification() {
     )
     .await;
     let d = valid();
-    let raw = text(&d.body);
-    let id = "evt_test_run_completed";
-    let expected = [
-        (
+    let expected = pair_answers(&d).into_iter().filter(|(path, _)| {
+        [
             "/event-delivery",
-            json!({ "id": id, "type": "run.completed", "raw_id": id, "raw": raw }),
-        ),
-        (
             "/delivery-typed",
-            json!({ "raw_id": id, "raw": raw, "id": id, "tokens": 1247 }),
-        ),
-        (
             "/typed-event",
-            json!({ "id": id, "tokens": 1247, "second_id": id, "second_is_run": true }),
-        ),
-        (
             "/request-event",
-            json!({ "id": id, "signature": d.signature }),
-        ),
-    ];
-    for (path, want) in expected {
-        let before = clock.count();
-        let (status, body) = send(&app, request(path, &d)).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {body:?}");
-        assert_eq!(json_of(&body), want, "{path}");
-        assert_eq!(
-            clock.count() - before,
-            1,
-            "{path}: one verification for all our extractors"
-        );
-        assert_eq!(
-            send(&app, request(path, &forged())).await,
-            (
-                StatusCode::UNAUTHORIZED,
-                web::Bytes::from_static(INVALID_SIGNATURE)
-            ),
-            "{path}"
-        );
-    }
+        ]
+        .contains(path)
+    });
+    check_each_path(
+        &app,
+        &clock,
+        &d,
+        expected,
+        "one verification for all our extractors",
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -413,142 +351,6 @@ macro_rules! serve {
     }};
 }
 
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        stream.writable().await.expect("writable");
-        match stream.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(err) => panic!("write: {err}"),
-        }
-    }
-}
-
-/// Reads until the server closes the connection: `Ok` with everything read, or `Err` with
-/// what was read when `limit` passed with the connection still open.
-async fn read_to_close(stream: &TcpStream, limit: Duration) -> Result<Vec<u8>, Vec<u8>> {
-    let deadline = Instant::now() + limit;
-    let mut read = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Err(_) => return Err(read),
-            Ok(ready) => ready.expect("readable"),
-        }
-        match stream.try_read(&mut buf) {
-            Ok(0) => return Ok(read),
-            Ok(n) => read.extend_from_slice(&buf[..n]),
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            // A reset closes the connection too.
-            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return Ok(read),
-            Err(err) => panic!("read: {err}"),
-        }
-    }
-}
-
-/// A response read off the wire: status, lowercase header lines, body.
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn parse(raw: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .and_then(|line| line.split(' ').nth(1))
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {text:?}"));
-        let headers = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-            .collect();
-        Self {
-            status,
-            headers,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        json_of(&self.body)
-    }
-}
-
-/// The request head of a delivery, declaring `content_length` bytes of body.
-fn head(d: &Delivery, content_length: usize, close: bool) -> Vec<u8> {
-    let connection = if close { "Connection: close\r\n" } else { "" };
-    format!(
-        "POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         X-AIRMY-Signature: {}\r\nContent-Length: {content_length}\r\n{connection}\r\n",
-        d.signature
-    )
-    .into_bytes()
-}
-
-/// Posts a delivery on a fresh connection (`Connection: close`) and reads the whole answer.
-async fn raw_post(addr: SocketAddr, d: &Delivery) -> RawResponse {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    write_all(&stream, &head(d, d.body.len(), true)).await;
-    write_all(&stream, &d.body).await;
-    let raw = read_to_close(&stream, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|partial| {
-            panic!(
-                "no complete answer within 20 s: {:?}",
-                String::from_utf8_lossy(&partial)
-            )
-        });
-    RawResponse::parse(&raw)
-}
-
-/// Sends headers promising 500 bytes, 10 of them, then stalls with the connection open; checks
-/// the 408 and that the server closes the connection.
-async fn a_stalled_body_gets_408_and_the_connection_is_closed(addr: SocketAddr, timeout: Duration) {
-    let d = valid();
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let started = Instant::now();
-    write_all(&stream, &head(&d, 500, false)).await;
-    write_all(&stream, &d.body[..10]).await;
-    let raw = read_to_close(&stream, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|partial| {
-            panic!(
-                "the server kept the connection open: {:?}",
-                String::from_utf8_lossy(&partial)
-            )
-        });
-    let waited = started.elapsed();
-    let response = RawResponse::parse(&raw);
-    assert_eq!(response.status, 408, "{:?}", String::from_utf8_lossy(&raw));
-    assert_eq!(response.body, br#"{"error":"body_timeout"}"#);
-    assert_eq!(response.header("connection"), Some("close"));
-    assert_eq!(response.header("content-type"), Some("application/json"));
-    // Not before the configured timeout, and well before the default 5 s.
-    assert!(waited >= timeout, "answered after {waited:?}");
-    assert!(waited < Duration::from_secs(4), "answered after {waited:?}");
-}
-
-fn verifier_with_body_timeout(timeout: Duration) -> Verifier {
-    Verifier::builder(Secret::new(testing::SECRET).expect("secret"))
-        .clock(testing::FixedClock::default())
-        .body_timeout(timeout)
-        .build()
-}
-
 #[actix_web::test]
 async fn a_stalled_body_gets_408_through_a_real_server_with_the_middleware() {
     let ran = Ran::default();
@@ -581,45 +383,8 @@ async fn a_stalled_body_gets_408_through_a_real_server_with_the_extractor_alone(
 
 // The detached idempotent handler.
 
-/// A handler that sleeps `delay`, counting its starts and its ends.
-#[derive(Clone)]
-struct Slow {
-    started: Arc<AtomicUsize>,
-    finished: Arc<AtomicUsize>,
-    delay: Duration,
-}
-
-impl Slow {
-    fn new(delay: Duration) -> Self {
-        Self {
-            started: Arc::default(),
-            finished: Arc::default(),
-            delay,
-        }
-    }
-
-    fn started(&self) -> usize {
-        self.started.load(Ordering::SeqCst)
-    }
-
-    fn finished(&self) -> usize {
-        self.finished.load(Ordering::SeqCst)
-    }
-
-    /// Waits until the handler started `n` times, for at most 20 s.
-    async fn wait_started(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.started() < n {
-            assert!(Instant::now() < deadline, "the handler never started");
-            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
 async fn slow_handler(slow: web::Data<Slow>, AirmyEvent(event): AirmyEvent) -> HttpResponse {
-    slow.started.fetch_add(1, Ordering::SeqCst);
-    actix_web::rt::time::sleep(slow.delay).await;
-    slow.finished.fetch_add(1, Ordering::SeqCst);
+    slow.run().await;
     HttpResponse::Ok().json(json!({ "handled": event.id }))
 }
 
@@ -635,117 +400,27 @@ fn serve_slow(slow: &Slow, guard: &Idempotency) -> SocketAddr {
     })
 }
 
-fn memory_guard() -> Idempotency {
-    Idempotency::new(MemoryStore::new(1000), &verifier()).expect("guard")
+/// [`serve_slow`], for the scenarios.
+async fn serve_slow_owned(slow: Slow, guard: Idempotency) -> SocketAddr {
+    serve_slow(&slow, &guard)
 }
 
-async fn redis_guard(server: &RedisServer) -> Idempotency {
-    let store = RedisStore::connect(server.url())
-        .await
-        .expect("Redis reachable");
-    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-    // A prefix per test keeps runs against a shared AIRMY_REDIS_URL apart.
-    let store = store.prefix(format!(
-        "airmy-test-actix-shapes:{}-{nanos}:",
-        std::process::id()
-    ));
-    Idempotency::new(store, &verifier()).expect("guard")
-}
-
-fn duplicate_of(id: &str) -> Value {
-    json!({ "status": "duplicate", "id": id })
-}
-
-/// Waits until `guard` runs no handler, for at most `limit`.
-async fn idle_within(guard: &Idempotency, limit: Duration) {
-    actix_web::rt::time::timeout(limit, guard.wait_idle())
-        .await
-        .expect("the guarded handler finished");
-}
-
-/// The client hangs up while the guarded handler runs: the handler still completes, a retry
-/// meanwhile gets 409, a retry afterwards `200 duplicate`, and the handler ran once.
 async fn a_client_hanging_up_does_not_stop_the_guarded_handler(guard: Idempotency) {
-    let slow = Slow::new(Duration::from_millis(1500));
-    let addr = serve_slow(&slow, &guard);
-    let d = delivery_with_id("evt_actix_hang_up");
-    let started = Instant::now();
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    write_all(&stream, &head(&d, d.body.len(), false)).await;
-    write_all(&stream, &d.body).await;
-    slow.wait_started(1).await;
-    actix_web::rt::time::sleep_until(started + Duration::from_millis(200)).await;
-    drop(stream);
-
-    actix_web::rt::time::sleep_until(started + Duration::from_millis(500)).await;
-    let retry = raw_post(addr, &d).await;
-    // (On a machine so loaded that the handler finished first, a duplicate is right too.)
-    if slow.finished() == 0 {
-        assert_eq!(
-            (retry.status, retry.json()),
-            (409, json!({ "error": "delivery_in_flight" }))
-        );
-    } else {
-        assert!(retry.status == 409 || retry.json() == duplicate_of("evt_actix_hang_up"));
-    }
-
-    actix_web::rt::time::sleep_until(started + Duration::from_secs(2)).await;
-    idle_within(&guard, Duration::from_secs(20)).await;
-    let retry = raw_post(addr, &d).await;
-    assert_eq!(
-        (retry.status, retry.json()),
-        (200, duplicate_of("evt_actix_hang_up"))
-    );
-    assert_eq!(slow.started(), 1);
-    assert_eq!(slow.finished(), 1, "the handler ran to its end");
+    detached::a_client_hanging_up_does_not_stop_the_guarded_handler(
+        guard,
+        "evt_actix_hang_up",
+        serve_slow_owned,
+    )
+    .await;
 }
 
-/// A lease shorter than the handler: the running handler extends its claim, so retries
-/// during the run get 409, not a second run.
 async fn a_lease_shorter_than_the_handler_is_extended(guard: Idempotency) {
-    let guard = guard.lease(Duration::from_millis(300));
-    let slow = Slow::new(Duration::from_millis(1200));
-    let addr = serve_slow(&slow, &guard);
-    let d = delivery_with_id("evt_actix_short_lease");
-    let started = Instant::now();
-    let first = {
-        let d = d.clone();
-        actix_web::rt::spawn(async move { raw_post(addr, &d).await })
-    };
-    slow.wait_started(1).await;
-    let mut during_the_run = 0;
-    for at in [450, 750, 1000] {
-        actix_web::rt::time::sleep_until(started + Duration::from_millis(at)).await;
-        let retry = raw_post(addr, &d).await;
-        if slow.finished() == 0 {
-            during_the_run += 1;
-            assert_eq!(
-                (retry.status, retry.json()),
-                (409, json!({ "error": "delivery_in_flight" })),
-                "retry at {at} ms"
-            );
-        } else {
-            assert!(
-                retry.status == 409 || retry.json() == duplicate_of("evt_actix_short_lease"),
-                "retry at {at} ms: {} {:?}",
-                retry.status,
-                retry.json()
-            );
-        }
-    }
-    assert!(during_the_run > 0, "no retry arrived while the handler ran");
-    let first = first.await.expect("first attempt");
-    assert_eq!(
-        (first.status, first.json()),
-        (200, json!({ "handled": "evt_actix_short_lease" }))
-    );
-    idle_within(&guard, Duration::from_secs(20)).await;
-    let retry = raw_post(addr, &d).await;
-    assert_eq!(
-        (retry.status, retry.json()),
-        (200, duplicate_of("evt_actix_short_lease"))
-    );
-    assert_eq!(slow.started(), 1, "the handler ran once");
+    detached::a_lease_shorter_than_the_handler_is_extended(
+        guard,
+        "evt_actix_short_lease",
+        serve_slow_owned,
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -756,7 +431,10 @@ async fn memory_a_client_hanging_up_does_not_stop_the_guarded_handler() {
 #[actix_web::test]
 async fn redis_a_client_hanging_up_does_not_stop_the_guarded_handler() {
     let server = RedisServer::start();
-    a_client_hanging_up_does_not_stop_the_guarded_handler(redis_guard(&server).await).await;
+    a_client_hanging_up_does_not_stop_the_guarded_handler(
+        redis_guard(&server, "airmy-test-actix-shapes", &verifier()).await,
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -777,18 +455,7 @@ async fn a_dropped_response_future_does_not_stop_the_guarded_handler() {
     )
     .await;
     let d = delivery_with_id("evt_actix_dropped");
-    let mut response = Box::pin(app.call(request(PATH, &d)));
-    // Poll the response future until the handler runs, then drop it: no answer was awaited.
-    while slow.started() == 0 {
-        let polled =
-            actix_web::rt::time::timeout(Duration::from_millis(10), response.as_mut()).await;
-        assert!(polled.is_err(), "answered before the handler started");
-    }
-    let polled = actix_web::rt::time::timeout(Duration::from_millis(100), response.as_mut()).await;
-    assert!(polled.is_err(), "the handler answered within 100 ms");
-    drop(response);
-    idle_within(&guard, Duration::from_secs(20)).await;
-    assert_eq!(slow.finished(), 1, "the handler ran to its end");
+    detached::drop_once_started(&slow, &guard, app.call(request(PATH, &d))).await;
     let (status, body) = send(&app, request(PATH, &d)).await;
     assert_eq!(
         (status, json_of(&body)),

@@ -8,26 +8,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use airmy_verify::event::RunCompleted;
-use airmy_verify::testing::{self, Case};
+use airmy_verify::testing::{self, Case, Delivery};
 use airmy_verify_axum::{AirmyDelivery, AirmyEvent, AirmyRejection, AirmyVerifyLayer};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use test_support::fixtures::{PATH, Ran, case, valid, verifier_with_body_timeout};
+use test_support::http::{body_bytes, chunks, status_and_body};
 use tower::ServiceExt;
-
-const PATH: &str = "/hooks/airmy";
-
-#[derive(Clone, Default)]
-struct Ran(Arc<AtomicUsize>);
-
-impl Ran {
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 async fn accept(ran: Ran, AirmyEvent(event): AirmyEvent) -> Json<Value> {
     ran.0.fetch_add(1, Ordering::SeqCst);
@@ -57,12 +47,7 @@ fn request(case: &Case, streamed: bool) -> Request<Body> {
         );
     }
     let body = if streamed {
-        let chunks: Vec<Result<Bytes, Infallible>> = case
-            .body
-            .chunks(7000)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        Body::from_stream(futures_util::stream::iter(chunks))
+        Body::from_stream(chunks(&case.body, 7000))
     } else {
         builder = builder.header(header::CONTENT_LENGTH, case.body.len());
         Body::from(case.body.clone())
@@ -76,14 +61,8 @@ async fn check(app: Router, ran: &Ran, case: &Case, streamed: bool) {
         .oneshot(request(case, streamed))
         .await
         .expect("infallible");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    if let Err(err) = case.check_response(status, &body, ran.count() - before) {
+    let (status, body) = status_and_body(response).await;
+    if let Err(err) = case.check_response(status.as_u16(), &body, ran.count() - before) {
         panic!("streamed: {streamed}: {err}");
     }
 }
@@ -120,27 +99,13 @@ async fn every_conformance_case_without_the_layer_is_500_verifier_not_configured
     assert_eq!(ran.count(), 0);
 }
 
-fn case(name: &str) -> Case {
-    testing::case(name).expect("case exists")
-}
-
 /// The router behind the layer.
 fn verified(app: Router) -> Router {
     app.layer(AirmyVerifyLayer::new(testing::conformance_verifier()))
 }
 
 async fn send(app: Router, request: Request<Body>) -> (StatusCode, Bytes) {
-    let response = app.oneshot(request).await.expect("infallible");
-    let status = response.status();
-    (
-        status,
-        response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes(),
-    )
+    status_and_body(app.oneshot(request).await.expect("infallible")).await
 }
 
 fn delivery(event_type: &str) -> Request<Body> {
@@ -257,7 +222,7 @@ async fn an_extractor_without_the_layer_answers_500_verifier_not_configured() {
         // A verifier in the state is not a verifier: only the layer verifies.
         .with_state(testing::conformance_verifier());
     let raw = || {
-        let d = testing::sample_event("run.completed").signed(testing::SECRET);
+        let d = valid();
         Request::post("/raw")
             .header("x-airmy-signature", d.signature)
             .body(Body::from(d.body))
@@ -267,14 +232,8 @@ async fn an_extractor_without_the_layer_answers_500_verifier_not_configured() {
         let response = app.clone().oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
         assert_eq!(
-            body,
+            body_bytes(response.into_body()).await,
             Bytes::from_static(br#"{"error":"verifier_not_configured"}"#)
         );
     }
@@ -322,7 +281,7 @@ async fn header_and_length_failures_are_refused_before_reading_the_body() {
 #[tokio::test]
 async fn a_body_that_fails_mid_stream_is_400_body_unreadable() {
     let ran = Ran::default();
-    let d = testing::sample_event("run.completed").signed(testing::SECRET);
+    let d = valid();
     let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
         Ok(d.body.slice(..10)),
         Err(std::io::Error::new(
@@ -344,14 +303,6 @@ async fn a_body_that_fails_mid_stream_is_400_body_unreadable() {
     assert_eq!(ran.count(), 0);
 }
 
-/// A verifier like the conformance one with a body timeout of `timeout`.
-fn verifier_with_body_timeout(timeout: Duration) -> airmy_verify::Verifier {
-    airmy_verify::Verifier::builder(airmy_verify::Secret::new(testing::SECRET).expect("secret"))
-        .clock(testing::FixedClock::default())
-        .body_timeout(timeout)
-        .build()
-}
-
 /// A body whose first chunk arrives at once, then one more every `every`, for `chunks` chunks
 /// in all, then never ends (`None`: it stalls for good).
 fn trickling_body(body: Bytes, chunk: usize, every: Duration, stall: bool) -> Body {
@@ -369,6 +320,15 @@ fn trickling_body(body: Bytes, chunk: usize, every: Duration, stall: bool) -> Bo
     Body::from_stream(stream)
 }
 
+/// `d` with a body trickling in, `chunk` bytes every `every` (the first at once), and no
+/// Content-Length.
+fn trickling_request(d: &Delivery, chunk: usize, every: Duration) -> Request<Body> {
+    Request::post(PATH)
+        .header("x-airmy-signature", d.signature.clone())
+        .body(trickling_body(d.body.clone(), chunk, every, false))
+        .expect("request")
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_body_that_stalls_gets_408_body_timeout_and_connection_close() {
     let ran = Ran::default();
@@ -378,7 +338,7 @@ async fn a_body_that_stalls_gets_408_body_timeout_and_connection_close() {
         .layer(AirmyVerifyLayer::new(verifier_with_body_timeout(
             Duration::from_millis(300),
         )));
-    let d = testing::sample_event("run.completed").signed(testing::SECRET);
+    let d = valid();
     // Ten bytes, then nothing more, with a Content-Length promising the whole body.
     let request = Request::post(PATH)
         .header("x-airmy-signature", d.signature.clone())
@@ -391,13 +351,10 @@ async fn a_body_that_stalls_gets_408_body_timeout_and_connection_close() {
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
     assert_eq!(response.headers()[header::CONNECTION], "close");
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    assert_eq!(body, Bytes::from_static(br#"{"error":"body_timeout"}"#));
+    assert_eq!(
+        body_bytes(response.into_body()).await,
+        Bytes::from_static(br#"{"error":"body_timeout"}"#)
+    );
     // The paused clock makes these exact: the configured timeout, not the default 5 s.
     assert!(
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(1),
@@ -406,15 +363,7 @@ async fn a_body_that_stalls_gets_408_body_timeout_and_connection_close() {
 
     // The timeout counts from the headers, not between chunks: a body trickling in slower
     // than that, though every gap is short, is refused too.
-    let request = Request::post(PATH)
-        .header("x-airmy-signature", d.signature.clone())
-        .body(trickling_body(
-            d.body.clone(),
-            d.body.len() / 10 + 1,
-            Duration::from_millis(100),
-            false,
-        ))
-        .expect("request");
+    let request = trickling_request(&d, d.body.len() / 10 + 1, Duration::from_millis(100));
     assert_eq!(
         send(app.clone(), request).await,
         (
@@ -424,15 +373,7 @@ async fn a_body_that_stalls_gets_408_body_timeout_and_connection_close() {
     );
 
     // The same trickle within the timeout is accepted.
-    let request = Request::post(PATH)
-        .header("x-airmy-signature", d.signature.clone())
-        .body(trickling_body(
-            d.body.clone(),
-            d.body.len() / 2 + 1,
-            Duration::from_millis(100),
-            false,
-        ))
-        .expect("request");
+    let request = trickling_request(&d, d.body.len() / 2 + 1, Duration::from_millis(100));
     assert_eq!(send(app, request).await.0, StatusCode::OK);
     assert_eq!(ran.count(), 1);
 }
@@ -448,7 +389,7 @@ async fn rejections_are_json() {
 
 #[tokio::test]
 async fn a_body_of_one_chunk_reaches_the_handler_without_a_copy() {
-    let d = testing::sample_event("run.completed").signed(testing::SECRET);
+    let d = valid();
     let seen = Arc::new(AtomicUsize::new(0));
     let raw_view = {
         let seen = Arc::clone(&seen);

@@ -8,20 +8,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use airmy_verify::idempotency::{Idempotency, MemoryStore, OnStoreError, RedisStore};
-use airmy_verify::testing::{self, Delivery};
-use airmy_verify::time::OffsetDateTime;
-use airmy_verify::{Secret, Verifier};
+use airmy_verify::testing::Delivery;
 use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use test_support::RedisServer;
+use test_support::fixtures::{
+    PATH, fresh_delivery_with_id as delivery, redis_guard, unique_prefix,
+    verifier_on_system_clock as verifier,
+};
+use test_support::http::body_bytes;
 use tower::ServiceExt;
-
-const PATH: &str = "/hooks/airmy";
 
 /// AIRMY's waits between attempts (1 s, 5 s, 30 s), scaled down a thousand times.
 const RETRY_WAITS: [Duration; 3] = [
@@ -29,17 +29,6 @@ const RETRY_WAITS: [Duration; 3] = [
     Duration::from_millis(5),
     Duration::from_millis(30),
 ];
-
-fn verifier() -> Verifier {
-    Verifier::new(Secret::new(testing::SECRET).expect("secret"))
-}
-
-fn delivery(id: &str) -> Delivery {
-    testing::sample_event("run.completed")
-        .id(id)
-        .created_at(OffsetDateTime::now_utc())
-        .signed(testing::SECRET)
-}
 
 /// A handler that answers `script[n]` on its n-th call (200 after the script), after `delay`,
 /// and panics where the script says 0.
@@ -96,12 +85,7 @@ async fn send(app: &Router, d: &Delivery) -> (u16, Value) {
         Ok(response) => {
             let response = response.expect("infallible");
             let status = response.status().as_u16();
-            let body: Bytes = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
+            let body = body_bytes(response.into_body()).await;
             (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
         }
         Err(join) => {
@@ -132,17 +116,7 @@ fn memory() -> Idempotency {
 }
 
 async fn redis(server: &RedisServer) -> Idempotency {
-    let store = RedisStore::connect(server.url())
-        .await
-        .expect("Redis reachable");
-    // A prefix per test run keeps runs against a shared AIRMY_REDIS_URL apart.
-    let store = store.prefix(format!("airmy-test:{}:", random_suffix()));
-    Idempotency::new(store, &verifier()).expect("guard")
-}
-
-fn random_suffix() -> String {
-    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-    format!("{}-{nanos}", std::process::id())
+    redis_guard(server, "airmy-test", &verifier()).await
 }
 
 async fn failed_first_attempt_is_retried_and_processed_once(guard: Idempotency) {
@@ -259,7 +233,7 @@ async fn redis_a_panicking_handler_releases_its_claim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_sharing_redis_run_the_handler_once() {
     let server = RedisServer::start();
-    let prefix = format!("airmy-test:{}:", random_suffix());
+    let prefix = unique_prefix("airmy-test");
     let instance = |handler: &Handler| {
         let handler = handler.clone();
         let (url, prefix) = (server.url().to_owned(), prefix.clone());

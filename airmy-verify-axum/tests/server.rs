@@ -5,25 +5,20 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use airmy_verify::DEFAULT_MAX_BODY_SIZE;
-use airmy_verify::testing::{self, Case};
+use airmy_verify::testing;
 use airmy_verify_axum::{AirmyEvent, AirmyVerify, AirmyVerifyLayer};
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-
-const PATH: &str = "/hooks/airmy";
+use test_support::fixtures::{PATH, case as find, small_cases_cycled};
+use test_support::http::{assert_answers_case, body_bytes, chunked, client, loopback, post_case};
 
 async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = loopback().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -43,56 +38,12 @@ fn app(ran: Arc<AtomicUsize>) -> Router {
         .layer(AirmyVerifyLayer::new(testing::conformance_verifier()))
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-fn chunked(bytes: Bytes, chunk: usize) -> reqwest::Body {
-    let chunks: Vec<Result<Bytes, Infallible>> = bytes
-        .chunks(chunk)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
-    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
-}
-
-async fn post_case(
-    client: &reqwest::Client,
-    addr: SocketAddr,
-    case: &Case,
-    body: reqwest::Body,
-) -> (u16, Bytes) {
-    let mut request = client.post(format!("http://{addr}{PATH}")).body(body);
-    for value in &case.signatures {
-        request = request.header(
-            "x-airmy-signature",
-            reqwest::header::HeaderValue::from_bytes(value).expect("valid header value"),
-        );
-    }
-    let response = request.send().await.expect("response");
-    let status = response.status().as_u16();
-    (status, response.bytes().await.expect("body"))
-}
-
-fn find(name: &str) -> Case {
-    testing::case(name).expect("case exists")
-}
-
 #[tokio::test]
 async fn a_chunked_body_over_the_limit_gets_413() {
     let ran = Arc::new(AtomicUsize::new(0));
     let addr = serve(app(ran.clone())).await;
     let case = find("body_one_byte_over_limit");
-    let (status, body) = post_case(
-        &client(),
-        addr,
-        &case,
-        chunked(case.body.clone(), 64 * 1024),
-    )
-    .await;
+    let (status, body) = post_case(&client(), addr, &case, chunked(&case.body, 64 * 1024)).await;
     assert_eq!(status, 413);
     assert_eq!(body, Bytes::from_static(br#"{"error":"body_too_large"}"#));
     assert_eq!(ran.load(Ordering::SeqCst), 0);
@@ -122,8 +73,7 @@ async fn a_body_sent_in_many_small_chunks_verifies() {
     let addr = serve(app(ran.clone())).await;
     let case = find("valid_alert_triggered");
     for chunk in [1, 3, 64] {
-        let (status, body) =
-            post_case(&client(), addr, &case, chunked(case.body.clone(), chunk)).await;
+        let (status, body) = post_case(&client(), addr, &case, chunked(&case.body, chunk)).await;
         assert_eq!(status, 200, "chunks of {chunk}: {body:?}");
         let got: Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(got["type"], "alert.triggered");
@@ -137,11 +87,7 @@ async fn two_hundred_concurrent_mixed_requests_are_all_answered_correctly() {
     let addr = serve(app(ran.clone())).await;
     let client = client();
     // Every small case of the table, repeated to 200 requests, all in flight at once.
-    let cases: Vec<Case> = testing::conformance_cases()
-        .into_iter()
-        .filter(|c| c.body.len() < 64 * 1024)
-        .collect();
-    let requests: Vec<Case> = cases.iter().cycle().take(200).cloned().collect();
+    let requests = small_cases_cycled(200);
     let expected_runs = requests.iter().filter(|c| c.handler_runs()).count();
     let tasks: Vec<_> = requests
         .into_iter()
@@ -157,19 +103,7 @@ async fn two_hundred_concurrent_mixed_requests_are_all_answered_correctly() {
     let mut answered = 0;
     for task in tasks {
         let (case, status, body) = task.await.expect("task");
-        assert_eq!(status, case.status, "{}", case.name);
-        if let Some(expected) = case.error_body() {
-            assert_eq!(body, expected.as_bytes(), "{}", case.name);
-        } else {
-            let got: Value = serde_json::from_slice(&body).expect("JSON");
-            let (id, event_type) = case.event.clone().expect("event");
-            assert_eq!(
-                got,
-                json!({ "id": id, "type": event_type }),
-                "{}",
-                case.name
-            );
-        }
+        assert_answers_case(&case, status, &body);
         answered += 1;
     }
     assert_eq!(answered, 200);
@@ -199,10 +133,7 @@ async fn the_layer_serves_plain_hyper() {
         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
     });
     let service = AirmyVerify::new(inner, testing::conformance_verifier());
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = loopback().await;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -256,12 +187,7 @@ async fn the_layer_takes_any_body_type() {
         .expect("request");
     let response = service.clone().oneshot(request).await.expect("infallible");
     assert_eq!(response.status(), 200);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = body_bytes(response.into_body()).await;
     assert_eq!(body, d.body.len().to_string());
 
     let request = http::Request::post(PATH)
@@ -282,12 +208,7 @@ async fn the_layer_takes_any_body_type() {
         .expect("request");
     let response = app.oneshot(request).await.expect("infallible");
     assert_eq!(response.status(), 500);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let body = body_bytes(response.into_body()).await;
     assert_eq!(
         body,
         Bytes::from_static(br#"{"error":"verifier_not_configured"}"#)

@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use airmy_verify::event::RunCompleted;
-use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
-use airmy_verify::testing::{self, Delivery};
-use airmy_verify::time::OffsetDateTime;
-use airmy_verify::{Clock, Event, Secret, Verifier};
+use airmy_verify::idempotency::{Idempotency, MemoryStore};
+use airmy_verify::testing::Delivery;
+use airmy_verify::{Event, Verifier};
 use airmy_verify_axum::{
     AirmyDelivery, AirmyEvent, AirmyIdempotency, AirmyIdempotencyLayer, AirmyVerify,
     AirmyVerifyLayer, ResponseBody,
@@ -27,7 +26,14 @@ use axum::{Json, Router};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use test_support::RedisServer;
-use tokio::net::{TcpListener, TcpStream};
+use test_support::detached::{self, Slow};
+use test_support::fixtures::{
+    CountingClock, PATH, Ran, delivery_with_id, duplicate_of, forged, idle_within, json_of,
+    memory_guard, redis_guard, text, valid, verifier_with_body_timeout,
+};
+use test_support::http::{
+    a_stalled_body_gets_408_and_the_connection_is_closed, loopback, status_and_body,
+};
 use tokio::time::Instant;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -36,46 +42,11 @@ use tower_http::cors::CorsLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-const PATH: &str = "/hooks/airmy";
-
 const NOT_CONFIGURED: &[u8] = br#"{"error":"verifier_not_configured"}"#;
 const INVALID_SIGNATURE: &[u8] = br#"{"error":"invalid_signature"}"#;
 
 fn verifier() -> Verifier {
-    testing::conformance_verifier()
-}
-
-/// A clock at the conformance instant that counts how often it is read: the core reads it
-/// once per verification (the freshness check), so this counts verifications.
-#[derive(Clone, Default)]
-struct CountingClock(Arc<AtomicUsize>);
-
-impl Clock for CountingClock {
-    fn now(&self) -> OffsetDateTime {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        testing::fixed_now()
-    }
-}
-
-impl CountingClock {
-    fn verifier(&self) -> Verifier {
-        Verifier::builder(Secret::new(testing::SECRET).expect("secret"))
-            .clock(self.clone())
-            .build()
-    }
-
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-#[derive(Clone, Default)]
-struct Ran(Arc<AtomicUsize>);
-
-impl Ran {
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
+    airmy_verify::testing::conformance_verifier()
 }
 
 /// A route answering `{"id", "type"}` of the verified event and counting its runs.
@@ -87,14 +58,6 @@ fn echo<S: Clone + Send + Sync + 'static>(ran: &Ran) -> MethodRouter<S> {
     })
 }
 
-fn valid() -> Delivery {
-    testing::sample_event("run.completed").signed(testing::SECRET)
-}
-
-fn forged() -> Delivery {
-    testing::sample_event("run.completed").signed(testing::WRONG_SECRET)
-}
-
 fn request(path: &str, d: &Delivery) -> Request<Body> {
     Request::post(path)
         .header("x-airmy-signature", &d.signature)
@@ -104,20 +67,7 @@ fn request(path: &str, d: &Delivery) -> Request<Body> {
 }
 
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Bytes) {
-    let response = app.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, body)
-}
-
-fn json_of(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+    status_and_body(app.clone().oneshot(request).await.expect("infallible")).await
 }
 
 /// Checks that `path` answers the valid delivery 200 with `{"id", "type"}` and the forged one
@@ -309,10 +259,6 @@ async fn the_layer_on_one_method_router() {
 
 // 3. Pairs of extractors in one handler.
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).expect("UTF-8")
-}
-
 #[tokio::test]
 async fn every_pair_of_extractors_in_one_handler() {
     let routes: Router = Router::new()
@@ -503,12 +449,6 @@ fn production_idempotent(
     )
 }
 
-fn delivery_with_id(id: &str) -> Delivery {
-    testing::sample_event("run.completed")
-        .id(id)
-        .signed(testing::SECRET)
-}
-
 /// Checks the production stack: valid 200, forged 401, gzip when asked, CORS preflight, a
 /// panicking handler 500 from CatchPanic (its body, not one of ours).
 async fn check_production(app: &Router, ran: &Ran, idempotent: bool) {
@@ -591,13 +531,6 @@ async fn a_production_stack_with_the_idempotency_layer() {
     check_production(&app, &ran, true).await;
 }
 
-/// Waits until `guard` runs no handler, for at most `limit`.
-async fn idle_within(guard: &Idempotency, limit: Duration) {
-    tokio::time::timeout(limit, guard.wait_idle())
-        .await
-        .expect("the guarded handler finished");
-}
-
 #[tokio::test]
 async fn a_timeout_layer_dropping_the_response_does_not_stop_the_guarded_handler() {
     let ran = Ran::default();
@@ -642,304 +575,58 @@ async fn a_timeout_layer_dropping_the_response_does_not_stop_the_guarded_handler
 // 5 and 6: a real server and a raw socket.
 
 async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = loopback().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        stream.writable().await.expect("writable");
-        match stream.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(err) => panic!("write: {err}"),
-        }
-    }
-}
-
-/// Reads until the server closes the connection: `Ok` with everything read, or `Err` with
-/// what was read when `limit` passed with the connection still open.
-async fn read_to_close(stream: &TcpStream, limit: Duration) -> Result<Vec<u8>, Vec<u8>> {
-    let deadline = Instant::now() + limit;
-    let mut read = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Err(_) => return Err(read),
-            Ok(ready) => ready.expect("readable"),
-        }
-        match stream.try_read(&mut buf) {
-            Ok(0) => return Ok(read),
-            Ok(n) => read.extend_from_slice(&buf[..n]),
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            // A reset closes the connection too.
-            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return Ok(read),
-            Err(err) => panic!("read: {err}"),
-        }
-    }
-}
-
-/// A response read off the wire: status, lowercase header lines, body.
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn parse(raw: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .and_then(|line| line.split(' ').nth(1))
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {text:?}"));
-        let headers = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-            .collect();
-        Self {
-            status,
-            headers,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        json_of(&self.body)
-    }
-}
-
-/// The request head of a delivery, declaring `content_length` bytes of body.
-fn head(d: &Delivery, content_length: usize, close: bool) -> Vec<u8> {
-    let connection = if close { "Connection: close\r\n" } else { "" };
-    format!(
-        "POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         X-AIRMY-Signature: {}\r\nContent-Length: {content_length}\r\n{connection}\r\n",
-        d.signature
-    )
-    .into_bytes()
-}
-
-/// Posts a delivery on a fresh connection (`Connection: close`) and reads the whole answer.
-async fn raw_post(addr: SocketAddr, d: &Delivery) -> RawResponse {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    write_all(&stream, &head(d, d.body.len(), true)).await;
-    write_all(&stream, &d.body).await;
-    let raw = read_to_close(&stream, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|partial| {
-            panic!(
-                "no complete answer within 20 s: {:?}",
-                String::from_utf8_lossy(&partial)
-            )
-        });
-    RawResponse::parse(&raw)
 }
 
 #[tokio::test]
 async fn a_stalled_body_gets_408_through_a_real_server_and_the_connection_is_closed() {
     let ran = Ran::default();
     let timeout = Duration::from_millis(300);
-    let verifier = Verifier::builder(Secret::new(testing::SECRET).expect("secret"))
-        .clock(testing::FixedClock::default())
-        .body_timeout(timeout)
-        .build();
     let app = Router::new()
         .route(PATH, echo(&ran))
-        .layer(AirmyVerifyLayer::new(verifier));
+        .layer(AirmyVerifyLayer::new(verifier_with_body_timeout(timeout)));
     let addr = serve(app).await;
-    let d = valid();
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let started = Instant::now();
-    // Headers promising 500 bytes, 10 of them, then nothing: the client stalls, connection open.
-    write_all(&stream, &head(&d, 500, false)).await;
-    write_all(&stream, &d.body[..10]).await;
-    let raw = read_to_close(&stream, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|partial| {
-            panic!(
-                "the server kept the connection open: {:?}",
-                String::from_utf8_lossy(&partial)
-            )
-        });
-    let waited = started.elapsed();
-    let response = RawResponse::parse(&raw);
-    assert_eq!(response.status, 408);
-    assert_eq!(response.body, br#"{"error":"body_timeout"}"#);
-    assert_eq!(response.header("connection"), Some("close"));
-    assert_eq!(response.header("content-type"), Some("application/json"));
-    // Not before the configured timeout, and well before the default 5 s.
-    assert!(waited >= timeout, "answered after {waited:?}");
-    assert!(waited < Duration::from_secs(4), "answered after {waited:?}");
+    a_stalled_body_gets_408_and_the_connection_is_closed(addr, timeout).await;
     assert_eq!(ran.count(), 0);
 }
 
-/// A handler that sleeps `delay`, counting its starts and its ends.
-#[derive(Clone)]
-struct Slow {
-    started: Arc<AtomicUsize>,
-    finished: Arc<AtomicUsize>,
-    delay: Duration,
-}
-
-impl Slow {
-    fn new(delay: Duration) -> Self {
-        Self {
-            started: Arc::default(),
-            finished: Arc::default(),
-            delay,
+/// The slow handler behind the verify layer with `guard`.
+fn slow_app(slow: Slow, guard: Idempotency) -> Router {
+    let route = move |AirmyEvent(event): AirmyEvent| {
+        let slow = slow.clone();
+        async move {
+            slow.run().await;
+            Json(json!({ "handled": event.id }))
         }
-    }
-
-    fn started(&self) -> usize {
-        self.started.load(Ordering::SeqCst)
-    }
-
-    fn finished(&self) -> usize {
-        self.finished.load(Ordering::SeqCst)
-    }
-
-    fn app(&self, guard: Idempotency) -> Router {
-        let slow = self.clone();
-        let route = move |AirmyEvent(event): AirmyEvent| {
-            let slow = slow.clone();
-            async move {
-                slow.started.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(slow.delay).await;
-                slow.finished.fetch_add(1, Ordering::SeqCst);
-                Json(json!({ "handled": event.id }))
-            }
-        };
-        Router::new()
-            .route(PATH, post(route))
-            .layer(AirmyVerifyLayer::new(verifier()).idempotency(guard))
-    }
-
-    /// Waits until the handler started `n` times, for at most 20 s.
-    async fn wait_started(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.started() < n {
-            assert!(Instant::now() < deadline, "the handler never started");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    };
+    Router::new()
+        .route(PATH, post(route))
+        .layer(AirmyVerifyLayer::new(verifier()).idempotency(guard))
 }
 
-fn memory_guard() -> Idempotency {
-    Idempotency::new(MemoryStore::new(1000), &verifier()).expect("guard")
+/// Serves [`slow_app`] on a real server.
+async fn serve_slow(slow: Slow, guard: Idempotency) -> SocketAddr {
+    serve(slow_app(slow, guard)).await
 }
 
-async fn redis_guard(server: &RedisServer) -> Idempotency {
-    let store = RedisStore::connect(server.url())
-        .await
-        .expect("Redis reachable");
-    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-    // A prefix per test keeps runs against a shared AIRMY_REDIS_URL apart.
-    let store = store.prefix(format!("airmy-test-shapes:{}-{nanos}:", std::process::id()));
-    Idempotency::new(store, &verifier()).expect("guard")
-}
-
-fn duplicate_of(id: &str) -> Value {
-    json!({ "status": "duplicate", "id": id })
-}
-
-/// The client hangs up while the guarded handler runs: the handler still completes, a retry
-/// meanwhile gets 409, a retry afterwards `200 duplicate`, and the handler ran once.
 async fn a_client_hanging_up_does_not_stop_the_guarded_handler(guard: Idempotency) {
-    let slow = Slow::new(Duration::from_millis(1500));
-    let addr = serve(slow.app(guard.clone())).await;
-    let d = delivery_with_id("evt_hang_up");
-    let started = Instant::now();
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    write_all(&stream, &head(&d, d.body.len(), false)).await;
-    write_all(&stream, &d.body).await;
-    slow.wait_started(1).await;
-    tokio::time::sleep_until(started + Duration::from_millis(200)).await;
-    drop(stream);
-
-    tokio::time::sleep_until(started + Duration::from_millis(500)).await;
-    let retry = raw_post(addr, &d).await;
-    // (On a machine so loaded that the handler finished first, a duplicate is right too.)
-    if slow.finished() == 0 {
-        assert_eq!(
-            (retry.status, retry.json()),
-            (409, json!({ "error": "delivery_in_flight" }))
-        );
-    } else {
-        assert!(retry.status == 409 || retry.json() == duplicate_of("evt_hang_up"));
-    }
-
-    tokio::time::sleep_until(started + Duration::from_secs(2)).await;
-    idle_within(&guard, Duration::from_secs(20)).await;
-    let retry = raw_post(addr, &d).await;
-    assert_eq!(
-        (retry.status, retry.json()),
-        (200, duplicate_of("evt_hang_up"))
-    );
-    assert_eq!(slow.started(), 1);
-    assert_eq!(slow.finished(), 1, "the handler ran to its end");
+    detached::a_client_hanging_up_does_not_stop_the_guarded_handler(
+        guard,
+        "evt_hang_up",
+        serve_slow,
+    )
+    .await;
 }
 
-/// A lease shorter than the handler: the running handler extends its claim, so retries
-/// during the run get 409, not a second run.
 async fn a_lease_shorter_than_the_handler_is_extended(guard: Idempotency) {
-    let guard = guard.lease(Duration::from_millis(300));
-    let slow = Slow::new(Duration::from_millis(1200));
-    let addr = serve(slow.app(guard.clone())).await;
-    let d = delivery_with_id("evt_short_lease");
-    let started = Instant::now();
-    let first = tokio::spawn(async move { raw_post(addr, &d).await });
-    let d = delivery_with_id("evt_short_lease");
-    slow.wait_started(1).await;
-    let mut during_the_run = 0;
-    for at in [450, 750, 1000] {
-        tokio::time::sleep_until(started + Duration::from_millis(at)).await;
-        let retry = raw_post(addr, &d).await;
-        if slow.finished() == 0 {
-            during_the_run += 1;
-            assert_eq!(
-                (retry.status, retry.json()),
-                (409, json!({ "error": "delivery_in_flight" })),
-                "retry at {at} ms"
-            );
-        } else {
-            assert!(
-                retry.status == 409 || retry.json() == duplicate_of("evt_short_lease"),
-                "retry at {at} ms: {} {:?}",
-                retry.status,
-                retry.json()
-            );
-        }
-    }
-    assert!(during_the_run > 0, "no retry arrived while the handler ran");
-    let first = first.await.expect("first attempt");
-    assert_eq!(
-        (first.status, first.json()),
-        (200, json!({ "handled": "evt_short_lease" }))
-    );
-    idle_within(&guard, Duration::from_secs(20)).await;
-    let retry = raw_post(addr, &d).await;
-    assert_eq!(
-        (retry.status, retry.json()),
-        (200, duplicate_of("evt_short_lease"))
-    );
-    assert_eq!(slow.started(), 1, "the handler ran once");
+    detached::a_lease_shorter_than_the_handler_is_extended(guard, "evt_short_lease", serve_slow)
+        .await;
+}
+
+async fn shapes_redis_guard(server: &RedisServer) -> Idempotency {
+    redis_guard(server, "airmy-test-shapes", &verifier()).await
 }
 
 #[tokio::test]
@@ -950,7 +637,7 @@ async fn memory_a_client_hanging_up_does_not_stop_the_guarded_handler() {
 #[tokio::test]
 async fn redis_a_client_hanging_up_does_not_stop_the_guarded_handler() {
     let server = RedisServer::start();
-    a_client_hanging_up_does_not_stop_the_guarded_handler(redis_guard(&server).await).await;
+    a_client_hanging_up_does_not_stop_the_guarded_handler(shapes_redis_guard(&server).await).await;
 }
 
 #[tokio::test]
@@ -961,26 +648,16 @@ async fn memory_a_lease_shorter_than_the_handler_is_extended() {
 #[tokio::test]
 async fn redis_a_lease_shorter_than_the_handler_is_extended() {
     let server = RedisServer::start();
-    a_lease_shorter_than_the_handler_is_extended(redis_guard(&server).await).await;
+    a_lease_shorter_than_the_handler_is_extended(shapes_redis_guard(&server).await).await;
 }
 
 #[tokio::test]
 async fn a_dropped_response_future_does_not_stop_the_guarded_handler() {
     let guard = memory_guard();
     let slow = Slow::new(Duration::from_millis(800));
-    let app = slow.app(guard.clone());
+    let app = slow_app(slow.clone(), guard.clone());
     let d = delivery_with_id("evt_dropped");
-    let mut response = Box::pin(app.clone().oneshot(request(PATH, &d)));
-    // Poll the response future until the handler runs, then drop it: no answer was awaited.
-    while slow.started() == 0 {
-        let polled = tokio::time::timeout(Duration::from_millis(10), response.as_mut()).await;
-        assert!(polled.is_err(), "answered before the handler started");
-    }
-    let polled = tokio::time::timeout(Duration::from_millis(100), response.as_mut()).await;
-    assert!(polled.is_err(), "the handler answered within 100 ms");
-    drop(response);
-    idle_within(&guard, Duration::from_secs(20)).await;
-    assert_eq!(slow.finished(), 1, "the handler ran to its end");
+    detached::drop_once_started(&slow, &guard, app.clone().oneshot(request(PATH, &d))).await;
     let (status, body) = send(&app, request(PATH, &d)).await;
     assert_eq!(
         (status, json_of(&body)),
@@ -1060,15 +737,7 @@ where
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
-    let response = service.oneshot(full_request(d)).await.expect("infallible");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, body)
+    status_and_body(service.oneshot(full_request(d)).await.expect("infallible")).await
 }
 
 #[tokio::test]

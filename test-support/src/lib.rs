@@ -1,7 +1,18 @@
 //! Helpers for the workspace's own tests, never published: [`RedisServer`], which starts a
 //! `redis-server` process on a free loopback port, [`TlsRedis`], one with TLS only, and
 //! [`spans::SpanCapture`], which keeps the spans and events a test produced.
+//!
+//! For the adapters' tests, behind features: `fixtures` (deliveries, verifiers, counters and
+//! idempotency guards on top of `airmy_verify::testing`; `redis` adds a guard on a
+//! [`RedisServer`]), and `http` (raw HTTP/1.1 over a loopback socket, a `reqwest` client for
+//! the conformance cases, and the detached idempotent handler's scenarios).
 
+#[cfg(feature = "http")]
+pub mod detached;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod spans;
 
 /// A Redis server for tests: the one at `AIRMY_REDIS_URL` when that is set,
