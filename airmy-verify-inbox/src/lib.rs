@@ -65,6 +65,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod clock;
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
@@ -160,7 +161,7 @@ impl Inbox {
     /// A worker running `handlers` on this inbox's entries, with the defaults of [`Worker`].
     #[must_use]
     pub fn worker(&self, handlers: Handlers) -> Worker {
-        Worker::new(self.clone(), handlers)
+        Worker::new(Arc::clone(&self.backend), handlers)
     }
 }
 

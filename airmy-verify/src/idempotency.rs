@@ -303,7 +303,7 @@ impl Idempotency {
 
     /// Decides whether the handler runs for a (verified) event id.
     pub async fn begin(&self, event_id: &str) -> Begin {
-        let token = new_token();
+        let token = crate::token::random_hex(16);
         match self.store.claim(event_id, &token, self.lease).await {
             Ok(Claim::Claimed) => {
                 record::claim("claimed");
@@ -585,20 +585,6 @@ impl fmt::Debug for Ticket {
             .field("event_id", &self.claim.as_ref().map(|(_, id, _)| id))
             .finish()
     }
-}
-
-fn new_token() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: a process-unique value still tells this claim from others.
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u64;
-        let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-        bytes[..8].copy_from_slice(&n.to_le_bytes());
-        bytes[8..].copy_from_slice(&(nanos as u64).to_le_bytes());
-        bytes[0] ^= std::process::id() as u8;
-    }
-    hex::encode(bytes)
 }
 
 /// An in-memory store for one process: bounded, with expiry, and no background thread.

@@ -58,6 +58,8 @@ pub mod signature;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+#[doc(hidden)]
+pub mod token;
 pub mod verifier;
 
 pub use answer::Answer;

@@ -39,18 +39,22 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use airmy_verify::{Clock, SystemClock, Verified};
-use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, oneshot};
 
 use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
+use crate::clock::{duration_ms, from_unix_ms, unix_ms};
 
-/// The schema version this crate writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+mod schema;
+mod writer;
 
-/// The most requests one transaction takes.
-const MAX_BATCH: usize = 1024;
+pub use schema::SCHEMA_VERSION;
+use schema::{create_private, migrate};
+use writer::{
+    DURABLE_STEP, DURABLE_STEPS, FileId, Finish, Job, Mode, STEP, STEPS, Work, Writer, accept_job,
+    count_unfinished, decrement, leased_update, take_job,
+};
 
 /// How to open a [`SqliteBackend`].
 #[derive(Clone)]
@@ -124,44 +128,6 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-/// A request for the writer thread: runs inside the batch's transaction and returns how to
-/// answer once the batch is committed (or not).
-type Job = Box<dyn FnOnce(&Connection, i64) -> (bool, Finish) + Send>;
-type Finish = Box<dyn FnOnce(Option<&InboxError>) + Send>;
-
-struct Work {
-    job: Job,
-    mode: Mode,
-}
-
-/// How a request runs in its batch.
-#[derive(Clone, Copy)]
-struct Mode {
-    /// It stores deliveries (or changes what was stored): its batch commits with
-    /// `synchronous=FULL`.
-    durable: bool,
-    /// It runs several statements, so it runs in a savepoint of its own: a failure undoes all
-    /// of its statements and none of the batch's others. A single statement is atomic anyway.
-    several: bool,
-}
-
-const DURABLE_STEPS: Mode = Mode {
-    durable: true,
-    several: true,
-};
-const DURABLE_STEP: Mode = Mode {
-    durable: true,
-    several: false,
-};
-const STEPS: Mode = Mode {
-    durable: false,
-    several: true,
-};
-const STEP: Mode = Mode {
-    durable: false,
-    several: false,
-};
-
 /// The SQLite backend; see the [module docs](self). Cheap to share (`Inbox` holds it in an
 /// `Arc`); the writer thread stops when it is dropped.
 pub struct SqliteBackend {
@@ -182,84 +148,11 @@ impl fmt::Debug for SqliteBackend {
     }
 }
 
-fn unavailable(err: &rusqlite::Error) -> InboxError {
+pub(super) fn unavailable(err: &rusqlite::Error) -> InboxError {
     match err.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DiskFull) => InboxError::Full("the disk is full".to_owned()),
         _ => InboxError::Unavailable(format!("SQLite: {err}")),
     }
-}
-
-fn millis(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-fn from_millis(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
-}
-
-fn new_token() -> String {
-    let mut bytes = [0u8; 12];
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-        bytes.copy_from_slice(&nanos.to_le_bytes()[..12]);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Version 1. A rowid table (its rows hold the body, so a `WITHOUT ROWID` table would be slow),
-/// the event id unique, and partial indexes for what is due, leased, dead and done (each row is
-/// in one index besides the id's, so an insert or a change of state touches few pages).
-const SCHEMA_V1: &str = "
-CREATE TABLE entries (
-    seq         INTEGER PRIMARY KEY,
-    id          TEXT NOT NULL UNIQUE,
-    event_type  TEXT NOT NULL,
-    body        BLOB NOT NULL,
-    created_at  TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    state       TEXT NOT NULL CHECK (state IN ('pending', 'processing', 'done', 'dead')),
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    due_at      INTEGER NOT NULL,
-    lease_until INTEGER,
-    lease_token TEXT,
-    last_error  TEXT,
-    finished_at INTEGER
-);
-CREATE INDEX entries_due ON entries (due_at) WHERE state = 'pending';
-CREATE INDEX entries_lease ON entries (lease_until) WHERE state = 'processing';
-CREATE INDEX entries_dead ON entries (finished_at) WHERE state = 'dead';
-CREATE INDEX entries_done ON entries (finished_at) WHERE state = 'done';
-";
-
-/// Brings a database to [`SCHEMA_VERSION`], one step per version, each in a transaction.
-fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|e| e.to_string())?;
-    if version > SCHEMA_VERSION {
-        return Err(format!(
-            "its schema version is {version}, newer than this program's {SCHEMA_VERSION}"
-        ));
-    }
-    if version < 1 {
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
-        let tables: i64 = tx
-            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
-            .map_err(|e| e.to_string())?;
-        if tables > 0 {
-            return Err("it is a SQLite database of another program (no inbox schema)".into());
-        }
-        tx.execute_batch(SCHEMA_V1).map_err(|e| e.to_string())?;
-        tx.pragma_update(None, "user_version", 1)
-            .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 impl SqliteBackend {
@@ -370,266 +263,6 @@ impl SqliteBackend {
     }
 }
 
-/// Creates the file with mode 0600 if it does not exist (SQLite gives its `-wal` and `-shm`
-/// files the same mode).
-fn create_private(path: &Path) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path).map(drop)
-}
-
-/// A file's identity (device and inode on Unix), to notice the database file being removed or
-/// replaced under a running inbox: SQLite would go on writing to the unlinked file, and every
-/// "durable" accept would be lost at the next start.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct FileId(u64, u64);
-
-impl FileId {
-    fn of(path: &Path) -> Option<Self> {
-        let meta = std::fs::metadata(path).ok()?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            Some(Self(meta.dev(), meta.ino()))
-        }
-        #[cfg(not(unix))]
-        {
-            Some(Self(u64::from(meta.is_file()), 0))
-        }
-    }
-}
-
-struct Writer {
-    /// The database file and its identity when it was opened.
-    file: Option<(PathBuf, FileId)>,
-    conn: Connection,
-    clock: Arc<dyn Clock>,
-    /// The `synchronous` setting in force: FULL for batches that accept deliveries.
-    durable: bool,
-    unfinished: Arc<AtomicU64>,
-    recounted: std::time::Instant,
-}
-
-/// How often the writer recounts unfinished entries.
-const RECOUNT: Duration = Duration::from_secs(5);
-
-fn count_unfinished(conn: &Connection) -> rusqlite::Result<u64> {
-    let n: i64 = conn.query_row(
-        "SELECT (SELECT count(*) FROM entries WHERE state = 'pending')
-              + (SELECT count(*) FROM entries WHERE state = 'processing')",
-        [],
-        |row| row.get(0),
-    )?;
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
-impl Writer {
-    fn run(mut self, receiver: &mpsc::Receiver<Work>) {
-        while let Ok(first) = receiver.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(work) => batch.push(work),
-                    Err(_) => break,
-                }
-            }
-            let durable = batch.iter().any(|w| w.mode.durable);
-            if durable != self.durable {
-                let setting = if durable { "FULL" } else { "NORMAL" };
-                if self
-                    .conn
-                    .pragma_update(None, "synchronous", setting)
-                    .is_ok()
-                {
-                    self.durable = durable;
-                }
-            }
-            let now = millis(self.clock.now());
-            let moved = self
-                .file
-                .as_ref()
-                .is_some_and(|(path, id)| FileId::of(path) != Some(*id));
-            let begun = if moved {
-                Err(InboxError::Unavailable(
-                    "the database file was removed or replaced while the inbox was open".to_owned(),
-                ))
-            } else {
-                self.conn
-                    .execute_batch("BEGIN IMMEDIATE")
-                    .map_err(|e| unavailable(&e))
-            };
-            if let Err(err) = begun {
-                for work in batch {
-                    let (_, finish) = (work.job)(&self.conn, now);
-                    finish(Some(&err));
-                }
-                continue;
-            }
-            if self.recounted.elapsed() >= RECOUNT {
-                self.recounted = std::time::Instant::now();
-                if let Ok(n) = count_unfinished(&self.conn) {
-                    self.unfinished.store(n, Ordering::Relaxed);
-                }
-            }
-            let mut finishes = Vec::with_capacity(batch.len());
-            for work in batch {
-                let savepoint =
-                    work.mode.several && self.conn.execute_batch("SAVEPOINT job").is_ok();
-                let (ok, finish) = (work.job)(&self.conn, now);
-                if savepoint && !self.conn.is_autocommit() {
-                    if !ok {
-                        let _ = self.conn.execute_batch("ROLLBACK TO job");
-                    }
-                    let _ = self.conn.execute_batch("RELEASE job");
-                }
-                finishes.push(finish);
-            }
-            let committed = if self.conn.is_autocommit() {
-                // SQLite rolled the whole transaction back (the disk is full, say).
-                Err(InboxError::Full(
-                    "the transaction was rolled back".to_owned(),
-                ))
-            } else {
-                self.conn.execute_batch("COMMIT").map_err(|e| {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                    unavailable(&e)
-                })
-            };
-            let failed = committed.err();
-            for finish in finishes {
-                finish(failed.as_ref());
-            }
-        }
-    }
-}
-
-fn accept_job(
-    conn: &Connection,
-    now: i64,
-    (max_unfinished, unfinished): (u64, &AtomicU64),
-    id: &str,
-    event_type: &str,
-    body: &[u8],
-    created_at: &str,
-) -> Result<Accepted, InboxError> {
-    let waiting = unfinished.load(Ordering::Relaxed);
-    if waiting >= max_unfinished {
-        // Full: a duplicate is still reported as one (it needs no room).
-        let known: Option<i64> = conn
-            .prepare_cached("SELECT 1 FROM entries WHERE id = ?1")
-            .and_then(|mut s| s.query_row([id], |row| row.get(0)).optional())
-            .map_err(|e| unavailable(&e))?;
-        if known.is_some() {
-            return Ok(Accepted::Duplicate);
-        }
-        return Err(InboxError::Full(format!(
-            "{waiting} entries wait to be processed (the limit is {max_unfinished})"
-        )));
-    }
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO entries (id, event_type, body, created_at, received_at, state, attempts, due_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?5)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .and_then(|mut s| s.execute(params![id, event_type, body, created_at, now]))
-        .map_err(|e| unavailable(&e))?;
-    if inserted == 0 {
-        return Ok(Accepted::Duplicate);
-    }
-    unfinished.fetch_add(1, Ordering::Relaxed);
-    Ok(Accepted::Stored)
-}
-
-fn take_job(
-    conn: &Connection,
-    now: i64,
-    max: usize,
-    lease: i64,
-) -> Result<Vec<Leased>, InboxError> {
-    let token = new_token();
-    let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let mut ids: Vec<String> = Vec::new();
-    {
-        // Expired leases first (a worker died), then entries due, oldest due first; each query
-        // walks its index in order, with no sort.
-        let mut expired = conn
-            .prepare_cached(
-                "SELECT id FROM entries WHERE state = 'processing' AND lease_until <= ?1
-                 ORDER BY lease_until LIMIT ?2",
-            )
-            .map_err(|e| unavailable(&e))?;
-        let rows = expired
-            .query_map(params![now, limit], |row| row.get(0))
-            .map_err(|e| unavailable(&e))?;
-        for id in rows {
-            ids.push(id.map_err(|e| unavailable(&e))?);
-        }
-        let left = limit - i64::try_from(ids.len()).unwrap_or(0);
-        if left > 0 {
-            let mut due = conn
-                .prepare_cached(
-                    "SELECT id FROM entries WHERE state = 'pending' AND due_at <= ?1
-                     ORDER BY due_at LIMIT ?2",
-                )
-                .map_err(|e| unavailable(&e))?;
-            let rows = due
-                .query_map(params![now, left], |row| row.get(0))
-                .map_err(|e| unavailable(&e))?;
-            for id in rows {
-                ids.push(id.map_err(|e| unavailable(&e))?);
-            }
-        }
-    }
-    let mut update = conn
-        .prepare_cached(
-            "UPDATE entries SET state = 'processing', attempts = attempts + 1,
-                 lease_until = ?2, lease_token = ?3
-             WHERE id = ?1
-             RETURNING event_type, body, received_at, attempts",
-        )
-        .map_err(|e| unavailable(&e))?;
-    let mut leased = Vec::with_capacity(ids.len());
-    for id in ids {
-        let (event_type, body, received_at, attempts): (String, Vec<u8>, i64, i64) = update
-            .query_row(params![id, now.saturating_add(lease), token], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .map_err(|e| unavailable(&e))?;
-        leased.push(Leased {
-            id,
-            event_type,
-            body: Bytes::from(body),
-            received_at: from_millis(received_at),
-            attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
-            token: token.clone(),
-        });
-    }
-    Ok(leased)
-}
-
-fn decrement(counter: &AtomicU64) {
-    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-}
-
-/// Runs an `UPDATE … WHERE id = ? AND lease_token = ? AND state = 'processing'`; whether it
-/// applied.
-fn leased_update(
-    conn: &Connection,
-    sql: &str,
-    params: &[&dyn rusqlite::ToSql],
-) -> Result<bool, InboxError> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.execute(params))
-        .map(|n| n > 0)
-        .map_err(|e| unavailable(&e))
-}
-
 impl Backend for SqliteBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
         let id = delivery.id().to_owned();
@@ -679,7 +312,7 @@ impl Backend for SqliteBackend {
                     |row| row.get(0),
                 )
                 .map_err(|e| unavailable(&e))?;
-            Ok(due.map(from_millis))
+            Ok(due.map(from_unix_ms))
         })
     }
 
@@ -729,7 +362,7 @@ impl Backend for SqliteBackend {
             id.to_owned(),
             token.to_owned(),
             error.to_owned(),
-            millis(at),
+            unix_ms(at),
         );
         self.submit(STEP, move |conn, _| {
             leased_update(
@@ -832,8 +465,8 @@ impl Backend for SqliteBackend {
                         event_type: row.get(1)?,
                         attempts: u32::try_from(row.get::<_, i64>(2)?).unwrap_or(u32::MAX),
                         last_error: row.get(3)?,
-                        received_at: from_millis(row.get(4)?),
-                        died_at: from_millis(row.get::<_, Option<i64>>(5)?.unwrap_or(0)),
+                        received_at: from_unix_ms(row.get(4)?),
+                        died_at: from_unix_ms(row.get::<_, Option<i64>>(5)?.unwrap_or(0)),
                     })
                 })
                 .map_err(|e| unavailable(&e))?;
@@ -887,7 +520,7 @@ impl Backend for SqliteBackend {
         since: Option<OffsetDateTime>,
         dry_run: bool,
     ) -> BackendFuture<'_, Vec<String>> {
-        let since = since.map_or(i64::MIN, millis);
+        let since = since.map_or(i64::MIN, unix_ms);
         let notify = Arc::clone(&self.notify);
         let unfinished = Arc::clone(&self.unfinished);
         let mode = if dry_run { STEPS } else { DURABLE_STEPS };
@@ -927,7 +560,7 @@ impl Backend for SqliteBackend {
     }
 
     fn purge_done(&self, before: OffsetDateTime) -> BackendFuture<'_, u64> {
-        let before = millis(before);
+        let before = unix_ms(before);
         self.submit(DURABLE_STEP, move |conn, _| {
             conn.prepare_cached("DELETE FROM entries WHERE state = 'done' AND finished_at < ?1")
                 .and_then(|mut s| s.execute([before]))

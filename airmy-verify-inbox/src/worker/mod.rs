@@ -41,7 +41,6 @@
 //! # }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -50,148 +49,20 @@ use std::time::Duration;
 use airmy_verify::observe;
 use futures_util::FutureExt;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::Inbox;
-#[cfg(feature = "metrics")]
-use crate::backend::Backend;
-use crate::backend::{DEFAULT_LEASE, Leased};
+use crate::backend::{Backend, DEFAULT_LEASE, Leased};
 use crate::handlers::{Context, Handlers};
 
-/// When failed entries are tried again, and when they become dead letters.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// The wait before the second attempt. Defaults to 1 second.
-    pub initial: Duration,
-    /// Each wait is this many times the one before. Defaults to 2.
-    pub multiplier: f64,
-    /// The longest wait. Defaults to 10 minutes.
-    pub max_delay: Duration,
-    /// No attempt later than this after the delivery was received: past it the entry is a dead
-    /// letter. Defaults to 24 hours.
-    pub max_age: Duration,
-    /// At most this many attempts, if set. Defaults to none (the age decides).
-    pub max_attempts: Option<u32>,
-    /// Each wait is moved at random by up to this fraction, either way. Defaults to 0.2.
-    pub jitter: f64,
-}
+mod pool;
+mod retry;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(1),
-            multiplier: 2.0,
-            max_delay: Duration::from_secs(600),
-            max_age: Duration::from_secs(24 * 3600),
-            max_attempts: None,
-            jitter: 0.2,
-        }
-    }
-}
+pub use retry::RetryPolicy;
 
-impl RetryPolicy {
-    /// When to try an entry again after its `attempt`-th attempt failed at `now`, or `None` when
-    /// it is past the policy (a dead letter).
-    #[must_use]
-    pub fn next_attempt(
-        &self,
-        attempt: u32,
-        received_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Option<OffsetDateTime> {
-        if self.max_attempts.is_some_and(|max| attempt >= max) {
-            return None;
-        }
-        let exponent = i32::try_from(attempt.saturating_sub(1))
-            .unwrap_or(i32::MAX)
-            .min(64);
-        let base = self.initial.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
-        let base = base.min(self.max_delay.as_secs_f64());
-        let jitter = self.jitter.clamp(0.0, 1.0) * (2.0 * random_unit() - 1.0);
-        let delay =
-            Duration::try_from_secs_f64((base * (1.0 + jitter)).max(0.0)).unwrap_or(self.max_delay);
-        let at = now + delay;
-        let deadline = received_at + self.max_age;
-        (at <= deadline).then_some(at)
-    }
-}
-
-/// How long an entry taken ahead may wait for a slot before it is given back.
-const HOLD: Duration = Duration::from_secs(1);
-
-/// Gives back entries taken ahead that waited for a slot for [`HOLD`] (or a third of their
-/// lease, if shorter): behind slow handlers, another worker (another replica, on a shared
-/// backend) may take them now, and their lease never runs out in the queue (which would count
-/// a new attempt). Giving back does not count an attempt.
-async fn give_back_waiting(
-    queue: &mut VecDeque<(Leased, tokio::time::Instant)>,
-    backend: &dyn crate::Backend,
-    lease: Duration,
-) {
-    let now = tokio::time::Instant::now();
-    let hold = HOLD.min(lease / 3);
-    let mut kept = VecDeque::with_capacity(queue.len());
-    for (entry, queued_at) in queue.drain(..) {
-        if now.duration_since(queued_at) < hold {
-            kept.push_back((entry, queued_at));
-            continue;
-        }
-        match backend.release(&entry.id, &entry.token).await {
-            Ok(_) => {}
-            Err(err) => {
-                tracing::warn!(target: "airmy_verify", event_id = ?entry.id, error = %err, "cannot give back a queued entry; it is taken again when its lease runs out");
-            }
-        }
-    }
-    *queue = kept;
-}
-
-/// Sets the inbox gauges of [`observe`] from the backend's stats once a second, until
-/// `shutdown`.
-#[cfg(feature = "metrics")]
-async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) {
-    let mut failing = false;
-    loop {
-        match backend.stats().await {
-            Ok(stats) => {
-                failing = false;
-                observe::record::inbox_gauges(
-                    stats.pending,
-                    stats.scheduled,
-                    stats.processing,
-                    stats.dead,
-                    stats.oldest_pending_age_secs.unwrap_or(0),
-                );
-            }
-            Err(err) if !failing => {
-                // Once per outage: the gauges keep their last values meanwhile.
-                failing = true;
-                tracing::warn!(target: "airmy_verify", error = %err, "cannot read the inbox stats; its gauges are stale until it answers")
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-/// A number in [0, 1) from the OS's randomness (a fixed 0.5 if there is none).
-fn random_unit() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Runs [`Handlers`] on an [`Inbox`]'s entries; see the [module docs](self).
+/// Runs [`Handlers`] on an [`Inbox`](crate::Inbox)'s entries; see the [module docs](self).
 pub struct Worker {
-    inbox: Inbox,
+    backend: Arc<dyn Backend>,
     handlers: Handlers,
     concurrency: usize,
     lease: Duration,
@@ -215,9 +86,9 @@ impl fmt::Debug for Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(inbox: Inbox, handlers: Handlers) -> Self {
+    pub(crate) fn new(backend: Arc<dyn Backend>, handlers: Handlers) -> Self {
         Self {
-            inbox,
+            backend,
             handlers,
             concurrency: 4,
             lease: DEFAULT_LEASE,
@@ -277,163 +148,14 @@ impl Worker {
 
     /// Runs until `shutdown` is cancelled, then finishes or releases what is running.
     pub async fn run(self, shutdown: CancellationToken) {
-        let backend = Arc::clone(&self.inbox.backend);
-        let shared = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(shared.concurrency));
-        let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut running: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
-        let mut queue: VecDeque<(Leased, tokio::time::Instant)> = VecDeque::new();
-        let mut next_purge = tokio::time::Instant::now();
-        #[cfg(feature = "metrics")]
-        let gauges = tokio::spawn(refresh_gauges(Arc::clone(&backend), shutdown.clone()));
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            // Reap finished handlings.
-            while let Some(done) = tasks.try_join_next_with_id() {
-                let id = match done {
-                    Ok((id, ())) => id,
-                    Err(e) => e.id(),
-                };
-                running.remove(&id);
-            }
-            if tokio::time::Instant::now() >= next_purge {
-                next_purge = tokio::time::Instant::now() + Duration::from_secs(3600);
-                let before = OffsetDateTime::now_utc() - shared.retention;
-                match backend.purge_done(before).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(target: "airmy_verify", purged = n, "purged processed inbox entries past their retention")
-                    }
-                    Err(err) => {
-                        tracing::warn!(target: "airmy_verify", error = %err, "could not purge processed inbox entries")
-                    }
-                }
-            }
-            // Start queued entries on free slots.
-            while !queue.is_empty() {
-                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                    break;
-                };
-                let Some((entry, queued_at)) = queue.pop_front() else {
-                    break;
-                };
-                let key = (entry.id.clone(), entry.token.clone());
-                let worker = Arc::clone(&shared);
-                let handle = tasks.spawn(async move {
-                    worker.handle(entry, queued_at, permit).await;
-                });
-                running.insert(handle.id(), key);
-            }
-            // Keep up to `concurrency` entries taken ahead, so that slots that free up start at
-            // once and one `take` serves many entries. But nothing while every slot is busy and
-            // the queue is empty (slow handlers: what waited was given back, for other workers,
-            // on other replicas too, to take).
-            let free = slots.available_permits();
-            let want = (shared.concurrency + free).saturating_sub(queue.len());
-            if queue.len() > shared.concurrency / 2 || want == 0 || (free == 0 && queue.is_empty())
-            {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    Some(done) = tasks.join_next_with_id() => {
-                        let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
-                        running.remove(&id);
-                    }
-                    () = tokio::time::sleep(HOLD.min(shared.lease / 3)) => {}
-                }
-                give_back_waiting(&mut queue, backend.as_ref(), shared.lease).await;
-                continue;
-            }
-            let leased = match backend.take(want, shared.lease).await {
-                Ok(leased) => leased,
-                Err(err) => {
-                    tracing::warn!(target: "airmy_verify", error = %err, "cannot take inbox entries; trying again in 1 s");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            if !leased.is_empty() {
-                let now = tokio::time::Instant::now();
-                queue.extend(leased.into_iter().map(|entry| (entry, now)));
-                continue;
-            }
-            if !queue.is_empty() {
-                // Nothing more to take; the queue waits for a slot.
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    Some(done) = tasks.join_next_with_id() => {
-                        let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
-                        running.remove(&id);
-                    }
-                    () = tokio::time::sleep(HOLD.min(shared.lease / 3)) => {}
-                }
-                give_back_waiting(&mut queue, backend.as_ref(), shared.lease).await;
-                continue;
-            }
-            let wait = match backend.next_due().await {
-                Ok(Some(at)) => {
-                    let until = at - OffsetDateTime::now_utc();
-                    Duration::try_from(until).unwrap_or(Duration::ZERO)
-                }
-                _ => Duration::from_secs(1),
-            }
-            // Due already, yet nothing was taken: another worker took it, or this machine's clock
-            // is ahead of the backend's (Redis keeps its own): a short wait, not a busy loop.
-            .clamp(Duration::from_millis(10), Duration::from_secs(1));
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = backend.wait(wait) => {}
-                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
-                    running.remove(&id);
-                }
-            }
-        }
-        #[cfg(feature = "metrics")]
-        gauges.abort();
-
-        // Entries taken ahead that never started go back at once.
-        for (entry, _) in queue.drain(..) {
-            let _ = backend.release(&entry.id, &entry.token).await;
-        }
-        // Shutdown: no more taking; let running handlers finish within the deadline.
-        let deadline = tokio::time::sleep(shared.shutdown_deadline);
-        tokio::pin!(deadline);
-        while !tasks.is_empty() {
-            tokio::select! {
-                () = &mut deadline => break,
-                Some(done) = tasks.join_next_with_id() => {
-                    let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
-                    running.remove(&id);
-                }
-            }
-        }
-        tasks.abort_all();
-        while let Some(done) = tasks.join_next_with_id().await {
-            if let Ok((id, ())) = done {
-                running.remove(&id);
-            }
-        }
-        for (id, token) in running.into_values() {
-            match backend.release(&id, &token).await {
-                Ok(_) => {
-                    tracing::info!(target: "airmy_verify", event_id = ?id, "released an unfinished inbox entry at shutdown")
-                }
-                Err(err) => {
-                    tracing::warn!(target: "airmy_verify", event_id = ?id, error = %err, "could not release an inbox entry at shutdown; it is taken again when its lease runs out")
-                }
-            }
-        }
+        pool::run(Arc::new(self), shutdown).await;
     }
 
     /// Records an attempt's result (`success`, `retry`, `dead`) on its span and in
     /// `airmy_webhook_handler_attempts_total`.
     fn attempted(span: &tracing::Span, event_type: &str, result: &'static str) {
         span.record("result", result);
-        observe::record::handler_attempt(event_type, result);
+        observe::metrics::handler_attempt(event_type, result);
     }
 
     /// One attempt of one entry: the handler (within its timeout, panics caught) while the
@@ -444,7 +166,7 @@ impl Worker {
         queued_at: tokio::time::Instant,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) {
-        let backend = &self.inbox.backend;
+        let backend = &self.backend;
         // Taken ahead and queued for a while: make sure the lease is still ours.
         if queued_at.elapsed() > self.lease / 3 {
             match backend.extend(&entry.id, &entry.token, self.lease).await {
@@ -541,7 +263,7 @@ impl Worker {
     /// reply lost) is asked again, for up to half the lease, which still holds: otherwise the
     /// entry would be handled again when its lease runs out.
     async fn record(&self, entry: &Leased, outcome: &Outcome<'_>, span: &tracing::Span) {
-        let backend = &self.inbox.backend;
+        let backend = &self.backend;
         let give_up = tokio::time::Instant::now() + self.lease / 2;
         let mut pause = Duration::from_millis(50);
         let mut failed_before = false;

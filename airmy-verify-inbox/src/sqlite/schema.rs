@@ -1,0 +1,73 @@
+//! The database's schema: its version (`PRAGMA user_version`), the tables of each version and
+//! the migrations between them, and the private file it lives in.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+/// The schema version this crate writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1. A rowid table (its rows hold the body, so a `WITHOUT ROWID` table would be slow),
+/// the event id unique, and partial indexes for what is due, leased, dead and done (each row is
+/// in one index besides the id's, so an insert or a change of state touches few pages).
+pub(super) const SCHEMA_V1: &str = "
+CREATE TABLE entries (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    event_type  TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'processing', 'done', 'dead')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    due_at      INTEGER NOT NULL,
+    lease_until INTEGER,
+    lease_token TEXT,
+    last_error  TEXT,
+    finished_at INTEGER
+);
+CREATE INDEX entries_due ON entries (due_at) WHERE state = 'pending';
+CREATE INDEX entries_lease ON entries (lease_until) WHERE state = 'processing';
+CREATE INDEX entries_dead ON entries (finished_at) WHERE state = 'dead';
+CREATE INDEX entries_done ON entries (finished_at) WHERE state = 'done';
+";
+
+/// Brings a database to [`SCHEMA_VERSION`], one step per version, each in a transaction.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| e.to_string())?;
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "its schema version is {version}, newer than this program's {SCHEMA_VERSION}"
+        ));
+    }
+    if version < 1 {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let tables: i64 = tx
+            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+            .map_err(|e| e.to_string())?;
+        if tables > 0 {
+            return Err("it is a SQLite database of another program (no inbox schema)".into());
+        }
+        tx.execute_batch(SCHEMA_V1).map_err(|e| e.to_string())?;
+        tx.pragma_update(None, "user_version", 1)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Creates the file with mode 0600 if it does not exist (SQLite gives its `-wal` and `-shm`
+/// files the same mode).
+pub(super) fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
+}

@@ -1,0 +1,276 @@
+//! The worker's pool loop: takes entries ahead into a queue, starts them on free slots, gives
+//! back what waited too long, purges processed entries, and at shutdown lets running handlers
+//! finish within the deadline and releases the rest.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::Worker;
+use crate::backend::{Backend, Leased};
+#[cfg(feature = "metrics")]
+use airmy_verify::observe;
+
+/// How long an entry taken ahead may wait for a slot before it is given back.
+const HOLD: Duration = Duration::from_secs(1);
+
+/// Gives back entries taken ahead that waited for a slot for [`HOLD`] (or a third of their
+/// lease, if shorter): behind slow handlers, another worker (another replica, on a shared
+/// backend) may take them now, and their lease never runs out in the queue (which would count
+/// a new attempt). Giving back does not count an attempt.
+async fn give_back_waiting(
+    queue: &mut VecDeque<(Leased, tokio::time::Instant)>,
+    backend: &dyn Backend,
+    lease: Duration,
+) {
+    let now = tokio::time::Instant::now();
+    let hold = HOLD.min(lease / 3);
+    let mut kept = VecDeque::with_capacity(queue.len());
+    for (entry, queued_at) in queue.drain(..) {
+        if now.duration_since(queued_at) < hold {
+            kept.push_back((entry, queued_at));
+            continue;
+        }
+        match backend.release(&entry.id, &entry.token).await {
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(target: "airmy_verify", event_id = ?entry.id, error = %err, "cannot give back a queued entry; it is taken again when its lease runs out");
+            }
+        }
+    }
+    *queue = kept;
+}
+
+/// Sets the inbox gauges of [`observe`] from the backend's stats once a second, until
+/// `shutdown`.
+#[cfg(feature = "metrics")]
+async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) {
+    let mut failing = false;
+    loop {
+        match backend.stats().await {
+            Ok(stats) => {
+                failing = false;
+                observe::metrics::inbox_gauges(
+                    stats.pending,
+                    stats.scheduled,
+                    stats.processing,
+                    stats.dead,
+                    stats.oldest_pending_age_secs.unwrap_or(0),
+                );
+            }
+            Err(err) if !failing => {
+                // Once per outage: the gauges keep their last values meanwhile.
+                failing = true;
+                tracing::warn!(target: "airmy_verify", error = %err, "cannot read the inbox stats; its gauges are stale until it answers")
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// What the pool loop holds: the handlings running (by task, with their entry's id and lease
+/// token, to release at shutdown) and the entries taken ahead, with when they were queued.
+struct Pool {
+    worker: Arc<Worker>,
+    backend: Arc<dyn Backend>,
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    running: HashMap<tokio::task::Id, (String, String)>,
+    queue: VecDeque<(Leased, tokio::time::Instant)>,
+}
+
+/// Runs `worker` until `shutdown` is cancelled, then finishes or releases what is running.
+pub(super) async fn run(worker: Arc<Worker>, shutdown: CancellationToken) {
+    let backend = Arc::clone(&worker.backend);
+    let mut pool = Pool {
+        slots: Arc::new(Semaphore::new(worker.concurrency)),
+        worker,
+        backend,
+        tasks: JoinSet::new(),
+        running: HashMap::new(),
+        queue: VecDeque::new(),
+    };
+    let mut next_purge = tokio::time::Instant::now();
+    #[cfg(feature = "metrics")]
+    let gauges = tokio::spawn(refresh_gauges(Arc::clone(&pool.backend), shutdown.clone()));
+    let (concurrency, lease) = (pool.worker.concurrency, pool.worker.lease);
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        pool.reap_finished();
+        if tokio::time::Instant::now() >= next_purge {
+            next_purge = tokio::time::Instant::now() + Duration::from_secs(3600);
+            pool.purge().await;
+        }
+        pool.start_queued();
+        // Keep up to `concurrency` entries taken ahead, so that slots that free up start at
+        // once and one `take` serves many entries. But nothing while every slot is busy and
+        // the queue is empty (slow handlers: what waited was given back, for other workers,
+        // on other replicas too, to take).
+        let free = pool.slots.available_permits();
+        let queued = pool.queue.len();
+        let want = (concurrency + free).saturating_sub(queued);
+        if queued > concurrency / 2 || want == 0 || (free == 0 && queued == 0) {
+            if !pool.wait_then_give_back(&shutdown).await {
+                break;
+            }
+            continue;
+        }
+        let leased = match pool.backend.take(want, lease).await {
+            Ok(leased) => leased,
+            Err(err) => {
+                tracing::warn!(target: "airmy_verify", error = %err, "cannot take inbox entries; trying again in 1 s");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if !leased.is_empty() {
+            let now = tokio::time::Instant::now();
+            pool.queue
+                .extend(leased.into_iter().map(|entry| (entry, now)));
+            continue;
+        }
+        if !pool.queue.is_empty() {
+            // Nothing more to take; the queue waits for a slot.
+            if !pool.wait_then_give_back(&shutdown).await {
+                break;
+            }
+            continue;
+        }
+        let wait = match pool.backend.next_due().await {
+            Ok(Some(at)) => {
+                let until = at - OffsetDateTime::now_utc();
+                Duration::try_from(until).unwrap_or(Duration::ZERO)
+            }
+            _ => Duration::from_secs(1),
+        }
+        // Due already, yet nothing was taken: another worker took it, or this machine's clock
+        // is ahead of the backend's (Redis keeps its own): a short wait, not a busy loop.
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let busy = !pool.tasks.is_empty();
+        let done = tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = pool.backend.wait(wait) => None,
+            Some(done) = pool.tasks.join_next_with_id(), if busy => Some(done),
+        };
+        if let Some(done) = done {
+            pool.reaped(done);
+        }
+    }
+    #[cfg(feature = "metrics")]
+    gauges.abort();
+    pool.shut_down().await;
+}
+
+impl Pool {
+    /// Forgets a finished handling.
+    fn reaped(&mut self, done: Result<(tokio::task::Id, ()), JoinError>) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(e) => e.id(),
+        };
+        self.running.remove(&id);
+    }
+
+    /// Forgets every handling that has finished, without waiting.
+    fn reap_finished(&mut self) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            self.reaped(done);
+        }
+    }
+
+    /// Purges processed entries past the retention.
+    async fn purge(&self) {
+        let before = OffsetDateTime::now_utc() - self.worker.retention;
+        match self.backend.purge_done(before).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(target: "airmy_verify", purged = n, "purged processed inbox entries past their retention")
+            }
+            Err(err) => {
+                tracing::warn!(target: "airmy_verify", error = %err, "could not purge processed inbox entries")
+            }
+        }
+    }
+
+    /// Starts queued entries on free slots.
+    fn start_queued(&mut self) {
+        while !self.queue.is_empty() {
+            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                break;
+            };
+            let Some((entry, queued_at)) = self.queue.pop_front() else {
+                break;
+            };
+            let key = (entry.id.clone(), entry.token.clone());
+            let worker = Arc::clone(&self.worker);
+            let handle = self.tasks.spawn(async move {
+                worker.handle(entry, queued_at, permit).await;
+            });
+            self.running.insert(handle.id(), key);
+        }
+    }
+
+    /// Waits for a handling to finish, or for [`HOLD`] (a third of the lease if shorter), then
+    /// gives back the entries that waited too long for a slot. False when `shutdown` came first.
+    async fn wait_then_give_back(&mut self, shutdown: &CancellationToken) -> bool {
+        let hold = HOLD.min(self.worker.lease / 3);
+        let done = tokio::select! {
+            () = shutdown.cancelled() => return false,
+            Some(done) = self.tasks.join_next_with_id() => Some(done),
+            () = tokio::time::sleep(hold) => None,
+        };
+        if let Some(done) = done {
+            self.reaped(done);
+        }
+        give_back_waiting(&mut self.queue, self.backend.as_ref(), self.worker.lease).await;
+        true
+    }
+
+    /// Shutdown: gives back what never started, lets running handlers finish within the
+    /// deadline, then aborts and releases the rest.
+    async fn shut_down(mut self) {
+        // Entries taken ahead that never started go back at once.
+        for (entry, _) in self.queue.drain(..) {
+            let _ = self.backend.release(&entry.id, &entry.token).await;
+        }
+        let deadline = tokio::time::sleep(self.worker.shutdown_deadline);
+        tokio::pin!(deadline);
+        while !self.tasks.is_empty() {
+            let done = tokio::select! {
+                () = &mut deadline => break,
+                Some(done) = self.tasks.join_next_with_id() => done,
+            };
+            self.reaped(done);
+        }
+        self.tasks.abort_all();
+        while let Some(done) = self.tasks.join_next_with_id().await {
+            // An aborted handling is released below; only finished ones are forgotten.
+            if let Ok((id, ())) = done {
+                self.running.remove(&id);
+            }
+        }
+        for (id, token) in self.running.into_values() {
+            match self.backend.release(&id, &token).await {
+                Ok(_) => {
+                    tracing::info!(target: "airmy_verify", event_id = ?id, "released an unfinished inbox entry at shutdown")
+                }
+                Err(err) => {
+                    tracing::warn!(target: "airmy_verify", event_id = ?id, error = %err, "could not release an inbox entry at shutdown; it is taken again when its lease runs out")
+                }
+            }
+        }
+    }
+}
