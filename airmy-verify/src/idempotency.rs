@@ -70,7 +70,7 @@ use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 
 use crate::answer::Answer;
-use crate::observe::{Outcome, metrics as record};
+use crate::observe::{Outcome, metrics};
 use crate::verifier::Verifier;
 
 #[cfg(feature = "redis")]
@@ -306,13 +306,13 @@ impl Idempotency {
         let token = crate::token::random_hex(16);
         match self.store.claim(event_id, &token, self.lease).await {
             Ok(Claim::Claimed) => {
-                record::claim("claimed");
+                metrics::claim("claimed");
                 Begin::Run(Ticket {
                     claim: Some((self.clone(), event_id.to_owned(), token)),
                 })
             }
             Ok(Claim::InFlight) => {
-                record::claim("in_flight");
+                metrics::claim("in_flight");
                 tracing::info!(
                     target: "airmy_verify",
                     event_id,
@@ -323,14 +323,14 @@ impl Idempotency {
                 }
             }
             Ok(Claim::Done) => {
-                record::claim("duplicate");
+                metrics::claim("duplicate");
                 Begin::Duplicate {
                     id: event_id.to_owned(),
                 }
             }
             Err(err) => {
-                record::claim("store_error");
-                record::store_error("claim");
+                metrics::claim("store_error");
+                metrics::store_error("claim");
                 // The claim may have been stored with only its reply lost (a timeout): free it,
                 // or this delivery's retries would meet it as "in flight" for a whole lease.
                 let _ = self.store.release(event_id, &token).await;
@@ -529,7 +529,7 @@ impl Ticket {
                      of this event may run the handler again"
                 ),
                 Err(err) => {
-                    record::store_error("extend");
+                    metrics::store_error("extend");
                     tracing::warn!(
                         target: "airmy_verify",
                         event_id = ?id,
@@ -566,7 +566,7 @@ impl Ticket {
                  claimed the event; that delivery may run the handler again"
             ),
             Err(err) => {
-                record::store_error("finish");
+                metrics::store_error("finish");
                 tracing::warn!(
                 target: "airmy_verify",
                 event_id = ?id,

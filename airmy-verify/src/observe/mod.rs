@@ -76,9 +76,6 @@ mod delivery;
 pub mod metrics;
 
 pub use delivery::{Delivery, PanicGuard};
-// TEMPORARY while the inbox worker moves: the old name of `metrics`.
-#[doc(hidden)]
-pub use self::metrics as record;
 
 /// The name of the span of one delivery.
 pub const DELIVERY_SPAN: &str = "airmy_delivery";
