@@ -1,0 +1,135 @@
+//! Batching of the two commonest writes, accepts and completions: one script per batch.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+
+use super::redis_error;
+use crate::backend::InboxError;
+
+/// The two commonest writes, accepts and completions, each go to a task of their own that
+/// sends whatever arrived while its previous script ran as one script: one round trip (and one
+/// Lua call) per batch, not per entry, and at low load no wait at all.
+#[derive(Clone)]
+pub(super) struct Batches {
+    pub(super) accepts: mpsc::UnboundedSender<Job>,
+    pub(super) completions: mpsc::UnboundedSender<Job>,
+}
+
+/// One accept or completion waiting for its batch; the answer is the script's code for it.
+pub(super) enum Job {
+    Accept {
+        id: String,
+        event_type: String,
+        body: Bytes,
+        reply: oneshot::Sender<Result<i64, InboxError>>,
+    },
+    Complete {
+        id: String,
+        token: String,
+        reply: oneshot::Sender<Result<i64, InboxError>>,
+    },
+}
+
+impl Job {
+    fn size(&self) -> usize {
+        match self {
+            Self::Accept { id, body, .. } => id.len() + body.len(),
+            Self::Complete { id, token, .. } => id.len() + token.len(),
+        }
+    }
+
+    fn reply(self, answer: Result<i64, InboxError>) {
+        let (Self::Accept { reply, .. } | Self::Complete { reply, .. }) = self;
+        let _ = reply.send(answer);
+    }
+}
+
+pub(super) fn shutting_down() -> InboxError {
+    InboxError::Unavailable("the inbox is shutting down".to_owned())
+}
+
+/// Runs `script` on batches of jobs (at most 256, or 8 MiB of arguments), until every backend
+/// clone is dropped. `lead` are the arguments before the jobs'.
+pub(super) async fn run_batches(
+    connection: ConnectionManager,
+    script: redis::Script,
+    keys: [String; 5],
+    lead: Vec<String>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
+    const MOST: usize = 256;
+    const BYTES: usize = 8 << 20;
+    const IN_FLIGHT: usize = 2;
+    let (script, keys, lead) = (Arc::new(script), Arc::new(keys), Arc::new(lead));
+    let mut held: Option<Job> = None;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match queue.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        // A few batches in flight: the next ones gather while the previous replies (and
+        // Redis's fsync, which Redis shares between the scripts of one event loop turn) are on
+        // their way.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.size();
+        let mut batch = vec![first];
+        while batch.len() < MOST {
+            match queue.try_recv() {
+                Ok(job) if bytes + job.size() > BYTES => {
+                    held = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    bytes += job.size();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let (script, keys, lead) = (Arc::clone(&script), Arc::clone(&keys), Arc::clone(&lead));
+        let mut connection = connection.clone();
+        tokio::spawn(async move {
+            let mut invocation = script.prepare_invoke();
+            for key in keys.iter() {
+                invocation.key(key);
+            }
+            for arg in lead.iter() {
+                invocation.arg(arg);
+            }
+            for job in &batch {
+                match job {
+                    Job::Accept {
+                        id,
+                        event_type,
+                        body,
+                        ..
+                    } => invocation.arg(id).arg(event_type).arg(body.as_ref()),
+                    Job::Complete { id, token, .. } => invocation.arg(id).arg(token),
+                };
+            }
+            let result: Result<Vec<i64>, InboxError> = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(redis_error);
+            drop(permit);
+            for (i, job) in batch.into_iter().enumerate() {
+                job.reply(match &result {
+                    Ok(codes) => codes
+                        .get(i)
+                        .copied()
+                        .ok_or_else(|| InboxError::Unavailable("Redis: a short reply".to_owned())),
+                    Err(err) => Err(err.clone()),
+                });
+            }
+        });
+    }
+}

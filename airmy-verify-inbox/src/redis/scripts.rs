@@ -1,0 +1,89 @@
+//! The Redis backend's Lua scripts: each in its own file under `lua/` (read with
+//! `include_str!`), composed with the preludes they share, and loaded into Redis at connect.
+//!
+//! Every script gets the keys `stream`, `scheduled`, `dead`, `done`, `leases` (`KEYS[1]` to
+//! `KEYS[5]`, in that order); those about one leased entry get the entry's hash as `KEYS[6]`
+//! and its id as `ARGV[1]`. The preludes come first: `prelude_now.lua` (the server's time as
+//! `now`), `prelude_last_delivered.lua` (the group's `last_delivered()`) and `prelude_held.lua`
+//! (the lease check, and `drop()`).
+
+/// The server's time in milliseconds, as `now`.
+const NOW: &str = include_str!("lua/prelude_now.lua");
+/// `last_delivered()`: the group's last delivered message id, `nil` when there is no group.
+const LAST_FN: &str = include_str!("lua/prelude_last_delivered.lua");
+/// The lease check of the scripts about one leased entry; defines `m` and `drop()`.
+const HELD: &str = include_str!("lua/prelude_held.lua");
+
+/// The scripts, loaded once at connect (then run by their hash).
+#[derive(Clone)]
+pub(super) struct Scripts {
+    pub(super) accept: redis::Script,
+    pub(super) take: redis::Script,
+    pub(super) extend: redis::Script,
+    pub(super) complete: redis::Script,
+    pub(super) retry: redis::Script,
+    pub(super) bury: redis::Script,
+    pub(super) release: redis::Script,
+    pub(super) replay: redis::Script,
+    pub(super) dead: redis::Script,
+    pub(super) stats: redis::Script,
+    pub(super) next_due: redis::Script,
+    pub(super) purge: redis::Script,
+    pub(super) last_delivered: redis::Script,
+    pub(super) has_group: redis::Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        let now = |body: &str| redis::Script::new(&format!("{NOW}{body}"));
+        let held = |body: &str| redis::Script::new(&format!("{NOW}{HELD}{body}"));
+        let last = |body: &str| redis::Script::new(&format!("{LAST_FN}{body}"));
+        Self {
+            accept: now(include_str!("lua/accept.lua")),
+            take: now(&format!("{LAST_FN}{}", include_str!("lua/take.lua"))),
+            extend: held(include_str!("lua/extend.lua")),
+            complete: now(include_str!("lua/complete.lua")),
+            retry: held(include_str!("lua/retry.lua")),
+            bury: held(include_str!("lua/bury.lua")),
+            release: held(include_str!("lua/release.lua")),
+            replay: redis::Script::new(include_str!("lua/replay.lua")),
+            dead: redis::Script::new(include_str!("lua/dead.lua")),
+            stats: now(&format!("{LAST_FN}{}", include_str!("lua/stats.lua"))),
+            next_due: now(include_str!("lua/next_due.lua")),
+            purge: redis::Script::new(include_str!("lua/purge.lua")),
+            last_delivered: last(include_str!("lua/last_delivered.lua")),
+            has_group: last(include_str!("lua/has_group.lua")),
+        }
+    }
+
+    /// Loads every script into Redis (`SCRIPT LOAD`), so that each runs by its hash.
+    pub(super) async fn load(
+        &self,
+        connection: &mut redis::aio::MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        for script in self.all() {
+            script.load_async(connection).await?;
+        }
+        Ok(())
+    }
+
+    /// Every script, for loading.
+    fn all(&self) -> [&redis::Script; 14] {
+        [
+            &self.accept,
+            &self.take,
+            &self.extend,
+            &self.complete,
+            &self.retry,
+            &self.bury,
+            &self.release,
+            &self.replay,
+            &self.dead,
+            &self.stats,
+            &self.next_due,
+            &self.purge,
+            &self.last_delivered,
+            &self.has_group,
+        ]
+    }
+}
