@@ -56,6 +56,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
+use crate::clock::{duration_ms, from_unix_ms, unix_ms};
 
 mod batch;
 mod scripts;
@@ -290,7 +291,11 @@ impl RedisBackend {
             waiting,
             entry_prefix,
             keys,
-            consumer: format!("{}-{}", std::process::id(), random_hex(6)),
+            consumer: format!(
+                "{}-{}",
+                std::process::id(),
+                airmy_verify::token::random_hex(6)
+            ),
             max_unfinished: options.max_unfinished,
             timeout: options.timeout,
             scripts,
@@ -399,28 +404,10 @@ fn redis_error(err: redis::RedisError) -> InboxError {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0_u8; bytes];
-    // getrandom fails only without an OS random source; the time is then unique enough for
-    // a consumer name or a token seed combined with the entry's id.
-    if getrandom::fill(&mut buf).is_err() {
-        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-        return format!("{nanos:x}");
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn unix_millis(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-fn from_millis(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+/// `d` in milliseconds for a Redis argument, at least 1: a lease or a block of 0 ms would mean
+/// "none" or "forever" to Redis.
+fn positive_ms(d: Duration) -> i64 {
+    duration_ms(d).max(1)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -470,13 +457,13 @@ impl Backend for RedisBackend {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             let recovering = lost.is_some();
-            let seed = lost.unwrap_or_else(|| random_hex(12));
+            let seed = lost.unwrap_or_else(|| airmy_verify::token::random_hex(12));
             let mut invocation = self.invocation(&self.scripts.take);
             invocation
                 .arg(&self.entry_prefix)
                 .arg(&self.consumer)
                 .arg(max)
-                .arg(millis(lease))
+                .arg(positive_ms(lease))
                 .arg(&seed)
                 .arg(if recovering { "1" } else { "0" });
             let flat: Vec<Vec<u8>> = match self.run(invocation).await {
@@ -495,7 +482,7 @@ impl Backend for RedisBackend {
                     id: text(&f[0]),
                     event_type: text(&f[1]),
                     body: Bytes::copy_from_slice(&f[2]),
-                    received_at: from_millis(number(&f[3])),
+                    received_at: from_unix_ms(number(&f[3])),
                     attempt: number(&f[4]),
                     token: text(&f[5]),
                 })
@@ -526,7 +513,10 @@ impl Backend for RedisBackend {
     ) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let mut invocation = self.entry_invocation(&self.scripts.extend, id);
-            invocation.arg(token).arg(millis(lease)).arg(&self.consumer);
+            invocation
+                .arg(token)
+                .arg(positive_ms(lease))
+                .arg(&self.consumer);
             Ok(self.run::<i64>(invocation).await? == 1)
         })
     }
@@ -556,7 +546,7 @@ impl Backend for RedisBackend {
     ) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let mut invocation = self.entry_invocation(&self.scripts.retry, id);
-            invocation.arg(token).arg(error).arg(unix_millis(at));
+            invocation.arg(token).arg(error).arg(unix_ms(at));
             Ok(self.run::<i64>(invocation).await? == 1)
         })
     }
@@ -610,8 +600,8 @@ impl Backend for RedisBackend {
                     event_type: text(&f[1]),
                     attempts: number(&f[2]),
                     last_error: text(&f[3]),
-                    received_at: from_millis(number(&f[4])),
-                    died_at: from_millis(number(&f[5])),
+                    received_at: from_unix_ms(number(&f[4])),
+                    died_at: from_unix_ms(number(&f[5])),
                 })
                 .collect())
         })
@@ -634,7 +624,7 @@ impl Backend for RedisBackend {
     ) -> BackendFuture<'_, Vec<String>> {
         Box::pin(async move {
             // The dead-letter stream's message ids carry the time each entry died.
-            let mut start = since.map_or_else(|| "-".to_owned(), |t| unix_millis(t).to_string());
+            let mut start = since.map_or_else(|| "-".to_owned(), |t| unix_ms(t).to_string());
             let mut ids = Vec::new();
             loop {
                 let mut connection = self.connection.clone();
@@ -679,7 +669,7 @@ impl Backend for RedisBackend {
                 let mut invocation = self.invocation(&self.scripts.purge);
                 invocation
                     .arg(&self.entry_prefix)
-                    .arg(unix_millis(before))
+                    .arg(unix_ms(before))
                     .arg(BATCH);
                 let n: u64 = self.run(invocation).await?;
                 purged += n;
@@ -707,7 +697,7 @@ impl Backend for RedisBackend {
                     .arg("COUNT")
                     .arg(1)
                     .arg("BLOCK")
-                    .arg(millis(timeout))
+                    .arg(positive_ms(timeout))
                     .arg("STREAMS")
                     .arg(&self.keys[0])
                     .arg(last)
