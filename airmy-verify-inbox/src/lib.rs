@@ -65,6 +65,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+#[cfg(any(feature = "sqlite", feature = "redis"))]
 mod clock;
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
@@ -73,6 +74,8 @@ pub mod handlers;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 pub mod worker;
 
@@ -87,6 +90,7 @@ pub use backend::{
 pub use handlers::{Context, Dispatched, HandlerError, Handlers};
 #[cfg(feature = "redis")]
 pub use redis::{ConnectError, RedisBackend, RedisOptions};
+#[cfg(feature = "sqlite")]
 pub use sqlite::{OpenError, SqliteBackend, SqliteOptions};
 pub use worker::{RetryPolicy, Worker};
 
