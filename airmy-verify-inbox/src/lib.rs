@@ -18,6 +18,8 @@
 //!   delivery that is not stored).
 //! - [`Worker`] and [`RetryPolicy`]: concurrency, leases, timeouts, graceful shutdown.
 //! - [`Handlers`]: handlers by event type, typed, with a fallback; they also run synchronously.
+//! - [`InboxUrl`]: an inbox written as one string (`sqlite:PATH`, `redis://…`), as the example
+//!   receivers' `AIRMY_INBOX` and `airmy-webhook inbox --inbox` take it.
 //!
 //! **Guarantees.** A delivery answered 2xx by `accept` is on disk (SQLite: committed and synced
 //! with `synchronous=FULL`; Redis: as durable as Redis's persistence makes it, on disk with AOF
@@ -77,6 +79,7 @@ pub mod redis;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
+mod url;
 pub mod worker;
 
 use std::fmt;
@@ -92,6 +95,7 @@ pub use handlers::{Context, Dispatched, HandlerError, Handlers};
 pub use redis::{ConnectError, RedisBackend, RedisOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{OpenError, SqliteBackend, SqliteOptions};
+pub use url::{InboxOpenError, InboxUrl, InboxUrlError};
 pub use worker::{RetryPolicy, Worker};
 
 /// The inbox: a [`Backend`] behind a cheap, clonable handle. See the [crate docs](crate).

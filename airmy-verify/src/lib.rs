@@ -23,6 +23,8 @@
 //! - `testing` (feature `testing`): signed sample deliveries, a fixed clock and the
 //!   conformance table, for your own tests.
 //! - [`sign`] and [`verify`]: AIRMY's reference functions, for tests and scripts.
+//! - [`text`]: an event id as one word of a line, a URL without its password: how the suite
+//!   prints text it does not control.
 //!
 //! # Example
 //!
@@ -58,6 +60,7 @@ pub mod signature;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod text;
 #[doc(hidden)]
 pub mod token;
 pub mod verifier;

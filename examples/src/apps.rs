@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use airmy_verify::idempotency::Idempotency;
+use airmy_verify::text::word;
 use airmy_verify::{Envelope, Event, Verifier};
 use airmy_verify_inbox::{Context, HandlerError, Handlers, Inbox};
 use serde_json::{Value, json};
@@ -113,7 +114,7 @@ impl Handling {
         if self.print {
             let mut out = std::io::stdout().lock();
             // A closed stdout must not stop the receiver.
-            let (id, event_type) = (crate::word(&event.id), crate::word(event.event_type()));
+            let (id, event_type) = (word(&event.id), word(event.event_type()));
             let _ = match attempt {
                 Some(n) => writeln!(out, "handled {id} {event_type} attempt={n}"),
                 None => writeln!(out, "handled {id} {event_type}"),

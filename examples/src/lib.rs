@@ -1,5 +1,5 @@
 //! The runnable side of the suite: the example receivers (`axum-receiver`, `actix-receiver`),
-//! the `demo`, the `airmy-webhook` sender and the load-benchmark servers, with what they share:
+//! the `demo` and the load-benchmark servers, with what they share:
 //! the receiver apps ([`apps`]), configuration from the environment, logging, and the address
 //! line the black-box tests wait for.
 //!
@@ -51,6 +51,27 @@ pub mod secret_file;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// Each published crate's README (shown on crates.io), compiled here, where every crate and
+/// feature its snippets use is a dependency.
+#[cfg(doctest)]
+pub mod crate_readmes {
+    /// `airmy-verify`'s README.
+    #[doc = include_str!("../../airmy-verify/README.md")]
+    pub struct Core;
+    /// `airmy-verify-axum`'s README.
+    #[doc = include_str!("../../airmy-verify-axum/README.md")]
+    pub struct Axum;
+    /// `airmy-verify-actix`'s README.
+    #[doc = include_str!("../../airmy-verify-actix/README.md")]
+    pub struct Actix;
+    /// `airmy-verify-inbox`'s README.
+    #[doc = include_str!("../../airmy-verify-inbox/README.md")]
+    pub struct Inbox;
+    /// This crate's README (the receivers' contract).
+    #[doc = include_str!("../README.md")]
+    pub struct Examples;
+}
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -63,7 +84,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 use airmy_verify::Verifier;
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
-use airmy_verify_inbox::{Inbox, RedisBackend, RedisOptions, SqliteBackend, SqliteOptions};
+use airmy_verify::text::redact_url;
+use airmy_verify_inbox::{Inbox, InboxUrl};
 
 /// The exit code for a configuration error.
 pub const EXIT_CONFIG: i32 = 2;
@@ -82,7 +104,7 @@ pub struct ReceiverConfig {
     /// How long after start every handling fails (`AIRMY_HANDLER_FAIL_FOR_SECS`).
     pub handler_fail_for: Duration,
     /// The durable inbox, if any (`AIRMY_INBOX`).
-    pub inbox: Option<InboxSetting>,
+    pub inbox: Option<InboxUrl>,
     /// How many entries the inbox workers handle at once (`AIRMY_INBOX_WORKERS`).
     pub inbox_workers: usize,
     /// The inbox workers' lease (`AIRMY_INBOX_LEASE_SECS`).
@@ -109,84 +131,7 @@ impl fmt::Debug for IdempotencySetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("Memory"),
-            Self::Redis(url) => f
-                .debug_tuple("Redis")
-                .field(&redact_credentials(url))
-                .finish(),
-        }
-    }
-}
-
-/// Where `AIRMY_INBOX` (and `airmy-webhook inbox --inbox`) keeps the durable inbox.
-#[derive(Clone, PartialEq, Eq)]
-pub enum InboxSetting {
-    /// An SQLite file (`sqlite:PATH`), on this machine.
-    Sqlite(std::path::PathBuf),
-    /// A Redis server (`redis://…` or `rediss://…`), shared by every receiver using it.
-    Redis(String),
-}
-
-impl fmt::Debug for InboxSetting {
-    /// Shows a Redis URL without its password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
-            Self::Redis(url) => f
-                .debug_tuple("Redis")
-                .field(&redact_credentials(url))
-                .finish(),
-        }
-    }
-}
-
-impl InboxSetting {
-    /// Reads `sqlite:PATH`, `redis://…` or `rediss://…`.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming `name` (the variable or flag) for anything else.
-    pub fn parse(name: &str, setting: &str) -> Result<Self, ConfigError> {
-        let setting = setting.trim();
-        if setting.starts_with("redis://") || setting.starts_with("rediss://") {
-            return Ok(Self::Redis(setting.to_owned()));
-        }
-        match setting.strip_prefix("sqlite:") {
-            Some(path) if !path.is_empty() && !path.starts_with("//") => {
-                Ok(Self::Sqlite(std::path::PathBuf::from(path)))
-            }
-            _ => Err(ConfigError(format!(
-                "{name} must be sqlite:PATH or a redis:// URL, got {:?}",
-                redact_credentials(setting)
-            ))),
-        }
-    }
-
-    /// Opens the inbox: the SQLite file (created if missing unless `existing_only`), or a
-    /// connection to Redis (which must answer now).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming `name` and the reason; a Redis URL's password is never shown.
-    pub async fn open(&self, name: &str, existing_only: bool) -> Result<Inbox, ConfigError> {
-        match self {
-            Self::Sqlite(path) => {
-                if existing_only && !path.is_file() {
-                    return Err(ConfigError(format!(
-                        "{name}: no inbox at {}",
-                        path.display()
-                    )));
-                }
-                SqliteBackend::open(path, SqliteOptions::default())
-                    .map(Inbox::new)
-                    .map_err(|e| ConfigError(format!("{name}: {e}")))
-            }
-            Self::Redis(url) => RedisBackend::connect(url, RedisOptions::default())
-                .await
-                .map(Inbox::new)
-                .map_err(|e| {
-                    let shown = redact_credentials(url);
-                    ConfigError(format!("{name}: cannot use {shown}: {e}"))
-                }),
+            Self::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
         }
     }
 }
@@ -205,7 +150,7 @@ impl ReceiverConfig {
             }
             Some(IdempotencySetting::Redis(url)) => {
                 let store = RedisStore::connect(url).await.map_err(|e| {
-                    let shown = redact_credentials(url);
+                    let shown = redact_url(url);
                     ConfigError(format!("AIRMY_IDEMPOTENCY: cannot use {shown}: {e}"))
                 })?;
                 Idempotency::new(store, &self.verifier)
@@ -290,7 +235,11 @@ impl ReceiverConfig {
         };
         let inbox = match lookup("AIRMY_INBOX").as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(setting) => Some(InboxSetting::parse("AIRMY_INBOX", setting)?),
+            Some(setting) => Some(
+                setting
+                    .parse::<InboxUrl>()
+                    .map_err(|e| ConfigError(format!("AIRMY_INBOX {e}")))?,
+            ),
         };
         let listen = lookup("AIRMY_LISTEN")
             .filter(|s| !s.is_empty())
@@ -327,17 +276,6 @@ impl ReceiverConfig {
             metrics_listen,
             log_format,
         })
-    }
-}
-
-/// A URL as it may be shown: any `user:password@` part is replaced by `[redacted]@`.
-#[must_use]
-pub fn redact_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}[redacted]{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -463,7 +401,11 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inb
     };
     let inbox = match &config.inbox {
         None => None,
-        Some(setting) => match setting.open("AIRMY_INBOX", false).await {
+        Some(setting) => match setting
+            .open(false)
+            .await
+            .map_err(|e| ConfigError(format!("AIRMY_INBOX: {e}")))
+        {
             Ok(inbox) => Some(inbox),
             Err(err) => exit_config(&err),
         },
@@ -527,25 +469,6 @@ pub fn exit_config(err: &ConfigError) -> ! {
     std::process::exit(EXIT_CONFIG);
 }
 
-/// A word for a stdout line: whitespace, control characters, backslashes and double quotes
-/// escaped (`\u{a}`), so that a signed event id or type can never break or add a line; an
-/// empty word is `""` (which no escaped word can be).
-#[must_use]
-pub fn word(text: &str) -> String {
-    if text.is_empty() {
-        return "\"\"".to_owned();
-    }
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_whitespace() || c.is_control() || c == '\\' || c == '"' {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,14 +502,6 @@ mod tests {
 
     #[test]
     fn redis_passwords_are_never_shown() {
-        assert_eq!(
-            redact_credentials("redis://:hunter2@127.0.0.1:6379/0"),
-            "redis://[redacted]@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_credentials("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
         let config = ReceiverConfig::from_lookup(lookup(&[
             ("AIRMY_WEBHOOK_SECRET", "whsec_topsecret"),
             ("AIRMY_IDEMPOTENCY", "redis://user:hunter2@127.0.0.1:6379/0"),
@@ -608,17 +523,13 @@ mod tests {
         let config = with(&[("AIRMY_INBOX", "sqlite:data/inbox.db")]).expect("valid");
         assert_eq!(
             config.inbox,
-            Some(InboxSetting::Sqlite(std::path::PathBuf::from(
-                "data/inbox.db"
-            )))
+            Some(InboxUrl::Sqlite(std::path::PathBuf::from("data/inbox.db")))
         );
         assert_eq!(config.inbox_workers, 4);
         let config = with(&[("AIRMY_INBOX", "redis://:hunter2@127.0.0.1:6379/1")]).expect("valid");
         assert_eq!(
             config.inbox,
-            Some(InboxSetting::Redis(
-                "redis://:hunter2@127.0.0.1:6379/1".into()
-            ))
+            Some(InboxUrl::Redis("redis://:hunter2@127.0.0.1:6379/1".into()))
         );
         assert!(!format!("{config:?}").contains("hunter2"));
         for bad in [
@@ -653,16 +564,6 @@ mod tests {
             Duration::from_secs(45)
         );
         assert!(with(&[("AIRMY_HANDLER_FAIL_FOR_SECS", "1.5")]).is_err());
-    }
-
-    #[test]
-    fn stdout_words_cannot_break_a_line() {
-        assert_eq!(word("evt_01HXYZ"), "evt_01HXYZ");
-        assert_eq!(word(""), "\"\"");
-        assert_eq!(word("a b\nhandled x"), "a\\u{20}b\\u{a}handled\\u{20}x");
-        assert_eq!(word("x\r\ty\\"), "x\\u{d}\\u{9}y\\u{5c}");
-        assert!(!word("evil\nlistening on http://1.2.3.4:1").contains('\n'));
-        assert_ne!(word("\"\""), word(""));
     }
 
     #[test]

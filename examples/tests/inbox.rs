@@ -1,8 +1,8 @@
 //! Black-box tests of the receivers with `AIRMY_INBOX=sqlite:…` and `AIRMY_INBOX=redis://…`: a
 //! process killed with `kill -9` under load (restarted on the same file; or beside a second
 //! replica on the same Redis), Redis itself killed and restarted mid-load, a handler outage
-//! longer than AIRMY's retries, configuration errors, `/healthz`, and the `airmy-webhook inbox`
-//! commands on both.
+//! longer than AIRMY's retries, configuration errors and `/healthz` (the `airmy-webhook inbox`
+//! commands have their tests in the `airmy-webhook` crate).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,8 +19,6 @@ use tokio::task::JoinSet;
 mod common;
 
 use common::{ACTIX, AXUM, Receiver, client, delivery};
-
-const TOOL: &str = env!("CARGO_BIN_EXE_airmy-webhook");
 
 struct TempDir(PathBuf);
 
@@ -233,37 +231,17 @@ async fn an_outage_longer_than_airmys_retries_loses_nothing() {
                 "{bin}: {id} failed first, during the outage"
             );
         }
-        let stats = tool(&[
-            "inbox",
-            "--inbox",
-            &format!("sqlite:{}", dir.db().display()),
-            "--json",
-            "stats",
-        ])
-        .await;
-        assert_eq!(stats.0, 0, "{stats:?}");
-        let stats: serde_json::Value = serde_json::from_str(&stats.1).expect("JSON");
-        assert_eq!(
-            (stats["done"].as_u64(), stats["dead"].as_u64()),
-            (Some(10), Some(0)),
-            "{bin}: {stats}"
-        );
+        let stats = stats(&format!("sqlite:{}", dir.db().display())).await;
+        assert_eq!((stats.done, stats.dead), (10, 0), "{bin}: {stats:?}");
         assert_eq!(r.health().await, 200);
     }
 }
 
-async fn tool(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(TOOL)
-        .env_clear()
-        .args(args)
-        .output()
-        .await
-        .expect("runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// The inbox's counts, read as `airmy-webhook inbox stats` reads them (an existing inbox only).
+async fn stats(inbox: &str) -> airmy_verify_inbox::Stats {
+    let url: airmy_verify_inbox::InboxUrl = inbox.parse().expect("an inbox URL");
+    let inbox = url.open(true).await.expect("the inbox opens");
+    inbox.backend().stats().await.expect("stats")
 }
 
 /// With the test secret: exit 2 and one line on stderr, returned.
@@ -298,122 +276,6 @@ async fn inbox_configuration_errors_exit_2_naming_the_problem() {
         let err = exits_2(bin, &[("AIRMY_INBOX_WORKERS", "0")]).await;
         assert!(err.contains("AIRMY_INBOX_WORKERS"), "{err}");
     }
-}
-
-/// The inbox commands on a file with a dead letter: stats, dead, replay (dry run, one id, an
-/// unknown id), purge; a missing inbox is a usage error.
-#[tokio::test]
-async fn the_inbox_commands_inspect_and_replay() {
-    use airmy_verify_inbox::{SqliteBackend, SqliteOptions};
-    let dir = TempDir::new("cli");
-    let inbox = format!("sqlite:{}", dir.db().display());
-    {
-        let backend = SqliteBackend::open(dir.db(), SqliteOptions::default()).expect("opens");
-        inbox_commands_setup(&backend).await;
-    }
-    inbox_commands(&inbox).await;
-    let (code, _, err) = tool(&["inbox", "--inbox", "sqlite:/nonexistent/inbox.db", "stats"]).await;
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no inbox at /nonexistent/inbox.db"), "{err}");
-}
-
-/// One dead letter and one processed entry.
-async fn inbox_commands_setup(backend: &dyn airmy_verify_inbox::Backend) {
-    {
-        for id in ["evt_cli_dead", "evt_cli_done"] {
-            let d = airmy_verify_inbox::conformance::delivery(id, "alert.triggered");
-            backend.accept(&d).await.expect("accept");
-        }
-        for entry in backend
-            .take(2, Duration::from_secs(60))
-            .await
-            .expect("take")
-        {
-            if entry.id == "evt_cli_dead" {
-                assert!(
-                    backend
-                        .bury(&entry.id, &entry.token, "pager returned 500")
-                        .await
-                        .expect("bury")
-                );
-            } else {
-                assert!(
-                    backend
-                        .complete(&entry.id, &entry.token)
-                        .await
-                        .expect("complete")
-                );
-            }
-        }
-    }
-}
-
-/// The commands on an inbox prepared by `inbox_commands_setup`.
-async fn inbox_commands(inbox: &str) {
-    let inbox = inbox.to_owned();
-    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "stats"]).await;
-    assert_eq!(code, 0);
-    assert!(out.contains("dead") && out.contains("done"), "{out}");
-    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "dead"]).await;
-    assert_eq!(code, 0);
-    assert!(
-        out.contains("evt_cli_dead") && out.contains("pager returned 500"),
-        "{out}"
-    );
-    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "--json", "dead"]).await;
-    assert_eq!(code, 0);
-    let dead: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    assert_eq!(dead[0]["attempts"], 1);
-    let (code, out, _) = tool(&[
-        "inbox",
-        "--inbox",
-        &inbox,
-        "replay",
-        "--all-dead",
-        "--dry-run",
-    ])
-    .await;
-    assert_eq!(code, 0);
-    assert!(out.contains("would replay evt_cli_dead"), "{out}");
-    let (code, _, err) = tool(&["inbox", "--inbox", &inbox, "replay", "evt_unknown"]).await;
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("evt_unknown"), "{err}");
-    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "replay", "evt_cli_dead"]).await;
-    assert_eq!(code, 0);
-    assert!(out.contains("replayed evt_cli_dead"), "{out}");
-    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "--json", "stats"]).await;
-    assert_eq!(code, 0);
-    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    assert_eq!(
-        (stats["pending"].as_u64(), stats["dead"].as_u64()),
-        (Some(1), Some(0)),
-        "{stats}"
-    );
-    let future = "2999-01-01T00:00:00Z";
-    let purge = [
-        "inbox",
-        "--inbox",
-        &inbox,
-        "purge",
-        "--processed-before",
-        future,
-    ];
-    let (code, _, err) = tool(&purge).await;
-    assert_eq!(code, 2, "inside the deduplication window: {err}");
-    assert!(err.contains("deduplication window"), "{err}");
-    let (code, out, _) = tool(&[&purge[..], &["--force"]].concat()).await;
-    assert_eq!(code, 0);
-    assert!(out.contains("purged 1 processed entry"), "{out}");
-    let (code, _, err) = tool(&[
-        "inbox",
-        "--inbox",
-        &inbox,
-        "purge",
-        "--processed-before",
-        "yesterday",
-    ])
-    .await;
-    assert_eq!(code, 2, "{err}");
 }
 
 /// A full disk (a real `SQLITE_FULL`, through `max_page_count`) answers 503
@@ -726,17 +588,11 @@ async fn two_replicas_on_one_redis_lose_nothing_when_one_is_killed() {
         !live_lines.is_empty() && !dead_lines.is_empty(),
         "both handled some"
     );
-    let (code, out, err) = tool(&["inbox", "--inbox", redis.url(), "--json", "stats"]).await;
-    assert_eq!(code, 0, "{err}");
-    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let stats = stats(redis.url()).await;
     assert_eq!(
-        (
-            stats["done"].as_u64(),
-            stats["pending"].as_u64(),
-            stats["processing"].as_u64()
-        ),
-        (Some(400), Some(0), Some(0)),
-        "{stats}"
+        (stats.done, stats.pending, stats.processing),
+        (400, 0, 0),
+        "{stats:?}"
     );
 }
 
@@ -838,18 +694,4 @@ async fn an_unreachable_redis_inbox_exits_2_without_its_password() {
         let err = exits_2(bin, &[("AIRMY_INBOX", "redis:/x")]).await;
         assert!(err.contains("redis:// URL"), "{err}");
     }
-    let (code, _, err) = tool(&["inbox", "--inbox", &url, "stats"]).await;
-    assert_eq!(code, 2, "{err}");
-    assert!(!err.contains("hunter2"), "{err}");
-}
-
-#[tokio::test]
-async fn the_inbox_commands_work_on_a_redis_url() {
-    use airmy_verify_inbox::{RedisBackend, RedisOptions};
-    let redis = test_support::RedisServer::start_private();
-    let backend = RedisBackend::connect(redis.url(), RedisOptions::default())
-        .await
-        .expect("connects");
-    inbox_commands_setup(&backend).await;
-    inbox_commands(redis.url()).await;
 }
