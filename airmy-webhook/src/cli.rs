@@ -1,0 +1,155 @@
+//! The command line: every command, argument and flag, in one place (the completions and the
+//! man page are generated from it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airmy_verify::time::OffsetDateTime;
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+/// AIRMY's delays between delivery attempts.
+pub(crate) const DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+];
+
+#[derive(Parser)]
+#[command(
+    name = "airmy-webhook",
+    version,
+    about = "Deliver signed AIRMY webhook events to an endpoint, the way AIRMY does"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Build (or read) an envelope, sign its exact bytes and POST it, retrying as AIRMY does.
+    Send(SendArgs),
+    /// Print the X-AIRMY-Signature of a file's exact bytes (`-` or no file: standard input).
+    Sign(SignArgs),
+    /// Inspect and operate a receiver's durable inbox.
+    Inbox(InboxArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) to standard output.
+    ///
+    /// bash: `source <(airmy-webhook completions bash)`, or save it as
+    /// ~/.local/share/bash-completion/completions/airmy-webhook. zsh: save it as `_airmy-webhook`
+    /// in a directory of `$fpath`. fish: save it as
+    /// ~/.config/fish/completions/airmy-webhook.fish.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Print the man page (roff) to standard output, or write one page per command into a
+    /// directory.
+    ///
+    /// `airmy-webhook man | man -l -` reads it; `airmy-webhook man --dir /usr/local/share/man/man1`
+    /// installs airmy-webhook.1 and airmy-webhook-send.1, -sign.1, -inbox.1, ...
+    Man {
+        /// Write airmy-webhook.1 and a page per subcommand into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct InboxArgs {
+    /// The inbox, as `sqlite:PATH` or a Redis URL (the receivers' AIRMY_INBOX).
+    #[arg(long, env = "AIRMY_INBOX")]
+    pub(crate) inbox: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: InboxCommand,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum InboxCommand {
+    /// Counts of entries: pending, scheduled, processing, dead, done, oldest pending age.
+    Stats,
+    /// The dead letters, most recent first: id, type, attempts, last error.
+    Dead {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Make dead (or processed) entries pending again.
+    Replay {
+        /// The event id to replay.
+        #[arg(conflicts_with_all = ["all_dead", "dead_since"], required_unless_present_any = ["all_dead", "dead_since"])]
+        id: Option<String>,
+        /// Every dead letter.
+        #[arg(long, conflicts_with = "dead_since")]
+        all_dead: bool,
+        /// Dead letters that died at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        dead_since: Option<OffsetDateTime>,
+        /// List what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete processed entries finished before a time (RFC 3339). Times later than 11 minutes
+    /// ago (the receivers' deduplication window with the default tolerance: twice 5 minutes
+    /// plus one) are refused unless `--force`: a retry of a purged event would run again.
+    Purge {
+        /// Processed before this time.
+        #[arg(long, value_parser = parse_time)]
+        processed_before: OffsetDateTime,
+        /// Purge even inside the deduplication window.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub(crate) fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(
+        text,
+        &airmy_verify::time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-12-01T00:00:00Z"))
+}
+
+#[derive(Args)]
+pub(crate) struct SendArgs {
+    /// The endpoint, such as http://127.0.0.1:3000/hooks/airmy.
+    #[arg(long)]
+    pub(crate) url: String,
+    /// The signing secret, exactly as configured in AIRMY (whsec_... included).
+    #[arg(long, env = "AIRMY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub(crate) secret: String,
+    /// The event type of a generated sample event.
+    #[arg(long = "type", default_value = "test", conflicts_with = "file")]
+    pub(crate) event_type: String,
+    /// Send this file's bytes as they are instead of a generated event.
+    #[arg(long)]
+    pub(crate) file: Option<PathBuf>,
+    /// The event id of a generated event (default: a random evt_...).
+    #[arg(long, conflicts_with = "file")]
+    pub(crate) id: Option<String>,
+    /// Make one attempt only.
+    #[arg(long)]
+    pub(crate) no_retry: bool,
+    /// How many attempts at most (1 to 4).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub(crate) attempts: u32,
+    /// Multiply the waits between attempts by this (0.01 turns 5 s into 50 ms, for tests).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) backoff_scale: f64,
+    /// Seconds to wait for each response.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) timeout: f64,
+}
+
+#[derive(Args)]
+pub(crate) struct SignArgs {
+    /// The signing secret, exactly as configured in AIRMY.
+    #[arg(long, env = "AIRMY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub(crate) secret: String,
+    /// The file to sign; `-` or none reads standard input.
+    pub(crate) file: Option<PathBuf>,
+}

@@ -1,0 +1,157 @@
+//! `send` and `sign`: a signed delivery, retried the way AIRMY retries.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use airmy_verify::testing;
+use airmy_verify::time::OffsetDateTime;
+use bytes::Bytes;
+
+use crate::cli::{DELAYS, SendArgs, SignArgs};
+
+fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.is_empty() {
+        Err("the secret is empty: pass --secret or set AIRMY_WEBHOOK_SECRET".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
+    match file {
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
+        _ => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            Ok(bytes)
+        }
+    }
+}
+
+pub(crate) fn sign(args: &SignArgs) -> Result<ExitCode, String> {
+    check_secret(&args.secret)?;
+    let bytes = read_input(args.file.as_ref())?;
+    println!("{}", airmy_verify::sign(&bytes, &args.secret));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fresh event id, `evt_` and 20 hex digits (the suite's one random-token generator).
+fn random_id() -> String {
+    format!("evt_{}", airmy_verify::token::random_hex(10))
+}
+
+pub(crate) fn send(args: SendArgs) -> Result<ExitCode, String> {
+    check_secret(&args.secret)?;
+    let url =
+        reqwest::Url::parse(&args.url).map_err(|e| format!("invalid --url {:?}: {e}", args.url))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid --url {:?}: only http and https are supported",
+            args.url
+        ));
+    }
+    // Every wait and the timeout must be representable as a `Duration`: 1e20 s or a scale
+    // of 1e300 is a usage error, not a panic.
+    let waits: Vec<Duration> = DELAYS
+        .iter()
+        .map(|delay| {
+            (args.backoff_scale >= 0.0)
+                .then(|| Duration::try_from_secs_f64(delay.as_secs_f64() * args.backoff_scale).ok())
+                .flatten()
+        })
+        .collect::<Option<_>>()
+        .ok_or("--backoff-scale must be a number of at least 0, small enough for the waits to fit in a duration")?;
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or("--timeout must be a positive number of seconds that fits in a duration")?;
+    let body = match &args.file {
+        Some(path) => Bytes::from(read_input(Some(path))?),
+        None => testing::sample_event(&args.event_type)
+            .id(args.id.clone().unwrap_or_else(random_id))
+            .created_at(OffsetDateTime::now_utc())
+            .body(),
+    };
+    let signature = airmy_verify::sign(&body, &args.secret);
+    let attempts = if args.no_retry { 1 } else { args.attempts };
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    println!(
+        "POST {url} ({} bytes, X-AIRMY-Signature {}…)",
+        body.len(),
+        &signature[..8]
+    );
+    runtime.block_on(async {
+        for attempt in 1..=attempts {
+            let started = Instant::now();
+            let result = client
+                .post(url.clone())
+                .header("content-type", "application/json")
+                .header("x-airmy-signature", &signature)
+                .body(body.clone())
+                .send()
+                .await;
+            let took = started.elapsed();
+            let outcome = match result {
+                Ok(response) => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    let text: String = text.chars().take(200).collect();
+                    if status.is_success() {
+                        println!(
+                            "attempt {attempt}/{attempts}: {status} in {} ms: acknowledged {text}",
+                            took.as_millis()
+                        );
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    format!("{status} in {} ms {text}", took.as_millis())
+                }
+                Err(err) if err.is_timeout() => {
+                    format!("timed out after {:.1} s", took.as_secs_f64())
+                }
+                Err(err) if err.is_connect() => format!(
+                    "connection failed ({}) after {} ms",
+                    root_cause(&err),
+                    took.as_millis()
+                ),
+                Err(err) => format!(
+                    "failed ({}) after {} ms",
+                    root_cause(&err),
+                    took.as_millis()
+                ),
+            };
+            if attempt < attempts {
+                let wait = waits[(attempt - 1) as usize];
+                println!(
+                    "attempt {attempt}/{attempts}: {outcome}; retrying in {:.2} s",
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+            } else {
+                println!("attempt {attempt}/{attempts}: {outcome}");
+            }
+        }
+        println!("not acknowledged after {attempts} attempt(s)");
+        Ok(ExitCode::FAILURE)
+    })
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,563 @@
+//! The `airmy-webhook` tool as a process: `send` against receivers on loopback (accepted,
+//! rejected, retried after a 500 then acknowledged, timed out), `sign`, its usage errors, the
+//! `inbox` commands on SQLite and Redis, the completion scripts (sourced in a real bash) and the
+//! man page.
+
+use std::net::SocketAddr;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use airmy_verify::testing;
+use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::post;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+const TOOL: &str = env!("CARGO_BIN_EXE_airmy-webhook");
+
+async fn tool(args: &[&str]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(TOOL)
+        .env_clear()
+        .args(args)
+        .output()
+        .await
+        .expect("runs");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// `handler` at `POST /hooks/airmy` behind the verify layer (the test secret), served on a
+/// loopback port; its address.
+async fn serve<H, T>(handler: H) -> SocketAddr
+where
+    H: axum::handler::Handler<T, ()>,
+    T: 'static,
+{
+    let app = Router::new()
+        .route("/hooks/airmy", post(handler))
+        .layer(AirmyVerifyLayer::new(airmy_verify::Verifier::new(
+            airmy_verify::Secret::new(testing::SECRET).expect("secret"),
+        )));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A receiver answering 200 `{"id":…,"type":…}` as the example receivers do; its URL.
+async fn receiver() -> ((), String) {
+    async fn handle(AirmyEvent(event): AirmyEvent) -> String {
+        serde_json::json!({ "id": event.id, "type": event.event_type() }).to_string()
+    }
+    let addr = serve(handle).await;
+    ((), format!("http://{addr}/hooks/airmy"))
+}
+
+/// A receiver whose handler answers `statuses` in turn (then 200), after `delay`; counts the
+/// calls that reached the handler.
+async fn scripted(statuses: Vec<u16>, delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let handler = move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let status = statuses.get(n).copied().unwrap_or(200);
+        async move {
+            tokio::time::sleep(delay).await;
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+        }
+    };
+    (serve(handler).await, calls)
+}
+
+#[tokio::test]
+async fn an_accepted_event_exits_0_after_one_attempt() {
+    let (_child, url) = receiver().await;
+    let (code, out, err) = tool(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        testing::SECRET,
+        "--type",
+        "run.completed",
+        "--id",
+        "evt_cli_1",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("attempt 1/3: 200 OK"), "{out}");
+    assert!(
+        out.contains(r#"{"id":"evt_cli_1","type":"run.completed"}"#),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_is_sent_byte_for_byte() {
+    let (_child, url) = receiver().await;
+    let body = testing::sample_event("deployment.rollback")
+        .created_at(airmy_verify::time::OffsetDateTime::now_utc())
+        .body();
+    let dir = std::env::temp_dir().join(format!("airmy-webhook-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("body.json");
+    std::fs::write(&file, &body).expect("write");
+    let path = file.to_string_lossy().into_owned();
+    let (code, out, _) = tool(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        testing::SECRET,
+        "--file",
+        &path,
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("({} bytes", body.len())), "{out}");
+    assert!(out.contains("deployment.rollback"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_rejected_event_is_retried_and_exits_1() {
+    let (_child, url) = receiver().await;
+    let (code, out, _) = tool(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        testing::WRONG_SECRET,
+        "--backoff-scale",
+        "0.01",
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("401 Unauthorized").count(), 3, "{out}");
+    assert!(out.contains(r#"{"error":"invalid_signature"}"#), "{out}");
+    assert!(out.contains("not acknowledged after 3 attempt(s)"), "{out}");
+    let (code, out, _) = tool(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        testing::WRONG_SECRET,
+        "--no-retry",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert_eq!(out.matches("attempt ").count(), 1, "{out}");
+}
+
+#[tokio::test]
+async fn a_500_is_retried_then_acknowledged() {
+    let (addr, calls) = scripted(vec![500], Duration::ZERO).await;
+    let url = format!("http://{addr}/hooks/airmy");
+    let (code, out, _) = tool(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        testing::SECRET,
+        "--backoff-scale",
+        "0.01",
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("attempt 1/3: 500 Internal Server Error"),
+        "{out}"
+    );
+    assert!(out.contains("retrying in 0.01 s"), "{out}");
+    assert!(out.contains("attempt 2/3: 200 OK"), "{out}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_times_out() {
+    let (addr, calls) = scripted(vec![], Duration::from_secs(5)).await;
+    let url = format!("http://{addr}/hooks/airmy");
+    let (code, out, _) = tool(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        testing::SECRET,
+        "--timeout",
+        "0.3",
+        "--attempts",
+        "2",
+        "--backoff-scale",
+        "0.01",
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("timed out after").count(), 2, "{out}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_reported_and_retried() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let url = format!("http://{addr}/hooks/airmy");
+    let (code, out, _) = tool(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        "s",
+        "--backoff-scale",
+        "0",
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("connection failed").count(), 3, "{out}");
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_with_a_clear_message() {
+    let (code, _, err) = tool(&["send", "--url", "not a url", "--secret", "s"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid --url \"not a url\""), "{err}");
+    let (code, _, err) = tool(&["send", "--url", "ftp://127.0.0.1/x", "--secret", "s"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("only http and https"), "{err}");
+    let (code, _, err) = tool(&[
+        "send",
+        "--url",
+        "http://127.0.0.1:9/x",
+        "--secret",
+        "s",
+        "--file",
+        "/nonexistent/body.json",
+    ])
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read /nonexistent/body.json"), "{err}");
+    let (code, _, err) = tool(&["send", "--url", "http://127.0.0.1:9/x"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--secret"), "{err}");
+    let (code, _, err) = tool(&["send", "--url", "http://127.0.0.1:9/x", "--secret", ""]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("the secret is empty"), "{err}");
+    let url = "http://127.0.0.1:9/x";
+    for (flag, value, expected) in [
+        ("--timeout", "1e20", "--timeout must be"),
+        ("--timeout", "0", "--timeout must be"),
+        ("--timeout", "NaN", "--timeout must be"),
+        ("--backoff-scale", "1e300", "--backoff-scale must be"),
+        ("--backoff-scale", "-1", "--backoff-scale must be"),
+        ("--backoff-scale", "inf", "--backoff-scale must be"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let (code, _, err) = tool(&["send", "--url", url, "--secret", "s", &arg]).await;
+        assert_eq!(code, 2, "{flag} {value}: {err}");
+        assert!(err.contains(expected), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{flag} {value}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn sign_prints_the_signature_of_a_file_or_standard_input() {
+    let dir = std::env::temp_dir().join(format!("airmy-sign-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("body.json");
+    std::fs::write(&file, b"{\"exact\": \"bytes\"}\n").expect("write");
+    let (code, out, _) = tool(&["sign", "--secret", "whsec_x", &file.to_string_lossy()]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        airmy_verify::sign(b"{\"exact\": \"bytes\"}\n", "whsec_x")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+
+    let mut child = Command::new(TOOL)
+        .env_clear()
+        .args(["sign", "--secret", "whsec_x", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"piped body").await.expect("write");
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("exits");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        airmy_verify::sign(b"piped body", "whsec_x")
+    );
+}
+
+/// The inbox commands on a file with a dead letter: stats, dead, replay (dry run, one id, an
+/// unknown id), purge; a missing inbox is a usage error.
+#[tokio::test]
+async fn the_inbox_commands_inspect_and_replay() {
+    use airmy_verify_inbox::{SqliteBackend, SqliteOptions};
+    let dir = std::env::temp_dir().join(format!("airmy-webhook-inbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let db = dir.join("inbox.db");
+    let inbox = format!("sqlite:{}", db.display());
+    {
+        let backend = SqliteBackend::open(&db, SqliteOptions::default()).expect("opens");
+        inbox_commands_setup(&backend).await;
+    }
+    inbox_commands(&inbox).await;
+    let (code, _, err) = tool(&["inbox", "--inbox", "sqlite:/nonexistent/inbox.db", "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no inbox at /nonexistent/inbox.db"), "{err}");
+    assert!(!std::path::Path::new("/nonexistent/inbox.db").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// One dead letter and one processed entry.
+async fn inbox_commands_setup(backend: &dyn airmy_verify_inbox::Backend) {
+    {
+        for id in ["evt_cli_dead", "evt_cli_done"] {
+            let d = airmy_verify_inbox::conformance::delivery(id, "alert.triggered");
+            backend.accept(&d).await.expect("accept");
+        }
+        for entry in backend
+            .take(2, Duration::from_secs(60))
+            .await
+            .expect("take")
+        {
+            if entry.id == "evt_cli_dead" {
+                assert!(
+                    backend
+                        .bury(&entry.id, &entry.token, "pager returned 500")
+                        .await
+                        .expect("bury")
+                );
+            } else {
+                assert!(
+                    backend
+                        .complete(&entry.id, &entry.token)
+                        .await
+                        .expect("complete")
+                );
+            }
+        }
+    }
+}
+
+/// The commands on an inbox prepared by `inbox_commands_setup`.
+async fn inbox_commands(inbox: &str) {
+    let inbox = inbox.to_owned();
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "stats"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("dead") && out.contains("done"), "{out}");
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "dead"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("evt_cli_dead") && out.contains("pager returned 500"),
+        "{out}"
+    );
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "--json", "dead"]).await;
+    assert_eq!(code, 0);
+    let dead: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(dead[0]["attempts"], 1);
+    let (code, out, _) = tool(&[
+        "inbox",
+        "--inbox",
+        &inbox,
+        "replay",
+        "--all-dead",
+        "--dry-run",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.contains("would replay evt_cli_dead"), "{out}");
+    let (code, _, err) = tool(&["inbox", "--inbox", &inbox, "replay", "evt_unknown"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("evt_unknown"), "{err}");
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "replay", "evt_cli_dead"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("replayed evt_cli_dead"), "{out}");
+    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "--json", "stats"]).await;
+    assert_eq!(code, 0);
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (stats["pending"].as_u64(), stats["dead"].as_u64()),
+        (Some(1), Some(0)),
+        "{stats}"
+    );
+    let future = "2999-01-01T00:00:00Z";
+    let purge = [
+        "inbox",
+        "--inbox",
+        &inbox,
+        "purge",
+        "--processed-before",
+        future,
+    ];
+    let (code, _, err) = tool(&purge).await;
+    assert_eq!(code, 2, "inside the deduplication window: {err}");
+    assert!(err.contains("deduplication window"), "{err}");
+    let (code, out, _) = tool(&[&purge[..], &["--force"]].concat()).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("purged 1 processed entry"), "{out}");
+    let (code, _, err) = tool(&[
+        "inbox",
+        "--inbox",
+        &inbox,
+        "purge",
+        "--processed-before",
+        "yesterday",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+}
+
+#[tokio::test]
+async fn the_inbox_commands_work_on_a_redis_url() {
+    use airmy_verify_inbox::{RedisBackend, RedisOptions};
+    let redis = test_support::RedisServer::start_private();
+    let backend = RedisBackend::connect(redis.url(), RedisOptions::default())
+        .await
+        .expect("connects");
+    inbox_commands_setup(&backend).await;
+    inbox_commands(redis.url()).await;
+}
+
+/// A Redis inbox that does not answer: exit 2, the password never shown.
+#[tokio::test]
+async fn an_unreachable_redis_inbox_exits_2_without_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
+    let (code, _, err) = tool(&["inbox", "--inbox", &url, "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--inbox: cannot use redis://[redacted]@127.0.0.1"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    let (code, _, err) = tool(&["inbox", "--inbox", "inbox.db", "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sqlite:PATH"), "{err}");
+}
+
+/// `--version` prints the crate's version.
+#[tokio::test]
+async fn version_is_the_crates() {
+    let (code, out, _) = tool(&["--version"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("airmy-webhook {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// Runs `script` in a clean bash (no rc files) with `$TOOL` set, and returns its stdout.
+async fn bash(script: &str) -> String {
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", script])
+        .env_clear()
+        .env("TOOL", TOOL)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The bash script, sourced in a real bash: it registers the completion, and completing after
+/// `airmy-webhook ` and `airmy-webhook inbox ` offers the commands and the inbox's subcommands.
+#[tokio::test]
+async fn bash_completion_completes_commands_and_subcommands() {
+    let complete = |words: &str| {
+        format!(
+            r#"source <("$TOOL" completions bash) || exit 1
+spec=$(complete -p airmy-webhook) || exit 1
+function=$(sed -E 's/.* -F ([^ ]+) .*/\1/' <<<"$spec")
+COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))
+COMP_LINE="${{COMP_WORDS[*]}}"; COMP_POINT=${{#COMP_LINE}}
+"$function" airmy-webhook "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}""#
+        )
+    };
+    let top = bash(&complete(r#"airmy-webhook """#)).await;
+    let offered: Vec<&str> = top.lines().collect();
+    for command in ["send", "sign", "inbox", "completions", "man"] {
+        assert!(offered.contains(&command), "{command} not offered: {top}");
+    }
+    let inbox = bash(&complete(r#"airmy-webhook inbox """#)).await;
+    let offered: Vec<&str> = inbox.lines().collect();
+    for command in ["stats", "dead", "replay", "purge", "--inbox", "--json"] {
+        assert!(offered.contains(&command), "{command} not offered: {inbox}");
+    }
+    let shells = bash(&complete(r#"airmy-webhook completions """#)).await;
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        assert!(shells.lines().any(|l| l == shell), "{shells}");
+    }
+}
+
+/// Every shell gets a script naming the tool and its commands; an unknown shell is a usage
+/// error.
+#[tokio::test]
+async fn every_shell_gets_a_script() {
+    for (shell, marker) in [
+        ("bash", "complete -F _airmy__webhook"),
+        ("zsh", "#compdef airmy-webhook"),
+        ("fish", "complete -c airmy-webhook"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let (code, out, err) = tool(&["completions", shell]).await;
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(out.contains("replay"), "{shell}");
+    }
+    let (code, _, err) = tool(&["completions", "tcsh"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("tcsh"), "{err}");
+}
+
+/// The man page: roff with the title, the version and every command; `--dir` writes one page
+/// per command.
+#[tokio::test]
+async fn the_man_page_is_written() {
+    let (code, out, err) = tool(&["man"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".TH airmy-webhook 1"), "{out}");
+    assert!(out.contains(env!("CARGO_PKG_VERSION")), "{out}");
+    for command in ["send", "sign", "inbox", "completions"] {
+        assert!(out.contains(command), "{command}");
+    }
+    let dir = std::env::temp_dir().join(format!("airmy-webhook-man-{}", std::process::id()));
+    let shown = dir.to_string_lossy().into_owned();
+    let (code, _, err) = tool(&["man", "--dir", &shown]).await;
+    assert_eq!(code, 0, "{err}");
+    for page in [
+        "airmy-webhook.1",
+        "airmy-webhook-send.1",
+        "airmy-webhook-inbox.1",
+        "airmy-webhook-inbox-replay.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(page)).expect(page);
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
