@@ -67,12 +67,15 @@
 #![forbid(unsafe_code)]
 
 mod backend;
-#[cfg(any(feature = "sqlite", feature = "redis"))]
+#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
 mod clock;
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 pub mod handlers;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
@@ -91,6 +94,8 @@ pub use backend::{
     Accepted, Backend, BackendFuture, DEFAULT_LEASE, DeadEntry, InboxError, Leased, Stats,
 };
 pub use handlers::{Context, Dispatched, HandlerError, Handlers};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgBackend, PgConnectError, PgOptions};
 #[cfg(feature = "redis")]
 pub use redis::{ConnectError, RedisBackend, RedisOptions};
 #[cfg(feature = "sqlite")]

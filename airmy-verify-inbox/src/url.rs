@@ -1,4 +1,5 @@
-//! Where an inbox lives, written as one string: `sqlite:PATH`, `redis://…` or `rediss://…`.
+//! Where an inbox lives, written as one string: `sqlite:PATH`, `redis://…`, `rediss://…`,
+//! `postgres://…` or `postgresql://…`.
 //! The example receivers' `AIRMY_INBOX` and the `airmy-webhook inbox --inbox` flag both take
 //! it; a service of your own can too.
 //!
@@ -22,8 +23,9 @@ use airmy_verify::text::redact_url;
 
 use crate::Inbox;
 
-/// Where an inbox lives: an SQLite file or a Redis server. Which ones can be opened depends on
-/// the crate's features (`sqlite`, `redis`, `redis-tls` for `rediss://`); every form parses
+/// Where an inbox lives: an SQLite file, a Redis server or a PostgreSQL database. Which ones
+/// can be opened depends on the crate's features (`sqlite`, `redis`, `redis-tls` for
+/// `rediss://`, `postgres`); every form parses
 /// whatever the features, and [`InboxUrl::open`] says which feature is missing.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -33,6 +35,9 @@ pub enum InboxUrl {
     /// A Redis server (`redis://…` or `rediss://…`), shared by every replica using it, with
     /// the default options (keys under `airmy:inbox:`).
     Redis(String),
+    /// A PostgreSQL database (`postgres://…` or `postgresql://…`), shared by every replica
+    /// using it, with the default options (tables in the schema `airmy_inbox`).
+    Postgres(String),
 }
 
 /// Why a text is not an [`InboxUrl`]. Its message never shows a password.
@@ -43,7 +48,7 @@ impl fmt::Display for InboxUrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "must be sqlite:PATH or a redis:// URL, got {:?}",
+            "must be sqlite:PATH, a redis:// or a postgres:// URL, got {:?}",
             redact_url(&self.0)
         )
     }
@@ -68,12 +73,16 @@ impl std::error::Error for InboxOpenError {}
 impl FromStr for InboxUrl {
     type Err = InboxUrlError;
 
-    /// Reads `sqlite:PATH` (a non-empty path, not `sqlite://…`), `redis://…` or `rediss://…`;
+    /// Reads `sqlite:PATH` (a non-empty path, not `sqlite://…`), `redis://…`, `rediss://…`,
+    /// `postgres://…` or `postgresql://…`;
     /// surrounding whitespace is ignored.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
         if text.starts_with("redis://") || text.starts_with("rediss://") {
             return Ok(Self::Redis(text.to_owned()));
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Self::Postgres(text.to_owned()));
         }
         match text.strip_prefix("sqlite:") {
             Some(path) if !path.is_empty() && !path.starts_with("//") => {
@@ -96,6 +105,7 @@ impl InboxUrl {
         match self {
             Self::Sqlite(path) => open_sqlite(path, existing_only),
             Self::Redis(url) => open_redis(url).await,
+            Self::Postgres(url) => open_postgres(url).await,
         }
     }
 }
@@ -134,12 +144,28 @@ async fn open_redis(url: &str) -> Result<Inbox, InboxOpenError> {
     )))
 }
 
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Inbox, InboxOpenError> {
+    crate::PgBackend::connect(url, crate::PgOptions::default())
+        .await
+        .map(Inbox::new)
+        .map_err(|e| InboxOpenError(e.to_string()))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str) -> Result<Inbox, InboxOpenError> {
+    Err(InboxOpenError(format!(
+        "cannot use {}: this build of airmy-verify-inbox has no PostgreSQL backend (feature `postgres`)",
+        redact_url(url)
+    )))
+}
+
 impl fmt::Display for InboxUrl {
     /// The form it was parsed from, a Redis URL without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            Self::Redis(url) => f.write_str(&redact_url(url)),
+            Self::Redis(url) | Self::Postgres(url) => f.write_str(&redact_url(url)),
         }
     }
 }
@@ -150,6 +176,7 @@ impl fmt::Debug for InboxUrl {
         match self {
             Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
             Self::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
+            Self::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
         }
     }
 }
@@ -172,6 +199,12 @@ mod tests {
             "rediss://redis.internal".parse(),
             Ok(InboxUrl::Redis(_))
         ));
+        for pg in [
+            "postgres://app@db/billing",
+            "postgresql://app:pw@db:5433/billing",
+        ] {
+            assert_eq!(pg.parse(), Ok(InboxUrl::Postgres(pg.to_owned())));
+        }
     }
 
     #[test]
@@ -182,7 +215,7 @@ mod tests {
             "sqlite:",
             "sqlite://x.db",
             "http://h",
-            "postgres://u:pw@h/db",
+            "mysql://u:pw@h/db",
         ] {
             let err = bad.parse::<InboxUrl>().expect_err(bad);
             let shown = err.to_string();
@@ -193,8 +226,13 @@ mod tests {
 
     #[test]
     fn a_password_is_never_shown() {
-        let url: InboxUrl = "redis://:hunter2@127.0.0.1:1/0".parse().expect("parses");
-        assert!(!format!("{url} {url:?}").contains("hunter2"));
+        for text in [
+            "redis://:hunter2@127.0.0.1:1/0",
+            "postgres://app:hunter2@db/billing",
+        ] {
+            let url: InboxUrl = text.parse().expect("parses");
+            assert!(!format!("{url} {url:?}").contains("hunter2"));
+        }
     }
 
     #[cfg(feature = "sqlite")]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use airmy_verify::{Envelope, Event};
-use airmy_verify_inbox::conformance::{self, Harness, delivery};
+use airmy_verify_inbox::conformance::{self, delivery};
 use airmy_verify_inbox::{
     Accepted, Backend, Context, HandlerError, Handlers, Inbox, InboxError, RedisBackend,
     RedisOptions,
@@ -38,35 +38,13 @@ async fn backend(url: &str, prefix: &str) -> RedisBackend {
         .expect("connects")
 }
 
-struct Redis {
-    backend: RedisBackend,
-    _server: RedisServer,
-}
-
-impl Harness for Redis {
-    fn backend(&self) -> &dyn Backend {
-        &self.backend
-    }
-
-    async fn advance(&self, by: Duration) {
-        // Redis keeps time itself: let it pass.
-        tokio::time::sleep(by).await;
-    }
-
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
+type Redis = common::ServerClock<RedisBackend, RedisServer>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_passes_the_conformance_suite() {
     let server = RedisServer::start();
     let backend = backend(server.url(), &prefix("conformance")).await;
-    conformance::run_all(&Redis {
-        backend,
-        _server: server,
-    })
-    .await;
+    conformance::run_all(&Redis { backend, server }).await;
 }
 
 async fn fresh(name: &str) -> (Inbox, RedisServer) {
@@ -82,10 +60,7 @@ async fn replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed(
     let server = RedisServer::start();
     let backend = backend(server.url(), &prefix("replay_pending")).await;
     common::worker::replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed(
-        &Redis {
-            backend,
-            _server: server,
-        },
+        &Redis { backend, server },
     )
     .await;
 }

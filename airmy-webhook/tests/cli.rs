@@ -561,3 +561,14 @@ async fn the_man_page_is_written() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn the_inbox_commands_work_on_a_postgres_url() {
+    use airmy_verify_inbox::{PgBackend, PgOptions};
+    let server = test_support::PostgresServer::start_private();
+    let backend = PgBackend::connect(server.url(), PgOptions::default())
+        .await
+        .expect("connects");
+    inbox_commands_setup(&backend).await;
+    inbox_commands(server.url()).await;
+}

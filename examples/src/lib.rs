@@ -12,7 +12,7 @@
 //! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`: run the handler once per event id | unset: off |
 //! | `AIRMY_HANDLER_DELAY_MS` | every handling sleeps this long before answering (a slow handler, to try timeouts and retries) | `0` |
 //! | `AIRMY_HANDLER_FAIL_FOR_SECS` | every handling attempt fails during the first N seconds after start (a simulated outage): 500 `{"error":"handler_failed"}` without an inbox, a retry later with one | `0` |
-//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), or a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`) shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
+//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
 //! | `AIRMY_INBOX_LEASE_SECS` | how long an entry stays leased to a worker that stopped extending it (a crashed process): how long before another takes it over | `60` |
 //! | `AIRMY_WEBHOOK_SECRET_FILE` | a secret file instead of `AIRMY_WEBHOOK_SECRET`/`_PREVIOUS` ([`secret_file`]): first secret line current, the others previous; read at start, on `SIGHUP` and when it changes | unset |
@@ -22,7 +22,7 @@
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
 //! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
-//! `AIRMY_INBOX` that is not `sqlite:PATH` or a Redis URL, whose file cannot be created or is
+//! `AIRMY_INBOX` that is not `sqlite:PATH`, a Redis or a PostgreSQL URL, whose file cannot be created or is
 //! not a sound inbox database, or whose Redis cannot be reached at start-up, or `AIRMY_INBOX` together with `AIRMY_IDEMPOTENCY` (the inbox deduplicates
 //! by itself) exits with code 2 and one line on standard error, before anything listens.
 //!
@@ -532,10 +532,14 @@ mod tests {
             Some(InboxUrl::Redis("redis://:hunter2@127.0.0.1:6379/1".into()))
         );
         assert!(!format!("{config:?}").contains("hunter2"));
+        let config =
+            with(&[("AIRMY_INBOX", "postgresql://app:hunter2@127.0.0.1/app")]).expect("valid");
+        assert!(matches!(config.inbox, Some(InboxUrl::Postgres(_))));
+        assert!(!format!("{config:?}").contains("hunter2"));
         for bad in [
             "inbox.db",
             "sqlite:",
-            "postgres://x",
+            "mysql://x",
             "sqlite://inbox.db",
             "redis:x",
             "http://h:hunter2@x",
@@ -543,7 +547,7 @@ mod tests {
             let err = with(&[("AIRMY_INBOX", bad)]).expect_err(bad);
             assert!(
                 err.to_string()
-                    .contains("AIRMY_INBOX must be sqlite:PATH or a redis:// URL"),
+                    .contains("AIRMY_INBOX must be sqlite:PATH, a redis:// or a postgres:// URL"),
                 "{err}"
             );
             assert!(!err.to_string().contains("hunter2"), "{err}");

@@ -695,3 +695,51 @@ async fn an_unreachable_redis_inbox_exits_2_without_its_password() {
         assert!(err.contains("redis:// URL"), "{err}");
     }
 }
+
+/// Both receivers on one PostgreSQL inbox (`AIRMY_INBOX=postgres://…`): deliveries posted to
+/// either are acknowledged, handled once each by one of them, and counted done; `/healthz`
+/// answers 200. A database that cannot be reached at start is exit 2, its password unshown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_receivers_share_one_postgres_inbox() {
+    let server = test_support::PostgresServer::start_private();
+    let axum = start_on(AXUM, server.url(), &[]).await;
+    let actix = start_on(ACTIX, server.url(), &[]).await;
+    let client = client();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let id = format!("evt_pg_rx_{i}");
+        let url = if i % 2 == 0 { &axum.url } else { &actix.url };
+        let answer = post(&client, url, &delivery(&id)).await;
+        assert!(
+            matches!(&answer, Some((200, body)) if body.contains("\"accepted\"")),
+            "{id}: {answer:?}"
+        );
+        ids.push(id);
+    }
+    wait_for("all handled", Duration::from_secs(30), || {
+        handled(&axum.lines()).len() + handled(&actix.lines()).len() >= ids.len()
+    })
+    .await;
+    let mut seen: Vec<String> = handled(&axum.lines())
+        .into_iter()
+        .chain(handled(&actix.lines()))
+        .map(|(id, _)| id)
+        .collect();
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected, "each handled once, by one receiver");
+    assert_eq!(stats(server.url()).await.done, 60);
+    assert_eq!((axum.health().await, actix.health().await), (200, 200));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("postgres://app:hunter2@127.0.0.1:{port}/app");
+    for bin in [AXUM, ACTIX] {
+        let err = exits_2(bin, &[("AIRMY_INBOX", &url)]).await;
+        assert!(err.contains("AIRMY_INBOX"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

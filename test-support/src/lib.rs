@@ -1,5 +1,6 @@
 //! Helpers for the workspace's own tests, never published: [`RedisServer`], which starts a
-//! `redis-server` process on a free loopback port, [`TlsRedis`], one with TLS only, and
+//! `redis-server` process on a free loopback port, [`TlsRedis`], one with TLS only,
+//! [`PostgresServer`], a throwaway PostgreSQL server, and
 //! [`spans::SpanCapture`], which keeps the spans and events a test produced.
 //!
 //! For the adapters' tests, behind features: `fixtures` (deliveries, verifiers, counters and
@@ -13,7 +14,10 @@ pub mod detached;
 pub mod fixtures;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod postgres;
 pub mod spans;
+
+pub use postgres::PostgresServer;
 
 /// A Redis server for tests: the one at `AIRMY_REDIS_URL` when that is set,
 /// otherwise a `redis-server` started on a free 127.0.0.1 port and stopped when this is

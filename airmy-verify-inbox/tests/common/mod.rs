@@ -25,3 +25,27 @@ macro_rules! worker_scenarios {
         )*
     };
 }
+
+/// The conformance harness of a backend on a server that keeps time itself (Redis,
+/// PostgreSQL): time passes by sleeping; `server` is kept alive as long as the backend.
+#[allow(dead_code)] // not every test file uses it
+pub(crate) struct ServerClock<B, S> {
+    pub(crate) backend: B,
+    pub(crate) server: S,
+}
+
+impl<B: airmy_verify_inbox::Backend, S: Sync> airmy_verify_inbox::conformance::Harness
+    for ServerClock<B, S>
+{
+    fn backend(&self) -> &dyn airmy_verify_inbox::Backend {
+        &self.backend
+    }
+
+    async fn advance(&self, by: std::time::Duration) {
+        tokio::time::sleep(by).await;
+    }
+
+    fn now(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+}

@@ -1,0 +1,757 @@
+//! The PostgreSQL backend: the inbox in your own database, one queue shared by every replica.
+//!
+//! - **Accept is one statement**: `INSERT … ON CONFLICT (id) DO NOTHING`, committed (with
+//!   `synchronous_commit` on, as PostgreSQL has it by default, the 2xx means "in the WAL, on
+//!   disk"); PostgreSQL's own group commit lets concurrent accepts share a WAL flush.
+//! - **Takes** lease the oldest due entries with `FOR UPDATE SKIP LOCKED`, so workers on every
+//!   replica take distinct entries without waiting for each other. A lease is per entry (a
+//!   token and an expiry): an entry whose worker died is taken over when its lease runs out.
+//! - **Wake-ups** go through `LISTEN`/`NOTIFY`: an accept (or replay) on one replica wakes an
+//!   idle worker on another within milliseconds; retries wake their worker at their due time.
+//! - **Times** are the server's (`clock_timestamp()`), so replicas with skewed clocks agree on
+//!   leases.
+//! - **A schema of its own** (default `airmy_inbox`; [`PgOptions::schema`]): a version row,
+//!   migrations from the first release on, a schema of a newer version or of another program
+//!   refused at [`PgBackend::connect`].
+//! - **Bounded**: at most [`PgOptions::max_unfinished`] pending and processing entries
+//!   (default 1,000,000); past it, and when the server's disk is full, accepts fail with
+//!   [`InboxError::Full`] and adapters answer 503, never a 2xx.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use airmy_verify_inbox::{Inbox, PgBackend, PgOptions};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let backend = PgBackend::connect("postgres://app@db.internal/billing", PgOptions::default()).await?;
+//! let inbox = Inbox::new(backend);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use airmy_verify::Verified;
+use airmy_verify::text::redact_url;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool, Row};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, Notify};
+
+use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
+use crate::clock::duration_ms;
+
+mod schema;
+
+pub use schema::SCHEMA_VERSION;
+
+/// How to connect a [`PgBackend`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    schema: String,
+    max_unfinished: u64,
+    max_connections: u32,
+    acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            schema: "airmy_inbox".to_owned(),
+            max_unfinished: 1_000_000,
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl PgOptions {
+    /// The schema holding the inbox's tables, created if missing. Defaults to `airmy_inbox`.
+    /// Two services in one database need two schemas. Lowercase ASCII letters, digits and `_`
+    /// only (checked at connect).
+    #[must_use]
+    pub fn schema(mut self, name: impl Into<String>) -> Self {
+        self.schema = name.into();
+        self
+    }
+
+    /// The most pending and processing entries the inbox holds; accepts past it fail with
+    /// [`InboxError::Full`]. Defaults to 1,000,000.
+    #[must_use]
+    pub fn max_unfinished(mut self, entries: u64) -> Self {
+        self.max_unfinished = entries;
+        self
+    }
+
+    /// The most connections this backend opens (besides the one that listens for wake-ups).
+    /// Defaults to 16.
+    #[must_use]
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// How long an operation waits for a connection before it fails with
+    /// [`InboxError::Unavailable`] (an accept then answers 503, well within AIRMY's 10 s).
+    /// Defaults to 3 s.
+    #[must_use]
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+}
+
+/// Why [`PgBackend::connect`] failed. Its message never contains the URL's password.
+#[derive(Debug)]
+pub struct PgConnectError(String);
+
+impl fmt::Display for PgConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PgConnectError {}
+
+/// The statements, with the schema's name in them (checked to be a plain identifier).
+struct Sql {
+    accept: Arc<str>,
+    held: Arc<str>,
+    take: Arc<str>,
+    next_due: Arc<str>,
+    extend: Arc<str>,
+    complete: Arc<str>,
+    retry: Arc<str>,
+    bury: Arc<str>,
+    release: Arc<str>,
+    stats: Arc<str>,
+    unfinished: Arc<str>,
+    dead: Arc<str>,
+    replay: Arc<str>,
+    replay_pending: Arc<str>,
+    state_of: Arc<str>,
+    replay_dead_list: Arc<str>,
+    replay_dead: Arc<str>,
+    purge: Arc<str>,
+}
+
+impl Sql {
+    fn new(s: &str, channel: &str) -> Self {
+        let held = "WHERE id = $1 AND lease_token = $2 AND state = 'processing'";
+        let sql = |text: String| -> Arc<str> { Arc::from(text) };
+        Self {
+            accept: sql(format!(
+                "WITH stored AS (
+                     INSERT INTO {s}.entries (id, event_type, body, created_at, state, due_at)
+                     VALUES ($1, $2, $3, $4, 'pending', clock_timestamp())
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING seq)
+                 SELECT seq, pg_notify('{channel}', '') FROM stored"
+            )),
+            held: sql(format!("SELECT 1 FROM {s}.entries WHERE id = $1")),
+            take: sql(format!(
+                "WITH due AS (
+                     SELECT id FROM {s}.entries
+                     WHERE state IN ('pending', 'processing') AND due_at <= clock_timestamp()
+                     ORDER BY due_at
+                     LIMIT $1
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE {s}.entries e
+                 SET state = 'processing', attempts = e.attempts + 1,
+                     due_at = clock_timestamp() + $2 * interval '1 millisecond',
+                     lease_token = $3 || e.seq::text
+                 FROM due WHERE e.id = due.id
+                 RETURNING e.id, e.event_type, e.body, e.received_at, e.attempts, e.lease_token"
+            )),
+            next_due: sql(format!(
+                "SELECT min(due_at) FROM {s}.entries WHERE state IN ('pending', 'processing')"
+            )),
+            extend: sql(format!(
+                "UPDATE {s}.entries SET due_at = clock_timestamp() + $3 * interval '1 millisecond'
+                 {held}"
+            )),
+            complete: sql(format!(
+                "UPDATE {s}.entries SET state = 'done', finished_at = clock_timestamp(),
+                     lease_token = NULL, last_error = NULL
+                 {held}"
+            )),
+            retry: sql(format!(
+                "UPDATE {s}.entries SET state = 'pending', due_at = $3, last_error = $4,
+                     lease_token = NULL
+                 {held}"
+            )),
+            bury: sql(format!(
+                "UPDATE {s}.entries SET state = 'dead', finished_at = clock_timestamp(),
+                     last_error = $3, lease_token = NULL
+                 {held}"
+            )),
+            release: sql(format!(
+                "WITH released AS (
+                     UPDATE {s}.entries SET state = 'pending', due_at = clock_timestamp(),
+                         attempts = greatest(attempts - 1, 0), lease_token = NULL
+                     {held}
+                     RETURNING 1)
+                 SELECT pg_notify('{channel}', '') FROM released"
+            )),
+            stats: sql(format!(
+                "SELECT
+                     count(*) FILTER (WHERE state = 'pending' AND due_at <= clock_timestamp()),
+                     count(*) FILTER (WHERE state = 'pending' AND due_at > clock_timestamp()),
+                     count(*) FILTER (WHERE state = 'processing'),
+                     count(*) FILTER (WHERE state = 'dead'),
+                     count(*) FILTER (WHERE state = 'done'),
+                     extract(epoch FROM clock_timestamp() - min(due_at)
+                         FILTER (WHERE state = 'pending' AND due_at <= clock_timestamp()))::float8
+                 FROM {s}.entries"
+            )),
+            unfinished: sql(format!(
+                "SELECT count(*) FROM {s}.entries WHERE state IN ('pending', 'processing')"
+            )),
+            dead: sql(format!(
+                "SELECT id, event_type, attempts, coalesce(last_error, ''), received_at, finished_at
+                 FROM {s}.entries WHERE state = 'dead' ORDER BY finished_at DESC LIMIT $1"
+            )),
+            replay: sql(format!(
+                "WITH replayed AS (
+                     UPDATE {s}.entries SET state = 'pending', due_at = clock_timestamp(),
+                         attempts = 0, last_error = NULL, finished_at = NULL
+                     WHERE id = $1 AND state IN ('dead', 'done')
+                     RETURNING 1)
+                 SELECT pg_notify('{channel}', '') FROM replayed"
+            )),
+            replay_pending: sql(format!(
+                "WITH due AS (
+                     UPDATE {s}.entries SET due_at = least(due_at, clock_timestamp())
+                     WHERE id = $1 AND state = 'pending'
+                     RETURNING 1)
+                 SELECT pg_notify('{channel}', '') FROM due"
+            )),
+            state_of: sql(format!("SELECT state FROM {s}.entries WHERE id = $1")),
+            replay_dead_list: sql(format!(
+                "SELECT id FROM {s}.entries
+                 WHERE state = 'dead' AND ($1::timestamptz IS NULL OR finished_at >= $1)
+                 ORDER BY finished_at"
+            )),
+            replay_dead: sql(format!(
+                "WITH replayed AS (
+                     UPDATE {s}.entries SET state = 'pending', due_at = clock_timestamp(),
+                         attempts = 0, last_error = NULL, finished_at = NULL
+                     WHERE state = 'dead' AND ($1::timestamptz IS NULL OR finished_at >= $1)
+                     RETURNING id, finished_at)
+                 SELECT id, pg_notify('{channel}', '') FROM replayed ORDER BY finished_at"
+            )),
+            purge: sql(format!(
+                "DELETE FROM {s}.entries WHERE state = 'done' AND finished_at < $1"
+            )),
+        }
+    }
+}
+
+/// The PostgreSQL backend; see the [module docs](self).
+pub struct PgBackend {
+    pool: PgPool,
+    sql: Sql,
+    schema: String,
+    notify: Arc<Notify>,
+    max_unfinished: u64,
+    /// Pending and processing entries, kept by this process's operations and recounted from
+    /// the database at most every second when the bound is near (other replicas change it).
+    unfinished: AtomicU64,
+    recounted: Mutex<Instant>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// An error of PostgreSQL as the inbox reports it: a full disk (`53100`) or out of memory
+/// (`53200`) is [`InboxError::Full`], anything else [`InboxError::Unavailable`].
+pub(crate) fn unavailable(err: &sqlx::Error) -> InboxError {
+    if let sqlx::Error::Database(db) = err
+        && matches!(db.code().as_deref(), Some("53100" | "53200"))
+    {
+        return InboxError::Full(format!("PostgreSQL: {}", db.message()));
+    }
+    InboxError::Unavailable(format!("PostgreSQL: {err}"))
+}
+
+impl PgBackend {
+    /// Connects to PostgreSQL at `url` (`postgres://user[:password]@host[:port]/database`, or
+    /// `postgresql://`; `?sslmode=require` and stricter with the `postgres-tls` feature),
+    /// creates or migrates the schema, and starts listening for wake-ups.
+    ///
+    /// # Errors
+    ///
+    /// A [`PgConnectError`] (never showing the password): the URL is not one, the server does
+    /// not answer, the schema name is not a plain identifier, or the schema is of a newer
+    /// version or of another program.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, PgConnectError> {
+        let shown = redact_url(url);
+        let fail = |why: String| PgConnectError(format!("cannot use {shown}: {why}"));
+        if !schema::valid_name(&options.schema) {
+            return Err(fail(format!(
+                "the schema name {:?} must be lowercase letters, digits and _ (not starting \
+                 with a digit or pg_)",
+                options.schema
+            )));
+        }
+        let connect: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| fail(format!("not a PostgreSQL URL ({})", short(&e))))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(false)
+            .connect_with(connect)
+            .await
+            .map_err(|e| fail(short(&e)))?;
+        {
+            let mut conn = pool.acquire().await.map_err(|e| fail(short(&e)))?;
+            schema::migrate(&mut conn, &options.schema)
+                .await
+                .map_err(fail)?;
+        }
+        let channel = format!("{}_wake", options.schema);
+        let sql = Sql::new(&options.schema, &channel);
+        let unfinished: i64 = sqlx::query(AssertSqlSafe(Arc::clone(&sql.unfinished)))
+            .fetch_one(&pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| fail(short(&e)))?;
+        let notify = Arc::new(Notify::new());
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .map_err(|e| fail(short(&e)))?;
+        listener
+            .listen(&channel)
+            .await
+            .map_err(|e| fail(short(&e)))?;
+        let listener = tokio::spawn(listen(listener, Arc::clone(&notify)));
+        Ok(Self {
+            pool,
+            sql,
+            schema: options.schema,
+            notify,
+            max_unfinished: options.max_unfinished,
+            unfinished: AtomicU64::new(u64::try_from(unfinished).unwrap_or(0)),
+            recounted: Mutex::new(Instant::now()),
+            listener,
+        })
+    }
+
+    /// The connection pool (for your own queries, and the transactional handlers).
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema holding the inbox's tables.
+    #[must_use]
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    fn query(
+        &self,
+        sql: &Arc<str>,
+    ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(AssertSqlSafe(Arc::clone(sql)))
+    }
+
+    /// Whether the bound leaves room: the local count, recounted from the database (at most
+    /// once a second) when it says no.
+    async fn has_room(&self) -> Result<bool, InboxError> {
+        if self.unfinished.load(Ordering::Relaxed) < self.max_unfinished {
+            return Ok(true);
+        }
+        let mut recounted = self.recounted.lock().await;
+        if recounted.elapsed() >= Duration::from_secs(1) {
+            let n: i64 = self
+                .query(&self.sql.unfinished)
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(|e| unavailable(&e))?;
+            self.unfinished
+                .store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+            *recounted = Instant::now();
+        }
+        Ok(self.unfinished.load(Ordering::Relaxed) < self.max_unfinished)
+    }
+
+    fn finished(&self) {
+        let _ = self
+            .unfinished
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    async fn leased_update(
+        &self,
+        query: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<bool, InboxError> {
+        query
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected() == 1)
+            .map_err(|e| unavailable(&e))
+    }
+}
+
+/// The wake-up loop: every notification on the channel wakes a waiting worker of this process.
+/// `PgListener` reconnects by itself; while it cannot, workers still wake at least once a
+/// second (the pool's longest wait) and at their due times.
+async fn listen(mut listener: PgListener, notify: Arc<Notify>) {
+    loop {
+        match listener.recv().await {
+            Ok(_) => notify.notify_one(),
+            Err(err) => {
+                tracing::warn!(
+                    target: "airmy_verify",
+                    error = %short(&err),
+                    "the inbox's PostgreSQL listener lost its connection; retrying"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// An error's message on one line, without any URL.
+fn short(err: &sqlx::Error) -> String {
+    err.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn to_u32(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+impl Backend for PgBackend {
+    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+        Box::pin(async move {
+            if !self.has_room().await? {
+                // Full: a delivery already held is still a duplicate, a new one is refused.
+                let held = self
+                    .query(&self.sql.held)
+                    .bind(delivery.id())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                return match held {
+                    Some(_) => Ok(Accepted::Duplicate),
+                    None => Err(InboxError::Full(format!(
+                        "{} unfinished entries (the most it holds)",
+                        self.max_unfinished
+                    ))),
+                };
+            }
+            let created_at = delivery
+                .created_at()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let stored = self
+                .query(&self.sql.accept)
+                .bind(delivery.id())
+                .bind(delivery.event_type())
+                .bind(delivery.bytes().as_ref())
+                .bind(created_at)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            Ok(match stored {
+                Some(_) => {
+                    self.unfinished.fetch_add(1, Ordering::Relaxed);
+                    self.notify.notify_one();
+                    Accepted::Stored
+                }
+                None => Accepted::Duplicate,
+            })
+        })
+    }
+
+    fn take(&self, max: usize, lease: Duration) -> BackendFuture<'_, Vec<Leased>> {
+        Box::pin(async move {
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            let token = format!("{}-", airmy_verify::token::random_hex(12));
+            let rows = self
+                .query(&self.sql.take)
+                .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                .bind(duration_ms(lease))
+                .bind(token)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let mut leased = rows
+                .iter()
+                .map(|row| {
+                    Ok(Leased {
+                        id: row.try_get(0)?,
+                        event_type: row.try_get(1)?,
+                        body: bytes::Bytes::from(row.try_get::<Vec<u8>, _>(2)?),
+                        received_at: row.try_get(3)?,
+                        attempt: to_u32(row.try_get(4)?),
+                        token: row.try_get(5)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(|e| unavailable(&e))?;
+            leased.sort_by_key(|entry| entry.received_at);
+            Ok(leased)
+        })
+    }
+
+    fn next_due(&self) -> BackendFuture<'_, Option<OffsetDateTime>> {
+        Box::pin(async move {
+            self.query(&self.sql.next_due)
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get::<Option<OffsetDateTime>, _>(0))
+                .map_err(|e| unavailable(&e))
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BackendFuture<'a, bool> {
+        Box::pin(
+            self.leased_update(
+                self.query(&self.sql.extend)
+                    .bind(id.to_owned())
+                    .bind(token.to_owned())
+                    .bind(duration_ms(lease)),
+            ),
+        )
+    }
+
+    fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let done = self
+                .leased_update(
+                    self.query(&self.sql.complete)
+                        .bind(id.to_owned())
+                        .bind(token.to_owned()),
+                )
+                .await?;
+            if done {
+                self.finished();
+            }
+            Ok(done)
+        })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        error: &'a str,
+        at: OffsetDateTime,
+    ) -> BackendFuture<'a, bool> {
+        Box::pin(
+            self.leased_update(
+                self.query(&self.sql.retry)
+                    .bind(id.to_owned())
+                    .bind(token.to_owned())
+                    .bind(at)
+                    .bind(error.to_owned()),
+            ),
+        )
+    }
+
+    fn bury<'a>(&'a self, id: &'a str, token: &'a str, error: &'a str) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let buried = self
+                .leased_update(
+                    self.query(&self.sql.bury)
+                        .bind(id.to_owned())
+                        .bind(token.to_owned())
+                        .bind(error.to_owned()),
+                )
+                .await?;
+            if buried {
+                self.finished();
+            }
+            Ok(buried)
+        })
+    }
+
+    fn release<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let released = self
+                .query(&self.sql.release)
+                .bind(id)
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .is_some();
+            if released {
+                self.notify.notify_one();
+            }
+            Ok(released)
+        })
+    }
+
+    fn stats(&self) -> BackendFuture<'_, Stats> {
+        Box::pin(async move {
+            let row = self
+                .query(&self.sql.stats)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let count = |i: usize| -> Result<u64, InboxError> {
+                row.try_get::<i64, _>(i)
+                    .map(|n| u64::try_from(n).unwrap_or(0))
+                    .map_err(|e| unavailable(&e))
+            };
+            let oldest: Option<f64> = row.try_get(5).map_err(|e| unavailable(&e))?;
+            Ok(Stats {
+                pending: count(0)?,
+                scheduled: count(1)?,
+                processing: count(2)?,
+                dead: count(3)?,
+                done: count(4)?,
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                oldest_pending_age_secs: oldest.map(|secs| secs.max(0.0) as u64),
+            })
+        })
+    }
+
+    fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>> {
+        Box::pin(async move {
+            let rows = self
+                .query(&self.sql.dead)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DeadEntry {
+                        id: row.try_get(0)?,
+                        event_type: row.try_get(1)?,
+                        attempts: to_u32(row.try_get(2)?),
+                        last_error: row.try_get(3)?,
+                        received_at: row.try_get(4)?,
+                        died_at: row
+                            .try_get::<Option<OffsetDateTime>, _>(5)?
+                            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(|e| unavailable(&e))
+        })
+    }
+
+    fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let replayed = self
+                .query(&self.sql.replay)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if replayed.is_some() {
+                self.unfinished.fetch_add(1, Ordering::Relaxed);
+                self.notify.notify_one();
+                return Ok(());
+            }
+            // A pending entry (a retry scheduled later) becomes due now; one being processed
+            // is left alone.
+            let due = self
+                .query(&self.sql.replay_pending)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if due.is_some() {
+                self.notify.notify_one();
+                return Ok(());
+            }
+            let state: Option<String> = self
+                .query(&self.sql.state_of)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+                .map_err(|e| unavailable(&e))?;
+            match state {
+                Some(_) => Err(InboxError::Busy(id.to_owned())),
+                None => Err(InboxError::NotFound(id.to_owned())),
+            }
+        })
+    }
+
+    fn replay_dead(
+        &self,
+        since: Option<OffsetDateTime>,
+        dry_run: bool,
+    ) -> BackendFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let sql = if dry_run {
+                &self.sql.replay_dead_list
+            } else {
+                &self.sql.replay_dead
+            };
+            let rows = self
+                .query(sql)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let ids = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| unavailable(&e))?;
+            if !dry_run && !ids.is_empty() {
+                self.unfinished
+                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                self.notify.notify_one();
+            }
+            Ok(ids)
+        })
+    }
+
+    fn purge_done(&self, before: OffsetDateTime) -> BackendFuture<'_, u64> {
+        Box::pin(async move {
+            self.query(&self.sql.purge)
+                .bind(before)
+                .execute(&self.pool)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(|e| unavailable(&e))
+        })
+    }
+
+    fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
+        })
+    }
+}

@@ -1,0 +1,143 @@
+//! The inbox's tables in a schema of their own (default `airmy_inbox`): the version record,
+//! the tables of each version and the migrations between them.
+
+use sqlx::{Connection, PgConnection, Row};
+
+/// The schema version this crate writes (the row of `<schema>.schema_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The program a schema's version row names: a schema that holds tables but not this row is
+/// someone else's and is refused.
+const PROGRAM: &str = "airmy-verify-inbox";
+
+/// Version 1. One row per entry; `due_at` is when the entry can next be taken: a pending
+/// entry's due time, or a processing entry's lease expiry (a takeover), so one partial index
+/// serves `take` and `next_due`. The others serve the dead-letter list and the purge.
+fn v1(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE {s}.schema_version (
+    program text NOT NULL,
+    version integer NOT NULL
+);
+CREATE TABLE {s}.entries (
+    seq          bigserial NOT NULL,
+    id           text PRIMARY KEY,
+    event_type   text NOT NULL,
+    body         bytea NOT NULL,
+    created_at   text NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    state        text NOT NULL CHECK (state IN ('pending', 'processing', 'done', 'dead')),
+    attempts     integer NOT NULL DEFAULT 0,
+    due_at       timestamptz NOT NULL,
+    lease_token  text,
+    last_error   text,
+    finished_at  timestamptz
+);
+CREATE INDEX entries_due ON {s}.entries (due_at) WHERE state IN ('pending', 'processing');
+CREATE INDEX entries_dead ON {s}.entries (finished_at) WHERE state = 'dead';
+CREATE INDEX entries_done ON {s}.entries (finished_at) WHERE state = 'done';
+INSERT INTO {s}.schema_version (program, version) VALUES ('{PROGRAM}', 1);
+"#
+    )
+}
+
+/// Whether `name` is a schema name the backend accepts: 1 to 63 lowercase ASCII letters,
+/// digits and underscores, not starting with a digit (so it never needs quoting, and the SQL
+/// built with it cannot be anything else).
+pub(super) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with("pg_")
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction, holding an advisory lock so
+/// replicas starting at once migrate one after the other.
+pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(), String> {
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('airmy-verify-inbox:' || $1))")
+        .bind(schema)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tables: i64 =
+        sqlx::query("SELECT count(*) FROM information_schema.tables WHERE table_schema = $1")
+            .bind(schema)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| e.to_string())?;
+    let has_version: bool = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables
+                        WHERE table_schema = $1 AND table_name = 'schema_version')",
+    )
+    .bind(schema)
+    .fetch_one(&mut *tx)
+    .await
+    .and_then(|row| row.try_get(0))
+    .map_err(|e| e.to_string())?;
+    if !has_version {
+        if tables > 0 {
+            return Err(format!(
+                "the schema {schema} holds tables of another program (no inbox version row)"
+            ));
+        }
+        let create = format!("CREATE SCHEMA IF NOT EXISTS {schema};{}", v1(schema));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        return tx.commit().await.map_err(|e| e.to_string());
+    }
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT program, version FROM {schema}.schema_version LIMIT 1"
+    )))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| e.to_string())?;
+    let Some(row) = row else {
+        return Err(format!("the schema {schema} has an empty version table"));
+    };
+    let program: String = row.try_get(0).map_err(|e| e.to_string())?;
+    let version: i32 = row.try_get(1).map_err(|e| e.to_string())?;
+    if program != PROGRAM {
+        return Err(format!(
+            "the schema {schema} belongs to another program ({program:?})"
+        ));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "the schema {schema} is at version {version}, newer than this program's {SCHEMA_VERSION}"
+        ));
+    }
+    // Version 1 is the first: later versions add their steps here, one per version.
+    tx.commit().await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["airmy_inbox", "billing_inbox2", "_x"] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "1inbox",
+            "Inbox",
+            "in-box",
+            "a;drop",
+            "a\"b",
+            "pg_catalog",
+            &"x".repeat(64),
+        ] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! [`PostgresServer`]: a throwaway PostgreSQL server from Debian's `postgresql` package, or the
+//! one at `AIRMY_POSTGRES_URL`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where Debian's `postgresql` package puts the server programs (`initdb`, `pg_ctl`).
+const BIN_DIRS: [&str; 4] = [
+    "/usr/lib/postgresql/17/bin",
+    "/usr/lib/postgresql/16/bin",
+    "/usr/lib/postgresql/15/bin",
+    "/usr/lib/postgresql/14/bin",
+];
+
+/// A PostgreSQL server for tests: the one at `AIRMY_POSTGRES_URL` when that is set (each test
+/// then uses a schema of its own), otherwise a server of its own: `initdb` into a fresh temp
+/// directory, `pg_ctl start` on a free 127.0.0.1 port (as the `postgres` user when the tests
+/// run as root, which `initdb` refuses), with `fsync` and `synchronous_commit` on; stopped and
+/// removed on drop.
+#[derive(Debug)]
+pub struct PostgresServer {
+    url: String,
+    own: Option<Own>,
+}
+
+#[derive(Debug)]
+struct Own {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PostgresServer {
+    /// Uses `AIRMY_POSTGRES_URL`, or starts a server of its own.
+    ///
+    /// # Panics
+    ///
+    /// When neither is possible, with a message naming the fix (install `postgresql`, as
+    /// `scripts/test` does, or set `AIRMY_POSTGRES_URL`): Postgres tests never skip silently.
+    #[must_use]
+    pub fn start() -> Self {
+        if let Ok(url) = std::env::var("AIRMY_POSTGRES_URL") {
+            return Self { url, own: None };
+        }
+        Self::start_private()
+    }
+
+    /// Starts a server of its own even when `AIRMY_POSTGRES_URL` is set (for tests that stop
+    /// and restart it).
+    ///
+    /// # Panics
+    ///
+    /// When `initdb` or `pg_ctl` cannot be found or fail.
+    #[must_use]
+    pub fn start_private() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let bin = BIN_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .find(|dir| dir.join("initdb").is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no PostgreSQL server programs under /usr/lib/postgresql/*/bin: install them \
+                     with `apt-get install -y postgresql` (scripts/test does), or point \
+                     AIRMY_POSTGRES_URL at a server"
+                )
+            });
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("airmy-pg-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let as_postgres = is_root();
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .expect("chown runs");
+            assert!(status.success(), "chown of {} failed", dir.display());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let own = Own {
+            bin,
+            dir,
+            port,
+            as_postgres,
+        };
+        own.run(
+            "initdb",
+            &[
+                "-D",
+                &own.data().to_string_lossy(),
+                "-U",
+                "airmy",
+                "--auth=trust",
+                "--no-instructions",
+                "--encoding=UTF8",
+            ],
+        );
+        let server = Self {
+            url: format!("postgres://airmy@127.0.0.1:{port}/postgres"),
+            own: Some(own),
+        };
+        server.start_again();
+        server
+    }
+
+    /// The server's URL (`postgres://airmy@127.0.0.1:PORT/postgres` for one of its own).
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`: no checkpoint, as a crash), for
+    /// tests of an outage. What was committed survives [`start_again`](Self::start_again).
+    ///
+    /// # Panics
+    ///
+    /// On a server of `AIRMY_POSTGRES_URL`, which a test may not stop.
+    pub fn stop_immediately(&self) {
+        let own = self.own.as_ref().expect("a server of its own");
+        own.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &own.data().to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    /// Starts the server (again) on its port, and waits until it accepts connections.
+    ///
+    /// # Panics
+    ///
+    /// On a server of `AIRMY_POSTGRES_URL`, or when it does not start within 30 s.
+    pub fn start_again(&self) {
+        let own = self.own.as_ref().expect("a server of its own");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=on \
+             -c synchronous_commit=on -c max_connections=200",
+            own.port,
+            own.dir.display()
+        );
+        own.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &own.data().to_string_lossy(),
+                "-l",
+                &own.dir.join("server.log").to_string_lossy(),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", own.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Own {
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Runs one of the server programs, as the `postgres` user when we are root; panics with
+    /// its output when it fails.
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let output = command
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if let Some(own) = &self.own {
+            // Quietly: the server may be stopped already.
+            let path = own.bin.join("pg_ctl");
+            let data = own.data();
+            let mut command = if own.as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&path);
+                c
+            } else {
+                Command::new(&path)
+            };
+            let _ = command
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(&own.dir);
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A schema name no other test of this process (or another) uses, for tests sharing one server.
+#[must_use]
+pub fn unique_schema(name: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(30)
+        .collect();
+    format!("t_{clean}_{}_{n}_{nanos}", std::process::id())
+}
