@@ -223,6 +223,17 @@ pub trait Backend: Send + Sync + 'static {
     /// Waits until an entry may have become due (a new delivery accepted through this
     /// backend), or `timeout` passed.
     fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// The transaction an attempt's handler may write in (PostgreSQL only); `None` elsewhere.
+    #[cfg(feature = "postgres")]
+    #[doc(hidden)]
+    fn transaction_slot(
+        &self,
+        _id: &str,
+        _token: &str,
+    ) -> Option<std::sync::Arc<crate::postgres::tx::TxSlot>> {
+        None
+    }
 }
 
 /// The default lease of an entry taken by a worker: 60 seconds (extended while its handler

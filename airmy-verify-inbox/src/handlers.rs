@@ -54,16 +54,113 @@ pub struct Context {
     pub attempt: u32,
     /// When the delivery was received (accepted by the inbox).
     pub received_at: OffsetDateTime,
+    after_commit: AfterCommit,
+    #[cfg(feature = "postgres")]
+    tx: Option<Arc<crate::postgres::tx::TxSlot>>,
+}
+
+/// What runs once an attempt's success is recorded.
+#[derive(Clone, Default)]
+pub(crate) struct AfterCommit(Arc<std::sync::Mutex<Vec<Hook>>>);
+
+/// One `after_commit` closure.
+type Hook = Box<dyn FnOnce() + Send>;
+
+impl AfterCommit {
+    /// Runs (once) what was registered.
+    pub(crate) fn run(&self) {
+        let hooks = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for hook in hooks {
+            hook();
+        }
+    }
+}
+
+impl fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AfterCommit")
+    }
 }
 
 impl Context {
     /// A context for a delivery handled now, synchronously (attempt 1).
     #[must_use]
     pub fn now(id: impl Into<String>) -> Self {
+        Self::new(id.into(), 1, OffsetDateTime::now_utc())
+    }
+
+    pub(crate) fn new(id: String, attempt: u32, received_at: OffsetDateTime) -> Self {
         Self {
-            id: id.into(),
-            attempt: 1,
-            received_at: OffsetDateTime::now_utc(),
+            id,
+            attempt,
+            received_at,
+            after_commit: AfterCommit::default(),
+            #[cfg(feature = "postgres")]
+            tx: None,
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn with_transaction(mut self, slot: Arc<crate::postgres::tx::TxSlot>) -> Self {
+        self.tx = Some(slot);
+        self
+    }
+
+    pub(crate) fn after_commit_hooks(&self) -> AfterCommit {
+        self.after_commit.clone()
+    }
+
+    /// Runs `f` once this attempt's success is recorded: in an inbox worker, after the entry's
+    /// completion is committed (with the handler's own writes, on PostgreSQL); synchronously
+    /// ([`Handlers::respond`]), once the handler returned `Ok`. Never when the attempt failed.
+    /// For what must only be said once it is true: a log line, a reply, a metric.
+    pub fn after_commit(&self, f: impl FnOnce() + Send + 'static) {
+        self.after_commit
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Box::new(f));
+    }
+
+    /// The attempt's database transaction, on an inbox on PostgreSQL (`PgBackend`): begun on
+    /// the first call, with the entry's row locked (no other worker can take the entry over
+    /// while it is open, however long the handler takes). Write your effects in it: they
+    /// commit **together with the entry's completion** when the handler returns `Ok`, and an
+    /// `Err`, a panic or a timeout rolls both back (the retry is then recorded on its own).
+    /// Effects outside it (HTTP calls, e-mails) stay at-least-once.
+    ///
+    /// ```no_run
+    /// use airmy_verify::{Envelope, event::RunCompleted};
+    /// use airmy_verify_inbox::{Context, HandlerError, Handlers};
+    ///
+    /// let handlers = Handlers::new().on(|run: Envelope<RunCompleted>, ctx: Context| async move {
+    ///     let mut tx = ctx.transaction().await?;
+    ///     sqlx::query("UPDATE runs SET finished = true WHERE id = $1")
+    ///         .bind(&run.data.id)
+    ///         .execute(&mut *tx)
+    ///         .await?;
+    ///     Ok::<(), HandlerError>(())
+    /// });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When the inbox is not on PostgreSQL or the handler runs synchronously (no entry to
+    /// complete), when the database cannot be reached, or when the entry's lease was taken
+    /// over: return the error, and the attempt is retried.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn transaction(&self) -> Result<crate::postgres::InboxTransaction<'_>, HandlerError> {
+        match &self.tx {
+            Some(slot) => slot.get().await,
+            None => Err(HandlerError::from(
+                "no transaction: only an inbox worker on PostgreSQL (PgBackend) runs handlers in one",
+            )),
         }
     }
 }
@@ -173,11 +270,15 @@ impl Handlers {
     pub async fn respond(&self, delivery: &airmy_verify::Verified) -> Answer {
         let id = delivery.id();
         let ctx = Context::now(id);
+        let after_commit = ctx.after_commit_hooks();
         match self
             .handle(delivery.event_type(), delivery.bytes().clone(), ctx)
             .await
         {
-            Ok(_) => Answer::with_id(200, "handled", id, Outcome::Accepted),
+            Ok(_) => {
+                after_commit.run();
+                Answer::with_id(200, "handled", id, Outcome::Accepted)
+            }
             Err(err) => {
                 tracing::warn!(
                     target: "airmy_verify",

@@ -227,3 +227,153 @@ async fn an_outage_fails_accepts_and_loses_nothing_stored() {
         "every stored delivery survived the crash"
     );
 }
+
+/// Handlers writing one row per attempt into `effects` in the entry's transaction, with the
+/// attempt number; `fail_first` attempts fail after writing (an `Err` for odd ids, a panic for
+/// even ones); each takes `time` inside the transaction; after each commit, the id is pushed
+/// to `committed`.
+fn effect_handlers(
+    fail_first: u32,
+    time: Duration,
+    committed: Arc<std::sync::Mutex<Vec<String>>>,
+) -> Handlers {
+    Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+        let committed = committed.clone();
+        async move {
+            {
+                let mut tx = ctx.transaction().await?;
+                sqlx::query("INSERT INTO effects (event_id, attempt) VALUES ($1, $2)")
+                    .bind(&e.id)
+                    .bind(i32::try_from(ctx.attempt).unwrap_or(i32::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tokio::time::sleep(time).await;
+            if ctx.attempt <= fail_first {
+                if e.id.ends_with(['0', '2', '4', '6', '8']) {
+                    panic!("the handler panicked after writing");
+                }
+                return Err(HandlerError::from("failed after writing"));
+            }
+            let id = e.id.clone();
+            ctx.after_commit(move || committed.lock().expect("lock").push(id));
+            Ok::<(), HandlerError>(())
+        }
+    })
+}
+
+async fn effects(pool: &sqlx::PgPool) -> Vec<(String, i32)> {
+    sqlx::query_as("SELECT event_id, attempt FROM effects ORDER BY event_id, attempt")
+        .fetch_all(pool)
+        .await
+        .expect("effects")
+}
+
+/// A handler's writes commit with its entry's completion: a handler that writes then fails
+/// (an `Err` or a panic) leaves no row, and its retry, which succeeds, leaves exactly one;
+/// `after_commit` runs once per entry, after the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_writes_commit_with_its_completion_or_not_at_all() {
+    let server = PostgresServer::start();
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    let schema = unique_schema("effects");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
+    )))
+    .execute(&pool)
+    .await
+    .expect("effects table");
+    // The handlers' unqualified `effects` is the application's table.
+    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
+    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let inbox = Inbox::new(backend(&url, &schema).await);
+    let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(
+        inbox
+            .worker(effect_handlers(2, Duration::ZERO, committed.clone()))
+            .retry_policy(common::worker::fast_policy())
+            .run(shutdown.clone()),
+    );
+    let ids: Vec<String> = (0..6).map(|i| format!("evt_pg_fx_{i}")).collect();
+    for id in &ids {
+        inbox.accept(&delivery(id, "test")).await.expect("accept");
+    }
+    common::worker::wait_until("every entry done", async || {
+        inbox.backend().stats().await.expect("stats").done == 6
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.expect("worker");
+    let rows = effects(&app).await;
+    let expected: Vec<(String, i32)> = ids.iter().map(|id| (id.clone(), 3)).collect();
+    assert_eq!(
+        rows, expected,
+        "one row per entry, from its successful third attempt"
+    );
+    let mut after = committed.lock().expect("lock").clone();
+    after.sort();
+    assert_eq!(after, ids, "after_commit once per entry");
+}
+
+/// A handler slower than its lease holds the entry's row locked in its transaction: a second
+/// worker (another replica) never takes it over, and the effect is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_longer_than_the_lease_is_never_taken_over() {
+    let server = PostgresServer::start();
+    let schema = unique_schema("slow_tx");
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
+    )))
+    .execute(&pool)
+    .await
+    .expect("effects table");
+    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
+    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let a = Inbox::new(backend(&url, &schema).await);
+    let b = Inbox::new(backend(&url, &schema).await);
+    let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shutdown = CancellationToken::new();
+    let lease = Duration::from_millis(300);
+    let workers = [&a, &b].map(|inbox| {
+        tokio::spawn(
+            inbox
+                .worker(effect_handlers(
+                    0,
+                    Duration::from_millis(1500),
+                    committed.clone(),
+                ))
+                .lease(lease)
+                .run(shutdown.clone()),
+        )
+    });
+    for i in 0..4 {
+        a.accept(&delivery(&format!("evt_pg_slow_{i}"), "test"))
+            .await
+            .expect("accept");
+    }
+    common::worker::wait_until("every entry done", async || {
+        a.backend().stats().await.expect("stats").done == 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let rows = effects(&app).await;
+    assert_eq!(rows.len(), 4, "one effect per entry: {rows:?}");
+    assert!(rows.iter().all(|(_, attempt)| *attempt == 1), "{rows:?}");
+}
+
+/// Outside a PostgreSQL worker there is no transaction: the handler's error says so.
+#[tokio::test]
+async fn a_synchronous_handler_has_no_transaction() {
+    let handlers = Handlers::new().fallback(|_e: Envelope<Event>, ctx: Context| async move {
+        ctx.transaction().await?;
+        Ok::<(), HandlerError>(())
+    });
+    let answer = handlers.respond(&delivery("evt_pg_sync", "test")).await;
+    assert_eq!(answer.status(), 500);
+}

@@ -47,6 +47,9 @@ use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Le
 use crate::clock::duration_ms;
 
 mod schema;
+pub(crate) mod tx;
+
+pub use tx::InboxTransaction;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -135,6 +138,8 @@ struct Sql {
     replay: Arc<str>,
     replay_pending: Arc<str>,
     state_of: Arc<str>,
+    lock: Arc<str>,
+    held_by: Arc<str>,
     replay_dead_list: Arc<str>,
     replay_dead: Arc<str>,
     purge: Arc<str>,
@@ -171,9 +176,12 @@ impl Sql {
             next_due: sql(format!(
                 "SELECT min(due_at) FROM {s}.entries WHERE state IN ('pending', 'processing')"
             )),
+            // A row locked by the attempt's own transaction (a handler writing in it) is not
+            // waited for: the lock already keeps every other worker off the entry.
             extend: sql(format!(
                 "UPDATE {s}.entries SET due_at = clock_timestamp() + $3 * interval '1 millisecond'
-                 {held}"
+                 {held}
+                 AND id IN (SELECT id FROM {s}.entries WHERE id = $1 FOR UPDATE SKIP LOCKED)"
             )),
             complete: sql(format!(
                 "UPDATE {s}.entries SET state = 'done', finished_at = clock_timestamp(),
@@ -232,6 +240,8 @@ impl Sql {
                  SELECT pg_notify('{channel}', '') FROM due"
             )),
             state_of: sql(format!("SELECT state FROM {s}.entries WHERE id = $1")),
+            lock: sql(format!("SELECT 1 FROM {s}.entries {held} FOR UPDATE")),
+            held_by: sql(format!("SELECT 1 FROM {s}.entries {held}")),
             replay_dead_list: sql(format!(
                 "SELECT id FROM {s}.entries
                  WHERE state = 'dead' AND ($1::timestamptz IS NULL OR finished_at >= $1)
@@ -539,14 +549,38 @@ impl Backend for PgBackend {
         token: &'a str,
         lease: Duration,
     ) -> BackendFuture<'a, bool> {
-        Box::pin(
-            self.leased_update(
-                self.query(&self.sql.extend)
-                    .bind(id.to_owned())
-                    .bind(token.to_owned())
-                    .bind(duration_ms(lease)),
-            ),
-        )
+        Box::pin(async move {
+            let extended = self
+                .leased_update(
+                    self.query(&self.sql.extend)
+                        .bind(id.to_owned())
+                        .bind(token.to_owned())
+                        .bind(duration_ms(lease)),
+                )
+                .await?;
+            if extended {
+                return Ok(true);
+            }
+            // Not extended: either the lease is gone, or the row is locked by this attempt's
+            // transaction (which holds the entry as long as it is open).
+            self.query(&self.sql.held_by)
+                .bind(id)
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await
+                .map(|row| row.is_some())
+                .map_err(|e| unavailable(&e))
+        })
+    }
+
+    fn transaction_slot(&self, id: &str, token: &str) -> Option<Arc<tx::TxSlot>> {
+        Some(Arc::new(tx::TxSlot::new(
+            self.pool.clone(),
+            Arc::clone(&self.sql.lock),
+            Arc::clone(&self.sql.complete),
+            id,
+            token,
+        )))
     }
 
     fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {

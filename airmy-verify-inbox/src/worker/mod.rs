@@ -182,11 +182,15 @@ impl Worker {
             }
         }
         let span = observe::inbox_entry_span(&entry.id, &entry.event_type, entry.attempt);
-        let ctx = Context {
-            id: entry.id.clone(),
-            attempt: entry.attempt,
-            received_at: entry.received_at,
+        let ctx = Context::new(entry.id.clone(), entry.attempt, entry.received_at);
+        #[cfg(feature = "postgres")]
+        let tx = backend.transaction_slot(&entry.id, &entry.token);
+        #[cfg(feature = "postgres")]
+        let ctx = match &tx {
+            Some(slot) => ctx.with_transaction(Arc::clone(slot)),
+            None => ctx,
         };
+        let after_commit = ctx.after_commit_hooks();
         let run = AssertUnwindSafe(tokio::time::timeout(
             self.handler_timeout,
             self.handlers
@@ -216,7 +220,8 @@ impl Worker {
         // The handler is done: its slot is free for the next entry while the outcome is
         // recorded (a round trip to the backend, which need not hold up a handler).
         drop(slot);
-        let error = match outcome {
+        #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
+        let mut error = match outcome {
             Ok(Ok(Ok(_))) => None,
             Ok(Ok(Err(err))) => Some(err.to_string()),
             Ok(Err(_)) => Some(format!(
@@ -232,6 +237,31 @@ impl Worker {
                     .unwrap_or_else(|| "(no message)".to_owned())
             )),
         };
+        // On PostgreSQL, a handler that wrote in the attempt's transaction: its writes and the
+        // completion commit together, or neither (then the attempt failed).
+        #[cfg(feature = "postgres")]
+        if let Some(slot) = &tx {
+            use crate::postgres::tx::Ended;
+            if error.is_some() {
+                slot.roll_back().await;
+            } else {
+                match slot.commit().await {
+                    Ended::NotOpened => {}
+                    Ended::Committed => {
+                        Self::attempted(&span, &entry.event_type, "success");
+                        after_commit.run();
+                        return;
+                    }
+                    Ended::LeaseLost => {
+                        tracing::warn!(target: "airmy_verify", parent: &span, event_id = ?entry.id, attempt = entry.attempt, "the entry's lease was taken over before its transaction committed; its writes were rolled back");
+                        return;
+                    }
+                    Ended::Failed(err) => {
+                        error = Some(format!("the handler's transaction did not commit: {err}"));
+                    }
+                }
+            }
+        }
         let outcome = match &error {
             None => {
                 Self::attempted(&span, &entry.event_type, "success");
@@ -256,13 +286,15 @@ impl Worker {
                 }
             }
         };
-        self.record(&entry, &outcome, &span).await;
+        if self.record(&entry, &outcome, &span).await && matches!(outcome, Outcome::Complete) {
+            after_commit.run();
+        }
     }
 
     /// Records an attempt's outcome. A backend that fails (Redis unreachable for a moment, a
     /// reply lost) is asked again, for up to half the lease, which still holds: otherwise the
     /// entry would be handled again when its lease runs out.
-    async fn record(&self, entry: &Leased, outcome: &Outcome<'_>, span: &tracing::Span) {
+    async fn record(&self, entry: &Leased, outcome: &Outcome<'_>, span: &tracing::Span) -> bool {
         let backend = &self.backend;
         let give_up = tokio::time::Instant::now() + self.lease / 2;
         let mut pause = Duration::from_millis(50);
@@ -276,14 +308,14 @@ impl Worker {
                 Outcome::Bury(error) => backend.bury(&entry.id, &entry.token, error).await,
             };
             match recorded {
-                Ok(true) => return,
+                Ok(true) => return true,
                 Ok(false) if failed_before => {
                     tracing::info!(target: "airmy_verify", parent: span, event_id = ?entry.id, attempt = entry.attempt, "the entry's outcome was recorded by an earlier attempt whose reply was lost, or its lease was taken over");
-                    return;
+                    return false;
                 }
                 Ok(false) => {
                     tracing::warn!(target: "airmy_verify", parent: span, event_id = ?entry.id, attempt = entry.attempt, "the entry's lease was taken over before its outcome was recorded");
-                    return;
+                    return false;
                 }
                 Err(err) if tokio::time::Instant::now() + pause < give_up => {
                     tracing::warn!(target: "airmy_verify", parent: span, event_id = ?entry.id, attempt = entry.attempt, error = %err, "could not record an inbox entry's outcome; trying again");
@@ -293,7 +325,7 @@ impl Worker {
                 }
                 Err(err) => {
                     tracing::warn!(target: "airmy_verify", parent: span, event_id = ?entry.id, attempt = entry.attempt, error = %err, "could not record an inbox entry's outcome; it is taken again when its lease runs out");
-                    return;
+                    return false;
                 }
             }
         }
