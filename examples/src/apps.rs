@@ -35,6 +35,10 @@ pub struct Handling {
     /// Whether to print `handled <id> <type>` on standard output (the receivers do; the demo,
     /// which prints a table of its own, does not).
     pub print: bool,
+    /// With an inbox on PostgreSQL: write the effect (one row of `airmy_receiver_effects`) in
+    /// the entry's transaction, take `delay` inside it, and print the `handled` line once it
+    /// committed with the entry's completion.
+    pub transactional: bool,
 }
 
 /// The error of an attempt made while the simulated outage lasts.
@@ -60,7 +64,16 @@ impl Handling {
             delay,
             fail_until: (!fail_for.is_zero()).then(|| Instant::now() + fail_for),
             print: true,
+            transactional: false,
         }
+    }
+
+    /// This handling, writing its effect in the inbox entry's transaction when `on` (a
+    /// receiver whose `AIRMY_INBOX` is a PostgreSQL URL).
+    #[must_use]
+    pub fn transactional(mut self, on: bool) -> Self {
+        self.transactional = on;
+        self
     }
 
     /// The handlers an inbox worker runs: this handling for every event type, printing
@@ -71,6 +84,11 @@ impl Handling {
         Handlers::new().fallback(move |event: Envelope<Event>, ctx: Context| {
             let handling = handling.clone();
             async move {
+                if handling.transactional {
+                    return handling
+                        .attempt_in_transaction(receiver, &event, &ctx)
+                        .await;
+                }
                 handling
                     .attempt(receiver, &event, Some(ctx.attempt))
                     .await
@@ -86,6 +104,46 @@ impl Handling {
         event: &Envelope<Event>,
     ) -> Result<Value, Outage> {
         self.attempt(receiver, event, None).await
+    }
+
+    /// One attempt whose effect is a row of `airmy_receiver_effects`, written in the entry's
+    /// transaction; the delay is taken inside it, and the `handled` line printed only once the
+    /// row committed together with the entry's completion.
+    async fn attempt_in_transaction(
+        &self,
+        receiver: &'static str,
+        event: &Envelope<Event>,
+        ctx: &Context,
+    ) -> Result<(), HandlerError> {
+        let mut tx = ctx.transaction().await?;
+        sqlx::query(
+            "INSERT INTO airmy_receiver_effects (event_id, event_type, attempt) VALUES ($1, $2, $3)",
+        )
+        .bind(&event.id)
+        .bind(event.event_type())
+        .bind(i32::try_from(ctx.attempt).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await?;
+        let quiet = Self {
+            print: false,
+            ..self.clone()
+        };
+        quiet.attempt(receiver, event, Some(ctx.attempt)).await?;
+        drop(tx);
+        if self.print {
+            let line = format!(
+                "handled {} {} attempt={}",
+                word(&event.id),
+                word(event.event_type()),
+                ctx.attempt
+            );
+            ctx.after_commit(move || {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            });
+        }
+        Ok(())
     }
 
     async fn attempt(

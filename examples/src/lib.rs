@@ -137,6 +137,13 @@ impl fmt::Debug for IdempotencySetting {
 }
 
 impl ReceiverConfig {
+    /// Whether `AIRMY_INBOX` is a PostgreSQL URL (the handler then writes its effect in the
+    /// entry's transaction).
+    #[must_use]
+    pub fn inbox_is_postgres(&self) -> bool {
+        matches!(self.inbox, Some(InboxUrl::Postgres(_)))
+    }
+
     /// The idempotency guard, connected (for Redis) and ready.
     ///
     /// # Errors
@@ -410,7 +417,37 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inb
             Err(err) => exit_config(&err),
         },
     };
+    if let Some(InboxUrl::Postgres(url)) = &config.inbox
+        && let Err(err) = create_effects_table(url).await
+    {
+        exit_config(&err);
+    }
     (config, guard, inbox)
+}
+
+/// The table a receiver on a PostgreSQL inbox writes its handler's effect into, in the
+/// entry's transaction: one row per committed handling, **no unique constraint**, so that a
+/// doubled effect would show as two rows.
+pub const EFFECTS_TABLE: &str = "airmy_receiver_effects";
+
+/// Creates [`EFFECTS_TABLE`] if it is missing.
+async fn create_effects_table(url: &str) -> Result<(), ConfigError> {
+    let fail = |e: sqlx::Error| {
+        ConfigError(format!(
+            "AIRMY_INBOX: cannot create {EFFECTS_TABLE} in {}: {e}",
+            redact_url(url)
+        ))
+    };
+    let pool = sqlx::PgPool::connect(url).await.map_err(fail)?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS airmy_receiver_effects (
+             event_id text NOT NULL, event_type text NOT NULL, attempt integer NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .map_err(fail)?;
+    pool.close().await;
+    Ok(())
 }
 
 /// What both receivers do next, before they announce: serve `GET /metrics` when

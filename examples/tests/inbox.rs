@@ -743,3 +743,160 @@ async fn two_receivers_share_one_postgres_inbox() {
         assert!(!err.contains("hunter2"), "{err}");
     }
 }
+
+/// Rows of `airmy_receiver_effects` per event id.
+async fn effect_rows(url: &str) -> HashMap<String, usize> {
+    let pool = sqlx::PgPool::connect(url).await.expect("pool");
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_id, count(*) FROM airmy_receiver_effects GROUP BY event_id")
+            .fetch_all(&pool)
+            .await
+            .expect("effects");
+    rows.into_iter()
+        .map(|(id, n)| (id, usize::try_from(n).unwrap_or(0)))
+        .collect()
+}
+
+/// Waits until every acknowledged id has an effect row, then (after a lease, for takeovers to
+/// show) checks that each has **exactly one**: the handlers were inside their transactions
+/// (`AIRMY_HANDLER_DELAY_MS`) at the kill, so at-least-once handling would show here as two.
+async fn exactly_one_effect_each(label: &str, url: &str, acknowledged: &HashSet<String>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = effect_rows(url).await;
+        if acknowledged.iter().all(|id| rows.contains_key(id)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{label}: {} of {} acknowledged ids have an effect",
+            acknowledged
+                .iter()
+                .filter(|id| rows.contains_key(*id))
+                .count(),
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows = effect_rows(url).await;
+    let doubled: Vec<_> = rows.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "{label}: effects not exactly once: {doubled:?}"
+    );
+    for id in acknowledged {
+        assert_eq!(rows.get(id), Some(&1), "{label}: {id}");
+    }
+}
+
+/// `kill -9` of a receiver on a PostgreSQL inbox under load, while its handlers are inside
+/// their transactions, then a restart on the same database: every acknowledged id has exactly
+/// one row in `airmy_receiver_effects` (rows counted, not stdout lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_receivers_killed_mid_transaction_make_each_effect_exactly_once() {
+    let server = test_support::PostgresServer::start_private();
+    let envs = [
+        ("AIRMY_HANDLER_DELAY_MS", "150"),
+        ("AIRMY_INBOX_WORKERS", "4"),
+        ("AIRMY_INBOX_LEASE_SECS", "2"),
+    ];
+    for bin in [AXUM, ACTIX] {
+        let first = start_on(bin, server.url(), &envs).await;
+        let prefix = format!(
+            "evt_pgk_{}",
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
+        let (load, acknowledged) = load_lanes(std::slice::from_ref(&first.url), &prefix);
+        wait_for("some deliveries handled", Duration::from_secs(30), || {
+            first.lines().len() >= 12
+        })
+        .await;
+        first.signal("-9");
+        join_lanes(load).await;
+        let acknowledged = acknowledged.lock().expect("set").clone();
+        assert!(
+            acknowledged.len() > 12,
+            "{} acknowledged",
+            acknowledged.len()
+        );
+        let _second = start_on(bin, server.url(), &envs).await;
+        exactly_one_effect_each(bin, server.url(), &acknowledged).await;
+    }
+}
+
+/// Two receivers (axum and actix) on one PostgreSQL inbox under load, one killed with
+/// `kill -9` mid-transaction: the survivor takes over what the dead one held, and every
+/// acknowledged id has exactly one effect row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_make_each_effect_once_when_one_is_killed() {
+    let server = test_support::PostgresServer::start_private();
+    let envs = [
+        ("AIRMY_HANDLER_DELAY_MS", "150"),
+        ("AIRMY_INBOX_WORKERS", "4"),
+        ("AIRMY_INBOX_LEASE_SECS", "2"),
+    ];
+    let victim = start_on(AXUM, server.url(), &envs).await;
+    let survivor = start_on(ACTIX, server.url(), &envs).await;
+    let urls = [victim.url.clone(), survivor.url.clone()];
+    let prefix = format!(
+        "evt_pgr_{}",
+        OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
+    let (load, acknowledged) = load_lanes(&urls, &prefix);
+    wait_for("some deliveries handled", Duration::from_secs(30), || {
+        victim.lines().len() >= 6 && !survivor.lines().is_empty()
+    })
+    .await;
+    victim.signal("-9");
+    join_lanes(load).await;
+    let acknowledged = acknowledged.lock().expect("set").clone();
+    exactly_one_effect_each("replicas", server.url(), &acknowledged).await;
+}
+
+/// PostgreSQL stopped at once (`pg_ctl stop -m immediate`) under load and started again: while
+/// it is down the receivers answer 503 `{"error":"inbox_unavailable"}` and `/healthz` 503,
+/// never a 2xx; afterwards every acknowledged id has exactly one effect row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_mid_load_answers_503_and_keeps_effects_exactly_once() {
+    let server = test_support::PostgresServer::start_private();
+    let envs = [
+        ("AIRMY_HANDLER_DELAY_MS", "20"),
+        ("AIRMY_INBOX_WORKERS", "4"),
+    ];
+    let r = start_on(AXUM, server.url(), &envs).await;
+    let client = client();
+    let mut acknowledged = HashSet::new();
+    let mut refused = 0;
+    // While it is down each delivery waits for a connection (3 s, PgOptions' default
+    // acquire timeout, well within AIRMY's 10 s): ten of them.
+    for i in 0..70 {
+        if i == 30 {
+            server.stop_immediately();
+            assert_eq!(r.health().await, 503, "healthz while down");
+        }
+        if i == 40 {
+            server.start_again();
+        }
+        let id = format!("evt_pgs_{i}");
+        match post(&client, &r.url, &delivery(&id)).await {
+            Some((200, body)) => {
+                assert!(body.contains("\"accepted\""), "{body}");
+                acknowledged.insert(id);
+            }
+            Some((503, body)) => {
+                assert_eq!(body, r#"{"error":"inbox_unavailable"}"#);
+                refused += 1;
+            }
+            other => panic!("{id}: unexpected answer {other:?}"),
+        }
+    }
+    assert!(refused >= 10, "refused while down: {refused}");
+    assert!(
+        acknowledged.len() >= 50,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    exactly_one_effect_each("outage", server.url(), &acknowledged).await;
+    assert_eq!(r.health().await, 200);
+}

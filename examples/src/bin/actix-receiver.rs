@@ -20,7 +20,8 @@ use examples::apps::{Handling, actix_app};
 async fn main() {
     let (config, guard, inbox) = examples::start_or_exit().await;
     let metrics = examples::observe_or_exit(&config).await;
-    let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
+    let handling = Handling::printing(config.handler_delay, config.handler_fail_for)
+        .transactional(config.inbox_is_postgres());
     let routes = actix_app(
         config.verifier,
         handling.clone(),

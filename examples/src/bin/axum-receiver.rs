@@ -26,7 +26,8 @@ async fn main() {
             std::process::exit(examples::EXIT_CONFIG);
         }
     };
-    let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
+    let handling = Handling::printing(config.handler_delay, config.handler_fail_for)
+        .transactional(config.inbox_is_postgres());
     let (workers, worker) = examples::start_workers(
         inbox.as_ref(),
         &handling,
