@@ -129,7 +129,8 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_through_notify() {
 /// identifier are refused at connect, naming why; the password never shows.
 #[tokio::test]
 async fn foreign_and_newer_schemas_are_refused() {
-    let server = PostgresServer::start();
+    // A server of its own: the test creates fixed schema names.
+    let server = PostgresServer::start_private();
     let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
     sqlx::raw_sql(
         "CREATE SCHEMA foreign_app; CREATE TABLE foreign_app.users (id int);
