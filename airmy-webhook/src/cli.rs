@@ -59,7 +59,7 @@ pub(crate) enum Command {
 #[derive(Args)]
 pub(crate) struct InboxArgs {
     /// The inbox, as `sqlite:PATH` or a Redis URL (the receivers' AIRMY_INBOX).
-    #[arg(long, env = "AIRMY_INBOX")]
+    #[arg(long, env = "AIRMY_INBOX", hide_env_values = true)]
     pub(crate) inbox: String,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]

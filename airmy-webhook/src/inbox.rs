@@ -34,17 +34,17 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                     Err(err) => return Err(err.to_string()),
                 };
                 if json {
-                    println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+                    out!("{}", serde_json::to_string(&stats).unwrap_or_default());
                 } else {
-                    println!("{:<10} {:>10}", "pending", stats.pending);
-                    println!("{:<10} {:>10}", "scheduled", stats.scheduled);
-                    println!("{:<10} {:>10}", "processing", stats.processing);
-                    println!("{:<10} {:>10}", "dead", stats.dead);
-                    println!("{:<10} {:>10}", "done", stats.done);
+                    out!("{:<10} {:>10}", "pending", stats.pending);
+                    out!("{:<10} {:>10}", "scheduled", stats.scheduled);
+                    out!("{:<10} {:>10}", "processing", stats.processing);
+                    out!("{:<10} {:>10}", "dead", stats.dead);
+                    out!("{:<10} {:>10}", "done", stats.done);
                     let age = stats
                         .oldest_pending_age_secs
                         .map_or_else(|| "-".to_owned(), |s| format!("{s} s"));
-                    println!("oldest pending age: {age}");
+                    out!("oldest pending age: {age}");
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -54,13 +54,16 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                     Err(err) => return failed(err),
                 };
                 if json {
-                    println!("{}", serde_json::to_string(&dead).unwrap_or_default());
+                    out!("{}", serde_json::to_string(&dead).unwrap_or_default());
                 } else if dead.is_empty() {
-                    println!("no dead letters");
+                    out!("no dead letters");
                 } else {
-                    println!(
+                    out!(
                         "{:<32} {:<22} {:>8}  {:<20}  last error",
-                        "id", "type", "attempts", "died at"
+                        "id",
+                        "type",
+                        "attempts",
+                        "died at"
                     );
                     for d in &dead {
                         let (id, event_type) = (word(&d.id), word(&d.event_type));
@@ -74,7 +77,7 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                             .take(80)
                             .map(|c| if c.is_control() { ' ' } else { c })
                             .collect();
-                        println!(
+                        out!(
                             "{id:<32} {event_type:<22} {:>8}  {died:<20}  {error}",
                             d.attempts
                         );
@@ -96,12 +99,12 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                     return failed(err);
                 }
                 if json {
-                    println!(
+                    out!(
                         "{}",
                         serde_json::json!({ "replayed": [id], "dry_run": dry_run })
                     );
                 } else {
-                    println!("{} {id}", if dry_run { "would replay" } else { "replayed" });
+                    out!("{} {id}", if dry_run { "would replay" } else { "replayed" });
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -131,15 +134,15 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                     eprintln!();
                 }
                 if json {
-                    println!(
+                    out!(
                         "{}",
                         serde_json::json!({ "replayed": replayed, "dry_run": dry_run })
                     );
                 } else {
                     for id in &replayed {
-                        println!("{} {id}", if dry_run { "would replay" } else { "replayed" });
+                        out!("{} {id}", if dry_run { "would replay" } else { "replayed" });
                     }
-                    println!(
+                    out!(
                         "{} dead letter(s) {}",
                         replayed.len(),
                         if dry_run {
@@ -175,9 +178,9 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                     eprintln!(" done");
                 }
                 if json {
-                    println!("{}", serde_json::json!({ "purged": purged }));
+                    out!("{}", serde_json::json!({ "purged": purged }));
                 } else {
-                    println!(
+                    out!(
                         "purged {purged} processed entr{}",
                         if purged == 1 { "y" } else { "ies" }
                     );

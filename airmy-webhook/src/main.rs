@@ -24,6 +24,19 @@
 //! attempt's status and time and exits 0 when acknowledged, 1 when never acknowledged, 2 for a
 //! usage error (bad URL, unreadable file, missing secret).
 
+/// `println!` that never panics: when standard output is closed (`airmy-webhook inbox dead |
+/// head -2`), the tool stops quietly with 141, the status of a process ended by `SIGPIPE`, as
+/// other command-line tools do.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, $($arg)*).and_then(|()| stdout.flush()).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
 mod cli;
 mod inbox;
 mod send;
@@ -46,7 +59,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            // One line, whatever the message holds (a path or URL with a newline in it).
+            let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("error: {line}");
             ExitCode::from(2)
         }
     }

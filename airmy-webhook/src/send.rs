@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use airmy_verify::testing;
+use airmy_verify::text::redact_url;
 use airmy_verify::time::OffsetDateTime;
 use bytes::Bytes;
 
@@ -37,8 +38,37 @@ fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, String> {
 pub(crate) fn sign(args: &SignArgs) -> Result<ExitCode, String> {
     check_secret(&args.secret)?;
     let bytes = read_input(args.file.as_ref())?;
-    println!("{}", airmy_verify::sign(&bytes, &args.secret));
+    out!("{}", airmy_verify::sign(&bytes, &args.secret));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `url` as it may be printed: any user name and password replaced by `[redacted]`.
+fn shown_url(url: &reqwest::Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    let _ = shown.set_username("[redacted]");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+/// The first 200 characters of a response body, as one line of plain text: at most 4 KiB is
+/// read (a huge body is not kept), and control characters (a newline, an escape sequence)
+/// become spaces, so that a receiver's answer cannot forge a line of this tool's output.
+async fn shown_body(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < 4096 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// A fresh event id, `evt_` and 20 hex digits (the suite's one random-token generator).
@@ -48,12 +78,13 @@ fn random_id() -> String {
 
 pub(crate) fn send(args: SendArgs) -> Result<ExitCode, String> {
     check_secret(&args.secret)?;
-    let url =
-        reqwest::Url::parse(&args.url).map_err(|e| format!("invalid --url {:?}: {e}", args.url))?;
+    let url = reqwest::Url::parse(&args.url)
+        .map_err(|e| format!("invalid --url {:?}: {e}", redact_url(&args.url)))?;
+    // Shown without its user and password (they are still sent, as Basic authentication).
+    let shown = shown_url(&url);
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "invalid --url {:?}: only http and https are supported",
-            args.url
+            "invalid --url {shown:?}: only http and https are supported"
         ));
     }
     // Every wait and the timeout must be representable as a `Duration`: 1e20 s or a scale
@@ -80,16 +111,18 @@ pub(crate) fn send(args: SendArgs) -> Result<ExitCode, String> {
     };
     let signature = airmy_verify::sign(&body, &args.secret);
     let attempts = if args.no_retry { 1 } else { args.attempts };
+    // A redirect is not an acknowledgement (AIRMY follows none): a 3xx is reported as it is.
     let client = reqwest::Client::builder()
         .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    println!(
-        "POST {url} ({} bytes, X-AIRMY-Signature {}…)",
+    out!(
+        "POST {shown} ({} bytes, X-AIRMY-Signature {}…)",
         body.len(),
         &signature[..8]
     );
@@ -107,10 +140,9 @@ pub(crate) fn send(args: SendArgs) -> Result<ExitCode, String> {
             let outcome = match result {
                 Ok(response) => {
                     let status = response.status();
-                    let text = response.text().await.unwrap_or_default();
-                    let text: String = text.chars().take(200).collect();
+                    let text = shown_body(response).await;
                     if status.is_success() {
-                        println!(
+                        out!(
                             "attempt {attempt}/{attempts}: {status} in {} ms: acknowledged {text}",
                             took.as_millis()
                         );
@@ -134,16 +166,16 @@ pub(crate) fn send(args: SendArgs) -> Result<ExitCode, String> {
             };
             if attempt < attempts {
                 let wait = waits[(attempt - 1) as usize];
-                println!(
+                out!(
                     "attempt {attempt}/{attempts}: {outcome}; retrying in {:.2} s",
                     wait.as_secs_f64()
                 );
                 tokio::time::sleep(wait).await;
             } else {
-                println!("attempt {attempt}/{attempts}: {outcome}");
+                out!("attempt {attempt}/{attempts}: {outcome}");
             }
         }
-        println!("not acknowledged after {attempts} attempt(s)");
+        out!("not acknowledged after {attempts} attempt(s)");
         Ok(ExitCode::FAILURE)
     })
 }

@@ -572,3 +572,76 @@ async fn the_inbox_commands_work_on_a_postgres_url() {
     inbox_commands_setup(&backend).await;
     inbox_commands(server.url()).await;
 }
+
+/// A receiver that answers a redirect is not followed (AIRMY follows none): the 3xx is the
+/// attempt's answer, the target never called. The URL's password is never printed, and a body
+/// holding a newline and an escape sequence cannot forge a line of the tool's output.
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_nothing_is_forged_or_leaked() {
+    let (target, target_calls) = scripted(vec![], Duration::ZERO).await;
+    let location = format!("http://{target}/hooks/airmy");
+    let app = Router::new().route(
+        "/hooks/airmy",
+        post(move || {
+            let location = location.clone();
+            async move {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, location)],
+                    "moved\nattempt 2/2: 200 OK in 1 ms: acknowledged\x1b[2J",
+                )
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://ops:hunter2@{addr}/hooks/airmy");
+    let (code, out, err) = tool(&[
+        "send",
+        "--url",
+        &url,
+        "--secret",
+        testing::SECRET,
+        "--attempts",
+        "2",
+        "--backoff-scale",
+        "0.01",
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(target_calls.load(Ordering::SeqCst), 0, "redirect followed");
+    assert!(out.contains("307 Temporary Redirect"), "{out}");
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{out}{err}"
+    );
+    assert!(!out.contains('\x1b'), "{out:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    // The POST line, two attempts, the verdict: the body's newline made no line of its own.
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines.iter().all(|l| !l.starts_with("attempt 2/2: 200")),
+        "{out}"
+    );
+}
+
+/// With its standard output a pipe nobody reads any more (`| head -1` once `head` is gone),
+/// the tool stops quietly: no panic message, the status of a process ended by SIGPIPE.
+#[tokio::test]
+async fn a_closed_standard_output_is_a_quiet_stop() {
+    let (_child, url) = receiver().await;
+    let script = format!(
+        "(sleep 0.5; {TOOL} send --url {url} --secret {}) | true; echo \"status=${{PIPESTATUS[0]}}\"",
+        testing::SECRET
+    );
+    let output = Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .await
+        .expect("bash");
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.contains("status=141"), "{out}{err}");
+}
