@@ -4,7 +4,9 @@
 #   scripts/inbox-load.sh axum-receiver|actix-receiver [ROUNDS] [N] [CONCURRENCY]
 # Two receivers run (pinned to the cores in SERVER_CPUS, if set, such as 0) one with
 # AIRMY_INBOX=sqlite:… (or, with INBOX=redis, a redis-server of its own with AOF
-# `appendfsync ${REDIS_FSYNC:-always}`, pinned to REDIS_CPUS if set) and its workers, one without; `inbox-bench load` (pinned to CLIENT_CPUS,
+# `appendfsync ${REDIS_FSYNC:-always}`, pinned to REDIS_CPUS if set; with INBOX=postgres, the
+# server of AIRMY_POSTGRES_URL, such as scripts/with-postgres.sh starts, its receivers writing
+# their one effect row in the entry's transaction) and its workers, one without; `inbox-bench load` (pinned to CLIENT_CPUS,
 # if set, such as 1) sends N unique signed 1 KiB deliveries,
 # CONCURRENCY at a time, to each in turn, the order alternating from round to round. It prints
 # every round's req/s, p50 and p99, and the median ratio of inbox to no-inbox req/s.
@@ -36,6 +38,9 @@ if [ "${INBOX:-sqlite}" = redis ]; then
   for _ in $(seq 1 100); do redis-cli -p "$port" ping > /dev/null 2>&1 && break; sleep 0.1; done
   inbox=$(start inbox AIRMY_INBOX="redis://127.0.0.1:$port")
   echo "redis-server on port $port, appendfsync ${REDIS_FSYNC:-always}"
+elif [ "${INBOX:-sqlite}" = postgres ]; then
+  : "${AIRMY_POSTGRES_URL:?INBOX=postgres needs AIRMY_POSTGRES_URL (scripts/with-postgres.sh)}"
+  inbox=$(start inbox AIRMY_INBOX="$AIRMY_POSTGRES_URL")
 else
   inbox=$(start inbox AIRMY_INBOX="sqlite:$work/inbox.db")
 fi
@@ -57,6 +62,16 @@ if [ -n "${port:-}" ]; then
   # The same Redis, plain round trips: 1 KiB SETs and XADDs, CONCURRENCY clients.
   ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} redis-benchmark -p "$port" -c "$concurrency" -n "$n" -d 1024 -q -t set | tr '\r' '\n' | grep -a 'requests per second' | tail -1
   ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} redis-benchmark -p "$port" -c "$concurrency" -n "$n" -q XADD bench:xadd '*' i __rand_int__ | tr '\r' '\n' | grep -a 'requests per second' | tail -1
+fi
+if [ "${INBOX:-sqlite}" = postgres ]; then
+  # The floor: the same server, a one-INSERT transaction (a unique 1 KiB row, as an accept
+  # stores), CONCURRENCY clients, with pgbench on the load client's core.
+  psql=("${PGBIN:-/usr/lib/postgresql/15/bin}/psql" -q "$AIRMY_POSTGRES_URL")
+  "${psql[@]}" -c "CREATE TABLE IF NOT EXISTS pgbench_floor (id text PRIMARY KEY, body text)"
+  echo "INSERT INTO pgbench_floor (id, body) VALUES (md5(random()::text || clock_timestamp()::text), repeat('x', 1024));" > "$work/insert.sql"
+  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} "${PGBIN:-/usr/lib/postgresql/15/bin}/pgbench" -n -c "$concurrency" -j 1 \
+    -t $((n / concurrency)) -M prepared -f "$work/insert.sql" "$AIRMY_POSTGRES_URL" 2>&1 | grep -E '^(latency average|tps)'
+  "${psql[@]}" -c "DROP TABLE pgbench_floor"
 fi
 python3 - "$work/results" <<'PY'
 import statistics, sys, re

@@ -3,7 +3,8 @@
 //! ```text
 //! inbox-bench fsync [N]                      # this disk's fsync latency (N synced 4 KiB writes)
 //! inbox-bench latency [N]                    # accept → handler start, one delivery at a time
-//! inbox-bench drain [N] [WORKERS]            # N queued entries drained by a no-op handler
+//! inbox-bench drain [N] [WORKERS] [tx]       # N queued entries drained by a no-op handler
+//!                                            # (tx, PostgreSQL: one INSERT in the entry's transaction)
 //! inbox-bench load URL [N] [CONCURRENCY]     # N unique signed deliveries, CONCURRENCY at a time
 //! inbox-bench roundtrips [N]                 # Redis commands per accepted delivery (AIRMY_INBOX)
 //! ```
@@ -13,8 +14,10 @@
 //! the statuses. Every loop is bounded by N. Files go to a fresh directory under the system's
 //! temporary directory (`TMPDIR`), removed at the end.
 //!
-//! `latency`, `drain` and `rawdrain` measure the SQLite backend, or the Redis backend when
-//! `AIRMY_INBOX` is a Redis URL (each run under a fresh key prefix, deleted at the end).
+//! `latency`, `drain` and `rawdrain` measure the SQLite backend, the Redis backend when
+//! `AIRMY_INBOX` is a Redis URL (each run under a fresh key prefix, deleted at the end), or the
+//! PostgreSQL backend when it is a `postgres://` URL (each run in a fresh schema, dropped at the
+//! end).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -24,8 +27,8 @@ use std::time::{Duration, Instant};
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{Envelope, Event, Secret, Verifier, testing};
 use airmy_verify_inbox::{
-    Accepted, Context, HandlerError, Handlers, Inbox, RedisBackend, RedisOptions, SqliteBackend,
-    SqliteOptions,
+    Accepted, Context, HandlerError, Handlers, Inbox, PgBackend, PgOptions, RedisBackend,
+    RedisOptions, SqliteBackend, SqliteOptions,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +88,7 @@ fn fsync(n: usize) {
 enum Place {
     Dir(std::path::PathBuf),
     Redis { url: String, prefix: String },
+    Postgres { url: String, schema: String },
 }
 
 impl Place {
@@ -92,6 +96,7 @@ impl Place {
         match self {
             Self::Dir(_) => "sqlite".to_owned(),
             Self::Redis { .. } => "redis".to_owned(),
+            Self::Postgres { .. } => "postgres".to_owned(),
         }
     }
 
@@ -116,6 +121,19 @@ impl Place {
                         redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
                 }
             }
+            Self::Postgres { url, schema } => {
+                let pool = sqlx::PgPool::connect(url).await.expect("connects");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .execute(&pool)
+                .await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP TABLE IF EXISTS {schema}_effects"
+                )))
+                .execute(&pool)
+                .await;
+            }
         }
     }
 }
@@ -134,6 +152,18 @@ async fn open(name: &str) -> (Inbox, Place) {
             .await
             .expect("connects");
         return (Inbox::new(backend), Place::Redis { url, prefix });
+    }
+    if let Ok(url) = std::env::var("AIRMY_INBOX")
+        && (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        let schema = format!(
+            "bench_{name}_{}",
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
+        let backend = PgBackend::connect(&url, PgOptions::default().schema(&schema))
+            .await
+            .expect("connects");
+        return (Inbox::new(backend), Place::Postgres { url, schema });
     }
     let dir = temp_dir(name);
     let inbox = Inbox::new(
@@ -185,8 +215,29 @@ async fn latency(n: usize) {
     );
 }
 
-async fn drain(n: usize, workers: usize) {
+async fn drain(n: usize, workers: usize, transactional: bool) {
     let (inbox, dir) = open("drain").await;
+    // With `tx` on PostgreSQL: a table for the handler's one row, in the run's own name.
+    let effects = match &dir {
+        Place::Postgres { url, schema } if transactional => {
+            let table = format!("{schema}_effects");
+            let pool = sqlx::PgPool::connect(url).await.expect("connects");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE TABLE {table} (event_id text, event_type text, attempt int)"
+            )))
+            .execute(&pool)
+            .await
+            .expect("effects table");
+            Some(Arc::<str>::from(format!(
+                "INSERT INTO {table} (event_id, event_type, attempt) VALUES ($1, $2, $3)"
+            )))
+        }
+        _ if transactional => {
+            eprintln!("drain … tx needs AIRMY_INBOX=postgres://…");
+            std::process::exit(2);
+        }
+        _ => None,
+    };
     // Fill: 64 accepts at a time (they share transactions).
     let fill = Instant::now();
     let mut next = 0;
@@ -203,9 +254,21 @@ async fn drain(n: usize, workers: usize) {
     let filled = fill.elapsed();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let d = done.clone();
-    let handlers = Handlers::new().fallback(move |_e: Envelope<Event>, _ctx: Context| {
-        d.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        async { Ok::<(), HandlerError>(()) }
+    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+        let (d, insert) = (d.clone(), effects.clone());
+        async move {
+            if let Some(insert) = insert {
+                let mut tx = ctx.transaction().await?;
+                sqlx::query(sqlx::AssertSqlSafe(insert))
+                    .bind(&e.id)
+                    .bind(e.event_type())
+                    .bind(i32::try_from(ctx.attempt).unwrap_or(i32::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            d.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<(), HandlerError>(())
+        }
     });
     let shutdown = CancellationToken::new();
     let started = Instant::now();
@@ -230,10 +293,32 @@ async fn drain(n: usize, workers: usize) {
     let took = started.elapsed();
     shutdown.cancel();
     let _ = worker.await;
+    if let Place::Postgres { url, schema } = &dir
+        && transactional
+    {
+        // Exactly one effect row per entry: the measurement counts only what committed.
+        let pool = sqlx::PgPool::connect(url).await.expect("connects");
+        let (rows, ids): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), count(DISTINCT event_id) FROM {schema}_effects"
+        )))
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        assert_eq!(
+            (rows, ids),
+            (n as i64, n as i64),
+            "one effect row per entry"
+        );
+    }
     dir.remove().await;
     println!(
-        "drain ({}): {n} entries ({:.0} accepts/s to fill, 64 concurrent), {workers} workers, no-op handler: {:.2} s, {:.0} events/s",
+        "drain ({}): {n} entries ({:.0} accepts/s to fill, 64 concurrent), {workers} workers, {}: {:.2} s, {:.0} events/s",
         dir.name(),
+        if transactional {
+            "one-row transactional handler"
+        } else {
+            "no-op handler"
+        },
         n as f64 / filled.as_secs_f64(),
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64()
@@ -409,7 +494,10 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("fsync") => fsync(num(1, 500)),
         Some("latency") => latency(num(1, 500)).await,
-        Some("drain") => drain(num(1, 100_000), num(2, 16)).await,
+        Some("drain") => {
+            let tx = args.get(3).is_some_and(|a| a == "tx");
+            drain(num(1, 100_000), num(2, 16), tx).await;
+        }
         Some("rawdrain") => rawdrain(num(1, 20_000), num(2, 64)).await,
         Some("roundtrips") => roundtrips(num(1, 2_000)).await,
         Some("load") => {
@@ -421,7 +509,7 @@ async fn main() {
         }
         _ => {
             eprintln!(
-                "usage: inbox-bench fsync [N] | latency [N] | drain [N] [WORKERS] | rawdrain [N] [BATCH] | roundtrips [N] | load URL [N] [CONCURRENCY]"
+                "usage: inbox-bench fsync [N] | latency [N] | drain [N] [WORKERS] [tx] | rawdrain [N] [BATCH] | roundtrips [N] | load URL [N] [CONCURRENCY]"
             );
             std::process::exit(2);
         }
