@@ -378,3 +378,60 @@ async fn a_synchronous_handler_has_no_transaction() {
     let answer = handlers.respond(&delivery("evt_pg_sync", "test")).await;
     assert_eq!(answer.status(), 500);
 }
+
+/// Accepts and completions go to PostgreSQL in batches (one statement for all that arrive
+/// together): 300 concurrent accepts of 100 ids, each three times, store each id once (one
+/// `Stored` per id, whichever batch its copies land in) and every body intact; 100
+/// concurrent completions each answer for their own entry, and a stale token completes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_accepts_and_completions_answer_each_delivery_for_itself() {
+    let server = PostgresServer::start();
+    let backend = Arc::new(backend(server.url(), &unique_schema("batches")).await);
+    let deliveries: Vec<_> = (0..300)
+        .map(|i| delivery(&format!("evt_batch_{}", i % 100), "run.completed"))
+        .collect();
+    let answers =
+        futures_util::future::join_all(deliveries.iter().map(|d| backend.accept(d))).await;
+    let mut stored = std::collections::HashMap::<String, usize>::new();
+    for (d, answer) in deliveries.iter().zip(&answers) {
+        match answer {
+            Ok(Accepted::Stored) => *stored.entry(d.id().to_owned()).or_default() += 1,
+            Ok(Accepted::Duplicate) => {}
+            other => panic!("accept of {}: {other:?}", d.id()),
+        }
+    }
+    assert_eq!(stored.len(), 100, "every id stored");
+    assert!(
+        stored.values().all(|&n| n == 1),
+        "each id stored once: {stored:?}"
+    );
+    let leased = backend
+        .take(200, Duration::from_secs(60))
+        .await
+        .expect("take");
+    assert_eq!(leased.len(), 100);
+    for entry in &leased {
+        let original = deliveries
+            .iter()
+            .find(|d| d.id() == entry.id)
+            .expect("known");
+        assert_eq!(entry.body, *original.bytes(), "body of {}", entry.id);
+    }
+    let stale = backend
+        .complete(&leased[0].id, "not-the-token")
+        .await
+        .expect("complete");
+    assert!(!stale, "a stale token completes nothing");
+    let done =
+        futures_util::future::join_all(leased.iter().map(|e| backend.complete(&e.id, &e.token)))
+            .await;
+    assert!(done.iter().all(|d| *d == Ok(true)), "{done:?}");
+    let again = backend
+        .complete(&leased[1].id, &leased[1].token)
+        .await
+        .expect("complete");
+    assert!(!again, "a completed entry completes once");
+    let stats = backend.stats().await.expect("stats");
+    assert_eq!((stats.done, stats.pending, stats.processing), (100, 0, 0));
+}

@@ -8,6 +8,9 @@
 //!   token and an expiry): an entry whose worker died is taken over when its lease runs out.
 //! - **Wake-ups** go through `LISTEN`/`NOTIFY`: an accept (or replay) on one replica wakes an
 //!   idle worker on another within milliseconds; retries wake their worker at their due time.
+//!   The accept's `NOTIFY` is sent right after its commit, one for all the accepts made while
+//!   the previous one was on its way: a `NOTIFY` inside each accept would serialize their
+//!   commits (PostgreSQL holds one lock through a notifying transaction's WAL flush).
 //! - **Times** are the server's (`clock_timestamp()`), so replicas with skewed clocks agree on
 //!   leases.
 //! - **A schema of its own** (default `airmy_inbox`; [`PgOptions::schema`]): a version row,
@@ -46,6 +49,7 @@ use tokio::sync::{Mutex, Notify};
 use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
 use crate::clock::duration_ms;
 
+mod batch;
 mod schema;
 pub(crate) mod tx;
 
@@ -123,7 +127,9 @@ impl std::error::Error for PgConnectError {}
 
 /// The statements, with the schema's name in them (checked to be a plain identifier).
 struct Sql {
-    accept: Arc<str>,
+    accept_batch: Arc<str>,
+    complete_batch: Arc<str>,
+    wake: Arc<str>,
     held: Arc<str>,
     take: Arc<str>,
     next_due: Arc<str>,
@@ -150,14 +156,29 @@ impl Sql {
         let held = "WHERE id = $1 AND lease_token = $2 AND state = 'processing'";
         let sql = |text: String| -> Arc<str> { Arc::from(text) };
         Self {
-            accept: sql(format!(
-                "WITH stored AS (
-                     INSERT INTO {s}.entries (id, event_type, body, created_at, state, due_at)
-                     VALUES ($1, $2, $3, $4, 'pending', clock_timestamp())
-                     ON CONFLICT (id) DO NOTHING
-                     RETURNING seq)
-                 SELECT seq, pg_notify('{channel}', '') FROM stored"
+            // No NOTIFY in the accept itself: PostgreSQL serializes the commits of notifying
+            // transactions (one global lock, held through the WAL flush), which would undo
+            // group commit; the wake-up goes out right after, from the waker task.
+            accept_batch: sql(format!(
+                "INSERT INTO {s}.entries (id, event_type, body, created_at, state, due_at)
+                 SELECT j.id, j.event_type, j.body, j.created_at, 'pending', clock_timestamp()
+                 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
+                     AS j(id, event_type, body, created_at)
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id"
             )),
+            complete_batch: sql(format!(
+                "UPDATE {s}.entries e SET state = 'done', finished_at = clock_timestamp(),
+                     lease_token = NULL, last_error = NULL
+                 FROM (SELECT x.id FROM {s}.entries x
+                       JOIN unnest($1::text[], $2::text[]) AS j(id, token)
+                         ON x.id = j.id AND x.lease_token = j.token
+                       WHERE x.state = 'processing'
+                       FOR UPDATE OF x SKIP LOCKED) AS held
+                 WHERE e.id = held.id
+                 RETURNING e.id"
+            )),
+            wake: sql(format!("SELECT pg_notify('{channel}', '')")),
             held: sql(format!("SELECT 1 FROM {s}.entries WHERE id = $1")),
             take: sql(format!(
                 "WITH due AS (
@@ -274,6 +295,13 @@ pub struct PgBackend {
     unfinished: AtomicU64,
     recounted: Mutex<Instant>,
     listener: tokio::task::JoinHandle<()>,
+    /// Accepts tell the waker task, which sends one `NOTIFY` for every accept made while the
+    /// previous one was in flight.
+    wake: Arc<Notify>,
+    waker: tokio::task::JoinHandle<()>,
+    /// The batch tasks of accepts and completions (they end when these are dropped).
+    accepts: tokio::sync::mpsc::UnboundedSender<batch::AcceptJob>,
+    completions: tokio::sync::mpsc::UnboundedSender<batch::CompleteJob>,
 }
 
 impl fmt::Debug for PgBackend {
@@ -287,6 +315,7 @@ impl fmt::Debug for PgBackend {
 impl Drop for PgBackend {
     fn drop(&mut self) {
         self.listener.abort();
+        self.waker.abort();
     }
 }
 
@@ -354,7 +383,28 @@ impl PgBackend {
             .await
             .map_err(|e| fail(short(&e)))?;
         let listener = tokio::spawn(listen(listener, Arc::clone(&notify)));
+        let wake = Arc::new(Notify::new());
+        let waker = tokio::spawn(waker(
+            pool.clone(),
+            Arc::clone(&sql.wake),
+            Arc::clone(&wake),
+        ));
+        let (accepts, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batch::accepts(
+            pool.clone(),
+            Arc::clone(&sql.accept_batch),
+            queue,
+        ));
+        let (completions, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batch::completions(
+            pool.clone(),
+            Arc::clone(&sql.complete_batch),
+            Arc::clone(&sql.complete),
+            queue,
+        ));
         Ok(Self {
+            accepts,
+            completions,
             pool,
             sql,
             schema: options.schema,
@@ -363,6 +413,8 @@ impl PgBackend {
             unfinished: AtomicU64::new(u64::try_from(unfinished).unwrap_or(0)),
             recounted: Mutex::new(Instant::now()),
             listener,
+            wake,
+            waker,
         })
     }
 
@@ -445,6 +497,28 @@ async fn listen(mut listener: PgListener, notify: Arc<Notify>) {
     }
 }
 
+/// The wake-up sender: one `NOTIFY` at a time on the inbox's channel, for every accept told
+/// since the last one began (a permit of `wake` gathers them), so that idle workers of other
+/// replicas wake within a round trip of an accept's commit. A lost wake-up (the server gone
+/// for a moment, the process killed between commit and `NOTIFY`) costs at most the workers'
+/// longest wait, a second.
+async fn waker(pool: PgPool, wake_sql: Arc<str>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        if let Err(err) = sqlx::query(AssertSqlSafe(Arc::clone(&wake_sql)))
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(
+                target: "airmy_verify",
+                error = %short(&err),
+                "the inbox could not send a wake-up to other replicas"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// An error's message on one line, without any URL.
 fn short(err: &sqlx::Error) -> String {
     err.to_string()
@@ -480,22 +554,25 @@ impl Backend for PgBackend {
                 .created_at()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
-            let stored = self
-                .query(&self.sql.accept)
-                .bind(delivery.id())
-                .bind(delivery.event_type())
-                .bind(delivery.bytes().as_ref())
-                .bind(created_at)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| unavailable(&e))?;
+            // Concurrent accepts go together in one statement (one commit, one WAL flush).
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = batch::AcceptJob {
+                id: delivery.id().to_owned(),
+                event_type: delivery.event_type().to_owned(),
+                body: delivery.bytes().clone(),
+                created_at,
+                reply,
+            };
+            self.accepts.send(job).map_err(|_| batch::shutting_down())?;
+            let stored = answer.await.map_err(|_| batch::shutting_down())??;
             Ok(match stored {
-                Some(_) => {
+                true => {
                     self.unfinished.fetch_add(1, Ordering::Relaxed);
                     self.notify.notify_one();
+                    self.wake.notify_one();
                     Accepted::Stored
                 }
-                None => Accepted::Duplicate,
+                false => Accepted::Duplicate,
             })
         })
     }
@@ -585,13 +662,17 @@ impl Backend for PgBackend {
 
     fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
         Box::pin(async move {
-            let done = self
-                .leased_update(
-                    self.query(&self.sql.complete)
-                        .bind(id.to_owned())
-                        .bind(token.to_owned()),
-                )
-                .await?;
+            // Concurrent completions go together in one statement, as accepts do.
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = batch::CompleteJob {
+                id: id.to_owned(),
+                token: token.to_owned(),
+                reply,
+            };
+            self.completions
+                .send(job)
+                .map_err(|_| batch::shutting_down())?;
+            let done = answer.await.map_err(|_| batch::shutting_down())??;
             if done {
                 self.finished();
             }

@@ -160,9 +160,17 @@ async fn open(name: &str) -> (Inbox, Place) {
             "bench_{name}_{}",
             OffsetDateTime::now_utc().unix_timestamp_nanos()
         );
-        let backend = PgBackend::connect(&url, PgOptions::default().schema(&schema))
-            .await
-            .expect("connects");
+        let backend = PgBackend::connect(
+            &url,
+            PgOptions::default().schema(&schema).max_connections(
+                std::env::var("PG_CONNECTIONS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(16),
+            ),
+        )
+        .await
+        .expect("connects");
         return (Inbox::new(backend), Place::Postgres { url, schema });
     }
     let dir = temp_dir(name);
@@ -314,12 +322,12 @@ async fn drain(n: usize, workers: usize, transactional: bool) {
     println!(
         "drain ({}): {n} entries ({:.0} accepts/s to fill, 64 concurrent), {workers} workers, {}: {:.2} s, {:.0} events/s",
         dir.name(),
+        n as f64 / filled.as_secs_f64(),
         if transactional {
             "one-row transactional handler"
         } else {
             "no-op handler"
         },
-        n as f64 / filled.as_secs_f64(),
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64()
     );

@@ -1,0 +1,201 @@
+//! Batching of the two commonest writes, accepts and completions: one statement (one
+//! transaction, one WAL flush) per batch instead of one per entry, as the Redis backend sends
+//! one script per batch. Each has a task of its own that sends whatever arrived while its
+//! previous statements ran; at low load a batch is one entry and waits for nothing.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sqlx::{AssertSqlSafe, PgPool, Row};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::unavailable;
+use crate::backend::InboxError;
+
+/// The most jobs in one statement, and (for accepts) the most bytes of bodies.
+const MOST: usize = 256;
+const BYTES: usize = 8 << 20;
+/// Statements of one kind in flight at once: the next batch gathers while they commit.
+const IN_FLIGHT: usize = 4;
+
+/// One accept waiting for its batch; the answer is whether it was stored (`false`: a
+/// duplicate).
+pub(super) struct AcceptJob {
+    pub(super) id: String,
+    pub(super) event_type: String,
+    pub(super) body: Bytes,
+    pub(super) created_at: String,
+    pub(super) reply: oneshot::Sender<Result<bool, InboxError>>,
+}
+
+/// One completion waiting for its batch; the answer is whether the lease was still held.
+pub(super) struct CompleteJob {
+    pub(super) id: String,
+    pub(super) token: String,
+    pub(super) reply: oneshot::Sender<Result<bool, InboxError>>,
+}
+
+/// The answer to a job whose batch task is gone (the backend is being dropped).
+pub(super) fn shutting_down() -> InboxError {
+    InboxError::Unavailable("the inbox is shutting down".to_owned())
+}
+
+/// Runs batches of the jobs from `queue` through `run` (at most [`MOST`] jobs, or [`BYTES`] as
+/// `size` counts them; [`IN_FLIGHT`] at once), until every sender is dropped.
+async fn batches<J, F, Fut>(mut queue: mpsc::UnboundedReceiver<J>, size: fn(&J) -> usize, run: F)
+where
+    J: Send + 'static,
+    F: Fn(Vec<J>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut held: Option<J> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match queue.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let mut bytes = size(&first);
+        let mut batch = vec![first];
+        while batch.len() < MOST {
+            match queue.try_recv() {
+                Ok(job) if bytes + size(&job) > BYTES => {
+                    held = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    bytes += size(&job);
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let done = run(batch);
+        tokio::spawn(async move {
+            done.await;
+            drop(permit);
+        });
+    }
+}
+
+/// The accept task: each batch is one `INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO
+/// NOTHING RETURNING id`; a job whose id came back was stored. An id twice in one batch is
+/// stored once: its later jobs are duplicates.
+pub(super) async fn accepts(
+    pool: PgPool,
+    sql: Arc<str>,
+    queue: mpsc::UnboundedReceiver<AcceptJob>,
+) {
+    batches(
+        queue,
+        |job| job.id.len() + job.body.len(),
+        move |jobs: Vec<AcceptJob>| {
+            let (pool, sql) = (pool.clone(), Arc::clone(&sql));
+            async move {
+                let mut seen = HashSet::with_capacity(jobs.len());
+                let (mut first, mut again) = (Vec::with_capacity(jobs.len()), Vec::new());
+                for job in jobs {
+                    if seen.insert(job.id.clone()) {
+                        first.push(job);
+                    } else {
+                        again.push(job);
+                    }
+                }
+                let ids: Vec<&str> = first.iter().map(|j| j.id.as_str()).collect();
+                let types: Vec<&str> = first.iter().map(|j| j.event_type.as_str()).collect();
+                let bodies: Vec<&[u8]> = first.iter().map(|j| j.body.as_ref()).collect();
+                let created: Vec<&str> = first.iter().map(|j| j.created_at.as_str()).collect();
+                let stored = sqlx::query(AssertSqlSafe(sql))
+                    .bind(ids)
+                    .bind(types)
+                    .bind(bodies)
+                    .bind(created)
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(|e| unavailable(&e))
+                    .and_then(|rows| {
+                        rows.iter()
+                            .map(|row| row.try_get::<String, _>(0))
+                            .collect::<Result<HashSet<String>, _>>()
+                            .map_err(|e| unavailable(&e))
+                    });
+                for job in first {
+                    let answer = stored.as_ref().map(|ids| ids.contains(&job.id));
+                    let _ = job.reply.send(answer.map_err(Clone::clone));
+                }
+                for job in again {
+                    let answer = stored.as_ref().map(|_| false);
+                    let _ = job.reply.send(answer.map_err(Clone::clone));
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// The completion task: each batch is one `UPDATE … FROM unnest(…)` over the rows it can lock
+/// at once (`SKIP LOCKED`); a job whose row was locked (its lease being extended at that
+/// moment, or a takeover's transaction) is then completed on its own by `single`, which waits
+/// for the lock, so that a locked row neither holds up the batch nor reads as a lost lease.
+pub(super) async fn completions(
+    pool: PgPool,
+    sql: Arc<str>,
+    single: Arc<str>,
+    queue: mpsc::UnboundedReceiver<CompleteJob>,
+) {
+    batches(
+        queue,
+        |job| job.id.len() + job.token.len(),
+        move |jobs: Vec<CompleteJob>| {
+            let (pool, sql, single) = (pool.clone(), Arc::clone(&sql), Arc::clone(&single));
+            async move {
+                let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+                let tokens: Vec<&str> = jobs.iter().map(|j| j.token.as_str()).collect();
+                let done = sqlx::query(AssertSqlSafe(sql))
+                    .bind(ids)
+                    .bind(tokens)
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(|e| unavailable(&e))
+                    .and_then(|rows| {
+                        rows.iter()
+                            .map(|row| row.try_get::<String, _>(0))
+                            .collect::<Result<HashSet<String>, _>>()
+                            .map_err(|e| unavailable(&e))
+                    });
+                let done = match done {
+                    Ok(done) => done,
+                    Err(err) => {
+                        for job in jobs {
+                            let _ = job.reply.send(Err(err.clone()));
+                        }
+                        return;
+                    }
+                };
+                for job in jobs {
+                    if done.contains(&job.id) {
+                        let _ = job.reply.send(Ok(true));
+                        continue;
+                    }
+                    let answer = sqlx::query(AssertSqlSafe(Arc::clone(&single)))
+                        .bind(&job.id)
+                        .bind(&job.token)
+                        .execute(&pool)
+                        .await
+                        .map(|r| r.rows_affected() == 1)
+                        .map_err(|e| unavailable(&e));
+                    let _ = job.reply.send(answer);
+                }
+            }
+        },
+    )
+    .await;
+}
