@@ -435,3 +435,28 @@ async fn batched_accepts_and_completions_answer_each_delivery_for_itself() {
     let stats = backend.stats().await.expect("stats");
     assert_eq!((stats.done, stats.pending, stats.processing), (100, 0, 0));
 }
+
+/// An event id PostgreSQL's `text` cannot hold (a NUL character) is refused on its own: the
+/// accepts that share its batch are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_postgres_cannot_store_fails_alone() {
+    let server = PostgresServer::start();
+    let backend = backend(server.url(), &unique_schema("nul")).await;
+    let mut deliveries: Vec<_> = (0..40)
+        .map(|i| delivery(&format!("evt_nul_{i}"), "run.completed"))
+        .collect();
+    deliveries.insert(20, delivery("evt_\u{0}_nul", "run.completed"));
+    let answers =
+        futures_util::future::join_all(deliveries.iter().map(|d| backend.accept(d))).await;
+    for (d, answer) in deliveries.iter().zip(&answers) {
+        if d.id().contains('\0') {
+            assert!(
+                matches!(answer, Err(InboxError::Unavailable(_))),
+                "{answer:?}"
+            );
+        } else {
+            assert_eq!(*answer, Ok(Accepted::Stored), "{}", d.id());
+        }
+    }
+    assert_eq!(backend.stats().await.expect("stats").pending, 40);
+}

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::{AssertSqlSafe, PgPool, Row};
@@ -19,6 +20,17 @@ const MOST: usize = 256;
 const BYTES: usize = 8 << 20;
 /// Statements of one kind in flight at once: the next batch gathers while they commit.
 const IN_FLIGHT: usize = 4;
+/// The longest a batch's statement may take before its jobs are answered `Unavailable`
+/// (AIRMY waits 10 s for an answer; a server that hangs without closing the connection must
+/// not hold accepts for ever).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(8);
+
+fn timed_out() -> InboxError {
+    InboxError::Unavailable(format!(
+        "PostgreSQL did not answer within {} s",
+        STATEMENT_TIMEOUT.as_secs()
+    ))
+}
 
 /// One accept waiting for its batch; the answer is whether it was stored (`false`: a
 /// duplicate).
@@ -88,7 +100,11 @@ where
 
 /// The accept task: each batch is one `INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO
 /// NOTHING RETURNING id`; a job whose id came back was stored. An id twice in one batch is
-/// stored once: its later jobs are duplicates.
+/// stored once: its later jobs are duplicates. A batch inserts its ids in sorted order, so
+/// that two batches in flight (or two replicas' batches) waiting for each other's uncommitted
+/// ids cannot deadlock. A job PostgreSQL could never store (a NUL in its id or type, which
+/// `text` refuses) is answered on its own and kept out of the batch, so that it cannot fail
+/// the others.
 pub(super) async fn accepts(
     pool: PgPool,
     sql: Arc<str>,
@@ -103,24 +119,32 @@ pub(super) async fn accepts(
                 let mut seen = HashSet::with_capacity(jobs.len());
                 let (mut first, mut again) = (Vec::with_capacity(jobs.len()), Vec::new());
                 for job in jobs {
-                    if seen.insert(job.id.clone()) {
+                    if job.id.contains('\0') || job.event_type.contains('\0') {
+                        let _ = job.reply.send(Err(InboxError::Unavailable(
+                            "PostgreSQL cannot store an event id or type with a NUL character"
+                                .to_owned(),
+                        )));
+                    } else if seen.insert(job.id.clone()) {
                         first.push(job);
                     } else {
                         again.push(job);
                     }
                 }
+                first.sort_unstable_by(|a, b| a.id.cmp(&b.id));
                 let ids: Vec<&str> = first.iter().map(|j| j.id.as_str()).collect();
                 let types: Vec<&str> = first.iter().map(|j| j.event_type.as_str()).collect();
                 let bodies: Vec<&[u8]> = first.iter().map(|j| j.body.as_ref()).collect();
                 let created: Vec<&str> = first.iter().map(|j| j.created_at.as_str()).collect();
-                let stored = sqlx::query(AssertSqlSafe(sql))
+                let insert = sqlx::query(AssertSqlSafe(sql))
                     .bind(ids)
                     .bind(types)
                     .bind(bodies)
                     .bind(created)
-                    .fetch_all(&pool)
+                    .fetch_all(&pool);
+                let stored = tokio::time::timeout(STATEMENT_TIMEOUT, insert)
                     .await
-                    .map_err(|e| unavailable(&e))
+                    .map_err(|_| timed_out())
+                    .and_then(|rows| rows.map_err(|e| unavailable(&e)))
                     .and_then(|rows| {
                         rows.iter()
                             .map(|row| row.try_get::<String, _>(0))
@@ -145,6 +169,8 @@ pub(super) async fn accepts(
 /// at once (`SKIP LOCKED`); a job whose row was locked (its lease being extended at that
 /// moment, or a takeover's transaction) is then completed on its own by `single`, which waits
 /// for the lock, so that a locked row neither holds up the batch nor reads as a lost lease.
+/// Rows come back with the token that completed them: a stale and a current token of one
+/// entry in one batch are answered each for itself.
 pub(super) async fn completions(
     pool: PgPool,
     sql: Arc<str>,
@@ -159,16 +185,20 @@ pub(super) async fn completions(
             async move {
                 let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
                 let tokens: Vec<&str> = jobs.iter().map(|j| j.token.as_str()).collect();
-                let done = sqlx::query(AssertSqlSafe(sql))
+                let update = sqlx::query(AssertSqlSafe(sql))
                     .bind(ids)
                     .bind(tokens)
-                    .fetch_all(&pool)
+                    .fetch_all(&pool);
+                let done = tokio::time::timeout(STATEMENT_TIMEOUT, update)
                     .await
-                    .map_err(|e| unavailable(&e))
+                    .map_err(|_| timed_out())
+                    .and_then(|rows| rows.map_err(|e| unavailable(&e)))
                     .and_then(|rows| {
                         rows.iter()
-                            .map(|row| row.try_get::<String, _>(0))
-                            .collect::<Result<HashSet<String>, _>>()
+                            .map(|row| {
+                                Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?))
+                            })
+                            .collect::<Result<HashSet<(String, String)>, sqlx::Error>>()
                             .map_err(|e| unavailable(&e))
                     });
                 let done = match done {
@@ -180,20 +210,33 @@ pub(super) async fn completions(
                         return;
                     }
                 };
+                // The completed ones are answered at once; the others (a row locked at that
+                // moment, or a lease really lost) each by a statement of its own, together.
+                let mut rest = Vec::new();
                 for job in jobs {
-                    if done.contains(&job.id) {
+                    if done.contains(&(job.id.clone(), job.token.clone())) {
                         let _ = job.reply.send(Ok(true));
-                        continue;
+                    } else {
+                        rest.push(job);
                     }
-                    let answer = sqlx::query(AssertSqlSafe(Arc::clone(&single)))
-                        .bind(&job.id)
-                        .bind(&job.token)
-                        .execute(&pool)
-                        .await
-                        .map(|r| r.rows_affected() == 1)
-                        .map_err(|e| unavailable(&e));
-                    let _ = job.reply.send(answer);
                 }
+                futures_util::future::join_all(rest.into_iter().map(|job| {
+                    let (pool, single) = (pool.clone(), Arc::clone(&single));
+                    async move {
+                        let update = sqlx::query(AssertSqlSafe(single))
+                            .bind(&job.id)
+                            .bind(&job.token)
+                            .execute(&pool);
+                        let answer = match tokio::time::timeout(STATEMENT_TIMEOUT, update).await {
+                            Ok(done) => done
+                                .map(|r| r.rows_affected() == 1)
+                                .map_err(|e| unavailable(&e)),
+                            Err(_) => Err(timed_out()),
+                        };
+                        let _ = job.reply.send(answer);
+                    }
+                }))
+                .await;
             }
         },
     )

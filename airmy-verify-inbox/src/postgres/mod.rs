@@ -170,13 +170,13 @@ impl Sql {
             complete_batch: sql(format!(
                 "UPDATE {s}.entries e SET state = 'done', finished_at = clock_timestamp(),
                      lease_token = NULL, last_error = NULL
-                 FROM (SELECT x.id FROM {s}.entries x
+                 FROM (SELECT x.id, j.token FROM {s}.entries x
                        JOIN unnest($1::text[], $2::text[]) AS j(id, token)
                          ON x.id = j.id AND x.lease_token = j.token
                        WHERE x.state = 'processing'
                        FOR UPDATE OF x SKIP LOCKED) AS held
                  WHERE e.id = held.id
-                 RETURNING e.id"
+                 RETURNING e.id, held.token"
             )),
             wake: sql(format!("SELECT pg_notify('{channel}', '')")),
             held: sql(format!("SELECT 1 FROM {s}.entries WHERE id = $1")),
@@ -512,9 +512,10 @@ async fn waker(pool: PgPool, wake_sql: Arc<str>, wake: Arc<Notify>) {
             tracing::debug!(
                 target: "airmy_verify",
                 error = %short(&err),
-                "the inbox could not send a wake-up to other replicas"
+                "the inbox could not send a wake-up to other replicas; retrying"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+            wake.notify_one();
         }
     }
 }
