@@ -2,7 +2,9 @@
 //!
 //! - **Accept is one statement**: `INSERT … ON CONFLICT (id) DO NOTHING`, committed (with
 //!   `synchronous_commit` on, as PostgreSQL has it by default, the 2xx means "in the WAL, on
-//!   disk"); PostgreSQL's own group commit lets concurrent accepts share a WAL flush.
+//!   disk"). Accepts that arrive together share one statement (`INSERT … SELECT FROM
+//!   unnest(…)`, up to 256) and so one commit and one WAL flush; completions are batched the
+//!   same way. At low load a batch is one accept and waits for nothing.
 //! - **Takes** lease the oldest due entries with `FOR UPDATE SKIP LOCKED`, so workers on every
 //!   replica take distinct entries without waiting for each other. A lease is per entry (a
 //!   token and an expiry): an entry whose worker died is taken over when its lease runs out.
