@@ -67,6 +67,8 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod batch;
 #[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
 mod clock;
 #[cfg(feature = "conformance")]

@@ -4,20 +4,16 @@
 //! previous statements ran; at low load a batch is one entry and waits for nothing.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::{AssertSqlSafe, PgPool, Row};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::unavailable;
 use crate::backend::InboxError;
 
-/// The most jobs in one statement, and (for accepts) the most bytes of bodies.
-const MOST: usize = 256;
-const BYTES: usize = 8 << 20;
 /// Statements of one kind in flight at once: the next batch gathers while they commit.
 const IN_FLIGHT: usize = 4;
 /// The longest a batch's statement may take before its jobs are answered `Unavailable`
@@ -54,48 +50,16 @@ pub(super) fn shutting_down() -> InboxError {
     InboxError::Unavailable("the inbox is shutting down".to_owned())
 }
 
-/// Runs batches of the jobs from `queue` through `run` (at most [`MOST`] jobs, or [`BYTES`] as
-/// `size` counts them; [`IN_FLIGHT`] at once), until every sender is dropped.
-async fn batches<J, F, Fut>(mut queue: mpsc::UnboundedReceiver<J>, size: fn(&J) -> usize, run: F)
-where
-    J: Send + 'static,
-    F: Fn(Vec<J>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut held: Option<J> = None;
-    loop {
-        let first = match held.take() {
-            Some(job) => job,
-            None => match queue.recv().await {
-                Some(job) => job,
-                None => return,
-            },
-        };
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            return;
-        };
-        let mut bytes = size(&first);
-        let mut batch = vec![first];
-        while batch.len() < MOST {
-            match queue.try_recv() {
-                Ok(job) if bytes + size(&job) > BYTES => {
-                    held = Some(job);
-                    break;
-                }
-                Ok(job) => {
-                    bytes += size(&job);
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        let done = run(batch);
-        tokio::spawn(async move {
-            done.await;
-            drop(permit);
-        });
-    }
+/// The rows of `query`, or why there are none: PostgreSQL's error, or no answer within
+/// [`STATEMENT_TIMEOUT`].
+async fn rows(
+    pool: &PgPool,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Vec<sqlx::postgres::PgRow>, InboxError> {
+    tokio::time::timeout(STATEMENT_TIMEOUT, query.fetch_all(pool))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| unavailable(&e))
 }
 
 /// The accept task: each batch is one `INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO
@@ -110,9 +74,10 @@ pub(super) async fn accepts(
     sql: Arc<str>,
     queue: mpsc::UnboundedReceiver<AcceptJob>,
 ) {
-    batches(
+    crate::batch::batches(
         queue,
         |job| job.id.len() + job.body.len(),
+        IN_FLIGHT,
         move |jobs: Vec<AcceptJob>| {
             let (pool, sql) = (pool.clone(), Arc::clone(&sql));
             async move {
@@ -139,18 +104,13 @@ pub(super) async fn accepts(
                     .bind(ids)
                     .bind(types)
                     .bind(bodies)
-                    .bind(created)
-                    .fetch_all(&pool);
-                let stored = tokio::time::timeout(STATEMENT_TIMEOUT, insert)
-                    .await
-                    .map_err(|_| timed_out())
-                    .and_then(|rows| rows.map_err(|e| unavailable(&e)))
-                    .and_then(|rows| {
-                        rows.iter()
-                            .map(|row| row.try_get::<String, _>(0))
-                            .collect::<Result<HashSet<String>, _>>()
-                            .map_err(|e| unavailable(&e))
-                    });
+                    .bind(created);
+                let stored = rows(&pool, insert).await.and_then(|rows| {
+                    rows.iter()
+                        .map(|row| row.try_get::<String, _>(0))
+                        .collect::<Result<HashSet<String>, _>>()
+                        .map_err(|e| unavailable(&e))
+                });
                 for job in first {
                     let answer = stored.as_ref().map(|ids| ids.contains(&job.id));
                     let _ = job.reply.send(answer.map_err(Clone::clone));
@@ -177,30 +137,22 @@ pub(super) async fn completions(
     single: Arc<str>,
     queue: mpsc::UnboundedReceiver<CompleteJob>,
 ) {
-    batches(
+    crate::batch::batches(
         queue,
         |job| job.id.len() + job.token.len(),
+        IN_FLIGHT,
         move |jobs: Vec<CompleteJob>| {
             let (pool, sql, single) = (pool.clone(), Arc::clone(&sql), Arc::clone(&single));
             async move {
                 let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
                 let tokens: Vec<&str> = jobs.iter().map(|j| j.token.as_str()).collect();
-                let update = sqlx::query(AssertSqlSafe(sql))
-                    .bind(ids)
-                    .bind(tokens)
-                    .fetch_all(&pool);
-                let done = tokio::time::timeout(STATEMENT_TIMEOUT, update)
-                    .await
-                    .map_err(|_| timed_out())
-                    .and_then(|rows| rows.map_err(|e| unavailable(&e)))
-                    .and_then(|rows| {
-                        rows.iter()
-                            .map(|row| {
-                                Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?))
-                            })
-                            .collect::<Result<HashSet<(String, String)>, sqlx::Error>>()
-                            .map_err(|e| unavailable(&e))
-                    });
+                let update = sqlx::query(AssertSqlSafe(sql)).bind(ids).bind(tokens);
+                let done = rows(&pool, update).await.and_then(|rows| {
+                    rows.iter()
+                        .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
+                        .collect::<Result<HashSet<(String, String)>, sqlx::Error>>()
+                        .map_err(|e| unavailable(&e))
+                });
                 let done = match done {
                     Ok(done) => done,
                     Err(err) => {

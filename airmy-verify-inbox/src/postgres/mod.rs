@@ -568,15 +568,13 @@ impl Backend for PgBackend {
             };
             self.accepts.send(job).map_err(|_| batch::shutting_down())?;
             let stored = answer.await.map_err(|_| batch::shutting_down())??;
-            Ok(match stored {
-                true => {
-                    self.unfinished.fetch_add(1, Ordering::Relaxed);
-                    self.notify.notify_one();
-                    self.wake.notify_one();
-                    Accepted::Stored
-                }
-                false => Accepted::Duplicate,
-            })
+            if !stored {
+                return Ok(Accepted::Duplicate);
+            }
+            self.unfinished.fetch_add(1, Ordering::Relaxed);
+            self.notify.notify_one();
+            self.wake.notify_one();
+            Ok(Accepted::Stored)
         })
     }
 

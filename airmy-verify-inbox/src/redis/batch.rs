@@ -51,53 +51,23 @@ pub(super) fn shutting_down() -> InboxError {
     InboxError::Unavailable("the inbox is shutting down".to_owned())
 }
 
-/// Runs `script` on batches of jobs (at most 256, or 8 MiB of arguments), until every backend
-/// clone is dropped. `lead` are the arguments before the jobs'.
+/// Runs `script` on batches of jobs (at most 256, or 8 MiB of arguments; two in flight: the
+/// next ones gather while the previous replies, and Redis's fsync, which Redis shares between
+/// the scripts of one event loop turn, are on their way), until every backend clone is
+/// dropped. `lead` are the arguments before the jobs'.
 pub(super) async fn run_batches(
     connection: ConnectionManager,
     script: redis::Script,
     keys: [String; 5],
     lead: Vec<String>,
-    mut queue: mpsc::UnboundedReceiver<Job>,
+    queue: mpsc::UnboundedReceiver<Job>,
 ) {
-    const MOST: usize = 256;
-    const BYTES: usize = 8 << 20;
     const IN_FLIGHT: usize = 2;
     let (script, keys, lead) = (Arc::new(script), Arc::new(keys), Arc::new(lead));
-    let mut held: Option<Job> = None;
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    loop {
-        let first = match held.take() {
-            Some(job) => job,
-            None => match queue.recv().await {
-                Some(job) => job,
-                None => return,
-            },
-        };
-        // A few batches in flight: the next ones gather while the previous replies (and
-        // Redis's fsync, which Redis shares between the scripts of one event loop turn) are on
-        // their way.
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            return;
-        };
-        let mut bytes = first.size();
-        let mut batch = vec![first];
-        while batch.len() < MOST {
-            match queue.try_recv() {
-                Ok(job) if bytes + job.size() > BYTES => {
-                    held = Some(job);
-                    break;
-                }
-                Ok(job) => {
-                    bytes += job.size();
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+    crate::batch::batches(queue, Job::size, IN_FLIGHT, move |batch: Vec<Job>| {
         let (script, keys, lead) = (Arc::clone(&script), Arc::clone(&keys), Arc::clone(&lead));
         let mut connection = connection.clone();
-        tokio::spawn(async move {
+        async move {
             let mut invocation = script.prepare_invoke();
             for key in keys.iter() {
                 invocation.key(key);
@@ -120,7 +90,6 @@ pub(super) async fn run_batches(
                 .invoke_async(&mut connection)
                 .await
                 .map_err(redis_error);
-            drop(permit);
             for (i, job) in batch.into_iter().enumerate() {
                 job.reply(match &result {
                     Ok(codes) => codes
@@ -130,6 +99,7 @@ pub(super) async fn run_batches(
                     Err(err) => Err(err.clone()),
                 });
             }
-        });
-    }
+        }
+    })
+    .await;
 }
