@@ -54,6 +54,9 @@ pub enum InboxError {
     /// The entry with this id is being processed right now (replay refuses it: replay it once
     /// it is done or dead).
     Busy(String),
+    /// The request cannot be answered as asked (a listing's cursor that this backend did not
+    /// write).
+    Invalid(String),
 }
 
 impl InboxError {
@@ -79,6 +82,7 @@ impl fmt::Display for InboxError {
                 f,
                 "entry {id} is being processed right now: replay it once it is done or dead"
             ),
+            Self::Invalid(why) => write!(f, "invalid request: {why}"),
         }
     }
 }
@@ -153,6 +157,266 @@ pub struct DeadEntry {
     pub died_at: OffsetDateTime,
 }
 
+/// The state of an entry as a listing sees it: [`Stats`]' five counts, one per state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryState {
+    /// Due now, waiting for a worker (listed by due time).
+    Pending,
+    /// Waiting for a retry at a later time (listed by that time).
+    Scheduled,
+    /// Leased to a worker (listed by the lease's expiry).
+    Processing,
+    /// A dead letter (listed by when it died).
+    Dead,
+    /// Processed, kept for the retention (listed by when it was processed).
+    Done,
+}
+
+impl EntryState {
+    /// Every state, in the order an operator reads them.
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Scheduled,
+        Self::Processing,
+        Self::Dead,
+        Self::Done,
+    ];
+
+    /// The state's name: `pending`, `scheduled`, `processing`, `dead` or `done`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Scheduled => "scheduled",
+            Self::Processing => "processing",
+            Self::Dead => "dead",
+            Self::Done => "done",
+        }
+    }
+
+    /// This state's count in `stats`.
+    #[must_use]
+    pub fn count(self, stats: &Stats) -> u64 {
+        match self {
+            Self::Pending => stats.pending,
+            Self::Scheduled => stats.scheduled,
+            Self::Processing => stats.processing,
+            Self::Dead => stats.dead,
+            Self::Done => stats.done,
+        }
+    }
+}
+
+impl fmt::Display for EntryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EntryState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                "a state is one of pending, scheduled, processing, dead, done".to_owned()
+            })
+    }
+}
+
+/// Which end of a state's listing comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// The earliest time first (for pending entries: the next a worker takes).
+    #[default]
+    Oldest,
+    /// The latest time first (for dead letters: the one that died last).
+    Newest,
+}
+
+/// The most entries one listing page holds: a larger [`ListQuery::limit`] is lowered to it.
+pub const MAX_PAGE: usize = 500;
+
+/// The most entries a backend examines for one page when filtering by type or id prefix: a
+/// page may then hold fewer matches than asked, with a [`Page::next`] to go on from (so a
+/// filter that matches nothing in a million entries answers in bounded time).
+pub const LIST_SCAN: usize = 5_000;
+
+/// A page of one state's entries, asked of [`Backend::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// The state listed.
+    pub state: EntryState,
+    /// Only entries of this event type.
+    pub event_type: Option<String>,
+    /// Only entries whose id starts with this.
+    pub id_prefix: Option<String>,
+    /// Which end first.
+    pub order: Order,
+    /// At most this many entries (1 to [`MAX_PAGE`]).
+    pub limit: usize,
+    /// Where the previous page stopped: its [`Page::next`].
+    pub after: Option<String>,
+}
+
+impl ListQuery {
+    /// The first 50 entries of `state`, oldest first, unfiltered.
+    #[must_use]
+    pub fn new(state: EntryState) -> Self {
+        Self {
+            state,
+            event_type: None,
+            id_prefix: None,
+            order: Order::Oldest,
+            limit: 50,
+            after: None,
+        }
+    }
+
+    /// Only entries of `event_type`.
+    #[must_use]
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = Some(event_type.into());
+        self
+    }
+
+    /// Only entries whose id starts with `prefix`.
+    #[must_use]
+    pub fn id_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.id_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Which end first.
+    #[must_use]
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// At most `limit` entries (kept between 1 and [`MAX_PAGE`]).
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The page after the one that returned this cursor.
+    #[must_use]
+    pub fn after(mut self, cursor: impl Into<String>) -> Self {
+        self.after = Some(cursor.into());
+        self
+    }
+
+    /// The limit a backend applies: [`limit`](Self::limit) within 1 to [`MAX_PAGE`].
+    #[must_use]
+    pub fn page_size(&self) -> usize {
+        self.limit.clamp(1, MAX_PAGE)
+    }
+
+    /// Whether the filters keep an entry with this id and type.
+    #[must_use]
+    pub fn matches(&self, id: &str, event_type: &str) -> bool {
+        self.event_type.as_deref().is_none_or(|t| t == event_type)
+            && self.id_prefix.as_deref().is_none_or(|p| id.starts_with(p))
+    }
+
+    /// Whether any filter is set (a backend then examines at most [`LIST_SCAN`] entries).
+    #[must_use]
+    pub fn filtered(&self) -> bool {
+        self.event_type.is_some() || self.id_prefix.is_some()
+    }
+}
+
+/// One entry as a listing shows it (everything but the body).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct EntrySummary {
+    /// The event id.
+    pub id: String,
+    /// The event type.
+    pub event_type: String,
+    /// Its state.
+    pub state: EntryState,
+    /// Attempts made so far (reset by a replay).
+    pub attempts: u32,
+    /// When the inbox accepted the delivery.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// Pending or scheduled: when it is (or was) due; processing: when its lease runs out.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// Dead: when it died; done: when it was processed.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// The last failed attempt's error, if any.
+    pub last_error: Option<String>,
+}
+
+/// One entry in full: its summary and the body as received.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Entry {
+    /// Everything but the body.
+    pub summary: EntrySummary,
+    /// The verified body, as received.
+    pub body: Bytes,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("summary", &self.summary)
+            .field("len", &self.body.len())
+            .finish()
+    }
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Page {
+    /// The entries, in the order asked.
+    pub entries: Vec<EntrySummary>,
+    /// Where the next page starts (pass it as [`ListQuery::after`]); `None` at the end. A
+    /// filtered page may hold fewer entries than asked and still have a next one.
+    pub next: Option<String>,
+}
+
+impl Page {
+    /// A page of `entries` followed by `next`.
+    #[must_use]
+    pub fn new(entries: Vec<EntrySummary>, next: Option<String>) -> Self {
+        Self { entries, next }
+    }
+}
+
+/// The cursor of a keyset listing (SQLite, PostgreSQL): the last examined entry's sort key and
+/// sequence number, as `KEY.SEQ`.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn keyset_cursor(key: i64, seq: i64) -> String {
+    format!("{key}.{seq}")
+}
+
+/// The key and sequence number of a [`keyset_cursor`]; for no cursor, the start of `order`.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn parse_keyset_cursor(query: &ListQuery) -> Result<(i64, i64), InboxError> {
+    let Some(cursor) = query.after.as_deref() else {
+        return Ok(match query.order {
+            Order::Oldest => (i64::MIN, i64::MIN),
+            Order::Newest => (i64::MAX, i64::MAX),
+        });
+    };
+    cursor
+        .split_once('.')
+        .and_then(|(key, seq)| Some((key.parse().ok()?, seq.parse().ok()?)))
+        .ok_or_else(|| InboxError::Invalid("not a cursor of this inbox".to_owned()))
+}
+
 /// Where an inbox keeps its entries. Implementations must make every method atomic, and
 /// [`accept`](Self::accept) durable before it returns.
 pub trait Backend: Send + Sync + 'static {
@@ -215,6 +479,16 @@ pub trait Backend: Send + Sync + 'static {
         since: Option<OffsetDateTime>,
         dry_run: bool,
     ) -> BackendFuture<'_, Vec<String>>;
+
+    /// A page of one state's entries (see [`ListQuery`]): a keyset read, so each page costs
+    /// the same however deep it is, and a filtered page examines at most [`LIST_SCAN`] entries.
+    /// Reads only: a listing never changes an entry.
+    ///
+    /// `Err(InboxError::Invalid)` for a cursor this backend did not write.
+    fn list<'a>(&'a self, query: &'a ListQuery) -> BackendFuture<'a, Page>;
+
+    /// One entry in full, whatever its state; `None` when no entry has this id.
+    fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>>;
 
     /// Deletes done entries processed before `before` (and, with them, their dedupe record);
     /// how many.

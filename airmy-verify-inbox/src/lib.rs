@@ -93,7 +93,8 @@ use std::sync::Arc;
 use airmy_verify::{Answer, Verified};
 
 pub use backend::{
-    Accepted, Backend, BackendFuture, DEFAULT_LEASE, DeadEntry, InboxError, Leased, Stats,
+    Accepted, Backend, BackendFuture, DEFAULT_LEASE, DeadEntry, Entry, EntryState, EntrySummary,
+    InboxError, LIST_SCAN, Leased, ListQuery, MAX_PAGE, Order, Page, Stats,
 };
 pub use handlers::{Context, Dispatched, HandlerError, Handlers};
 #[cfg(feature = "postgres")]

@@ -48,10 +48,13 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify};
 
-use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
+use crate::backend::{
+    Accepted, Backend, BackendFuture, DeadEntry, Entry, InboxError, Leased, ListQuery, Page, Stats,
+};
 use crate::clock::duration_ms;
 
 mod batch;
+mod list;
 mod schema;
 pub(crate) mod tx;
 
@@ -782,6 +785,14 @@ impl Backend for PgBackend {
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(|e| unavailable(&e))
         })
+    }
+
+    fn list<'a>(&'a self, query: &'a ListQuery) -> BackendFuture<'a, Page> {
+        Box::pin(list::list(&self.pool, &self.schema, query))
+    }
+
+    fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>> {
+        Box::pin(list::entry(&self.pool, &self.schema, id))
     }
 
     fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {

@@ -55,7 +55,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
+use crate::backend::{
+    Accepted, Backend, BackendFuture, DeadEntry, Entry, EntryState, EntrySummary, InboxError,
+    LIST_SCAN, Leased, ListQuery, Order, Page, Stats,
+};
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
 
 mod batch;
@@ -421,6 +424,24 @@ fn number<T: std::str::FromStr + Default>(bytes: &[u8]) -> T {
         .unwrap_or_default()
 }
 
+/// Whether `cursor` is one `list.lua` writes: `s:` and a stream message id (or nothing), or
+/// `z:`, a score (or nothing) and a count.
+fn valid_cursor(cursor: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(message) = cursor.strip_prefix("s:") {
+        return message.is_empty()
+            || message
+                .split_once('-')
+                .is_some_and(|(ms, seq)| digits(ms) && digits(seq));
+    }
+    cursor
+        .strip_prefix("z:")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .is_some_and(|(score, n)| {
+            digits(n) && (score.is_empty() || score.parse::<f64>().is_ok_and(f64::is_finite))
+        })
+}
+
 impl Backend for RedisBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
         Box::pin(async move {
@@ -607,6 +628,101 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn list<'a>(&'a self, query: &'a ListQuery) -> BackendFuture<'a, Page> {
+        Box::pin(async move {
+            let limit = query.page_size();
+            let mut invocation = self.invocation(&self.scripts.list);
+            invocation
+                .arg(&self.entry_prefix)
+                .arg(query.state.as_str())
+                .arg(match query.order {
+                    Order::Oldest => "asc",
+                    Order::Newest => "desc",
+                })
+                .arg(query.after.as_deref().unwrap_or(""))
+                .arg(limit)
+                .arg(if query.filtered() {
+                    LIST_SCAN
+                } else {
+                    limit + 64
+                })
+                .arg(query.event_type.as_deref().unwrap_or(""))
+                .arg(query.id_prefix.as_deref().unwrap_or(""))
+                .arg(if query.event_type.is_some() { "1" } else { "0" })
+                .arg(if query.id_prefix.is_some() { "1" } else { "0" });
+            if let Some(cursor) = query.after.as_deref()
+                && !valid_cursor(cursor)
+            {
+                return Err(InboxError::Invalid("not a cursor of this inbox".to_owned()));
+            }
+            let flat: Vec<Vec<u8>> = self.run(invocation).await?;
+            let Some((next, rest)) = flat.split_first() else {
+                return Ok(Page::default());
+            };
+            let optional_ms = |f: &[u8]| (!f.is_empty()).then(|| from_unix_ms(number(f)));
+            let entries = rest
+                .chunks_exact(8)
+                .map(|f| EntrySummary {
+                    id: text(&f[0]),
+                    event_type: text(&f[1]),
+                    state: query.state,
+                    attempts: number(&f[2]),
+                    received_at: from_unix_ms(number(&f[3])),
+                    next_attempt_at: optional_ms(&f[4]),
+                    finished_at: optional_ms(&f[5]),
+                    last_error: (!f[6].is_empty()).then(|| text(&f[6])),
+                })
+                .collect();
+            Ok(Page::new(entries, (!next.is_empty()).then(|| text(next))))
+        })
+    }
+
+    fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>> {
+        Box::pin(async move {
+            let mut invocation = self.invocation(&self.scripts.entry);
+            invocation.arg(&self.entry_prefix).arg(id);
+            let f: Vec<Vec<u8>> = self.run(invocation).await?;
+            if f.len() < 11 {
+                return Ok(None);
+            }
+            let optional_ms = |f: &[u8]| (!f.is_empty()).then(|| from_unix_ms(number(f)));
+            let now: i64 = number(&f[10]);
+            let scheduled: Option<i64> = (!f[9].is_empty()).then(|| number(&f[9]));
+            // A pending entry is due since its stream message was added.
+            let message_ms = f[8]
+                .split(|b| *b == b'-')
+                .next()
+                .filter(|ms| !ms.is_empty())
+                .map(|ms| from_unix_ms(number(ms)));
+            let (state, next_attempt_at) = match f[4].as_slice() {
+                b"q" => (EntryState::Processing, optional_ms(&f[7])),
+                b"x" => (EntryState::Dead, None),
+                b"d" => (EntryState::Done, None),
+                b"s" => match scheduled {
+                    Some(due) if due > now => (EntryState::Scheduled, Some(from_unix_ms(due))),
+                    due => (EntryState::Pending, due.map(from_unix_ms)),
+                },
+                _ => (EntryState::Pending, message_ms),
+            };
+            let finished_at = matches!(state, EntryState::Dead | EntryState::Done)
+                .then(|| optional_ms(&f[6]))
+                .flatten();
+            Ok(Some(Entry {
+                summary: EntrySummary {
+                    id: id.to_owned(),
+                    event_type: text(&f[0]),
+                    state,
+                    attempts: number(&f[3]),
+                    received_at: from_unix_ms(number(&f[2])),
+                    next_attempt_at,
+                    finished_at,
+                    last_error: (!f[5].is_empty()).then(|| text(&f[5])),
+                },
+                body: Bytes::from(f[1].clone()),
+            }))
+        })
+    }
+
     fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {
         Box::pin(async move {
             match self.replay_ids(&[id.to_owned()]).await?.first() {
@@ -714,5 +830,28 @@ impl Backend for RedisBackend {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_cursor;
+
+    #[test]
+    fn only_cursors_the_listing_writes_are_valid() {
+        for good in [
+            "s:",
+            "s:1764000000000-3",
+            "z::0",
+            "z:1764000000123:2",
+            "z:-5:0",
+        ] {
+            assert!(valid_cursor(good), "{good}");
+        }
+        for bad in [
+            "", "x", "s:1-", "s:-1", "s:abc", "z:", "z:1", "z:inf:1", "z:1:", "z:a:1", "1.2",
+        ] {
+            assert!(!valid_cursor(bad), "{bad}");
+        }
     }
 }

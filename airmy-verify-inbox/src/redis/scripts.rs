@@ -31,6 +31,8 @@ pub(super) struct Scripts {
     pub(super) purge: redis::Script,
     pub(super) last_delivered: redis::Script,
     pub(super) has_group: redis::Script,
+    pub(super) list: redis::Script,
+    pub(super) entry: redis::Script,
 }
 
 impl Scripts {
@@ -53,6 +55,8 @@ impl Scripts {
             purge: redis::Script::new(include_str!("lua/purge.lua")),
             last_delivered: last(include_str!("lua/last_delivered.lua")),
             has_group: last(include_str!("lua/has_group.lua")),
+            list: now(include_str!("lua/list.lua")),
+            entry: now(include_str!("lua/entry.lua")),
         }
     }
 
@@ -68,7 +72,7 @@ impl Scripts {
     }
 
     /// Every script, for loading.
-    fn all(&self) -> [&redis::Script; 14] {
+    fn all(&self) -> [&redis::Script; 16] {
         [
             &self.accept,
             &self.take,
@@ -84,6 +88,8 @@ impl Scripts {
             &self.purge,
             &self.last_delivered,
             &self.has_group,
+            &self.list,
+            &self.entry,
         ]
     }
 }

@@ -43,9 +43,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, oneshot};
 
-use crate::backend::{Accepted, Backend, BackendFuture, DeadEntry, InboxError, Leased, Stats};
+use crate::backend::{
+    Accepted, Backend, BackendFuture, DeadEntry, Entry, InboxError, Leased, ListQuery, Page, Stats,
+};
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
 
+mod list;
 mod schema;
 mod writer;
 
@@ -138,6 +141,9 @@ pub struct SqliteBackend {
     /// Pending and processing entries, kept by the writer's jobs and recounted every few
     /// seconds (another process, such as the `inbox replay` command, may change the file).
     unfinished: Arc<AtomicU64>,
+    /// The read-only connection of listings ([`Backend::list`], [`Backend::entry`]).
+    reader: Arc<std::sync::Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for SqliteBackend {
@@ -202,6 +208,12 @@ impl SqliteBackend {
         migrate(&mut conn).map_err(fail)?;
 
         conn.set_prepared_statement_cache_capacity(64);
+        let reader = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|reader| reader.busy_timeout(Duration::from_secs(5)).map(|()| reader))
+        .map_err(|e| fail(e.to_string()))?;
         let unfinished = Arc::new(AtomicU64::new(
             count_unfinished(&conn).map_err(|e| fail(e.to_string()))?,
         ));
@@ -224,6 +236,28 @@ impl SqliteBackend {
             path,
             max_unfinished: options.max_unfinished,
             unfinished,
+            reader: Arc::new(std::sync::Mutex::new(reader)),
+            clock: options.clock,
+        })
+    }
+
+    /// Runs `f` on the read-only connection, on a blocking thread.
+    fn read<T, F>(&self, f: F) -> BackendFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        let now = unix_ms(self.clock.now());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = reader
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                f(&conn, now)
+            })
+            .await
+            .unwrap_or_else(|_| Err(InboxError::Unavailable("the inbox reader stopped".into())))
         })
     }
 
@@ -473,6 +507,16 @@ impl Backend for SqliteBackend {
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(|e| unavailable(&e))
         })
+    }
+
+    fn list<'a>(&'a self, query: &'a ListQuery) -> BackendFuture<'a, Page> {
+        let query = query.clone();
+        self.read(move |conn, now| list::list(conn, now, &query))
+    }
+
+    fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>> {
+        let id = id.to_owned();
+        self.read(move |conn, now| list::entry(conn, now, &id))
     }
 
     fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {

@@ -1,0 +1,136 @@
+//! The listing and one entry in full: keyset reads served by the partial index of each state
+//! (`entries_due` for pending, scheduled and processing, `entries_dead`, `entries_done`).
+
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgPool, Row};
+use time::OffsetDateTime;
+
+use super::{to_u32, unavailable};
+use crate::backend::{
+    Entry, EntryState, EntrySummary, InboxError, LIST_SCAN, ListQuery, Order, Page, keyset_cursor,
+    parse_keyset_cursor,
+};
+
+/// The columns of a summary, in the order [`summary`] reads them.
+const COLUMNS: &str = "id, event_type, state, attempts, received_at, due_at, finished_at, \
+                       last_error, (state = 'pending' AND due_at > clock_timestamp())";
+
+/// A cursor's key is microseconds since the epoch, kept within about 300 years of it (so the
+/// timestamp built from it never leaves PostgreSQL's range).
+const KEY_BOUND: i64 = 10_000_000_000_000_000;
+
+fn selection(state: EntryState) -> (&'static str, &'static str) {
+    match state {
+        EntryState::Pending => (
+            "state = 'pending' AND due_at <= clock_timestamp()",
+            "due_at",
+        ),
+        EntryState::Scheduled => ("state = 'pending' AND due_at > clock_timestamp()", "due_at"),
+        EntryState::Processing => ("state = 'processing'", "due_at"),
+        EntryState::Dead => ("state = 'dead'", "finished_at"),
+        EntryState::Done => ("state = 'done'", "finished_at"),
+    }
+}
+
+fn summary(row: &PgRow) -> Result<EntrySummary, sqlx::Error> {
+    let stored: String = row.try_get(2)?;
+    let later: bool = row.try_get(8)?;
+    let state = match stored.as_str() {
+        "pending" if later => EntryState::Scheduled,
+        "pending" => EntryState::Pending,
+        "processing" => EntryState::Processing,
+        "dead" => EntryState::Dead,
+        _ => EntryState::Done,
+    };
+    let due_at: OffsetDateTime = row.try_get(5)?;
+    Ok(EntrySummary {
+        id: row.try_get(0)?,
+        event_type: row.try_get(1)?,
+        state,
+        attempts: to_u32(row.try_get(3)?),
+        received_at: row.try_get(4)?,
+        next_attempt_at: matches!(
+            state,
+            EntryState::Pending | EntryState::Scheduled | EntryState::Processing
+        )
+        .then_some(due_at),
+        finished_at: row.try_get(6)?,
+        last_error: row.try_get(7)?,
+    })
+}
+
+pub(super) async fn list(
+    pool: &PgPool,
+    schema: &str,
+    query: &ListQuery,
+) -> Result<Page, InboxError> {
+    let (rows, key) = selection(query.state);
+    let (after_key, after_seq) = parse_keyset_cursor(query)?;
+    let (cmp, dir) = match query.order {
+        Order::Oldest => (">", "ASC"),
+        Order::Newest => ("<", "DESC"),
+    };
+    let sql = format!(
+        "SELECT {COLUMNS}, (extract(epoch FROM {key}) * 1000000)::bigint, seq
+         FROM {schema}.entries
+         WHERE {rows} AND ({key}, seq) {cmp}
+             (timestamptz 'epoch' + $1 * interval '1 microsecond', $2)
+         ORDER BY {key} {dir}, seq {dir} LIMIT $3"
+    );
+    let limit = query.page_size();
+    let scan = if query.filtered() {
+        LIST_SCAN
+    } else {
+        limit + 1
+    };
+    let found = sqlx::query(AssertSqlSafe(sql))
+        .bind(after_key.clamp(-KEY_BOUND, KEY_BOUND))
+        .bind(after_seq)
+        .bind(i64::try_from(scan).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut entries = Vec::new();
+    let mut last = None;
+    for row in &found {
+        if entries.len() == limit {
+            return Ok(Page::new(entries, last));
+        }
+        let read = || -> Result<_, sqlx::Error> {
+            Ok((
+                summary(row)?,
+                keyset_cursor(row.try_get(9)?, row.try_get(10)?),
+            ))
+        };
+        let (entry, cursor) = read().map_err(|e| unavailable(&e))?;
+        if query.matches(&entry.id, &entry.event_type) {
+            entries.push(entry);
+        }
+        last = Some(cursor);
+    }
+    Ok(Page::new(
+        entries,
+        if found.len() == scan { last } else { None },
+    ))
+}
+
+pub(super) async fn entry(
+    pool: &PgPool,
+    schema: &str,
+    id: &str,
+) -> Result<Option<Entry>, InboxError> {
+    let sql = format!("SELECT {COLUMNS}, body FROM {schema}.entries WHERE id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    row.map(|row| {
+        Ok(Entry {
+            summary: summary(&row)?,
+            body: bytes::Bytes::from(row.try_get::<Vec<u8>, _>(9)?),
+        })
+    })
+    .transpose()
+    .map_err(|e| unavailable(&e))
+}
