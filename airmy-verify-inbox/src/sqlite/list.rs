@@ -72,13 +72,17 @@ pub(super) fn list(conn: &Connection, now: i64, query: &ListQuery) -> Result<Pag
         limit + 1
     };
     let mut statement = conn.prepare_cached(&sql).map_err(|e| unavailable(&e))?;
+    let scan_rows = i64::try_from(scan).unwrap_or(i64::MAX);
+    let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = vec![
+        (":key", &after_key),
+        (":seq", &after_seq),
+        (":scan", &scan_rows),
+    ];
+    if rows.contains(":now") {
+        named.push((":now", &now));
+    }
     let mut found = statement
-        .query(rusqlite::named_params! {
-            ":now": now,
-            ":key": after_key,
-            ":seq": after_seq,
-            ":scan": i64::try_from(scan).unwrap_or(i64::MAX),
-        })
+        .query(named.as_slice())
         .map_err(|e| unavailable(&e))?;
     let mut entries = Vec::new();
     let mut last = None;
