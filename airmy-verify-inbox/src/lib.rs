@@ -97,6 +97,22 @@ pub use backend::{
     InboxError, LIST_SCAN, Leased, ListQuery, MAX_PAGE, Order, Page, Stats,
 };
 pub use handlers::{Context, Dispatched, HandlerError, Handlers};
+
+/// How recently processed entries stay protected from [`purge_refusal`]: 11 minutes, the
+/// receivers' deduplication window with the default tolerance (twice 5 minutes, plus one). A
+/// retry of an event purged sooner would be stored, and handled, again.
+pub const PURGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(660);
+
+/// Why a purge of entries processed before `before` should be refused unless forced: `before`
+/// is later than [`PURGE_WINDOW`] ago. The one rule the `airmy-webhook inbox purge` command
+/// and the console apply.
+#[must_use]
+pub fn purge_refusal(before: time::OffsetDateTime) -> Option<&'static str> {
+    (before > time::OffsetDateTime::now_utc() - PURGE_WINDOW).then_some(
+        "the time is inside the deduplication window (later than 11 minutes ago): a retry of a \
+         purged event would be handled again",
+    )
+}
 #[cfg(feature = "postgres")]
 pub use postgres::{PgBackend, PgConnectError, PgOptions};
 #[cfg(feature = "redis")]

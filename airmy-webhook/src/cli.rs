@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use airmy_verify::time::OffsetDateTime;
+use airmy_verify_inbox::EntryState;
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
@@ -77,6 +78,34 @@ pub(crate) enum InboxCommand {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Entries of one state (or of each, in turn), oldest first: id, type, state, attempts,
+    /// times, last error. A page that ends before the state does prints the cursor to go on
+    /// from (`--after`).
+    List {
+        /// pending, scheduled, processing, dead or done (default: each in turn).
+        #[arg(long)]
+        state: Option<EntryState>,
+        /// Only entries of this event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        /// Only entries whose id starts with this.
+        #[arg(long)]
+        id_prefix: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+        limit: usize,
+        /// Newest first.
+        #[arg(long)]
+        newest: bool,
+        /// Go on from where an earlier listing of the same state stopped.
+        #[arg(long, requires = "state")]
+        after: Option<String>,
+    },
+    /// One entry in full: times, attempts, last error, the body pretty-printed.
+    Show {
+        /// The event id.
+        id: String,
     },
     /// Make dead (or processed) entries pending again.
     Replay {

@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use airmy_verify::text::word;
-use airmy_verify::time::OffsetDateTime;
-use airmy_verify_inbox::InboxUrl;
+use airmy_verify_inbox::{EntryState, InboxUrl, ListQuery, Order};
 
 use crate::cli::{InboxArgs, InboxCommand};
 
@@ -154,18 +153,132 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            InboxCommand::List {
+                state,
+                event_type,
+                id_prefix,
+                limit,
+                newest,
+                after,
+            } => {
+                let order = if newest { Order::Newest } else { Order::Oldest };
+                let states = state.map_or_else(|| EntryState::ALL.to_vec(), |s| vec![s]);
+                let mut listed = Vec::new();
+                let mut next = None;
+                'states: for state in states {
+                    let mut query = ListQuery::new(state).order(order);
+                    query.event_type.clone_from(&event_type);
+                    query.id_prefix.clone_from(&id_prefix);
+                    query.after.clone_from(&after);
+                    // Filtered pages may be short: follow the cursor until the limit is met.
+                    while listed.len() < limit {
+                        let page = match backend
+                            .list(&query.clone().limit(limit - listed.len()))
+                            .await
+                        {
+                            Ok(page) => page,
+                            Err(err) => return failed(err),
+                        };
+                        listed.extend(page.entries);
+                        next = page.next;
+                        match &next {
+                            Some(cursor) => query.after = Some(cursor.clone()),
+                            None => continue 'states,
+                        }
+                    }
+                    break;
+                }
+                // A cursor continues one state's listing only.
+                let next = next.filter(|_| state.is_some());
+                if json {
+                    out!("{}", serde_json::json!({ "entries": listed, "next": next }));
+                } else if listed.is_empty() {
+                    out!("no entries");
+                } else {
+                    out!(
+                        "{:<32} {:<20} {:<10} {:>8}  {:<20}  {:<20}  last error",
+                        "id",
+                        "type",
+                        "state",
+                        "attempts",
+                        "received at",
+                        "next / finished at"
+                    );
+                    for e in &listed {
+                        let when = e.next_attempt_at.or(e.finished_at);
+                        out!(
+                            "{:<32} {:<20} {:<10} {:>8}  {:<20}  {:<20}  {}",
+                            word(&e.id),
+                            word(&e.event_type),
+                            e.state,
+                            e.attempts,
+                            rfc3339(Some(e.received_at)),
+                            rfc3339(when),
+                            one_line(e.last_error.as_deref().unwrap_or(""), 80)
+                        );
+                    }
+                    if let Some(cursor) = &next {
+                        out!("more: --after {}", word(cursor));
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            InboxCommand::Show { id } => {
+                let entry = match backend.entry(&id).await {
+                    Ok(Some(entry)) => entry,
+                    Ok(None) => return failed(airmy_verify_inbox::InboxError::NotFound(id)),
+                    Err(err) => return failed(err),
+                };
+                let body: serde_json::Value = serde_json::from_slice(&entry.body)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&entry.body).into_owned().into());
+                let e = &entry.summary;
+                if json {
+                    let mut shown = serde_json::to_value(e).unwrap_or_default();
+                    shown["body"] = body;
+                    out!("{shown}");
+                } else {
+                    out!("id:          {}", word(&e.id));
+                    out!("type:        {}", word(&e.event_type));
+                    out!("state:       {}", e.state);
+                    out!("attempts:    {}", e.attempts);
+                    out!("received at: {}", rfc3339(Some(e.received_at)));
+                    if let Some(at) = e.next_attempt_at {
+                        let label = if e.state == EntryState::Processing {
+                            "lease until:"
+                        } else {
+                            "next at:    "
+                        };
+                        out!("{label} {}", rfc3339(Some(at)));
+                    }
+                    if let Some(at) = e.finished_at {
+                        let label = if e.state == EntryState::Dead {
+                            "died at:    "
+                        } else {
+                            "done at:    "
+                        };
+                        out!("{label} {}", rfc3339(Some(at)));
+                    }
+                    if let Some(error) = &e.last_error {
+                        out!("last error:  {}", one_line(error, 2000));
+                    }
+                    out!("body:");
+                    out!(
+                        "{}",
+                        printable(&serde_json::to_string_pretty(&body).unwrap_or_default())
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             InboxCommand::Purge {
                 processed_before,
                 force,
             } => {
-                let window = OffsetDateTime::now_utc() - std::time::Duration::from_secs(660);
-                if processed_before > window && !force {
-                    return Err(
-                        "--processed-before is inside the deduplication window (later than 11 \
-                         minutes ago): a retry of a purged event would be handled again; use an \
-                         earlier time, or --force"
-                            .to_owned(),
-                    );
+                if let Some(why) = airmy_verify_inbox::purge_refusal(processed_before)
+                    && !force
+                {
+                    return Err(format!(
+                        "--processed-before: {why}; use an earlier time, or --force"
+                    ));
                 }
                 if std::io::stderr().is_terminal() {
                     eprint!("purging ...");
@@ -189,4 +302,34 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
             }
         }
     })
+}
+
+fn rfc3339(at: Option<airmy_verify::time::OffsetDateTime>) -> String {
+    at.and_then(|at| {
+        at.format(&airmy_verify::time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_else(|| "-".to_owned())
+}
+
+/// `text` on one line, its control characters shown as spaces, at most `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Pretty-printed JSON with any control character left in it (JSON escapes those below U+0020,
+/// not DEL or the C1 range a terminal may act on) written as `\u{…}`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

@@ -372,6 +372,7 @@ async fn inbox_commands(inbox: &str) {
     assert_eq!(code, 0);
     let dead: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(dead[0]["attempts"], 1);
+    inbox_list_and_show(&inbox).await;
     let (code, out, _) = tool(&[
         "inbox",
         "--inbox",
@@ -422,6 +423,68 @@ async fn inbox_commands(inbox: &str) {
     ])
     .await;
     assert_eq!(code, 2, "{err}");
+}
+
+/// `list` and `show` on the inbox of `inbox_commands_setup`.
+async fn inbox_list_and_show(inbox: &str) {
+    let (code, out, err) = tool(&["inbox", "--inbox", inbox, "list", "--state", "dead"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("id "), "a table: {out}");
+    assert!(
+        out.contains("evt_cli_dead") && out.contains("pager returned 500"),
+        "{out}"
+    );
+    assert!(!out.contains("evt_cli_done"), "{out}");
+    let (code, out, _) = tool(&["inbox", "--inbox", inbox, "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("evt_cli_dead") && out.contains("evt_cli_done"),
+        "every state: {out}"
+    );
+    let (code, out, _) = tool(&[
+        "inbox", "--inbox", inbox, "--json", "list", "--state", "done", "--limit", "1",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(listed["entries"][0]["id"], "evt_cli_done", "{listed}");
+    assert_eq!(listed["entries"][0]["state"], "done", "{listed}");
+    assert!(listed["next"].is_null(), "{listed}");
+    let (code, out, _) = tool(&["inbox", "--inbox", inbox, "list", "--type", "run.failed"]).await;
+    assert_eq!((code, out.trim()), (0, "no entries"));
+    let (code, _, err) = tool(&["inbox", "--inbox", inbox, "list", "--state", "lost"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("pending, scheduled, processing, dead, done"),
+        "{err}"
+    );
+    let (code, _, err) = tool(&[
+        "inbox", "--inbox", inbox, "list", "--state", "dead", "--after", "nonsense",
+    ])
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cursor"), "{err}");
+
+    let (code, out, err) = tool(&["inbox", "--inbox", inbox, "show", "evt_cli_dead"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state:       dead"), "{out}");
+    assert!(out.contains("attempts:    1"), "{out}");
+    assert!(
+        out.contains("died at:") && out.contains("last error:  pager returned 500"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  \"type\": \"alert.triggered\""),
+        "the body indented: {out}"
+    );
+    let (code, out, _) = tool(&["inbox", "--inbox", inbox, "--json", "show", "evt_cli_dead"]).await;
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(shown["state"], "dead", "{shown}");
+    assert_eq!(shown["body"]["id"], "evt_cli_dead", "{shown}");
+    let (code, _, err) = tool(&["inbox", "--inbox", inbox, "show", "evt_unknown"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no such entry: evt_unknown"), "{err}");
 }
 
 #[tokio::test]
