@@ -51,6 +51,9 @@
 #![forbid(unsafe_code)]
 
 mod config;
+#[cfg(feature = "console")]
+#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

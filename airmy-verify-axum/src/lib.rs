@@ -69,6 +69,9 @@
 #![forbid(unsafe_code)]
 
 mod body;
+#[cfg(feature = "console")]
+#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+pub mod console;
 pub mod extract;
 mod future;
 pub mod idempotency;

@@ -17,6 +17,8 @@
 //! | `AIRMY_INBOX_LEASE_SECS` | how long an entry stays leased to a worker that stopped extending it (a crashed process): how long before another takes it over | `60` |
 //! | `AIRMY_WEBHOOK_SECRET_FILE` | a secret file instead of `AIRMY_WEBHOOK_SECRET`/`_PREVIOUS` ([`secret_file`]): first secret line current, the others previous; read at start, on `SIGHUP` and when it changes | unset |
 //! | `AIRMY_METRICS_LISTEN` | `HOST:PORT` serving `GET /metrics` (Prometheus text); with it, `metrics on http://HOST:PORT/metrics` follows the `listening on` line | unset: off |
+//! | `AIRMY_CONSOLE_LISTEN` | `HOST:PORT` serving the inbox's web console ([`console`]; needs `AIRMY_INBOX`); with it, `console on http://HOST:PORT/` follows the `listening on` line | unset: off |
+//! | `AIRMY_CONSOLE_TOKEN` | the console's login token (at least 16 characters), required when `AIRMY_CONSOLE_LISTEN` is not a loopback address | unset: no login (loopback only) |
 //! | `AIRMY_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `RUST_LOG` | log filter (`EnvFilter` syntax) | `info` |
 //!
@@ -43,6 +45,7 @@
 
 pub mod apps;
 pub mod bench;
+pub mod console;
 pub mod observe;
 pub mod secret_file;
 
@@ -115,6 +118,8 @@ pub struct ReceiverConfig {
     pub metrics_listen: Option<String>,
     /// The log format (`AIRMY_LOG_FORMAT`).
     pub log_format: observe::LogFormat,
+    /// The console listener (`AIRMY_CONSOLE_LISTEN`, `AIRMY_CONSOLE_TOKEN`), if any.
+    pub console: Option<console::ConsoleSetting>,
 }
 
 /// Where `AIRMY_IDEMPOTENCY` keeps claimed and processed event ids.
@@ -263,6 +268,12 @@ impl ReceiverConfig {
                 )));
             }
         };
+        let console = console::ConsoleSetting::from_lookup(&lookup)?;
+        if console.is_some() && inbox.is_none() {
+            return Err(ConfigError(
+                "AIRMY_CONSOLE_LISTEN needs AIRMY_INBOX: the console shows the inbox".to_owned(),
+            ));
+        }
         if inbox.is_some() && idempotency.is_some() {
             return Err(ConfigError(
                 "AIRMY_INBOX and AIRMY_IDEMPOTENCY cannot both be set: the inbox deduplicates \
@@ -282,6 +293,7 @@ impl ReceiverConfig {
             secret_file,
             metrics_listen,
             log_format,
+            console,
         })
     }
 }
@@ -380,10 +392,19 @@ pub async fn serve_axum(
 /// Prints the line the tests and the demo wait for, exactly `listening on http://HOST:PORT`,
 /// then, when metrics are served (at `metrics`), `metrics on http://HOST:PORT/metrics`.
 pub fn announce(addr: SocketAddr, metrics: Option<SocketAddr>) {
+    announce_all(addr, None, metrics);
+}
+
+/// [`announce`], with `console on http://HOST:PORT/` right after the `listening on` line when
+/// the console is served (at `console`).
+pub fn announce_all(addr: SocketAddr, console: Option<SocketAddr>, metrics: Option<SocketAddr>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     // A closed stdout must not stop the receiver.
     let _ = writeln!(out, "listening on http://{addr}");
+    if let Some(console) = console {
+        let _ = writeln!(out, "console on http://{console}/");
+    }
     if let Some(metrics) = metrics {
         let _ = writeln!(out, "metrics on http://{metrics}/metrics");
     }
@@ -419,6 +440,11 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inb
     };
     if let Some(InboxUrl::Postgres(url)) = &config.inbox
         && let Err(err) = create_effects_table(url).await
+    {
+        exit_config(&err);
+    }
+    if let Some(console) = &config.console
+        && let Err(err) = console.check().await
     {
         exit_config(&err);
     }

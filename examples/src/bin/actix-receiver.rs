@@ -42,8 +42,20 @@ async fn main() {
             std::process::exit(examples::EXIT_CONFIG);
         }
     };
+    let console = match (&config.console, &inbox) {
+        (Some(setting), Some(inbox)) => {
+            match examples::console::serve_actix(setting, inbox.clone()) {
+                Ok((addr, console)) => {
+                    actix_web::rt::spawn(console);
+                    Some(addr)
+                }
+                Err(err) => examples::exit_config(&err),
+            }
+        }
+        _ => None,
+    };
     match server.addrs().first() {
-        Some(addr) => examples::announce(*addr, metrics),
+        Some(addr) => examples::announce_all(*addr, console, metrics),
         None => {
             eprintln!("error: no local address");
             std::process::exit(1);

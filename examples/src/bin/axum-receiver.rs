@@ -26,6 +26,15 @@ async fn main() {
             std::process::exit(examples::EXIT_CONFIG);
         }
     };
+    let console = match (&config.console, &inbox) {
+        (Some(setting), Some(inbox)) => {
+            match examples::console::serve_axum(setting, inbox.clone()).await {
+                Ok(addr) => Some(addr),
+                Err(err) => examples::exit_config(&err),
+            }
+        }
+        _ => None,
+    };
     let handling = Handling::printing(config.handler_delay, config.handler_fail_for)
         .transactional(config.inbox_is_postgres());
     let (workers, worker) = examples::start_workers(
@@ -36,7 +45,7 @@ async fn main() {
     );
     let app = axum_app(config.verifier, handling, guard.clone(), inbox);
     match listener.local_addr() {
-        Ok(addr) => examples::announce(addr, metrics),
+        Ok(addr) => examples::announce_all(addr, console, metrics),
         Err(err) => {
             eprintln!("error: no local address: {err}");
             std::process::exit(1);

@@ -1,0 +1,273 @@
+//! The console's pages, as maud templates: every value from outside is escaped by maud.
+
+use maud::{DOCTYPE, Markup, html};
+use time::OffsetDateTime;
+
+use super::rfc3339;
+use crate::backend::{Entry, EntryState, ListQuery, Order, Page as Listed, Stats};
+
+/// What every page needs: where links start, the title, the forms' token.
+pub(super) struct Page<'a> {
+    pub(super) base: &'a str,
+    pub(super) title: &'a str,
+    pub(super) csrf: &'a str,
+}
+
+/// `text` for a URL's query (form encoding).
+fn enc(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// At most `max` characters of `text`, with an ellipsis when cut.
+fn cut(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        7200..=172_799 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+impl Page<'_> {
+    fn layout(&self, heading: &str, refresh: bool, body: Markup) -> Markup {
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    @if refresh { meta http-equiv="refresh" content="5"; }
+                    title { (heading) " · " (self.title) }
+                    link rel="stylesheet" href={ (self.base) "/console.css" };
+                }
+                body {
+                    header {
+                        a.brand href={ (self.base) "/" } { (self.title) }
+                        nav {
+                            @for state in EntryState::ALL {
+                                a href={ (self.base) "/entries?state=" (state.as_str()) } { (state.as_str()) }
+                            }
+                        }
+                    }
+                    main {
+                        h1 { (heading) }
+                        (body)
+                    }
+                }
+            }
+        }
+    }
+
+    fn csrf_field(&self) -> Markup {
+        html! { input type="hidden" name="csrf" value=(self.csrf); }
+    }
+
+    pub(super) fn entry_link(&self, id: &str, replayed: bool) -> String {
+        format!(
+            "{}/entry?id={}{}",
+            self.base,
+            enc(id),
+            if replayed { "&replayed=1" } else { "" }
+        )
+    }
+
+    pub(super) fn message(&self, heading: &str, text: &str) -> Markup {
+        self.layout(
+            heading,
+            false,
+            html! {
+                p.notice { (text) }
+                p { a href={ (self.base) "/" } { "Back to the overview" } }
+            },
+        )
+    }
+
+    pub(super) fn done(&self, text: &str) -> Markup {
+        self.message("Done", text)
+    }
+
+    pub(super) fn overview(&self, stats: &Stats, now: OffsetDateTime) -> Markup {
+        let purge_default = rfc3339(now - time::Duration::days(7));
+        self.layout(
+            "Overview",
+            true,
+            html! {
+                section.counts {
+                    @for state in EntryState::ALL {
+                        a.count.(state.as_str()) href={ (self.base) "/entries?state=" (state.as_str()) } {
+                            span.n id={ "count-" (state.as_str()) } { (state.count(stats)) }
+                            span.label { (state.as_str()) }
+                        }
+                    }
+                }
+                p #oldest {
+                    "Oldest pending: "
+                    @match stats.oldest_pending_age_secs {
+                        Some(secs) => { strong { (age(secs)) } " waiting" }
+                        None => { "none" }
+                    }
+                }
+                p.muted { "Refreshes every 5 seconds. " (rfc3339(now)) }
+                section.actions {
+                    h2 { "Actions" }
+                    p {
+                        a.button href={ (self.base) "/replay-dead" } { "Replay every dead letter…" }
+                    }
+                    form method="post" action={ (self.base) "/purge" } {
+                        (self.csrf_field())
+                        label for="before" { "Purge processed entries finished before" }
+                        input #before type="text" name="before" value=(purge_default) required
+                            pattern="\\d{4}-\\d{2}-\\d{2}T.*" title="An RFC 3339 time, such as 2026-12-01T00:00:00Z";
+                        label.check {
+                            input type="checkbox" name="force" value="yes";
+                            " even inside the deduplication window (the last 11 minutes)"
+                        }
+                        button type="submit" { "Purge" }
+                    }
+                }
+            },
+        )
+    }
+
+    fn list_link(&self, list: &ListQuery, after: Option<&str>) -> String {
+        let mut link = format!("{}/entries?state={}", self.base, list.state.as_str());
+        if let Some(t) = &list.event_type {
+            link.push_str(&format!("&type={}", enc(t)));
+        }
+        if let Some(p) = &list.id_prefix {
+            link.push_str(&format!("&prefix={}", enc(p)));
+        }
+        if list.order == Order::Newest {
+            link.push_str("&order=newest");
+        }
+        if let Some(after) = after {
+            link.push_str(&format!("&after={}", enc(after)));
+        }
+        link
+    }
+
+    pub(super) fn entries(&self, list: &ListQuery, listed: &Listed, stats: &Stats) -> Markup {
+        let state = list.state;
+        let heading = format!("{} ({})", state.as_str(), state.count(stats));
+        self.layout(
+            &heading,
+            false,
+            html! {
+                form.filters method="get" action={ (self.base) "/entries" } {
+                    input type="hidden" name="state" value=(state.as_str());
+                    input type="text" name="type" placeholder="event type" value=[list.event_type.as_deref()];
+                    input type="text" name="prefix" placeholder="id prefix" value=[list.id_prefix.as_deref()];
+                    select name="order" {
+                        option value="oldest" selected[list.order == Order::Oldest] { "oldest first" }
+                        option value="newest" selected[list.order == Order::Newest] { "newest first" }
+                    }
+                    button type="submit" { "Filter" }
+                }
+                @if listed.entries.is_empty() {
+                    p.notice #empty {
+                        @if listed.next.is_some() { "No match among the entries examined; the next page goes on." }
+                        @else { "No entries." }
+                    }
+                } @else {
+                    div.scroll {
+                        table #entries {
+                            thead { tr {
+                                th { "id" } th { "type" } th { "attempts" } th { "received" }
+                                th { @match state {
+                                    EntryState::Pending | EntryState::Scheduled => "due",
+                                    EntryState::Processing => "lease until",
+                                    EntryState::Dead => "died",
+                                    EntryState::Done => "done",
+                                } }
+                                th { "last error" }
+                            } }
+                            tbody {
+                                @for e in &listed.entries {
+                                    tr {
+                                        td.id { a href=(self.entry_link(&e.id, false)) { (cut(&e.id, 64)) } }
+                                        td { (cut(&e.event_type, 40)) }
+                                        td.num { (e.attempts) }
+                                        td.time { (rfc3339(e.received_at)) }
+                                        td.time { @if let Some(at) = e.next_attempt_at.or(e.finished_at) { (rfc3339(at)) } }
+                                        td.error { @if let Some(error) = &e.last_error { (cut(error, 120)) } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                p.paging {
+                    @if list.after.is_some() { a href=(self.list_link(list, None)) { "« first page" } " " }
+                    @if let Some(next) = &listed.next { a #next href=(self.list_link(list, Some(next))) { "next page »" } }
+                }
+            },
+        )
+    }
+
+    pub(super) fn entry(&self, entry: &Entry, replayed: bool) -> Markup {
+        let e = &entry.summary;
+        let body = serde_json::from_slice::<serde_json::Value>(&entry.body)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| String::from_utf8_lossy(&entry.body).into_owned());
+        let settled = matches!(e.state, EntryState::Dead | EntryState::Done);
+        self.layout(
+            &format!("Entry {}", cut(&e.id, 64)),
+            !settled,
+            html! {
+                @if replayed { p.notice #replayed { "Replayed: the entry is pending again." } }
+                dl.fields {
+                    dt { "id" } dd #id { (e.id) }
+                    dt { "type" } dd #type { (e.event_type) }
+                    dt { "state" } dd #state { span.state.(e.state.as_str()) { (e.state.as_str()) } }
+                    dt { "attempts" } dd #attempts { (e.attempts) }
+                    dt { "received" } dd { (rfc3339(e.received_at)) }
+                    @if let Some(at) = e.next_attempt_at {
+                        dt { @if e.state == EntryState::Processing { "lease until" } @else { "due" } }
+                        dd { (rfc3339(at)) }
+                    }
+                    @if let Some(at) = e.finished_at {
+                        dt { @if e.state == EntryState::Dead { "died" } @else { "done" } }
+                        dd { (rfc3339(at)) }
+                    }
+                    @if let Some(error) = &e.last_error { dt { "last error" } dd #error { (error) } }
+                }
+                @if e.state != EntryState::Processing && e.state != EntryState::Pending {
+                    form method="post" action={ (self.base) "/replay" } {
+                        (self.csrf_field())
+                        input type="hidden" name="id" value=(e.id);
+                        button #replay type="submit" { "Replay" }
+                    }
+                }
+                h2 { "Body" }
+                pre #body { (body) }
+                @if !settled { p.muted { "Refreshes every 5 seconds until the entry is done or dead." } }
+            },
+        )
+    }
+
+    pub(super) fn confirm_replay_dead(&self, dead: u64) -> Markup {
+        self.layout(
+            "Replay every dead letter",
+            false,
+            html! {
+                p { "This makes " strong { (dead) } " dead letter(s) pending again, each with a new retry budget." }
+                form method="post" action={ (self.base) "/replay-dead" } {
+                    (self.csrf_field())
+                    input type="hidden" name="confirm" value="yes";
+                    button #confirm type="submit" { "Replay them all" }
+                    " "
+                    a href={ (self.base) "/" } { "Cancel" }
+                }
+            },
+        )
+    }
+}
