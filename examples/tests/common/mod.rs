@@ -91,6 +91,21 @@ impl Receiver {
         panic!("no `metrics on` line");
     }
 
+    /// The console's URL (`http://HOST:PORT/`) of the `console on http://HOST:PORT/` line,
+    /// which must be the line right after `listening on`.
+    pub(crate) async fn console_url(&self) -> String {
+        for _ in 0..200 {
+            if let Some(first) = self.lines().first() {
+                return first
+                    .strip_prefix("console on ")
+                    .unwrap_or_else(|| panic!("unexpected second line {first:?}"))
+                    .to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no `console on` line");
+    }
+
     /// The status `GET /healthz` answers.
     pub(crate) async fn health(&self) -> u16 {
         client()
