@@ -367,6 +367,22 @@ pub struct Entry {
     pub body: Bytes,
 }
 
+impl Entry {
+    /// The body as indented JSON, its keys in the order AIRMY sent them (as text, invalid
+    /// UTF-8 replaced, should it not be JSON). For people to read: the console and
+    /// `airmy-webhook inbox show` print it.
+    #[must_use]
+    pub fn pretty_body(&self) -> String {
+        let mut out = Vec::with_capacity(self.body.len() * 2);
+        let mut from = serde_json::Deserializer::from_slice(&self.body);
+        let mut to = serde_json::Serializer::pretty(&mut out);
+        match serde_transcode::transcode(&mut from, &mut to).and_then(|()| from.end()) {
+            Ok(()) => String::from_utf8(out).unwrap_or_default(),
+            Err(_) => String::from_utf8_lossy(&self.body).into_owned(),
+        }
+    }
+}
+
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")

@@ -229,13 +229,27 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                     Ok(None) => return failed(airmy_verify_inbox::InboxError::NotFound(id)),
                     Err(err) => return failed(err),
                 };
-                let body: serde_json::Value = serde_json::from_slice(&entry.body)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&entry.body).into_owned().into());
                 let e = &entry.summary;
                 if json {
-                    let mut shown = serde_json::to_value(e).unwrap_or_default();
-                    shown["body"] = body;
-                    out!("{shown}");
+                    /// The summary's fields and the body exactly as received (it is JSON:
+                    /// the inbox holds verified deliveries only).
+                    #[derive(serde::Serialize)]
+                    struct Shown<'a> {
+                        #[serde(flatten)]
+                        summary: &'a airmy_verify_inbox::EntrySummary,
+                        body: Box<serde_json::value::RawValue>,
+                    }
+                    let body = serde_json::value::RawValue::from_string(
+                        String::from_utf8_lossy(&entry.body).into_owned(),
+                    )
+                    .or_else(|_| {
+                        serde_json::value::to_raw_value(&String::from_utf8_lossy(&entry.body))
+                    })
+                    .map_err(|e| e.to_string())?;
+                    out!(
+                        "{}",
+                        serde_json::to_string(&Shown { summary: e, body }).unwrap_or_default()
+                    );
                 } else {
                     out!("id:          {}", word(&e.id));
                     out!("type:        {}", word(&e.event_type));
@@ -262,10 +276,7 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                         out!("last error:  {}", one_line(error, 2000));
                     }
                     out!("body:");
-                    out!(
-                        "{}",
-                        printable(&serde_json::to_string_pretty(&body).unwrap_or_default())
-                    );
+                    out!("{}", printable(&entry.pretty_body()));
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -214,10 +214,7 @@ impl Page<'_> {
 
     pub(super) fn entry(&self, entry: &Entry, replayed: bool) -> Markup {
         let e = &entry.summary;
-        let body = serde_json::from_slice::<serde_json::Value>(&entry.body)
-            .ok()
-            .and_then(|v| serde_json::to_string_pretty(&v).ok())
-            .unwrap_or_else(|| String::from_utf8_lossy(&entry.body).into_owned());
+        let body = entry.pretty_body();
         let settled = matches!(e.state, EntryState::Dead | EntryState::Done);
         self.layout(
             &format!("Entry {}", cut(&e.id, 64)),
