@@ -50,7 +50,7 @@ impl Page<'_> {
                 }
                 body {
                     header {
-                        a.brand href={ (self.base) "/" } { (self.title) }
+                        a.brand href=(self.home()) { (self.title) }
                         nav {
                             @for state in EntryState::ALL {
                                 a href={ (self.base) "/entries?state=" (state.as_str()) } { (state.as_str()) }
@@ -64,6 +64,12 @@ impl Page<'_> {
                 }
             }
         }
+    }
+
+    /// The overview's link: the mount path itself (axum's `nest` answers `/console`, not
+    /// `/console/`), or `/` at the root.
+    fn home(&self) -> &str {
+        if self.base.is_empty() { "/" } else { self.base }
     }
 
     fn csrf_field(&self) -> Markup {
@@ -85,7 +91,7 @@ impl Page<'_> {
             false,
             html! {
                 p.notice { (text) }
-                p { a href={ (self.base) "/" } { "Back to the overview" } }
+                p { a href=(self.home()) { "Back to the overview" } }
             },
         )
     }
@@ -262,7 +268,7 @@ impl Page<'_> {
                     input type="hidden" name="confirm" value="yes";
                     button #confirm type="submit" { "Replay them all" }
                     " "
-                    a href={ (self.base) "/" } { "Cancel" }
+                    a href=(self.home()) { "Cancel" }
                 }
             },
         )
