@@ -7,6 +7,8 @@
 //!                                            # (tx, PostgreSQL: one INSERT in the entry's transaction)
 //! inbox-bench load URL [N] [CONCURRENCY]     # N unique signed deliveries, CONCURRENCY at a time
 //! inbox-bench roundtrips [N]                 # Redis commands per accepted delivery (AIRMY_INBOX)
+//! inbox-bench list [N]                       # the console's listing on an inbox of N entries
+//!                                            # (90 % done, 1 % dead, 1 % scheduled, 8 % pending)
 //! ```
 //!
 //! `load` signs every delivery with `AIRMY_WEBHOOK_SECRET` (or the bench secret), each with a
@@ -494,6 +496,149 @@ async fn load(url: &str, n: usize, concurrency: usize) {
     );
 }
 
+/// Median and slowest of `runs` calls of `f`.
+async fn timed<F, Fut, T>(runs: usize, mut f: F) -> (Duration, Duration, T)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut times = Vec::with_capacity(runs);
+    let mut last = None;
+    for _ in 0..runs {
+        let started = Instant::now();
+        last = Some(f().await);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (
+        percentile(&times, 0.5),
+        times[times.len() - 1],
+        last.expect("runs > 0"),
+    )
+}
+
+async fn list(n: usize) {
+    use airmy_verify_inbox::{EntryState, ListQuery, Order};
+    let (inbox, dir) = open("list").await;
+    let b = inbox.backend();
+    let fill = Instant::now();
+    let mut next = 0;
+    while next < n {
+        let batch: Vec<_> = (next..(next + 256).min(n))
+            .map(|i| {
+                let event_type = if i % 50 == 0 {
+                    "alert.triggered"
+                } else {
+                    "run.completed"
+                };
+                let d = testing::sample_event(event_type)
+                    .id(format!("evt_list_{i:08}"))
+                    .created_at(OffsetDateTime::now_utc())
+                    .padded_to(1024)
+                    .signed(testing::SECRET);
+                verifier().verify(&d.signature, d.body).expect("verifies")
+            })
+            .collect();
+        for result in futures_util::future::join_all(batch.iter().map(|v| inbox.accept(v))).await {
+            assert_eq!(result, Ok(Accepted::Stored));
+        }
+        next += batch.len();
+    }
+    let filled = fill.elapsed();
+    // 90 % done, 1 % dead, 1 % scheduled an hour ahead; the rest pending.
+    let settle = Instant::now();
+    let (done, dead, scheduled) = (n * 90 / 100, n / 100, n / 100);
+    let mut settled = 0;
+    let later = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+    while settled < done + dead + scheduled {
+        let want = (done + dead + scheduled - settled).min(1000);
+        let taken = b.take(want, Duration::from_secs(600)).await.expect("take");
+        assert!(!taken.is_empty(), "entries to take");
+        let outcomes = taken.iter().enumerate().map(|(k, e)| {
+            let k = settled + k;
+            async move {
+                if k < done {
+                    b.complete(&e.id, &e.token).await
+                } else if k < done + dead {
+                    b.bury(&e.id, &e.token, "downstream returned 500").await
+                } else {
+                    b.retry(&e.id, &e.token, "downstream timed out", later)
+                        .await
+                }
+            }
+        });
+        for result in futures_util::future::join_all(outcomes).await {
+            assert_eq!(result, Ok(true));
+        }
+        settled += taken.len();
+    }
+    let settled_in = settle.elapsed();
+    let stats = b.stats().await.expect("stats");
+    println!(
+        "list ({}): {n} entries (filled in {:.0} s, settled in {:.0} s): {stats:?}",
+        dir.name(),
+        filled.as_secs_f64(),
+        settled_in.as_secs_f64()
+    );
+    println!("| state | query | median ms | slowest ms | entries |");
+    println!("|---|---|---:|---:|---:|");
+    let runs = 21;
+    for state in [
+        EntryState::Pending,
+        EntryState::Scheduled,
+        EntryState::Dead,
+        EntryState::Done,
+    ] {
+        let first = ListQuery::new(state);
+        // A page deep in the listing: after following 20 pages.
+        let mut deep = first.clone();
+        for _ in 0..20 {
+            match b.list(&deep).await.expect("list").next {
+                Some(cursor) => deep.after = Some(cursor),
+                None => break,
+            }
+        }
+        let queries = [
+            ("first page of 50", first.clone()),
+            ("page 21 (cursor)", deep),
+            ("newest first", first.clone().order(Order::Newest)),
+            (
+                "type alert.triggered (2 %)",
+                first.clone().event_type("alert.triggered"),
+            ),
+            (
+                "id prefix matching nothing",
+                first.clone().id_prefix("evt_none_"),
+            ),
+        ];
+        for (name, query) in queries {
+            let (median, slowest, page) = timed(runs, || b.list(&query)).await;
+            let page = page.expect("list");
+            println!(
+                "| {state} | {name} | {:.2} | {:.2} | {} |",
+                median.as_secs_f64() * 1e3,
+                slowest.as_secs_f64() * 1e3,
+                page.entries.len()
+            );
+        }
+    }
+    let id = format!("evt_list_{:08}", n / 2);
+    let (median, slowest, entry) = timed(runs, || b.entry(&id)).await;
+    assert!(entry.expect("entry").is_some());
+    println!(
+        "| any | one entry in full | {:.2} | {:.2} | 1 |",
+        median.as_secs_f64() * 1e3,
+        slowest.as_secs_f64() * 1e3
+    );
+    let (median, slowest, _) = timed(runs, || b.stats()).await;
+    println!(
+        "| any | stats (the overview) | {:.2} | {:.2} | - |",
+        median.as_secs_f64() * 1e3,
+        slowest.as_secs_f64() * 1e3
+    );
+    dir.remove().await;
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -508,6 +653,7 @@ async fn main() {
         }
         Some("rawdrain") => rawdrain(num(1, 20_000), num(2, 64)).await,
         Some("roundtrips") => roundtrips(num(1, 2_000)).await,
+        Some("list") => list(num(1, 1_000_000)).await,
         Some("load") => {
             let url = args
                 .get(1)
@@ -517,7 +663,7 @@ async fn main() {
         }
         _ => {
             eprintln!(
-                "usage: inbox-bench fsync [N] | latency [N] | drain [N] [WORKERS] [tx] | rawdrain [N] [BATCH] | roundtrips [N] | load URL [N] [CONCURRENCY]"
+                "usage: inbox-bench fsync [N] | latency [N] | drain [N] [WORKERS] [tx] | rawdrain [N] [BATCH] | roundtrips [N] | list [N] | load URL [N] [CONCURRENCY]"
             );
             std::process::exit(2);
         }
