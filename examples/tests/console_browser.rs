@@ -1,0 +1,648 @@
+//! The inbox web console in a real browser: headless Debian Chromium driven over WebDriver
+//! (`chromedriver`, started here on a free loopback port) with `fantoccini`, against the
+//! example receivers (`axum-receiver`, `actix-receiver`) on a SQLite inbox with
+//! `AIRMY_CONSOLE_LISTEN`.
+//!
+//! The handler fails for the first [`FAIL_FOR_SECS`] seconds (`AIRMY_HANDLER_FAIL_FOR_SECS`),
+//! so the deliveries, a hostile one among them (HTML and script in its id, type and data), sit
+//! in the inbox as failed entries waiting for their retry, with a last error. The receivers keep
+//! the inbox's default retry policy (no attempt limit; dead after 24 hours of failures) and no
+//! setting changes it, so no entry can become a dead letter within a test: the hostile entry is
+//! opened from the `scheduled` list, and "replay every dead letter" replays none.
+//!
+//! Checked: the overview's counts are the inbox's (`Backend::stats`, as `airmy-webhook inbox
+//! stats` reads them); the hostile entry shows its id, type and body as text (no element, no
+//! script from them: nothing ran, no alert), with its last error, and the page carries a
+//! `Content-Security-Policy`; no page overflows a phone's width; replaying the entry from its
+//! page makes it pending, then done; the replay-every-dead-letter confirmation works.
+//! Screenshots of each page, at a desktop's and a phone's width, go to
+//! `target/console-screenshots/`.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
+//! `chromium-driver`, which `scripts/test` installs): without them the test fails, saying so.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use airmy_verify::testing;
+use airmy_verify::time::OffsetDateTime;
+use airmy_verify_inbox::{Inbox, InboxUrl, Stats};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+mod common;
+
+use common::{ACTIX, AXUM, Receiver, client};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// How long every handling attempt fails after the receiver starts.
+const FAIL_FOR_SECS: u64 = 10;
+
+/// The hostile event: HTML and script in its id, its type and its data.
+const HOSTILE_ID: &str = "evt_<script>window.__pwned=1</script>";
+const HOSTILE_TYPE: &str = r#"x.<img src=x onerror="window.__pwned=2">"#;
+const HOSTILE_NOTE: &str = "</pre><script>window.__pwned=3</script><b>bold</b>";
+
+/// How many ordinary events are delivered beside the hostile one.
+const ORDINARY: usize = 3;
+
+const DESKTOP: (u32, u32) = (1280, 900);
+const PHONE: (u32, u32) = (390, 844);
+
+/// The states, in the order of [`counts`].
+const STATES: [&str; 5] = ["pending", "scheduled", "processing", "dead", "done"];
+
+/// One browser at a time: two Chromiums and two receivers on a 2-core machine would slow the
+/// pages down past the outage window.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_console_in_a_browser() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    scenario(AXUM, "axum").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actix_console_in_a_browser() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    scenario(ACTIX, "actix").await;
+}
+
+async fn scenario(bin: &str, name: &'static str) {
+    let begun = Instant::now();
+    let dir = TempDir::new(name);
+    let driver = Chromedriver::start().await;
+    let mut browser = Browser::open(&driver, &dir.0.join("profile"), name).await;
+
+    let inbox_url = format!("sqlite:{}", dir.0.join("inbox.db").display());
+    let mut receiver = Receiver::start(
+        bin,
+        &[
+            ("AIRMY_INBOX", &inbox_url),
+            ("AIRMY_CONSOLE_LISTEN", "127.0.0.1:0"),
+            ("AIRMY_HANDLER_FAIL_FOR_SECS", &FAIL_FOR_SECS.to_string()),
+            ("AIRMY_INBOX_WORKERS", "2"),
+        ],
+    )
+    .await;
+    // The receiver's outage began before its `listening on` line: it is over by then.
+    let outage_over = Instant::now() + Duration::from_secs(FAIL_FOR_SECS);
+    let console = receiver.console_url().await;
+    browser.base = console.trim_end_matches('/').to_owned();
+
+    // 1. Ordinary deliveries, and the hostile one: each accepted.
+    let http = client();
+    let stamp = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let mut ids: Vec<String> = (0..ORDINARY)
+        .map(|i| format!("evt_console_{name}_{i}_{stamp}"))
+        .collect();
+    for id in &ids {
+        accept(&http, &receiver.url, &common::delivery(id), id).await;
+    }
+    let hostile = testing::sample_event(HOSTILE_TYPE)
+        .id(HOSTILE_ID)
+        .created_at(OffsetDateTime::now_utc())
+        .data(json!({ "note": HOSTILE_NOTE }))
+        .signed(testing::SECRET);
+    accept(&http, &receiver.url, &hostile, HOSTILE_ID).await;
+    ids.push(HOSTILE_ID.to_owned());
+    let total = ids.len() as u64;
+
+    // 2. Every entry failed once and waits for its retry, with its last error.
+    let url: InboxUrl = inbox_url.parse().expect("an inbox URL");
+    let inbox = url
+        .open(true)
+        .await
+        .expect("the inbox opens beside the receiver");
+    let wait = Deadline::new("every entry to fail its first attempt", 20);
+    loop {
+        let mut failed = 0;
+        for id in &ids {
+            let entry = inbox.backend().entry(id).await.expect("entry read");
+            if entry.is_some_and(|e| e.summary.attempts >= 1 && e.summary.last_error.is_some()) {
+                failed += 1;
+            }
+        }
+        if failed == ids.len() {
+            break;
+        }
+        wait.tick(&format!("{failed} of {} failed", ids.len()))
+            .await;
+    }
+
+    // 3. The overview's counts are the inbox's.
+    browser.size(DESKTOP).await;
+    browser.counts_match(&inbox, "during the outage").await;
+    browser.shot("desktop-overview").await;
+
+    // 4. The scheduled list, then the hostile entry.
+    let link = browser.hostile_link().await;
+    browser.no_injected_markup("the scheduled list").await;
+    browser.shot("desktop-entries").await;
+    link.click().await.expect("the hostile entry's link clicks");
+    let entry_path = format!("/entry?id={}", enc(HOSTILE_ID));
+    let current = browser.client.current_url().await.expect("url");
+    assert!(
+        current.as_str().ends_with(&entry_path),
+        "{name}: the link leads to {current}"
+    );
+    assert_eq!(browser.text("id").await, HOSTILE_ID, "{name}: #id");
+    assert_eq!(browser.text("type").await, HOSTILE_TYPE, "{name}: #type");
+    let body = browser.text("body").await;
+    assert!(body.contains(HOSTILE_NOTE), "{name}: pre#body: {body}");
+    assert!(body.contains("<script>"), "{name}: pre#body: {body}");
+    let error = browser.text("error").await;
+    assert!(
+        error.contains("simulated outage"),
+        "{name}: #error shows the last error: {error:?}"
+    );
+    let attempts: u32 = browser.text("attempts").await.parse().expect("#attempts");
+    assert!(attempts >= 1, "{name}: #attempts {attempts}");
+    let title = browser.client.title().await.expect("title");
+    assert!(title.contains(HOSTILE_ID), "{name}: the title: {title:?}");
+    browser.no_injected_markup("the hostile entry").await;
+    browser.shot("desktop-entry").await;
+    security_headers(&http, &format!("{}{entry_path}", browser.base), name).await;
+
+    // 5. A phone's width: every page fits, nothing scrolls sideways.
+    browser.size(PHONE).await;
+    let inner = browser.script("return window.innerWidth").await;
+    assert!(
+        inner.as_u64().is_some_and(|w| w <= u64::from(PHONE.0)),
+        "{name}: the viewport is a phone's: innerWidth {inner}"
+    );
+    for (path, shot) in [
+        ("/".to_owned(), "phone-overview"),
+        ("/entries?state=scheduled".to_owned(), "phone-entries"),
+        (entry_path.clone(), "phone-entry"),
+    ] {
+        browser.goto(&path).await;
+        browser.shot(shot).await;
+        browser.fits(shot).await;
+    }
+    browser.size(DESKTOP).await;
+
+    // 6. Once the outage is over, replaying the entry from its page: still waiting for its
+    // retry, it becomes due at once, and is done.
+    tokio::time::sleep_until(outage_over.into()).await;
+    browser.replay_until_done(&entry_path).await;
+    // Every other entry is handled at its next retry.
+    let wait = Deadline::new("every entry to be done", 40);
+    loop {
+        let stats = inbox.backend().stats().await.expect("stats");
+        if stats.done == total {
+            break;
+        }
+        wait.tick(&format!("{stats:?}")).await;
+    }
+    // A done entry replayed: pending again with its attempts reset, then done at its first.
+    browser.replay_until_done(&entry_path).await;
+    assert_eq!(
+        browser.text("attempts").await,
+        "1",
+        "{name}: the replay of a done entry reset its attempts, and its first one succeeded"
+    );
+    browser.no_injected_markup("the replayed entry").await;
+    browser.shot("desktop-entry-done").await;
+
+    // 7. "Replay every dead letter", confirmed: there is none to replay.
+    browser.goto("/replay-dead").await;
+    let ask = browser.text_of(Locator::Css("main")).await;
+    assert!(ask.contains("makes 0 dead letter(s)"), "{name}: {ask}");
+    browser
+        .client
+        .find(Locator::Id("confirm"))
+        .await
+        .expect("button#confirm")
+        .click()
+        .await
+        .expect("confirm clicks");
+    let done = browser.text_of(Locator::Css("p.notice")).await;
+    assert!(done.contains("Replayed 0 dead letter(s)"), "{name}: {done}");
+    let overview = browser.counts_match(&inbox, "after the outage").await;
+    assert_eq!(
+        (overview[3], overview[4]),
+        (0, total),
+        "{name}: no dead letter, every entry done: {overview:?}"
+    );
+    browser.shot("desktop-overview-done").await;
+
+    // 8. Close the browser, stop the receiver.
+    let overflows = std::mem::take(&mut browser.overflows);
+    browser.client.close().await.expect("the session closes");
+    drop(driver);
+    receiver.signal("-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), receiver.child.wait())
+        .await
+        .expect("the receiver stops within 30 s of SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{name}: the receiver exits 0: {status}");
+    assert!(
+        overflows.is_empty(),
+        "{name}: pages wider than a phone: {overflows:?}"
+    );
+    eprintln!(
+        "{name}: the console in a browser took {:?}",
+        begun.elapsed()
+    );
+}
+
+/// POSTs `delivery` to `url`: 200 and accepted.
+async fn accept(http: &reqwest::Client, url: &str, delivery: &testing::Delivery, id: &str) {
+    let response = http
+        .post(url)
+        .header("x-airmy-signature", &delivery.signature)
+        .body(delivery.body.clone())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the delivery is answered");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("a body");
+    assert_eq!(status, 200, "{id}: {text}");
+    let answer: Value = serde_json::from_str(&text).expect("a JSON answer");
+    assert_eq!(
+        answer,
+        json!({ "id": id, "status": "accepted" }),
+        "{id}: {text}"
+    );
+}
+
+/// The console's answer carries its security headers, and the hostile text only escaped.
+async fn security_headers(http: &reqwest::Client, url: &str, name: &str) {
+    let response = http.get(url).send().await.expect("the entry page answers");
+    assert_eq!(response.status().as_u16(), 200, "{name}: {url}");
+    let header = |h: &str| {
+        response
+            .headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let csp = header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(
+            csp.contains(directive),
+            "{name}: CSP {csp:?} lacks {directive}"
+        );
+    }
+    assert_eq!(header("x-content-type-options"), "nosniff", "{name}");
+    assert_eq!(header("x-frame-options"), "DENY", "{name}");
+    let html = response.text().await.expect("the page");
+    for raw in ["<script", "<img", "<b>"] {
+        assert!(!html.contains(raw), "{name}: the page holds a raw {raw}");
+    }
+    assert!(
+        html.contains("&lt;script&gt;window.__pwned=1"),
+        "{name}: the id, escaped"
+    );
+}
+
+/// `text` for a URL's query.
+fn enc(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The five counts of `stats`, in the order of [`STATES`].
+fn counts(stats: &Stats) -> [u64; 5] {
+    [
+        stats.pending,
+        stats.scheduled,
+        stats.processing,
+        stats.dead,
+        stats.done,
+    ]
+}
+
+/// A bounded wait: [`tick`](Self::tick) sleeps a little, or fails the test once the time is up.
+struct Deadline {
+    what: &'static str,
+    limit: Duration,
+    at: Instant,
+}
+
+impl Deadline {
+    fn new(what: &'static str, secs: u64) -> Self {
+        let limit = Duration::from_secs(secs);
+        Self {
+            what,
+            limit,
+            at: Instant::now() + limit,
+        }
+    }
+
+    async fn tick(&self, last: &str) {
+        assert!(
+            Instant::now() < self.at,
+            "timed out after {:?} waiting for {}; last seen: {last}",
+            self.limit,
+            self.what
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A directory under the system's temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "airmy-console-browser-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `chromedriver` on a free loopback port, in a process group of its own: dropping it kills
+/// the group (chromedriver and any Chromium it started).
+struct Chromedriver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Chromedriver {
+    async fn start() -> Self {
+        for (path, package) in [(CHROMEDRIVER, "chromium-driver"), (CHROMIUM, "chromium")] {
+            assert!(
+                Path::new(path).is_file(),
+                "{path} is missing (Debian's `{package}`): this test drives Debian's Chromium \
+                 over WebDriver; `apt-get install chromium chromium-driver` (scripts/test does)"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver starts");
+        let mut driver = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let http = client();
+        let wait = Deadline::new("chromedriver to answer GET /status", 20);
+        loop {
+            let status = http
+                .get(format!("{}/status", driver.url))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(response) = status
+                && response.status().as_u16() == 200
+                && let Ok(text) = response.text().await
+                && serde_json::from_str::<Value>(&text)
+                    .is_ok_and(|v| v["value"]["ready"] == Value::Bool(true))
+            {
+                return driver;
+            }
+            if let Ok(Some(exit)) = driver.child.try_wait() {
+                panic!("chromedriver --port={port} exited before it answered: {exit}");
+            }
+            wait.tick("no answer").await;
+        }
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A WebDriver session in headless Chromium, on one receiver's console.
+struct Browser {
+    client: Client,
+    /// The console's `http://HOST:PORT`, without a trailing slash.
+    base: String,
+    /// The receiver's name, first in each screenshot's name.
+    name: &'static str,
+    /// The pages wider than the viewport at a phone's width: (page, scrollWidth, innerWidth).
+    overflows: Vec<String>,
+}
+
+impl Browser {
+    async fn open(driver: &Chromedriver, profile: &Path, name: &'static str) -> Self {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = tokio::time::timeout(
+            Duration::from_secs(30),
+            ClientBuilder::new(connector)
+                .capabilities(caps)
+                .connect(&driver.url),
+        )
+        .await
+        .expect("Chromium starts within 30 s")
+        .unwrap_or_else(|e| panic!("a WebDriver session in {CHROMIUM}: {e}"));
+        Self {
+            client,
+            base: String::new(),
+            name,
+            overflows: Vec::new(),
+        }
+    }
+
+    async fn goto(&self, path: &str) {
+        let url = format!("{}{path}", self.base);
+        self.client
+            .goto(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: GET {url}: {e}", self.name));
+    }
+
+    async fn size(&self, (width, height): (u32, u32)) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("the window resizes");
+    }
+
+    async fn text_of(&self, locator: Locator<'_>) -> String {
+        let url = self.client.current_url().await.expect("url");
+        self.client
+            .find(locator)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {locator:?} on {url}: {e}", self.name))
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// The text of the element with this id.
+    async fn text(&self, id: &str) -> String {
+        self.text_of(Locator::Id(id)).await
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {script}: {e}", self.name))
+    }
+
+    /// The overview's counts, read until the inbox's are the same just before and just after
+    /// the page was loaded (a retry moving an entry between states in between is read again);
+    /// then they must be the page's.
+    async fn counts_match(&self, inbox: &Inbox, when: &str) -> [u64; 5] {
+        let mut last = String::new();
+        for _ in 0..20 {
+            let before = counts(&inbox.backend().stats().await.expect("stats"));
+            self.goto("/").await;
+            let mut shown = [0u64; 5];
+            for (n, state) in shown.iter_mut().zip(STATES) {
+                let text = self.text(&format!("count-{state}")).await;
+                *n = text
+                    .parse()
+                    .unwrap_or_else(|_| panic!("#count-{state} {text:?}"));
+            }
+            let after = counts(&inbox.backend().stats().await.expect("stats"));
+            if before == after && shown == before {
+                return shown;
+            }
+            last = format!("inbox {before:?} then {after:?}, page {shown:?} ({STATES:?})");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        panic!(
+            "{}: {when}: the overview never showed the inbox's counts: {last}",
+            self.name
+        );
+    }
+
+    /// Opens the entry at `path` (reloaded while it has no replay button: leased or pending),
+    /// clicks `button#replay`, checks `#replayed`, then reloads until `#state` reads `done`.
+    async fn replay_until_done(&self, path: &str) {
+        let wait = Deadline::new("the entry's replay button", 30);
+        loop {
+            self.goto(path).await;
+            if let Ok(button) = self.client.find(Locator::Id("replay")).await {
+                button.click().await.expect("replay clicks");
+                break;
+            }
+            wait.tick(&self.text("state").await).await;
+        }
+        let notice = self.text("replayed").await;
+        assert!(
+            notice.contains("pending again"),
+            "{}: #replayed {notice:?}",
+            self.name
+        );
+        let wait = Deadline::new("the replayed entry to be done", 30);
+        loop {
+            let state = self.text("state").await;
+            if state == "done" {
+                return;
+            }
+            wait.tick(&state).await;
+            self.client.refresh().await.expect("reload");
+        }
+    }
+
+    /// The hostile entry's link on the `scheduled` list (reloaded while its retry runs).
+    async fn hostile_link(&self) -> fantoccini::elements::Element {
+        let wait = Deadline::new("the hostile entry on the scheduled list", 10);
+        loop {
+            self.goto("/entries?state=scheduled").await;
+            let links = self
+                .client
+                .find_all(Locator::Css("table#entries td.id a"))
+                .await
+                .expect("find links");
+            let mut seen = Vec::new();
+            for link in links {
+                let text = link.text().await.expect("link text");
+                if text == HOSTILE_ID {
+                    return link;
+                }
+                seen.push(text);
+            }
+            wait.tick(&format!("{seen:?}")).await;
+        }
+    }
+
+    /// Nothing from the hostile event became markup or ran: no script, image, `<b>` or event
+    /// handler attribute in the page, `window.__pwned` unset, no alert open.
+    async fn no_injected_markup(&self, page: &str) {
+        let found = self
+            .script(
+                "return [document.scripts.length, document.images.length, \
+                 document.querySelectorAll('b, [onerror]').length, \
+                 window.__pwned === undefined]",
+            )
+            .await;
+        assert_eq!(
+            found,
+            json!([0, 0, 0, true]),
+            "{}: {page}: [scripts, images, <b> or onerror, __pwned unset]",
+            self.name
+        );
+        match self.client.get_alert_text().await {
+            Err(e) if e.is_no_such_alert() => {}
+            other => panic!("{}: {page}: an alert is open: {other:?}", self.name),
+        }
+    }
+
+    /// Saves a screenshot of the viewport as `target/console-screenshots/<name>-<what>.png`.
+    async fn shot(&self, what: &str) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+        std::fs::create_dir_all(&dir).expect("the screenshot directory");
+        let png = self.client.screenshot().await.expect("a screenshot");
+        std::fs::write(dir.join(format!("{}-{what}.png", self.name)), png).expect("saved");
+    }
+
+    /// Records the page when it is wider than the viewport.
+    async fn fits(&mut self, what: &str) {
+        let widths = self
+            .script("return [document.documentElement.scrollWidth, window.innerWidth]")
+            .await;
+        let fits = self
+            .script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+            .await;
+        if fits != Value::Bool(true) {
+            self.overflows
+                .push(format!("{what}: [scrollWidth, innerWidth] {widths}"));
+        }
+    }
+}
