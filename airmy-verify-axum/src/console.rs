@@ -27,7 +27,7 @@
 
 use airmy_verify_inbox::console::{Console, ConsoleRequest};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{NestedPath, Request};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -73,7 +73,7 @@ async fn serve(console: &Console, request: Request) -> Response {
     let mut response = Response::new(if parts.method == http::Method::HEAD {
         Body::empty()
     } else {
-        Body::from(Bytes::from(answer.body))
+        Body::from(answer.body)
     });
     *response.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use airmy_verify::testing::{self, FixedClock};
 use airmy_verify::{Verified, Verifier};
 use airmy_verify_inbox::console::{Console, ConsoleRequest, ConsoleResponse};
-use airmy_verify_inbox::{Backend, Inbox, SqliteBackend, SqliteOptions, Stats};
+use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions, Stats};
 use proptest::prelude::*;
 use time::OffsetDateTime;
 

@@ -14,6 +14,7 @@
 //! | `AIRMY_HANDLER_FAIL_FOR_SECS` | every handling attempt fails during the first N seconds after start (a simulated outage): 500 `{"error":"handler_failed"}` without an inbox, a retry later with one | `0` |
 //! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
+//! | `AIRMY_INBOX_MAX_ATTEMPTS` | at most this many attempts per entry, then it is a dead letter (the retries wait 1 s, 2 s, 4 s, … as before) | unset: retries for up to 24 hours |
 //! | `AIRMY_INBOX_LEASE_SECS` | how long an entry stays leased to a worker that stopped extending it (a crashed process): how long before another takes it over | `60` |
 //! | `AIRMY_WEBHOOK_SECRET_FILE` | a secret file instead of `AIRMY_WEBHOOK_SECRET`/`_PREVIOUS` ([`secret_file`]): first secret line current, the others previous; read at start, on `SIGHUP` and when it changes | unset |
 //! | `AIRMY_METRICS_LISTEN` | `HOST:PORT` serving `GET /metrics` (Prometheus text); with it, `metrics on http://HOST:PORT/metrics` follows the `listening on` line | unset: off |
@@ -112,6 +113,9 @@ pub struct ReceiverConfig {
     pub inbox_workers: usize,
     /// The inbox workers' lease (`AIRMY_INBOX_LEASE_SECS`).
     pub inbox_lease: Duration,
+    /// At most this many attempts per entry before it is a dead letter
+    /// (`AIRMY_INBOX_MAX_ATTEMPTS`); `None`: the default policy (24 hours of retries).
+    pub inbox_max_attempts: Option<u32>,
     /// The secret file to watch (`AIRMY_WEBHOOK_SECRET_FILE`), when the secrets come from one.
     pub secret_file: Option<std::path::PathBuf>,
     /// Where to serve `GET /metrics` (`AIRMY_METRICS_LISTEN`), if anywhere.
@@ -245,6 +249,20 @@ impl ReceiverConfig {
             }
             secs => Duration::from_secs(secs),
         };
+        let inbox_max_attempts = match lookup("AIRMY_INBOX_MAX_ATTEMPTS") {
+            None => None,
+            Some(text) => Some(
+                text.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        ConfigError(format!(
+                            "AIRMY_INBOX_MAX_ATTEMPTS must be a whole number of at least 1, got {text:?}"
+                        ))
+                    })?,
+            ),
+        };
         let inbox = match lookup("AIRMY_INBOX").as_deref().map(str::trim) {
             None | Some("") => None,
             Some(setting) => Some(
@@ -290,6 +308,7 @@ impl ReceiverConfig {
             inbox,
             inbox_workers,
             inbox_lease,
+            inbox_max_attempts,
             secret_file,
             metrics_listen,
             log_format,
@@ -504,7 +523,7 @@ pub async fn observe_or_exit(config: &ReceiverConfig) -> Option<SocketAddr> {
 pub fn start_workers(
     inbox: Option<&Inbox>,
     handling: &apps::Handling,
-    (workers, lease): (usize, Duration),
+    (workers, lease, max_attempts): (usize, Duration, Option<u32>),
     receiver: &'static str,
 ) -> (
     tokio_util::sync::CancellationToken,
@@ -512,10 +531,16 @@ pub fn start_workers(
 ) {
     let token = tokio_util::sync::CancellationToken::new();
     let handle = inbox.map(|inbox| {
-        let worker = inbox
+        let mut worker = inbox
             .worker(handling.handlers(receiver))
             .concurrency(workers)
             .lease(lease);
+        if let Some(max_attempts) = max_attempts {
+            worker = worker.retry_policy(airmy_verify_inbox::RetryPolicy {
+                max_attempts: Some(max_attempts),
+                ..airmy_verify_inbox::RetryPolicy::default()
+            });
+        }
         tokio::spawn(worker.run(token.clone()))
     });
     (token, handle)

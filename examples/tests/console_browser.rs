@@ -3,18 +3,17 @@
 //! example receivers (`axum-receiver`, `actix-receiver`) on a SQLite inbox with
 //! `AIRMY_CONSOLE_LISTEN`.
 //!
-//! The handler fails for the first [`FAIL_FOR_SECS`] seconds (`AIRMY_HANDLER_FAIL_FOR_SECS`),
-//! so the deliveries, a hostile one among them (HTML and script in its id, type and data), sit
-//! in the inbox as failed entries waiting for their retry, with a last error. The receivers keep
-//! the inbox's default retry policy (no attempt limit; dead after 24 hours of failures) and no
-//! setting changes it, so no entry can become a dead letter within a test: the hostile entry is
-//! opened from the `scheduled` list, and "replay every dead letter" replays none.
+//! The handler fails for the first [`FAIL_FOR_SECS`] seconds (`AIRMY_HANDLER_FAIL_FOR_SECS`)
+//! and each entry gets two attempts (`AIRMY_INBOX_MAX_ATTEMPTS=2`), so the deliveries, a
+//! hostile one among them (HTML and script in its id, type and data), become dead letters with
+//! their last error within about two seconds.
 //!
 //! Checked: the overview's counts are the inbox's (`Backend::stats`, as `airmy-webhook inbox
-//! stats` reads them); the hostile entry shows its id, type and body as text (no element, no
-//! script from them: nothing ran, no alert), with its last error, and the page carries a
-//! `Content-Security-Policy`; no page overflows a phone's width; replaying the entry from its
-//! page makes it pending, then done; the replay-every-dead-letter confirmation works.
+//! stats` reads them); the hostile dead letter shows its id, type and body as text (no element,
+//! no script from them: nothing ran, no alert), with its last error, and the page carries a
+//! `Content-Security-Policy`; no page overflows a phone's width; once the outage is over,
+//! replaying it from its page makes it pending, then done; "replay every dead letter", after
+//! its confirmation, brings the others back and they are handled.
 //! Screenshots of each page, at a desktop's and a phone's width, go to
 //! `target/console-screenshots/`.
 //!
@@ -86,6 +85,7 @@ async fn scenario(bin: &str, name: &'static str) {
             ("AIRMY_CONSOLE_LISTEN", "127.0.0.1:0"),
             ("AIRMY_HANDLER_FAIL_FOR_SECS", &FAIL_FOR_SECS.to_string()),
             ("AIRMY_INBOX_WORKERS", "2"),
+            ("AIRMY_INBOX_MAX_ATTEMPTS", "2"),
         ],
     )
     .await;
@@ -112,26 +112,19 @@ async fn scenario(bin: &str, name: &'static str) {
     ids.push(HOSTILE_ID.to_owned());
     let total = ids.len() as u64;
 
-    // 2. Every entry failed once and waits for its retry, with its last error.
+    // 2. Every entry failed twice: a dead letter with its last error.
     let url: InboxUrl = inbox_url.parse().expect("an inbox URL");
     let inbox = url
         .open(true)
         .await
         .expect("the inbox opens beside the receiver");
-    let wait = Deadline::new("every entry to fail its first attempt", 20);
+    let wait = Deadline::new("every entry to become a dead letter", 20);
     loop {
-        let mut failed = 0;
-        for id in &ids {
-            let entry = inbox.backend().entry(id).await.expect("entry read");
-            if entry.is_some_and(|e| e.summary.attempts >= 1 && e.summary.last_error.is_some()) {
-                failed += 1;
-            }
-        }
-        if failed == ids.len() {
+        let stats = inbox.backend().stats().await.expect("stats");
+        if stats.dead == total {
             break;
         }
-        wait.tick(&format!("{failed} of {} failed", ids.len()))
-            .await;
+        wait.tick(&format!("{stats:?}")).await;
     }
 
     // 3. The overview's counts are the inbox's.
@@ -139,9 +132,9 @@ async fn scenario(bin: &str, name: &'static str) {
     browser.counts_match(&inbox, "during the outage").await;
     browser.shot("desktop-overview").await;
 
-    // 4. The scheduled list, then the hostile entry.
+    // 4. The dead letters, then the hostile one.
     let link = browser.hostile_link().await;
-    browser.no_injected_markup("the scheduled list").await;
+    browser.no_injected_markup("the dead letters").await;
     browser.shot("desktop-entries").await;
     link.click().await.expect("the hostile entry's link clicks");
     let entry_path = format!("/entry?id={}", enc(HOSTILE_ID));
@@ -160,8 +153,8 @@ async fn scenario(bin: &str, name: &'static str) {
         error.contains("simulated outage"),
         "{name}: #error shows the last error: {error:?}"
     );
-    let attempts: u32 = browser.text("attempts").await.parse().expect("#attempts");
-    assert!(attempts >= 1, "{name}: #attempts {attempts}");
+    assert_eq!(browser.text("attempts").await, "2", "{name}: #attempts");
+    assert_eq!(browser.text("state").await, "dead", "{name}: #state");
     let title = browser.client.title().await.expect("title");
     assert!(title.contains(HOSTILE_ID), "{name}: the title: {title:?}");
     browser.no_injected_markup("the hostile entry").await;
@@ -177,7 +170,7 @@ async fn scenario(bin: &str, name: &'static str) {
     );
     for (path, shot) in [
         ("/".to_owned(), "phone-overview"),
-        ("/entries?state=scheduled".to_owned(), "phone-entries"),
+        ("/entries?state=dead".to_owned(), "phone-entries"),
         (entry_path.clone(), "phone-entry"),
     ] {
         browser.goto(&path).await;
@@ -186,11 +179,32 @@ async fn scenario(bin: &str, name: &'static str) {
     }
     browser.size(DESKTOP).await;
 
-    // 6. Once the outage is over, replaying the entry from its page: still waiting for its
-    // retry, it becomes due at once, and is done.
+    // 6. Once the outage is over, replaying the dead letter from its page: pending, then done.
     tokio::time::sleep_until(outage_over.into()).await;
     browser.replay_until_done(&entry_path).await;
-    // Every other entry is handled at its next retry.
+
+    // 7. "Replay every dead letter", confirmed: the others come back and are handled.
+    browser.goto("/replay-dead").await;
+    let ask = browser.text_of(Locator::Css("main")).await;
+    let others = total - 1;
+    assert!(
+        ask.contains(&format!("makes {others} dead letter(s)")),
+        "{name}: {ask}"
+    );
+    browser.shot("desktop-replay-dead").await;
+    browser
+        .client
+        .find(Locator::Id("confirm"))
+        .await
+        .expect("button#confirm")
+        .click()
+        .await
+        .expect("confirm clicks");
+    let done = browser.text_of(Locator::Css("p.notice")).await;
+    assert!(
+        done.contains(&format!("Replayed {others} dead letter(s)")),
+        "{name}: {done}"
+    );
     let wait = Deadline::new("every entry to be done", 40);
     loop {
         let stats = inbox.backend().stats().await.expect("stats");
@@ -209,25 +223,11 @@ async fn scenario(bin: &str, name: &'static str) {
     browser.no_injected_markup("the replayed entry").await;
     browser.shot("desktop-entry-done").await;
 
-    // 7. "Replay every dead letter", confirmed: there is none to replay.
-    browser.goto("/replay-dead").await;
-    let ask = browser.text_of(Locator::Css("main")).await;
-    assert!(ask.contains("makes 0 dead letter(s)"), "{name}: {ask}");
-    browser
-        .client
-        .find(Locator::Id("confirm"))
-        .await
-        .expect("button#confirm")
-        .click()
-        .await
-        .expect("confirm clicks");
-    let done = browser.text_of(Locator::Css("p.notice")).await;
-    assert!(done.contains("Replayed 0 dead letter(s)"), "{name}: {done}");
     let overview = browser.counts_match(&inbox, "after the outage").await;
     assert_eq!(
         (overview[3], overview[4]),
         (0, total),
-        "{name}: no dead letter, every entry done: {overview:?}"
+        "{name}: no dead letter left, every entry done: {overview:?}"
     );
     browser.shot("desktop-overview-done").await;
 
@@ -565,7 +565,7 @@ impl Browser {
         }
         let notice = self.text("replayed").await;
         assert!(
-            notice.contains("pending again"),
+            notice.contains("due again"),
             "{}: #replayed {notice:?}",
             self.name
         );
@@ -580,11 +580,11 @@ impl Browser {
         }
     }
 
-    /// The hostile entry's link on the `scheduled` list (reloaded while its retry runs).
+    /// The hostile entry's link on the list of dead letters.
     async fn hostile_link(&self) -> fantoccini::elements::Element {
-        let wait = Deadline::new("the hostile entry on the scheduled list", 10);
+        let wait = Deadline::new("the hostile entry among the dead letters", 10);
         loop {
-            self.goto("/entries?state=scheduled").await;
+            self.goto("/entries?state=dead").await;
             let links = self
                 .client
                 .find_all(Locator::Css("table#entries td.id a"))

@@ -37,14 +37,16 @@ fn age(secs: u64) -> String {
 }
 
 impl Page<'_> {
-    fn layout(&self, heading: &str, refresh: bool, body: Markup) -> Markup {
+    /// A page; `refresh`: reload it every 5 s, at this URL (an entry page reloads without its
+    /// one-time notice).
+    fn layout(&self, heading: &str, refresh: Option<&str>, body: Markup) -> Markup {
         html! {
             (DOCTYPE)
             html lang="en" {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
-                    @if refresh { meta http-equiv="refresh" content="5"; }
+                    @if let Some(url) = refresh { meta http-equiv="refresh" content={ "5; url=" (url) }; }
                     title { (heading) " · " (self.title) }
                     link rel="stylesheet" href={ (self.base) "/console.css" };
                 }
@@ -88,7 +90,7 @@ impl Page<'_> {
     pub(super) fn message(&self, heading: &str, text: &str) -> Markup {
         self.layout(
             heading,
-            false,
+            None,
             html! {
                 p.notice { (text) }
                 p { a href=(self.home()) { "Back to the overview" } }
@@ -102,9 +104,10 @@ impl Page<'_> {
 
     pub(super) fn overview(&self, stats: &Stats, now: OffsetDateTime) -> Markup {
         let purge_default = rfc3339(now - time::Duration::days(7));
+        let home = self.home().to_owned();
         self.layout(
             "Overview",
-            true,
+            Some(&home),
             html! {
                 section.counts {
                     @for state in EntryState::ALL {
@@ -121,7 +124,7 @@ impl Page<'_> {
                         None => { "none" }
                     }
                 }
-                p.muted { "Refreshes every 5 seconds. " (rfc3339(now)) }
+                p.muted { "Refreshes every 5 seconds. " span.time { (rfc3339(now)) } }
                 section.actions {
                     h2 { "Actions" }
                     p {
@@ -163,9 +166,15 @@ impl Page<'_> {
     pub(super) fn entries(&self, list: &ListQuery, listed: &Listed, stats: &Stats) -> Markup {
         let state = list.state;
         let heading = format!("{} ({})", state.as_str(), state.count(stats));
+        let when = match state {
+            EntryState::Pending | EntryState::Scheduled => "due",
+            EntryState::Processing => "lease until",
+            EntryState::Dead => "died",
+            EntryState::Done => "done",
+        };
         self.layout(
             &heading,
-            false,
+            None,
             html! {
                 form.filters method="get" action={ (self.base) "/entries" } {
                     input type="hidden" name="state" value=(state.as_str());
@@ -187,23 +196,18 @@ impl Page<'_> {
                         table #entries {
                             thead { tr {
                                 th { "id" } th { "type" } th { "attempts" } th { "received" }
-                                th { @match state {
-                                    EntryState::Pending | EntryState::Scheduled => "due",
-                                    EntryState::Processing => "lease until",
-                                    EntryState::Dead => "died",
-                                    EntryState::Done => "done",
-                                } }
+                                th { (when) }
                                 th { "last error" }
                             } }
                             tbody {
                                 @for e in &listed.entries {
                                     tr {
-                                        td.id { a href=(self.entry_link(&e.id, false)) { (cut(&e.id, 64)) } }
-                                        td { (cut(&e.event_type, 40)) }
-                                        td.num { (e.attempts) }
-                                        td.time { (rfc3339(e.received_at)) }
-                                        td.time { @if let Some(at) = e.next_attempt_at.or(e.finished_at) { (rfc3339(at)) } }
-                                        td.error { @if let Some(error) = &e.last_error { (cut(error, 120)) } }
+                                        td.id data-label="id" { a href=(self.entry_link(&e.id, false)) { (cut(&e.id, 64)) } }
+                                        td data-label="type" { (cut(&e.event_type, 40)) }
+                                        td.num data-label="attempts" { (e.attempts) }
+                                        td.time data-label="received" { (rfc3339(e.received_at)) }
+                                        td.time data-label=(when) { @if let Some(at) = e.next_attempt_at.or(e.finished_at) { (rfc3339(at)) } }
+                                        td.error data-label="last error" { @if let Some(error) = &e.last_error { (cut(error, 120)) } }
                                     }
                                 }
                             }
@@ -222,11 +226,17 @@ impl Page<'_> {
         let e = &entry.summary;
         let body = entry.pretty_body();
         let settled = matches!(e.state, EntryState::Dead | EntryState::Done);
+        let again = self.entry_link(&e.id, false);
         self.layout(
             &format!("Entry {}", cut(&e.id, 64)),
-            !settled,
+            (!settled).then_some(again.as_str()),
             html! {
-                @if replayed { p.notice #replayed { "Replayed: the entry is pending again." } }
+                @if replayed {
+                    p.notice #replayed {
+                        "Replayed: the entry is due again with a new retry budget. "
+                        a href=(again) { "Hide this notice" }
+                    }
+                }
                 dl.fields {
                     dt { "id" } dd #id { (e.id) }
                     dt { "type" } dd #type { (e.event_type) }
@@ -260,7 +270,7 @@ impl Page<'_> {
     pub(super) fn confirm_replay_dead(&self, dead: u64) -> Markup {
         self.layout(
             "Replay every dead letter",
-            false,
+            None,
             html! {
                 p { "This makes " strong { (dead) } " dead letter(s) pending again, each with a new retry budget." }
                 form method="post" action={ (self.base) "/replay-dead" } {

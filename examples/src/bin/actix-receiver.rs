@@ -64,7 +64,11 @@ async fn main() {
     let (workers, worker) = examples::start_workers(
         inbox.as_ref(),
         &handling,
-        (config.inbox_workers, config.inbox_lease),
+        (
+            config.inbox_workers,
+            config.inbox_lease,
+            config.inbox_max_attempts,
+        ),
         "actix",
     );
     let server = server.run();

@@ -40,7 +40,11 @@ async fn main() {
     let (workers, worker) = examples::start_workers(
         inbox.as_ref(),
         &handling,
-        (config.inbox_workers, config.inbox_lease),
+        (
+            config.inbox_workers,
+            config.inbox_lease,
+            config.inbox_max_attempts,
+        ),
         "axum",
     );
     let app = axum_app(config.verifier, handling, guard.clone(), inbox);

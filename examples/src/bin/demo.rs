@@ -306,7 +306,7 @@ async fn outage_act(secret: &str) -> Result<bool, Box<dyn std::error::Error>> {
         let (workers, worker) = examples::start_workers(
             inbox.as_ref(),
             &handling,
-            (4, airmy_verify_inbox::DEFAULT_LEASE),
+            (4, airmy_verify_inbox::DEFAULT_LEASE, None),
             "axum",
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
