@@ -125,6 +125,69 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_through_notify() {
     assert_eq!(stats.done, 10, "{stats:?}");
 }
 
+/// A schema written by version 1 of the crate (its entries included) is brought to version 2
+/// at connect: the indexes carry the sequence number, the entries are kept and listed.
+#[tokio::test]
+async fn a_version_1_schema_is_migrated_with_its_entries() {
+    let server = PostgresServer::start_private();
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    // Version 1's tables and indexes, as 0.1 created them, with one dead letter.
+    sqlx::raw_sql(
+        "CREATE SCHEMA old_inbox;
+         CREATE TABLE old_inbox.schema_version (program text NOT NULL, version integer NOT NULL);
+         CREATE TABLE old_inbox.entries (
+             seq bigserial NOT NULL, id text PRIMARY KEY, event_type text NOT NULL,
+             body bytea NOT NULL, created_at text NOT NULL,
+             received_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+             state text NOT NULL CHECK (state IN ('pending', 'processing', 'done', 'dead')),
+             attempts integer NOT NULL DEFAULT 0, due_at timestamptz NOT NULL,
+             lease_token text, last_error text, finished_at timestamptz);
+         CREATE INDEX entries_due ON old_inbox.entries (due_at) WHERE state IN ('pending', 'processing');
+         CREATE INDEX entries_dead ON old_inbox.entries (finished_at) WHERE state = 'dead';
+         CREATE INDEX entries_done ON old_inbox.entries (finished_at) WHERE state = 'done';
+         INSERT INTO old_inbox.schema_version VALUES ('airmy-verify-inbox', 1);
+         INSERT INTO old_inbox.entries (id, event_type, body, created_at, state, attempts, due_at,
+             last_error, finished_at)
+         VALUES ('evt_v1_dead', 'run.failed', convert_to('{\"id\":\"evt_v1_dead\"}', 'UTF8'), '',
+             'dead', 3, clock_timestamp(), 'downstream 500', clock_timestamp());",
+    )
+    .execute(&pool)
+    .await
+    .expect("a version 1 schema");
+    let b = backend(server.url(), "old_inbox").await;
+    let version: i32 = sqlx::query_scalar("SELECT version FROM old_inbox.schema_version")
+        .fetch_one(&pool)
+        .await
+        .expect("version");
+    assert_eq!(version, airmy_verify_inbox::postgres::SCHEMA_VERSION);
+    assert_eq!(version, 2);
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'old_inbox' AND indexname LIKE 'entries_d%'
+         ORDER BY indexname",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("indexes");
+    assert_eq!(indexes.len(), 3, "{indexes:?}");
+    assert!(indexes.iter().all(|d| d.contains(", seq)")), "{indexes:?}");
+    let dead = b
+        .list(&airmy_verify_inbox::ListQuery::new(
+            airmy_verify_inbox::EntryState::Dead,
+        ))
+        .await
+        .expect("list");
+    assert_eq!(dead.entries.len(), 1);
+    assert_eq!(dead.entries[0].id, "evt_v1_dead");
+    assert_eq!(
+        dead.entries[0].last_error.as_deref(),
+        Some("downstream 500")
+    );
+    // And it opens again as version 2, nothing to do.
+    drop(b);
+    let again = backend(server.url(), "old_inbox").await;
+    assert_eq!(again.stats().await.expect("stats").dead, 1);
+}
+
 /// A schema of another program, one of a newer version, and a name that is not a plain
 /// identifier are refused at connect, naming why; the password never shows.
 #[tokio::test]

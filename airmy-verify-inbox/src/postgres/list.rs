@@ -13,7 +13,7 @@ use crate::backend::{
 
 /// The columns of a summary, in the order [`summary`] reads them.
 const COLUMNS: &str = "id, event_type, state, attempts, received_at, due_at, finished_at, \
-                       last_error, (state = 'pending' AND due_at > clock_timestamp())";
+                       last_error, (state = 'pending' AND due_at > statement_timestamp())";
 
 /// A cursor's key is microseconds since the epoch, kept within about 300 years of it (so the
 /// timestamp built from it never leaves PostgreSQL's range).
@@ -66,15 +66,18 @@ pub(super) async fn list(
 ) -> Result<Page, InboxError> {
     let (rows, key) = selection(query.state);
     let (after_key, after_seq) = parse_keyset_cursor(query)?;
-    let (cmp, dir) = match query.order {
-        Order::Oldest => (">", "ASC"),
-        Order::Newest => ("<", "DESC"),
+    let (cmp, bound, dir) = match query.order {
+        Order::Oldest => (">", ">=", "ASC"),
+        Order::Newest => ("<", "<=", "DESC"),
     };
+    // The row comparison orders ties; the plain one on the key alone is what the key's index
+    // can start its scan from (a deep page costs what the first does).
     let sql = format!(
         "SELECT {COLUMNS}, (extract(epoch FROM {key}) * 1000000)::bigint, seq
          FROM {schema}.entries
-         WHERE {rows} AND ({key}, seq) {cmp}
-             (timestamptz 'epoch' + $1 * interval '1 microsecond', $2)
+         WHERE {rows}
+             AND {key} {bound} timestamptz 'epoch' + $1 * interval '1 microsecond'
+             AND ({key}, seq) {cmp} (timestamptz 'epoch' + $1 * interval '1 microsecond', $2)
          ORDER BY {key} {dir}, seq {dir} LIMIT $3"
     );
     let limit = query.page_size();
@@ -83,7 +86,10 @@ pub(super) async fn list(
     } else {
         limit + 1
     };
+    // Not a prepared statement kept for reuse: PostgreSQL then plans each listing with its
+    // cursor's values (a generic plan, blind to where the cursor is, sorted whole states).
     let found = sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
         .bind(after_key.clamp(-KEY_BOUND, KEY_BOUND))
         .bind(after_seq)
         .bind(i64::try_from(scan).unwrap_or(i64::MAX))

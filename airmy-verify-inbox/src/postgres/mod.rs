@@ -232,16 +232,21 @@ impl Sql {
                      RETURNING 1)
                  SELECT pg_notify('{channel}', '') FROM released"
             )),
+            // One count per state, each from the partial index of its rows (an index-only
+            // scan where the visibility map allows), never a scan of the table and its bodies:
+            // a million entries answer in milliseconds, not seconds.
             stats: sql(format!(
                 "SELECT
-                     count(*) FILTER (WHERE state = 'pending' AND due_at <= clock_timestamp()),
-                     count(*) FILTER (WHERE state = 'pending' AND due_at > clock_timestamp()),
-                     count(*) FILTER (WHERE state = 'processing'),
-                     count(*) FILTER (WHERE state = 'dead'),
-                     count(*) FILTER (WHERE state = 'done'),
-                     extract(epoch FROM clock_timestamp() - min(due_at)
-                         FILTER (WHERE state = 'pending' AND due_at <= clock_timestamp()))::float8
-                 FROM {s}.entries"
+                     (SELECT count(*) FROM {s}.entries
+                      WHERE state = 'pending' AND due_at <= statement_timestamp()),
+                     (SELECT count(*) FROM {s}.entries
+                      WHERE state = 'pending' AND due_at > statement_timestamp()),
+                     (SELECT count(*) FROM {s}.entries WHERE state = 'processing'),
+                     (SELECT count(*) FROM {s}.entries WHERE state = 'dead'),
+                     (SELECT count(*) FROM {s}.entries WHERE state = 'done'),
+                     extract(epoch FROM statement_timestamp() - (
+                         SELECT min(due_at) FROM {s}.entries
+                         WHERE state = 'pending' AND due_at <= statement_timestamp()))::float8"
             )),
             unfinished: sql(format!(
                 "SELECT count(*) FROM {s}.entries WHERE state IN ('pending', 'processing')"
