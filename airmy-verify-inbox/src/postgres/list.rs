@@ -19,13 +19,19 @@ const COLUMNS: &str = "id, event_type, state, attempts, received_at, due_at, fin
 /// timestamp built from it never leaves PostgreSQL's range).
 const KEY_BOUND: i64 = 10_000_000_000_000_000;
 
+/// Each state's rows and the key it is listed by. The time is `statement_timestamp()`, not
+/// the volatile `clock_timestamp()`: a stable bound the index scan starts from (with the
+/// volatile one, the scheduled listing walked every pending entry first).
 fn selection(state: EntryState) -> (&'static str, &'static str) {
     match state {
         EntryState::Pending => (
-            "state = 'pending' AND due_at <= clock_timestamp()",
+            "state = 'pending' AND due_at <= statement_timestamp()",
             "due_at",
         ),
-        EntryState::Scheduled => ("state = 'pending' AND due_at > clock_timestamp()", "due_at"),
+        EntryState::Scheduled => (
+            "state = 'pending' AND due_at > statement_timestamp()",
+            "due_at",
+        ),
         EntryState::Processing => ("state = 'processing'", "due_at"),
         EntryState::Dead => ("state = 'dead'", "finished_at"),
         EntryState::Done => ("state = 'done'", "finished_at"),
@@ -70,14 +76,22 @@ pub(super) async fn list(
         Order::Oldest => (">", ">=", "ASC"),
         Order::Newest => ("<", "<=", "DESC"),
     };
-    // The row comparison orders ties; the plain one on the key alone is what the key's index
-    // can start its scan from (a deep page costs what the first does).
+    // After a cursor, the row comparison is the index range (time, seq) to start from, and
+    // the plain one on the time alone a second bound the planner can use. Without a cursor
+    // there is neither: a sentinel range would make the scan start at the index's first
+    // entry rather than where the state's own bound (`due_at > now`) puts it.
+    let keyset = if query.after.is_some() {
+        format!(
+            "AND {key} {bound} timestamptz 'epoch' + $1 * interval '1 microsecond'
+             AND ({key}, seq) {cmp} (timestamptz 'epoch' + $1 * interval '1 microsecond', $2)"
+        )
+    } else {
+        "AND $1::bigint IS NOT NULL AND $2::bigint IS NOT NULL".to_owned()
+    };
     let sql = format!(
         "SELECT {COLUMNS}, (extract(epoch FROM {key}) * 1000000)::bigint, seq
          FROM {schema}.entries
-         WHERE {rows}
-             AND {key} {bound} timestamptz 'epoch' + $1 * interval '1 microsecond'
-             AND ({key}, seq) {cmp} (timestamptz 'epoch' + $1 * interval '1 microsecond', $2)
+         WHERE {rows} {keyset}
          ORDER BY {key} {dir}, seq {dir} LIMIT $3"
     );
     let limit = query.page_size();
@@ -86,16 +100,26 @@ pub(super) async fn list(
     } else {
         limit + 1
     };
-    // Not a prepared statement kept for reuse: PostgreSQL then plans each listing with its
-    // cursor's values (a generic plan, blind to where the cursor is, sorted whole states).
-    let found = sqlx::query(AssertSqlSafe(sql))
-        .persistent(false)
-        .bind(after_key.clamp(-KEY_BOUND, KEY_BOUND))
-        .bind(after_seq)
-        .bind(i64::try_from(scan).unwrap_or(i64::MAX))
-        .fetch_all(pool)
-        .await
-        .map_err(|e| unavailable(&e))?;
+    // In a transaction of its own, planned with its cursor's values (not a prepared statement
+    // kept for reuse, whose generic plan is blind to where the cursor is) and without bitmap
+    // scans: the planner would otherwise read a whole state's rows to sort them when many
+    // share a time, where the index (time, seq) gives the page in order at once.
+    let read = async {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET LOCAL enable_bitmapscan = off")
+            .execute(&mut *tx)
+            .await?;
+        let found = sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(after_key.clamp(-KEY_BOUND, KEY_BOUND))
+            .bind(after_seq)
+            .bind(i64::try_from(scan).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(found)
+    };
+    let found = read.await.map_err(|e| unavailable(&e))?;
     let mut entries = Vec::new();
     let mut last = None;
     for row in &found {
