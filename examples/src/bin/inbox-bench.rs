@@ -113,14 +113,26 @@ impl Place {
                     .get_multiplexed_async_connection()
                     .await
                     .expect("connects");
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{{{prefix}}}*"))
-                    .query_async(&mut conn)
-                    .await
-                    .expect("keys");
-                for chunk in keys.chunks(1000) {
-                    let _: redis::RedisResult<()> =
-                        redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+                // SCAN in steps (a million keys would time a single KEYS out).
+                let mut cursor = 0_u64;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{{{prefix}}}*"))
+                        .arg("COUNT")
+                        .arg(10_000)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("scan");
+                    if !keys.is_empty() {
+                        let _: redis::RedisResult<()> =
+                            redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
             }
             Self::Postgres { url, schema } => {
