@@ -704,3 +704,100 @@ async fn a_busy_replica_does_not_hoard_entries() {
         worker.await.expect("worker");
     }
 }
+
+/// Entries that share a score (completed in one batch, in the same millisecond): a page's
+/// cursor names the member it stopped at, so an earlier one leaving the state does not make
+/// the next page skip one that stayed; and a page of pending entries is full although leased
+/// entries' messages sit in the stream before them.
+#[tokio::test]
+async fn cursors_hold_across_ties_and_leased_messages() {
+    use airmy_verify_inbox::{EntryState, ListQuery};
+    let server = RedisServer::start();
+    let prefix = prefix("ties");
+    let b = backend(server.url(), &prefix).await;
+    let ids: Vec<String> = (0..6).map(|i| format!("evt_tie_{i}")).collect();
+    for id in &ids {
+        b.accept(&delivery(id, "test")).await.expect("accept");
+    }
+    for e in b.take(6, Duration::from_secs(30)).await.expect("take") {
+        assert!(b.complete(&e.id, &e.token).await.expect("complete"));
+    }
+    // Every one of them done at the same instant.
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    for id in &ids {
+        let _: () = redis::cmd("ZADD")
+            .arg(format!("{{{prefix}}}done"))
+            .arg(1_764_000_000_000_i64)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .expect("zadd");
+    }
+    let query = ListQuery::new(EntryState::Done).limit(2);
+    let first = b.list(&query).await.expect("list");
+    assert_eq!(
+        first
+            .entries
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["evt_tie_0", "evt_tie_1"]
+    );
+    b.replay("evt_tie_0").await.expect("replay");
+    let mut rest = Vec::new();
+    let mut next = first.next;
+    while let Some(cursor) = next {
+        let page = b.list(&query.clone().after(cursor)).await.expect("list");
+        rest.extend(page.entries.into_iter().map(|e| e.id));
+        next = page.next;
+    }
+    assert_eq!(
+        rest,
+        ["evt_tie_2", "evt_tie_3", "evt_tie_4", "evt_tie_5"],
+        "none skipped"
+    );
+    assert!(matches!(
+        b.list(&ListQuery::new(EntryState::Dead).after("z::")).await,
+        Err(airmy_verify_inbox::InboxError::Invalid(_))
+    ));
+
+    // 300 leased entries' messages come first in the stream, then 10 pending ones.
+    let leased: Vec<String> = (0..300).map(|i| format!("evt_leased_{i:03}")).collect();
+    for id in &leased {
+        b.accept(&delivery(id, "test")).await.expect("accept");
+    }
+    let mut held = Vec::new();
+    while held.len() < 300 {
+        held.extend(
+            b.take(300 - held.len(), Duration::from_secs(30))
+                .await
+                .expect("take"),
+        );
+    }
+    // evt_tie_0 (replayed) was taken with them: 299 of ours plus it.
+    for i in 0..10 {
+        b.accept(&delivery(&format!("evt_waiting_{i}"), "test"))
+            .await
+            .expect("accept");
+    }
+    let page = b
+        .list(&ListQuery::new(EntryState::Pending).limit(10))
+        .await
+        .expect("list");
+    assert_eq!(
+        page.entries.len(),
+        10,
+        "a full page, not an empty one: {page:?}"
+    );
+    // (The replayed evt_tie_0 was taken with the leased ones: one of those 300 is pending.)
+    let waiting = page
+        .entries
+        .iter()
+        .filter(|e| e.id.starts_with("evt_waiting_"))
+        .count();
+    assert!(waiting >= 9, "{page:?}");
+}

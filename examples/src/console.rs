@@ -129,6 +129,19 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     tag(a) == tag(b)
 }
 
+/// Whether a `Host` header names this machine's loopback: `127.0.0.1`, `localhost` or `[::1]`,
+/// with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(inside, _)| inside),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "127.0.0.1" | "localhost" | "::1"
+    )
+}
+
 /// What the gate says about a request.
 #[derive(Debug)]
 pub enum Decision {
@@ -202,11 +215,22 @@ impl Gate {
         &self,
         method: &str,
         path: &str,
-        cookie: Option<&str>,
+        (host, cookie): (Option<&str>, Option<&str>),
         body: &[u8],
     ) -> Decision {
         let (Some(token), Some(session)) = (&self.token, &self.session) else {
-            return Decision::Pass;
+            // No login (a loopback console): only a loopback Host, so that a web page whose
+            // name was rebound to 127.0.0.1 (DNS rebinding) cannot read or act on it.
+            if host.is_some_and(loopback_host) {
+                return Decision::Pass;
+            }
+            tracing::warn!(target: "airmy_receiver", "console request refused: not a loopback Host header");
+            return Decision::Answer(
+                421,
+                page_headers(),
+                "<!DOCTYPE html><p>This console answers only to http://127.0.0.1, localhost or [::1].</p>"
+                    .to_owned(),
+            );
         };
         match (method, path) {
             ("GET" | "HEAD", "/login") => Decision::Answer(200, page_headers(), login_page(false)),
@@ -248,6 +272,14 @@ impl Gate {
     }
 }
 
+/// A header's value as text, if it is.
+fn header_of(headers: &axum::http::HeaderMap, name: &axum::http::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 fn listen_error(setting: &ConsoleSetting, err: &std::io::Error) -> ConfigError {
     ConfigError(format!(
         "AIRMY_CONSOLE_LISTEN: cannot listen on {}: {err}",
@@ -276,11 +308,10 @@ pub async fn serve_axum(setting: &ConsoleSetting, inbox: Inbox) -> Result<Socket
     let gated = move |request: Request, next: Next| {
         let gate = gate.clone();
         async move {
-            let cookie = request
-                .headers()
-                .get(axum::http::header::COOKIE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let (cookie, host) = (
+                header_of(request.headers(), &axum::http::header::COOKIE),
+                header_of(request.headers(), &axum::http::header::HOST),
+            );
             let method = request.method().as_str().to_owned();
             let path = request.uri().path().to_owned();
             let (request, body) = if path == "/login" {
@@ -293,7 +324,10 @@ pub async fn serve_axum(setting: &ConsoleSetting, inbox: Inbox) -> Result<Socket
             } else {
                 (request, bytes::Bytes::new())
             };
-            match gate.decide(&method, &path, cookie.as_deref(), &body).await {
+            match gate
+                .decide(&method, &path, (host.as_deref(), cookie.as_deref()), &body)
+                .await
+            {
                 Decision::Pass => next.run(request).await,
                 Decision::Answer(status, headers, html) => {
                     let mut response = Response::new(axum::body::Body::from(html));
@@ -313,8 +347,10 @@ pub async fn serve_axum(setting: &ConsoleSetting, inbox: Inbox) -> Result<Socket
     };
     let app =
         airmy_verify_axum::console::router(Console::new(inbox)).layer(middleware::from_fn(gated));
+    // The webhook port's server: headers within 5 s, or the connection is closed (a client
+    // that trickles its headers would otherwise hold a descriptor for ever).
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
+        if let Err(err) = crate::serve_axum(listener, app, std::future::pending()).await {
             tracing::error!(target: "airmy_receiver", error = %err, "the console server stopped");
         }
     });
@@ -342,12 +378,14 @@ pub fn serve_actix(
             let gate = gate.clone();
             let console = console.clone();
             async move {
-                let cookie = request
-                    .headers()
-                    .get("cookie")
-                    .and_then(|v| v.to_str().ok());
+                let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
                 match gate
-                    .decide(request.method().as_str(), request.path(), cookie, &body)
+                    .decide(
+                        request.method().as_str(),
+                        request.path(),
+                        (header("host"), header("cookie")),
+                        &body,
+                    )
                     .await
                 {
                     Decision::Pass => {
@@ -415,6 +453,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_a_token_only_a_loopback_host_is_served() {
+        let gate = setting(&[("AIRMY_CONSOLE_LISTEN", "127.0.0.1:0")])
+            .expect("ok")
+            .expect("on")
+            .gate();
+        for host in [
+            "127.0.0.1:4000",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:4000",
+            "[::1]",
+        ] {
+            assert!(
+                matches!(
+                    gate.decide("GET", "/", (Some(host), None), b"").await,
+                    Decision::Pass
+                ),
+                "{host}"
+            );
+        }
+        for host in [
+            None,
+            Some("attacker.example:4000"),
+            Some("127.0.0.1.attacker.example"),
+            Some("[::2]:1"),
+            Some(""),
+        ] {
+            assert!(
+                matches!(
+                    gate.decide("POST", "/replay-dead", (host, None), b"").await,
+                    Decision::Answer(421, _, _)
+                ),
+                "{host:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn the_gate_wants_the_token_then_the_cookie() {
         let gate = setting(&[
             ("AIRMY_CONSOLE_LISTEN", "127.0.0.1:0"),
@@ -423,17 +499,28 @@ mod tests {
         .expect("ok")
         .expect("on")
         .gate();
+        let local = Some("127.0.0.1:9");
         assert!(matches!(
-            gate.decide("GET", "/", None, b"").await,
+            gate.decide("GET", "/", (local, None), b"").await,
             Decision::Answer(401, _, _)
         ));
         assert!(matches!(
-            gate.decide("POST", "/login", None, b"token=wrong-token-entirely")
-                .await,
+            gate.decide(
+                "POST",
+                "/login",
+                (local, None),
+                b"token=wrong-token-entirely"
+            )
+            .await,
             Decision::Answer(401, _, _)
         ));
         let Decision::Answer(303, headers, _) = gate
-            .decide("POST", "/login", None, b"token=a-long-enough-token")
+            .decide(
+                "POST",
+                "/login",
+                (local, None),
+                b"token=a-long-enough-token",
+            )
             .await
         else {
             panic!("a login with the token");
@@ -451,11 +538,12 @@ mod tests {
         assert!(!cookie.contains("a-long-enough-token"), "{cookie}");
         let pair = cookie.split(';').next().expect("pair").to_owned();
         assert!(matches!(
-            gate.decide("GET", "/entries", Some(&pair), b"").await,
+            gate.decide("GET", "/entries", (local, Some(&pair)), b"")
+                .await,
             Decision::Pass
         ));
         assert!(matches!(
-            gate.decide("GET", "/", Some("airmy_console=0000"), b"")
+            gate.decide("GET", "/", (local, Some("airmy_console=0000")), b"")
                 .await,
             Decision::Answer(401, _, _)
         ));

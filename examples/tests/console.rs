@@ -244,3 +244,81 @@ async fn with_a_token_every_page_needs_the_login_cookie() {
         std::fs::remove_dir_all(&dir).ok();
     }
 }
+
+/// A console without a login answers only to a loopback `Host` (a page whose name was
+/// rebound to 127.0.0.1 gets 421, reads nothing, replays nothing); and a client that trickles
+/// its headers is cut off as on the webhook port, rather than holding a connection for ever.
+#[tokio::test]
+async fn a_loopback_console_refuses_other_hosts_and_slow_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for bin in [AXUM, ACTIX] {
+        let dir = temp("rebind");
+        let inbox = inbox_env(&dir);
+        let receiver = Receiver::start(
+            bin,
+            &[
+                ("AIRMY_INBOX", &inbox),
+                ("AIRMY_CONSOLE_LISTEN", "127.0.0.1:0"),
+            ],
+        )
+        .await;
+        let console = receiver.console_url().await;
+        let port = console
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .expect("port")
+            .to_owned();
+        let c = no_redirects();
+        let ok = c.get(&console).send().await.expect("sent");
+        assert_eq!(ok.status(), 200, "{bin}");
+        let ok = c
+            .get(&console)
+            .header("host", format!("localhost:{port}"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(ok.status(), 200, "{bin}: localhost");
+        for path in ["", "entries?state=dead", "replay-dead"] {
+            let rebound = c
+                .get(format!("{console}{path}"))
+                .header("host", format!("attacker.example:{port}"))
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(rebound.status(), 421, "{bin} /{path}");
+            assert!(
+                !rebound.text().await.expect("body").contains("csrf"),
+                "{bin}: no form token"
+            );
+        }
+        let rebound = c
+            .post(format!("{console}replay-dead"))
+            .header("host", "attacker.example")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("confirm=yes")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(rebound.status(), 421, "{bin}");
+
+        let mut slow = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .expect("connects");
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .expect("half a request");
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            slow.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{bin}: a client that never ends its headers is cut off"
+        );
+        receiver.signal("-TERM");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

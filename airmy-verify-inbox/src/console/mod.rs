@@ -141,6 +141,14 @@ impl Fields {
         )
     }
 
+    /// A field's value as sent, empty included (an event id may be empty).
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// A field's value; an empty one counts as absent.
     fn get(&self, name: &str) -> Option<&str> {
         self.0
@@ -287,7 +295,7 @@ impl Console {
         page: &pages::Page<'_>,
         query: &Fields,
     ) -> Result<ConsoleResponse, InboxError> {
-        let Some(id) = query.get("id") else {
+        let Some(id) = query.raw("id") else {
             return Ok(ConsoleResponse::html(
                 400,
                 page.message("Bad request", "Which entry? (id)"),
@@ -321,7 +329,7 @@ impl Console {
         page: &pages::Page<'_>,
         form: &Fields,
     ) -> Result<ConsoleResponse, InboxError> {
-        let Some(id) = form.get("id") else {
+        let Some(id) = form.raw("id") else {
             return Ok(ConsoleResponse::html(
                 400,
                 page.message("Bad request", "Which entry? (id)"),

@@ -149,6 +149,10 @@ pub(super) async fn entry(
     schema: &str,
     id: &str,
 ) -> Result<Option<Entry>, InboxError> {
+    if id.contains('\0') {
+        // PostgreSQL text holds no NUL: no entry can have this id.
+        return Ok(None);
+    }
     let sql = format!("SELECT {COLUMNS}, body FROM {schema}.entries WHERE id = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(id)

@@ -425,20 +425,21 @@ fn number<T: std::str::FromStr + Default>(bytes: &[u8]) -> T {
 }
 
 /// Whether `cursor` is one `list.lua` writes: `s:` and a stream message id (or nothing), or
-/// `z:`, a score (or nothing) and a count.
+/// `z:`, a score (or nothing), `:` and the member it stopped at.
 fn valid_cursor(cursor: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let number = |s: &str| !s.is_empty() && s.parse::<u64>().is_ok();
     if let Some(message) = cursor.strip_prefix("s:") {
         return message.is_empty()
             || message
                 .split_once('-')
-                .is_some_and(|(ms, seq)| digits(ms) && digits(seq));
+                .is_some_and(|(ms, seq)| number(ms) && number(seq));
     }
     cursor
         .strip_prefix("z:")
-        .and_then(|rest| rest.rsplit_once(':'))
-        .is_some_and(|(score, n)| {
-            digits(n) && (score.is_empty() || score.parse::<f64>().is_ok_and(f64::is_finite))
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(score, _member)| {
+            score.is_empty()
+                || (score.len() <= 24 && score.parse::<f64>().is_ok_and(f64::is_finite))
         })
 }
 
@@ -641,11 +642,9 @@ impl Backend for RedisBackend {
                 })
                 .arg(query.after.as_deref().unwrap_or(""))
                 .arg(limit)
-                .arg(if query.filtered() {
-                    LIST_SCAN
-                } else {
-                    limit + 64
-                })
+                // Unfiltered too: the stream of pending entries holds the leased ones' messages,
+                // passed over; the page stops as soon as it is full.
+                .arg(LIST_SCAN)
                 .arg(query.event_type.as_deref().unwrap_or(""))
                 .arg(query.id_prefix.as_deref().unwrap_or(""))
                 .arg(if query.event_type.is_some() { "1" } else { "0" })
@@ -659,6 +658,11 @@ impl Backend for RedisBackend {
             let Some((next, rest)) = flat.split_first() else {
                 return Ok(Page::default());
             };
+            if next.as_slice() == b"!bad" {
+                return Err(InboxError::Invalid(
+                    "not a cursor of this listing".to_owned(),
+                ));
+            }
             let optional_ms = |f: &[u8]| (!f.is_empty()).then(|| from_unix_ms(number(f)));
             let entries = rest
                 .chunks_exact(8)
@@ -842,14 +846,25 @@ mod tests {
         for good in [
             "s:",
             "s:1764000000000-3",
-            "z::0",
-            "z:1764000000123:2",
-            "z:-5:0",
+            "z::",
+            "z:1764000000123:evt_1",
+            "z:1764000000123:evt:with:colons",
+            "z:-5:",
         ] {
             assert!(valid_cursor(good), "{good}");
         }
         for bad in [
-            "", "x", "s:1-", "s:-1", "s:abc", "z:", "z:1", "z:inf:1", "z:1:", "z:a:1", "1.2",
+            "",
+            "x",
+            "s:1-",
+            "s:-1",
+            "s:abc",
+            "s:99999999999999999999-1",
+            "z:",
+            "z:1",
+            "z:inf:a",
+            "z:a:1",
+            "1.2",
         ] {
             assert!(!valid_cursor(bad), "{bad}");
         }

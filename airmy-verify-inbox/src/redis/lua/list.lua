@@ -4,8 +4,9 @@
 -- Returns the next cursor ('' at the end), then for each entry: id, type, attempts, received
 -- ms, next attempt ms or '', finished ms or '', last error or '', state.
 --
--- Cursors: `z:<score>:<n>` in a sorted set (past the first n members of that score), `s:<id>`
--- in a stream. Pending entries are two sources, retries whose time came (in `scheduled`, not
+-- Cursors: `z:<score>:<member>` in a sorted set (past that member: members of one score are in
+-- lexical order, so the cursor holds whatever leaves or joins the set meanwhile), `s:<id>` in a
+-- stream. A cursor of another kind than the state's answers {'!bad'}. Pending entries are two sources, retries whose time came (in `scheduled`, not
 -- yet moved into the stream by a take) then the stream, each in time order (reversed for
 -- `desc`).
 local ep, state, desc = ARGV[1], ARGV[2], ARGV[3] == 'desc'
@@ -24,31 +25,38 @@ local function keep(id, f, next_ms, finished)
   end
 end
 
--- A sorted set between lo and hi (inclusive scores, as numbers), from the cursor (score, n).
--- Calls visit(id, score) for each member until it returns false; returns the cursor after the
--- last member visited, or nil when the set ended.
-local function zscan(key, lo, hi, cscore, cskip, visit)
-  local start, skip = cscore, cskip
+-- A sorted set between lo and hi (score bounds as Redis takes them), after the cursor
+-- (score, member), or from the start when cscore is nil. Calls visit(id, score) for each member
+-- until the page is full or the budget spent; returns the cursor after the last member
+-- visited, or nil when the set ended. Members of the cursor's score up to the cursor's member
+-- are passed over without counting against the budget (the cursor always moves on).
+local function zscan(key, lo, hi, cscore, cmember, visit)
+  local offset, last_score, last_member = 0, cscore, cmember
   while true do
     local chunk = budget - scanned
     if not (want_type or want_prefix) then chunk = math.min(chunk, limit - found + 1) end
     chunk = math.max(1, math.min(chunk, 1000))
     local page
     if desc then
-      page = redis.call('ZREVRANGEBYSCORE', key, start or hi, lo, 'WITHSCORES', 'LIMIT', skip, chunk)
+      page = redis.call('ZREVRANGEBYSCORE', key, cscore or hi, lo, 'WITHSCORES', 'LIMIT', offset, chunk)
     else
-      page = redis.call('ZRANGEBYSCORE', key, start or lo, hi, 'WITHSCORES', 'LIMIT', skip, chunk)
+      page = redis.call('ZRANGEBYSCORE', key, cscore or lo, hi, 'WITHSCORES', 'LIMIT', offset, chunk)
     end
     if #page == 0 then return nil end
     for i = 1, #page, 2 do
-      if found == limit or scanned == budget then
-        more = true
-        return 'z:' .. (start or '') .. ':' .. skip
+      local member, score = page[i], page[i + 1]
+      offset = offset + 1
+      local passed = cscore and score == cscore and
+        ((not desc and member <= cmember) or (desc and member >= cmember))
+      if not passed then
+        if found == limit or scanned == budget then
+          more = true
+          return 'z:' .. (last_score or '') .. ':' .. (last_member or '')
+        end
+        last_score, last_member = score, member
+        scanned = scanned + 1
+        visit(member, score)
       end
-      local score = page[i + 1]
-      if score == start then skip = skip + 1 else start, skip = score, 1 end
-      scanned = scanned + 1
-      visit(page[i], score)
     end
   end
 end
@@ -82,13 +90,13 @@ end
 local function ms_of(message) return string.match(message, '^(%d+)') end
 
 local function from_zset(key, lo, hi, cursor, want_state, finished_field, in_range)
-  local cscore, cskip = nil, 0
+  local cscore, cmember = nil, nil
   if cursor then
-    local s, n = string.match(cursor, '^z:([^:]*):(%d+)$')
-    if not s then return redis.error_reply('bad cursor') end
-    if s ~= '' then cscore, cskip = s, tonumber(n) end
+    local s, m = string.match(cursor, '^z:([^:]*):(.*)$')
+    if not s then return {'!bad'} end
+    if s ~= '' then cscore, cmember = s, m end
   end
-  return zscan(key, lo, hi, cscore, cskip, function(id, score)
+  return zscan(key, lo, hi, cscore, cmember, function(id, score)
     if in_range and not in_range(tonumber(score)) then return end
     local f = redis.call('HMGET', ep .. id, 't', 'r', 'a', 'e', 's', 'z', 'u')
     if f[5] ~= want_state then return end
@@ -106,7 +114,7 @@ local function from_stream(key, cursor, want_state)
   local from = nil
   if cursor then
     from = string.match(cursor, '^s:(.*)$')
-    if not from then return redis.error_reply('bad cursor') end
+    if not from then return {'!bad'} end
     if from == '' then from = nil end
   end
   return sscan(key, from, function(id, message)
@@ -123,7 +131,7 @@ end
 local cursor = ARGV[4] ~= '' and ARGV[4] or nil
 local next_cursor
 if type(cursor) == 'string' and not string.match(cursor, '^[zs]:') then
-  return redis.error_reply('bad cursor')
+  return {'!bad'}
 end
 if state == 'scheduled' then
   next_cursor = from_zset(KEYS[2], '(' .. now, '+inf', cursor, 's', false,
@@ -141,7 +149,7 @@ else
   end
   local stream = function(c) return from_stream(KEYS[1], c, 'p') end
   local first, second, second_start = overdue, stream, 's:'
-  if desc then first, second, second_start = stream, overdue, 'z::0' end
+  if desc then first, second, second_start = stream, overdue, 'z::' end
   local phase_second = cursor and string.sub(cursor, 1, 1) == string.sub(second_start, 1, 1)
   if not phase_second then
     next_cursor = first(cursor)
