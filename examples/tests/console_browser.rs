@@ -500,10 +500,14 @@ impl Browser {
             .expect("the window resizes");
     }
 
+    /// The text of the first element `locator` finds, waiting up to 10 s for it (a click's
+    /// navigation may still be loading).
     async fn text_of(&self, locator: Locator<'_>) -> String {
         let url = self.client.current_url().await.expect("url");
         self.client
-            .find(locator)
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(locator)
             .await
             .unwrap_or_else(|e| panic!("{}: {locator:?} on {url}: {e}", self.name))
             .text()
