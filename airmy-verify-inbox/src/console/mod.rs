@@ -283,11 +283,7 @@ impl Console {
             list.order = Order::Newest;
         }
         let listed = self.inbox.backend().list(&list).await?;
-        let stats = self.inbox.backend().stats().await?;
-        Ok(ConsoleResponse::html(
-            200,
-            page.entries(&list, &listed, &stats),
-        ))
+        Ok(ConsoleResponse::html(200, page.entries(&list, &listed)))
     }
 
     async fn entry(

@@ -25,6 +25,14 @@ local function keep(id, f, next_ms, finished)
   end
 end
 
+-- How many members or messages to read next: what the budget leaves, and (unfiltered) no
+-- more than the page still needs plus one; at most 1,000 a read.
+local function chunk_size()
+  local chunk = budget - scanned
+  if not (want_type or want_prefix) then chunk = math.min(chunk, limit - found + 1) end
+  return math.max(1, math.min(chunk, 1000))
+end
+
 -- A sorted set between lo and hi (score bounds as Redis takes them), after the cursor
 -- (score, member), or from the start when cscore is nil. Calls visit(id, score) for each member
 -- until the page is full or the budget spent; returns the cursor after the last member
@@ -33,9 +41,7 @@ end
 local function zscan(key, lo, hi, cscore, cmember, visit)
   local offset, last_score, last_member = 0, cscore, cmember
   while true do
-    local chunk = budget - scanned
-    if not (want_type or want_prefix) then chunk = math.min(chunk, limit - found + 1) end
-    chunk = math.max(1, math.min(chunk, 1000))
+    local chunk = chunk_size()
     local page
     if desc then
       page = redis.call('ZREVRANGEBYSCORE', key, cscore or hi, lo, 'WITHSCORES', 'LIMIT', offset, chunk)
@@ -65,9 +71,7 @@ end
 local function sscan(key, from, visit)
   local last = from
   while true do
-    local chunk = budget - scanned
-    if not (want_type or want_prefix) then chunk = math.min(chunk, limit - found + 1) end
-    chunk = math.max(1, math.min(chunk, 1000))
+    local chunk = chunk_size()
     local page
     if desc then
       page = redis.call('XREVRANGE', key, last and ('(' .. last) or '+', '-', 'COUNT', chunk)
