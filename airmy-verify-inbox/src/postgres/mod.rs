@@ -136,7 +136,8 @@ struct Sql {
     complete_batch: Arc<str>,
     wake: Arc<str>,
     held: Arc<str>,
-    take: Arc<str>,
+    take_head: Arc<str>,
+    take_tail: Arc<str>,
     next_due: Arc<str>,
     extend: Arc<str>,
     complete: Arc<str>,
@@ -149,7 +150,6 @@ struct Sql {
     replay: Arc<str>,
     replay_pending: Arc<str>,
     state_of: Arc<str>,
-    lock: Arc<str>,
     held_by: Arc<str>,
     replay_dead_list: Arc<str>,
     replay_dead: Arc<str>,
@@ -185,17 +185,25 @@ impl Sql {
             )),
             wake: sql(format!("SELECT pg_notify('{channel}', '')")),
             held: sql(format!("SELECT 1 FROM {s}.entries WHERE id = $1")),
-            take: sql(format!(
+            // The limit is written into the statement (`take_head`, the number, `take_tail`), one
+            // prepared statement per limit: with `LIMIT $1` PostgreSQL cannot cost a generic
+            // plan (it assumes a tenth of the table) and plans the take anew at every call.
+            // `statement_timestamp()`, not the volatile `clock_timestamp()`, bounds the index
+            // range, so the scan starts and stops at the due entries.
+            take_head: sql(format!(
                 "WITH due AS (
                      SELECT id FROM {s}.entries
-                     WHERE state IN ('pending', 'processing') AND due_at <= clock_timestamp()
+                     WHERE state IN ('pending', 'processing') AND due_at <= statement_timestamp()
                      ORDER BY due_at
-                     LIMIT $1
+                     LIMIT "
+            )),
+            take_tail: sql(format!(
+                "
                      FOR UPDATE SKIP LOCKED)
                  UPDATE {s}.entries e
                  SET state = 'processing', attempts = e.attempts + 1,
-                     due_at = clock_timestamp() + $2 * interval '1 millisecond',
-                     lease_token = $3 || e.seq::text
+                     due_at = clock_timestamp() + $1 * interval '1 millisecond',
+                     lease_token = $2 || e.seq::text
                  FROM due WHERE e.id = due.id
                  RETURNING e.id, e.event_type, e.body, e.received_at, e.attempts, e.lease_token"
             )),
@@ -271,7 +279,6 @@ impl Sql {
                  SELECT pg_notify('{channel}', '') FROM due"
             )),
             state_of: sql(format!("SELECT state FROM {s}.entries WHERE id = $1")),
-            lock: sql(format!("SELECT 1 FROM {s}.entries {held} FOR UPDATE")),
             held_by: sql(format!("SELECT 1 FROM {s}.entries {held}")),
             replay_dead_list: sql(format!(
                 "SELECT id FROM {s}.entries
@@ -293,11 +300,14 @@ impl Sql {
     }
 }
 
+/// The most entries one `take` leases (a larger request gets this many).
+const MAX_TAKE: usize = 512;
+
 /// The PostgreSQL backend; see the [module docs](self).
 pub struct PgBackend {
     pool: PgPool,
     sql: Sql,
-    schema: String,
+    schema: Arc<str>,
     notify: Arc<Notify>,
     max_unfinished: u64,
     /// Pending and processing entries, kept by this process's operations and recounted from
@@ -417,7 +427,7 @@ impl PgBackend {
             completions,
             pool,
             sql,
-            schema: options.schema,
+            schema: Arc::from(options.schema),
             notify,
             max_unfinished: options.max_unfinished,
             unfinished: AtomicU64::new(u64::try_from(unfinished).unwrap_or(0)),
@@ -592,9 +602,14 @@ impl Backend for PgBackend {
                 return Ok(Vec::new());
             }
             let token = format!("{}-", airmy_verify::token::random_hex(12));
+            let take: Arc<str> = Arc::from(format!(
+                "{}{}{}",
+                self.sql.take_head,
+                max.min(MAX_TAKE),
+                self.sql.take_tail
+            ));
             let rows = self
-                .query(&self.sql.take)
-                .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                .query(&take)
                 .bind(duration_ms(lease))
                 .bind(token)
                 .fetch_all(&self.pool)
@@ -662,7 +677,6 @@ impl Backend for PgBackend {
     fn transaction_slot(&self, id: &str, token: &str) -> Option<Arc<tx::TxSlot>> {
         Some(Arc::new(tx::TxSlot::new(
             self.pool.clone(),
-            Arc::clone(&self.sql.lock),
             Arc::clone(&self.sql.complete),
             id,
             token,

@@ -1,6 +1,6 @@
 //! Handlers' own writes in the entry's transaction: [`Context::transaction`](crate::Context::transaction)
-//! opens it (locking the entry's row), the worker records the completion in it and commits:
-//! both or neither.
+//! opens it with the entry's completion as its first statement (which locks the entry's row),
+//! the handler writes in it, the worker commits it: both or neither.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -18,7 +18,6 @@ use super::unavailable;
 #[doc(hidden)]
 pub struct TxSlot {
     pool: PgPool,
-    lock: Arc<str>,
     complete: Arc<str>,
     id: String,
     token: String,
@@ -39,23 +38,14 @@ pub(crate) enum Ended {
     NotOpened,
     /// The completion and the handler's writes are committed.
     Committed,
-    /// The entry's lease was no longer ours: nothing was committed.
-    LeaseLost,
-    /// The commit (or the completion in it) failed: nothing was committed.
+    /// The commit failed: nothing was committed.
     Failed(InboxError),
 }
 
 impl TxSlot {
-    pub(crate) fn new(
-        pool: PgPool,
-        lock: Arc<str>,
-        complete: Arc<str>,
-        id: &str,
-        token: &str,
-    ) -> Self {
+    pub(crate) fn new(pool: PgPool, complete: Arc<str>, id: &str, token: &str) -> Self {
         Self {
             pool,
-            lock,
             complete,
             id: id.to_owned(),
             token: token.to_owned(),
@@ -63,8 +53,12 @@ impl TxSlot {
         }
     }
 
-    /// The open transaction, begun (and the entry's row locked with `FOR UPDATE`, checking the
-    /// lease is still ours) on the first call.
+    /// The open transaction, begun on the first call with the entry's completion as its first
+    /// statement: the `UPDATE` checks the lease is still ours and locks the row (no other
+    /// worker takes the entry over while the transaction is open), and it is undone with the
+    /// handler's writes if they roll back. Nobody else sees it before the commit. (One round
+    /// trip fewer than a row lock first and the completion last; putting the `BEGIN` in the
+    /// same round trip, through a function, was measured and gained nothing: BENCHMARKS.md.)
     pub(crate) async fn get(&self) -> Result<InboxTransaction<'_>, HandlerError> {
         let mut guard = self.tx.lock().await;
         if guard.is_none() {
@@ -73,13 +67,14 @@ impl TxSlot {
                 .begin()
                 .await
                 .map_err(|e| HandlerError::from(unavailable(&e).to_string()))?;
-            let held = sqlx::query(AssertSqlSafe(Arc::clone(&self.lock)))
+            let done = sqlx::query(AssertSqlSafe(Arc::clone(&self.complete)))
                 .bind(&self.id)
                 .bind(&self.token)
-                .fetch_optional(&mut *tx)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| HandlerError::from(unavailable(&e).to_string()))?;
-            if held.is_none() {
+            if done.rows_affected() != 1 {
+                let _ = tx.rollback().await;
                 return Err(HandlerError::from(
                     "the entry's lease was taken over: no transaction for this attempt",
                 ));
@@ -89,34 +84,20 @@ impl TxSlot {
         Ok(InboxTransaction(guard))
     }
 
-    /// After a successful handler: the completion in the transaction, then the commit.
+    /// After a successful handler: the commit of its writes and of the completion recorded
+    /// when the transaction was opened.
     pub(crate) async fn commit(&self) -> Ended {
-        let Some(mut tx) = self.tx.lock().await.take() else {
+        let Some(tx) = self.tx.lock().await.take() else {
             return Ended::NotOpened;
         };
-        let done = sqlx::query(AssertSqlSafe(Arc::clone(&self.complete)))
-            .bind(&self.id)
-            .bind(&self.token)
-            .execute(&mut *tx)
-            .await;
-        match done {
-            Ok(done) if done.rows_affected() == 1 => match tx.commit().await {
-                Ok(()) => Ended::Committed,
-                Err(e) => Ended::Failed(unavailable(&e)),
-            },
-            Ok(_) => {
-                let _ = tx.rollback().await;
-                Ended::LeaseLost
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Ended::Failed(unavailable(&e))
-            }
+        match tx.commit().await {
+            Ok(()) => Ended::Committed,
+            Err(e) => Ended::Failed(unavailable(&e)),
         }
     }
 
-    /// After a failed handler (an error, a panic, a timeout): the handler's writes undone, the
-    /// row's lock released, before the retry is recorded on its own.
+    /// After a failed handler (an error, a panic, a timeout): the handler's writes and the
+    /// completion undone, the row's lock released, before the retry is recorded on its own.
     pub(crate) async fn roll_back(&self) {
         if let Some(tx) = self.tx.lock().await.take() {
             let _ = tx.rollback().await;

@@ -252,10 +252,6 @@ impl Worker {
                         after_commit.run();
                         return;
                     }
-                    Ended::LeaseLost => {
-                        tracing::warn!(target: "airmy_verify", parent: &span, event_id = ?entry.id, attempt = entry.attempt, "the entry's lease was taken over before its transaction committed; its writes were rolled back");
-                        return;
-                    }
                     Ended::Failed(err) => {
                         error = Some(format!("the handler's transaction did not commit: {err}"));
                     }

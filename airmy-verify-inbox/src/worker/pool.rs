@@ -46,13 +46,29 @@ async fn give_back_waiting(
     *queue = kept;
 }
 
-/// Sets the inbox gauges of [`observe`] from the backend's stats once a second, until
-/// `shutdown`.
+/// How long the gauges wait after a reading of the stats that took `took`: a second, or
+/// twenty times the reading when that is longer, so that the gauges never spend more than a
+/// twentieth of the time in the backend (PostgreSQL counts a large table's states in a
+/// fraction of a second, which once a second would take a core's worth from the worker).
+#[cfg(feature = "metrics")]
+fn gauge_interval(took: Duration) -> Duration {
+    took.saturating_mul(GAUGE_COST).max(Duration::from_secs(1))
+}
+
+/// The gauges spend at most one part in `GAUGE_COST` of the time reading the stats.
+#[cfg(feature = "metrics")]
+const GAUGE_COST: u32 = 20;
+
+/// Sets the inbox gauges of [`observe`] from the backend's stats once a second (less often
+/// when reading them is slow: [`gauge_interval`]), until `shutdown`.
 #[cfg(feature = "metrics")]
 async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) {
     let mut failing = false;
     loop {
-        match backend.stats().await {
+        let started = std::time::Instant::now();
+        let stats = backend.stats().await;
+        let wait = gauge_interval(started.elapsed());
+        match stats {
             Ok(stats) => {
                 failing = false;
                 observe::metrics::inbox_gauges(
@@ -72,7 +88,7 @@ async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) 
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -272,5 +288,25 @@ impl Pool {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::gauge_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn slow_stats_are_read_less_often() {
+        assert_eq!(gauge_interval(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(
+            gauge_interval(Duration::from_millis(30)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            gauge_interval(Duration::from_millis(450)),
+            Duration::from_secs(9)
+        );
+        assert_eq!(gauge_interval(Duration::MAX), Duration::MAX);
     }
 }
