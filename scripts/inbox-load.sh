@@ -10,6 +10,8 @@
 # if set, such as 1) sends N unique signed 1 KiB deliveries,
 # CONCURRENCY at a time, to each in turn, the order alternating from round to round. It prints
 # every round's req/s, p50 and p99, and the median ratio of inbox to no-inbox req/s.
+# INBOX_ENV adds environment to the inbox receiver only: INBOX_ENV=AIRMY_HANDLER_DELAY_MS=600000
+# parks its workers in their first handlings, measuring accepts with no drain beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-axum-receiver}
@@ -36,13 +38,13 @@ if [ "${INBOX:-sqlite}" = redis ]; then
     --appendonly yes --appendfsync "${REDIS_FSYNC:-always}" --dir "$work" > /dev/null &
   pids+=($!)
   for _ in $(seq 1 100); do redis-cli -p "$port" ping > /dev/null 2>&1 && break; sleep 0.1; done
-  inbox=$(start inbox AIRMY_INBOX="redis://127.0.0.1:$port")
+  inbox=$(start inbox AIRMY_INBOX="redis://127.0.0.1:$port" ${INBOX_ENV:-})
   echo "redis-server on port $port, appendfsync ${REDIS_FSYNC:-always}"
 elif [ "${INBOX:-sqlite}" = postgres ]; then
   : "${AIRMY_POSTGRES_URL:?INBOX=postgres needs AIRMY_POSTGRES_URL (scripts/with-postgres.sh)}"
-  inbox=$(start inbox AIRMY_INBOX="$AIRMY_POSTGRES_URL")
+  inbox=$(start inbox AIRMY_INBOX="$AIRMY_POSTGRES_URL" ${INBOX_ENV:-})
 else
-  inbox=$(start inbox AIRMY_INBOX="sqlite:$work/inbox.db")
+  inbox=$(start inbox AIRMY_INBOX="sqlite:$work/inbox.db" ${INBOX_ENV:-})
 fi
 echo "$bin: $rounds rounds x $n deliveries, $concurrency concurrent; no inbox $plain, inbox $inbox"
 # Warm-up (not counted): connections, caches, the database file's first pages.

@@ -128,8 +128,10 @@ impl Context {
     }
 
     /// The attempt's database transaction, on an inbox on PostgreSQL (`PgBackend`): begun on
-    /// the first call, with the entry's row locked (no other worker can take the entry over
-    /// while it is open, however long the handler takes). Write your effects in it: they
+    /// the first call with the entry's completion as its first statement, which locks the
+    /// entry's row (no other worker can take the entry over while it is open, however long
+    /// the handler takes; nobody sees the completion before the commit; an `Err` here means
+    /// the lease was already taken over). Write your effects in it: they
     /// commit **together with the entry's completion** when the handler returns `Ok`, and an
     /// `Err`, a panic or a timeout rolls both back (the retry is then recorded on its own).
     /// Effects outside it (HTTP calls, e-mails) stay at-least-once.

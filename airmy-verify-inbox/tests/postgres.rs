@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use airmy_verify::{Envelope, Event};
 use airmy_verify_inbox::conformance::{self, delivery};
 use airmy_verify_inbox::{
-    Accepted, Backend, Context, HandlerError, Handlers, Inbox, InboxError, PgBackend, PgOptions,
+    Accepted, Backend, Context, EntryState, HandlerError, Handlers, Inbox, InboxError, PgBackend,
+    PgOptions,
 };
 use test_support::PostgresServer;
 use test_support::postgres::unique_schema;
@@ -522,4 +523,141 @@ async fn an_id_postgres_cannot_store_fails_alone() {
         }
     }
     assert_eq!(backend.stats().await.expect("stats").pending, 40);
+}
+
+/// The completion is the first statement of the attempt's transaction, but nobody sees it
+/// before the commit: while the handler is inside its transaction (its row written), the
+/// entry reads as processing and the stats count no done entry; after the commit, done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_shows_its_entry_as_processing_until_it_commits() {
+    let server = PostgresServer::start();
+    let schema = unique_schema("open_tx");
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
+    )))
+    .execute(&pool)
+    .await
+    .expect("effects table");
+    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
+    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let inbox = Inbox::new(backend(&url, &schema).await);
+    let (inside, mut entered) = tokio::sync::mpsc::unbounded_channel();
+    let go_on = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::clone(&go_on);
+    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+        let (inside, release) = (inside.clone(), Arc::clone(&release));
+        async move {
+            let mut tx = ctx.transaction().await?;
+            sqlx::query("INSERT INTO effects (event_id, attempt) VALUES ($1, 1)")
+                .bind(&e.id)
+                .execute(&mut *tx)
+                .await?;
+            drop(tx);
+            let _ = inside.send(());
+            release.notified().await;
+            Ok::<(), HandlerError>(())
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(inbox.worker(handlers).run(shutdown.clone()));
+    inbox
+        .accept(&delivery("evt_pg_open_tx", "test"))
+        .await
+        .expect("accept");
+    entered.recv().await.expect("the handler is inside");
+    let entry = inbox
+        .backend()
+        .entry("evt_pg_open_tx")
+        .await
+        .expect("entry")
+        .expect("stored");
+    assert_eq!(entry.summary.state, EntryState::Processing);
+    let stats = inbox.backend().stats().await.expect("stats");
+    assert_eq!((stats.processing, stats.done), (1, 0), "{stats:?}");
+    assert!(
+        effects(&app).await.is_empty(),
+        "the write is not committed yet"
+    );
+    go_on.notify_one();
+    common::worker::wait_until("the entry done", async || {
+        inbox.backend().stats().await.expect("stats").done == 1
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.expect("worker");
+    assert_eq!(effects(&app).await, vec![("evt_pg_open_tx".to_owned(), 1)]);
+}
+
+/// A handler whose lease was taken over before it opened its transaction (here: another
+/// replica's token written over it) gets an error from `Context::transaction` and writes
+/// nothing; the entry is left to its new holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_is_refused_once_the_lease_is_lost() {
+    let server = PostgresServer::start();
+    let schema = unique_schema("lost_tx");
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
+    )))
+    .execute(&pool)
+    .await
+    .expect("effects table");
+    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
+    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let inbox = Inbox::new(backend(&url, &schema).await);
+    let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+    let (refused, mut answer) = tokio::sync::mpsc::unbounded_channel();
+    let go_on = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::clone(&go_on);
+    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+        let (started, refused, release) = (started.clone(), refused.clone(), Arc::clone(&release));
+        async move {
+            let _ = started.send(());
+            release.notified().await;
+            let opened = ctx.transaction().await;
+            let _ = refused.send(opened.as_ref().err().map(ToString::to_string));
+            let mut tx = opened?;
+            sqlx::query("INSERT INTO effects (event_id, attempt) VALUES ($1, 1)")
+                .bind(&e.id)
+                .execute(&mut *tx)
+                .await?;
+            Ok::<(), HandlerError>(())
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(inbox.worker(handlers).run(shutdown.clone()));
+    inbox
+        .accept(&delivery("evt_pg_lost_tx", "test"))
+        .await
+        .expect("accept");
+    running.recv().await.expect("the handler runs");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {schema}.entries SET lease_token = 'another-replica' WHERE id = 'evt_pg_lost_tx'"
+    )))
+    .execute(&pool)
+    .await
+    .expect("takeover");
+    go_on.notify_one();
+    let error = answer.recv().await.expect("the handler asked");
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("lease was taken over")),
+        "{error:?}"
+    );
+    shutdown.cancel();
+    worker.await.expect("worker");
+    assert!(effects(&app).await.is_empty(), "nothing written");
+    let entry = inbox
+        .backend()
+        .entry("evt_pg_lost_tx")
+        .await
+        .expect("entry")
+        .expect("stored");
+    assert_eq!(
+        entry.summary.state,
+        EntryState::Processing,
+        "left to its holder"
+    );
 }
