@@ -350,7 +350,9 @@ pub struct EntrySummary {
     /// Pending or scheduled: when it is (or was) due; processing: when its lease runs out.
     #[serde(with = "time::serde::rfc3339::option")]
     pub next_attempt_at: Option<OffsetDateTime>,
-    /// Dead: when it died; done: when it was processed.
+    /// Dead: when it died; done: when it was processed (on PostgreSQL, for a handler that
+    /// wrote in its transaction: when that transaction began, its completion being its first
+    /// statement; it shows once the transaction commits).
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
     /// The last failed attempt's error, if any.

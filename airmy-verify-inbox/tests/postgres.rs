@@ -661,3 +661,70 @@ async fn a_transaction_is_refused_once_the_lease_is_lost() {
         "left to its holder"
     );
 }
+
+/// A handler that ignores an error inside its transaction (PostgreSQL then aborts it, and
+/// answers its `COMMIT` with a rollback) and returns `Ok` has not succeeded: the attempt is
+/// retried, and the retry's write is the one effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_ignored_inside_the_transaction_fails_the_attempt() {
+    let server = PostgresServer::start();
+    let schema = unique_schema("aborted_tx");
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
+    )))
+    .execute(&pool)
+    .await
+    .expect("effects table");
+    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
+    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let inbox = Inbox::new(backend(&url, &schema).await);
+    let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let after = Arc::clone(&committed);
+    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+        let after = Arc::clone(&after);
+        async move {
+            let mut tx = ctx.transaction().await?;
+            sqlx::query("INSERT INTO effects (event_id, attempt) VALUES ($1, $2)")
+                .bind(&e.id)
+                .bind(i32::try_from(ctx.attempt).unwrap_or(i32::MAX))
+                .execute(&mut *tx)
+                .await?;
+            if ctx.attempt == 1 {
+                // A failing statement whose error the handler swallows.
+                let ignored = sqlx::query("SELECT 1 / 0").execute(&mut *tx).await;
+                assert!(ignored.is_err());
+            }
+            let attempt = ctx.attempt;
+            ctx.after_commit(move || after.lock().expect("lock").push(attempt));
+            Ok::<(), HandlerError>(())
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(
+        inbox
+            .worker(handlers)
+            .retry_policy(common::worker::fast_policy())
+            .run(shutdown.clone()),
+    );
+    inbox
+        .accept(&delivery("evt_pg_aborted_tx", "test"))
+        .await
+        .expect("accept");
+    common::worker::wait_until("the entry done", async || {
+        inbox.backend().stats().await.expect("stats").done == 1
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.expect("worker");
+    assert_eq!(
+        effects(&app).await,
+        vec![("evt_pg_aborted_tx".to_owned(), 2)],
+        "the first attempt's write was rolled back, the second's committed"
+    );
+    assert_eq!(
+        *committed.lock().expect("lock"),
+        vec![2],
+        "after_commit once, for the commit"
+    );
+}

@@ -13,8 +13,8 @@
 //!   The accept's `NOTIFY` is sent right after its commit, one for all the accepts made while
 //!   the previous one was on its way: a `NOTIFY` inside each accept would serialize their
 //!   commits (PostgreSQL holds one lock through a notifying transaction's WAL flush).
-//! - **Times** are the server's (`clock_timestamp()`), so replicas with skewed clocks agree on
-//!   leases.
+//! - **Times** are the server's (`clock_timestamp()`; a take's due bound is its
+//!   `statement_timestamp()`), so replicas with skewed clocks agree on leases.
 //! - **A schema of its own** (default `airmy_inbox`; [`PgOptions::schema`]): a version row,
 //!   migrations from the first release on, a schema of a newer version or of another program
 //!   refused at [`PgBackend::connect`].
@@ -302,6 +302,15 @@ impl Sql {
 
 /// The most entries one `take` leases (a larger request gets this many).
 const MAX_TAKE: usize = 512;
+
+/// The limit written into a take of at most `max` entries: `max` up to 16, else the power of
+/// two at or below it (at most [`MAX_TAKE`]), so that the takes' prepared statements stay few
+/// (at most 21 per connection, whatever the workers' concurrency) in sqlx's statement cache,
+/// each used often enough for its generic plan. A take may lease fewer than asked.
+fn take_limit(max: usize) -> usize {
+    let max = max.min(MAX_TAKE);
+    if max <= 16 { max } else { 1 << max.ilog2() }
+}
 
 /// The PostgreSQL backend; see the [module docs](self).
 pub struct PgBackend {
@@ -605,7 +614,7 @@ impl Backend for PgBackend {
             let take: Arc<str> = Arc::from(format!(
                 "{}{}{}",
                 self.sql.take_head,
-                max.min(MAX_TAKE),
+                take_limit(max),
                 self.sql.take_tail
             ));
             let rows = self
@@ -899,5 +908,23 @@ impl Backend for PgBackend {
         Box::pin(async move {
             let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_limit;
+
+    #[test]
+    fn take_limits_are_few_and_never_above_the_request() {
+        assert_eq!(take_limit(1), 1);
+        assert_eq!(take_limit(16), 16);
+        assert_eq!(take_limit(17), 16);
+        assert_eq!(take_limit(64), 64);
+        assert_eq!(take_limit(100), 64);
+        assert_eq!(take_limit(100_000), 512);
+        let distinct: std::collections::BTreeSet<_> = (1..=10_000).map(take_limit).collect();
+        assert_eq!(distinct.len(), 21);
+        assert!((1..=10_000).all(|n| take_limit(n) <= n));
     }
 }

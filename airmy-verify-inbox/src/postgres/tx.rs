@@ -10,7 +10,6 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::HandlerError;
-use crate::backend::InboxError;
 
 use super::unavailable;
 
@@ -39,7 +38,7 @@ pub(crate) enum Ended {
     /// The completion and the handler's writes are committed.
     Committed,
     /// The commit failed: nothing was committed.
-    Failed(InboxError),
+    Failed(String),
 }
 
 impl TxSlot {
@@ -56,9 +55,9 @@ impl TxSlot {
     /// The open transaction, begun on the first call with the entry's completion as its first
     /// statement: the `UPDATE` checks the lease is still ours and locks the row (no other
     /// worker takes the entry over while the transaction is open), and it is undone with the
-    /// handler's writes if they roll back. Nobody else sees it before the commit. (One round
-    /// trip fewer than a row lock first and the completion last; putting the `BEGIN` in the
-    /// same round trip, through a function, was measured and gained nothing: BENCHMARKS.md.)
+    /// handler's writes if they roll back. Nobody else sees it before the commit. (The row
+    /// lock and the completion in one statement; putting the `BEGIN` in the same round trip,
+    /// through a function, was measured and gained nothing: BENCHMARKS.md.)
     pub(crate) async fn get(&self) -> Result<InboxTransaction<'_>, HandlerError> {
         let mut guard = self.tx.lock().await;
         if guard.is_none() {
@@ -85,14 +84,29 @@ impl TxSlot {
     }
 
     /// After a successful handler: the commit of its writes and of the completion recorded
-    /// when the transaction was opened.
+    /// when the transaction was opened. First a trivial statement, because PostgreSQL answers
+    /// the `COMMIT` of a transaction aborted by an error (one the handler caught and ignored,
+    /// say a unique violation) with a rollback, not an error: the statement fails there
+    /// (`25P02`), and the attempt is a failure, retried, rather than a success that committed
+    /// nothing.
     pub(crate) async fn commit(&self) -> Ended {
-        let Some(tx) = self.tx.lock().await.take() else {
+        let Some(mut tx) = self.tx.lock().await.take() else {
             return Ended::NotOpened;
         };
+        if let Err(e) = sqlx::query("SELECT 1").execute(&mut *tx).await {
+            let _ = tx.rollback().await;
+            return Ended::Failed(match &e {
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("25P02") => {
+                    "a statement in it failed (an error the handler ignored): PostgreSQL \
+                     aborted the transaction"
+                        .to_owned()
+                }
+                _ => unavailable(&e).to_string(),
+            });
+        }
         match tx.commit().await {
             Ok(()) => Ended::Committed,
-            Err(e) => Ended::Failed(unavailable(&e)),
+            Err(e) => Ended::Failed(unavailable(&e).to_string()),
         }
     }
 

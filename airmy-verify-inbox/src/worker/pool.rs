@@ -47,12 +47,13 @@ async fn give_back_waiting(
 }
 
 /// How long the gauges wait after a reading of the stats that took `took`: a second, or
-/// twenty times the reading when that is longer, so that the gauges never spend more than a
+/// twenty times the reading when that is longer (at most 30 s), so that the gauges never spend more than a
 /// twentieth of the time in the backend (PostgreSQL counts a large table's states in a
 /// fraction of a second, which once a second would take a core's worth from the worker).
 #[cfg(feature = "metrics")]
 fn gauge_interval(took: Duration) -> Duration {
-    took.saturating_mul(GAUGE_COST).max(Duration::from_secs(1))
+    took.saturating_mul(GAUGE_COST)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30))
 }
 
 /// The gauges spend at most one part in `GAUGE_COST` of the time reading the stats.
@@ -67,7 +68,11 @@ async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) 
     loop {
         let started = std::time::Instant::now();
         let stats = backend.stats().await;
-        let wait = gauge_interval(started.elapsed());
+        // A failed reading (its time is a timeout, not the cost of counting): again in 1 s.
+        let wait = match &stats {
+            Ok(_) => gauge_interval(started.elapsed()),
+            Err(_) => Duration::from_secs(1),
+        };
         match stats {
             Ok(stats) => {
                 failing = false;
@@ -307,6 +312,6 @@ mod tests {
             gauge_interval(Duration::from_millis(450)),
             Duration::from_secs(9)
         );
-        assert_eq!(gauge_interval(Duration::MAX), Duration::MAX);
+        assert_eq!(gauge_interval(Duration::MAX), Duration::from_secs(30));
     }
 }
