@@ -327,6 +327,25 @@ fn effect_handlers(
     })
 }
 
+/// The application's side of a test: a schema `app_<schema>` with its `effects` table, a URL
+/// whose connections find it first (the handlers' unqualified `effects`), and a pool on it;
+/// with a pool on the server's own URL.
+async fn app_database(
+    server: &PostgresServer,
+    schema: &str,
+) -> (sqlx::PgPool, String, sqlx::PgPool) {
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
+    )))
+    .execute(&pool)
+    .await
+    .expect("effects table");
+    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
+    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    (pool, url, app)
+}
+
 async fn effects(pool: &sqlx::PgPool) -> Vec<(String, i32)> {
     sqlx::query_as("SELECT event_id, attempt FROM effects ORDER BY event_id, attempt")
         .fetch_all(pool)
@@ -340,17 +359,9 @@ async fn effects(pool: &sqlx::PgPool) -> Vec<(String, i32)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handlers_writes_commit_with_its_completion_or_not_at_all() {
     let server = PostgresServer::start();
-    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
     let schema = unique_schema("effects");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
-    )))
-    .execute(&pool)
-    .await
-    .expect("effects table");
     // The handlers' unqualified `effects` is the application's table.
-    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
-    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let (_pool, url, app) = app_database(&server, &schema).await;
     let inbox = Inbox::new(backend(&url, &schema).await);
     let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let shutdown = CancellationToken::new();
@@ -387,15 +398,7 @@ async fn a_handlers_writes_commit_with_its_completion_or_not_at_all() {
 async fn a_transaction_longer_than_the_lease_is_never_taken_over() {
     let server = PostgresServer::start();
     let schema = unique_schema("slow_tx");
-    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
-    )))
-    .execute(&pool)
-    .await
-    .expect("effects table");
-    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
-    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let (_pool, url, app) = app_database(&server, &schema).await;
     let a = Inbox::new(backend(&url, &schema).await);
     let b = Inbox::new(backend(&url, &schema).await);
     let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -532,15 +535,7 @@ async fn an_id_postgres_cannot_store_fails_alone() {
 async fn an_open_transaction_shows_its_entry_as_processing_until_it_commits() {
     let server = PostgresServer::start();
     let schema = unique_schema("open_tx");
-    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
-    )))
-    .execute(&pool)
-    .await
-    .expect("effects table");
-    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
-    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let (_pool, url, app) = app_database(&server, &schema).await;
     let inbox = Inbox::new(backend(&url, &schema).await);
     let (inside, mut entered) = tokio::sync::mpsc::unbounded_channel();
     let go_on = Arc::new(tokio::sync::Notify::new());
@@ -596,15 +591,7 @@ async fn an_open_transaction_shows_its_entry_as_processing_until_it_commits() {
 async fn a_transaction_is_refused_once_the_lease_is_lost() {
     let server = PostgresServer::start();
     let schema = unique_schema("lost_tx");
-    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
-    )))
-    .execute(&pool)
-    .await
-    .expect("effects table");
-    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
-    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let (pool, url, app) = app_database(&server, &schema).await;
     let inbox = Inbox::new(backend(&url, &schema).await);
     let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
     let (refused, mut answer) = tokio::sync::mpsc::unbounded_channel();
@@ -669,15 +656,7 @@ async fn a_transaction_is_refused_once_the_lease_is_lost() {
 async fn an_error_ignored_inside_the_transaction_fails_the_attempt() {
     let server = PostgresServer::start();
     let schema = unique_schema("aborted_tx");
-    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA app_{schema}; CREATE TABLE app_{schema}.effects (event_id text, attempt int);"
-    )))
-    .execute(&pool)
-    .await
-    .expect("effects table");
-    let url = format!("{}?options=-c%20search_path%3Dapp_{schema}", server.url());
-    let app = sqlx::PgPool::connect(&url).await.expect("app pool");
+    let (_pool, url, app) = app_database(&server, &schema).await;
     let inbox = Inbox::new(backend(&url, &schema).await);
     let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let after = Arc::clone(&committed);
