@@ -346,6 +346,30 @@ async fn app_database(
     (pool, url, app)
 }
 
+/// A worker running `handlers` on `inbox`, and one delivery `id` accepted for it.
+async fn work_on_one(
+    inbox: &Inbox,
+    handlers: Handlers,
+    id: &str,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(inbox.worker(handlers).run(shutdown.clone()));
+    inbox.accept(&delivery(id, "test")).await.expect("accept");
+    (shutdown, worker)
+}
+
+/// The state `inbox` lists entry `id` in.
+async fn state_of(inbox: &Inbox, id: &str) -> EntryState {
+    inbox
+        .backend()
+        .entry(id)
+        .await
+        .expect("entry")
+        .expect("stored")
+        .summary
+        .state
+}
+
 async fn effects(pool: &sqlx::PgPool) -> Vec<(String, i32)> {
     sqlx::query_as("SELECT event_id, attempt FROM effects ORDER BY event_id, attempt")
         .fetch_all(pool)
@@ -554,20 +578,12 @@ async fn an_open_transaction_shows_its_entry_as_processing_until_it_commits() {
             Ok::<(), HandlerError>(())
         }
     });
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(inbox.worker(handlers).run(shutdown.clone()));
-    inbox
-        .accept(&delivery("evt_pg_open_tx", "test"))
-        .await
-        .expect("accept");
+    let (shutdown, worker) = work_on_one(&inbox, handlers, "evt_pg_open_tx").await;
     entered.recv().await.expect("the handler is inside");
-    let entry = inbox
-        .backend()
-        .entry("evt_pg_open_tx")
-        .await
-        .expect("entry")
-        .expect("stored");
-    assert_eq!(entry.summary.state, EntryState::Processing);
+    assert_eq!(
+        state_of(&inbox, "evt_pg_open_tx").await,
+        EntryState::Processing
+    );
     let stats = inbox.backend().stats().await.expect("stats");
     assert_eq!((stats.processing, stats.done), (1, 0), "{stats:?}");
     assert!(
@@ -612,12 +628,7 @@ async fn a_transaction_is_refused_once_the_lease_is_lost() {
             Ok::<(), HandlerError>(())
         }
     });
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(inbox.worker(handlers).run(shutdown.clone()));
-    inbox
-        .accept(&delivery("evt_pg_lost_tx", "test"))
-        .await
-        .expect("accept");
+    let (shutdown, worker) = work_on_one(&inbox, handlers, "evt_pg_lost_tx").await;
     running.recv().await.expect("the handler runs");
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE {schema}.entries SET lease_token = 'another-replica' WHERE id = 'evt_pg_lost_tx'"
@@ -636,14 +647,8 @@ async fn a_transaction_is_refused_once_the_lease_is_lost() {
     shutdown.cancel();
     worker.await.expect("worker");
     assert!(effects(&app).await.is_empty(), "nothing written");
-    let entry = inbox
-        .backend()
-        .entry("evt_pg_lost_tx")
-        .await
-        .expect("entry")
-        .expect("stored");
     assert_eq!(
-        entry.summary.state,
+        state_of(&inbox, "evt_pg_lost_tx").await,
         EntryState::Processing,
         "left to its holder"
     );
