@@ -16,6 +16,8 @@ use airmy_verify::{Answer, Verified};
 use bytes::Bytes;
 use time::OffsetDateTime;
 
+pub(crate) use crate::error::InboxError;
+
 /// A boxed future returned by [`Backend`] methods.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, InboxError>> + Send + 'a>>;
 
@@ -40,56 +42,7 @@ impl Accepted {
     }
 }
 
-/// Why an inbox could not do what was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum InboxError {
-    /// The inbox holds as many unfinished entries as it may, or its disk is full: the
-    /// delivery was not stored (adapters answer 503, AIRMY retries).
-    Full(String),
-    /// The inbox could not be reached or written (adapters answer 503).
-    Unavailable(String),
-    /// No entry with this id (or none in a state the operation applies to).
-    NotFound(String),
-    /// The entry with this id is being processed right now (replay refuses it: replay it once
-    /// it is done or dead).
-    Busy(String),
-    /// The request cannot be answered as asked (a listing's cursor that this backend did not
-    /// write).
-    Invalid(String),
-}
-
-impl InboxError {
-    /// The answer adapters give for a delivery that could not be accepted: 503
-    /// `{"error":"inbox_unavailable"}`, outcome `rejected` (AIRMY retries). The same for every
-    /// variant: the reason is logged, never sent.
-    pub fn answer(&self) -> Answer {
-        Answer::new(
-            503,
-            Bytes::from_static(br#"{"error":"inbox_unavailable"}"#),
-            Some(Outcome::Rejected),
-        )
-    }
-}
-
-impl fmt::Display for InboxError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Full(why) => write!(f, "the inbox is full: {why}"),
-            Self::Unavailable(why) => write!(f, "the inbox is unavailable: {why}"),
-            Self::NotFound(id) => write!(f, "no such entry: {id}"),
-            Self::Busy(id) => write!(
-                f,
-                "entry {id} is being processed right now: replay it once it is done or dead"
-            ),
-            Self::Invalid(why) => write!(f, "invalid request: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for InboxError {}
-
-/// An entry leased to a worker by [`Backend::take`].
+/// An entry leased to a worker by [`Queue::take`].
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Leased {
@@ -135,26 +88,6 @@ pub struct Stats {
     pub done: u64,
     /// How long the oldest entry due now has been waiting, in whole seconds.
     pub oldest_pending_age_secs: Option<u64>,
-}
-
-/// A dead letter: an entry past the retry policy.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct DeadEntry {
-    /// The event id.
-    pub id: String,
-    /// The event type.
-    pub event_type: String,
-    /// How many attempts were made.
-    pub attempts: u32,
-    /// The last attempt's error.
-    pub last_error: String,
-    /// When the inbox accepted the delivery.
-    #[serde(with = "time::serde::rfc3339")]
-    pub received_at: OffsetDateTime,
-    /// When it became a dead letter.
-    #[serde(with = "time::serde::rfc3339")]
-    pub died_at: OffsetDateTime,
 }
 
 /// The state of an entry as a listing sees it: [`Stats`]' five counts, one per state.
@@ -245,7 +178,7 @@ pub const MAX_PAGE: usize = 500;
 /// filter that matches nothing in a million entries answers in bounded time).
 pub const LIST_SCAN: usize = 5_000;
 
-/// A page of one state's entries, asked of [`Backend::list`].
+/// A page of one state's entries, asked of [`Admin::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListQuery {
@@ -432,15 +365,20 @@ pub(crate) fn parse_keyset_cursor(query: &ListQuery) -> Result<(i64, i64), Inbox
     cursor
         .split_once('.')
         .and_then(|(key, seq)| Some((key.parse().ok()?, seq.parse().ok()?)))
-        .ok_or_else(|| InboxError::Invalid("not a cursor of this inbox".to_owned()))
+        .ok_or_else(|| InboxError::invalid("not a cursor of this inbox"))
 }
 
-/// Where an inbox keeps its entries. Implementations must make every method atomic, and
-/// [`accept`](Self::accept) durable before it returns.
-pub trait Backend: Send + Sync + 'static {
+/// Stores deliveries: the one method the webhook route needs. Implementations make
+/// [`accept`](Self::accept) atomic and durable before it returns.
+pub trait Store: Send + Sync + 'static {
     /// Stores a verified delivery as pending (due at once), unless its id is already held.
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted>;
+}
 
+/// The worker's protocol: lease due entries, keep the lease, record each attempt's end. Every
+/// method is atomic; a method given a lease's `token` answers `false` when that token no longer
+/// holds the entry (the lease ran out and another worker took it over), and changes nothing.
+pub trait Queue: Send + Sync + 'static {
     /// Leases up to `max` entries that are due (pending and due, or processing with an expired
     /// lease: a takeover) for `lease`, counting one attempt on each, oldest due first.
     fn take(&self, max: usize, lease: Duration) -> BackendFuture<'_, Vec<Leased>>;
@@ -477,54 +415,66 @@ pub trait Backend: Send + Sync + 'static {
     /// worker shutting down); `false` when `token` no longer holds it.
     fn release<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool>;
 
+    /// Waits until an entry may have become due (a new delivery accepted through this
+    /// backend), or `timeout` passed.
+    fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// What an operator reads and does: counts, listings, one entry, replay and purge. The web
+/// console and `airmy-webhook inbox` speak only this trait. Reads never change an entry.
+pub trait Admin: Send + Sync + 'static {
     /// Counts of entries by state.
     fn stats(&self) -> BackendFuture<'_, Stats>;
 
-    /// Dead letters, most recent first, at most `limit`.
-    fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>>;
-
-    /// Makes a dead or done entry pending again, due at once, its attempts reset (a new retry
-    /// budget); a pending entry whose retry is scheduled later becomes due at once.
-    ///
-    /// `Err(InboxError::NotFound)` when no entry has this id, `Err(InboxError::Busy)` when it
-    /// is being processed.
-    fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()>;
-
-    /// The ids of dead letters that died at or after `since` (all when `None`); replayed
-    /// unless `dry_run`.
-    fn replay_dead(
-        &self,
-        since: Option<OffsetDateTime>,
-        dry_run: bool,
-    ) -> BackendFuture<'_, Vec<String>>;
-
     /// A page of one state's entries (see [`ListQuery`]): a keyset read, so each page costs
     /// the same however deep it is, and a filtered page examines at most [`LIST_SCAN`] entries.
-    /// Reads only: a listing never changes an entry.
+    /// Dead letters are the listing of [`EntryState::Dead`] (newest first with
+    /// [`Order::Newest`]).
     ///
-    /// `Err(InboxError::Invalid)` for a cursor this backend did not write.
+    /// `Err` of kind [`ErrorKind::Invalid`](crate::ErrorKind::Invalid) for a cursor this backend did not write.
     fn list<'a>(&'a self, query: &'a ListQuery) -> BackendFuture<'a, Page>;
 
     /// One entry in full, whatever its state; `None` when no entry has this id.
     fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>>;
 
+    /// Makes a dead or done entry pending again, due at once, its attempts reset (a new retry
+    /// budget); a pending entry whose retry is scheduled later becomes due at once.
+    ///
+    /// `Err` of kind [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when no entry has this id, [`ErrorKind::Busy`](crate::ErrorKind::Busy)
+    /// when it is being processed ([`replay_check`] says which from an [`Entry`], without
+    /// replaying).
+    fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()>;
+
+    /// Replays every dead letter that died at or after `since` (all when `None`), as
+    /// [`replay`](Self::replay) does each; their ids. (To see them first, list the dead state.)
+    fn replay_dead(&self, since: Option<OffsetDateTime>) -> BackendFuture<'_, Vec<String>>;
+
     /// Deletes done entries processed before `before` (and, with them, their dedupe record);
-    /// how many.
+    /// how many. See [`purge_refusal`](crate::purge_refusal) for the window an operator's
+    /// purge should keep.
     fn purge_done(&self, before: OffsetDateTime) -> BackendFuture<'_, u64>;
+}
 
-    /// Waits until an entry may have become due (a new delivery accepted through this
-    /// backend), or `timeout` passed.
-    fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+/// Every role at once: what [`Inbox`](crate::Inbox) holds. Implemented for any type that
+/// implements [`Store`], [`Queue`] and [`Admin`]; the conformance suite (feature
+/// `conformance`) checks a backend against the same rules.
+pub trait Backend: Store + Queue + Admin {}
 
-    /// The transaction an attempt's handler may write in (PostgreSQL only); `None` elsewhere.
-    #[cfg(feature = "postgres")]
-    #[doc(hidden)]
-    fn transaction_slot(
-        &self,
-        _id: &str,
-        _token: &str,
-    ) -> Option<std::sync::Arc<crate::postgres::tx::TxSlot>> {
-        None
+impl<T: Store + Queue + Admin> Backend for T {}
+
+/// What [`Admin::replay`] would answer for `entry` (the result of [`Admin::entry`]), without
+/// replaying: `Ok` for a dead, done, pending or scheduled entry, [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for
+/// none, [`ErrorKind::Busy`](crate::ErrorKind::Busy) for one being processed. The one rule behind
+/// `airmy-webhook inbox replay --dry-run`.
+///
+/// # Errors
+///
+/// As above.
+pub fn replay_check(id: &str, entry: Option<&Entry>) -> Result<EntryState, InboxError> {
+    match entry.map(|e| e.summary.state) {
+        None => Err(InboxError::not_found(id)),
+        Some(EntryState::Processing) => Err(InboxError::busy(id)),
+        Some(state) => Ok(state),
     }
 }
 

@@ -19,7 +19,7 @@ use airmy_verify::testing::{self, FixedClock};
 use airmy_verify::{Clock, Verified, Verifier};
 use time::OffsetDateTime;
 
-use crate::backend::{Accepted, Backend, EntryState, InboxError, ListQuery, Order};
+use crate::backend::{Accepted, Backend, EntryState, ListQuery, Order};
 
 /// The lease the suite takes entries for.
 pub const LEASE: Duration = Duration::from_millis(300);
@@ -116,17 +116,20 @@ pub async fn a_full_inbox_refuses_new_entries_but_knows_stored_ones(bounded_at_3
     for i in 0..3 {
         assert_eq!(
             b.accept(&delivery(&format!("evt_bounded_{i}"), "test"))
-                .await,
-            Ok(Accepted::Stored)
+                .await
+                .expect("accepted"),
+            Accepted::Stored
         );
     }
     assert!(matches!(
         b.accept(&delivery("evt_bounded_3", "test")).await,
-        Err(InboxError::Full(_))
+        Err(e) if e.kind() == crate::ErrorKind::Full
     ));
     assert_eq!(
-        b.accept(&delivery("evt_bounded_0", "test")).await,
-        Ok(Accepted::Duplicate)
+        b.accept(&delivery("evt_bounded_0", "test"))
+            .await
+            .expect("accepted"),
+        Accepted::Duplicate
     );
 }
 
@@ -155,18 +158,22 @@ pub async fn accept_stores_once_and_reports_duplicates(h: &impl Harness) {
     let id = unique("evt_dup");
     let d = delivery(&id, "run.completed");
     let b = h.backend();
-    assert_eq!(b.accept(&d).await, Ok(Accepted::Stored));
-    assert_eq!(b.accept(&d).await, Ok(Accepted::Duplicate));
+    assert_eq!(b.accept(&d).await.expect("accepted"), Accepted::Stored);
+    assert_eq!(b.accept(&d).await.expect("accepted"), Accepted::Duplicate);
     let leased = take_one(h, &id).await.expect("taken");
     assert_eq!(
-        b.accept(&d).await,
-        Ok(Accepted::Duplicate),
+        b.accept(&d).await.expect("accepted"),
+        Accepted::Duplicate,
         "while processing"
     );
     assert_eq!(leased.body, *d.bytes(), "the body is kept byte for byte");
     assert_eq!(leased.event_type, "run.completed");
     assert!(b.complete(&id, &leased.token).await.expect("complete"));
-    assert_eq!(b.accept(&d).await, Ok(Accepted::Duplicate), "once done");
+    assert_eq!(
+        b.accept(&d).await.expect("accepted"),
+        Accepted::Duplicate,
+        "once done"
+    );
 }
 
 /// Of many concurrent accepts of one id, exactly one stores it.
@@ -176,11 +183,11 @@ pub async fn concurrent_accepts_of_one_id_store_it_once(h: &impl Harness) {
     let results = futures_util::future::join_all((0..16).map(|_| h.backend().accept(&d))).await;
     let stored = results
         .iter()
-        .filter(|r| **r == Ok(Accepted::Stored))
+        .filter(|r| matches!(r, Ok(Accepted::Stored)))
         .count();
     let duplicate = results
         .iter()
-        .filter(|r| **r == Ok(Accepted::Duplicate))
+        .filter(|r| matches!(r, Ok(Accepted::Duplicate)))
         .count();
     assert_eq!((stored, duplicate), (1, 15), "{results:?}");
     let leased = take_one(h, &id).await.expect("taken");
@@ -197,7 +204,10 @@ pub async fn take_leases_due_entries_and_counts_attempts(h: &impl Harness) {
     let b = h.backend();
     let ids: Vec<String> = (0..3).map(|i| unique(&format!("evt_take{i}"))).collect();
     for id in &ids {
-        assert_eq!(b.accept(&delivery(id, "test")).await, Ok(Accepted::Stored));
+        assert_eq!(
+            b.accept(&delivery(id, "test")).await.expect("accepted"),
+            Accepted::Stored
+        );
     }
     let first = b.take(2, LEASE).await.expect("take");
     assert_eq!(first.len(), 2, "at most max");
@@ -303,19 +313,23 @@ pub async fn dead_letters_are_listed_and_replayed(h: &impl Harness) {
                 .expect("bury")
         );
     }
-    let dead = b.dead(1000).await.expect("dead");
+    let dead = list_all(b, ListQuery::new(EntryState::Dead).order(Order::Newest)).await;
     let listed = dead.iter().find(|d| d.id == one).expect("listed");
     assert_eq!(listed.attempts, 1);
-    assert_eq!(listed.last_error, "pager returned 500");
+    assert_eq!(listed.last_error.as_deref(), Some("pager returned 500"));
     assert_eq!(listed.event_type, "alert.triggered");
+    let at = |id: &str| dead.iter().position(|d| d.id == id).expect("listed");
+    assert!(at(&two) < at(&one), "newest first");
     assert_eq!(
-        b.accept(&delivery(&one, "alert.triggered")).await,
-        Ok(Accepted::Duplicate)
+        b.accept(&delivery(&one, "alert.triggered"))
+            .await
+            .expect("accepted"),
+        Accepted::Duplicate
     );
 
     assert!(matches!(
         b.replay("evt_never_seen").await,
-        Err(InboxError::NotFound(_))
+        Err(e) if e.kind() == crate::ErrorKind::NotFound
     ));
     b.replay(&one).await.expect("replay");
     let back = take_one(h, &one).await.expect("pending again");
@@ -323,20 +337,14 @@ pub async fn dead_letters_are_listed_and_replayed(h: &impl Harness) {
     assert!(b.complete(&one, &back.token).await.expect("complete"));
 
     let since = h.now() - Duration::from_secs(3600);
-    let dry = b.replay_dead(Some(since), true).await.expect("dry run");
-    assert!(dry.contains(&two), "{dry:?}");
-    assert!(
-        take_one(h, &two).await.is_none(),
-        "a dry run changes nothing"
-    );
     let future = h.now() + Duration::from_secs(3600);
     assert!(
-        !b.replay_dead(Some(future), false)
+        !b.replay_dead(Some(future))
             .await
             .expect("none")
             .contains(&two)
     );
-    let replayed = b.replay_dead(Some(since), false).await.expect("replay");
+    let replayed = b.replay_dead(Some(since)).await.expect("replay");
     assert!(replayed.contains(&two));
     let back = take_one(h, &two).await.expect("pending again");
     assert!(b.complete(&two, &back.token).await.expect("complete"));
@@ -363,13 +371,19 @@ pub async fn purge_forgets_processed_entries(h: &impl Harness) {
     let leased = take_one(h, &id).await.expect("taken");
     assert!(b.complete(&id, &leased.token).await.expect("complete"));
     assert_eq!(
-        b.purge_done(h.now() - Duration::from_secs(3600)).await,
-        Ok(0),
+        b.purge_done(h.now() - Duration::from_secs(3600))
+            .await
+            .expect("purge"),
+        0,
         "too recent"
     );
     h.advance(STEP).await;
     assert!(b.purge_done(h.now()).await.expect("purge") >= 1);
-    assert_eq!(b.accept(&d).await, Ok(Accepted::Stored), "forgotten");
+    assert_eq!(
+        b.accept(&d).await.expect("accepted"),
+        Accepted::Stored,
+        "forgotten"
+    );
     let leased = take_one(h, &id).await.expect("taken");
     assert!(b.complete(&id, &leased.token).await.expect("complete"));
 }
@@ -450,7 +464,7 @@ pub async fn entries_are_listed_by_state_page_by_page(h: &impl Harness) {
     for (id, event_type) in ids.iter().zip(types) {
         let d = delivery(id, event_type);
         bodies.push(d.bytes().clone());
-        assert_eq!(b.accept(&d).await, Ok(Accepted::Stored));
+        assert_eq!(b.accept(&d).await.expect("accepted"), Accepted::Stored);
     }
     let pending = ListQuery::new(EntryState::Pending).limit(2);
     let mine = |listed: Vec<crate::EntrySummary>| -> Vec<String> {
@@ -491,7 +505,7 @@ pub async fn entries_are_listed_by_state_page_by_page(h: &impl Harness) {
     );
     assert!(matches!(
         b.list(&pending.clone().after("not-a-cursor")).await,
-        Err(InboxError::Invalid(_))
+        Err(e) if e.kind() == crate::ErrorKind::Invalid
     ));
 
     // One entry in each state.
@@ -560,7 +574,7 @@ pub async fn entries_are_listed_by_state_page_by_page(h: &impl Harness) {
             }
         }
     }
-    assert_eq!(b.entry("evt_never_seen").await, Ok(None));
+    assert_eq!(b.entry("evt_never_seen").await.expect("entry"), None);
     let without_age = |mut s: crate::Stats| {
         s.oldest_pending_age_secs = None;
         s
@@ -572,14 +586,49 @@ pub async fn entries_are_listed_by_state_page_by_page(h: &impl Harness) {
     );
     assert_eq!(stats.processing, before.processing + 1);
 
-    // Leave nothing due behind.
+    // What `replay --dry-run` says, read from the entry, is what `replay` then does, in every
+    // state and for an unknown id.
+    for id in [
+        "evt_never_seen",
+        &ids[0],
+        &ids[1],
+        &ids[2],
+        &ids[3],
+        &ids[4],
+    ] {
+        let entry = b.entry(id).await.expect("entry");
+        let predicted = crate::replay_check(id, entry.as_ref()).map_err(|e| e.kind());
+        let replayed = b.replay(id).await.map_err(|e| e.kind());
+        assert_eq!(
+            predicted.map(|_| ()),
+            replayed,
+            "{id} ({:?})",
+            entry.map(|e| e.summary.state)
+        );
+    }
+    assert_eq!(
+        crate::replay_check(&ids[0], b.entry(&ids[0]).await.expect("entry").as_ref())
+            .map_err(|e| e.kind()),
+        Err(crate::ErrorKind::Busy),
+        "a processing entry is not replayed"
+    );
+
+    // Leave nothing due behind: the replayed ones, and the one still leased.
     assert!(
         b.complete(&ids[0], &processing.token)
             .await
             .expect("complete")
     );
-    let last = take_one(h, &ids[4]).await.expect("taken");
-    assert!(b.complete(&ids[4], &last.token).await.expect("complete"));
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let leased = take_one(h, id).await.expect("due again after its replay");
+        // A dead or done entry starts its attempts again; a scheduled one is only due now.
+        let attempt = if i == 1 { 2 } else { 1 };
+        assert_eq!(
+            leased.attempt, attempt,
+            "{id}: its attempts after the replay"
+        );
+        assert!(b.complete(id, &leased.token).await.expect("complete"));
+    }
 }
 
 /// A waiting worker wakes when a delivery is accepted, well before its timeout.

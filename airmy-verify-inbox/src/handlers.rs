@@ -55,8 +55,12 @@ pub struct Context {
     /// When the delivery was received (accepted by the inbox).
     pub received_at: OffsetDateTime,
     after_commit: AfterCommit,
-    #[cfg(feature = "postgres")]
-    tx: Option<Arc<crate::postgres::tx::TxSlot>>,
+}
+
+impl AsRef<Context> for Context {
+    fn as_ref(&self) -> &Context {
+        self
+    }
 }
 
 /// What runs once an attempt's success is recorded.
@@ -100,15 +104,7 @@ impl Context {
             attempt,
             received_at,
             after_commit: AfterCommit::default(),
-            #[cfg(feature = "postgres")]
-            tx: None,
         }
-    }
-
-    #[cfg(feature = "postgres")]
-    pub(crate) fn with_transaction(mut self, slot: Arc<crate::postgres::tx::TxSlot>) -> Self {
-        self.tx = Some(slot);
-        self
     }
 
     pub(crate) fn after_commit_hooks(&self) -> AfterCommit {
@@ -126,58 +122,41 @@ impl Context {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(Box::new(f));
     }
-
-    /// The attempt's database transaction, on an inbox on PostgreSQL (`PgBackend`): begun on
-    /// the first call with the entry's completion as its first statement, which locks the
-    /// entry's row (no other worker can take the entry over while it is open, however long
-    /// the handler takes; nobody sees the completion before the commit; an `Err` here means
-    /// the lease was already taken over). Write your effects in it: they
-    /// commit **together with the entry's completion** when the handler returns `Ok`, and an
-    /// `Err`, a panic or a timeout rolls both back (the retry is then recorded on its own).
-    /// Effects outside it (HTTP calls, e-mails) stay at-least-once.
-    ///
-    /// ```no_run
-    /// use airmy_verify::{Envelope, event::RunCompleted};
-    /// use airmy_verify_inbox::{Context, HandlerError, Handlers};
-    ///
-    /// let handlers = Handlers::new().on(|run: Envelope<RunCompleted>, ctx: Context| async move {
-    ///     let mut tx = ctx.transaction().await?;
-    ///     sqlx::query("UPDATE runs SET finished = true WHERE id = $1")
-    ///         .bind(&run.data.id)
-    ///         .execute(&mut *tx)
-    ///         .await?;
-    ///     Ok::<(), HandlerError>(())
-    /// });
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// When the inbox is not on PostgreSQL or the handler runs synchronously (no entry to
-    /// complete), when the database cannot be reached, or when the entry's lease was taken
-    /// over: return the error, and the attempt is retried.
-    #[cfg(feature = "postgres")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-    pub async fn transaction(&self) -> Result<crate::postgres::InboxTransaction<'_>, HandlerError> {
-        match &self.tx {
-            Some(slot) => slot.get().await,
-            None => Err(HandlerError::from(
-                "no transaction: only an inbox worker on PostgreSQL (PgBackend) runs handlers in one",
-            )),
-        }
-    }
 }
 
-type Boxed = Arc<
-    dyn Fn(Bytes, Context) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>
+type Boxed<C> = Arc<
+    dyn Fn(Bytes, C) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>
         + Send
         + Sync,
 >;
 
 /// Handlers by event type, and a fallback; see the [module docs](self). Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Handlers {
-    by_type: HashMap<&'static str, Boxed>,
-    fallback: Option<Boxed>,
+///
+/// `C` is what each handler gets besides its event: a [`Context`] for every backend, or, on
+/// PostgreSQL, a `PgContext` (the entry's transaction as well) for handlers run by
+/// `PgBackend::worker`. A handler typed for one cannot be registered where the other is run:
+/// the compiler refuses it.
+pub struct Handlers<C = Context> {
+    by_type: HashMap<&'static str, Boxed<C>>,
+    fallback: Option<Boxed<C>>,
+}
+
+impl<C> Clone for Handlers<C> {
+    fn clone(&self) -> Self {
+        Self {
+            by_type: self.by_type.clone(),
+            fallback: self.fallback.clone(),
+        }
+    }
+}
+
+impl<C> Default for Handlers<C> {
+    fn default() -> Self {
+        Self {
+            by_type: HashMap::new(),
+            fallback: None,
+        }
+    }
 }
 
 /// What [`Handlers::handle`] did.
@@ -190,35 +169,37 @@ pub enum Dispatched {
 }
 
 impl Handlers {
-    /// No handlers yet.
+    /// No handlers yet, taking a [`Context`] (`Handlers::<PgContext>::default()` for
+    /// handlers that take a PostgreSQL `PgContext`).
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
+}
 
+impl<C: AsRef<Context> + Send + 'static> Handlers<C> {
     /// Handles events of `T`'s type (such as `RunCompleted`) with `handler`. A second handler
     /// for the same type replaces the first; `T = Event` sets the fallback.
     #[must_use]
     pub fn on<T, F, Fut, E>(mut self, handler: F) -> Self
     where
         T: EventData + Send + 'static,
-        F: Fn(Envelope<T>, Context) -> Fut + Send + Sync + 'static,
+        F: Fn(Envelope<T>, C) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<HandlerError>,
     {
-        let boxed: Boxed =
-            Arc::new(move |body: Bytes, ctx: Context| {
-                match serde_json::from_slice::<Envelope<Event>>(&body)
-                    .map_err(HandlerError::from)
-                    .and_then(|e| e.into_typed::<T>().map_err(HandlerError::from))
-                {
-                    Ok(envelope) => {
-                        let fut = handler(envelope, ctx);
-                        Box::pin(async move { fut.await.map_err(Into::into) })
-                    }
-                    Err(err) => Box::pin(std::future::ready(Err(err))),
-                }
-            });
+        let boxed: Boxed<C> = Arc::new(move |body: Bytes, ctx: C| match serde_json::from_slice::<
+            Envelope<Event>,
+        >(&body)
+        .map_err(HandlerError::from)
+        .and_then(|e| e.into_typed::<T>().map_err(HandlerError::from))
+        {
+            Ok(envelope) => {
+                let fut = handler(envelope, ctx);
+                Box::pin(async move { fut.await.map_err(Into::into) })
+            }
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        });
         match T::EXPECTED {
             Some(event_type) => {
                 self.by_type.insert(event_type, boxed);
@@ -232,7 +213,7 @@ impl Handlers {
     #[must_use]
     pub fn fallback<F, Fut, E>(self, handler: F) -> Self
     where
-        F: Fn(Envelope<Event>, Context) -> Fut + Send + Sync + 'static,
+        F: Fn(Envelope<Event>, C) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<HandlerError>,
     {
@@ -248,13 +229,13 @@ impl Handlers {
         &self,
         event_type: &str,
         body: Bytes,
-        ctx: Context,
+        ctx: C,
     ) -> Result<Dispatched, HandlerError> {
         let handler = self.by_type.get(event_type).or(self.fallback.as_ref());
         let Some(handler) = handler else {
             tracing::info!(
                 target: "airmy_verify",
-                event_id = ?ctx.id,
+                event_id = ?ctx.as_ref().id,
                 event_type,
                 "no handler for this event type; completed without handling"
             );
@@ -298,7 +279,7 @@ impl Handlers {
     }
 }
 
-impl fmt::Debug for Handlers {
+impl<C> fmt::Debug for Handlers<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut types: Vec<_> = self.by_type.keys().collect();
         types.sort();

@@ -56,7 +56,7 @@
 //! });
 //! let shutdown = CancellationToken::new();
 //! let worker = tokio::spawn(inbox.worker(handlers).run(shutdown.clone()));
-//! # while inbox.backend().stats().await?.done == 0 { tokio::time::sleep(std::time::Duration::from_millis(10)).await; }
+//! # while inbox.admin().stats().await?.done == 0 { tokio::time::sleep(std::time::Duration::from_millis(10)).await; }
 //! shutdown.cancel();
 //! worker.await?;
 //! # std::fs::remove_dir_all(&dir)?;
@@ -76,6 +76,7 @@ mod clock;
 pub mod conformance;
 #[cfg(feature = "console")]
 pub mod console;
+mod error;
 pub mod handlers;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -95,9 +96,10 @@ use std::sync::Arc;
 use airmy_verify::{Answer, Verified};
 
 pub use backend::{
-    Accepted, Backend, BackendFuture, DEFAULT_LEASE, DeadEntry, Entry, EntryState, EntrySummary,
-    InboxError, LIST_SCAN, Leased, ListQuery, MAX_PAGE, Order, Page, Stats,
+    Accepted, Admin, Backend, BackendFuture, DEFAULT_LEASE, Entry, EntryState, EntrySummary,
+    LIST_SCAN, Leased, ListQuery, MAX_PAGE, Order, Page, Queue, Stats, Store, replay_check,
 };
+pub use error::{ErrorKind, InboxError, OpenError, OpenErrorKind};
 pub use handlers::{Context, Dispatched, HandlerError, Handlers};
 
 /// How recently processed entries stay protected from [`purge_refusal`]: 11 minutes, the
@@ -116,12 +118,12 @@ pub fn purge_refusal(before: time::OffsetDateTime) -> Option<&'static str> {
     )
 }
 #[cfg(feature = "postgres")]
-pub use postgres::{PgBackend, PgConnectError, PgOptions};
+pub use postgres::{InboxTransaction, PgBackend, PgContext, PgError, PgOptions};
 #[cfg(feature = "redis")]
-pub use redis::{ConnectError, RedisBackend, RedisOptions};
+pub use redis::{RedisBackend, RedisError, RedisOptions};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{OpenError, SqliteBackend, SqliteOptions};
-pub use url::{InboxOpenError, InboxUrl, InboxUrlError};
+pub use sqlite::{SqliteBackend, SqliteError, SqliteOptions};
+pub use url::InboxUrl;
 pub use worker::{RetryPolicy, Worker};
 
 /// The inbox: a [`Backend`] behind a cheap, clonable handle. See the [crate docs](crate).
@@ -186,13 +188,28 @@ impl Inbox {
         }
     }
 
-    /// The backend, for operations (stats, dead letters, replay, purge).
+    /// The operator's side of the backend: counts, listings, one entry, replay, purge.
+    #[must_use]
+    pub fn admin(&self) -> &dyn Admin {
+        self.backend.as_ref()
+    }
+
+    /// The worker's side of the backend (its protocol: take, extend, complete, …), for tools
+    /// and tests that drive entries by hand.
+    #[must_use]
+    pub fn queue(&self) -> &dyn Queue {
+        self.backend.as_ref()
+    }
+
+    /// The backend in every role at once (a test that accepts, takes and lists).
     #[must_use]
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
 
     /// A worker running `handlers` on this inbox's entries, with the defaults of [`Worker`].
+    /// Handlers take a [`Context`]; on PostgreSQL, handlers that write in their entry's
+    /// transaction take a `PgContext` and run on `PgBackend::worker` instead.
     #[must_use]
     pub fn worker(&self, handlers: Handlers) -> Worker {
         Worker::new(Arc::clone(&self.backend), handlers)

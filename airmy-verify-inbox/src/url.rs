@@ -12,7 +12,7 @@
 //! // Shown (Display, Debug, errors) without its password.
 //! assert_eq!(url.to_string(), "redis://[redacted]@redis.internal:6379");
 //! assert!("inbox.db".parse::<InboxUrl>().is_err()); // sqlite: is required
-//! # Ok::<(), airmy_verify_inbox::InboxUrlError>(())
+//! # Ok::<(), airmy_verify_inbox::OpenError>(())
 //! ```
 
 use std::fmt;
@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use airmy_verify::text::redact_url;
 
-use crate::Inbox;
+use crate::{Inbox, OpenError, OpenErrorKind};
 
 /// Where an inbox lives: an SQLite file, a Redis server or a PostgreSQL database. Which ones
 /// can be opened depends on the crate's features (`sqlite`, `redis`, `redis-tls` for
@@ -40,42 +40,13 @@ pub enum InboxUrl {
     Postgres(String),
 }
 
-/// Why a text is not an [`InboxUrl`]. Its message never shows a password.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboxUrlError(String);
-
-impl fmt::Display for InboxUrlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "must be sqlite:PATH, a redis:// or a postgres:// URL, got {:?}",
-            redact_url(&self.0)
-        )
-    }
-}
-
-impl std::error::Error for InboxUrlError {}
-
-/// Why [`InboxUrl::open`] failed: the file is missing, unsound or cannot be created, the
-/// server does not answer, or this build lacks the backend's feature. Its message never shows
-/// a password.
-#[derive(Debug)]
-pub struct InboxOpenError(String);
-
-impl fmt::Display for InboxOpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for InboxOpenError {}
-
 impl FromStr for InboxUrl {
-    type Err = InboxUrlError;
+    type Err = OpenError;
 
     /// Reads `sqlite:PATH` (a non-empty path, not `sqlite://…`), `redis://…`, `rediss://…`,
     /// `postgres://…` or `postgresql://…`;
-    /// surrounding whitespace is ignored.
+    /// surrounding whitespace is ignored. Anything else is an [`OpenError`] of kind
+    /// [`Invalid`](OpenErrorKind::Invalid), shown without its password.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
         if text.starts_with("redis://") || text.starts_with("rediss://") {
@@ -88,7 +59,13 @@ impl FromStr for InboxUrl {
             Some(path) if !path.is_empty() && !path.starts_with("//") => {
                 Ok(Self::Sqlite(PathBuf::from(path)))
             }
-            _ => Err(InboxUrlError(text.to_owned())),
+            _ => Err(OpenError::new(
+                OpenErrorKind::Invalid,
+                format!(
+                    "must be sqlite:PATH, a redis:// or a postgres:// URL, got {:?}",
+                    redact_url(text)
+                ),
+            )),
         }
     }
 }
@@ -100,8 +77,11 @@ impl InboxUrl {
     ///
     /// # Errors
     ///
-    /// An [`InboxOpenError`] saying why, without any password.
-    pub async fn open(&self, existing_only: bool) -> Result<Inbox, InboxOpenError> {
+    /// An [`OpenError`] saying why, without any password: the backend's own (its kind as the
+    /// driver tells it), [`Invalid`](OpenErrorKind::Invalid) when this build lacks the
+    /// backend's feature, [`Unavailable`](OpenErrorKind::Unavailable) for a missing file with
+    /// `existing_only`.
+    pub async fn open(&self, existing_only: bool) -> Result<Inbox, OpenError> {
         match self {
             Self::Sqlite(path) => open_sqlite(path, existing_only),
             Self::Redis(url) => open_redis(url).await,
@@ -111,53 +91,62 @@ impl InboxUrl {
 }
 
 #[cfg(feature = "sqlite")]
-fn open_sqlite(path: &std::path::Path, existing_only: bool) -> Result<Inbox, InboxOpenError> {
+fn open_sqlite(path: &std::path::Path, existing_only: bool) -> Result<Inbox, OpenError> {
     if existing_only && !path.is_file() {
-        return Err(InboxOpenError(format!("no inbox at {}", path.display())));
+        return Err(OpenError::new(
+            OpenErrorKind::Unavailable,
+            format!("no inbox at {}", path.display()),
+        ));
     }
-    crate::SqliteBackend::open(path, crate::SqliteOptions::default())
-        .map(Inbox::new)
-        .map_err(|e| InboxOpenError(e.to_string()))
+    crate::SqliteBackend::open(path, crate::SqliteOptions::default()).map(Inbox::new)
 }
 
 #[cfg(not(feature = "sqlite"))]
-fn open_sqlite(path: &std::path::Path, _existing_only: bool) -> Result<Inbox, InboxOpenError> {
-    Err(InboxOpenError(format!(
-        "cannot open {}: this build of airmy-verify-inbox has no SQLite backend (feature `sqlite`)",
-        path.display()
-    )))
+fn open_sqlite(path: &std::path::Path, _existing_only: bool) -> Result<Inbox, OpenError> {
+    Err(OpenError::new(
+        OpenErrorKind::Invalid,
+        format!(
+            "cannot open {}: this build of airmy-verify-inbox has no SQLite backend (feature `sqlite`)",
+            path.display()
+        ),
+    ))
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str) -> Result<Inbox, InboxOpenError> {
+async fn open_redis(url: &str) -> Result<Inbox, OpenError> {
     crate::RedisBackend::connect(url, crate::RedisOptions::default())
         .await
         .map(Inbox::new)
-        .map_err(|e| InboxOpenError(format!("cannot use {}: {e}", redact_url(url))))
+        .map_err(|e| e.context(&format!("cannot use {}", redact_url(url))))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(url: &str) -> Result<Inbox, InboxOpenError> {
-    Err(InboxOpenError(format!(
-        "cannot use {}: this build of airmy-verify-inbox has no Redis backend (feature `redis`)",
-        redact_url(url)
-    )))
+async fn open_redis(url: &str) -> Result<Inbox, OpenError> {
+    Err(OpenError::new(
+        OpenErrorKind::Invalid,
+        format!(
+            "cannot use {}: this build of airmy-verify-inbox has no Redis backend (feature `redis`)",
+            redact_url(url)
+        ),
+    ))
 }
 
 #[cfg(feature = "postgres")]
-async fn open_postgres(url: &str) -> Result<Inbox, InboxOpenError> {
+async fn open_postgres(url: &str) -> Result<Inbox, OpenError> {
     crate::PgBackend::connect(url, crate::PgOptions::default())
         .await
         .map(Inbox::new)
-        .map_err(|e| InboxOpenError(e.to_string()))
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(url: &str) -> Result<Inbox, InboxOpenError> {
-    Err(InboxOpenError(format!(
-        "cannot use {}: this build of airmy-verify-inbox has no PostgreSQL backend (feature `postgres`)",
-        redact_url(url)
-    )))
+async fn open_postgres(url: &str) -> Result<Inbox, OpenError> {
+    Err(OpenError::new(
+        OpenErrorKind::Invalid,
+        format!(
+            "cannot use {}: this build of airmy-verify-inbox has no PostgreSQL backend (feature `postgres`)",
+            redact_url(url)
+        ),
+    ))
 }
 
 impl fmt::Display for InboxUrl {
@@ -188,12 +177,14 @@ mod tests {
     #[test]
     fn the_three_forms_parse() {
         assert_eq!(
-            " sqlite:inbox.db ".parse(),
-            Ok(InboxUrl::Sqlite(PathBuf::from("inbox.db")))
+            " sqlite:inbox.db ".parse::<InboxUrl>().expect("parses"),
+            InboxUrl::Sqlite(PathBuf::from("inbox.db"))
         );
         assert_eq!(
-            "redis://127.0.0.1:6379/2".parse(),
-            Ok(InboxUrl::Redis("redis://127.0.0.1:6379/2".to_owned()))
+            "redis://127.0.0.1:6379/2"
+                .parse::<InboxUrl>()
+                .expect("parses"),
+            InboxUrl::Redis("redis://127.0.0.1:6379/2".to_owned())
         );
         assert!(matches!(
             "rediss://redis.internal".parse(),
@@ -203,7 +194,10 @@ mod tests {
             "postgres://app@db/billing",
             "postgresql://app:pw@db:5433/billing",
         ] {
-            assert_eq!(pg.parse(), Ok(InboxUrl::Postgres(pg.to_owned())));
+            assert_eq!(
+                pg.parse::<InboxUrl>().expect("parses"),
+                InboxUrl::Postgres(pg.to_owned())
+            );
         }
     }
 
@@ -219,6 +213,7 @@ mod tests {
         ] {
             let err = bad.parse::<InboxUrl>().expect_err(bad);
             let shown = err.to_string();
+            assert_eq!(err.kind(), OpenErrorKind::Invalid);
             assert!(shown.contains("sqlite:PATH"), "{shown}");
             assert!(!shown.contains(":pw@"), "{shown}");
         }
@@ -265,5 +260,8 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!format!("{err:?}").contains("hunter2"));
+        assert_eq!(err.kind(), OpenErrorKind::Refused, "{err:?}");
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

@@ -180,7 +180,7 @@ async fn hostile_ids_types_errors_and_bodies_are_escaped_everywhere() {
 #[tokio::test]
 async fn a_get_never_changes_anything() {
     let f = fixture("get").await;
-    let before: Stats = f.inbox.backend().stats().await.expect("stats");
+    let before: Stats = f.inbox.admin().stats().await.expect("stats");
     for path in [
         "/",
         "/entries?state=dead",
@@ -194,11 +194,11 @@ async fn a_get_never_changes_anything() {
         assert!(response.status < 500, "{path}: {}", response.status);
     }
     assert_eq!(
-        f.inbox.backend().stats().await.expect("stats").dead,
+        f.inbox.admin().stats().await.expect("stats").dead,
         before.dead
     );
     assert_eq!(
-        f.inbox.backend().stats().await.expect("stats").done,
+        f.inbox.admin().stats().await.expect("stats").done,
         before.done
     );
     let refused = get(&f.console, "", "/replay?id=evt_done").await;
@@ -222,7 +222,7 @@ async fn actions_need_the_csrf_token_and_a_same_origin_request() {
         assert_eq!(response.status, 403, "{form} {site:?}");
     }
     assert_eq!(
-        f.inbox.backend().stats().await.expect("stats").dead,
+        f.inbox.admin().stats().await.expect("stats").dead,
         1,
         "nothing replayed"
     );
@@ -241,7 +241,7 @@ async fn actions_need_the_csrf_token_and_a_same_origin_request() {
         location.starts_with("/entry?id=evt_%3Cscript") && location.ends_with("&replayed=1"),
         "{location}"
     );
-    let stats = f.inbox.backend().stats().await.expect("stats");
+    let stats = f.inbox.admin().stats().await.expect("stats");
     assert_eq!((stats.dead, stats.pending), (0, 1), "replayed");
     let again = post(
         &f.console,
@@ -259,7 +259,7 @@ async fn replay_every_dead_letter_needs_the_confirmation() {
     let csrf = token(&f.console).await;
     let unconfirmed = post(&f.console, "/replay-dead", &format!("csrf={csrf}"), None).await;
     assert_eq!(unconfirmed.status, 303, "to the confirmation page");
-    assert_eq!(f.inbox.backend().stats().await.expect("stats").dead, 1);
+    assert_eq!(f.inbox.admin().stats().await.expect("stats").dead, 1);
     let confirm = text(&get(&f.console, "", "/replay-dead").await);
     assert!(
         confirm.contains("<strong>1</strong> dead letter"),
@@ -278,7 +278,7 @@ async fn replay_every_dead_letter_needs_the_confirmation() {
         "{}",
         text(&done)
     );
-    assert_eq!(f.inbox.backend().stats().await.expect("stats").dead, 0);
+    assert_eq!(f.inbox.admin().stats().await.expect("stats").dead, 0);
 }
 
 #[tokio::test]
@@ -331,7 +331,7 @@ async fn purge_keeps_the_deduplication_window_unless_forced() {
         "{}",
         text(&forced)
     );
-    assert_eq!(f.inbox.backend().stats().await.expect("stats").done, 0);
+    assert_eq!(f.inbox.admin().stats().await.expect("stats").done, 0);
 }
 
 #[tokio::test]
@@ -340,7 +340,7 @@ async fn links_follow_the_mount_path_and_pages_follow_cursors() {
     for i in 0..120 {
         let d =
             airmy_verify_inbox::conformance::delivery(&format!("evt_page_{i:03}"), "run.completed");
-        f.inbox.backend().accept(&d).await.expect("accept");
+        f.inbox.accept(&d).await.expect("accept");
     }
     let first = text(&get(&f.console, "/ops/inbox", "/entries?state=pending").await);
     assert!(first.contains("href=\"/ops/inbox/console.css\""), "{first}");

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use airmy_verify::{Envelope, Event};
 use airmy_verify_inbox::conformance::{self, delivery};
 use airmy_verify_inbox::{
-    Accepted, Backend, Context, EntryState, HandlerError, Handlers, Inbox, InboxError, PgBackend,
-    PgOptions,
+    Accepted, Admin, Context, EntryState, HandlerError, Handlers, Inbox, PgBackend, PgContext,
+    PgOptions, Queue, Store,
 };
 use test_support::PostgresServer;
 use test_support::postgres::unique_schema;
@@ -101,7 +101,10 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_through_notify() {
     for i in 0..10 {
         let id = format!("evt_pg_wake_{i}");
         let sent = Instant::now();
-        assert_eq!(a.accept(&delivery(&id, "test")).await, Ok(Accepted::Stored));
+        assert_eq!(
+            a.accept(&delivery(&id, "test")).await.expect("accepted"),
+            Accepted::Stored
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         let handled = loop {
             if let Some((_, at)) = seen.lock().expect("lock").iter().find(|(s, _)| *s == id) {
@@ -122,7 +125,7 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_through_notify() {
     );
     shutdown.cancel();
     worker.await.expect("worker");
-    let stats = a.backend().stats().await.expect("stats");
+    let stats = a.admin().stats().await.expect("stats");
     assert_eq!(stats.done, 10, "{stats:?}");
 }
 
@@ -271,7 +274,7 @@ async fn an_outage_fails_accepts_and_loses_nothing_stored() {
         match b.accept(&delivery(&id, "test")).await {
             Ok(Accepted::Stored) => stored.push(id),
             Ok(Accepted::Duplicate) => panic!("{id}: a duplicate"),
-            Err(InboxError::Unavailable(_)) => refused += 1,
+            Err(e) if e.kind() == airmy_verify_inbox::ErrorKind::Unavailable => refused += 1,
             Err(other) => panic!("{id}: {other}"),
         }
     }
@@ -301,8 +304,8 @@ fn effect_handlers(
     fail_first: u32,
     time: Duration,
     committed: Arc<std::sync::Mutex<Vec<String>>>,
-) -> Handlers {
-    Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+) -> Handlers<PgContext> {
+    Handlers::default().fallback(move |e: Envelope<Event>, ctx: PgContext| {
         let committed = committed.clone();
         async move {
             {
@@ -346,14 +349,15 @@ async fn app_database(
     (pool, url, app)
 }
 
-/// A worker running `handlers` on `inbox`, and one delivery `id` accepted for it.
+/// A worker running `handlers` on `pg`, and one delivery `id` accepted for it through `inbox`.
 async fn work_on_one(
+    pg: &PgBackend,
     inbox: &Inbox,
-    handlers: Handlers,
+    handlers: Handlers<PgContext>,
     id: &str,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(inbox.worker(handlers).run(shutdown.clone()));
+    let worker = tokio::spawn(pg.worker(handlers).run(shutdown.clone()));
     inbox.accept(&delivery(id, "test")).await.expect("accept");
     (shutdown, worker)
 }
@@ -361,7 +365,7 @@ async fn work_on_one(
 /// The state `inbox` lists entry `id` in.
 async fn state_of(inbox: &Inbox, id: &str) -> EntryState {
     inbox
-        .backend()
+        .admin()
         .entry(id)
         .await
         .expect("entry")
@@ -386,12 +390,12 @@ async fn a_handlers_writes_commit_with_its_completion_or_not_at_all() {
     let schema = unique_schema("effects");
     // The handlers' unqualified `effects` is the application's table.
     let (_pool, url, app) = app_database(&server, &schema).await;
-    let inbox = Inbox::new(backend(&url, &schema).await);
+    let pg = backend(&url, &schema).await;
+    let inbox = Inbox::new(pg.clone());
     let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(
-        inbox
-            .worker(effect_handlers(2, Duration::ZERO, committed.clone()))
+        pg.worker(effect_handlers(2, Duration::ZERO, committed.clone()))
             .retry_policy(common::worker::fast_policy())
             .run(shutdown.clone()),
     );
@@ -400,7 +404,7 @@ async fn a_handlers_writes_commit_with_its_completion_or_not_at_all() {
         inbox.accept(&delivery(id, "test")).await.expect("accept");
     }
     common::worker::wait_until("every entry done", async || {
-        inbox.backend().stats().await.expect("stats").done == 6
+        inbox.admin().stats().await.expect("stats").done == 6
     })
     .await;
     shutdown.cancel();
@@ -423,21 +427,21 @@ async fn a_transaction_longer_than_the_lease_is_never_taken_over() {
     let server = PostgresServer::start();
     let schema = unique_schema("slow_tx");
     let (_pool, url, app) = app_database(&server, &schema).await;
-    let a = Inbox::new(backend(&url, &schema).await);
-    let b = Inbox::new(backend(&url, &schema).await);
+    let (pa, pb) = (backend(&url, &schema).await, backend(&url, &schema).await);
+    let (a, b) = (Inbox::new(pa.clone()), Inbox::new(pb.clone()));
     let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let shutdown = CancellationToken::new();
     let lease = Duration::from_millis(300);
-    let workers = [&a, &b].map(|inbox| {
+    let _ = &b;
+    let workers = [&pa, &pb].map(|pg| {
         tokio::spawn(
-            inbox
-                .worker(effect_handlers(
-                    0,
-                    Duration::from_millis(1500),
-                    committed.clone(),
-                ))
-                .lease(lease)
-                .run(shutdown.clone()),
+            pg.worker(effect_handlers(
+                0,
+                Duration::from_millis(1500),
+                committed.clone(),
+            ))
+            .lease(lease)
+            .run(shutdown.clone()),
         )
     });
     for i in 0..4 {
@@ -446,7 +450,7 @@ async fn a_transaction_longer_than_the_lease_is_never_taken_over() {
             .expect("accept");
     }
     common::worker::wait_until("every entry done", async || {
-        a.backend().stats().await.expect("stats").done == 4
+        a.admin().stats().await.expect("stats").done == 4
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -457,17 +461,6 @@ async fn a_transaction_longer_than_the_lease_is_never_taken_over() {
     let rows = effects(&app).await;
     assert_eq!(rows.len(), 4, "one effect per entry: {rows:?}");
     assert!(rows.iter().all(|(_, attempt)| *attempt == 1), "{rows:?}");
-}
-
-/// Outside a PostgreSQL worker there is no transaction: the handler's error says so.
-#[tokio::test]
-async fn a_synchronous_handler_has_no_transaction() {
-    let handlers = Handlers::new().fallback(|_e: Envelope<Event>, ctx: Context| async move {
-        ctx.transaction().await?;
-        Ok::<(), HandlerError>(())
-    });
-    let answer = handlers.respond(&delivery("evt_pg_sync", "test")).await;
-    assert_eq!(answer.status(), 500);
 }
 
 /// Accepts and completions go to PostgreSQL in batches (one statement for all that arrive
@@ -517,7 +510,7 @@ async fn batched_accepts_and_completions_answer_each_delivery_for_itself() {
     let done =
         futures_util::future::join_all(leased.iter().map(|e| backend.complete(&e.id, &e.token)))
             .await;
-    assert!(done.iter().all(|d| *d == Ok(true)), "{done:?}");
+    assert!(done.iter().all(|d| matches!(d, Ok(true))), "{done:?}");
     let again = backend
         .complete(&leased[1].id, &leased[1].token)
         .await
@@ -542,11 +535,15 @@ async fn an_id_postgres_cannot_store_fails_alone() {
     for (d, answer) in deliveries.iter().zip(&answers) {
         if d.id().contains('\0') {
             assert!(
-                matches!(answer, Err(InboxError::Unavailable(_))),
+                matches!(&answer, Err(e) if e.kind() == airmy_verify_inbox::ErrorKind::Unavailable),
                 "{answer:?}"
             );
         } else {
-            assert_eq!(*answer, Ok(Accepted::Stored), "{}", d.id());
+            assert!(
+                matches!(answer, Ok(Accepted::Stored)),
+                "{}: {answer:?}",
+                d.id()
+            );
         }
     }
     assert_eq!(backend.stats().await.expect("stats").pending, 40);
@@ -560,11 +557,12 @@ async fn an_open_transaction_shows_its_entry_as_processing_until_it_commits() {
     let server = PostgresServer::start();
     let schema = unique_schema("open_tx");
     let (_pool, url, app) = app_database(&server, &schema).await;
-    let inbox = Inbox::new(backend(&url, &schema).await);
+    let pg = backend(&url, &schema).await;
+    let inbox = Inbox::new(pg.clone());
     let (inside, mut entered) = tokio::sync::mpsc::unbounded_channel();
     let go_on = Arc::new(tokio::sync::Notify::new());
     let release = Arc::clone(&go_on);
-    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+    let handlers = Handlers::default().fallback(move |e: Envelope<Event>, ctx: PgContext| {
         let (inside, release) = (inside.clone(), Arc::clone(&release));
         async move {
             let mut tx = ctx.transaction().await?;
@@ -578,13 +576,13 @@ async fn an_open_transaction_shows_its_entry_as_processing_until_it_commits() {
             Ok::<(), HandlerError>(())
         }
     });
-    let (shutdown, worker) = work_on_one(&inbox, handlers, "evt_pg_open_tx").await;
+    let (shutdown, worker) = work_on_one(&pg, &inbox, handlers, "evt_pg_open_tx").await;
     entered.recv().await.expect("the handler is inside");
     assert_eq!(
         state_of(&inbox, "evt_pg_open_tx").await,
         EntryState::Processing
     );
-    let stats = inbox.backend().stats().await.expect("stats");
+    let stats = inbox.admin().stats().await.expect("stats");
     assert_eq!((stats.processing, stats.done), (1, 0), "{stats:?}");
     assert!(
         effects(&app).await.is_empty(),
@@ -592,7 +590,7 @@ async fn an_open_transaction_shows_its_entry_as_processing_until_it_commits() {
     );
     go_on.notify_one();
     common::worker::wait_until("the entry done", async || {
-        inbox.backend().stats().await.expect("stats").done == 1
+        inbox.admin().stats().await.expect("stats").done == 1
     })
     .await;
     shutdown.cancel();
@@ -601,19 +599,20 @@ async fn an_open_transaction_shows_its_entry_as_processing_until_it_commits() {
 }
 
 /// A handler whose lease was taken over before it opened its transaction (here: another
-/// replica's token written over it) gets an error from `Context::transaction` and writes
+/// replica's token written over it) gets an error from `PgContext::transaction` and writes
 /// nothing; the entry is left to its new holder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_refused_once_the_lease_is_lost() {
     let server = PostgresServer::start();
     let schema = unique_schema("lost_tx");
     let (pool, url, app) = app_database(&server, &schema).await;
-    let inbox = Inbox::new(backend(&url, &schema).await);
+    let pg = backend(&url, &schema).await;
+    let inbox = Inbox::new(pg.clone());
     let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
     let (refused, mut answer) = tokio::sync::mpsc::unbounded_channel();
     let go_on = Arc::new(tokio::sync::Notify::new());
     let release = Arc::clone(&go_on);
-    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+    let handlers = Handlers::default().fallback(move |e: Envelope<Event>, ctx: PgContext| {
         let (started, refused, release) = (started.clone(), refused.clone(), Arc::clone(&release));
         async move {
             let _ = started.send(());
@@ -628,7 +627,7 @@ async fn a_transaction_is_refused_once_the_lease_is_lost() {
             Ok::<(), HandlerError>(())
         }
     });
-    let (shutdown, worker) = work_on_one(&inbox, handlers, "evt_pg_lost_tx").await;
+    let (shutdown, worker) = work_on_one(&pg, &inbox, handlers, "evt_pg_lost_tx").await;
     running.recv().await.expect("the handler runs");
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE {schema}.entries SET lease_token = 'another-replica' WHERE id = 'evt_pg_lost_tx'"
@@ -662,10 +661,11 @@ async fn an_error_ignored_inside_the_transaction_fails_the_attempt() {
     let server = PostgresServer::start();
     let schema = unique_schema("aborted_tx");
     let (_pool, url, app) = app_database(&server, &schema).await;
-    let inbox = Inbox::new(backend(&url, &schema).await);
+    let pg = backend(&url, &schema).await;
+    let inbox = Inbox::new(pg.clone());
     let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let after = Arc::clone(&committed);
-    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+    let handlers = Handlers::default().fallback(move |e: Envelope<Event>, ctx: PgContext| {
         let after = Arc::clone(&after);
         async move {
             let mut tx = ctx.transaction().await?;
@@ -686,8 +686,7 @@ async fn an_error_ignored_inside_the_transaction_fails_the_attempt() {
     });
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(
-        inbox
-            .worker(handlers)
+        pg.worker(handlers)
             .retry_policy(common::worker::fast_policy())
             .run(shutdown.clone()),
     );
@@ -696,7 +695,7 @@ async fn an_error_ignored_inside_the_transaction_fails_the_attempt() {
         .await
         .expect("accept");
     common::worker::wait_until("the entry done", async || {
-        inbox.backend().stats().await.expect("stats").done == 1
+        inbox.admin().stats().await.expect("stats").done == 1
     })
     .await;
     shutdown.cancel();
@@ -710,5 +709,155 @@ async fn an_error_ignored_inside_the_transaction_fails_the_attempt() {
         *committed.lock().expect("lock"),
         vec![2],
         "after_commit once, for the commit"
+    );
+}
+
+/// One pool for everything: the application's own `PgPool` serves its own query, the
+/// handler's effect (in the entry's transaction) and the inbox. A failed attempt rolls the
+/// effect and the completion back together (the entry is scheduled again, no row); the retry
+/// commits both together. Closing the application's pool closes the inbox's: there is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applications_pool_serves_its_queries_the_effects_and_the_inbox() {
+    let server = PostgresServer::start();
+    let schema = unique_schema("app_pool");
+    let (_admin, _url, app) = app_database(&server, &schema).await;
+    let pg = PgBackend::with_pool(app.clone(), PgOptions::default().schema(&schema))
+        .await
+        .expect("the inbox on the application's pool");
+    let inbox = Inbox::new(pg.clone());
+    // The application's own query, on the same pool.
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM effects")
+        .fetch_one(&app)
+        .await
+        .expect("the application's query");
+    assert_eq!(rows, 0);
+
+    let (inside, mut entered) = tokio::sync::mpsc::unbounded_channel();
+    let go_on = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::clone(&go_on);
+    let handlers = Handlers::default().fallback(move |e: Envelope<Event>, ctx: PgContext| {
+        let (inside, release) = (inside.clone(), Arc::clone(&release));
+        async move {
+            {
+                let mut tx = ctx.transaction().await?;
+                sqlx::query("INSERT INTO effects (event_id, attempt) VALUES ($1, $2)")
+                    .bind(&e.id)
+                    .bind(i32::try_from(ctx.attempt).unwrap_or(i32::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let _ = inside.send(ctx.attempt);
+            release.notified().await;
+            if ctx.attempt == 1 {
+                return Err(HandlerError::from("failed after writing"));
+            }
+            Ok::<(), HandlerError>(())
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(
+        pg.worker(handlers)
+            .retry_policy(common::worker::fast_policy())
+            .run(shutdown.clone()),
+    );
+    inbox
+        .accept(&delivery("evt_pg_app_pool", "test"))
+        .await
+        .expect("accept");
+
+    assert_eq!(entered.recv().await, Some(1), "the first attempt is inside");
+    go_on.notify_one();
+    assert_eq!(entered.recv().await, Some(2), "the retry is inside");
+    // Between the two: the first attempt's effect and completion were both rolled back.
+    let entry = inbox
+        .admin()
+        .entry("evt_pg_app_pool")
+        .await
+        .expect("entry")
+        .expect("stored");
+    assert_eq!(entry.summary.state, EntryState::Processing);
+    assert_eq!(entry.summary.attempts, 2);
+    assert_eq!(
+        entry.summary.last_error.as_deref(),
+        Some("failed after writing")
+    );
+    assert!(
+        effects(&app).await.is_empty(),
+        "the failed attempt wrote nothing"
+    );
+    go_on.notify_one();
+    common::worker::wait_until("the entry done", async || {
+        inbox.admin().stats().await.expect("stats").done == 1
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.expect("worker");
+    assert_eq!(
+        effects(&app).await,
+        vec![("evt_pg_app_pool".to_owned(), 2)],
+        "the retry's effect committed with the completion"
+    );
+
+    // One pool: closing the application's closes the inbox's. (The close waits for the
+    // connection the backend's listener holds until the backend is dropped.)
+    let closing = tokio::time::timeout(Duration::from_millis(200), app.close()).await;
+    assert!(closing.is_err(), "the listener still holds its connection");
+    assert!(app.is_closed());
+    assert!(
+        inbox.admin().stats().await.is_err(),
+        "the inbox's pool is closed"
+    );
+    drop((inbox, pg));
+    tokio::time::timeout(Duration::from_secs(10), app.close())
+        .await
+        .expect("closed once the backend is dropped");
+}
+
+/// A listener URL that nothing answers is refused at start, with its kind and without its
+/// password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_url_is_where_wake_ups_are_listened_for() {
+    let server = PostgresServer::start();
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    let schema = unique_schema("listen_url");
+    let err = PgBackend::with_pool(
+        pool.clone(),
+        PgOptions::default()
+            .schema(&schema)
+            .listen_url("postgres://app:hunter2@127.0.0.1:1/none"),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    assert_eq!(
+        err.kind(),
+        airmy_verify_inbox::OpenErrorKind::Refused,
+        "{err:?}"
+    );
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+    // Given the server's own URL, the listener wakes a worker of this backend on an accept
+    // made through another backend (another replica) at once.
+    let listening = PgBackend::with_pool(
+        pool.clone(),
+        PgOptions::default()
+            .schema(&schema)
+            .listen_url(server.url()),
+    )
+    .await
+    .expect("listens");
+    let other = backend(server.url(), &schema).await;
+    let waiting = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        listening.wait(Duration::from_secs(30)).await;
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    other
+        .accept(&delivery("evt_pg_listen_url", "test"))
+        .await
+        .expect("accept");
+    let waited = waiting.await.expect("waited");
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by the accept: {waited:?}"
     );
 }

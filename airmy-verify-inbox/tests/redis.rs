@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use airmy_verify::{Envelope, Event};
 use airmy_verify_inbox::conformance::{self, delivery};
 use airmy_verify_inbox::{
-    Accepted, Backend, Context, HandlerError, Handlers, Inbox, InboxError, RedisBackend,
-    RedisOptions,
+    Accepted, Admin, Context, HandlerError, Handlers, Inbox, Queue, RedisBackend, RedisOptions,
+    Store,
 };
 use test_support::RedisServer;
 use time::OffsetDateTime;
@@ -98,13 +98,17 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_at_once() {
         let id = format!("evt_replica_{i}");
         let sent = Instant::now();
         assert_eq!(
-            a.accept(&delivery(&id, "run.completed")).await,
-            Ok(Accepted::Stored)
+            a.accept(&delivery(&id, "run.completed"))
+                .await
+                .expect("accepted"),
+            Accepted::Stored
         );
         // Replica B already holds it: a duplicate, whichever replica AIRMY's retry reaches.
         assert_eq!(
-            b.accept(&delivery(&id, "run.completed")).await,
-            Ok(Accepted::Duplicate)
+            b.accept(&delivery(&id, "run.completed"))
+                .await
+                .expect("accepted"),
+            Accepted::Duplicate
         );
         while !seen.lock().expect("lock").iter().any(|(s, _)| *s == id) {
             assert!(sent.elapsed() < Duration::from_secs(10), "never handled");
@@ -167,7 +171,7 @@ async fn a_dead_replicas_entries_are_taken_over_by_another() {
     assert!(seen.iter().all(|(_, attempt)| *attempt == 2), "{seen:?}");
     shutdown.cancel();
     worker.await.expect("worker");
-    let stats = survivor.backend().stats().await.expect("stats");
+    let stats = survivor.admin().stats().await.expect("stats");
     assert_eq!((stats.done, stats.processing, stats.pending), (5, 0, 0));
 }
 
@@ -183,8 +187,11 @@ async fn an_unreachable_redis_never_reports_a_delivery_stored() {
     .await
     .expect("connects");
     assert_eq!(
-        backend.accept(&delivery("evt_before", "test")).await,
-        Ok(Accepted::Stored)
+        backend
+            .accept(&delivery("evt_before", "test"))
+            .await
+            .expect("accepted"),
+        Accepted::Stored
     );
     server.stop();
     for i in 0..3 {
@@ -192,7 +199,7 @@ async fn an_unreachable_redis_never_reports_a_delivery_stored() {
             .accept(&delivery(&format!("evt_during_{i}"), "test"))
             .await;
         assert!(
-            matches!(outcome, Err(InboxError::Unavailable(_))),
+            matches!(&outcome, Err(e) if e.kind() == airmy_verify_inbox::ErrorKind::Unavailable),
             "{outcome:?}"
         );
     }
@@ -254,7 +261,10 @@ async fn with_aof_always_nothing_acknowledged_is_lost_when_redis_is_killed() {
                     break;
                 }
                 let id = format!("evt_aof_{t}_{i}");
-                if backend.accept(&delivery(&id, "run.completed")).await == Ok(Accepted::Stored) {
+                if matches!(
+                    backend.accept(&delivery(&id, "run.completed")).await,
+                    Ok(Accepted::Stored)
+                ) {
                     acknowledged.lock().expect("lock").push(id);
                 }
             }
@@ -281,8 +291,11 @@ async fn with_aof_always_nothing_acknowledged_is_lost_when_redis_is_killed() {
     );
     for id in &acknowledged {
         assert_eq!(
-            reopened.accept(&delivery(id, "run.completed")).await,
-            Ok(Accepted::Duplicate),
+            reopened
+                .accept(&delivery(id, "run.completed"))
+                .await
+                .expect("accepted"),
+            Accepted::Duplicate,
             "{id} was acknowledged, then lost"
         );
     }
@@ -456,7 +469,7 @@ async fn an_outcome_is_recorded_once_redis_is_back() {
     server.restart();
     tokio::time::sleep(lease + Duration::from_secs(1)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1, "handled once");
-    let stats = inbox.backend().stats().await.expect("stats");
+    let stats = inbox.admin().stats().await.expect("stats");
     assert_eq!((stats.done, stats.processing, stats.pending), (1, 0, 0));
     shutdown.cancel();
     worker.await.expect("worker");
@@ -487,7 +500,7 @@ async fn workers_recover_when_redis_comes_back_empty() {
     let deadline = Instant::now() + Duration::from_secs(10);
     for i in 0..5 {
         let d = delivery(&format!("evt_empty_{i}"), "test");
-        while inbox.accept(&d).await != Ok(Accepted::Stored) {
+        while !matches!(inbox.accept(&d).await, Ok(Accepted::Stored)) {
             assert!(Instant::now() < deadline, "never accepted again");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -562,7 +575,7 @@ async fn a_redis_out_of_memory_refuses_accepts_but_still_connects() {
             .await
         {
             Ok(Accepted::Stored) => {}
-            Err(InboxError::Full(_)) => {
+            Err(e) if e.kind() == airmy_verify_inbox::ErrorKind::Full => {
                 full = true;
                 break;
             }
@@ -646,12 +659,20 @@ async fn overdue_retries_count_as_pending() {
 async fn odd_limits_and_prefixes() {
     let server = RedisServer::start();
     let backend = backend(server.url(), &prefix("limits")).await;
-    assert!(backend.dead(usize::MAX).await.expect("dead").is_empty());
+    let dead = backend
+        .list(
+            &airmy_verify_inbox::ListQuery::new(airmy_verify_inbox::EntryState::Dead)
+                .limit(usize::MAX),
+        )
+        .await
+        .expect("dead");
+    assert!(dead.entries.is_empty());
     for bad in ["", "}x", "a{b", "{a}"] {
         let err = RedisBackend::connect(server.url(), RedisOptions::default().prefix(bad))
             .await
             .expect_err(bad);
         assert!(err.to_string().contains("prefix"), "{err}");
+        assert_eq!(err.kind(), airmy_verify_inbox::OpenErrorKind::Invalid);
     }
 }
 
@@ -762,7 +783,7 @@ async fn cursors_hold_across_ties_and_leased_messages() {
     );
     assert!(matches!(
         b.list(&ListQuery::new(EntryState::Dead).after("z::")).await,
-        Err(airmy_verify_inbox::InboxError::Invalid(_))
+        Err(e) if e.kind() == airmy_verify_inbox::ErrorKind::Invalid
     ));
 
     // 300 leased entries' messages come first in the stream, then 10 pending ones.

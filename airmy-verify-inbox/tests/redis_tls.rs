@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use airmy_verify_inbox::conformance::delivery;
-use airmy_verify_inbox::{Accepted, Backend, RedisBackend, RedisOptions};
+use airmy_verify_inbox::{Accepted, Queue, RedisBackend, RedisOptions, Store};
 use test_support::{TlsRedis, make_ca, temp_dir};
 
 #[tokio::test]
@@ -18,8 +18,14 @@ async fn the_inbox_works_over_tls_with_a_private_ca() {
     .await
     .expect("TLS connection trusting the test CA");
     let d = delivery("evt_tls", "run.completed");
-    assert_eq!(backend.accept(&d).await, Ok(Accepted::Stored));
-    assert_eq!(backend.accept(&d).await, Ok(Accepted::Duplicate));
+    assert_eq!(
+        backend.accept(&d).await.expect("accepted"),
+        Accepted::Stored
+    );
+    assert_eq!(
+        backend.accept(&d).await.expect("accepted"),
+        Accepted::Duplicate
+    );
     let taken = backend
         .take(1, Duration::from_secs(30))
         .await

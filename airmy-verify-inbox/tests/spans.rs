@@ -33,14 +33,13 @@ async fn each_attempt_is_a_span_with_its_number_and_result() {
             Ok(())
         }
     });
-    let policy = RetryPolicy {
-        initial: Duration::from_millis(20),
-        multiplier: 2.0,
-        max_delay: Duration::from_millis(100),
-        max_age: Duration::from_secs(60),
-        max_attempts: None,
-        jitter: 0.0,
-    };
+    let policy = RetryPolicy::default()
+        .initial(Duration::from_millis(20))
+        .multiplier(2.0)
+        .max_delay(Duration::from_millis(100))
+        .max_age(Duration::from_secs(60))
+        .max_attempts(None)
+        .jitter(0.0);
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(
         inbox
@@ -49,9 +48,12 @@ async fn each_attempt_is_a_span_with_its_number_and_result() {
             .run(shutdown.clone()),
     );
     let stored = delivery("evt_attempts", "deployment.created");
-    assert_eq!(inbox.accept(&stored).await, Ok(Accepted::Stored));
+    assert_eq!(
+        inbox.accept(&stored).await.expect("accepted"),
+        Accepted::Stored
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while inbox.backend().stats().await.expect("stats").done < 1 {
+    while inbox.admin().stats().await.expect("stats").done < 1 {
         assert!(Instant::now() < deadline, "handled within 20 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use airmy_verify_inbox::conformance::{self, Harness, ManualClock, delivery};
-use airmy_verify_inbox::{Accepted, Backend, Inbox, InboxError, SqliteBackend, SqliteOptions};
+use airmy_verify_inbox::{Accepted, Admin, Backend, Inbox, SqliteBackend, SqliteOptions, Store};
 use time::OffsetDateTime;
 
 /// A fresh directory under the system's temp dir, removed on drop.
@@ -78,7 +78,10 @@ async fn entries_survive_closing_and_reopening_the_file() {
         let backend = SqliteBackend::open(&path, SqliteOptions::default()).expect("opens");
         for i in 0..10 {
             let d = delivery(&format!("evt_reopen_{i}"), "run.completed");
-            assert_eq!(backend.accept(&d).await, Ok(Accepted::Stored));
+            assert_eq!(
+                backend.accept(&d).await.expect("accepted"),
+                Accepted::Stored
+            );
         }
     }
     let backend = SqliteBackend::open(&path, SqliteOptions::default()).expect("reopens");
@@ -86,8 +89,9 @@ async fn entries_survive_closing_and_reopening_the_file() {
     assert_eq!(
         backend
             .accept(&delivery("evt_reopen_3", "run.completed"))
-            .await,
-        Ok(Accepted::Duplicate)
+            .await
+            .expect("accepted"),
+        Accepted::Duplicate
     );
     // A plain SQLite file: the schema version is readable by any SQLite client.
     let conn = rusqlite_free_check(&path);
@@ -169,7 +173,7 @@ async fn a_full_inbox_refuses_accepts_and_never_reports_them_stored() {
             .await
         {
             Ok(Accepted::Stored) => stored += 1,
-            Err(InboxError::Full(_)) => full += 1,
+            Err(e) if e.kind() == airmy_verify_inbox::ErrorKind::Full => full += 1,
             other => panic!("unexpected {other:?}"),
         }
     }

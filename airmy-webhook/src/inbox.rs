@@ -3,9 +3,56 @@
 use std::process::ExitCode;
 
 use airmy_verify::text::word;
-use airmy_verify_inbox::{EntryState, InboxUrl, ListQuery, Order};
+use airmy_verify_inbox::{Admin, EntryState, EntrySummary, InboxUrl, ListQuery, Order};
 
 use crate::cli::{InboxArgs, InboxCommand};
+
+/// Up to `limit` dead letters in `order` of when they died, those that died at or after
+/// `since` (all when `None`), read page by page from the dead state's listing.
+async fn dead_letters(
+    admin: &dyn Admin,
+    order: Order,
+    limit: usize,
+    since: Option<airmy_verify::time::OffsetDateTime>,
+) -> Result<Vec<EntrySummary>, airmy_verify_inbox::InboxError> {
+    let mut found = Vec::new();
+    let mut query = ListQuery::new(EntryState::Dead)
+        .order(order)
+        .limit(airmy_verify_inbox::MAX_PAGE);
+    while found.len() < limit {
+        let page = admin.list(&query).await?;
+        let before = found.len();
+        found.extend(
+            page.entries
+                .into_iter()
+                .filter(|d| since.is_none_or(|since| d.finished_at.is_some_and(|t| t >= since)))
+                .take(limit - before),
+        );
+        match page.next {
+            Some(next) => query = query.after(next),
+            None => break,
+        }
+    }
+    Ok(found)
+}
+
+/// A dead letter as `inbox dead --json` shows it.
+fn dead_json(d: &EntrySummary) -> serde_json::Value {
+    let time = |t: Option<airmy_verify::time::OffsetDateTime>| {
+        t.and_then(|t| {
+            t.format(&airmy_verify::time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+    };
+    serde_json::json!({
+        "id": d.id,
+        "event_type": d.event_type,
+        "attempts": d.attempts,
+        "last_error": d.last_error.as_deref().unwrap_or_default(),
+        "received_at": time(Some(d.received_at)),
+        "died_at": time(d.finished_at),
+    })
+}
 
 /// `inbox`: opens the inbox (an existing file only), runs the subcommand.
 pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
@@ -25,7 +72,7 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
         Ok(ExitCode::FAILURE)
     };
     runtime.block_on(async move {
-        let backend = inbox.backend();
+        let backend = inbox.admin();
         match args.command {
             InboxCommand::Stats => {
                 let stats = match backend.stats().await {
@@ -48,12 +95,13 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                 Ok(ExitCode::SUCCESS)
             }
             InboxCommand::Dead { limit } => {
-                let dead = match backend.dead(limit).await {
+                let dead = match dead_letters(backend, Order::Newest, limit, None).await {
                     Ok(dead) => dead,
                     Err(err) => return failed(err),
                 };
                 if json {
-                    out!("{}", serde_json::to_string(&dead).unwrap_or_default());
+                    let rows: Vec<_> = dead.iter().map(dead_json).collect();
+                    out!("{}", serde_json::Value::Array(rows));
                 } else if dead.is_empty() {
                     out!("no dead letters");
                 } else {
@@ -67,11 +115,18 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                     for d in &dead {
                         let (id, event_type) = (word(&d.id), word(&d.event_type));
                         let died = d
-                            .died_at
-                            .format(&airmy_verify::time::format_description::well_known::Rfc3339)
+                            .finished_at
+                            .and_then(|t| {
+                                t.format(
+                                    &airmy_verify::time::format_description::well_known::Rfc3339,
+                                )
+                                .ok()
+                            })
                             .unwrap_or_default();
                         let error: String = d
                             .last_error
+                            .as_deref()
+                            .unwrap_or_default()
                             .chars()
                             .take(80)
                             .map(|c| if c.is_control() { ' ' } else { c })
@@ -90,9 +145,13 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                 ..
             } => {
                 if dry_run {
-                    let known = backend.dead(usize::MAX).await.map_err(|e| e.to_string())?;
-                    if !known.iter().any(|d| d.id == id) {
-                        return failed(airmy_verify_inbox::InboxError::NotFound(id));
+                    // What `replay` would answer, read from the entry: nothing changes.
+                    let entry = match backend.entry(&id).await {
+                        Ok(entry) => entry,
+                        Err(err) => return failed(err),
+                    };
+                    if let Err(err) = airmy_verify_inbox::replay_check(&id, entry.as_ref()) {
+                        return failed(err);
                     }
                 } else if let Err(err) = backend.replay(&id).await {
                     return failed(err);
@@ -112,11 +171,12 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                 dry_run,
                 ..
             } => {
-                // List first, then replay one by one, with progress on a terminal.
-                let ids = match backend.replay_dead(dead_since, true).await {
-                    Ok(ids) => ids,
-                    Err(err) => return failed(err),
-                };
+                // List first (page by page), then replay one by one, with progress on a terminal.
+                let ids: Vec<String> =
+                    match dead_letters(backend, Order::Oldest, usize::MAX, dead_since).await {
+                        Ok(dead) => dead.into_iter().map(|d| d.id).collect(),
+                        Err(err) => return failed(err),
+                    };
                 let progress = !dry_run && std::io::stderr().is_terminal() && ids.len() > 1;
                 let mut replayed = Vec::with_capacity(ids.len());
                 for (n, id) in ids.iter().enumerate() {
@@ -226,7 +286,7 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
             InboxCommand::Show { id } => {
                 let entry = match backend.entry(&id).await {
                     Ok(Some(entry)) => entry,
-                    Ok(None) => return failed(airmy_verify_inbox::InboxError::NotFound(id)),
+                    Ok(None) => return failed(airmy_verify_inbox::InboxError::not_found(id)),
                     Err(err) => return failed(err),
                 };
                 let e = &entry.summary;

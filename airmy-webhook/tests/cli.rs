@@ -318,6 +318,10 @@ async fn the_inbox_commands_inspect_and_replay() {
         inbox_commands_setup(&backend).await;
     }
     inbox_commands(&inbox).await;
+    {
+        let backend = SqliteBackend::open(&db, SqliteOptions::default()).expect("opens");
+        replay_dry_run_agrees(&backend, &inbox).await;
+    }
     let (code, _, err) = tool(&["inbox", "--inbox", "sqlite:/nonexistent/inbox.db", "stats"]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no inbox at /nonexistent/inbox.db"), "{err}");
@@ -425,6 +429,74 @@ async fn inbox_commands(inbox: &str) {
     assert_eq!(code, 2, "{err}");
 }
 
+/// `replay --dry-run ID` answers exactly what `replay ID` then does, for an unknown id and an
+/// entry in each state (pending, scheduled, processing, done, dead), and changes nothing.
+async fn replay_dry_run_agrees(backend: &dyn airmy_verify_inbox::Backend, inbox: &str) {
+    let states = ["pending", "scheduled", "processing", "done", "dead"];
+    for state in &states[1..] {
+        let d = airmy_verify_inbox::conformance::delivery(&format!("evt_dry_{state}"), "test");
+        backend.accept(&d).await.expect("accept");
+    }
+    let later = airmy_verify::time::OffsetDateTime::now_utc() + Duration::from_secs(3600);
+    for entry in backend
+        .take(100, Duration::from_secs(600))
+        .await
+        .expect("take")
+    {
+        let (id, token) = (entry.id.as_str(), entry.token.as_str());
+        let recorded = match id {
+            "evt_dry_scheduled" => backend.retry(id, token, "later", later).await,
+            "evt_dry_processing" => Ok(true),
+            "evt_dry_done" => backend.complete(id, token).await,
+            "evt_dry_dead" => backend.bury(id, token, "gave up").await,
+            _ => backend.release(id, token).await,
+        };
+        assert!(recorded.expect("recorded"), "{id}");
+    }
+    let d = airmy_verify_inbox::conformance::delivery("evt_dry_pending", "test");
+    backend.accept(&d).await.expect("accept");
+    let stats = async || {
+        let (code, out, _) = tool(&["inbox", "--inbox", inbox, "--json", "stats"]).await;
+        assert_eq!(code, 0);
+        let mut stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        stats["oldest_pending_age_secs"] = serde_json::Value::Null;
+        stats
+    };
+    let ids: Vec<String> = std::iter::once("evt_dry_unknown".to_owned())
+        .chain(states.iter().map(|state| format!("evt_dry_{state}")))
+        .collect();
+    let before = stats().await;
+    let mut dry = Vec::new();
+    for id in &ids {
+        dry.push(tool(&["inbox", "--inbox", inbox, "replay", "--dry-run", id]).await);
+    }
+    assert_eq!(stats().await, before, "a dry run changes nothing");
+    for (id, (dry_code, dry_out, dry_err)) in ids.iter().zip(dry) {
+        let (code, out, err) = tool(&["inbox", "--inbox", inbox, "replay", id]).await;
+        assert_eq!(dry_code, code, "{id}: dry run {dry_err} / replay {err}");
+        let expected = !matches!(id.as_str(), "evt_dry_unknown" | "evt_dry_processing");
+        assert_eq!(code == 0, expected, "{id}: {err}");
+        if code == 0 {
+            assert_eq!(dry_out.trim(), format!("would replay {id}"));
+            assert_eq!(out.trim(), format!("replayed {id}"));
+        } else {
+            assert_eq!(dry_err, err, "{id}: the same refusal");
+            assert!(err.contains(id.as_str()), "{err}");
+        }
+    }
+    // The replayed ones are pending again (the processing one still holds its lease).
+    let after = stats().await;
+    assert_eq!(after["processing"].as_u64(), before["processing"].as_u64());
+    assert_eq!(
+        after["dead"].as_u64(),
+        Some(before["dead"].as_u64().unwrap_or(0) - 1)
+    );
+    assert_eq!(
+        after["done"].as_u64(),
+        Some(before["done"].as_u64().unwrap_or(0) - 1)
+    );
+}
+
 /// `list` and `show` on the inbox of `inbox_commands_setup`.
 async fn inbox_list_and_show(inbox: &str) {
     let (code, out, err) = tool(&["inbox", "--inbox", inbox, "list", "--state", "dead"]).await;
@@ -496,6 +568,7 @@ async fn the_inbox_commands_work_on_a_redis_url() {
         .expect("connects");
     inbox_commands_setup(&backend).await;
     inbox_commands(redis.url()).await;
+    replay_dry_run_agrees(&backend, redis.url()).await;
 }
 
 /// A Redis inbox that does not answer: exit 2, the password never shown.
@@ -634,6 +707,7 @@ async fn the_inbox_commands_work_on_a_postgres_url() {
         .expect("connects");
     inbox_commands_setup(&backend).await;
     inbox_commands(server.url()).await;
+    replay_dry_run_agrees(&backend, server.url()).await;
 }
 
 /// A receiver that answers a redirect is not followed (AIRMY follows none): the 3xx is the

@@ -60,7 +60,9 @@ fn inbox(c: &mut Criterion) {
         b.iter_batched(
             || verified(next()),
             |v| {
-                runtime.block_on(async { assert_eq!(inbox.accept(&v).await, Ok(Accepted::Stored)) })
+                runtime.block_on(async {
+                    assert_eq!(inbox.accept(&v).await.expect("accepted"), Accepted::Stored)
+                })
             },
             BatchSize::SmallInput,
         );
@@ -73,7 +75,7 @@ fn inbox(c: &mut Criterion) {
                 runtime.block_on(async {
                     let all =
                         futures_util::future::join_all(vs.iter().map(|v| inbox.accept(v))).await;
-                    assert!(all.iter().all(|r| *r == Ok(Accepted::Stored)));
+                    assert!(all.iter().all(|r| matches!(r, Ok(Accepted::Stored))));
                 });
             },
             BatchSize::SmallInput,

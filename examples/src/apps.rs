@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use airmy_verify::idempotency::Idempotency;
 use airmy_verify::text::word;
 use airmy_verify::{Envelope, Event, Verifier};
-use airmy_verify_inbox::{Context, HandlerError, Handlers, Inbox};
+use airmy_verify_inbox::{Context, HandlerError, Handlers, Inbox, PgContext};
 use serde_json::{Value, json};
 
 /// The path the receivers serve.
@@ -35,10 +35,6 @@ pub struct Handling {
     /// Whether to print `handled <id> <type>` on standard output (the receivers do; the demo,
     /// which prints a table of its own, does not).
     pub print: bool,
-    /// With an inbox on PostgreSQL: write the effect (one row of `airmy_receiver_effects`) in
-    /// the entry's transaction, take `delay` inside it, and print the `handled` line once it
-    /// committed with the entry's completion.
-    pub transactional: bool,
 }
 
 /// The error of an attempt made while the simulated outage lasts.
@@ -64,16 +60,7 @@ impl Handling {
             delay,
             fail_until: (!fail_for.is_zero()).then(|| Instant::now() + fail_for),
             print: true,
-            transactional: false,
         }
-    }
-
-    /// This handling, writing its effect in the inbox entry's transaction when `on` (a
-    /// receiver whose `AIRMY_INBOX` is a PostgreSQL URL).
-    #[must_use]
-    pub fn transactional(mut self, on: bool) -> Self {
-        self.transactional = on;
-        self
     }
 
     /// The handlers an inbox worker runs: this handling for every event type, printing
@@ -84,16 +71,29 @@ impl Handling {
         Handlers::new().fallback(move |event: Envelope<Event>, ctx: Context| {
             let handling = handling.clone();
             async move {
-                if handling.transactional {
-                    return handling
-                        .attempt_in_transaction(receiver, &event, &ctx)
-                        .await;
-                }
                 handling
                     .attempt(receiver, &event, Some(ctx.attempt))
                     .await
                     .map(drop)
                     .map_err(HandlerError::from)
+            }
+        })
+    }
+
+    /// The handlers a worker on a PostgreSQL inbox runs (a receiver whose `AIRMY_INBOX` is a
+    /// PostgreSQL URL): this handling for every event type, its effect (one row of
+    /// `airmy_receiver_effects`) written in the entry's transaction, `delay` taken inside it,
+    /// and the `handled … attempt=<n>` line printed once it committed with the entry's
+    /// completion.
+    #[must_use]
+    pub fn transactional_handlers(&self, receiver: &'static str) -> Handlers<PgContext> {
+        let handling = self.clone();
+        Handlers::default().fallback(move |event: Envelope<Event>, ctx: PgContext| {
+            let handling = handling.clone();
+            async move {
+                handling
+                    .attempt_in_transaction(receiver, &event, &ctx)
+                    .await
             }
         })
     }
@@ -113,7 +113,7 @@ impl Handling {
         &self,
         receiver: &'static str,
         event: &Envelope<Event>,
-        ctx: &Context,
+        ctx: &PgContext,
     ) -> Result<(), HandlerError> {
         let mut tx = ctx.transaction().await?;
         sqlx::query(
@@ -190,7 +190,7 @@ const HANDLER_FAILED: &str = r#"{"error":"handler_failed"}"#;
 /// `{"error":"inbox_unavailable"}`.
 async fn health(inbox: Option<&Inbox>) -> (u16, &'static str) {
     match inbox {
-        Some(inbox) if inbox.backend().stats().await.is_err() => {
+        Some(inbox) if inbox.admin().stats().await.is_err() => {
             (503, r#"{"error":"inbox_unavailable"}"#)
         }
         _ => (200, r#"{"status":"ok"}"#),

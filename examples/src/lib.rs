@@ -89,7 +89,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 use airmy_verify::Verifier;
 use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
 use airmy_verify::text::redact_url;
-use airmy_verify_inbox::{Inbox, InboxUrl};
+use airmy_verify_inbox::{Inbox, InboxUrl, PgBackend, PgOptions};
 
 /// The exit code for a configuration error.
 pub const EXIT_CONFIG: i32 = 2;
@@ -146,13 +146,6 @@ impl fmt::Debug for IdempotencySetting {
 }
 
 impl ReceiverConfig {
-    /// Whether `AIRMY_INBOX` is a PostgreSQL URL (the handler then writes its effect in the
-    /// entry's transaction).
-    #[must_use]
-    pub fn inbox_is_postgres(&self) -> bool {
-        matches!(self.inbox, Some(InboxUrl::Postgres(_)))
-    }
-
     /// The idempotency guard, connected (for Redis) and ready.
     ///
     /// # Errors
@@ -439,7 +432,7 @@ pub fn config_or_exit() -> ReceiverConfig {
 /// What both receivers do first: read the configuration, start logging, connect the
 /// idempotency store and open the inbox, if any. Exits with code 2 and a message on a
 /// configuration error.
-pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inbox>) {
+pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<ReceiverInbox>) {
     let config = config_or_exit();
     observe::init_logging(config.log_format);
     let guard = match config.idempotency_guard().await {
@@ -448,20 +441,26 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inb
     };
     let inbox = match &config.inbox {
         None => None,
+        // On PostgreSQL the receiver's own pool serves the inbox and the handlers' effects.
+        Some(InboxUrl::Postgres(url)) => match open_postgres(url).await {
+            Ok(pg) => Some(ReceiverInbox {
+                inbox: Inbox::new(pg.clone()),
+                postgres: Some(pg),
+            }),
+            Err(err) => exit_config(&err),
+        },
         Some(setting) => match setting
             .open(false)
             .await
             .map_err(|e| ConfigError(format!("AIRMY_INBOX: {e}")))
         {
-            Ok(inbox) => Some(inbox),
+            Ok(inbox) => Some(ReceiverInbox {
+                inbox,
+                postgres: None,
+            }),
             Err(err) => exit_config(&err),
         },
     };
-    if let Some(InboxUrl::Postgres(url)) = &config.inbox
-        && let Err(err) = create_effects_table(url).await
-    {
-        exit_config(&err);
-    }
     if let Some(console) = &config.console
         && let Err(err) = console.check().await
     {
@@ -475,24 +474,41 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Inb
 /// doubled effect would show as two rows.
 pub const EFFECTS_TABLE: &str = "airmy_receiver_effects";
 
-/// Creates [`EFFECTS_TABLE`] if it is missing.
-async fn create_effects_table(url: &str) -> Result<(), ConfigError> {
-    let fail = |e: sqlx::Error| {
-        ConfigError(format!(
-            "AIRMY_INBOX: cannot create {EFFECTS_TABLE} in {}: {e}",
-            redact_url(url)
-        ))
-    };
-    let pool = sqlx::PgPool::connect(url).await.map_err(fail)?;
+/// A receiver's inbox: the handle its route accepts into, and, on PostgreSQL, the backend its
+/// transactional workers run on.
+#[derive(Debug, Clone)]
+pub struct ReceiverInbox {
+    /// What the route accepts into, and the console reads.
+    pub inbox: Inbox,
+    /// The PostgreSQL backend, when `AIRMY_INBOX` is a PostgreSQL URL.
+    pub postgres: Option<PgBackend>,
+}
+
+/// The PostgreSQL inbox on the receiver's own pool (the one its handlers write their effects
+/// through), with [`EFFECTS_TABLE`] created if it is missing.
+async fn open_postgres(url: &str) -> Result<PgBackend, ConfigError> {
+    let shown = redact_url(url);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(url)
+        .await
+        .map_err(|e| ConfigError(format!("AIRMY_INBOX: cannot use {shown}: {e}")))?;
+    let pg = PgBackend::with_pool(pool.clone(), PgOptions::default())
+        .await
+        .map_err(|e| ConfigError(format!("AIRMY_INBOX: cannot use {shown}: {e}")))?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS airmy_receiver_effects (
              event_id text NOT NULL, event_type text NOT NULL, attempt integer NOT NULL)",
     )
     .execute(&pool)
     .await
-    .map_err(fail)?;
-    pool.close().await;
-    Ok(())
+    .map_err(|e| {
+        ConfigError(format!(
+            "AIRMY_INBOX: cannot create {EFFECTS_TABLE} in {shown}: {e}"
+        ))
+    })?;
+    Ok(pg)
 }
 
 /// What both receivers do next, before they announce: serve `GET /metrics` when
@@ -521,7 +537,7 @@ pub async fn observe_or_exit(config: &ReceiverConfig) -> Option<SocketAddr> {
 /// token to stop them (they finish or release what runs), then await the handle.
 #[must_use]
 pub fn start_workers(
-    inbox: Option<&Inbox>,
+    inbox: Option<&ReceiverInbox>,
     handling: &apps::Handling,
     (workers, lease, max_attempts): (usize, Duration, Option<u32>),
     receiver: &'static str,
@@ -529,19 +545,32 @@ pub fn start_workers(
     tokio_util::sync::CancellationToken,
     Option<tokio::task::JoinHandle<()>>,
 ) {
-    let token = tokio_util::sync::CancellationToken::new();
-    let handle = inbox.map(|inbox| {
-        let mut worker = inbox
-            .worker(handling.handlers(receiver))
-            .concurrency(workers)
-            .lease(lease);
+    fn configured<C: AsRef<airmy_verify_inbox::Context> + Send + 'static>(
+        worker: airmy_verify_inbox::Worker<C>,
+        (workers, lease, max_attempts): (usize, Duration, Option<u32>),
+    ) -> airmy_verify_inbox::Worker<C> {
+        let mut worker = worker.concurrency(workers).lease(lease);
         if let Some(max_attempts) = max_attempts {
-            worker = worker.retry_policy(airmy_verify_inbox::RetryPolicy {
-                max_attempts: Some(max_attempts),
-                ..airmy_verify_inbox::RetryPolicy::default()
-            });
+            worker = worker.retry_policy(
+                airmy_verify_inbox::RetryPolicy::default().max_attempts(Some(max_attempts)),
+            );
         }
-        tokio::spawn(worker.run(token.clone()))
+        worker
+    }
+    let token = tokio_util::sync::CancellationToken::new();
+    let settings = (workers, lease, max_attempts);
+    let handle = inbox.map(|opened| match &opened.postgres {
+        Some(pg) => tokio::spawn(
+            configured(
+                pg.worker(handling.transactional_handlers(receiver)),
+                settings,
+            )
+            .run(token.clone()),
+        ),
+        None => tokio::spawn(
+            configured(opened.inbox.worker(handling.handlers(receiver)), settings)
+                .run(token.clone()),
+        ),
     });
     (token, handle)
 }

@@ -120,7 +120,7 @@ async fn scenario(bin: &str, name: &'static str) {
         .expect("the inbox opens beside the receiver");
     let wait = Deadline::new("every entry to become a dead letter", 20);
     loop {
-        let stats = inbox.backend().stats().await.expect("stats");
+        let stats = inbox.admin().stats().await.expect("stats");
         if stats.dead == total {
             break;
         }
@@ -207,7 +207,7 @@ async fn scenario(bin: &str, name: &'static str) {
     );
     let wait = Deadline::new("every entry to be done", 40);
     loop {
-        let stats = inbox.backend().stats().await.expect("stats");
+        let stats = inbox.admin().stats().await.expect("stats");
         if stats.done == total {
             break;
         }
@@ -533,7 +533,7 @@ impl Browser {
     async fn counts_match(&self, inbox: &Inbox, when: &str) -> [u64; 5] {
         let mut last = String::new();
         for _ in 0..20 {
-            let before = counts(&inbox.backend().stats().await.expect("stats"));
+            let before = counts(&inbox.admin().stats().await.expect("stats"));
             self.goto("/").await;
             let mut shown = [0u64; 5];
             for (n, state) in shown.iter_mut().zip(STATES) {
@@ -542,7 +542,7 @@ impl Browser {
                     .parse()
                     .unwrap_or_else(|_| panic!("#count-{state} {text:?}"));
             }
-            let after = counts(&inbox.backend().stats().await.expect("stats"));
+            let after = counts(&inbox.admin().stats().await.expect("stats"));
             if before == after && shown == before {
                 return shown;
             }

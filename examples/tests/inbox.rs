@@ -241,7 +241,7 @@ async fn an_outage_longer_than_airmys_retries_loses_nothing() {
 async fn stats(inbox: &str) -> airmy_verify_inbox::Stats {
     let url: airmy_verify_inbox::InboxUrl = inbox.parse().expect("an inbox URL");
     let inbox = url.open(true).await.expect("the inbox opens");
-    inbox.backend().stats().await.expect("stats")
+    inbox.admin().stats().await.expect("stats")
 }
 
 /// With the test secret: exit 2 and one line on stderr, returned.
@@ -349,7 +349,7 @@ async fn a_full_inbox_answers_503_and_never_2xx() {
             accepted > 0 && refused > 0,
             "{url}: {accepted} accepted, {refused} refused"
         );
-        let stats = inbox.backend().stats().await.expect("stats");
+        let stats = inbox.admin().stats().await.expect("stats");
         assert_eq!(stats.pending, accepted, "{url}: every 2xx is stored");
     }
     stop.stop(false).await;

@@ -221,7 +221,7 @@ impl Console {
         };
         answer.unwrap_or_else(|err| {
             tracing::warn!(target: "airmy_verify_inbox::console", error = %err, "the console could not read the inbox");
-            let status = if matches!(err, InboxError::Invalid(_)) { 400 } else { 503 };
+            let status = if err.kind() == crate::ErrorKind::Invalid { 400 } else { 503 };
             ConsoleResponse::html(status, page.message("The inbox could not answer", &err.to_string()))
         })
     }
@@ -253,7 +253,7 @@ impl Console {
     }
 
     async fn overview(&self, page: &pages::Page<'_>) -> Result<ConsoleResponse, InboxError> {
-        let stats = self.inbox.backend().stats().await?;
+        let stats = self.inbox.admin().stats().await?;
         Ok(ConsoleResponse::html(
             200,
             page.overview(&stats, OffsetDateTime::now_utc()),
@@ -282,7 +282,7 @@ impl Console {
         if query.get("order") == Some("newest") {
             list.order = Order::Newest;
         }
-        let listed = self.inbox.backend().list(&list).await?;
+        let listed = self.inbox.admin().list(&list).await?;
         Ok(ConsoleResponse::html(200, page.entries(&list, &listed)))
     }
 
@@ -297,7 +297,7 @@ impl Console {
                 page.message("Bad request", "Which entry? (id)"),
             ));
         };
-        match self.inbox.backend().entry(id).await? {
+        match self.inbox.admin().entry(id).await? {
             Some(entry) => Ok(ConsoleResponse::html(
                 200,
                 page.entry(&entry, query.get("replayed").is_some()),
@@ -313,7 +313,7 @@ impl Console {
         &self,
         page: &pages::Page<'_>,
     ) -> Result<ConsoleResponse, InboxError> {
-        let stats = self.inbox.backend().stats().await?;
+        let stats = self.inbox.admin().stats().await?;
         Ok(ConsoleResponse::html(
             200,
             page.confirm_replay_dead(stats.dead),
@@ -331,13 +331,18 @@ impl Console {
                 page.message("Bad request", "Which entry? (id)"),
             ));
         };
-        match self.inbox.backend().replay(id).await {
+        match self.inbox.admin().replay(id).await {
             Ok(()) => {
                 tracing::info!(target: "airmy_verify_inbox::console", id = %airmy_verify::text::word(id), "replayed from the console");
                 Ok(ConsoleResponse::see_other(page.entry_link(id, true)))
             }
-            Err(err @ (InboxError::NotFound(_) | InboxError::Busy(_))) => {
-                let status = if matches!(err, InboxError::NotFound(_)) {
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    crate::ErrorKind::NotFound | crate::ErrorKind::Busy
+                ) =>
+            {
+                let status = if err.kind() == crate::ErrorKind::NotFound {
                     404
                 } else {
                     409
@@ -362,7 +367,7 @@ impl Console {
                 page.base
             )));
         }
-        let replayed = self.inbox.backend().replay_dead(None, false).await?;
+        let replayed = self.inbox.admin().replay_dead(None).await?;
         tracing::info!(target: "airmy_verify_inbox::console", count = replayed.len(), "replayed every dead letter from the console");
         Ok(ConsoleResponse::html(
             200,
@@ -401,7 +406,7 @@ impl Console {
                 ),
             ));
         }
-        let purged = self.inbox.backend().purge_done(before).await?;
+        let purged = self.inbox.admin().purge_done(before).await?;
         tracing::info!(target: "airmy_verify_inbox::console", purged, "purged processed entries from the console");
         Ok(ConsoleResponse::html(
             200,

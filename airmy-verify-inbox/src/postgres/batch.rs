@@ -22,7 +22,7 @@ const IN_FLIGHT: usize = 4;
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(8);
 
 fn timed_out() -> InboxError {
-    InboxError::Unavailable(format!(
+    InboxError::unavailable(format!(
         "PostgreSQL did not answer within {} s",
         STATEMENT_TIMEOUT.as_secs()
     ))
@@ -47,7 +47,7 @@ pub(super) struct CompleteJob {
 
 /// The answer to a job whose batch task is gone (the backend is being dropped).
 pub(super) fn shutting_down() -> InboxError {
-    InboxError::Unavailable("the inbox is shutting down".to_owned())
+    InboxError::unavailable("the inbox is shutting down")
 }
 
 /// The rows of `query`, or why there are none: PostgreSQL's error, or no answer within
@@ -59,7 +59,7 @@ async fn rows(
     tokio::time::timeout(STATEMENT_TIMEOUT, query.fetch_all(pool))
         .await
         .map_err(|_| timed_out())?
-        .map_err(|e| unavailable(&e))
+        .map_err(unavailable)
 }
 
 /// The accept task: each batch is one `INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO
@@ -85,7 +85,7 @@ pub(super) async fn accepts(
                 let (mut first, mut again) = (Vec::with_capacity(jobs.len()), Vec::new());
                 for job in jobs {
                     if job.id.contains('\0') || job.event_type.contains('\0') {
-                        let _ = job.reply.send(Err(InboxError::Unavailable(
+                        let _ = job.reply.send(Err(InboxError::unavailable(
                             "PostgreSQL cannot store an event id or type with a NUL character"
                                 .to_owned(),
                         )));
@@ -109,7 +109,7 @@ pub(super) async fn accepts(
                     rows.iter()
                         .map(|row| row.try_get::<String, _>(0))
                         .collect::<Result<HashSet<String>, _>>()
-                        .map_err(|e| unavailable(&e))
+                        .map_err(unavailable)
                 });
                 for job in first {
                     let answer = stored.as_ref().map(|ids| ids.contains(&job.id));
@@ -151,7 +151,7 @@ pub(super) async fn completions(
                     rows.iter()
                         .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
                         .collect::<Result<HashSet<(String, String)>, sqlx::Error>>()
-                        .map_err(|e| unavailable(&e))
+                        .map_err(unavailable)
                 });
                 let done = match done {
                     Ok(done) => done,
@@ -180,9 +180,7 @@ pub(super) async fn completions(
                             .bind(&job.token)
                             .execute(&pool);
                         let answer = match tokio::time::timeout(STATEMENT_TIMEOUT, update).await {
-                            Ok(done) => done
-                                .map(|r| r.rows_affected() == 1)
-                                .map_err(|e| unavailable(&e)),
+                            Ok(done) => done.map(|r| r.rows_affected() == 1).map_err(unavailable),
                             Err(_) => Err(timed_out()),
                         };
                         let _ = job.reply.send(answer);

@@ -119,7 +119,7 @@ pub(super) async fn list(
         tx.commit().await?;
         Ok::<_, sqlx::Error>(found)
     };
-    let found = read.await.map_err(|e| unavailable(&e))?;
+    let found = read.await.map_err(unavailable)?;
     let mut entries = Vec::new();
     let mut last = None;
     for row in &found {
@@ -132,7 +132,7 @@ pub(super) async fn list(
                 keyset_cursor(row.try_get(9)?, row.try_get(10)?),
             ))
         };
-        let (entry, cursor) = read().map_err(|e| unavailable(&e))?;
+        let (entry, cursor) = read().map_err(unavailable)?;
         if query.matches(&entry.id, &entry.event_type) {
             entries.push(entry);
         }
@@ -158,7 +158,7 @@ pub(super) async fn entry(
         .bind(id)
         .fetch_optional(pool)
         .await
-        .map_err(|e| unavailable(&e))?;
+        .map_err(unavailable)?;
     row.map(|row| {
         Ok(Entry {
             summary: summary(&row)?,
@@ -166,5 +166,5 @@ pub(super) async fn entry(
         })
     })
     .transpose()
-    .map_err(|e| unavailable(&e))
+    .map_err(unavailable)
 }

@@ -44,31 +44,46 @@ use std::time::{Duration, Instant};
 use airmy_verify::Verified;
 use airmy_verify::text::redact_url;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgPool, Row};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify};
 
 use crate::backend::{
-    Accepted, Backend, BackendFuture, DeadEntry, Entry, InboxError, Leased, ListQuery, Page, Stats,
+    Accepted, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Queue, Stats, Store,
 };
 use crate::clock::duration_ms;
+use crate::worker::{Finish, Worker};
+use crate::{Handlers, OpenError, OpenErrorKind};
 
 mod batch;
 mod list;
 mod schema;
 pub(crate) mod tx;
 
-pub use tx::InboxTransaction;
+pub use tx::{InboxTransaction, PgContext};
 
 pub use schema::SCHEMA_VERSION;
 
-/// How to connect a [`PgBackend`].
-#[derive(Debug, Clone)]
+/// How to connect a [`PgBackend`]: consuming setters on the defaults.
+#[derive(Clone)]
 pub struct PgOptions {
     schema: String,
     max_unfinished: u64,
     max_connections: u32,
     acquire_timeout: Duration,
+    listen_url: Option<String>,
+}
+
+impl fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("schema", &self.schema)
+            .field("max_unfinished", &self.max_unfinished)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("listen_url", &self.listen_url.as_deref().map(redact_url))
+            .finish()
+    }
 }
 
 impl Default for PgOptions {
@@ -78,6 +93,7 @@ impl Default for PgOptions {
             max_unfinished: 1_000_000,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
+            listen_url: None,
         }
     }
 }
@@ -116,19 +132,20 @@ impl PgOptions {
         self.acquire_timeout = timeout;
         self
     }
-}
 
-/// Why [`PgBackend::connect`] failed. Its message never contains the URL's password.
-#[derive(Debug)]
-pub struct PgConnectError(String);
-
-impl fmt::Display for PgConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+    /// Where the backend's `LISTEN` connection (wake-ups of idle workers) goes, when not a
+    /// connection of its pool: another URL of the same database. Unset by default: the
+    /// listener is one of the pool's connections, held for the backend's life.
+    #[must_use]
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
+        self
     }
 }
 
-impl std::error::Error for PgConnectError {}
+/// Why [`PgBackend::connect`] or [`PgBackend::with_pool`] failed: an [`OpenError`] (the
+/// backend's name for it), whose message never shows the URL's password.
+pub type PgError = OpenError;
 
 /// The statements, with the schema's name in them (checked to be a plain identifier).
 struct Sql {
@@ -146,12 +163,10 @@ struct Sql {
     release: Arc<str>,
     stats: Arc<str>,
     unfinished: Arc<str>,
-    dead: Arc<str>,
     replay: Arc<str>,
     replay_pending: Arc<str>,
     state_of: Arc<str>,
     held_by: Arc<str>,
-    replay_dead_list: Arc<str>,
     replay_dead: Arc<str>,
     purge: Arc<str>,
 }
@@ -259,10 +274,6 @@ impl Sql {
             unfinished: sql(format!(
                 "SELECT count(*) FROM {s}.entries WHERE state IN ('pending', 'processing')"
             )),
-            dead: sql(format!(
-                "SELECT id, event_type, attempts, coalesce(last_error, ''), received_at, finished_at
-                 FROM {s}.entries WHERE state = 'dead' ORDER BY finished_at DESC LIMIT $1"
-            )),
             replay: sql(format!(
                 "WITH replayed AS (
                      UPDATE {s}.entries SET state = 'pending', due_at = clock_timestamp(),
@@ -280,11 +291,6 @@ impl Sql {
             )),
             state_of: sql(format!("SELECT state FROM {s}.entries WHERE id = $1")),
             held_by: sql(format!("SELECT 1 FROM {s}.entries {held}")),
-            replay_dead_list: sql(format!(
-                "SELECT id FROM {s}.entries
-                 WHERE state = 'dead' AND ($1::timestamptz IS NULL OR finished_at >= $1)
-                 ORDER BY finished_at"
-            )),
             replay_dead: sql(format!(
                 "WITH replayed AS (
                      UPDATE {s}.entries SET state = 'pending', due_at = clock_timestamp(),
@@ -312,8 +318,13 @@ fn take_limit(max: usize) -> usize {
     if max <= 16 { max } else { 1 << max.ilog2() }
 }
 
-/// The PostgreSQL backend; see the [module docs](self).
-pub struct PgBackend {
+/// The PostgreSQL backend; see the [module docs](self). Cheap to clone (clones share one
+/// backend: its pool, listener and batches).
+#[derive(Clone)]
+pub struct PgBackend(Arc<Shared>);
+
+/// What clones of a [`PgBackend`] share.
+struct Shared {
     pool: PgPool,
     sql: Sql,
     schema: Arc<str>,
@@ -336,12 +347,12 @@ pub struct PgBackend {
 impl fmt::Debug for PgBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgBackend")
-            .field("schema", &self.schema)
+            .field("schema", &self.0.schema)
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for PgBackend {
+impl Drop for Shared {
     fn drop(&mut self) {
         self.listener.abort();
         self.waker.abort();
@@ -350,51 +361,106 @@ impl Drop for PgBackend {
 
 /// An error of PostgreSQL as the inbox reports it: a full disk (`53100`) or out of memory
 /// (`53200`) is [`InboxError::Full`], anything else [`InboxError::Unavailable`].
-pub(crate) fn unavailable(err: &sqlx::Error) -> InboxError {
-    if let sqlx::Error::Database(db) = err
+pub(crate) fn unavailable(err: sqlx::Error) -> InboxError {
+    if let sqlx::Error::Database(db) = &err
         && matches!(db.code().as_deref(), Some("53100" | "53200"))
     {
-        return InboxError::Full(format!("PostgreSQL: {}", db.message()));
+        return InboxError::full(format!("PostgreSQL: {}", db.message())).with_source(err);
     }
-    InboxError::Unavailable(format!("PostgreSQL: {err}"))
+    InboxError::unavailable(format!("PostgreSQL: {}", short(&err))).with_source(err)
 }
 
 impl PgBackend {
     /// Connects to PostgreSQL at `url` (`postgres://user[:password]@host[:port]/database`, or
-    /// `postgresql://`; `?sslmode=require` and stricter with the `postgres-tls` feature),
-    /// creates or migrates the schema, and starts listening for wake-ups.
+    /// `postgresql://`; `?sslmode=require` and stricter with the `postgres-tls` feature) with a
+    /// pool of its own ([`PgOptions::max_connections`], [`PgOptions::acquire_timeout`]),
+    /// creates or migrates the schema, and starts listening for wake-ups. An application that
+    /// has a pool already: [`with_pool`](Self::with_pool).
     ///
     /// # Errors
     ///
-    /// A [`PgConnectError`] (never showing the password): the URL is not one, the server does
-    /// not answer, the schema name is not a plain identifier, or the schema is of a newer
-    /// version or of another program.
-    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, PgConnectError> {
+    /// A [`PgError`] (never showing the password) of kind [`Invalid`](OpenErrorKind::Invalid)
+    /// (not a URL, a schema name that is not a plain identifier, a database that does not
+    /// exist), [`Refused`](OpenErrorKind::Refused), [`Authentication`](OpenErrorKind::Authentication),
+    /// [`Tls`](OpenErrorKind::Tls), [`Timeout`](OpenErrorKind::Timeout) or
+    /// [`Schema`](OpenErrorKind::Schema) (a newer version, or another program's).
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, PgError> {
         let shown = redact_url(url);
-        let fail = |why: String| PgConnectError(format!("cannot use {shown}: {why}"));
-        if !schema::valid_name(&options.schema) {
-            return Err(fail(format!(
-                "the schema name {:?} must be lowercase letters, digits and _ (not starting \
-                 with a digit or pg_)",
-                options.schema
-            )));
-        }
-        let connect: PgConnectOptions = url
-            .parse()
-            .map_err(|e: sqlx::Error| fail(format!("not a PostgreSQL URL ({})", short(&e))))?;
-        let pool = PgPoolOptions::new()
+        let what = format!("cannot use {shown}");
+        let connect: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+            OpenError::new(
+                OpenErrorKind::Invalid,
+                format!("not a PostgreSQL URL ({})", short(&e)),
+            )
+            .with_source(e)
+            .context(&what)
+        })?;
+        let pool = match PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
             .test_before_acquire(false)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
-            .map_err(|e| fail(short(&e)))?;
         {
-            let mut conn = pool.acquire().await.map_err(|e| fail(short(&e)))?;
-            schema::migrate(&mut conn, &options.schema)
-                .await
-                .map_err(fail)?;
+            Ok(pool) => pool,
+            Err(err) => {
+                return Err(diagnose(&connect, err, options.acquire_timeout)
+                    .await
+                    .context(&what));
+            }
+        };
+        Self::start(pool, options)
+            .await
+            .map_err(|e| e.context(&what))
+    }
+
+    /// The inbox on the application's own pool: one pool for the application's queries, its
+    /// handlers' effects and the inbox (sqlx's pools are cheap to clone and meant to be
+    /// shared). Creates or migrates the schema and starts listening for wake-ups on a
+    /// connection of the pool, held for the backend's life (or of
+    /// [`PgOptions::listen_url`], when given). [`PgOptions::max_connections`] and
+    /// [`PgOptions::acquire_timeout`] are the pool's own here, not these options'. Size the
+    /// pool for the inbox too: its listener holds one connection, and each running handler's
+    /// transaction one. At shutdown, drop the backend (every clone, and the
+    /// [`Inbox`](crate::Inbox) holding it) before awaiting the pool's `close()`, which waits
+    /// for the listener's connection.
+    ///
+    /// ```no_run
+    /// use airmy_verify_inbox::{Inbox, PgBackend, PgOptions};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::PgPool::connect("postgres://app@db.internal/billing").await?;
+    /// let backend = PgBackend::with_pool(pool.clone(), PgOptions::default()).await?;
+    /// let inbox = Inbox::new(backend.clone());
+    /// // `pool` goes on serving the application's own queries.
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), once the pool is made.
+    pub async fn with_pool(pool: PgPool, options: PgOptions) -> Result<Self, PgError> {
+        Self::start(pool, options)
+            .await
+            .map_err(|e| e.context("cannot use the application's PostgreSQL pool"))
+    }
+
+    async fn start(pool: PgPool, options: PgOptions) -> Result<Self, PgError> {
+        if !schema::valid_name(&options.schema) {
+            return Err(OpenError::new(
+                OpenErrorKind::Invalid,
+                format!(
+                    "the schema name {:?} must be lowercase letters, digits and _ (not starting \
+                     with a digit or pg_)",
+                    options.schema
+                ),
+            ));
+        }
+        {
+            let mut conn = pool.acquire().await.map_err(open_error)?;
+            schema::migrate(&mut conn, &options.schema).await?;
         }
         let channel = format!("{}_wake", options.schema);
         let sql = Sql::new(&options.schema, &channel);
@@ -402,15 +468,15 @@ impl PgBackend {
             .fetch_one(&pool)
             .await
             .and_then(|row| row.try_get(0))
-            .map_err(|e| fail(short(&e)))?;
+            .map_err(open_error)?;
         let notify = Arc::new(Notify::new());
-        let mut listener = PgListener::connect_with(&pool)
-            .await
-            .map_err(|e| fail(short(&e)))?;
-        listener
-            .listen(&channel)
-            .await
-            .map_err(|e| fail(short(&e)))?;
+        let mut listener = match &options.listen_url {
+            Some(url) => listener_on(url, options.acquire_timeout)
+                .await
+                .map_err(|e| e.context(&format!("cannot listen on {}", redact_url(url))))?,
+            None => PgListener::connect_with(&pool).await.map_err(open_error)?,
+        };
+        listener.listen(&channel).await.map_err(open_error)?;
         let listener = tokio::spawn(listen(listener, Arc::clone(&notify)));
         let wake = Arc::new(Notify::new());
         let waker = tokio::spawn(waker(
@@ -431,7 +497,7 @@ impl PgBackend {
             Arc::clone(&sql.complete),
             queue,
         ));
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             accepts,
             completions,
             pool,
@@ -444,21 +510,160 @@ impl PgBackend {
             listener,
             wake,
             waker,
-        })
+        })))
     }
 
-    /// The connection pool (for your own queries, and the transactional handlers).
+    /// The connection pool: the application's own (from [`with_pool`](Self::with_pool)) or the
+    /// one [`connect`](Self::connect) made.
     #[must_use]
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.0.pool
     }
 
     /// The schema holding the inbox's tables.
     #[must_use]
     pub fn schema(&self) -> &str {
-        &self.schema
+        &self.0.schema
     }
 
+    /// A worker running `handlers` that take a [`PgContext`]: each attempt may write in its
+    /// entry's transaction ([`PgContext::transaction`]), committed together with the entry's
+    /// completion. The worker's settings are [`Worker`](crate::Worker)'s.
+    ///
+    /// ```no_run
+    /// use airmy_verify::{Envelope, event::RunCompleted};
+    /// use airmy_verify_inbox::{HandlerError, Handlers, Inbox, PgBackend, PgContext, PgOptions};
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let backend = PgBackend::with_pool(pool, PgOptions::default()).await?;
+    /// let inbox = Inbox::new(backend.clone()); // for the webhook route
+    /// let handlers = Handlers::default().on(|run: Envelope<RunCompleted>, ctx: PgContext| async move {
+    ///     let mut tx = ctx.transaction().await?;
+    ///     sqlx::query("UPDATE runs SET finished = true WHERE id = $1")
+    ///         .bind(&run.data.id)
+    ///         .execute(&mut *tx)
+    ///         .await?;
+    ///     Ok::<(), HandlerError>(())
+    /// });
+    /// tokio::spawn(backend.worker(handlers).run(CancellationToken::new()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A handler that asks for the transaction cannot be run on another backend: there its
+    /// context is a [`Context`](crate::Context), which has none.
+    ///
+    /// ```compile_fail,E0599
+    /// use airmy_verify::{Envelope, event::RunCompleted};
+    /// use airmy_verify_inbox::{Context, HandlerError, Handlers};
+    ///
+    /// let handlers = Handlers::new().on(|run: Envelope<RunCompleted>, ctx: Context| async move {
+    ///     let tx = ctx.transaction().await?; // no method `transaction` on `Context`
+    ///     Ok::<(), HandlerError>(())
+    /// });
+    /// ```
+    ///
+    /// Nor can PostgreSQL handlers be given to a worker of any other inbox:
+    ///
+    /// ```compile_fail,E0308
+    /// use airmy_verify::{Envelope, event::RunCompleted};
+    /// use airmy_verify_inbox::{HandlerError, Handlers, Inbox, PgContext, SqliteBackend, SqliteOptions};
+    ///
+    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let inbox = Inbox::new(SqliteBackend::open("inbox.db", SqliteOptions::default())?);
+    /// let handlers = Handlers::default().on(|run: Envelope<RunCompleted>, ctx: PgContext| async move {
+    ///     let _tx = ctx.transaction().await?;
+    ///     Ok::<(), HandlerError>(())
+    /// });
+    /// let worker = inbox.worker(handlers); // expected `Handlers`, found `Handlers<PgContext>`
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn worker(&self, handlers: Handlers<PgContext>) -> Worker<PgContext> {
+        let shared = Arc::clone(&self.0);
+        Worker::with_opener(
+            Arc::new(self.clone()),
+            handlers,
+            Arc::new(move |ctx, entry: &Leased| {
+                let slot = Arc::new(tx::TxSlot::new(
+                    shared.pool.clone(),
+                    Arc::clone(&shared.sql.complete),
+                    &entry.id,
+                    &entry.token,
+                ));
+                (
+                    PgContext::new(ctx, Arc::clone(&slot)),
+                    Finish::Transaction(slot),
+                )
+            }),
+        )
+    }
+}
+
+/// A listener on a connection of its own to `url`, waiting at most `timeout` for it.
+async fn listener_on(url: &str, timeout: Duration) -> Result<PgListener, OpenError> {
+    let connect: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+        OpenError::new(
+            OpenErrorKind::Invalid,
+            format!("not a PostgreSQL URL ({})", short(&e)),
+        )
+        .with_source(e)
+    })?;
+    // One connection, kept (as `PgListener::connect` does, with this timeout).
+    let pool = match PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(timeout)
+        .connect_with(connect.clone())
+        .await
+    {
+        Ok(pool) => pool,
+        Err(err) => return Err(diagnose(&connect, err, timeout).await),
+    };
+    PgListener::connect_with(&pool).await.map_err(open_error)
+}
+
+/// Why a pool could not connect: the pool says only that it timed out, whatever the cause,
+/// so one direct connection tells refused from authentication from TLS from a real timeout.
+async fn diagnose(connect: &PgConnectOptions, err: sqlx::Error, timeout: Duration) -> OpenError {
+    if !matches!(err, sqlx::Error::PoolTimedOut) {
+        return open_error(err);
+    }
+    match tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(connect)).await {
+        Ok(Err(cause)) => open_error(cause),
+        Ok(Ok(_)) | Err(_) => open_error(err),
+    }
+}
+
+/// A PostgreSQL error while connecting, as an [`OpenError`] of the kind the driver tells.
+fn open_error(err: sqlx::Error) -> OpenError {
+    let kind = match &err {
+        sqlx::Error::Configuration(_) => OpenErrorKind::Invalid,
+        sqlx::Error::Tls(_) => OpenErrorKind::Tls,
+        sqlx::Error::PoolTimedOut => OpenErrorKind::Timeout,
+        sqlx::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::AddrNotAvailable => OpenErrorKind::Refused,
+            std::io::ErrorKind::TimedOut => OpenErrorKind::Timeout,
+            _ => OpenErrorKind::Unavailable,
+        },
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // invalid_password, invalid_authorization_specification
+            Some("28P01" | "28000") => OpenErrorKind::Authentication,
+            // invalid_catalog_name: the database does not exist
+            Some("3D000") => OpenErrorKind::Invalid,
+            _ => OpenErrorKind::Unavailable,
+        },
+        _ => OpenErrorKind::Unavailable,
+    };
+    OpenError::new(kind, short(&err)).with_source(err)
+}
+
+impl Shared {
     fn query(
         &self,
         sql: &Arc<str>,
@@ -479,7 +684,7 @@ impl PgBackend {
                 .fetch_one(&self.pool)
                 .await
                 .and_then(|row| row.try_get(0))
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             self.unfinished
                 .store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
             *recounted = Instant::now();
@@ -503,7 +708,7 @@ impl PgBackend {
             .execute(&self.pool)
             .await
             .map(|done| done.rows_affected() == 1)
-            .map_err(|e| unavailable(&e))
+            .map_err(unavailable)
     }
 }
 
@@ -561,22 +766,23 @@ fn to_u32(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-impl Backend for PgBackend {
+impl Store for PgBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
         Box::pin(async move {
-            if !self.has_room().await? {
+            if !self.0.has_room().await? {
                 // Full: a delivery already held is still a duplicate, a new one is refused.
                 let held = self
-                    .query(&self.sql.held)
+                    .0
+                    .query(&self.0.sql.held)
                     .bind(delivery.id())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.0.pool)
                     .await
-                    .map_err(|e| unavailable(&e))?;
+                    .map_err(unavailable)?;
                 return match held {
                     Some(_) => Ok(Accepted::Duplicate),
-                    None => Err(InboxError::Full(format!(
+                    None => Err(InboxError::full(format!(
                         "{} unfinished entries (the most it holds)",
-                        self.max_unfinished
+                        self.0.max_unfinished
                     ))),
                 };
             }
@@ -593,18 +799,23 @@ impl Backend for PgBackend {
                 created_at,
                 reply,
             };
-            self.accepts.send(job).map_err(|_| batch::shutting_down())?;
+            self.0
+                .accepts
+                .send(job)
+                .map_err(|_| batch::shutting_down())?;
             let stored = answer.await.map_err(|_| batch::shutting_down())??;
             if !stored {
                 return Ok(Accepted::Duplicate);
             }
-            self.unfinished.fetch_add(1, Ordering::Relaxed);
-            self.notify.notify_one();
-            self.wake.notify_one();
+            self.0.unfinished.fetch_add(1, Ordering::Relaxed);
+            self.0.notify.notify_one();
+            self.0.wake.notify_one();
             Ok(Accepted::Stored)
         })
     }
+}
 
+impl Queue for PgBackend {
     fn take(&self, max: usize, lease: Duration) -> BackendFuture<'_, Vec<Leased>> {
         Box::pin(async move {
             if max == 0 {
@@ -613,17 +824,18 @@ impl Backend for PgBackend {
             let token = format!("{}-", airmy_verify::token::random_hex(12));
             let take: Arc<str> = Arc::from(format!(
                 "{}{}{}",
-                self.sql.take_head,
+                self.0.sql.take_head,
                 take_limit(max),
-                self.sql.take_tail
+                self.0.sql.take_tail
             ));
             let rows = self
+                .0
                 .query(&take)
                 .bind(duration_ms(lease))
                 .bind(token)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.0.pool)
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             let mut leased = rows
                 .iter()
                 .map(|row| {
@@ -637,7 +849,7 @@ impl Backend for PgBackend {
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             leased.sort_by_key(|entry| entry.received_at);
             Ok(leased)
         })
@@ -645,11 +857,12 @@ impl Backend for PgBackend {
 
     fn next_due(&self) -> BackendFuture<'_, Option<OffsetDateTime>> {
         Box::pin(async move {
-            self.query(&self.sql.next_due)
-                .fetch_one(&self.pool)
+            self.0
+                .query(&self.0.sql.next_due)
+                .fetch_one(&self.0.pool)
                 .await
                 .and_then(|row| row.try_get::<Option<OffsetDateTime>, _>(0))
-                .map_err(|e| unavailable(&e))
+                .map_err(unavailable)
         })
     }
 
@@ -661,8 +874,10 @@ impl Backend for PgBackend {
     ) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let extended = self
+                .0
                 .leased_update(
-                    self.query(&self.sql.extend)
+                    self.0
+                        .query(&self.0.sql.extend)
                         .bind(id.to_owned())
                         .bind(token.to_owned())
                         .bind(duration_ms(lease)),
@@ -673,23 +888,15 @@ impl Backend for PgBackend {
             }
             // Not extended: either the lease is gone, or the row is locked by this attempt's
             // transaction (which holds the entry as long as it is open).
-            self.query(&self.sql.held_by)
+            self.0
+                .query(&self.0.sql.held_by)
                 .bind(id)
                 .bind(token)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.0.pool)
                 .await
                 .map(|row| row.is_some())
-                .map_err(|e| unavailable(&e))
+                .map_err(unavailable)
         })
-    }
-
-    fn transaction_slot(&self, id: &str, token: &str) -> Option<Arc<tx::TxSlot>> {
-        Some(Arc::new(tx::TxSlot::new(
-            self.pool.clone(),
-            Arc::clone(&self.sql.complete),
-            id,
-            token,
-        )))
     }
 
     fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
@@ -701,12 +908,13 @@ impl Backend for PgBackend {
                 token: token.to_owned(),
                 reply,
             };
-            self.completions
+            self.0
+                .completions
                 .send(job)
                 .map_err(|_| batch::shutting_down())?;
             let done = answer.await.map_err(|_| batch::shutting_down())??;
             if done {
-                self.finished();
+                self.0.finished();
             }
             Ok(done)
         })
@@ -720,8 +928,9 @@ impl Backend for PgBackend {
         at: OffsetDateTime,
     ) -> BackendFuture<'a, bool> {
         Box::pin(
-            self.leased_update(
-                self.query(&self.sql.retry)
+            self.0.leased_update(
+                self.0
+                    .query(&self.0.sql.retry)
                     .bind(id.to_owned())
                     .bind(token.to_owned())
                     .bind(at)
@@ -733,15 +942,17 @@ impl Backend for PgBackend {
     fn bury<'a>(&'a self, id: &'a str, token: &'a str, error: &'a str) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let buried = self
+                .0
                 .leased_update(
-                    self.query(&self.sql.bury)
+                    self.0
+                        .query(&self.0.sql.bury)
                         .bind(id.to_owned())
                         .bind(token.to_owned())
                         .bind(error.to_owned()),
                 )
                 .await?;
             if buried {
-                self.finished();
+                self.0.finished();
             }
             Ok(buried)
         })
@@ -750,33 +961,43 @@ impl Backend for PgBackend {
     fn release<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let released = self
-                .query(&self.sql.release)
+                .0
+                .query(&self.0.sql.release)
                 .bind(id)
                 .bind(token)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.0.pool)
                 .await
-                .map_err(|e| unavailable(&e))?
+                .map_err(unavailable)?
                 .is_some();
             if released {
-                self.notify.notify_one();
+                self.0.notify.notify_one();
             }
             Ok(released)
         })
     }
 
+    fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(timeout, self.0.notify.notified()).await;
+        })
+    }
+}
+
+impl Admin for PgBackend {
     fn stats(&self) -> BackendFuture<'_, Stats> {
         Box::pin(async move {
             let row = self
-                .query(&self.sql.stats)
-                .fetch_one(&self.pool)
+                .0
+                .query(&self.0.sql.stats)
+                .fetch_one(&self.0.pool)
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             let count = |i: usize| -> Result<u64, InboxError> {
                 row.try_get::<i64, _>(i)
                     .map(|n| u64::try_from(n).unwrap_or(0))
-                    .map_err(|e| unavailable(&e))
+                    .map_err(unavailable)
             };
-            let oldest: Option<f64> = row.try_get(5).map_err(|e| unavailable(&e))?;
+            let oldest: Option<f64> = row.try_get(5).map_err(unavailable)?;
             Ok(Stats {
                 pending: count(0)?,
                 scheduled: count(1)?,
@@ -789,105 +1010,75 @@ impl Backend for PgBackend {
         })
     }
 
-    fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>> {
-        Box::pin(async move {
-            let rows = self
-                .query(&self.sql.dead)
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            rows.iter()
-                .map(|row| {
-                    Ok(DeadEntry {
-                        id: row.try_get(0)?,
-                        event_type: row.try_get(1)?,
-                        attempts: to_u32(row.try_get(2)?),
-                        last_error: row.try_get(3)?,
-                        received_at: row.try_get(4)?,
-                        died_at: row
-                            .try_get::<Option<OffsetDateTime>, _>(5)?
-                            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(|e| unavailable(&e))
-        })
-    }
-
     fn list<'a>(&'a self, query: &'a ListQuery) -> BackendFuture<'a, Page> {
-        Box::pin(list::list(&self.pool, &self.schema, query))
+        Box::pin(list::list(&self.0.pool, &self.0.schema, query))
     }
 
     fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>> {
-        Box::pin(list::entry(&self.pool, &self.schema, id))
+        Box::pin(list::entry(&self.0.pool, &self.0.schema, id))
     }
 
     fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {
         Box::pin(async move {
             let replayed = self
-                .query(&self.sql.replay)
+                .0
+                .query(&self.0.sql.replay)
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.0.pool)
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             if replayed.is_some() {
-                self.unfinished.fetch_add(1, Ordering::Relaxed);
-                self.notify.notify_one();
+                self.0.unfinished.fetch_add(1, Ordering::Relaxed);
+                self.0.notify.notify_one();
                 return Ok(());
             }
             // A pending entry (a retry scheduled later) becomes due now; one being processed
             // is left alone.
             let due = self
-                .query(&self.sql.replay_pending)
+                .0
+                .query(&self.0.sql.replay_pending)
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.0.pool)
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             if due.is_some() {
-                self.notify.notify_one();
+                self.0.notify.notify_one();
                 return Ok(());
             }
             let state: Option<String> = self
-                .query(&self.sql.state_of)
+                .0
+                .query(&self.0.sql.state_of)
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.0.pool)
                 .await
                 .and_then(|row| row.map(|r| r.try_get(0)).transpose())
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             match state {
-                Some(_) => Err(InboxError::Busy(id.to_owned())),
-                None => Err(InboxError::NotFound(id.to_owned())),
+                Some(_) => Err(InboxError::busy(id.to_owned())),
+                None => Err(InboxError::not_found(id.to_owned())),
             }
         })
     }
 
-    fn replay_dead(
-        &self,
-        since: Option<OffsetDateTime>,
-        dry_run: bool,
-    ) -> BackendFuture<'_, Vec<String>> {
+    fn replay_dead(&self, since: Option<OffsetDateTime>) -> BackendFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let sql = if dry_run {
-                &self.sql.replay_dead_list
-            } else {
-                &self.sql.replay_dead
-            };
             let rows = self
-                .query(sql)
+                .0
+                .query(&self.0.sql.replay_dead)
                 .bind(since)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.0.pool)
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             let ids = rows
                 .iter()
                 .map(|row| row.try_get::<String, _>(0))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| unavailable(&e))?;
-            if !dry_run && !ids.is_empty() {
-                self.unfinished
+                .map_err(unavailable)?;
+            if !ids.is_empty() {
+                self.0
+                    .unfinished
                     .fetch_add(ids.len() as u64, Ordering::Relaxed);
-                self.notify.notify_one();
+                self.0.notify.notify_one();
             }
             Ok(ids)
         })
@@ -895,18 +1086,13 @@ impl Backend for PgBackend {
 
     fn purge_done(&self, before: OffsetDateTime) -> BackendFuture<'_, u64> {
         Box::pin(async move {
-            self.query(&self.sql.purge)
+            self.0
+                .query(&self.0.sql.purge)
                 .bind(before)
-                .execute(&self.pool)
+                .execute(&self.0.pool)
                 .await
                 .map(|done| done.rows_affected())
-                .map_err(|e| unavailable(&e))
-        })
-    }
-
-    fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
+                .map_err(unavailable)
         })
     }
 }

@@ -3,6 +3,13 @@
 
 use sqlx::{Connection, PgConnection, Row};
 
+use crate::{OpenError, OpenErrorKind};
+
+/// A schema this program cannot use.
+fn schema_error(why: String) -> OpenError {
+    OpenError::new(OpenErrorKind::Schema, why)
+}
+
 /// The schema version this crate writes (the row of `<schema>.schema_version`).
 pub const SCHEMA_VERSION: i32 = 2;
 
@@ -80,20 +87,20 @@ pub(super) fn valid_name(name: &str) -> bool {
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction, holding an advisory lock so
 /// replicas starting at once migrate one after the other.
-pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(), String> {
-    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(), OpenError> {
+    let mut tx = conn.begin().await.map_err(super::open_error)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('airmy-verify-inbox:' || $1))")
         .bind(schema)
         .execute(&mut *tx)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(super::open_error)?;
     let tables: i64 =
         sqlx::query("SELECT count(*) FROM information_schema.tables WHERE table_schema = $1")
             .bind(schema)
             .fetch_one(&mut *tx)
             .await
             .and_then(|row| row.try_get(0))
-            .map_err(|e| e.to_string())?;
+            .map_err(super::open_error)?;
     let has_version: bool = sqlx::query(
         "SELECT EXISTS (SELECT 1 FROM information_schema.tables
                         WHERE table_schema = $1 AND table_name = 'schema_version')",
@@ -102,12 +109,12 @@ pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(),
     .fetch_one(&mut *tx)
     .await
     .and_then(|row| row.try_get(0))
-    .map_err(|e| e.to_string())?;
+    .map_err(super::open_error)?;
     if !has_version {
         if tables > 0 {
-            return Err(format!(
+            return Err(schema_error(format!(
                 "the schema {schema} holds tables of another program (no inbox version row)"
-            ));
+            )));
         }
         let create = format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};{}{}",
@@ -117,38 +124,43 @@ pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(),
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
             .execute(&mut *tx)
             .await
-            .map_err(|e| e.to_string())?;
-        return tx.commit().await.map_err(|e| e.to_string());
+            .map_err(super::open_error)?;
+        return tx.commit().await.map_err(super::open_error);
     }
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT program, version FROM {schema}.schema_version LIMIT 1"
     )))
     .fetch_optional(&mut *tx)
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(super::open_error)?;
     let Some(row) = row else {
-        return Err(format!("the schema {schema} has an empty version table"));
+        return Err(schema_error(format!(
+            "the schema {schema} has an empty version table"
+        )));
     };
-    let program: String = row.try_get(0).map_err(|e| e.to_string())?;
-    let version: i32 = row.try_get(1).map_err(|e| e.to_string())?;
+    let program: String = row.try_get(0).map_err(super::open_error)?;
+    let version: i32 = row.try_get(1).map_err(super::open_error)?;
     if program != PROGRAM {
-        return Err(format!(
+        return Err(schema_error(format!(
             "the schema {schema} belongs to another program ({program:?})"
-        ));
+        )));
     }
     if version > SCHEMA_VERSION {
-        return Err(format!(
+        return Err(schema_error(format!(
             "the schema {schema} is at version {version}, newer than this program's {SCHEMA_VERSION}"
-        ));
+        )));
     }
     // One step per version, in order.
     if version < 2 {
         sqlx::raw_sql(sqlx::AssertSqlSafe(v2(schema)))
             .execute(&mut *tx)
             .await
-            .map_err(|e| format!("cannot bring the schema {schema} to version 2: {e}"))?;
+            .map_err(|e| {
+                super::open_error(e)
+                    .context(&format!("cannot bring the schema {schema} to version 2"))
+            })?;
     }
-    tx.commit().await.map_err(|e| e.to_string())
+    tx.commit().await.map_err(super::open_error)
 }
 
 #[cfg(test)]

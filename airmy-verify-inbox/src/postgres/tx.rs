@@ -1,5 +1,4 @@
-//! Handlers' own writes in the entry's transaction: [`Context::transaction`](crate::Context::transaction)
-//! opens it with the entry's completion as its first statement (which locks the entry's row),
+//! Handlers' own writes in the entry's transaction: [`PgContext::transaction`] opens it with the entry's completion as its first statement (which locks the entry's row),
 //! the handler writes in it, the worker commits it: both or neither.
 
 use std::fmt;
@@ -9,13 +8,12 @@ use std::sync::Arc;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::HandlerError;
+use crate::{Context, HandlerError};
 
 use super::unavailable;
 
 /// One attempt's transaction, opened when the handler first asks for it.
-#[doc(hidden)]
-pub struct TxSlot {
+pub(crate) struct TxSlot {
     pool: PgPool,
     complete: Arc<str>,
     id: String,
@@ -65,13 +63,13 @@ impl TxSlot {
                 .pool
                 .begin()
                 .await
-                .map_err(|e| HandlerError::from(unavailable(&e).to_string()))?;
+                .map_err(|e| HandlerError::from(unavailable(e)))?;
             let done = sqlx::query(AssertSqlSafe(Arc::clone(&self.complete)))
                 .bind(&self.id)
                 .bind(&self.token)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| HandlerError::from(unavailable(&e).to_string()))?;
+                .map_err(|e| HandlerError::from(unavailable(e)))?;
             if done.rows_affected() != 1 {
                 let _ = tx.rollback().await;
                 return Err(HandlerError::from(
@@ -95,18 +93,19 @@ impl TxSlot {
         };
         if let Err(e) = sqlx::query("SELECT 1").execute(&mut *tx).await {
             let _ = tx.rollback().await;
-            return Ended::Failed(match &e {
-                sqlx::Error::Database(db) if db.code().as_deref() == Some("25P02") => {
-                    "a statement in it failed (an error the handler ignored): PostgreSQL \
-                     aborted the transaction"
-                        .to_owned()
-                }
-                _ => unavailable(&e).to_string(),
+            let aborted =
+                matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25P02"));
+            return Ended::Failed(if aborted {
+                "a statement in it failed (an error the handler ignored): PostgreSQL aborted the \
+                 transaction"
+                    .to_owned()
+            } else {
+                unavailable(e).to_string()
             });
         }
         match tx.commit().await {
             Ok(()) => Ended::Committed,
-            Err(e) => Ended::Failed(unavailable(&e).to_string()),
+            Err(e) => Ended::Failed(unavailable(e).to_string()),
         }
     }
 
@@ -119,8 +118,7 @@ impl TxSlot {
     }
 }
 
-/// The open transaction of an inbox entry's attempt, from
-/// [`Context::transaction`](crate::Context::transaction): use it as a `&mut PgConnection`
+/// The open transaction of an inbox entry's attempt, from [`PgContext::transaction`]: use it as a `&mut PgConnection`
 /// (`sqlx::query(…).execute(&mut *tx)`). Your writes in it commit together with the entry's
 /// completion when the handler returns `Ok`; an `Err`, a panic or a timeout rolls them back.
 /// Hold it only while you use it (another call for the same attempt waits for it).
@@ -143,5 +141,67 @@ impl Deref for InboxTransaction<'_> {
 impl DerefMut for InboxTransaction<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
         self.0.as_mut().expect("opened before it is handed out")
+    }
+}
+
+/// What a handler run by [`PgBackend::worker`](crate::PgBackend::worker) gets besides its
+/// event: the [`Context`] (its fields through `Deref`: `ctx.id`, `ctx.attempt`,
+/// `ctx.after_commit(…)`) and the entry's transaction. Only a PostgreSQL worker makes one, so a
+/// handler that takes it cannot be run on another backend.
+#[derive(Clone)]
+pub struct PgContext {
+    context: Context,
+    slot: Arc<TxSlot>,
+}
+
+impl PgContext {
+    pub(crate) fn new(context: Context, slot: Arc<TxSlot>) -> Self {
+        Self { context, slot }
+    }
+
+    /// The attempt's database transaction: begun on the first call with the entry's
+    /// completion as its first statement, which locks the entry's row (no other worker can
+    /// take the entry over while it is open, however long the handler takes; nobody sees the
+    /// completion before the commit). Write your effects in it: they commit **together with
+    /// the entry's completion** when the handler returns `Ok`, and an `Err`, a panic or a
+    /// timeout rolls both back (the retry is then recorded on its own). A statement that
+    /// failed inside it fails the attempt even if the handler ignored the error (PostgreSQL
+    /// aborted the transaction; its commit would store nothing). Effects outside it (HTTP
+    /// calls, e-mails) stay at-least-once. See [`PgBackend::worker`](crate::PgBackend::worker).
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached, or when the entry's lease was taken over (another
+    /// worker has it): return the error, and the attempt is retried.
+    pub async fn transaction(&self) -> Result<InboxTransaction<'_>, HandlerError> {
+        self.slot.get().await
+    }
+
+    /// The context every backend gives.
+    #[must_use]
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+}
+
+impl Deref for PgContext {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.context
+    }
+}
+
+impl AsRef<Context> for PgContext {
+    fn as_ref(&self) -> &Context {
+        &self.context
+    }
+}
+
+impl fmt::Debug for PgContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgContext")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
     }
 }

@@ -48,7 +48,7 @@ impl Job {
 }
 
 pub(super) fn shutting_down() -> InboxError {
-    InboxError::Unavailable("the inbox is shutting down".to_owned())
+    InboxError::unavailable("the inbox is shutting down")
 }
 
 /// Runs `script` on batches of jobs (at most 256, or 8 MiB of arguments; two in flight: the
@@ -95,7 +95,7 @@ pub(super) async fn run_batches(
                     Ok(codes) => codes
                         .get(i)
                         .copied()
-                        .ok_or_else(|| InboxError::Unavailable("Redis: a short reply".to_owned())),
+                        .ok_or_else(|| InboxError::unavailable("Redis: a short reply")),
                     Err(err) => Err(err.clone()),
                 });
             }

@@ -56,10 +56,11 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{
-    Accepted, Backend, BackendFuture, DeadEntry, Entry, EntryState, EntrySummary, InboxError,
-    LIST_SCAN, Leased, ListQuery, Order, Page, Stats,
+    Accepted, Admin, BackendFuture, Entry, EntryState, EntrySummary, InboxError, LIST_SCAN, Leased,
+    ListQuery, Order, Page, Queue, Stats, Store,
 };
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
+use crate::{OpenError, OpenErrorKind};
 
 mod batch;
 mod scripts;
@@ -180,17 +181,40 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
-/// Why [`RedisBackend::connect`] failed. Its message never contains the URL's password.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectError(String);
+/// Why [`RedisBackend::connect`] failed: an [`OpenError`] (the backend's name for it), whose
+/// message never shows the URL's password.
+pub type RedisError = OpenError;
 
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot open the Redis inbox: {}", self.0)
-    }
+/// A Redis error while connecting, as an [`OpenError`] of the kind the driver tells.
+fn open_error(err: redis::RedisError) -> OpenError {
+    let kind = if err.is_connection_refusal() {
+        OpenErrorKind::Refused
+    } else if err.is_timeout() {
+        OpenErrorKind::Timeout
+    } else {
+        match (err.kind(), err.code()) {
+            (redis::ErrorKind::AuthenticationFailed, _)
+            | (_, Some("NOAUTH" | "WRONGPASS" | "NOPERM")) => OpenErrorKind::Authentication,
+            (redis::ErrorKind::InvalidClientConfig, _) => OpenErrorKind::Invalid,
+            _ if is_tls(&err) => OpenErrorKind::Tls,
+            _ => OpenErrorKind::Unavailable,
+        }
+    };
+    OpenError::new(kind, format!("cannot open the Redis inbox: {err}")).with_source(err)
 }
 
-impl std::error::Error for ConnectError {}
+/// Whether a connection failed in its TLS handshake (the driver reports it as I/O).
+fn is_tls(err: &redis::RedisError) -> bool {
+    let text = err.to_string().to_ascii_lowercase();
+    err.is_io_error() && (text.contains("tls") || text.contains("certificate"))
+}
+
+fn timed_out() -> OpenError {
+    OpenError::new(
+        OpenErrorKind::Timeout,
+        "cannot open the Redis inbox: Redis did not answer in time",
+    )
+}
 
 impl RedisBackend {
     /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` with
@@ -198,14 +222,16 @@ impl RedisBackend {
     ///
     /// # Errors
     ///
-    /// A [`ConnectError`] when the URL is invalid, the prefix is empty, or Redis cannot be
-    /// reached within the options' timeout.
-    pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
+    /// A [`RedisError`] of kind [`Invalid`](OpenErrorKind::Invalid) (the URL or the prefix),
+    /// [`Refused`](OpenErrorKind::Refused), [`Authentication`](OpenErrorKind::Authentication),
+    /// [`Tls`](OpenErrorKind::Tls), [`Timeout`](OpenErrorKind::Timeout) (Redis did not answer
+    /// within the options' timeout) or [`Unavailable`](OpenErrorKind::Unavailable).
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, RedisError> {
         if options.prefix.is_empty() || options.prefix.contains(['{', '}']) {
-            return Err(ConnectError(
-                "the key prefix is empty or holds `{` or `}` (its hash tag would not keep one \
-                 inbox in one Redis Cluster slot)"
-                    .to_owned(),
+            return Err(OpenError::new(
+                OpenErrorKind::Invalid,
+                "cannot open the Redis inbox: the key prefix is empty or holds `{` or `}` (its \
+                 hash tag would not keep one inbox in one Redis Cluster slot)",
             ));
         }
         let client = client(url, &options)?;
@@ -221,16 +247,13 @@ impl RedisBackend {
             ),
         )
         .await
-        .map_err(|_| ConnectError("Redis did not answer in time".to_owned()))?
-        .map_err(|e| ConnectError(e.to_string()))?;
+        .map_err(|_| timed_out())?
+        .map_err(open_error)?;
         let tag = format!("{{{}}}", options.prefix);
         let keys =
             ["stream", "scheduled", "dead", "done", "leases"].map(|name| format!("{tag}{name}"));
         let scripts = Scripts::new();
-        scripts
-            .load(&mut connection)
-            .await
-            .map_err(|e| ConnectError(e.to_string()))?;
+        scripts.load(&mut connection).await.map_err(open_error)?;
         // Created only when missing: Redis refuses `XGROUP CREATE` when it is out of memory even
         // for a group that exists, and operators must still be able to connect then (to purge).
         let has_group: i64 = scripts
@@ -238,7 +261,7 @@ impl RedisBackend {
             .key(&keys[0])
             .invoke_async(&mut connection)
             .await
-            .map_err(|e| ConnectError(e.to_string()))?;
+            .map_err(open_error)?;
         if has_group == 0 {
             let created: redis::RedisResult<()> = redis::cmd("XGROUP")
                 .arg("CREATE")
@@ -251,7 +274,7 @@ impl RedisBackend {
             if let Err(err) = created
                 && err.code() != Some("BUSYGROUP")
             {
-                return Err(ConnectError(err.to_string()));
+                return Err(open_error(err));
             }
         }
         warn_unless_noeviction(&mut connection).await;
@@ -265,8 +288,8 @@ impl RedisBackend {
             async move {
                 tokio::time::timeout(setup, ConnectionManager::new_with_config(client, config))
                     .await
-                    .map_err(|_| ConnectError("Redis did not answer in time".to_owned()))?
-                    .map_err(|e| ConnectError(e.to_string()))
+                    .map_err(|_| timed_out())?
+                    .map_err(open_error)
             }
         };
         let connection = manager(config.clone()).await?;
@@ -381,7 +404,7 @@ async fn warn_unless_noeviction(connection: &mut redis::aio::MultiplexedConnecti
     }
 }
 
-fn client(url: &str, options: &RedisOptions) -> Result<redis::Client, ConnectError> {
+fn client(url: &str, options: &RedisOptions) -> Result<redis::Client, RedisError> {
     #[cfg(feature = "redis-tls")]
     {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -390,20 +413,31 @@ fn client(url: &str, options: &RedisOptions) -> Result<redis::Client, ConnectErr
                 client_tls: None,
                 root_cert: Some(pem.clone()),
             };
-            return redis::Client::build_with_tls(url, certificates)
-                .map_err(|e| ConnectError(format!("invalid Redis TLS settings: {e}")));
+            return redis::Client::build_with_tls(url, certificates).map_err(|e| {
+                OpenError::new(
+                    OpenErrorKind::Tls,
+                    format!("cannot open the Redis inbox: invalid TLS settings: {e}"),
+                )
+                .with_source(e)
+            });
         }
     }
     #[cfg(not(feature = "redis-tls"))]
     let _ = options;
-    redis::Client::open(url).map_err(|e| ConnectError(format!("invalid Redis URL: {e}")))
+    redis::Client::open(url).map_err(|e| {
+        OpenError::new(
+            OpenErrorKind::Invalid,
+            format!("cannot open the Redis inbox: invalid Redis URL: {e}"),
+        )
+        .with_source(e)
+    })
 }
 
 fn redis_error(err: redis::RedisError) -> InboxError {
     if err.code() == Some("OOM") {
-        InboxError::Full(format!("Redis is out of memory: {err}"))
+        InboxError::full(format!("Redis is out of memory: {err}")).with_source(err)
     } else {
-        InboxError::Unavailable(format!("Redis: {err}"))
+        InboxError::unavailable(format!("Redis: {err}")).with_source(err)
     }
 }
 
@@ -443,7 +477,7 @@ fn valid_cursor(cursor: &str) -> bool {
         })
 }
 
-impl Backend for RedisBackend {
+impl Store for RedisBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
@@ -460,14 +494,16 @@ impl Backend for RedisBackend {
             match answer.await.unwrap_or_else(|_| Err(shutting_down()))? {
                 1 => Ok(Accepted::Stored),
                 0 => Ok(Accepted::Duplicate),
-                _ => Err(InboxError::Full(format!(
+                _ => Err(InboxError::full(format!(
                     "{} unfinished entries",
                     self.max_unfinished
                 ))),
             }
         })
     }
+}
 
+impl Queue for RedisBackend {
     fn take(&self, max: usize, lease: Duration) -> BackendFuture<'_, Vec<Leased>> {
         Box::pin(async move {
             if max == 0 {
@@ -589,6 +625,44 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn wait(
+        &self,
+        timeout: Duration,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let blocked = async {
+                // From the group's last delivered id: anything after it is a new entry (or one
+                // no worker has read yet), whoever added it.
+                let mut connection = self.waiting.clone();
+                let last: String = self
+                    .invocation(&self.scripts.last_delivered)
+                    .invoke_async(&mut connection)
+                    .await?;
+                let _: redis::Value = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("BLOCK")
+                    .arg(positive_ms(timeout))
+                    .arg("STREAMS")
+                    .arg(&self.keys[0])
+                    .arg(last)
+                    .query_async(&mut connection)
+                    .await?;
+                Ok::<(), redis::RedisError>(())
+            };
+            let started = tokio::time::Instant::now();
+            match tokio::time::timeout(timeout + self.timeout, blocked).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    // Redis unreachable: wait out the timeout rather than spin.
+                    tokio::time::sleep_until(started + timeout).await;
+                }
+            }
+        })
+    }
+}
+
+impl Admin for RedisBackend {
     fn stats(&self) -> BackendFuture<'_, Stats> {
         Box::pin(async move {
             let [len, leased, scheduled, overdue, dead, done, oldest, now]: [i64; 8] =
@@ -602,30 +676,6 @@ impl Backend for RedisBackend {
                 done: count(done),
                 oldest_pending_age_secs: (oldest >= 0).then(|| count(now - oldest) / 1000),
             })
-        })
-    }
-
-    fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>> {
-        Box::pin(async move {
-            let mut invocation = self.invocation(&self.scripts.dead);
-            // Redis counts in a signed 64-bit integer.
-            let count = u64::try_from(limit)
-                .unwrap_or(u64::MAX)
-                .clamp(1, i64::MAX as u64);
-            invocation.arg(&self.entry_prefix).arg(count);
-            let flat: Vec<Vec<u8>> = self.run(invocation).await?;
-            Ok(flat
-                .chunks_exact(6)
-                .take(limit)
-                .map(|f| DeadEntry {
-                    id: text(&f[0]),
-                    event_type: text(&f[1]),
-                    attempts: number(&f[2]),
-                    last_error: text(&f[3]),
-                    received_at: from_unix_ms(number(&f[4])),
-                    died_at: from_unix_ms(number(&f[5])),
-                })
-                .collect())
         })
     }
 
@@ -652,14 +702,14 @@ impl Backend for RedisBackend {
             if let Some(cursor) = query.after.as_deref()
                 && !valid_cursor(cursor)
             {
-                return Err(InboxError::Invalid("not a cursor of this inbox".to_owned()));
+                return Err(InboxError::invalid("not a cursor of this inbox"));
             }
             let flat: Vec<Vec<u8>> = self.run(invocation).await?;
             let Some((next, rest)) = flat.split_first() else {
                 return Ok(Page::default());
             };
             if next.as_slice() == b"!bad" {
-                return Err(InboxError::Invalid(
+                return Err(InboxError::invalid(
                     "not a cursor of this listing".to_owned(),
                 ));
             }
@@ -731,17 +781,13 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             match self.replay_ids(&[id.to_owned()]).await?.first() {
                 Some(1) => Ok(()),
-                Some(2) => Err(InboxError::Busy(id.to_owned())),
-                _ => Err(InboxError::NotFound(id.to_owned())),
+                Some(2) => Err(InboxError::busy(id.to_owned())),
+                _ => Err(InboxError::not_found(id.to_owned())),
             }
         })
     }
 
-    fn replay_dead(
-        &self,
-        since: Option<OffsetDateTime>,
-        dry_run: bool,
-    ) -> BackendFuture<'_, Vec<String>> {
+    fn replay_dead(&self, since: Option<OffsetDateTime>) -> BackendFuture<'_, Vec<String>> {
         Box::pin(async move {
             // The dead-letter stream's message ids carry the time each entry died.
             let mut start = since.map_or_else(|| "-".to_owned(), |t| unix_ms(t).to_string());
@@ -768,9 +814,6 @@ impl Backend for RedisBackend {
                     break;
                 }
             }
-            if dry_run {
-                return Ok(ids);
-            }
             let codes = self.replay_ids(&ids).await?;
             Ok(ids
                 .into_iter()
@@ -795,42 +838,6 @@ impl Backend for RedisBackend {
                 purged += n;
                 if n < BATCH {
                     return Ok(purged);
-                }
-            }
-        })
-    }
-
-    fn wait(
-        &self,
-        timeout: Duration,
-    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let blocked = async {
-                // From the group's last delivered id: anything after it is a new entry (or one
-                // no worker has read yet), whoever added it.
-                let mut connection = self.waiting.clone();
-                let last: String = self
-                    .invocation(&self.scripts.last_delivered)
-                    .invoke_async(&mut connection)
-                    .await?;
-                let _: redis::Value = redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(1)
-                    .arg("BLOCK")
-                    .arg(positive_ms(timeout))
-                    .arg("STREAMS")
-                    .arg(&self.keys[0])
-                    .arg(last)
-                    .query_async(&mut connection)
-                    .await?;
-                Ok::<(), redis::RedisError>(())
-            };
-            let started = tokio::time::Instant::now();
-            match tokio::time::timeout(timeout + self.timeout, blocked).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => {
-                    // Redis unreachable: wait out the timeout rather than spin.
-                    tokio::time::sleep_until(started + timeout).await;
                 }
             }
         })

@@ -71,7 +71,7 @@ pub(super) fn list(conn: &Connection, now: i64, query: &ListQuery) -> Result<Pag
     } else {
         limit + 1
     };
-    let mut statement = conn.prepare_cached(&sql).map_err(|e| unavailable(&e))?;
+    let mut statement = conn.prepare_cached(&sql).map_err(unavailable)?;
     let scan_rows = i64::try_from(scan).unwrap_or(i64::MAX);
     let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = vec![
         (":key", &after_key),
@@ -81,23 +81,21 @@ pub(super) fn list(conn: &Connection, now: i64, query: &ListQuery) -> Result<Pag
     if rows.contains(":now") {
         named.push((":now", &now));
     }
-    let mut found = statement
-        .query(named.as_slice())
-        .map_err(|e| unavailable(&e))?;
+    let mut found = statement.query(named.as_slice()).map_err(unavailable)?;
     let mut entries = Vec::new();
     let mut last = None;
     let mut examined = 0;
-    while let Some(row) = found.next().map_err(|e| unavailable(&e))? {
+    while let Some(row) = found.next().map_err(unavailable)? {
         if entries.len() == limit {
             // One more row exists: the page stops at the last one kept.
             return Ok(Page::new(entries, last));
         }
         examined += 1;
         let cursor = keyset_cursor(
-            row.get(9).map_err(|e| unavailable(&e))?,
-            row.get(10).map_err(|e| unavailable(&e))?,
+            row.get(9).map_err(unavailable)?,
+            row.get(10).map_err(unavailable)?,
         );
-        let entry = summary(row, now).map_err(|e| unavailable(&e))?;
+        let entry = summary(row, now).map_err(unavailable)?;
         if query.matches(&entry.id, &entry.event_type) {
             entries.push(entry);
         }
@@ -122,5 +120,5 @@ pub(super) fn entry(conn: &Connection, now: i64, id: &str) -> Result<Option<Entr
             })
             .optional()
         })
-        .map_err(|e| unavailable(&e))
+        .map_err(unavailable)
 }

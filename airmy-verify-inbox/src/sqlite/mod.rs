@@ -44,9 +44,10 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, oneshot};
 
 use crate::backend::{
-    Accepted, Backend, BackendFuture, DeadEntry, Entry, InboxError, Leased, ListQuery, Page, Stats,
+    Accepted, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Queue, Stats, Store,
 };
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
+use crate::{OpenError, OpenErrorKind};
 
 mod list;
 mod schema;
@@ -111,25 +112,11 @@ impl fmt::Debug for SqliteOptions {
     }
 }
 
-/// Why a database could not be opened (a configuration error: receivers exit 2 with it).
-#[derive(Debug)]
-pub struct OpenError {
-    path: PathBuf,
-    reason: String,
-}
-
-impl fmt::Display for OpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot open the inbox {}: {}",
-            self.path.display(),
-            self.reason
-        )
-    }
-}
-
-impl std::error::Error for OpenError {}
+/// Why [`SqliteBackend::open`] failed: an [`OpenError`] (the backend's name for it) naming the
+/// file, of kind [`Unavailable`](OpenErrorKind::Unavailable) (the directory is missing or not
+/// writable, the file cannot be opened), [`Invalid`](OpenErrorKind::Invalid) (not a SQLite
+/// database, corrupted) or [`Schema`](OpenErrorKind::Schema) (a newer version's).
+pub type SqliteError = OpenError;
 
 /// The SQLite backend; see the [module docs](self). Cheap to share (`Inbox` holds it in an
 /// `Arc`); the writer thread stops when it is dropped.
@@ -154,10 +141,12 @@ impl fmt::Debug for SqliteBackend {
     }
 }
 
-pub(super) fn unavailable(err: &rusqlite::Error) -> InboxError {
+pub(super) fn unavailable(err: rusqlite::Error) -> InboxError {
     match err.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DiskFull) => InboxError::Full("the disk is full".to_owned()),
-        _ => InboxError::Unavailable(format!("SQLite: {err}")),
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            InboxError::full("the disk is full").with_source(err)
+        }
+        _ => InboxError::unavailable(format!("SQLite: {err}")).with_source(err),
     }
 }
 
@@ -167,32 +156,43 @@ impl SqliteBackend {
     ///
     /// # Errors
     ///
-    /// An [`OpenError`] naming the file: its directory does not exist or cannot be written,
+    /// A [`SqliteError`] naming the file: its directory does not exist or cannot be written,
     /// it is not a SQLite database, it is corrupted, or its schema is of a newer version.
-    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, OpenError> {
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, SqliteError> {
         let path = path.as_ref().to_path_buf();
-        let fail = |reason: String| OpenError {
-            path: path.clone(),
-            reason,
+        let what = format!("cannot open the inbox {}", path.display());
+        let fail = |reason: String| {
+            OpenError::new(OpenErrorKind::Unavailable, format!("{what}: {reason}"))
         };
-        create_private(&path).map_err(|e| fail(e.to_string()))?;
-        let mut conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
-        let setup = || -> Result<(), String> {
-            conn.busy_timeout(Duration::from_secs(5))
-                .map_err(|e| e.to_string())?;
+        let failed = |err: rusqlite::Error| {
+            let kind = match err.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                    OpenErrorKind::Invalid
+                }
+                _ => OpenErrorKind::Unavailable,
+            };
+            OpenError::new(kind, format!("{what}: {err}")).with_source(err)
+        };
+        create_private(&path).map_err(|e| fail(e.to_string()).with_source(e))?;
+        let mut conn = Connection::open(&path).map_err(failed)?;
+        let setup = || -> Result<(), OpenError> {
+            conn.busy_timeout(Duration::from_secs(5)).map_err(failed)?;
             let mode: String = conn
                 .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-                .map_err(|e| e.to_string())?;
+                .map_err(failed)?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(format!("cannot use WAL mode (got {mode})"));
+                return Err(fail(format!("cannot use WAL mode (got {mode})")));
             }
             conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(|e| e.to_string())?;
+                .map_err(failed)?;
             let check: String = conn
                 .query_row("PRAGMA quick_check", [], |row| row.get(0))
-                .map_err(|e| e.to_string())?;
+                .map_err(failed)?;
             if check != "ok" {
-                return Err(format!("the database is corrupted ({check})"));
+                return Err(OpenError::new(
+                    OpenErrorKind::Invalid,
+                    format!("{what}: the database is corrupted ({check})"),
+                ));
             }
             if let Some(pages) = options.max_pages {
                 conn.pragma_update(
@@ -200,12 +200,13 @@ impl SqliteBackend {
                     "max_page_count",
                     i64::try_from(pages).unwrap_or(i64::MAX),
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(failed)?;
             }
             Ok(())
         };
-        setup().map_err(fail)?;
-        migrate(&mut conn).map_err(fail)?;
+        setup()?;
+        migrate(&mut conn)
+            .map_err(|why| OpenError::new(OpenErrorKind::Schema, format!("{what}: {why}")))?;
 
         conn.set_prepared_statement_cache_capacity(64);
         let reader = Connection::open_with_flags(
@@ -213,10 +214,8 @@ impl SqliteBackend {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .and_then(|reader| reader.busy_timeout(Duration::from_secs(5)).map(|()| reader))
-        .map_err(|e| fail(e.to_string()))?;
-        let unfinished = Arc::new(AtomicU64::new(
-            count_unfinished(&conn).map_err(|e| fail(e.to_string()))?,
-        ));
+        .map_err(failed)?;
+        let unfinished = Arc::new(AtomicU64::new(count_unfinished(&conn).map_err(failed)?));
         let (sender, receiver) = mpsc::channel::<Work>();
         let writer = Writer {
             file: FileId::of(&path).map(|id| (path.clone(), id)),
@@ -229,7 +228,7 @@ impl SqliteBackend {
         std::thread::Builder::new()
             .name("airmy-inbox-sqlite".into())
             .spawn(move || writer.run(&receiver))
-            .map_err(|e| fail(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| fail(format!("cannot start the writer thread: {e}")).with_source(e))?;
         Ok(Self {
             sender,
             notify: Arc::new(Notify::new()),
@@ -257,7 +256,7 @@ impl SqliteBackend {
                 f(&conn, now)
             })
             .await
-            .unwrap_or_else(|_| Err(InboxError::Unavailable("the inbox reader stopped".into())))
+            .unwrap_or_else(|_| Err(InboxError::unavailable("the inbox reader stopped")))
         })
     }
 
@@ -288,16 +287,16 @@ impl SqliteBackend {
         let sent = self.sender.send(Work { job, mode }).is_ok();
         Box::pin(async move {
             if !sent {
-                return Err(InboxError::Unavailable("the inbox writer stopped".into()));
+                return Err(InboxError::unavailable("the inbox writer stopped"));
             }
             answer
                 .await
-                .unwrap_or_else(|_| Err(InboxError::Unavailable("the inbox writer stopped".into())))
+                .unwrap_or_else(|_| Err(InboxError::unavailable("the inbox writer stopped")))
         })
     }
 }
 
-impl Backend for SqliteBackend {
+impl Store for SqliteBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
         let id = delivery.id().to_owned();
         let event_type = delivery.event_type().to_owned();
@@ -328,7 +327,9 @@ impl Backend for SqliteBackend {
             Ok(accepted)
         })
     }
+}
 
+impl Queue for SqliteBackend {
     fn take(&self, max: usize, lease: Duration) -> BackendFuture<'_, Vec<Leased>> {
         let lease = duration_ms(lease);
         self.submit(STEPS, move |conn, now| take_job(conn, now, max, lease))
@@ -345,7 +346,7 @@ impl Backend for SqliteBackend {
                     [],
                     |row| row.get(0),
                 )
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             Ok(due.map(from_unix_ms))
         })
     }
@@ -448,6 +449,14 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
+        })
+    }
+}
+
+impl Admin for SqliteBackend {
     fn stats(&self) -> BackendFuture<'_, Stats> {
         self.submit(STEP, |conn, now| {
             let count = |sql: &str, arg: Option<i64>| -> Result<u64, InboxError> {
@@ -455,7 +464,7 @@ impl Backend for SqliteBackend {
                     Some(arg) => conn.query_row(sql, [arg], |row| row.get(0)),
                     None => conn.query_row(sql, [], |row| row.get(0)),
                 }
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
                 Ok(u64::try_from(n).unwrap_or(0))
             };
             let of = |state: &str| format!("SELECT count(*) FROM entries WHERE state = '{state}'");
@@ -469,7 +478,7 @@ impl Backend for SqliteBackend {
                     [now],
                     |row| row.get(0),
                 )
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             Ok(Stats {
                 pending: count(&of("pending"), None)?.saturating_sub(scheduled),
                 scheduled,
@@ -479,33 +488,6 @@ impl Backend for SqliteBackend {
                 oldest_pending_age_secs: oldest
                     .map(|due| u64::try_from(now.saturating_sub(due) / 1000).unwrap_or(0)),
             })
-        })
-    }
-
-    fn dead(&self, limit: usize) -> BackendFuture<'_, Vec<DeadEntry>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.submit(STEP, move |conn, _| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT id, event_type, attempts, coalesce(last_error, ''), received_at,
-                         finished_at
-                     FROM entries WHERE state = 'dead' ORDER BY finished_at DESC LIMIT ?1",
-                )
-                .map_err(|e| unavailable(&e))?;
-            let rows = statement
-                .query_map([limit], |row| {
-                    Ok(DeadEntry {
-                        id: row.get(0)?,
-                        event_type: row.get(1)?,
-                        attempts: u32::try_from(row.get::<_, i64>(2)?).unwrap_or(u32::MAX),
-                        last_error: row.get(3)?,
-                        received_at: from_unix_ms(row.get(4)?),
-                        died_at: from_unix_ms(row.get::<_, Option<i64>>(5)?.unwrap_or(0)),
-                    })
-                })
-                .map_err(|e| unavailable(&e))?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map_err(|e| unavailable(&e))
         })
     }
 
@@ -531,22 +513,22 @@ impl Backend for SqliteBackend {
                      WHERE id = ?1 AND state IN ('dead', 'done')",
                 )
                 .and_then(|mut s| s.execute(params![id, now]))
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             if changed == 0 {
                 // A pending entry (a retry scheduled later) becomes due now; one being
                 // processed is left alone.
                 let state: Option<String> = conn
                     .prepare_cached("SELECT state FROM entries WHERE id = ?1")
                     .and_then(|mut s| s.query_row([&id], |row| row.get(0)).optional())
-                    .map_err(|e| unavailable(&e))?;
+                    .map_err(unavailable)?;
                 return match state.as_deref() {
                     Some("pending") => conn
                         .prepare_cached("UPDATE entries SET due_at = min(due_at, ?2) WHERE id = ?1")
                         .and_then(|mut s| s.execute(params![id, now]))
                         .map(drop)
-                        .map_err(|e| unavailable(&e)),
-                    Some(_) => Err(InboxError::Busy(id)),
-                    None => Err(InboxError::NotFound(id)),
+                        .map_err(unavailable),
+                    Some(_) => Err(InboxError::busy(id)),
+                    None => Err(InboxError::not_found(id)),
                 };
             }
             unfinished.fetch_add(1, Ordering::Relaxed);
@@ -559,44 +541,36 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn replay_dead(
-        &self,
-        since: Option<OffsetDateTime>,
-        dry_run: bool,
-    ) -> BackendFuture<'_, Vec<String>> {
+    fn replay_dead(&self, since: Option<OffsetDateTime>) -> BackendFuture<'_, Vec<String>> {
         let since = since.map_or(i64::MIN, unix_ms);
         let notify = Arc::clone(&self.notify);
         let unfinished = Arc::clone(&self.unfinished);
-        let mode = if dry_run { STEPS } else { DURABLE_STEPS };
-        let replayed = self.submit(mode, move |conn, now| {
+        let replayed = self.submit(DURABLE_STEPS, move |conn, now| {
             let ids = {
                 let mut statement = conn
                     .prepare_cached(
                         "SELECT id FROM entries WHERE state = 'dead' AND finished_at >= ?1
                          ORDER BY finished_at",
                     )
-                    .map_err(|e| unavailable(&e))?;
+                    .map_err(unavailable)?;
                 let rows = statement
                     .query_map([since], |row| row.get::<_, String>(0))
-                    .map_err(|e| unavailable(&e))?;
-                rows.collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| unavailable(&e))?
+                    .map_err(unavailable)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
             };
-            if !dry_run {
-                unfinished.fetch_add(ids.len() as u64, Ordering::Relaxed);
-                conn.prepare_cached(
-                    "UPDATE entries SET state = 'pending', due_at = ?2, attempts = 0,
-                         last_error = NULL, finished_at = NULL
-                     WHERE state = 'dead' AND finished_at >= ?1",
-                )
-                .and_then(|mut s| s.execute(params![since, now]))
-                .map_err(|e| unavailable(&e))?;
-            }
+            unfinished.fetch_add(ids.len() as u64, Ordering::Relaxed);
+            conn.prepare_cached(
+                "UPDATE entries SET state = 'pending', due_at = ?2, attempts = 0,
+                     last_error = NULL, finished_at = NULL
+                 WHERE state = 'dead' AND finished_at >= ?1",
+            )
+            .and_then(|mut s| s.execute(params![since, now]))
+            .map_err(unavailable)?;
             Ok(ids)
         });
         Box::pin(async move {
             let ids = replayed.await?;
-            if !dry_run && !ids.is_empty() {
+            if !ids.is_empty() {
                 notify.notify_one();
             }
             Ok(ids)
@@ -609,13 +583,7 @@ impl Backend for SqliteBackend {
             conn.prepare_cached("DELETE FROM entries WHERE state = 'done' AND finished_at < ?1")
                 .and_then(|mut s| s.execute([before]))
                 .map(|n| n as u64)
-                .map_err(|e| unavailable(&e))
-        })
-    }
-
-    fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let _ = tokio::time::timeout(timeout, self.notify.notified()).await;
+                .map_err(unavailable)
         })
     }
 }

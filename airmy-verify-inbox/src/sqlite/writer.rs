@@ -129,13 +129,13 @@ impl Writer {
                 .as_ref()
                 .is_some_and(|(path, id)| FileId::of(path) != Some(*id));
             let begun = if moved {
-                Err(InboxError::Unavailable(
+                Err(InboxError::unavailable(
                     "the database file was removed or replaced while the inbox was open".to_owned(),
                 ))
             } else {
                 self.conn
                     .execute_batch("BEGIN IMMEDIATE")
-                    .map_err(|e| unavailable(&e))
+                    .map_err(unavailable)
             };
             if let Err(err) = begun {
                 for work in batch {
@@ -165,13 +165,13 @@ impl Writer {
             }
             let committed = if self.conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (the disk is full, say).
-                Err(InboxError::Full(
+                Err(InboxError::full(
                     "the transaction was rolled back".to_owned(),
                 ))
             } else {
                 self.conn.execute_batch("COMMIT").map_err(|e| {
                     let _ = self.conn.execute_batch("ROLLBACK");
-                    unavailable(&e)
+                    unavailable(e)
                 })
             };
             let failed = committed.err();
@@ -197,11 +197,11 @@ pub(super) fn accept_job(
         let known: Option<i64> = conn
             .prepare_cached("SELECT 1 FROM entries WHERE id = ?1")
             .and_then(|mut s| s.query_row([id], |row| row.get(0)).optional())
-            .map_err(|e| unavailable(&e))?;
+            .map_err(unavailable)?;
         if known.is_some() {
             return Ok(Accepted::Duplicate);
         }
-        return Err(InboxError::Full(format!(
+        return Err(InboxError::full(format!(
             "{waiting} entries wait to be processed (the limit is {max_unfinished})"
         )));
     }
@@ -212,7 +212,7 @@ pub(super) fn accept_job(
              ON CONFLICT (id) DO NOTHING",
         )
         .and_then(|mut s| s.execute(params![id, event_type, body, created_at, now]))
-        .map_err(|e| unavailable(&e))?;
+        .map_err(unavailable)?;
     if inserted == 0 {
         return Ok(Accepted::Duplicate);
     }
@@ -237,12 +237,12 @@ pub(super) fn take_job(
                 "SELECT id FROM entries WHERE state = 'processing' AND lease_until <= ?1
                  ORDER BY lease_until LIMIT ?2",
             )
-            .map_err(|e| unavailable(&e))?;
+            .map_err(unavailable)?;
         let rows = expired
             .query_map(params![now, limit], |row| row.get(0))
-            .map_err(|e| unavailable(&e))?;
+            .map_err(unavailable)?;
         for id in rows {
-            ids.push(id.map_err(|e| unavailable(&e))?);
+            ids.push(id.map_err(unavailable)?);
         }
         let left = limit - i64::try_from(ids.len()).unwrap_or(0);
         if left > 0 {
@@ -251,12 +251,12 @@ pub(super) fn take_job(
                     "SELECT id FROM entries WHERE state = 'pending' AND due_at <= ?1
                      ORDER BY due_at LIMIT ?2",
                 )
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             let rows = due
                 .query_map(params![now, left], |row| row.get(0))
-                .map_err(|e| unavailable(&e))?;
+                .map_err(unavailable)?;
             for id in rows {
-                ids.push(id.map_err(|e| unavailable(&e))?);
+                ids.push(id.map_err(unavailable)?);
             }
         }
     }
@@ -267,14 +267,14 @@ pub(super) fn take_job(
              WHERE id = ?1
              RETURNING event_type, body, received_at, attempts",
         )
-        .map_err(|e| unavailable(&e))?;
+        .map_err(unavailable)?;
     let mut leased = Vec::with_capacity(ids.len());
     for id in ids {
         let (event_type, body, received_at, attempts): (String, Vec<u8>, i64, i64) = update
             .query_row(params![id, now.saturating_add(lease), token], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })
-            .map_err(|e| unavailable(&e))?;
+            .map_err(unavailable)?;
         leased.push(Leased {
             id,
             event_type,
@@ -301,5 +301,5 @@ pub(super) fn leased_update(
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute(params))
         .map(|n| n > 0)
-        .map_err(|e| unavailable(&e))
+        .map_err(unavailable)
 }

@@ -60,10 +60,26 @@ mod retry;
 
 pub use retry::RetryPolicy;
 
+/// How a worker makes each attempt's handler context, and what it ends after the handler.
+pub(crate) type Opener<C> = Arc<dyn Fn(Context, &Leased) -> (C, Finish) + Send + Sync>;
+
+/// What an attempt ends after its handler, besides recording its outcome.
+pub(crate) enum Finish {
+    /// Nothing: the outcome is recorded on its own.
+    Plain,
+    /// The attempt's PostgreSQL transaction: committed with the completion, or rolled back.
+    #[cfg(feature = "postgres")]
+    Transaction(Arc<crate::postgres::tx::TxSlot>),
+}
+
 /// Runs [`Handlers`] on an [`Inbox`](crate::Inbox)'s entries; see the [module docs](self).
-pub struct Worker {
+///
+/// `C` is the handlers' context: [`Context`] (from [`Inbox::worker`](crate::Inbox::worker)) or,
+/// on PostgreSQL, `PgContext` (from `PgBackend::worker`).
+pub struct Worker<C = Context> {
     backend: Arc<dyn Backend>,
-    handlers: Handlers,
+    handlers: Handlers<C>,
+    open: Opener<C>,
     concurrency: usize,
     lease: Duration,
     handler_timeout: Duration,
@@ -72,7 +88,7 @@ pub struct Worker {
     retention: Duration,
 }
 
-impl fmt::Debug for Worker {
+impl<C> fmt::Debug for Worker<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
             .field("handlers", &self.handlers)
@@ -87,9 +103,20 @@ impl fmt::Debug for Worker {
 
 impl Worker {
     pub(crate) fn new(backend: Arc<dyn Backend>, handlers: Handlers) -> Self {
+        Self::with_opener(backend, handlers, Arc::new(|ctx, _| (ctx, Finish::Plain)))
+    }
+}
+
+impl<C: AsRef<Context> + Send + 'static> Worker<C> {
+    pub(crate) fn with_opener(
+        backend: Arc<dyn Backend>,
+        handlers: Handlers<C>,
+        open: Opener<C>,
+    ) -> Self {
         Self {
             backend,
             handlers,
+            open,
             concurrency: 4,
             lease: DEFAULT_LEASE,
             handler_timeout: Duration::from_secs(300),
@@ -183,14 +210,9 @@ impl Worker {
         }
         let span = observe::inbox_entry_span(&entry.id, &entry.event_type, entry.attempt);
         let ctx = Context::new(entry.id.clone(), entry.attempt, entry.received_at);
-        #[cfg(feature = "postgres")]
-        let tx = backend.transaction_slot(&entry.id, &entry.token);
-        #[cfg(feature = "postgres")]
-        let ctx = match &tx {
-            Some(slot) => ctx.with_transaction(Arc::clone(slot)),
-            None => ctx,
-        };
         let after_commit = ctx.after_commit_hooks();
+        #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
+        let (ctx, finish) = (self.open)(ctx, &entry);
         let run = AssertUnwindSafe(tokio::time::timeout(
             self.handler_timeout,
             self.handlers
@@ -240,7 +262,7 @@ impl Worker {
         // On PostgreSQL, a handler that wrote in the attempt's transaction: its writes and the
         // completion commit together, or neither (then the attempt failed).
         #[cfg(feature = "postgres")]
-        if let Some(slot) = &tx {
+        if let Finish::Transaction(slot) = &finish {
             use crate::postgres::tx::Ended;
             if error.is_some() {
                 slot.roll_back().await;

@@ -12,6 +12,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
+use crate::Context;
 use crate::backend::{Backend, Leased};
 #[cfg(feature = "metrics")]
 use airmy_verify::observe;
@@ -100,8 +101,8 @@ async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) 
 
 /// What the pool loop holds: the handlings running (by task, with their entry's id and lease
 /// token, to release at shutdown) and the entries taken ahead, with when they were queued.
-struct Pool {
-    worker: Arc<Worker>,
+struct Pool<C> {
+    worker: Arc<Worker<C>>,
     backend: Arc<dyn Backend>,
     slots: Arc<Semaphore>,
     tasks: JoinSet<()>,
@@ -110,7 +111,10 @@ struct Pool {
 }
 
 /// Runs `worker` until `shutdown` is cancelled, then finishes or releases what is running.
-pub(super) async fn run(worker: Arc<Worker>, shutdown: CancellationToken) {
+pub(super) async fn run<C: AsRef<Context> + Send + 'static>(
+    worker: Arc<Worker<C>>,
+    shutdown: CancellationToken,
+) {
     let backend = Arc::clone(&worker.backend);
     let mut pool = Pool {
         slots: Arc::new(Semaphore::new(worker.concurrency)),
@@ -195,7 +199,7 @@ pub(super) async fn run(worker: Arc<Worker>, shutdown: CancellationToken) {
     pool.shut_down().await;
 }
 
-impl Pool {
+impl<C: AsRef<Context> + Send + 'static> Pool<C> {
     /// Forgets a finished handling.
     fn reaped(&mut self, done: Result<(tokio::task::Id, ()), JoinError>) {
         let id = match done {

@@ -8,19 +8,12 @@ use time::OffsetDateTime;
 /// When failed entries are tried again, and when they become dead letters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    /// The wait before the second attempt. Defaults to 1 second.
-    pub initial: Duration,
-    /// Each wait is this many times the one before. Defaults to 2.
-    pub multiplier: f64,
-    /// The longest wait. Defaults to 10 minutes.
-    pub max_delay: Duration,
-    /// No attempt later than this after the delivery was received: past it the entry is a dead
-    /// letter. Defaults to 24 hours.
-    pub max_age: Duration,
-    /// At most this many attempts, if set. Defaults to none (the age decides).
-    pub max_attempts: Option<u32>,
-    /// Each wait is moved at random by up to this fraction, either way. Defaults to 0.2.
-    pub jitter: f64,
+    initial: Duration,
+    multiplier: f64,
+    max_delay: Duration,
+    max_age: Duration,
+    max_attempts: Option<u32>,
+    jitter: f64,
 }
 
 impl Default for RetryPolicy {
@@ -37,6 +30,58 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The wait before the second attempt. Defaults to 1 second.
+    #[must_use]
+    pub fn initial(mut self, wait: Duration) -> Self {
+        self.initial = wait;
+        self
+    }
+
+    /// Each wait is this many times the one before (at least 1). Defaults to 2.
+    #[must_use]
+    pub fn multiplier(mut self, factor: f64) -> Self {
+        self.multiplier = if factor.is_finite() {
+            factor.max(1.0)
+        } else {
+            1.0
+        };
+        self
+    }
+
+    /// The longest wait. Defaults to 10 minutes.
+    #[must_use]
+    pub fn max_delay(mut self, wait: Duration) -> Self {
+        self.max_delay = wait;
+        self
+    }
+
+    /// No attempt later than this after the delivery was received: past it the entry is a dead
+    /// letter. Defaults to 24 hours.
+    #[must_use]
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = age;
+        self
+    }
+
+    /// At most this many attempts, if set. Defaults to none (the age decides).
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Each wait is moved at random by up to this fraction, either way (0 to 1). Defaults to
+    /// 0.2.
+    #[must_use]
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+
     /// When to try an entry again after its `attempt`-th attempt failed at `now`, or `None` when
     /// it is past the policy (a dead letter).
     #[must_use]

@@ -18,10 +18,10 @@ use examples::apps::{Handling, actix_app};
 
 #[actix_web::main]
 async fn main() {
-    let (config, guard, inbox) = examples::start_or_exit().await;
+    let (config, guard, opened) = examples::start_or_exit().await;
+    let inbox = opened.as_ref().map(|opened| opened.inbox.clone());
     let metrics = examples::observe_or_exit(&config).await;
-    let handling = Handling::printing(config.handler_delay, config.handler_fail_for)
-        .transactional(config.inbox_is_postgres());
+    let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
     let routes = actix_app(
         config.verifier,
         handling.clone(),
@@ -62,7 +62,7 @@ async fn main() {
         }
     }
     let (workers, worker) = examples::start_workers(
-        inbox.as_ref(),
+        opened.as_ref(),
         &handling,
         (
             config.inbox_workers,

@@ -17,7 +17,8 @@ use examples::apps::{Handling, axum_app};
 
 #[tokio::main]
 async fn main() {
-    let (config, guard, inbox) = examples::start_or_exit().await;
+    let (config, guard, opened) = examples::start_or_exit().await;
+    let inbox = opened.as_ref().map(|opened| opened.inbox.clone());
     let metrics = examples::observe_or_exit(&config).await;
     let listener = match tokio::net::TcpListener::bind(&config.listen).await {
         Ok(listener) => listener,
@@ -35,10 +36,9 @@ async fn main() {
         }
         _ => None,
     };
-    let handling = Handling::printing(config.handler_delay, config.handler_fail_for)
-        .transactional(config.inbox_is_postgres());
+    let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
     let (workers, worker) = examples::start_workers(
-        inbox.as_ref(),
+        opened.as_ref(),
         &handling,
         (
             config.inbox_workers,

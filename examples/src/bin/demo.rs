@@ -303,8 +303,12 @@ async fn outage_act(secret: &str) -> Result<bool, Box<dyn std::error::Error>> {
         } else {
             None
         };
+        let opened = inbox.clone().map(|inbox| examples::ReceiverInbox {
+            inbox,
+            postgres: None,
+        });
         let (workers, worker) = examples::start_workers(
-            inbox.as_ref(),
+            opened.as_ref(),
             &handling,
             (4, airmy_verify_inbox::DEFAULT_LEASE, None),
             "axum",
