@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreFuture};
+use super::store::{Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreFuture};
 
 /// Claims a free id (or one already claimed with the caller's token, whose reply was lost),
 /// in one round trip: 1 claimed, 2 done, 0 in flight.
