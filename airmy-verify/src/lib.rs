@@ -72,7 +72,7 @@ pub use secret::{InvalidSecret, Secret, SecretFileError, Secrets};
 pub use signature::{SIGNATURE_HEADER, sign, verify};
 pub use verifier::{
     Clock, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_TOLERANCE, Intake, SystemClock,
-    Verified, Verifier, VerifierBuilder,
+    Verified, Verifier, VerifierBuilder, dedupe_window,
 };
 
 pub use bytes::Bytes;

@@ -91,7 +91,7 @@ impl std::error::Error for IdempotencyConfigError {}
 
 impl Idempotency {
     /// A guard on `store` for deliveries checked by `verifier`: committed ids are kept for
-    /// twice its tolerance plus a minute (at most [`MAX_DURATION`]), claims lease for 30 s,
+    /// its [dedupe window](Verifier::dedupe_window) (twice its tolerance plus a minute), claims lease for 30 s,
     /// and an unreachable store lets deliveries through with a warning.
     ///
     /// # Errors
@@ -102,15 +102,10 @@ impl Idempotency {
         store: impl IdempotencyStore,
         verifier: &Verifier,
     ) -> Result<Self, IdempotencyConfigError> {
-        let tolerance = verifier
-            .tolerance()
+        let window = verifier
+            .dedupe_window()
             .ok_or(IdempotencyConfigError::RetentionRequired)?;
-        Ok(Self::with_retention(
-            store,
-            tolerance
-                .saturating_mul(2)
-                .saturating_add(Duration::from_secs(60)),
-        ))
+        Ok(Self::with_retention(store, window))
     }
 
     /// A guard keeping committed ids for `retention` (at most [`MAX_DURATION`]).

@@ -15,7 +15,8 @@ use super::store::{Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, St
 /// (with a warning: deduplication of those events gets shorter); only a store full of claims
 /// in flight refuses a claim.
 ///
-/// **Sizing:** ids stay for the guard's retention (by default 2 × tolerance + 60 s = 660 s),
+/// **Sizing:** ids stay for the guard's retention (by default the verifier's
+/// [dedupe window](crate::dedupe_window), 660 s),
 /// so a capacity of at least your peak deliveries per second × the retention keeps every id
 /// for its whole window; 100,000 covers about 150 deliveries per second. Each id costs about
 /// 150 bytes plus its length.

@@ -15,7 +15,8 @@
 //!
 //! While a handler runs, its claim is extended every third of the lease (defaults to 30 s), so
 //! a slow handler keeps it; a claim whose process died expires after the lease. Committed ids
-//! are kept for twice the freshness tolerance plus a minute: an older delivery of the same
+//! are kept for the verifier's [dedupe window](crate::dedupe_window) (twice the freshness
+//! tolerance plus a minute): an older delivery of the same
 //! event is refused as stale before it reaches the guard, so the store stays bounded. With
 //! freshness disabled the retention must be set. Durations longer than [`MAX_DURATION`]
 //! (100 years) are treated as 100 years by every store ("never expires", in practice).
