@@ -17,6 +17,7 @@
 //! - [`Answer`]: every HTTP answer the suite decides (a refusal, an idempotency decision, the
 //!   inbox's), as status, fixed JSON body and outcome; each adapter converts it once.
 //! - [`idempotency`]: exactly-once handling of AIRMY's retries, in memory or on Redis.
+//! - [`lease`]: a lease kept alive while work runs (idempotency claims, inbox entries).
 //! - [`observe`]: the span of each delivery and, with the `metrics` feature, metrics through
 //!   the `metrics` facade; names and fields documented once; [`observe::Delivery`] counts
 //!   every delivery once, however it ends.
@@ -54,6 +55,7 @@ pub mod answer;
 pub mod error;
 pub mod event;
 pub mod idempotency;
+pub mod lease;
 pub mod observe;
 pub mod secret;
 pub mod signature;

@@ -2,6 +2,7 @@
 //! records its outcome; [`Guarded`] is what [`Idempotency::run`] did. See the
 //! [module docs](super) for the rules.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -16,11 +17,9 @@ use futures_util::future::{Either, select};
 
 use super::store::{Claim, Commit, IdempotencyStore, MAX_DURATION};
 use crate::answer::Answer;
+use crate::lease::{self, DEFAULT_LEASE};
 use crate::observe::{Outcome, metrics};
 use crate::verifier::Verifier;
-
-/// The default lease of an in-flight claim: 30 seconds.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// What to do with a delivery when the store cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,7 +90,8 @@ impl std::error::Error for IdempotencyConfigError {}
 
 impl Idempotency {
     /// A guard on `store` for deliveries checked by `verifier`: committed ids are kept for
-    /// its [dedupe window](Verifier::dedupe_window) (twice its tolerance plus a minute), claims lease for 30 s,
+    /// its [dedupe window](Verifier::dedupe_window) (twice its tolerance plus a minute), claims lease for
+    /// [`DEFAULT_LEASE`] (30 s),
     /// and an unreachable store lets deliveries through with a warning.
     ///
     /// # Errors
@@ -121,8 +121,9 @@ impl Idempotency {
     }
 
     /// How long a claim lasts without being extended: a running handler extends it every
-    /// third of the lease, so this is how long a claim outlives a process that died. Defaults
-    /// to 30 seconds; at least 1 ms and at most [`MAX_DURATION`].
+    /// third of the lease ([`lease::keep_alive`]), so this is how long a claim outlives a
+    /// process that died. Defaults to [`DEFAULT_LEASE`] (30 seconds); at least 1 ms and at
+    /// most [`MAX_DURATION`].
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.clamp(Duration::from_millis(1), MAX_DURATION);
@@ -246,7 +247,7 @@ impl Idempotency {
         let handler = AssertUnwindSafe(handler(input)).catch_unwind();
         let outcome = match select(pin!(handler), pin!(ticket.keep_alive())).await {
             Either::Left((outcome, _)) => outcome,
-            Either::Right(((), _)) => unreachable!("keep_alive never ends"),
+            Either::Right((never, _)) => match never {},
         };
         match outcome {
             Ok(Ok(output)) => {
@@ -336,32 +337,32 @@ struct Ticket {
 impl Ticket {
     /// Extends the claim every third of the lease, for as long as it is polled (never ends).
     /// A claim that could not be extended is logged; the handler goes on.
-    async fn keep_alive(&self) {
+    async fn keep_alive(&self) -> Infallible {
         let Some((guard, id, token)) = &self.claim else {
             return std::future::pending().await;
         };
-        let every = guard.lease / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            match guard.store.extend(id, token, guard.lease).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
+        lease::keep_alive(
+            guard.lease,
+            || guard.store.extend(id, token, guard.lease),
+            || {
+                tracing::warn!(
                     target: "airmy_verify",
                     event_id = ?id,
                     "the claim of a running handler expired and was taken; another delivery \
                      of this event may run the handler again"
-                ),
-                Err(err) => {
-                    metrics::store_error("extend");
-                    tracing::warn!(
-                        target: "airmy_verify",
-                        event_id = ?id,
-                        reason = %err,
-                        "could not extend the claim of a running handler"
-                    );
-                }
-            }
-        }
+                );
+            },
+            |err| {
+                metrics::store_error("extend");
+                tracing::warn!(
+                    target: "airmy_verify",
+                    event_id = ?id,
+                    reason = %err,
+                    "could not extend the claim of a running handler"
+                );
+            },
+        )
+        .await
     }
 
     /// Commits the id when `success` (the handler answered 2xx), releases it otherwise so the

@@ -13,7 +13,8 @@
 //! | a delivery while the id is in flight | 409 `{"error":"delivery_in_flight"}` | does not run (AIRMY retries later) |
 //! | the store is unreachable | by default: processed anyway, with a `WARN`; or 503 | runs / does not run |
 //!
-//! While a handler runs, its claim is extended every third of the lease (defaults to 30 s), so
+//! While a handler runs, its claim is extended every third of the lease ([`crate::lease`];
+//! defaults to 30 s), so
 //! a slow handler keeps it; a claim whose process died expires after the lease. Committed ids
 //! are kept for the verifier's [dedupe window](crate::dedupe_window) (twice the freshness
 //! tolerance plus a minute): an older delivery of the same
@@ -70,7 +71,7 @@ mod memory;
 mod redis_store;
 mod store;
 
-pub use guard::{DEFAULT_LEASE, Guarded, Idempotency, IdempotencyConfigError, OnStoreError};
+pub use guard::{Guarded, Idempotency, IdempotencyConfigError, OnStoreError};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
