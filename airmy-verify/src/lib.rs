@@ -24,6 +24,7 @@
 //! - `testing` (feature `testing`): signed sample deliveries, a fixed clock and the
 //!   conformance table, for your own tests.
 //! - [`sign`] and [`verify`]: AIRMY's reference functions, for tests and scripts.
+//! - [`token`]: random tokens (lease tokens, worker names, event ids of the tool).
 //! - [`text`]: an event id as one word of a line, a URL without its password: how the suite
 //!   prints text it does not control.
 //!
@@ -63,7 +64,6 @@ pub mod signature;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod text;
-#[doc(hidden)]
 pub mod token;
 pub mod verifier;
 
