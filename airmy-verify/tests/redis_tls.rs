@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use airmy_verify::idempotency::{Claim, Commit, IdempotencyStore, RedisStore};
+use airmy_verify::idempotency::{Claim, Commit, IdempotencyStore, RedisStore, StoreErrorKind};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -46,6 +46,7 @@ async fn refuses_a_certificate_the_system_does_not_trust() {
     let err = RedisStore::connect_with_timeout(&redis.url(), TIMEOUT)
         .await
         .expect_err("an untrusted certificate must not connect");
+    assert_eq!(err.kind(), StoreErrorKind::Tls, "{err}");
     assert!(
         err.to_string().contains("invalid peer certificate"),
         "{err}"

@@ -5,7 +5,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::store::{Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreFuture};
+use super::store::{
+    Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreErrorKind, StoreFuture,
+};
 
 /// An in-memory store for one process: bounded, with expiry, and no background thread.
 ///
@@ -90,7 +92,8 @@ impl MemoryStore {
             return Err(StoreError::new(format!(
                 "the in-memory store is full ({} claims in flight)",
                 self.capacity
-            )));
+            ))
+            .with_kind(StoreErrorKind::Full));
         }
         inner.set(id, Some(token), deadline(now, lease));
         Ok(Claim::Claimed)
@@ -255,25 +258,40 @@ mod tests {
     #[test]
     fn claim_commit_release_follow_the_tokens() {
         let store = MemoryStore::new(10);
-        assert_eq!(block(store.claim("e", "a", LONG)), Ok(Claim::Claimed));
-        assert_eq!(block(store.claim("e", "b", LONG)), Ok(Claim::InFlight));
         assert_eq!(
-            block(store.claim("e", "a", LONG)),
-            Ok(Claim::Claimed),
+            block(store.claim("e", "a", LONG)).ok(),
+            Some(Claim::Claimed)
+        );
+        assert_eq!(
+            block(store.claim("e", "b", LONG)).ok(),
+            Some(Claim::InFlight)
+        );
+        assert_eq!(
+            block(store.claim("e", "a", LONG)).ok(),
+            Some(Claim::Claimed),
             "a claim is its own token's again (a retried claim whose reply was lost)"
         );
         // Another token can neither release nor commit nor extend the claim.
         block(store.release("e", "b")).expect("ok");
-        assert_eq!(block(store.commit("e", "b", LONG)), Ok(Commit::Lost));
-        assert_eq!(block(store.extend("e", "b", LONG)), Ok(false));
-        assert_eq!(block(store.claim("e", "c", LONG)), Ok(Claim::InFlight));
-        block(store.release("e", "a")).expect("ok");
-        assert_eq!(block(store.claim("e", "d", LONG)), Ok(Claim::Claimed));
-        assert_eq!(block(store.commit("e", "d", LONG)), Ok(Commit::Committed));
-        assert_eq!(block(store.claim("e", "f", LONG)), Ok(Claim::Done));
+        assert_eq!(block(store.commit("e", "b", LONG)).ok(), Some(Commit::Lost));
+        assert_eq!(block(store.extend("e", "b", LONG)).ok(), Some(false));
         assert_eq!(
-            block(store.commit("e", "x", LONG)),
-            Ok(Commit::Lost),
+            block(store.claim("e", "c", LONG)).ok(),
+            Some(Claim::InFlight)
+        );
+        block(store.release("e", "a")).expect("ok");
+        assert_eq!(
+            block(store.claim("e", "d", LONG)).ok(),
+            Some(Claim::Claimed)
+        );
+        assert_eq!(
+            block(store.commit("e", "d", LONG)).ok(),
+            Some(Commit::Committed)
+        );
+        assert_eq!(block(store.claim("e", "f", LONG)).ok(), Some(Claim::Done));
+        assert_eq!(
+            block(store.commit("e", "x", LONG)).ok(),
+            Some(Commit::Lost),
             "a commit never overwrites another's"
         );
     }
@@ -283,33 +301,61 @@ mod tests {
         // Generous margins: a loaded CI machine may pause a thread for tens of milliseconds.
         let (short, wait) = (Duration::from_millis(300), Duration::from_millis(450));
         let store = MemoryStore::new(10);
-        assert_eq!(block(store.claim("e", "a", short)), Ok(Claim::Claimed));
+        assert_eq!(
+            block(store.claim("e", "a", short)).ok(),
+            Some(Claim::Claimed)
+        );
         std::thread::sleep(wait);
         // The lease ran out and nobody claimed the id: the late commit is recorded.
-        assert_eq!(block(store.commit("e", "a", LONG)), Ok(Commit::Committed));
-        assert_eq!(block(store.claim("e", "b", LONG)), Ok(Claim::Done));
+        assert_eq!(
+            block(store.commit("e", "a", LONG)).ok(),
+            Some(Commit::Committed)
+        );
+        assert_eq!(block(store.claim("e", "b", LONG)).ok(), Some(Claim::Done));
 
-        assert_eq!(block(store.claim("f", "a", short)), Ok(Claim::Claimed));
+        assert_eq!(
+            block(store.claim("f", "a", short)).ok(),
+            Some(Claim::Claimed)
+        );
         std::thread::sleep(wait);
-        assert_eq!(block(store.extend("f", "a", LONG)), Ok(false), "expired");
-        assert_eq!(block(store.claim("f", "b", LONG)), Ok(Claim::Claimed));
+        assert_eq!(
+            block(store.extend("f", "a", LONG)).ok(),
+            Some(false),
+            "expired"
+        );
+        assert_eq!(
+            block(store.claim("f", "b", LONG)).ok(),
+            Some(Claim::Claimed)
+        );
         // Another delivery holds the id now: the late commit is reported lost, not recorded.
-        assert_eq!(block(store.commit("f", "a", LONG)), Ok(Commit::Lost));
-        assert_eq!(block(store.claim("f", "c", LONG)), Ok(Claim::InFlight));
+        assert_eq!(block(store.commit("f", "a", LONG)).ok(), Some(Commit::Lost));
+        assert_eq!(
+            block(store.claim("f", "c", LONG)).ok(),
+            Some(Claim::InFlight)
+        );
     }
 
     #[test]
     fn extending_keeps_a_claim_past_its_first_lease() {
         let store = MemoryStore::new(10);
         let short = Duration::from_millis(300);
-        assert_eq!(block(store.claim("e", "a", short)), Ok(Claim::Claimed));
+        assert_eq!(
+            block(store.claim("e", "a", short)).ok(),
+            Some(Claim::Claimed)
+        );
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(150));
-            assert_eq!(block(store.extend("e", "a", short)), Ok(true));
+            assert_eq!(block(store.extend("e", "a", short)).ok(), Some(true));
         }
-        assert_eq!(block(store.claim("e", "b", LONG)), Ok(Claim::InFlight));
+        assert_eq!(
+            block(store.claim("e", "b", LONG)).ok(),
+            Some(Claim::InFlight)
+        );
         std::thread::sleep(Duration::from_millis(450));
-        assert_eq!(block(store.claim("e", "b", LONG)), Ok(Claim::Claimed));
+        assert_eq!(
+            block(store.claim("e", "b", LONG)).ok(),
+            Some(Claim::Claimed)
+        );
     }
 
     #[test]
@@ -318,19 +364,22 @@ mod tests {
         let short = Duration::from_millis(200);
         for i in 0..500 {
             assert_eq!(
-                block(store.claim(&format!("s{i}"), "t", short)),
-                Ok(Claim::Claimed)
+                block(store.claim(&format!("s{i}"), "t", short)).ok(),
+                Some(Claim::Claimed)
             );
         }
         for i in 0..100 {
             assert_eq!(
-                block(store.claim(&format!("l{i}"), "t", LONG)),
-                Ok(Claim::Claimed)
+                block(store.claim(&format!("l{i}"), "t", LONG)).ok(),
+                Some(Claim::Claimed)
             );
         }
         assert_eq!(store.len(), 600);
         std::thread::sleep(Duration::from_millis(350));
-        assert_eq!(block(store.claim("new", "t", LONG)), Ok(Claim::Claimed));
+        assert_eq!(
+            block(store.claim("new", "t", LONG)).ok(),
+            Some(Claim::Claimed)
+        );
         assert_eq!(
             store.len(),
             101,
@@ -342,21 +391,33 @@ mod tests {
     fn a_full_store_drops_the_oldest_committed_ids_and_refuses_only_when_all_are_in_flight() {
         let store = MemoryStore::new(3);
         for id in ["a", "b"] {
-            assert_eq!(block(store.claim(id, "t", LONG)), Ok(Claim::Claimed));
-            assert_eq!(block(store.commit(id, "t", LONG)), Ok(Commit::Committed));
+            assert_eq!(block(store.claim(id, "t", LONG)).ok(), Some(Claim::Claimed));
+            assert_eq!(
+                block(store.commit(id, "t", LONG)).ok(),
+                Some(Commit::Committed)
+            );
         }
-        assert_eq!(block(store.claim("c", "t", LONG)), Ok(Claim::Claimed));
-        // Full: "a", the oldest committed id, makes room.
-        assert_eq!(block(store.claim("d", "t", LONG)), Ok(Claim::Claimed));
-        assert_eq!(store.len(), 3);
-        assert_eq!(block(store.claim("b", "u", LONG)), Ok(Claim::Done));
         assert_eq!(
-            block(store.claim("e", "t", LONG)),
-            Ok(Claim::Claimed),
+            block(store.claim("c", "t", LONG)).ok(),
+            Some(Claim::Claimed)
+        );
+        // Full: "a", the oldest committed id, makes room.
+        assert_eq!(
+            block(store.claim("d", "t", LONG)).ok(),
+            Some(Claim::Claimed)
+        );
+        assert_eq!(store.len(), 3);
+        assert_eq!(block(store.claim("b", "u", LONG)).ok(), Some(Claim::Done));
+        assert_eq!(
+            block(store.claim("e", "t", LONG)).ok(),
+            Some(Claim::Claimed),
             "b made room"
         );
         // Now c, d and e are all in flight: nothing may be dropped.
         assert!(block(store.claim("f", "t", LONG)).is_err());
-        assert_eq!(block(store.claim("c", "u", LONG)), Ok(Claim::InFlight));
+        assert_eq!(
+            block(store.claim("c", "u", LONG)).ok(),
+            Some(Claim::InFlight)
+        );
     }
 }

@@ -76,4 +76,6 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_store::RedisStore;
-pub use store::{Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreFuture};
+pub use store::{
+    Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreErrorKind, StoreFuture,
+};

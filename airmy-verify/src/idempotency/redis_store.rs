@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::store::{Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreFuture};
+use super::store::{
+    Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreErrorKind, StoreFuture,
+};
+use crate::text::redact_url;
 
 /// Claims a free id (or one already claimed with the caller's token, whose reply was lost),
 /// in one round trip: 1 claimed, 2 done, 0 in flight.
@@ -90,9 +93,8 @@ impl RedisStore {
     /// A [`StoreError`] when the URL is invalid or Redis cannot be reached now.
     pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, StoreError> {
         install_tls_provider();
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::new(format!("invalid Redis URL: {e}")))?;
-        Self::with_client(client, timeout).await
+        let client = redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?;
+        Self::with_client(url, client, timeout).await
     }
 
     /// Connects over TLS (a `rediss://` URL) to a server whose certificate is signed by
@@ -118,11 +120,15 @@ impl RedisStore {
             root_cert: Some(root_ca_pem.to_vec()),
         };
         let client = redis::Client::build_with_tls(url, certificates)
-            .map_err(|e| StoreError::new(format!("invalid Redis TLS settings: {e}")))?;
-        Self::with_client(client, timeout).await
+            .map_err(|e| redis_error(url, "invalid TLS settings", e))?;
+        Self::with_client(url, client, timeout).await
     }
 
-    async fn with_client(client: redis::Client, timeout: Duration) -> Result<Self, StoreError> {
+    async fn with_client(
+        url: &str,
+        client: redis::Client,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -130,7 +136,7 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let mut connection = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(redis_error)?;
+            .map_err(|e| redis_error(url, "could not connect", e))?;
         let store = Self {
             connection: connection.clone(),
             prefix: "airmy:idempotency:".to_owned(),
@@ -146,7 +152,7 @@ impl RedisStore {
             script
                 .load_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(|e| redis_error(url, "could not load the scripts", e))?;
         }
         Ok(store)
     }
@@ -172,8 +178,67 @@ fn install_tls_provider() {
     }
 }
 
-fn redis_error(err: redis::RedisError) -> StoreError {
+/// A Redis error as a [`StoreError`]: its kind as the driver tells it, a message naming the
+/// step and the server (its URL without the password), the driver's error as the source.
+fn redis_error(url: &str, doing: &str, err: redis::RedisError) -> StoreError {
+    let message = format!("Redis at {}: {doing}: {err}", redact_url(url));
+    StoreError::new(message)
+        .with_kind(kind(&err))
+        .with_source(err)
+}
+
+/// A failed command: the same, without a URL (the store does not keep it).
+fn command_error(err: redis::RedisError) -> StoreError {
     StoreError::new(format!("Redis: {err}"))
+        .with_kind(kind(&err))
+        .with_source(err)
+}
+
+/// How the `redis` driver tells failures apart, as a [`StoreErrorKind`].
+fn kind(err: &redis::RedisError) -> StoreErrorKind {
+    use redis::{ErrorKind, ServerErrorKind};
+    if is_tls(err) {
+        return StoreErrorKind::Tls;
+    }
+    if err.is_timeout() {
+        return StoreErrorKind::Timeout;
+    }
+    if err.is_connection_refusal() {
+        return StoreErrorKind::Refused;
+    }
+    match err.kind() {
+        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
+            StoreErrorKind::Authentication
+        }
+        ErrorKind::InvalidClientConfig => StoreErrorKind::Invalid,
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreErrorKind::Other,
+        _ => StoreErrorKind::Unavailable,
+    }
+}
+
+/// Whether a TLS error is somewhere in `err`'s causes: rustls's error, inside an I/O error,
+/// possibly behind the `Arc` the driver keeps its causes in.
+fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    #[cfg(feature = "redis-tls")]
+    {
+        type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+        let is_rustls = |e: &(dyn std::error::Error + 'static)| {
+            e.is::<rustls::Error>()
+                || e.downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::get_ref)
+                    .is_some_and(|inner| inner.is::<rustls::Error>())
+        };
+        let mut cause = Some(err);
+        while let Some(e) = cause {
+            let shared = e.downcast_ref::<Shared>().map(|arc| &**arc as _);
+            if is_rustls(e) || shared.is_some_and(is_rustls) {
+                return true;
+            }
+            cause = e.source();
+        }
+    }
+    let _ = err;
+    false
 }
 
 /// Milliseconds for `PX`/`PEXPIRE`: at least 1, at most [`MAX_DURATION`] (Redis refuses an
@@ -195,7 +260,7 @@ impl IdempotencyStore for RedisStore {
                 .arg(millis(lease))
                 .invoke_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(command_error)?;
             Ok(match found {
                 1 => Claim::Claimed,
                 2 => Claim::Done,
@@ -214,7 +279,7 @@ impl IdempotencyStore for RedisStore {
                 .arg(millis(lease))
                 .invoke_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(command_error)?;
             Ok(extended == 1)
         })
     }
@@ -234,7 +299,7 @@ impl IdempotencyStore for RedisStore {
                 .arg(millis(retention))
                 .invoke_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(command_error)?;
             Ok(if committed == 1 {
                 Commit::Committed
             } else {
@@ -252,7 +317,7 @@ impl IdempotencyStore for RedisStore {
                 .arg(token)
                 .invoke_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(command_error)?;
             Ok(())
         })
     }
@@ -263,5 +328,42 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A loopback port nobody listens on (bound, then freed).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        listener.local_addr().expect("address").port()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_typed_keeps_its_cause_and_hides_the_password() {
+        let url = format!("redis://:hunter2@127.0.0.1:{}/0", closed_port());
+        let err = RedisStore::connect_with_timeout(&url, Duration::from_millis(500))
+            .await
+            .expect_err("nothing listens there");
+        assert_eq!(err.kind(), StoreErrorKind::Refused, "{err}");
+        let source = err.source().expect("the driver's error is kept");
+        assert!(source.downcast_ref::<redis::RedisError>().is_some());
+        let (shown, debug) = (err.to_string(), format!("{err:?}"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(shown.contains("redis://[redacted]@127.0.0.1:"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_url_is_invalid() {
+        let err = RedisStore::connect("redis://:hunter2@127.0.0.1:notaport")
+            .await
+            .expect_err("does not parse");
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "{err}");
+        assert!(!format!("{err} {err:?}").contains("hunter2"));
     }
 }

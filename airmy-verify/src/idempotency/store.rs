@@ -60,22 +60,122 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     fn release<'a>(&'a self, id: &'a str, token: &'a str) -> StoreFuture<'a, ()>;
 }
 
-/// A store that could not answer: unreachable, timed out, or full.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError(String);
+/// Why a store could not answer, for a caller to match on ([`StoreError::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store could not be reached or dropped the connection (the default for a failure
+    /// that is none of the others).
+    Unavailable,
+    /// The store did not answer in time.
+    Timeout,
+    /// Nothing listens where the store should be: the connection was refused.
+    Refused,
+    /// The store refused the credentials, or the user lacks a permission.
+    Authentication,
+    /// The TLS handshake failed: an untrusted or mismatched certificate, or a TLS port spoken
+    /// to in plain text.
+    Tls,
+    /// The store's settings are invalid: a URL that does not parse, a certificate that is not
+    /// PEM, a `rediss://` URL without TLS support.
+    Invalid,
+    /// The store is full (the memory store, of claims in flight).
+    Full,
+    /// The store answered something unexpected.
+    Other,
+}
+
+impl StoreErrorKind {
+    /// A short lowercase name for logs: `unavailable`, `timeout`, `refused`,
+    /// `authentication`, `tls`, `invalid`, `full` or `other`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Refused => "refused",
+            Self::Authentication => "authentication",
+            Self::Tls => "tls",
+            Self::Invalid => "invalid",
+            Self::Full => "full",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A boxed cause of a [`StoreError`].
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A store that could not answer: what kind of failure ([`StoreError::kind`]), a message, and
+/// the driver's error as its [`source`](std::error::Error::source).
+///
+/// Neither `Display` nor `Debug` shows a password: a store puts URLs in its messages through
+/// [`redact_url`](crate::text::redact_url), and `Debug` shows the cause by its `Display`.
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+    source: Option<Cause>,
+}
 
 impl StoreError {
-    /// A store error with a message (no event data or secrets in it).
+    /// A store error of kind [`StoreErrorKind::Unavailable`] with a message (no event data or
+    /// secrets in it), for a store of your own; set the kind with [`StoreError::with_kind`] and
+    /// the cause with [`StoreError::with_source`].
     #[must_use]
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self {
+            kind: StoreErrorKind::Unavailable,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, of `kind`.
+    #[must_use]
+    pub fn with_kind(mut self, kind: StoreErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The same error, caused by `source` (kept as its [`source`](std::error::Error::source)).
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<Cause>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// What kind of failure this is.
+    #[must_use]
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
     }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "idempotency store unavailable: {}", self.0)
+        write!(
+            f,
+            "idempotency store failed ({}): {}",
+            self.kind.as_str(),
+            self.message
+        )
     }
 }
 
-impl std::error::Error for StoreError {}
+impl fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreError")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("source", &self.source.as_ref().map(ToString::to_string))
+            .finish()
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
