@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use airmy_verify::idempotency::{
     Claim, Commit, Guarded, Idempotency, IdempotencyStore, MAX_DURATION, OnStoreError, RedisStore,
+    RedisStoreOptions,
 };
 use test_support::RedisServer;
 
@@ -19,10 +20,10 @@ const PAST_SHORT: Duration = Duration::from_millis(450);
 
 /// A store on `server` whose keys live under a prefix unique to `test`.
 async fn store(server: &RedisServer, test: &str) -> RedisStore {
-    RedisStore::connect(server.url())
+    let prefix = format!("airmy-verify-test:{}:{test}:", std::process::id());
+    RedisStore::connect(server.url(), RedisStoreOptions::default().prefix(prefix))
         .await
         .expect("connects to the test redis-server")
-        .prefix(format!("airmy-verify-test:{}:{test}:", std::process::id()))
 }
 
 /// Delivers `id` through `guard` to a handler that answers 200 at once: `None` when the handler
@@ -289,7 +290,8 @@ async fn a_guarded_handler_slower_than_the_lease_keeps_its_claim() {
 #[tokio::test]
 async fn a_claim_made_while_redis_stalls_does_not_block_the_retries() {
     let server = RedisServer::start_private();
-    let store = RedisStore::connect_with_timeout(server.url(), Duration::from_millis(300))
+    let options = RedisStoreOptions::default().timeout(Duration::from_millis(300));
+    let store = RedisStore::connect(server.url(), options)
         .await
         .expect("connects");
     let guard = Idempotency::with_retention(store, LONG).on_store_error(OnStoreError::Refuse);

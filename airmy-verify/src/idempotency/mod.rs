@@ -75,7 +75,7 @@ pub use guard::{Guarded, Idempotency, IdempotencyConfigError, OnStoreError};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis_store::RedisStore;
+pub use redis_store::{RedisStore, RedisStoreOptions};
 pub use store::{
     Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreErrorKind, StoreFuture,
 };

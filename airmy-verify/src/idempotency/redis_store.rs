@@ -52,16 +52,17 @@ return 0";
 /// it to `done` for the retention and a release deletes it, each in one small Lua script (one
 /// round trip) that first checks the token, so one replica never commits, extends or releases
 /// another's claim. Keys are `airmy:idempotency:<event id>`
-/// unless [`RedisStore::prefix`] says otherwise. The connection is a `redis` connection manager
-/// that reconnects by itself; every command times out after 1 s (by default) so an unreachable
-/// Redis turns into a [`StoreError`] quickly and the guard's policy decides.
+/// unless [`RedisStoreOptions::prefix`] says otherwise. The connection is a `redis` connection
+/// manager that reconnects by itself; every command times out after 1 s (by default,
+/// [`RedisStoreOptions::timeout`]) so an unreachable Redis turns into a [`StoreError`] quickly
+/// and the guard's policy decides.
 ///
 /// # Example
 ///
 /// ```no_run
-/// use airmy_verify::idempotency::{Idempotency, RedisStore};
+/// use airmy_verify::idempotency::{Idempotency, RedisStore, RedisStoreOptions};
 /// # async fn example(verifier: airmy_verify::Verifier) -> Result<(), Box<dyn std::error::Error>> {
-/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// let store = RedisStore::connect("redis://127.0.0.1:6379", RedisStoreOptions::default()).await?;
 /// let guard = Idempotency::new(store, &verifier)?;
 /// # Ok(())
 /// # }
@@ -76,62 +77,107 @@ pub struct RedisStore {
     release: redis::Script,
 }
 
-impl RedisStore {
-    /// Connects to Redis at `url` (such as `redis://127.0.0.1:6379`), with 1 s timeouts.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] when the URL is invalid or Redis cannot be reached now.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_with_timeout(url, Duration::from_secs(1)).await
-    }
-
-    /// Connects to Redis at `url`; connecting and every command time out after `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] when the URL is invalid or Redis cannot be reached now.
-    pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        install_tls_provider();
-        let client = redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?;
-        Self::with_client(url, client, timeout).await
-    }
-
-    /// Connects over TLS (a `rediss://` URL) to a server whose certificate is signed by
-    /// `root_ca_pem` (PEM), instead of the system's trust store, for a Redis behind a private
-    /// CA; connecting and every command time out after `timeout`. Feature `redis-tls`.
-    ///
-    /// [`RedisStore::connect`] takes `rediss://` URLs too, verified against the system's trust
-    /// store, when the feature is on. Without it, a `rediss://` URL is refused as invalid.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] when the URL or the certificate is invalid, or when Redis cannot be
-    /// reached or its certificate is not signed by `root_ca_pem` (or not for its host).
+/// How to connect a [`RedisStore`]: built with `RedisStoreOptions::default()` and its
+/// setters, given to [`RedisStore::connect`].
+///
+/// ```
+/// use std::time::Duration;
+/// use airmy_verify::idempotency::RedisStoreOptions;
+///
+/// let options = RedisStoreOptions::default()
+///     .timeout(Duration::from_millis(500))
+///     .prefix("billing:idempotency:");
+/// ```
+#[derive(Clone)]
+pub struct RedisStoreOptions {
+    timeout: Duration,
+    prefix: String,
     #[cfg(feature = "redis-tls")]
-    pub async fn connect_tls(
-        url: &str,
-        root_ca_pem: &[u8],
-        timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        install_tls_provider();
-        let certificates = redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(root_ca_pem.to_vec()),
-        };
-        let client = redis::Client::build_with_tls(url, certificates)
-            .map_err(|e| redis_error(url, "invalid TLS settings", e))?;
-        Self::with_client(url, client, timeout).await
+    root_ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for RedisStoreOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            prefix: "airmy:idempotency:".to_owned(),
+            #[cfg(feature = "redis-tls")]
+            root_ca_pem: None,
+        }
+    }
+}
+
+impl RedisStoreOptions {
+    /// How long connecting, and then every command, may take before it fails as a
+    /// [`StoreErrorKind::Timeout`]. Defaults to 1 second.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
-    async fn with_client(
-        url: &str,
-        client: redis::Client,
-        timeout: Duration,
-    ) -> Result<Self, StoreError> {
+    /// What goes in front of event ids to make keys. Defaults to `airmy:idempotency:`.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Trusts only servers whose certificate is signed by `root_ca_pem` (PEM), for a Redis
+    /// behind a private CA, on a `rediss://` URL. Feature `redis-tls`. Defaults to the system's
+    /// trust store.
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    #[must_use]
+    pub fn root_ca_pem(mut self, root_ca_pem: impl Into<Vec<u8>>) -> Self {
+        self.root_ca_pem = Some(root_ca_pem.into());
+        self
+    }
+}
+
+impl fmt::Debug for RedisStoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("RedisStoreOptions");
+        debug
+            .field("timeout", &self.timeout)
+            .field("prefix", &self.prefix);
+        #[cfg(feature = "redis-tls")]
+        debug.field("root_ca_pem", &self.root_ca_pem.as_ref().map(|_| "[set]"));
+        debug.finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url` (such as `redis://127.0.0.1:6379`, or `rediss://…` with the
+    /// feature `redis-tls`, verified against the system's trust store unless
+    /// [`RedisStoreOptions::root_ca_pem`] says otherwise; without the feature a `rediss://`
+    /// URL is refused as invalid).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the URL or the certificate is invalid
+    /// ([`StoreErrorKind::Invalid`]), when Redis cannot be reached now (its
+    /// [kind](StoreError::kind) says why), or when its certificate is not trusted
+    /// ([`StoreErrorKind::Tls`]).
+    pub async fn connect(url: &str, options: RedisStoreOptions) -> Result<Self, StoreError> {
+        install_tls_provider();
+        #[cfg(feature = "redis-tls")]
+        let client = match &options.root_ca_pem {
+            Some(root_ca_pem) => {
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_ca_pem.clone()),
+                };
+                redis::Client::build_with_tls(url, certificates)
+                    .map_err(|e| redis_error(url, "invalid TLS settings", e))?
+            }
+            None => redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?,
+        };
+        #[cfg(not(feature = "redis-tls"))]
+        let client = redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let mut connection = ConnectionManager::new_with_config(client, config)
@@ -139,7 +185,7 @@ impl RedisStore {
             .map_err(|e| redis_error(url, "could not connect", e))?;
         let store = Self {
             connection: connection.clone(),
-            prefix: "airmy:idempotency:".to_owned(),
+            prefix: options.prefix,
             claim: redis::Script::new(CLAIM),
             extend: redis::Script::new(EXTEND),
             commit: redis::Script::new(COMMIT),
@@ -155,13 +201,6 @@ impl RedisStore {
                 .map_err(|e| redis_error(url, "could not load the scripts", e))?;
         }
         Ok(store)
-    }
-
-    /// Uses `prefix` in front of event ids for keys. Defaults to `airmy:idempotency:`.
-    #[must_use]
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
     }
 
     fn key(&self, id: &str) -> String {
@@ -346,7 +385,8 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_is_typed_keeps_its_cause_and_hides_the_password() {
         let url = format!("redis://:hunter2@127.0.0.1:{}/0", closed_port());
-        let err = RedisStore::connect_with_timeout(&url, Duration::from_millis(500))
+        let options = RedisStoreOptions::default().timeout(Duration::from_millis(500));
+        let err = RedisStore::connect(&url, options)
             .await
             .expect_err("nothing listens there");
         assert_eq!(err.kind(), StoreErrorKind::Refused, "{err}");
@@ -360,9 +400,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalid_url_is_invalid() {
-        let err = RedisStore::connect("redis://:hunter2@127.0.0.1:notaport")
-            .await
-            .expect_err("does not parse");
+        let err = RedisStore::connect(
+            "redis://:hunter2@127.0.0.1:notaport",
+            RedisStoreOptions::default(),
+        )
+        .await
+        .expect_err("does not parse");
         assert_eq!(err.kind(), StoreErrorKind::Invalid, "{err}");
         assert!(!format!("{err} {err:?}").contains("hunter2"));
     }
