@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, HttpResponse, test, web};
-use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
+use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore, RedisStoreOptions};
 use airmy_verify::testing::Delivery;
 use airmy_verify_actix::{AirmyEvent, AirmyIdempotency, AirmyVerify};
 use serde_json::{Value, json};
@@ -89,10 +89,10 @@ async fn two_apps_sharing_redis_run_the_handler_once() {
     };
     let mut apps = Vec::new();
     for _ in 0..2 {
-        let store = RedisStore::connect(server.url())
+        let options = RedisStoreOptions::default().prefix(prefix.clone());
+        let store = RedisStore::connect(server.url(), options)
             .await
-            .expect("Redis")
-            .prefix(prefix.clone());
+            .expect("Redis");
         let guard = Idempotency::new(store, &verifier()).expect("guard");
         apps.push(
             test::init_service(

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use airmy_verify::idempotency::{Idempotency, MemoryStore, OnStoreError, RedisStore};
+use airmy_verify::idempotency::{
+    Idempotency, MemoryStore, OnStoreError, RedisStore, RedisStoreOptions,
+};
 use airmy_verify::testing::Delivery;
 use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
 use axum::Router;
@@ -238,10 +240,9 @@ async fn two_instances_sharing_redis_run_the_handler_once() {
         let handler = handler.clone();
         let (url, prefix) = (server.url().to_owned(), prefix.clone());
         async move {
-            let store = RedisStore::connect(&url)
+            let store = RedisStore::connect(&url, RedisStoreOptions::default().prefix(prefix))
                 .await
-                .expect("Redis")
-                .prefix(prefix);
+                .expect("Redis");
             handler.app(Idempotency::new(store, &verifier()).expect("guard"))
         }
     };
@@ -274,7 +275,8 @@ async fn redis_outage_processes_by_default_refuses_with_503_and_recovers() {
     let mut server = RedisServer::start_private();
     let lenient_handler = Handler::new(vec![], Duration::ZERO);
     let strict_handler = Handler::new(vec![], Duration::ZERO);
-    let store = RedisStore::connect_with_timeout(server.url(), Duration::from_millis(300))
+    let options = RedisStoreOptions::default().timeout(Duration::from_millis(300));
+    let store = RedisStore::connect(server.url(), options)
         .await
         .expect("Redis");
     let lenient = lenient_handler.app(Idempotency::new(store.clone(), &verifier()).expect("guard"));

@@ -17,12 +17,14 @@
 //! - [`Answer`]: every HTTP answer the suite decides (a refusal, an idempotency decision, the
 //!   inbox's), as status, fixed JSON body and outcome; each adapter converts it once.
 //! - [`idempotency`]: exactly-once handling of AIRMY's retries, in memory or on Redis.
+//! - [`lease`]: a lease kept alive while work runs (idempotency claims, inbox entries).
 //! - [`observe`]: the span of each delivery and, with the `metrics` feature, metrics through
 //!   the `metrics` facade; names and fields documented once; [`observe::Delivery`] counts
 //!   every delivery once, however it ends.
 //! - `testing` (feature `testing`): signed sample deliveries, a fixed clock and the
 //!   conformance table, for your own tests.
 //! - [`sign`] and [`verify`]: AIRMY's reference functions, for tests and scripts.
+//! - [`token`]: random tokens (lease tokens, worker names, event ids of the tool).
 //! - [`text`]: an event id as one word of a line, a URL without its password: how the suite
 //!   prints text it does not control.
 //!
@@ -54,6 +56,7 @@ pub mod answer;
 pub mod error;
 pub mod event;
 pub mod idempotency;
+pub mod lease;
 pub mod observe;
 pub mod secret;
 pub mod signature;
@@ -61,7 +64,6 @@ pub mod signature;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod text;
-#[doc(hidden)]
 pub mod token;
 pub mod verifier;
 
@@ -72,7 +74,7 @@ pub use secret::{InvalidSecret, Secret, SecretFileError, Secrets};
 pub use signature::{SIGNATURE_HEADER, sign, verify};
 pub use verifier::{
     Clock, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE, DEFAULT_TOLERANCE, Intake, SystemClock,
-    Verified, Verifier, VerifierBuilder,
+    Verified, Verifier, VerifierBuilder, dedupe_window,
 };
 
 pub use bytes::Bytes;

@@ -1,7 +1,16 @@
 //! Random tokens, made one way for the whole suite: the lease tokens of idempotency claims and
-//! of inbox entries, and the inbox's worker names.
+//! of inbox entries, the inbox's worker names, the event ids of
+//! `airmy-webhook send`. A store or queue of your own can take its lease tokens here too.
 //!
-//! Hidden from the docs: it serves the suite's own crates.
+//! # Example
+//!
+//! ```
+//! use airmy_verify::token::random_hex;
+//!
+//! let token = random_hex(16);
+//! assert_eq!(token.len(), 32);
+//! assert_ne!(token, random_hex(16));
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// process-wide counter, the time in nanoseconds and the process id: still distinct for every
 /// call in this process and, in practice, from other processes' tokens, which is all a lease
 /// token needs (it is compared, never trusted as a secret).
-#[doc(hidden)]
 #[must_use]
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0_u8; bytes];

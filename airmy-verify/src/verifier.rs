@@ -66,6 +66,32 @@ use crate::signature::Signature;
 /// The default body limit: 2 MiB (2,097,152 bytes), inclusive.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 2 * 1024 * 1024;
 
+/// How long an event id must be remembered to recognise every redelivery of it, for a
+/// freshness `tolerance`: twice the tolerance plus a minute (saturating, at most
+/// [`MAX_DURATION`](crate::idempotency::MAX_DURATION)). The one rule, used by the idempotency
+/// guard for how long it keeps committed ids, and by anything else that deduplicates by id.
+///
+/// Why: a delivery is accepted only while its signed `created_at` is within `tolerance` of
+/// this receiver's clock, in either direction, so every accepted delivery of one event arrives
+/// within a span of twice the tolerance; the extra minute covers the time between the check
+/// and the record. An older redelivery is refused as stale before deduplication is asked.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use airmy_verify::{DEFAULT_TOLERANCE, dedupe_window};
+///
+/// assert_eq!(dedupe_window(DEFAULT_TOLERANCE), Duration::from_secs(660));
+/// ```
+#[must_use]
+pub fn dedupe_window(tolerance: Duration) -> Duration {
+    tolerance
+        .saturating_mul(2)
+        .saturating_add(Duration::from_secs(60))
+        .min(crate::idempotency::MAX_DURATION)
+}
+
 /// The default freshness tolerance: 5 minutes, in both directions.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
@@ -170,6 +196,14 @@ impl Verifier {
     #[must_use]
     pub fn tolerance(&self) -> Option<Duration> {
         self.inner.tolerance
+    }
+
+    /// How long an event id must be remembered to recognise every redelivery this verifier
+    /// accepts: [`dedupe_window`] of its tolerance, or `None` when freshness is not checked
+    /// (then no redelivery is too old to be accepted, and there is no window).
+    #[must_use]
+    pub fn dedupe_window(&self) -> Option<Duration> {
+        self.inner.tolerance.map(dedupe_window)
     }
 
     /// How long an adapter waits for a body to arrive in full before answering 408
@@ -835,5 +869,25 @@ mod tests {
             first
         );
         assert!(verified.take_event::<crate::event::RunCompleted>().is_err());
+    }
+
+    #[test]
+    fn the_dedupe_window_is_twice_the_tolerance_plus_a_minute() {
+        assert_eq!(dedupe_window(DEFAULT_TOLERANCE), Duration::from_secs(660));
+        assert_eq!(dedupe_window(Duration::ZERO), Duration::from_secs(60));
+        assert_eq!(
+            dedupe_window(Duration::MAX),
+            crate::idempotency::MAX_DURATION,
+            "saturates, then capped"
+        );
+        let secret = || Secret::new("s").expect("s");
+        assert_eq!(
+            Verifier::new(secret()).dedupe_window(),
+            Some(Duration::from_secs(660))
+        );
+        let off = Verifier::builder(secret())
+            .without_freshness_check()
+            .build();
+        assert_eq!(off.dedupe_window(), None);
     }
 }

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use airmy_verify::idempotency::{
-    Begin, Claim, Commit, Idempotency, IdempotencyStore, MAX_DURATION, OnStoreError, RedisStore,
+    Claim, Commit, Guarded, Idempotency, IdempotencyStore, MAX_DURATION, OnStoreError, RedisStore,
+    RedisStoreOptions,
 };
 use test_support::RedisServer;
 
@@ -19,10 +20,20 @@ const PAST_SHORT: Duration = Duration::from_millis(450);
 
 /// A store on `server` whose keys live under a prefix unique to `test`.
 async fn store(server: &RedisServer, test: &str) -> RedisStore {
-    RedisStore::connect(server.url())
+    let prefix = format!("airmy-verify-test:{}:{test}:", std::process::id());
+    RedisStore::connect(server.url(), RedisStoreOptions::default().prefix(prefix))
         .await
         .expect("connects to the test redis-server")
-        .prefix(format!("airmy-verify-test:{}:{test}:", std::process::id()))
+}
+
+/// Delivers `id` through `guard` to a handler that answers 200 at once: `None` when the handler
+/// ran, or the status answered instead (200 duplicate, 409 in flight, 503 store unavailable).
+async fn deliver(guard: &Idempotency, id: &str) -> Option<u16> {
+    let ok = |()| std::future::ready(Ok::<u16, ()>(200));
+    match guard.run(id, (), ok, |status| *status).await {
+        Guarded::Ran(_) => None,
+        Guarded::Answered { answer, .. } => Some(answer.status()),
+    }
 }
 
 /// The remaining time to live of `id`'s key, in milliseconds (`PTTL`: -1 for no expiry,
@@ -47,32 +58,41 @@ async fn pttl(server: &RedisServer, test: &str, id: &str) -> i64 {
 async fn claim_in_flight_commit_done() {
     let server = RedisServer::start();
     let store = store(&server, "basic").await;
-    assert_eq!(store.claim("e", "a", LONG).await, Ok(Claim::Claimed));
-    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::InFlight));
+    assert_eq!(store.claim("e", "a", LONG).await.ok(), Some(Claim::Claimed));
+    assert_eq!(
+        store.claim("e", "b", LONG).await.ok(),
+        Some(Claim::InFlight)
+    );
     // Another token can neither release nor commit nor extend the claim.
     store.release("e", "b").await.expect("release");
-    assert_eq!(store.commit("e", "b", LONG).await, Ok(Commit::Lost));
-    assert_eq!(store.extend("e", "b", LONG).await, Ok(false));
-    assert_eq!(store.claim("e", "c", LONG).await, Ok(Claim::InFlight));
-    // Its own token can.
-    assert_eq!(store.extend("e", "a", LONG).await, Ok(true));
-    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Committed));
-    assert_eq!(store.claim("e", "d", LONG).await, Ok(Claim::Done));
-    assert_eq!(store.claim("e", "a", LONG).await, Ok(Claim::Done));
+    assert_eq!(store.commit("e", "b", LONG).await.ok(), Some(Commit::Lost));
+    assert_eq!(store.extend("e", "b", LONG).await.ok(), Some(false));
     assert_eq!(
-        store.commit("e", "x", LONG).await,
-        Ok(Commit::Lost),
+        store.claim("e", "c", LONG).await.ok(),
+        Some(Claim::InFlight)
+    );
+    // Its own token can.
+    assert_eq!(store.extend("e", "a", LONG).await.ok(), Some(true));
+    assert_eq!(
+        store.commit("e", "a", LONG).await.ok(),
+        Some(Commit::Committed)
+    );
+    assert_eq!(store.claim("e", "d", LONG).await.ok(), Some(Claim::Done));
+    assert_eq!(store.claim("e", "a", LONG).await.ok(), Some(Claim::Done));
+    assert_eq!(
+        store.commit("e", "x", LONG).await.ok(),
+        Some(Commit::Lost),
         "a commit never overwrites another's"
     );
     assert_eq!(
-        store.extend("e", "a", LONG).await,
-        Ok(false),
+        store.extend("e", "a", LONG).await.ok(),
+        Some(false),
         "done is no claim"
     );
     // A release frees the claim for the next delivery.
-    assert_eq!(store.claim("f", "a", LONG).await, Ok(Claim::Claimed));
+    assert_eq!(store.claim("f", "a", LONG).await.ok(), Some(Claim::Claimed));
     store.release("f", "a").await.expect("release");
-    assert_eq!(store.claim("f", "b", LONG).await, Ok(Claim::Claimed));
+    assert_eq!(store.claim("f", "b", LONG).await.ok(), Some(Claim::Claimed));
     let ttl = pttl(&server, "basic", "e").await;
     assert!(
         ttl > 0 && ttl <= 60_000,
@@ -84,71 +104,102 @@ async fn claim_in_flight_commit_done() {
 async fn a_claim_retried_with_the_same_token_is_claimed() {
     let server = RedisServer::start();
     let store = store(&server, "retry").await;
-    assert_eq!(store.claim("e", "a", SHORT).await, Ok(Claim::Claimed));
+    assert_eq!(
+        store.claim("e", "a", SHORT).await.ok(),
+        Some(Claim::Claimed)
+    );
     // The reply to the first claim was lost, say: the retry is the caller's claim again and
     // renews the lease.
-    assert_eq!(store.claim("e", "a", LONG).await, Ok(Claim::Claimed));
-    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::InFlight));
+    assert_eq!(store.claim("e", "a", LONG).await.ok(), Some(Claim::Claimed));
+    assert_eq!(
+        store.claim("e", "b", LONG).await.ok(),
+        Some(Claim::InFlight)
+    );
     tokio::time::sleep(PAST_SHORT).await;
     assert_eq!(
-        store.claim("e", "b", LONG).await,
-        Ok(Claim::InFlight),
+        store.claim("e", "b", LONG).await.ok(),
+        Some(Claim::InFlight),
         "the retried claim set the longer lease"
     );
-    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Committed));
+    assert_eq!(
+        store.commit("e", "a", LONG).await.ok(),
+        Some(Commit::Committed)
+    );
 }
 
 #[tokio::test]
 async fn extending_keeps_a_claim_past_its_first_lease() {
     let server = RedisServer::start();
     let store = store(&server, "extend").await;
-    assert_eq!(store.claim("e", "a", SHORT).await, Ok(Claim::Claimed));
+    assert_eq!(
+        store.claim("e", "a", SHORT).await.ok(),
+        Some(Claim::Claimed)
+    );
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(store.extend("e", "a", SHORT).await, Ok(true));
+        assert_eq!(store.extend("e", "a", SHORT).await.ok(), Some(true));
     }
     // 450 ms after the claim, past its first lease: still held.
-    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::InFlight));
+    assert_eq!(
+        store.claim("e", "b", LONG).await.ok(),
+        Some(Claim::InFlight)
+    );
     tokio::time::sleep(PAST_SHORT).await;
     // Not extended any more: it expired.
-    assert_eq!(store.extend("e", "a", SHORT).await, Ok(false));
-    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::Claimed));
+    assert_eq!(store.extend("e", "a", SHORT).await.ok(), Some(false));
+    assert_eq!(store.claim("e", "b", LONG).await.ok(), Some(Claim::Claimed));
 }
 
 #[tokio::test]
 async fn a_late_commit_with_nobody_else_s_claim_is_recorded() {
     let server = RedisServer::start();
     let store = store(&server, "late").await;
-    assert_eq!(store.claim("e", "a", SHORT).await, Ok(Claim::Claimed));
+    assert_eq!(
+        store.claim("e", "a", SHORT).await.ok(),
+        Some(Claim::Claimed)
+    );
     tokio::time::sleep(PAST_SHORT).await;
     assert_eq!(pttl(&server, "late", "e").await, -2, "the claim expired");
     // The lease ran out and nobody claimed the id: the late commit is recorded.
-    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Committed));
-    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::Done));
+    assert_eq!(
+        store.commit("e", "a", LONG).await.ok(),
+        Some(Commit::Committed)
+    );
+    assert_eq!(store.claim("e", "b", LONG).await.ok(), Some(Claim::Done));
 }
 
 #[tokio::test]
 async fn a_late_commit_after_another_claim_is_lost() {
     let server = RedisServer::start();
     let store = store(&server, "lost").await;
-    assert_eq!(store.claim("e", "a", SHORT).await, Ok(Claim::Claimed));
-    tokio::time::sleep(PAST_SHORT).await;
-    assert_eq!(store.extend("e", "a", LONG).await, Ok(false), "expired");
-    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::Claimed));
-    // Another delivery holds the id now: the late commit is reported lost, not recorded.
-    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Lost));
     assert_eq!(
-        store.claim("e", "c", LONG).await,
-        Ok(Claim::InFlight),
+        store.claim("e", "a", SHORT).await.ok(),
+        Some(Claim::Claimed)
+    );
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(
+        store.extend("e", "a", LONG).await.ok(),
+        Some(false),
+        "expired"
+    );
+    assert_eq!(store.claim("e", "b", LONG).await.ok(), Some(Claim::Claimed));
+    // Another delivery holds the id now: the late commit is reported lost, not recorded.
+    assert_eq!(store.commit("e", "a", LONG).await.ok(), Some(Commit::Lost));
+    assert_eq!(
+        store.claim("e", "c", LONG).await.ok(),
+        Some(Claim::InFlight),
         "b's claim stays"
     );
-    assert_eq!(store.extend("e", "b", LONG).await, Ok(true));
+    assert_eq!(store.extend("e", "b", LONG).await.ok(), Some(true));
     // And its own commit goes through.
-    assert_eq!(store.commit("e", "b", LONG).await, Ok(Commit::Committed));
-    assert_eq!(store.claim("e", "c", LONG).await, Ok(Claim::Done));
+    assert_eq!(
+        store.commit("e", "b", LONG).await.ok(),
+        Some(Commit::Committed)
+    );
+    assert_eq!(store.claim("e", "c", LONG).await.ok(), Some(Claim::Done));
     // A late commit after another's commit is lost too, and leaves the id done.
-    assert_eq!(store.commit("e", "a", LONG).await, Ok(Commit::Lost));
-    assert_eq!(store.claim("e", "c", LONG).await, Ok(Claim::Done));
+    assert_eq!(store.commit("e", "a", LONG).await.ok(), Some(Commit::Lost));
+    assert_eq!(store.claim("e", "c", LONG).await.ok(), Some(Claim::Done));
 }
 
 #[tokio::test]
@@ -157,16 +208,26 @@ async fn a_guard_retaining_ids_for_duration_max_commits() {
     let guard = Idempotency::with_retention(store(&server, "max").await, Duration::MAX)
         .lease(Duration::MAX);
     assert_eq!(guard.retention(), MAX_DURATION);
-    let Begin::Run(ticket) = guard.begin("evt_1").await else {
-        panic!("the first delivery runs")
-    };
-    assert!(matches!(guard.begin("evt_1").await, Begin::InFlight { .. }));
+    let (started, release) = (
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    let running = guard.clone();
+    let (on_start, on_release) = (started.clone(), release.clone());
+    let first = tokio::spawn(async move {
+        let handler = |()| async move {
+            on_start.notify_one();
+            on_release.notified().await;
+            Ok::<u16, ()>(200)
+        };
+        running.run("evt_1", (), handler, |status| *status).await
+    });
+    started.notified().await;
+    assert_eq!(deliver(&guard, "evt_1").await, Some(409), "in flight");
     // This used to fail in Redis with "value is not an integer or out of range".
-    ticket.finish(true).await;
-    assert!(matches!(
-        guard.begin("evt_1").await,
-        Begin::Duplicate { .. }
-    ));
+    release.notify_one();
+    assert!(matches!(first.await.expect("joins"), Guarded::Ran(Ok(200))));
+    assert_eq!(deliver(&guard, "evt_1").await, Some(200), "duplicate");
     let ttl = pttl(&server, "max", "evt_1").await;
     let max_ms = i64::try_from(MAX_DURATION.as_millis()).expect("fits");
     assert!(
@@ -177,15 +238,15 @@ async fn a_guard_retaining_ids_for_duration_max_commits() {
     // The store itself clamps every duration alike.
     let store = store(&server, "max-store").await;
     assert_eq!(
-        store.claim("e", "a", Duration::MAX).await,
-        Ok(Claim::Claimed)
+        store.claim("e", "a", Duration::MAX).await.ok(),
+        Some(Claim::Claimed)
     );
-    assert_eq!(store.extend("e", "a", Duration::MAX).await, Ok(true));
+    assert_eq!(store.extend("e", "a", Duration::MAX).await.ok(), Some(true));
     assert_eq!(
-        store.commit("e", "a", Duration::MAX).await,
-        Ok(Commit::Committed)
+        store.commit("e", "a", Duration::MAX).await.ok(),
+        Some(Commit::Committed)
     );
-    assert_eq!(store.claim("e", "b", LONG).await, Ok(Claim::Done));
+    assert_eq!(store.claim("e", "b", LONG).await.ok(), Some(Claim::Done));
 }
 
 #[tokio::test]
@@ -212,21 +273,15 @@ async fn a_guarded_handler_slower_than_the_lease_keeps_its_claim() {
     // Well past the 300 ms lease, the claim is still held: the guard extends it.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(matches!(
-            guard.begin("evt_slow").await,
-            Begin::InFlight { .. }
-        ));
+        assert_eq!(deliver(&guard, "evt_slow").await, Some(409), "in flight");
     }
     guard.wait_idle().await;
     assert_eq!(guard.running(), 0);
     assert!(matches!(
         handler.await.expect("joins"),
-        airmy_verify::idempotency::Guarded::Ran(Ok(200))
+        Guarded::Ran(Ok(200))
     ));
-    assert!(matches!(
-        guard.begin("evt_slow").await,
-        Begin::Duplicate { .. }
-    ));
+    assert_eq!(deliver(&guard, "evt_slow").await, Some(200), "duplicate");
 }
 
 /// A Redis that stalls while a claim is made: the claim is stored once Redis resumes, but its
@@ -235,33 +290,28 @@ async fn a_guarded_handler_slower_than_the_lease_keeps_its_claim() {
 #[tokio::test]
 async fn a_claim_made_while_redis_stalls_does_not_block_the_retries() {
     let server = RedisServer::start_private();
-    let store = RedisStore::connect_with_timeout(server.url(), Duration::from_millis(300))
+    let options = RedisStoreOptions::default().timeout(Duration::from_millis(300));
+    let store = RedisStore::connect(server.url(), options)
         .await
         .expect("connects");
     let guard = Idempotency::with_retention(store, LONG).on_store_error(OnStoreError::Refuse);
     // A first delivery, so the connection is warm.
-    let Begin::Run(ticket) = guard.begin("evt_warm").await else {
-        panic!("runs")
-    };
-    ticket.finish(true).await;
+    assert_eq!(deliver(&guard, "evt_warm").await, None, "runs");
 
     server.pause();
-    let stalled = guard.begin("evt_stalled").await;
+    let stalled = deliver(&guard, "evt_stalled").await;
     server.resume();
-    assert!(matches!(stalled, Begin::Unavailable), "{stalled:?}");
+    assert_eq!(stalled, Some(503));
     // What was queued while Redis was frozen runs now.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut retry = guard.begin("evt_stalled").await;
+    let mut retry = deliver(&guard, "evt_stalled").await;
     for _ in 0..20 {
-        if !matches!(retry, Begin::Unavailable) {
+        if retry != Some(503) {
             break;
         }
         // The connection manager may still be reconnecting.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        retry = guard.begin("evt_stalled").await;
+        retry = deliver(&guard, "evt_stalled").await;
     }
-    assert!(
-        matches!(retry, Begin::Run(_)),
-        "the retry runs, not 409: {retry:?}"
-    );
+    assert_eq!(retry, None, "the retry runs, not 409");
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use airmy_verify::idempotency::{Claim, Commit, IdempotencyStore, RedisStore};
+use airmy_verify::idempotency::{
+    Claim, Commit, IdempotencyStore, RedisStore, RedisStoreOptions, StoreErrorKind,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -13,7 +15,10 @@ use test_support::{TlsRedis, make_ca, temp_dir};
 #[tokio::test]
 async fn claims_and_commits_over_tls_with_a_private_ca() {
     let redis = TlsRedis::start();
-    let store = RedisStore::connect_tls(&redis.url(), &redis.ca_pem, TIMEOUT)
+    let options = RedisStoreOptions::default()
+        .timeout(TIMEOUT)
+        .root_ca_pem(redis.ca_pem.clone());
+    let store = RedisStore::connect(&redis.url(), options)
         .await
         .expect("TLS connection trusting the test CA");
     let lease = Duration::from_secs(30);
@@ -43,9 +48,10 @@ async fn claims_and_commits_over_tls_with_a_private_ca() {
 async fn refuses_a_certificate_the_system_does_not_trust() {
     let redis = TlsRedis::start();
     // `connect` verifies against the system's trust store, which does not hold the test CA.
-    let err = RedisStore::connect_with_timeout(&redis.url(), TIMEOUT)
+    let err = RedisStore::connect(&redis.url(), RedisStoreOptions::default().timeout(TIMEOUT))
         .await
         .expect_err("an untrusted certificate must not connect");
+    assert_eq!(err.kind(), StoreErrorKind::Tls, "{err}");
     assert!(
         err.to_string().contains("invalid peer certificate"),
         "{err}"
@@ -57,7 +63,10 @@ async fn refuses_another_ca() {
     let redis = TlsRedis::start();
     let other_dir = temp_dir();
     let other = make_ca(&other_dir.0);
-    let err = RedisStore::connect_tls(&redis.url(), &other, TIMEOUT)
+    let options = RedisStoreOptions::default()
+        .timeout(TIMEOUT)
+        .root_ca_pem(other);
+    let err = RedisStore::connect(&redis.url(), options)
         .await
         .expect_err("a certificate signed by another CA must not connect");
     assert!(
@@ -71,7 +80,7 @@ async fn plain_redis_url_to_a_tls_port_fails_cleanly() {
     let redis = TlsRedis::start();
     let url = format!("redis://127.0.0.1:{}", redis.port);
     assert!(
-        RedisStore::connect_with_timeout(&url, TIMEOUT)
+        RedisStore::connect(&url, RedisStoreOptions::default().timeout(TIMEOUT))
             .await
             .is_err()
     );

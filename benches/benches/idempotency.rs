@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
+use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore, RedisStoreOptions};
 use airmy_verify::testing;
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{Secret, Verifier};
@@ -59,9 +59,11 @@ fn guards(c: &mut Criterion) {
         .expect("runtime");
     let redis = RedisServer::start();
     let redis_store = runtime
-        .block_on(RedisStore::connect(redis.url()))
-        .expect("Redis reachable")
-        .prefix(format!("airmy-bench:{}:", std::process::id()));
+        .block_on(RedisStore::connect(
+            redis.url(),
+            RedisStoreOptions::default().prefix(format!("airmy-bench:{}:", std::process::id())),
+        ))
+        .expect("Redis reachable");
     let variants = [
         ("no_guard", app(None)),
         (

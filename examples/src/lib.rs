@@ -87,7 +87,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 use airmy_verify::Verifier;
-use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore};
+use airmy_verify::idempotency::{Idempotency, MemoryStore, RedisStore, RedisStoreOptions};
 use airmy_verify::text::redact_url;
 use airmy_verify_inbox::{Inbox, InboxUrl, PgBackend, PgOptions};
 
@@ -158,7 +158,8 @@ impl ReceiverConfig {
                 Idempotency::new(MemoryStore::new(100_000), &self.verifier)
             }
             Some(IdempotencySetting::Redis(url)) => {
-                let store = RedisStore::connect(url).await.map_err(|e| {
+                let options = RedisStoreOptions::default();
+                let store = RedisStore::connect(url, options).await.map_err(|e| {
                     let shown = redact_url(url);
                     ConfigError(format!("AIRMY_IDEMPOTENCY: cannot use {shown}: {e}"))
                 })?;

@@ -190,10 +190,11 @@ pub async fn redis_guard(
     name: &str,
     verifier: &Verifier,
 ) -> Idempotency {
-    let store = airmy_verify::idempotency::RedisStore::connect(server.url())
+    use airmy_verify::idempotency::{RedisStore, RedisStoreOptions};
+    let options = RedisStoreOptions::default().prefix(unique_prefix(name));
+    let store = RedisStore::connect(server.url(), options)
         .await
         .expect("Redis reachable");
-    let store = store.prefix(unique_prefix(name));
     Idempotency::new(store, verifier).expect("guard")
 }
 

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreFuture};
+use super::store::{
+    Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreErrorKind, StoreFuture,
+};
+use crate::text::redact_url;
 
 /// Claims a free id (or one already claimed with the caller's token, whose reply was lost),
 /// in one round trip: 1 claimed, 2 done, 0 in flight.
@@ -49,16 +52,17 @@ return 0";
 /// it to `done` for the retention and a release deletes it, each in one small Lua script (one
 /// round trip) that first checks the token, so one replica never commits, extends or releases
 /// another's claim. Keys are `airmy:idempotency:<event id>`
-/// unless [`RedisStore::prefix`] says otherwise. The connection is a `redis` connection manager
-/// that reconnects by itself; every command times out after 1 s (by default) so an unreachable
-/// Redis turns into a [`StoreError`] quickly and the guard's policy decides.
+/// unless [`RedisStoreOptions::prefix`] says otherwise. The connection is a `redis` connection
+/// manager that reconnects by itself; every command times out after 1 s (by default,
+/// [`RedisStoreOptions::timeout`]) so an unreachable Redis turns into a [`StoreError`] quickly
+/// and the guard's policy decides.
 ///
 /// # Example
 ///
 /// ```no_run
-/// use airmy_verify::idempotency::{Idempotency, RedisStore};
+/// use airmy_verify::idempotency::{Idempotency, RedisStore, RedisStoreOptions};
 /// # async fn example(verifier: airmy_verify::Verifier) -> Result<(), Box<dyn std::error::Error>> {
-/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// let store = RedisStore::connect("redis://127.0.0.1:6379", RedisStoreOptions::default()).await?;
 /// let guard = Idempotency::new(store, &verifier)?;
 /// # Ok(())
 /// # }
@@ -73,67 +77,115 @@ pub struct RedisStore {
     release: redis::Script,
 }
 
-impl RedisStore {
-    /// Connects to Redis at `url` (such as `redis://127.0.0.1:6379`), with 1 s timeouts.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] when the URL is invalid or Redis cannot be reached now.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_with_timeout(url, Duration::from_secs(1)).await
-    }
-
-    /// Connects to Redis at `url`; connecting and every command time out after `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] when the URL is invalid or Redis cannot be reached now.
-    pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        install_tls_provider();
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::new(format!("invalid Redis URL: {e}")))?;
-        Self::with_client(client, timeout).await
-    }
-
-    /// Connects over TLS (a `rediss://` URL) to a server whose certificate is signed by
-    /// `root_ca_pem` (PEM), instead of the system's trust store, for a Redis behind a private
-    /// CA; connecting and every command time out after `timeout`. Feature `redis-tls`.
-    ///
-    /// [`RedisStore::connect`] takes `rediss://` URLs too, verified against the system's trust
-    /// store, when the feature is on. Without it, a `rediss://` URL is refused as invalid.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] when the URL or the certificate is invalid, or when Redis cannot be
-    /// reached or its certificate is not signed by `root_ca_pem` (or not for its host).
+/// How to connect a [`RedisStore`]: built with `RedisStoreOptions::default()` and its
+/// setters, given to [`RedisStore::connect`].
+///
+/// ```
+/// use std::time::Duration;
+/// use airmy_verify::idempotency::RedisStoreOptions;
+///
+/// let options = RedisStoreOptions::default()
+///     .timeout(Duration::from_millis(500))
+///     .prefix("billing:idempotency:");
+/// ```
+#[derive(Clone)]
+pub struct RedisStoreOptions {
+    timeout: Duration,
+    prefix: String,
     #[cfg(feature = "redis-tls")]
-    pub async fn connect_tls(
-        url: &str,
-        root_ca_pem: &[u8],
-        timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        install_tls_provider();
-        let certificates = redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(root_ca_pem.to_vec()),
-        };
-        let client = redis::Client::build_with_tls(url, certificates)
-            .map_err(|e| StoreError::new(format!("invalid Redis TLS settings: {e}")))?;
-        Self::with_client(client, timeout).await
+    root_ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for RedisStoreOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            prefix: "airmy:idempotency:".to_owned(),
+            #[cfg(feature = "redis-tls")]
+            root_ca_pem: None,
+        }
+    }
+}
+
+impl RedisStoreOptions {
+    /// How long connecting, and then every command, may take before it fails as a
+    /// [`StoreErrorKind::Timeout`]. Defaults to 1 second.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
-    async fn with_client(client: redis::Client, timeout: Duration) -> Result<Self, StoreError> {
+    /// What goes in front of event ids to make keys. Defaults to `airmy:idempotency:`.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Trusts only servers whose certificate is signed by `root_ca_pem` (PEM), for a Redis
+    /// behind a private CA, on a `rediss://` URL. Feature `redis-tls`. Defaults to the system's
+    /// trust store.
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    #[must_use]
+    pub fn root_ca_pem(mut self, root_ca_pem: impl Into<Vec<u8>>) -> Self {
+        self.root_ca_pem = Some(root_ca_pem.into());
+        self
+    }
+}
+
+impl fmt::Debug for RedisStoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("RedisStoreOptions");
+        debug
+            .field("timeout", &self.timeout)
+            .field("prefix", &self.prefix);
+        #[cfg(feature = "redis-tls")]
+        debug.field("root_ca_pem", &self.root_ca_pem.as_ref().map(|_| "[set]"));
+        debug.finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url` (such as `redis://127.0.0.1:6379`, or `rediss://…` with the
+    /// feature `redis-tls`, verified against the system's trust store unless
+    /// [`RedisStoreOptions::root_ca_pem`] says otherwise; without the feature a `rediss://`
+    /// URL is refused as invalid).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the URL or the certificate is invalid
+    /// ([`StoreErrorKind::Invalid`]), when Redis cannot be reached now (its
+    /// [kind](StoreError::kind) says why), or when its certificate is not trusted
+    /// ([`StoreErrorKind::Tls`]).
+    pub async fn connect(url: &str, options: RedisStoreOptions) -> Result<Self, StoreError> {
+        install_tls_provider();
+        #[cfg(feature = "redis-tls")]
+        let client = match &options.root_ca_pem {
+            Some(root_ca_pem) => {
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_ca_pem.clone()),
+                };
+                redis::Client::build_with_tls(url, certificates)
+                    .map_err(|e| redis_error(url, "invalid TLS settings", e))?
+            }
+            None => redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?,
+        };
+        #[cfg(not(feature = "redis-tls"))]
+        let client = redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let mut connection = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(redis_error)?;
+            .map_err(|e| redis_error(url, "could not connect", e))?;
         let store = Self {
             connection: connection.clone(),
-            prefix: "airmy:idempotency:".to_owned(),
+            prefix: options.prefix,
             claim: redis::Script::new(CLAIM),
             extend: redis::Script::new(EXTEND),
             commit: redis::Script::new(COMMIT),
@@ -146,16 +198,9 @@ impl RedisStore {
             script
                 .load_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(|e| redis_error(url, "could not load the scripts", e))?;
         }
         Ok(store)
-    }
-
-    /// Uses `prefix` in front of event ids for keys. Defaults to `airmy:idempotency:`.
-    #[must_use]
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
     }
 
     fn key(&self, id: &str) -> String {
@@ -172,8 +217,67 @@ fn install_tls_provider() {
     }
 }
 
-fn redis_error(err: redis::RedisError) -> StoreError {
+/// A Redis error as a [`StoreError`]: its kind as the driver tells it, a message naming the
+/// step and the server (its URL without the password), the driver's error as the source.
+fn redis_error(url: &str, doing: &str, err: redis::RedisError) -> StoreError {
+    let message = format!("Redis at {}: {doing}: {err}", redact_url(url));
+    StoreError::new(message)
+        .with_kind(kind(&err))
+        .with_source(err)
+}
+
+/// A failed command: the same, without a URL (the store does not keep it).
+fn command_error(err: redis::RedisError) -> StoreError {
     StoreError::new(format!("Redis: {err}"))
+        .with_kind(kind(&err))
+        .with_source(err)
+}
+
+/// How the `redis` driver tells failures apart, as a [`StoreErrorKind`].
+fn kind(err: &redis::RedisError) -> StoreErrorKind {
+    use redis::{ErrorKind, ServerErrorKind};
+    if is_tls(err) {
+        return StoreErrorKind::Tls;
+    }
+    if err.is_timeout() {
+        return StoreErrorKind::Timeout;
+    }
+    if err.is_connection_refusal() {
+        return StoreErrorKind::Refused;
+    }
+    match err.kind() {
+        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
+            StoreErrorKind::Authentication
+        }
+        ErrorKind::InvalidClientConfig => StoreErrorKind::Invalid,
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreErrorKind::Other,
+        _ => StoreErrorKind::Unavailable,
+    }
+}
+
+/// Whether a TLS error is somewhere in `err`'s causes: rustls's error, inside an I/O error,
+/// possibly behind the `Arc` the driver keeps its causes in.
+fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    #[cfg(feature = "redis-tls")]
+    {
+        type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+        let is_rustls = |e: &(dyn std::error::Error + 'static)| {
+            e.is::<rustls::Error>()
+                || e.downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::get_ref)
+                    .is_some_and(|inner| inner.is::<rustls::Error>())
+        };
+        let mut cause = Some(err);
+        while let Some(e) = cause {
+            let shared = e.downcast_ref::<Shared>().map(|arc| &**arc as _);
+            if is_rustls(e) || shared.is_some_and(is_rustls) {
+                return true;
+            }
+            cause = e.source();
+        }
+    }
+    let _ = err;
+    false
 }
 
 /// Milliseconds for `PX`/`PEXPIRE`: at least 1, at most [`MAX_DURATION`] (Redis refuses an
@@ -195,7 +299,7 @@ impl IdempotencyStore for RedisStore {
                 .arg(millis(lease))
                 .invoke_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(command_error)?;
             Ok(match found {
                 1 => Claim::Claimed,
                 2 => Claim::Done,
@@ -214,7 +318,7 @@ impl IdempotencyStore for RedisStore {
                 .arg(millis(lease))
                 .invoke_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(command_error)?;
             Ok(extended == 1)
         })
     }
@@ -234,7 +338,7 @@ impl IdempotencyStore for RedisStore {
                 .arg(millis(retention))
                 .invoke_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(command_error)?;
             Ok(if committed == 1 {
                 Commit::Committed
             } else {
@@ -252,7 +356,7 @@ impl IdempotencyStore for RedisStore {
                 .arg(token)
                 .invoke_async(&mut connection)
                 .await
-                .map_err(redis_error)?;
+                .map_err(command_error)?;
             Ok(())
         })
     }
@@ -263,5 +367,46 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A loopback port nobody listens on (bound, then freed).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        listener.local_addr().expect("address").port()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_typed_keeps_its_cause_and_hides_the_password() {
+        let url = format!("redis://:hunter2@127.0.0.1:{}/0", closed_port());
+        let options = RedisStoreOptions::default().timeout(Duration::from_millis(500));
+        let err = RedisStore::connect(&url, options)
+            .await
+            .expect_err("nothing listens there");
+        assert_eq!(err.kind(), StoreErrorKind::Refused, "{err}");
+        let source = err.source().expect("the driver's error is kept");
+        assert!(source.downcast_ref::<redis::RedisError>().is_some());
+        let (shown, debug) = (err.to_string(), format!("{err:?}"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(shown.contains("redis://[redacted]@127.0.0.1:"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_url_is_invalid() {
+        let err = RedisStore::connect(
+            "redis://:hunter2@127.0.0.1:notaport",
+            RedisStoreOptions::default(),
+        )
+        .await
+        .expect_err("does not parse");
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "{err}");
+        assert!(!format!("{err} {err:?}").contains("hunter2"));
     }
 }

@@ -1,9 +1,27 @@
-//! The metric sinks of the suite: every `metrics` call of the core and the inbox, named once
-//! (see the [`observe`](super) module docs for the table). Without the `metrics` feature each
-//! function does nothing.
+//! The metric sinks: every `metrics` call of the suite, named once (the names, labels and
+//! what each counts are in the [`observe`](super) module's table). Without the `metrics`
+//! feature, or without an installed recorder, each function does nothing.
 //!
-//! Hidden from the docs: the adapters, the verifier and the inbox call these; applications read
-//! the metrics through their exporter.
+//! Who calls what:
+//!
+//! - an application, once after installing its exporter: [`describe`] (feature `metrics`);
+//! - an inbox (crate `airmy-verify-inbox`, or your own queue behind the adapters):
+//!   [`inbox_accept`] for each delivery offered to it, [`inbox_gauges`] for its counts (a
+//!   running worker refreshes them once a second), [`handler_attempt`] for each attempt of a
+//!   handler;
+//! - the core itself records the rest (deliveries, verification, lag, idempotency claims), so
+//!   those sinks are not public.
+//!
+//! # Example
+//!
+//! ```
+//! use airmy_verify::observe::metrics;
+//!
+//! // What an inbox records as it stores a delivery and then handles it.
+//! metrics::inbox_accept("stored");
+//! metrics::handler_attempt("run.completed", "success");
+//! metrics::inbox_gauges(0, 0, 0, 0, 0);
+//! ```
 
 use super::*;
 
@@ -181,8 +199,8 @@ pub(crate) fn delivery(_outcome: Outcome, _code: &'static str, _event_type: &str
     handles::delivery(_outcome, _code, _event_type);
 }
 
-/// Describes every metric above to the installed recorder (Prometheus `# HELP` lines and
-/// units). Call it once, after installing a recorder.
+/// Describes every metric of the suite to the installed recorder (Prometheus `# HELP` lines
+/// and units). The application calls it once, after installing its exporter.
 #[cfg(feature = "metrics")]
 pub fn describe() {
     use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -231,35 +249,40 @@ pub fn describe() {
 
 /// One complete body checked: its size and how long the check took.
 #[cfg(feature = "metrics")]
-pub fn verification(len: usize, seconds: f64) {
+pub(crate) fn verification(len: usize, seconds: f64) {
     handles::verification(len, seconds);
 }
 
 /// A verified delivery's lag behind its `created_at`.
 #[cfg(feature = "metrics")]
-pub fn lag(seconds: f64) {
+pub(crate) fn lag(seconds: f64) {
     handles::lag(seconds);
 }
 
 /// An idempotency decision (`claimed`, `duplicate`, `in_flight`, `store_error`).
-pub fn claim(_result: &'static str) {
+pub(crate) fn claim(_result: &'static str) {
     #[cfg(feature = "metrics")]
     ::metrics::counter!(IDEMPOTENCY_CLAIMS_TOTAL, "result" => _result).increment(1);
 }
 
 /// A failed idempotency store call (`claim`, `extend`, `finish`).
-pub fn store_error(_operation: &'static str) {
+pub(crate) fn store_error(_operation: &'static str) {
     #[cfg(feature = "metrics")]
     ::metrics::counter!(IDEMPOTENCY_STORE_ERRORS_TOTAL, "operation" => _operation).increment(1);
 }
 
-/// A delivery offered to the inbox (`stored`, `duplicate`, `error`).
+/// Counts a delivery offered to an inbox in `airmy_webhook_inbox_accepts_total`, by `result`:
+/// `stored` (new, kept for a worker), `duplicate` (its id was already stored) or `error` (the
+/// inbox could not store it). An inbox calls it once per delivery it answers.
 pub fn inbox_accept(_result: &'static str) {
     #[cfg(feature = "metrics")]
     ::metrics::counter!(INBOX_ACCEPTS_TOTAL, "result" => _result).increment(1);
 }
 
-/// The inbox's counts: pending, scheduled, processing, dead, oldest pending age.
+/// Sets the inbox gauges: entries due now (`pending`), waiting for a later retry
+/// (`scheduled`), leased to a worker (`processing`), dead letters (`dead`), and how long the
+/// oldest due entry has waited, in seconds (0 when none). An inbox's worker calls it with each
+/// reading of its counts.
 pub fn inbox_gauges(
     _pending: u64,
     _scheduled: u64,
@@ -277,7 +300,10 @@ pub fn inbox_gauges(
     }
 }
 
-/// An inbox handler attempt's result (`success`, `retry`, `dead`).
+/// Counts an attempt of an inbox handler in `airmy_webhook_handler_attempts_total`, by event
+/// type (bounded: a type outside the documented ones is `unknown`, see
+/// [`event_type_label`]) and `result`: `success`, `retry` (failed, tried again later) or
+/// `dead` (failed for the last time). A worker calls it once per attempt.
 pub fn handler_attempt(_event_type: &str, _result: &'static str) {
     #[cfg(feature = "metrics")]
     ::metrics::counter!(

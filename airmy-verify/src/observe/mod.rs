@@ -72,7 +72,6 @@ use tracing::Span;
 use tracing::field::Empty;
 
 mod delivery;
-#[doc(hidden)]
 pub mod metrics;
 
 pub use delivery::{Delivery, PanicGuard};
