@@ -477,7 +477,3 @@ pub fn replay_check(id: &str, entry: Option<&Entry>) -> Result<EntryState, Inbox
         Some(state) => Ok(state),
     }
 }
-
-/// The default lease of an entry taken by a worker: 60 seconds (extended while its handler
-/// runs).
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);

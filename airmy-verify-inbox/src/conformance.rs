@@ -109,7 +109,7 @@ pub async fn run_all(h: &impl Harness) {
 
 /// Not part of [`run_all`] (it needs its own backend): run it on an empty backend opened to
 /// hold at most 3 unfinished entries. Three accepts store; the fourth fails with
-/// [`InboxError::Full`] (adapters answer 503, never a 2xx); a delivery already stored is still
+/// [`ErrorKind::Full`](crate::ErrorKind::Full) (adapters answer 503, never a 2xx); a delivery already stored is still
 /// answered [`Accepted::Duplicate`].
 pub async fn a_full_inbox_refuses_new_entries_but_knows_stored_ones(bounded_at_3: &dyn Backend) {
     let b = bounded_at_3;

@@ -93,30 +93,61 @@ pub mod worker;
 use std::fmt;
 use std::sync::Arc;
 
-use airmy_verify::{Answer, Verified};
+use std::time::Duration;
+
+use airmy_verify::{Answer, Verified, Verifier};
 
 pub use backend::{
-    Accepted, Admin, Backend, BackendFuture, DEFAULT_LEASE, Entry, EntryState, EntrySummary,
-    LIST_SCAN, Leased, ListQuery, MAX_PAGE, Order, Page, Queue, Stats, Store, replay_check,
+    Accepted, Admin, Backend, BackendFuture, Entry, EntryState, EntrySummary, LIST_SCAN, Leased,
+    ListQuery, MAX_PAGE, Order, Page, Queue, Stats, Store, replay_check,
 };
 pub use error::{ErrorKind, InboxError, OpenError, OpenErrorKind};
 pub use handlers::{Context, Dispatched, HandlerError, Handlers};
 
-/// How recently processed entries stay protected from [`purge_refusal`]: 11 minutes, the
-/// receivers' deduplication window with the default tolerance (twice 5 minutes, plus one). A
-/// retry of an event purged sooner would be stored, and handled, again.
-pub const PURGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(660);
-
 /// Why a purge of entries processed before `before` should be refused unless forced: `before`
-/// is later than [`PURGE_WINDOW`] ago. The one rule the `airmy-webhook inbox purge` command
-/// and the console apply.
+/// is inside the dedupe window (`window`, from [`airmy_verify::dedupe_window`] of the
+/// verifier's tolerance: [`Inbox::dedupe_window`]), so a retry of a purged event would be stored
+/// and handled again; with no window (a verifier that checks no freshness) every purge is.
+/// The one rule the `airmy-webhook inbox purge` command and the console apply
+/// ([`Inbox::purge_refusal`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use airmy_verify::{DEFAULT_TOLERANCE, dedupe_window, time::OffsetDateTime};
+///
+/// let window = Some(dedupe_window(DEFAULT_TOLERANCE)); // 11 minutes
+/// let now = OffsetDateTime::now_utc();
+/// assert!(airmy_verify_inbox::purge_refusal(now - Duration::from_secs(60), window).is_some());
+/// assert!(airmy_verify_inbox::purge_refusal(now - Duration::from_secs(3600), window).is_none());
+/// ```
 #[must_use]
-pub fn purge_refusal(before: time::OffsetDateTime) -> Option<&'static str> {
-    (before > time::OffsetDateTime::now_utc() - PURGE_WINDOW).then_some(
-        "the time is inside the deduplication window (later than 11 minutes ago): a retry of a \
-         purged event would be handled again",
-    )
+pub fn purge_refusal(before: time::OffsetDateTime, window: Option<Duration>) -> Option<String> {
+    match window {
+        None => Some(
+            "the verifier checks no freshness, so any redelivery is accepted however old: a \
+             retry of a purged event would be handled again"
+                .to_owned(),
+        ),
+        Some(window) => (before > time::OffsetDateTime::now_utc() - window).then(|| {
+            format!(
+                "the time is inside the deduplication window (later than {} ago): a retry of a \
+                 purged event would be handled again",
+                shown_duration(window)
+            )
+        }),
+    }
 }
+
+/// A window for people: whole minutes when it is some, else seconds.
+fn shown_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} minutes", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
+}
+
 #[cfg(feature = "postgres")]
 pub use postgres::{InboxTransaction, PgBackend, PgContext, PgError, PgOptions};
 #[cfg(feature = "redis")]
@@ -130,15 +161,43 @@ pub use worker::{RetryPolicy, Worker};
 #[derive(Clone)]
 pub struct Inbox {
     backend: Arc<dyn Backend>,
+    dedupe: Option<Duration>,
 }
 
 impl Inbox {
-    /// An inbox on `backend`.
+    /// An inbox on `backend`, for a verifier with the default tolerance (see
+    /// [`dedupe_for`](Self::dedupe_for)).
     #[must_use]
     pub fn new(backend: impl Backend) -> Self {
         Self {
             backend: Arc::new(backend),
+            dedupe: Some(airmy_verify::dedupe_window(airmy_verify::DEFAULT_TOLERANCE)),
         }
+    }
+
+    /// This inbox behind `verifier`: how long a processed event must be remembered (the
+    /// [dedupe window](airmy_verify::dedupe_window) of the verifier's tolerance) follows it. Its
+    /// workers keep processed entries at least that long ([`Worker::retention`] is raised to
+    /// it), and [`purge_refusal`](Self::purge_refusal) refuses purges inside it. Defaults to the
+    /// window of [`DEFAULT_TOLERANCE`](airmy_verify::DEFAULT_TOLERANCE) (11 minutes).
+    #[must_use]
+    pub fn dedupe_for(mut self, verifier: &Verifier) -> Self {
+        self.dedupe = verifier.dedupe_window();
+        self
+    }
+
+    /// How long a processed event must be remembered, from [`dedupe_for`](Self::dedupe_for);
+    /// `None` for a verifier that checks no freshness (no redelivery is too old).
+    #[must_use]
+    pub fn dedupe_window(&self) -> Option<Duration> {
+        self.dedupe
+    }
+
+    /// Why an operator's purge of entries processed before `before` should be refused unless
+    /// forced: [`purge_refusal`] with this inbox's [`dedupe_window`](Self::dedupe_window).
+    #[must_use]
+    pub fn purge_refusal(&self, before: time::OffsetDateTime) -> Option<String> {
+        purge_refusal(before, self.dedupe)
     }
 
     /// Stores a verified delivery durably, or reports it as a duplicate; returns only once it
@@ -146,7 +205,7 @@ impl Inbox {
     ///
     /// # Errors
     ///
-    /// [`InboxError::Full`] or [`InboxError::Unavailable`]: the delivery is **not** stored, and
+    /// [`ErrorKind::Full`] or [`ErrorKind::Unavailable`]: the delivery is **not** stored, and
     /// the route must not answer 2xx (the adapters answer 503).
     pub async fn accept(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
         let accepted = self.backend.accept(delivery).await;
@@ -212,7 +271,7 @@ impl Inbox {
     /// transaction take a `PgContext` and run on `PgBackend::worker` instead.
     #[must_use]
     pub fn worker(&self, handlers: Handlers) -> Worker {
-        Worker::new(Arc::clone(&self.backend), handlers)
+        Worker::new(Arc::clone(&self.backend), handlers).dedupe_window(self.dedupe)
     }
 }
 

@@ -122,13 +122,18 @@ pub(crate) enum InboxCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Delete processed entries finished before a time (RFC 3339). Times later than 11 minutes
-    /// ago (the receivers' deduplication window with the default tolerance: twice 5 minutes
-    /// plus one) are refused unless `--force`: a retry of a purged event would run again.
+    /// Delete processed entries finished before a time (RFC 3339). Times inside the
+    /// deduplication window (twice the receiver's freshness tolerance plus a minute: 11 minutes
+    /// with the default 300 s) are refused unless `--force`: a retry of a purged event would run
+    /// again.
     Purge {
         /// Processed before this time.
         #[arg(long, value_parser = parse_time)]
         processed_before: OffsetDateTime,
+        /// The receiver's freshness tolerance in seconds (its AIRMY_TOLERANCE_SECS), from which
+        /// the deduplication window follows.
+        #[arg(long, env = "AIRMY_TOLERANCE_SECS", default_value_t = 300)]
+        tolerance_secs: u64,
         /// Purge even inside the deduplication window.
         #[arg(long)]
         force: bool,

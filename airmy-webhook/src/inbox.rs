@@ -342,9 +342,13 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
             }
             InboxCommand::Purge {
                 processed_before,
+                tolerance_secs,
                 force,
             } => {
-                if let Some(why) = airmy_verify_inbox::purge_refusal(processed_before)
+                let window = Some(airmy_verify::dedupe_window(std::time::Duration::from_secs(
+                    tolerance_secs,
+                )));
+                if let Some(why) = airmy_verify_inbox::purge_refusal(processed_before, window)
                     && !force
                 {
                     return Err(format!(

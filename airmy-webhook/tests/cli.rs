@@ -414,6 +414,36 @@ async fn inbox_commands(inbox: &str) {
     let (code, _, err) = tool(&purge).await;
     assert_eq!(code, 2, "inside the deduplication window: {err}");
     assert!(err.contains("deduplication window"), "{err}");
+    // The window follows the receiver's tolerance: 20 minutes ago is outside the default
+    // window (11 minutes) and inside that of a 10-minute tolerance (21 minutes).
+    let twenty_minutes_ago = (airmy_verify::time::OffsetDateTime::now_utc()
+        - Duration::from_secs(20 * 60))
+    .format(&airmy_verify::time::format_description::well_known::Rfc3339)
+    .expect("format");
+    let (code, _, err) = tool(&[
+        "inbox",
+        "--inbox",
+        &inbox,
+        "purge",
+        "--processed-before",
+        &twenty_minutes_ago,
+        "--tolerance-secs",
+        "600",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("later than 21 minutes ago"), "{err}");
+    let (code, out, err) = tool(&[
+        "inbox",
+        "--inbox",
+        &inbox,
+        "purge",
+        "--processed-before",
+        &twenty_minutes_ago,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("purged 0 processed entries"), "{out}");
     let (code, out, _) = tool(&[&purge[..], &["--force"]].concat()).await;
     assert_eq!(code, 0);
     assert!(out.contains("purged 1 processed entry"), "{out}");

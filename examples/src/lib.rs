@@ -445,7 +445,7 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Rec
         // On PostgreSQL the receiver's own pool serves the inbox and the handlers' effects.
         Some(InboxUrl::Postgres(url)) => match open_postgres(url).await {
             Ok(pg) => Some(ReceiverInbox {
-                inbox: Inbox::new(pg.clone()),
+                inbox: Inbox::new(pg.clone()).dedupe_for(&config.verifier),
                 postgres: Some(pg),
             }),
             Err(err) => exit_config(&err),
@@ -456,7 +456,7 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Rec
             .map_err(|e| ConfigError(format!("AIRMY_INBOX: {e}")))
         {
             Ok(inbox) => Some(ReceiverInbox {
-                inbox,
+                inbox: inbox.dedupe_for(&config.verifier),
                 postgres: None,
             }),
             Err(err) => exit_config(&err),
@@ -539,6 +539,7 @@ pub async fn observe_or_exit(config: &ReceiverConfig) -> Option<SocketAddr> {
 #[must_use]
 pub fn start_workers(
     inbox: Option<&ReceiverInbox>,
+    verifier: &Verifier,
     handling: &apps::Handling,
     (workers, lease, max_attempts): (usize, Duration, Option<u32>),
     receiver: &'static str,
@@ -566,6 +567,7 @@ pub fn start_workers(
                 pg.worker(handling.transactional_handlers(receiver)),
                 settings,
             )
+            .dedupe_for(verifier)
             .run(token.clone()),
         ),
         None => tokio::spawn(

@@ -395,7 +395,7 @@ impl Console {
                 ),
             ));
         };
-        if let Some(why) = crate::purge_refusal(before)
+        if let Some(why) = self.inbox.purge_refusal(before)
             && form.get("force") != Some("yes")
         {
             return Ok(ConsoleResponse::html(

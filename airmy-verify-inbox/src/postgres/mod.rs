@@ -20,7 +20,7 @@
 //!   refused at [`PgBackend::connect`].
 //! - **Bounded**: at most [`PgOptions::max_unfinished`] pending and processing entries
 //!   (default 1,000,000); past it, and when the server's disk is full, accepts fail with
-//!   [`InboxError::Full`] and adapters answer 503, never a 2xx.
+//!   [`ErrorKind::Full`](crate::ErrorKind::Full) and adapters answer 503, never a 2xx.
 //!
 //! # Example
 //!
@@ -109,7 +109,7 @@ impl PgOptions {
     }
 
     /// The most pending and processing entries the inbox holds; accepts past it fail with
-    /// [`InboxError::Full`]. Defaults to 1,000,000.
+    /// [`ErrorKind::Full`](crate::ErrorKind::Full). Defaults to 1,000,000.
     #[must_use]
     pub fn max_unfinished(mut self, entries: u64) -> Self {
         self.max_unfinished = entries;
@@ -125,7 +125,7 @@ impl PgOptions {
     }
 
     /// How long an operation waits for a connection before it fails with
-    /// [`InboxError::Unavailable`] (an accept then answers 503, well within AIRMY's 10 s).
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (an accept then answers 503, well within AIRMY's 10 s).
     /// Defaults to 3 s.
     #[must_use]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
@@ -360,7 +360,7 @@ impl Drop for Shared {
 }
 
 /// An error of PostgreSQL as the inbox reports it: a full disk (`53100`) or out of memory
-/// (`53200`) is [`InboxError::Full`], anything else [`InboxError::Unavailable`].
+/// (`53200`) is [`ErrorKind::Full`](crate::ErrorKind::Full), anything else [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable).
 pub(crate) fn unavailable(err: sqlx::Error) -> InboxError {
     if let sqlx::Error::Database(db) = &err
         && matches!(db.code().as_deref(), Some("53100" | "53200"))
@@ -528,7 +528,7 @@ impl PgBackend {
 
     /// A worker running `handlers` that take a [`PgContext`]: each attempt may write in its
     /// entry's transaction ([`PgContext::transaction`]), committed together with the entry's
-    /// completion. The worker's settings are [`Worker`](crate::Worker)'s.
+    /// completion. The worker's settings are [`Worker`]'s.
     ///
     /// ```no_run
     /// use airmy_verify::{Envelope, event::RunCompleted};

@@ -11,7 +11,7 @@
 //! | `{prefix}stream` | stream, consumer group `workers` | one message per entry that is due or leased |
 //! | `{prefix}e:<event id>` | hash | the entry: type, body, received time, attempts, state, lease token and expiry, last error |
 //! | `{prefix}scheduled` | sorted set | retries waiting for their due time (score: due time, ms) |
-//! | `{prefix}leases` | sorted set | leased entries (score: lease expiry, ms), for [`next_due`](Backend::next_due) |
+//! | `{prefix}leases` | sorted set | leased entries (score: lease expiry, ms), for [`next_due`](crate::Queue::next_due) |
 //! | `{prefix}dead` | stream | one message per dead letter, in the order they died |
 //! | `{prefix}done` | sorted set | processed entries kept for deduplication (score: when, ms) |
 //!
@@ -114,8 +114,8 @@ impl RedisOptions {
     }
 
     /// The most due, leased and scheduled entries the inbox holds; accepts past it fail with
-    /// [`InboxError::Full`]. Defaults to 1,000,000. (A Redis out of memory under its
-    /// `maxmemory` refuses writes: also [`InboxError::Full`].)
+    /// [`ErrorKind::Full`](crate::ErrorKind::Full). Defaults to 1,000,000. (A Redis out of memory under its
+    /// `maxmemory` refuses writes: also [`ErrorKind::Full`](crate::ErrorKind::Full).)
     #[must_use]
     pub fn max_unfinished(mut self, entries: u64) -> Self {
         self.max_unfinished = entries;
@@ -123,7 +123,7 @@ impl RedisOptions {
     }
 
     /// How long connecting and every command may take before the operation fails with
-    /// [`InboxError::Unavailable`] (the adapters answer 503). Defaults to 2 s.
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (the adapters answer 503). Defaults to 2 s.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout.max(Duration::from_millis(10));
@@ -141,7 +141,7 @@ impl RedisOptions {
     }
 }
 
-/// An inbox [`Backend`] on Redis Streams, shared by every replica that connects to the same
+/// An inbox [`Backend`](crate::Backend) on Redis Streams, shared by every replica that connects to the same
 /// Redis with the same prefix. See the [module docs](self) for the layout.
 ///
 /// # Example

@@ -13,7 +13,7 @@
 //!   newer version, or not a SQLite database, or corrupted, is refused at open.
 //! - **Bounded**: at most [`SqliteOptions::max_unfinished`] pending and processing entries
 //!   (default 1,000,000); past it, and when the disk (or [`SqliteOptions::max_pages`]) is
-//!   full, accepts fail with [`InboxError::Full`] and adapters answer 503, never a 2xx.
+//!   full, accepts fail with [`ErrorKind::Full`](crate::ErrorKind::Full) and adapters answer 503, never a 2xx.
 //!
 //! # Example
 //!
@@ -80,7 +80,7 @@ impl Default for SqliteOptions {
 
 impl SqliteOptions {
     /// The most pending and processing entries the inbox holds; accepts past it fail with
-    /// [`InboxError::Full`]. Defaults to 1,000,000.
+    /// [`ErrorKind::Full`](crate::ErrorKind::Full). Defaults to 1,000,000.
     #[must_use]
     pub fn max_unfinished(mut self, entries: u64) -> Self {
         self.max_unfinished = entries;

@@ -2,7 +2,8 @@
 //! and a graceful shutdown.
 //!
 //! - `N` entries are handled at once ([`Worker::concurrency`], default 4); each is **leased**
-//!   (default 60 s, extended every third of it while its handler runs), so two workers never
+//!   (default 30 s, [`airmy_verify::lease::DEFAULT_LEASE`], kept alive every third of it by
+//!   [`airmy_verify::lease::keep_alive`] while its handler runs), so two workers never
 //!   run the same entry. A worker that dies mid-handler hands its entry to another when the
 //!   lease runs out: that, and only that, can run a handler twice for one event id.
 //! - Success completes the entry. Failure (an `Err`, a panic, or the handler timeout, 5 minutes
@@ -52,7 +53,9 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backend::{Backend, DEFAULT_LEASE, Leased};
+use airmy_verify::lease::DEFAULT_LEASE;
+
+use crate::backend::{Backend, Leased};
 use crate::handlers::{Context, Handlers};
 
 mod pool;
@@ -86,6 +89,7 @@ pub struct Worker<C = Context> {
     shutdown_deadline: Duration,
     policy: RetryPolicy,
     retention: Duration,
+    dedupe: Option<Duration>,
 }
 
 impl<C> fmt::Debug for Worker<C> {
@@ -123,6 +127,7 @@ impl<C: AsRef<Context> + Send + 'static> Worker<C> {
             shutdown_deadline: Duration::from_secs(20),
             policy: RetryPolicy::default(),
             retention: Duration::from_secs(7 * 24 * 3600),
+            dedupe: Some(airmy_verify::dedupe_window(airmy_verify::DEFAULT_TOLERANCE)),
         }
     }
 
@@ -135,7 +140,7 @@ impl<C: AsRef<Context> + Send + 'static> Worker<C> {
 
     /// How long an entry is leased to this worker without being extended (it is extended every
     /// third of it while its handler runs): how long a crashed worker's entry waits before
-    /// another takes it. Defaults to 60 seconds; at least 30 ms.
+    /// another takes it. Defaults to [`DEFAULT_LEASE`] (30 seconds); at least 30 ms.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(30));
@@ -165,16 +170,60 @@ impl<C: AsRef<Context> + Send + 'static> Worker<C> {
     }
 
     /// How long processed entries are kept (for deduplication, inspection and replay) before
-    /// the worker purges them. Defaults to 7 days; keep it longer than twice the verifier's
-    /// tolerance plus a minute, or a late retry of a purged event is stored again.
+    /// the worker purges them. Defaults to 7 days. Never less than the dedupe window
+    /// ([`dedupe_for`](Self::dedupe_for)): a shorter retention is raised to it, with a warning
+    /// when the worker starts, since a late retry of a purged event would be stored and handled
+    /// again.
     #[must_use]
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
     }
 
+    /// The worker of an inbox behind `verifier`: its retention is at least the verifier's
+    /// [dedupe window](airmy_verify::dedupe_window) (2 × tolerance + 1 minute). A worker from
+    /// [`Inbox::worker`](crate::Inbox::worker) has its inbox's
+    /// ([`Inbox::dedupe_for`](crate::Inbox::dedupe_for)); the default is the window of the
+    /// default tolerance (11 minutes).
+    #[must_use]
+    pub fn dedupe_for(self, verifier: &airmy_verify::Verifier) -> Self {
+        self.dedupe_window(verifier.dedupe_window())
+    }
+
+    pub(crate) fn dedupe_window(mut self, window: Option<Duration>) -> Self {
+        self.dedupe = window;
+        self
+    }
+
+    /// The retention the worker applies: the one asked, raised to the dedupe window (logged).
+    fn effective_retention(&self) -> Duration {
+        let retention = retention_at_least_the_window(self.retention, self.dedupe);
+        match self.dedupe {
+            Some(window) if self.retention < window => {
+                tracing::warn!(
+                    target: "airmy_verify",
+                    retention_secs = self.retention.as_secs(),
+                    dedupe_window_secs = window.as_secs(),
+                    "the inbox retention is shorter than the dedupe window (twice the verifier's \
+                     tolerance plus a minute); raised to it"
+                );
+            }
+            Some(_) => {}
+            None => {
+                tracing::warn!(
+                    target: "airmy_verify",
+                    retention_secs = self.retention.as_secs(),
+                    "the verifier checks no freshness: a redelivery of an event purged after the \
+                     retention would be handled again"
+                );
+            }
+        }
+        retention
+    }
+
     /// Runs until `shutdown` is cancelled, then finishes or releases what is running.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.retention = self.effective_retention();
         pool::run(Arc::new(self), shutdown).await;
     }
 
@@ -220,24 +269,15 @@ impl<C: AsRef<Context> + Send + 'static> Worker<C> {
                 .instrument(span.clone()),
         ))
         .catch_unwind();
-        let keep_alive = async {
-            let every = self.lease / 3;
-            loop {
-                tokio::time::sleep(every).await;
-                match backend.extend(&entry.id, &entry.token, self.lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(target: "airmy_verify", event_id = ?entry.id, "the lease of a running handler was taken over")
-                    }
-                    Err(err) => {
-                        tracing::warn!(target: "airmy_verify", event_id = ?entry.id, error = %err, "could not extend the lease of a running handler")
-                    }
-                }
-            }
-        };
+        let keep_alive = airmy_verify::lease::keep_alive(
+            self.lease,
+            || backend.extend(&entry.id, &entry.token, self.lease),
+            || tracing::warn!(target: "airmy_verify", event_id = ?entry.id, "the lease of a running handler was taken over"),
+            |err| tracing::warn!(target: "airmy_verify", event_id = ?entry.id, error = %err, "could not extend the lease of a running handler"),
+        );
         let outcome = tokio::select! {
             outcome = run => outcome,
-            () = keep_alive => unreachable!("keep_alive never ends"),
+            never = keep_alive => match never {},
         };
         // The handler is done: its slot is free for the next entry while the outcome is
         // recorded (a round trip to the backend, which need not hold up a handler).
@@ -350,9 +390,32 @@ impl<C: AsRef<Context> + Send + 'static> Worker<C> {
     }
 }
 
+/// The rule of [`Worker::retention`]: never less than the dedupe window, when there is one.
+fn retention_at_least_the_window(retention: Duration, window: Option<Duration>) -> Duration {
+    window.map_or(retention, |window| retention.max(window))
+}
+
 /// What an attempt's end asks the backend to record.
 enum Outcome<'e> {
     Complete,
     Retry(&'e str, OffsetDateTime),
     Bury(&'e str),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::retention_at_least_the_window;
+
+    #[test]
+    fn the_retention_is_never_shorter_than_the_dedupe_window() {
+        let window = airmy_verify::dedupe_window(Duration::from_secs(600));
+        assert_eq!(window, Duration::from_secs(1260));
+        let minute = Duration::from_secs(60);
+        assert_eq!(retention_at_least_the_window(minute, Some(window)), window);
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(retention_at_least_the_window(week, Some(window)), week);
+        assert_eq!(retention_at_least_the_window(minute, None), minute);
+    }
 }

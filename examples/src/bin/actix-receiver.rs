@@ -23,7 +23,7 @@ async fn main() {
     let metrics = examples::observe_or_exit(&config).await;
     let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
     let routes = actix_app(
-        config.verifier,
+        config.verifier.clone(),
         handling.clone(),
         guard.clone(),
         inbox.clone(),
@@ -63,6 +63,7 @@ async fn main() {
     }
     let (workers, worker) = examples::start_workers(
         opened.as_ref(),
+        &config.verifier,
         &handling,
         (
             config.inbox_workers,

@@ -39,6 +39,7 @@ async fn main() {
     let handling = Handling::printing(config.handler_delay, config.handler_fail_for);
     let (workers, worker) = examples::start_workers(
         opened.as_ref(),
+        &config.verifier,
         &handling,
         (
             config.inbox_workers,

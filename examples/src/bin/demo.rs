@@ -309,8 +309,9 @@ async fn outage_act(secret: &str) -> Result<bool, Box<dyn std::error::Error>> {
         });
         let (workers, worker) = examples::start_workers(
             opened.as_ref(),
+            &verifier,
             &handling,
-            (4, airmy_verify_inbox::DEFAULT_LEASE, None),
+            (4, airmy_verify::lease::DEFAULT_LEASE, None),
             "axum",
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

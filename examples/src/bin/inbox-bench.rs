@@ -598,7 +598,7 @@ async fn list(n: usize) {
     while settled < done + dead + scheduled {
         let want = (done + dead + scheduled - settled).min(1000);
         let taken = b
-            .take(want, airmy_verify_inbox::DEFAULT_LEASE)
+            .take(want, airmy_verify::lease::DEFAULT_LEASE)
             .await
             .expect("take");
         assert!(!taken.is_empty(), "entries to take");
