@@ -47,6 +47,64 @@ async fn redis_passes_the_conformance_suite() {
     conformance::run_all(&Redis { backend, server }).await;
 }
 
+/// The application's own connection manager serves the inbox (the conformance suite passes on
+/// it unchanged) and, while an idle worker waits for entries, the application's own commands
+/// (the wait polls: it never blocks the shared connection); a new entry still wakes the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applications_connection_serves_the_inbox_and_its_own_commands() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).expect("client");
+    let app = redis::aio::ConnectionManager::new(client)
+        .await
+        .expect("the application's connection");
+    let backend = RedisBackend::with_connection(
+        app.clone(),
+        RedisOptions::default().prefix(prefix("app_connection")),
+    )
+    .await
+    .expect("the inbox on the application's connection");
+    let waiting = backend.clone();
+    let idle = tokio::spawn(async move {
+        let started = Instant::now();
+        waiting.wait(Duration::from_secs(3)).await;
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut own = app.clone();
+    let started = Instant::now();
+    let _: () = redis::cmd("SET")
+        .arg("app:key")
+        .arg("value")
+        .query_async(&mut own)
+        .await
+        .expect("the application's command");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "not held up by the waiting worker: {:?}",
+        started.elapsed()
+    );
+    backend
+        .accept(&delivery("evt_app_connection", "test"))
+        .await
+        .expect("accept");
+    let waited = idle.await.expect("waited");
+    assert!(
+        waited < Duration::from_secs(2),
+        "woken by the entry: {waited:?}"
+    );
+    let taken = backend
+        .take(1, Duration::from_secs(30))
+        .await
+        .expect("take");
+    assert!(
+        backend
+            .complete(&taken[0].id, &taken[0].token)
+            .await
+            .expect("complete")
+    );
+    conformance::run_all(&Redis { backend, server }).await;
+}
+
 async fn fresh(name: &str) -> (Inbox, RedisServer) {
     let server = RedisServer::start();
     let inbox = Inbox::new(backend(server.url(), &prefix(name)).await);

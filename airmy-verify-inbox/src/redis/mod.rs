@@ -156,8 +156,9 @@ impl RedisOptions {
 #[derive(Clone)]
 pub struct RedisBackend {
     connection: ConnectionManager,
-    /// For blocking reads only: a blocked read holds up its connection.
-    waiting: ConnectionManager,
+    /// For blocking reads only: a blocked read holds up its connection. `None` on the
+    /// application's connection ([`RedisBackend::with_connection`]): waits poll instead.
+    waiting: Option<ConnectionManager>,
     keys: [String; 5],
     entry_prefix: String,
     consumer: String,
@@ -227,13 +228,7 @@ impl RedisBackend {
     /// [`Tls`](OpenErrorKind::Tls), [`Timeout`](OpenErrorKind::Timeout) (Redis did not answer
     /// within the options' timeout) or [`Unavailable`](OpenErrorKind::Unavailable).
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, RedisError> {
-        if options.prefix.is_empty() || options.prefix.contains(['{', '}']) {
-            return Err(OpenError::new(
-                OpenErrorKind::Invalid,
-                "cannot open the Redis inbox: the key prefix is empty or holds `{` or `}` (its \
-                 hash tag would not keep one inbox in one Redis Cluster slot)",
-            ));
-        }
+        check_prefix(&options)?;
         let client = client(url, &options)?;
         // Setting up (loading the scripts, creating the group) happens once, at start-up: it
         // gets at least 5 s, whatever the commands' timeout, so a busy machine does not fail it.
@@ -249,35 +244,7 @@ impl RedisBackend {
         .await
         .map_err(|_| timed_out())?
         .map_err(open_error)?;
-        let tag = format!("{{{}}}", options.prefix);
-        let keys =
-            ["stream", "scheduled", "dead", "done", "leases"].map(|name| format!("{tag}{name}"));
-        let scripts = Scripts::new();
-        scripts.load(&mut connection).await.map_err(open_error)?;
-        // Created only when missing: Redis refuses `XGROUP CREATE` when it is out of memory even
-        // for a group that exists, and operators must still be able to connect then (to purge).
-        let has_group: i64 = scripts
-            .has_group
-            .key(&keys[0])
-            .invoke_async(&mut connection)
-            .await
-            .map_err(open_error)?;
-        if has_group == 0 {
-            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&keys[0])
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut connection)
-                .await;
-            if let Err(err) = created
-                && err.code() != Some("BUSYGROUP")
-            {
-                return Err(open_error(err));
-            }
-        }
-        warn_unless_noeviction(&mut connection).await;
+        let (keys, scripts) = prepare(&mut connection, &options.prefix).await?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))
@@ -295,7 +262,61 @@ impl RedisBackend {
         let connection = manager(config.clone()).await?;
         // Blocking reads last up to a second; their own timeout is set per read.
         let waiting = manager(config.set_response_timeout(None)).await?;
-        let entry_prefix = format!("{tag}e:");
+        Ok(Self::start(
+            connection,
+            Some(waiting),
+            keys,
+            scripts,
+            &options,
+        ))
+    }
+
+    /// The inbox on a connection manager the application already holds (one connection to
+    /// Redis for the application and the inbox): loads the scripts and creates the consumer
+    /// group if needed. Its commands go through `connection`, with its own timeouts and
+    /// retries ([`RedisOptions::timeout`] bounds only the set-up here). An idle worker then
+    /// looks for new entries every 100 ms instead of blocking in a read, which would hold up
+    /// every command behind it on the shared connection: a new delivery waits up to 100 ms
+    /// more before a worker takes it.
+    ///
+    /// ```no_run
+    /// use airmy_verify_inbox::{Inbox, RedisBackend, RedisOptions};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let connection = redis::aio::ConnectionManager::new(client).await?;
+    /// let inbox = Inbox::new(RedisBackend::with_connection(connection.clone(), RedisOptions::default()).await?);
+    /// // `connection` goes on serving the application's own commands.
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), for the set-up's commands.
+    pub async fn with_connection(
+        connection: ConnectionManager,
+        options: RedisOptions,
+    ) -> Result<Self, RedisError> {
+        check_prefix(&options)?;
+        let setup = options.timeout.max(Duration::from_secs(5));
+        let mut setting_up = connection.clone();
+        let (keys, scripts) =
+            tokio::time::timeout(setup, prepare(&mut setting_up, &options.prefix))
+                .await
+                .map_err(|_| timed_out())??;
+        Ok(Self::start(connection, None, keys, scripts, &options))
+    }
+
+    /// The backend on its connections, its batches started.
+    fn start(
+        connection: ConnectionManager,
+        waiting: Option<ConnectionManager>,
+        keys: [String; 5],
+        scripts: Scripts,
+        options: &RedisOptions,
+    ) -> Self {
+        let entry_prefix = format!("{{{}}}e:", options.prefix);
         let (accepts, accept_queue) = mpsc::unbounded_channel();
         let (completions, completion_queue) = mpsc::unbounded_channel();
         tokio::spawn(run_batches(
@@ -312,7 +333,7 @@ impl RedisBackend {
             vec![entry_prefix.clone()],
             completion_queue,
         ));
-        Ok(Self {
+        Self {
             connection,
             waiting,
             entry_prefix,
@@ -330,7 +351,7 @@ impl RedisBackend {
                 accepts,
                 completions,
             },
-        })
+        }
     }
 
     /// This backend's consumer name in the group (the process id and a random suffix).
@@ -386,7 +407,7 @@ impl RedisBackend {
 /// An eviction policy other than `noeviction` lets Redis delete entries that were answered 2xx
 /// (and their stream messages) when it fills up: said once, at start-up. Managed services that
 /// hide `CONFIG` say nothing here.
-async fn warn_unless_noeviction(connection: &mut redis::aio::MultiplexedConnection) {
+async fn warn_unless_noeviction(connection: &mut (impl redis::aio::ConnectionLike + Send)) {
     let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
@@ -402,6 +423,55 @@ async fn warn_unless_noeviction(connection: &mut redis::aio::MultiplexedConnecti
             "Redis may evict keys (maxmemory-policy is not noeviction): inbox entries answered 2xx can be lost when it fills up; set maxmemory-policy noeviction"
         );
     }
+}
+
+/// The key prefix as the backend needs it: one hash tag, so one Redis Cluster slot.
+fn check_prefix(options: &RedisOptions) -> Result<(), RedisError> {
+    if options.prefix.is_empty() || options.prefix.contains(['{', '}']) {
+        return Err(OpenError::new(
+            OpenErrorKind::Invalid,
+            "cannot open the Redis inbox: the key prefix is empty or holds `{` or `}` (its \
+             hash tag would not keep one inbox in one Redis Cluster slot)",
+        ));
+    }
+    Ok(())
+}
+
+/// The set-up on `connection`: the scripts loaded, the consumer group created if missing, a
+/// warning for an eviction policy that could drop entries; the inbox's keys and scripts.
+async fn prepare(
+    connection: &mut (impl redis::aio::ConnectionLike + Send),
+    prefix: &str,
+) -> Result<([String; 5], Scripts), RedisError> {
+    let tag = format!("{{{}}}", prefix);
+    let keys = ["stream", "scheduled", "dead", "done", "leases"].map(|name| format!("{tag}{name}"));
+    let scripts = Scripts::new();
+    scripts.load(connection).await.map_err(open_error)?;
+    // Created only when missing: Redis refuses `XGROUP CREATE` when it is out of memory even
+    // for a group that exists, and operators must still be able to connect then (to purge).
+    let has_group: i64 = scripts
+        .has_group
+        .key(&keys[0])
+        .invoke_async(connection)
+        .await
+        .map_err(open_error)?;
+    if has_group == 0 {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&keys[0])
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(connection)
+            .await;
+        if let Err(err) = created
+            && err.code() != Some("BUSYGROUP")
+        {
+            return Err(open_error(err));
+        }
+    }
+    warn_unless_noeviction(connection).await;
+    Ok((keys, scripts))
 }
 
 fn client(url: &str, options: &RedisOptions) -> Result<redis::Client, RedisError> {
@@ -630,35 +700,60 @@ impl Queue for RedisBackend {
         timeout: Duration,
     ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            let blocked = async {
-                // From the group's last delivered id: anything after it is a new entry (or one
-                // no worker has read yet), whoever added it.
-                let mut connection = self.waiting.clone();
-                let last: String = self
-                    .invocation(&self.scripts.last_delivered)
-                    .invoke_async(&mut connection)
-                    .await?;
-                let _: redis::Value = redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(1)
-                    .arg("BLOCK")
-                    .arg(positive_ms(timeout))
-                    .arg("STREAMS")
-                    .arg(&self.keys[0])
-                    .arg(last)
-                    .query_async(&mut connection)
-                    .await?;
-                Ok::<(), redis::RedisError>(())
-            };
             let started = tokio::time::Instant::now();
+            let Some(waiting) = &self.waiting else {
+                // On the application's connection: look every 100 ms, never block it.
+                while started.elapsed() < timeout {
+                    if self
+                        .has_new_entry(self.connection.clone(), None)
+                        .await
+                        .unwrap_or(false)
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(POLL.min(timeout.saturating_sub(started.elapsed()))).await;
+                }
+                return;
+            };
+            let blocked = self.has_new_entry(waiting.clone(), Some(timeout));
             match tokio::time::timeout(timeout + self.timeout, blocked).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(_) => {
                     // Redis unreachable: wait out the timeout rather than spin.
                     tokio::time::sleep_until(started + timeout).await;
                 }
             }
         })
+    }
+}
+
+/// How often an idle worker on the application's connection looks for new entries.
+const POLL: Duration = Duration::from_millis(100);
+
+impl RedisBackend {
+    /// Whether the stream holds an entry after the group's last delivered id (a new entry, or
+    /// one no worker has read yet, whoever added it): at once, or blocking up to `block`.
+    async fn has_new_entry(
+        &self,
+        mut connection: ConnectionManager,
+        block: Option<Duration>,
+    ) -> redis::RedisResult<bool> {
+        let last: String = self
+            .invocation(&self.scripts.last_delivered)
+            .invoke_async(&mut connection)
+            .await?;
+        let mut read = redis::cmd("XREAD");
+        read.arg("COUNT").arg(1);
+        if let Some(block) = block {
+            read.arg("BLOCK").arg(positive_ms(block));
+        }
+        let found: redis::Value = read
+            .arg("STREAMS")
+            .arg(&self.keys[0])
+            .arg(last)
+            .query_async(&mut connection)
+            .await?;
+        Ok(!matches!(found, redis::Value::Nil))
     }
 }
 

@@ -25,7 +25,6 @@ pub(super) struct Scripts {
     pub(super) bury: redis::Script,
     pub(super) release: redis::Script,
     pub(super) replay: redis::Script,
-    pub(super) dead: redis::Script,
     pub(super) stats: redis::Script,
     pub(super) next_due: redis::Script,
     pub(super) purge: redis::Script,
@@ -49,7 +48,6 @@ impl Scripts {
             bury: held(include_str!("lua/bury.lua")),
             release: held(include_str!("lua/release.lua")),
             replay: redis::Script::new(include_str!("lua/replay.lua")),
-            dead: redis::Script::new(include_str!("lua/dead.lua")),
             stats: now(&format!("{LAST_FN}{}", include_str!("lua/stats.lua"))),
             next_due: now(include_str!("lua/next_due.lua")),
             purge: redis::Script::new(include_str!("lua/purge.lua")),
@@ -63,7 +61,7 @@ impl Scripts {
     /// Loads every script into Redis (`SCRIPT LOAD`), so that each runs by its hash.
     pub(super) async fn load(
         &self,
-        connection: &mut redis::aio::MultiplexedConnection,
+        connection: &mut (impl redis::aio::ConnectionLike + Send),
     ) -> redis::RedisResult<()> {
         for script in self.all() {
             script.load_async(connection).await?;
@@ -72,7 +70,7 @@ impl Scripts {
     }
 
     /// Every script, for loading.
-    fn all(&self) -> [&redis::Script; 16] {
+    fn all(&self) -> [&redis::Script; 15] {
         [
             &self.accept,
             &self.take,
@@ -82,7 +80,6 @@ impl Scripts {
             &self.bury,
             &self.release,
             &self.replay,
-            &self.dead,
             &self.stats,
             &self.next_due,
             &self.purge,
