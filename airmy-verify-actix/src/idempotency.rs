@@ -24,7 +24,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let verifier = Verifier::new(Secret::new("whsec_…")?);
-//! let guard = Idempotency::new(MemoryStore::new(100_000), &verifier)?;
+//! let guard = Idempotency::new(MemoryStore::new(100_000), &verifier);
 //! let app = App::new().service(
 //!     web::scope("/hooks")
 //!         .wrap(AirmyIdempotency::new(guard))

@@ -53,7 +53,7 @@ async fn a_failed_attempt_is_retried_and_later_deliveries_are_duplicates() {
         calls: Arc::default(),
         script: Arc::new(vec![500]),
     };
-    let guard = Idempotency::new(MemoryStore::new(100), &verifier()).expect("guard");
+    let guard = Idempotency::new(MemoryStore::new(100), &verifier());
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(handler.clone()))
@@ -93,7 +93,7 @@ async fn two_apps_sharing_redis_run_the_handler_once() {
         let store = RedisStore::connect(server.url(), options)
             .await
             .expect("Redis");
-        let guard = Idempotency::new(store, &verifier()).expect("guard");
+        let guard = Idempotency::new(store, &verifier());
         apps.push(
             test::init_service(
                 App::new()

@@ -21,7 +21,7 @@ async fn handler(AirmyEvent(event): AirmyEvent) -> HttpResponse {
 async fn each_delivery_is_one_span_tree_with_its_fields() {
     let (capture, _guard) = SpanCapture::install();
     let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
-    let guard = Idempotency::new(MemoryStore::new(100), &verifier).expect("guard");
+    let guard = Idempotency::new(MemoryStore::new(100), &verifier);
     let app = test::init_service(
         App::new().service(
             web::scope("/hooks")

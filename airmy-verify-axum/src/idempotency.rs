@@ -26,7 +26,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let verifier = Verifier::new(Secret::new("whsec_…")?);
-//! let guard = Idempotency::new(MemoryStore::new(100_000), &verifier)?;
+//! let guard = Idempotency::new(MemoryStore::new(100_000), &verifier);
 //! let app: Router = Router::new()
 //!     .route("/hooks/airmy", post(|AirmyEvent(e): AirmyEvent| async move { e.id }))
 //!     .layer(

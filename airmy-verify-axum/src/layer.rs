@@ -33,7 +33,7 @@ impl AirmyVerifyLayer {
     /// # use axum::{Router, routing::post};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let verifier = Verifier::new(Secret::new("whsec_…")?);
-    /// let guard = Idempotency::new(MemoryStore::new(100_000), &verifier)?;
+    /// let guard = Idempotency::new(MemoryStore::new(100_000), &verifier);
     /// let app: Router = Router::new()
     ///     .route("/hooks/airmy", post(|| async { "ok" }))
     ///     .layer(AirmyVerifyLayer::new(verifier).idempotency(guard));

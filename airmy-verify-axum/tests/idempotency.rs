@@ -114,7 +114,7 @@ async fn deliver_like_airmy(app: &Router, d: &Delivery) -> Vec<u16> {
 }
 
 fn memory() -> Idempotency {
-    Idempotency::new(MemoryStore::new(10_000), &verifier()).expect("guard")
+    Idempotency::new(MemoryStore::new(10_000), &verifier())
 }
 
 async fn redis(server: &RedisServer) -> Idempotency {
@@ -243,7 +243,7 @@ async fn two_instances_sharing_redis_run_the_handler_once() {
             let store = RedisStore::connect(&url, RedisStoreOptions::default().prefix(prefix))
                 .await
                 .expect("Redis");
-            handler.app(Idempotency::new(store, &verifier()).expect("guard"))
+            handler.app(Idempotency::new(store, &verifier()))
         }
     };
     let handler = Handler::new(vec![], Duration::from_millis(50));
@@ -279,12 +279,9 @@ async fn redis_outage_processes_by_default_refuses_with_503_and_recovers() {
     let store = RedisStore::connect(server.url(), options)
         .await
         .expect("Redis");
-    let lenient = lenient_handler.app(Idempotency::new(store.clone(), &verifier()).expect("guard"));
-    let strict = strict_handler.app(
-        Idempotency::new(store, &verifier())
-            .expect("guard")
-            .on_store_error(OnStoreError::Refuse),
-    );
+    let lenient = lenient_handler.app(Idempotency::new(store.clone(), &verifier()));
+    let strict = strict_handler
+        .app(Idempotency::new(store, &verifier()).on_store_error(OnStoreError::Refuse));
 
     server.stop();
     let d1 = delivery("evt_outage_1");

@@ -526,7 +526,7 @@ async fn a_production_stack_in_one_service_builder() {
 #[tokio::test]
 async fn a_production_stack_with_the_idempotency_layer() {
     let ran = Ran::default();
-    let guard = Idempotency::new(MemoryStore::new(100), &verifier()).expect("guard");
+    let guard = Idempotency::new(MemoryStore::new(100), &verifier());
     let app = production_idempotent(&ran, Duration::from_secs(30), Duration::ZERO, guard);
     check_production(&app, &ran, true).await;
 }
@@ -534,7 +534,7 @@ async fn a_production_stack_with_the_idempotency_layer() {
 #[tokio::test]
 async fn a_timeout_layer_dropping_the_response_does_not_stop_the_guarded_handler() {
     let ran = Ran::default();
-    let guard = Idempotency::new(MemoryStore::new(100), &verifier()).expect("guard");
+    let guard = Idempotency::new(MemoryStore::new(100), &verifier());
     // The handler outlives the timeout layer, which drops the response future at 500 ms.
     let app = production_idempotent(
         &ran,

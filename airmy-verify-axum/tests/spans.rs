@@ -37,7 +37,7 @@ async fn send(app: &Router, body: &[u8], signature: &str) -> StatusCode {
 async fn each_delivery_is_one_span_tree_with_its_fields() {
     let (capture, _guard) = SpanCapture::install();
     let verifier = Verifier::new(Secret::new(testing::SECRET).expect("secret"));
-    let guard = Idempotency::new(MemoryStore::new(100), &verifier).expect("guard");
+    let guard = Idempotency::new(MemoryStore::new(100), &verifier);
     let app = Router::new()
         .route("/hooks/airmy", post(handler))
         .layer(AirmyIdempotencyLayer::new(guard))

@@ -11,12 +11,18 @@ use airmy_verify::idempotency::{
     Claim, Commit, Guarded, Idempotency, IdempotencyStore, MAX_DURATION, OnStoreError, RedisStore,
     RedisStoreOptions,
 };
+use airmy_verify::{Secret, Verifier};
 use test_support::RedisServer;
 
 const LONG: Duration = Duration::from_secs(60);
 // Generous margins: a loaded CI machine may pause a task for tens of milliseconds.
 const SHORT: Duration = Duration::from_millis(300);
 const PAST_SHORT: Duration = Duration::from_millis(450);
+
+/// A verifier with the default tolerance, for the guards' dedupe window.
+fn verifier() -> Verifier {
+    Verifier::new(Secret::new("whsec_test").expect("a secret"))
+}
 
 /// A store on `server` whose keys live under a prefix unique to `test`.
 async fn store(server: &RedisServer, test: &str) -> RedisStore {
@@ -205,7 +211,8 @@ async fn a_late_commit_after_another_claim_is_lost() {
 #[tokio::test]
 async fn a_guard_retaining_ids_for_duration_max_commits() {
     let server = RedisServer::start();
-    let guard = Idempotency::with_retention(store(&server, "max").await, Duration::MAX)
+    let guard = Idempotency::new(store(&server, "max").await, &verifier())
+        .remember_for(Duration::MAX)
         .lease(Duration::MAX);
     assert_eq!(guard.retention(), MAX_DURATION);
     let (started, release) = (
@@ -252,7 +259,7 @@ async fn a_guard_retaining_ids_for_duration_max_commits() {
 #[tokio::test]
 async fn a_guarded_handler_slower_than_the_lease_keeps_its_claim() {
     let server = RedisServer::start();
-    let guard = Idempotency::with_retention(store(&server, "slow").await, LONG).lease(SHORT);
+    let guard = Idempotency::new(store(&server, "slow").await, &verifier()).lease(SHORT);
     let running = guard.clone();
     let handler = tokio::spawn(async move {
         running
@@ -294,7 +301,7 @@ async fn a_claim_made_while_redis_stalls_does_not_block_the_retries() {
     let store = RedisStore::connect(server.url(), options)
         .await
         .expect("connects");
-    let guard = Idempotency::with_retention(store, LONG).on_store_error(OnStoreError::Refuse);
+    let guard = Idempotency::new(store, &verifier()).on_store_error(OnStoreError::Refuse);
     // A first delivery, so the connection is warm.
     assert_eq!(deliver(&guard, "evt_warm").await, None, "runs");
 

@@ -68,15 +68,14 @@ fn guards(c: &mut Criterion) {
         ("no_guard", app(None)),
         (
             "memory_guard",
-            app(Some(
-                Idempotency::new(MemoryStore::new(50_000_000), &verifier()).expect("guard"),
-            )),
+            app(Some(Idempotency::new(
+                MemoryStore::new(50_000_000),
+                &verifier(),
+            ))),
         ),
         (
             "redis_guard",
-            app(Some(
-                Idempotency::new(redis_store, &verifier()).expect("guard"),
-            )),
+            app(Some(Idempotency::new(redis_store, &verifier()))),
         ),
     ];
     let counter = AtomicU64::new(0);

@@ -166,9 +166,7 @@ impl ReceiverConfig {
                 Idempotency::new(store, &self.verifier)
             }
         };
-        guard
-            .map(Some)
-            .map_err(|e| ConfigError(format!("AIRMY_IDEMPOTENCY: {e}")))
+        Ok(Some(guard))
     }
 }
 

@@ -162,13 +162,9 @@ pub fn duplicate_of(id: &str) -> Value {
 }
 
 /// A guard on an in-memory store of 1000 entries, for [`testing::conformance_verifier`].
-///
-/// # Panics
-///
-/// When the guard cannot be made.
 #[must_use]
 pub fn memory_guard() -> Idempotency {
-    Idempotency::new(MemoryStore::new(1000), &testing::conformance_verifier()).expect("guard")
+    Idempotency::new(MemoryStore::new(1000), &testing::conformance_verifier())
 }
 
 /// A Redis key prefix `{name}:{process id}-{nanoseconds}:`, which keeps runs (and tests)
@@ -195,7 +191,7 @@ pub async fn redis_guard(
     let store = RedisStore::connect(server.url(), options)
         .await
         .expect("Redis reachable");
-    Idempotency::new(store, verifier).expect("guard")
+    Idempotency::new(store, verifier)
 }
 
 /// Waits until `guard` runs no handler, for at most `limit`.

@@ -39,6 +39,8 @@ pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
     lease: Duration,
     retention: Duration,
+    /// The verifier's dedupe window: the least `retention` may be.
+    window: Option<Duration>,
     on_error: OnStoreError,
     running: Arc<Running>,
 }
@@ -68,56 +70,51 @@ impl Drop for RunningGuard {
     }
 }
 
-/// A guard that cannot be built as configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IdempotencyConfigError {
-    /// Freshness is disabled, so how long to keep committed ids cannot be derived from the
-    /// tolerance: set it with [`Idempotency::with_retention`].
-    RetentionRequired,
-}
-
-impl fmt::Display for IdempotencyConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "freshness is disabled, so the retention of committed event ids must be set \
-             (Idempotency::with_retention)",
-        )
-    }
-}
-
-impl std::error::Error for IdempotencyConfigError {}
-
 impl Idempotency {
-    /// A guard on `store` for deliveries checked by `verifier`: committed ids are kept for
-    /// its [dedupe window](Verifier::dedupe_window) (twice its tolerance plus a minute), claims lease for
-    /// [`DEFAULT_LEASE`] (30 s),
-    /// and an unreachable store lets deliveries through with a warning.
+    /// A guard on `store` for deliveries checked by `verifier`.
     ///
-    /// # Errors
-    ///
-    /// [`IdempotencyConfigError::RetentionRequired`] when the verifier's freshness check is
-    /// disabled; use [`Idempotency::with_retention`] then.
-    pub fn new(
-        store: impl IdempotencyStore,
-        verifier: &Verifier,
-    ) -> Result<Self, IdempotencyConfigError> {
-        let window = verifier
-            .dedupe_window()
-            .ok_or(IdempotencyConfigError::RetentionRequired)?;
-        Ok(Self::with_retention(store, window))
-    }
-
-    /// A guard keeping committed ids for `retention` (at most [`MAX_DURATION`]).
+    /// Committed ids are kept for the verifier's [dedupe window](Verifier::dedupe_window)
+    /// (twice its tolerance plus a minute), or, when the verifier checks no freshness, for
+    /// [`MAX_DURATION`] (no redelivery is then too old to be accepted, so ids are remembered as
+    /// long as the store allows); see [`Idempotency::remember_for`]. Claims lease for
+    /// [`DEFAULT_LEASE`] (30 s), and an unreachable store lets deliveries through with a
+    /// warning.
     #[must_use]
-    pub fn with_retention(store: impl IdempotencyStore, retention: Duration) -> Self {
+    pub fn new(store: impl IdempotencyStore, verifier: &Verifier) -> Self {
+        let window = verifier.dedupe_window();
         Self {
             store: Arc::new(store),
             lease: DEFAULT_LEASE,
-            retention: retention.min(MAX_DURATION),
+            retention: window.unwrap_or(MAX_DURATION),
+            window,
             on_error: OnStoreError::default(),
             running: Arc::default(),
         }
+    }
+
+    /// How long committed ids are remembered (their retention), for keeping them longer than
+    /// the verifier's [dedupe window](Verifier::dedupe_window). Defaults to that window, or to
+    /// [`MAX_DURATION`] when the verifier checks no freshness; at most [`MAX_DURATION`].
+    ///
+    /// A value below the window is raised to the window, with a warning: a shorter retention
+    /// would forget an id while a redelivery of it can still be accepted, and run its handler
+    /// twice. Without a freshness check there is no window, and the value is kept as given.
+    #[must_use]
+    pub fn remember_for(mut self, retention: Duration) -> Self {
+        let retention = retention.min(MAX_DURATION);
+        self.retention = match self.window {
+            Some(window) if retention < window => {
+                tracing::warn!(
+                    target: "airmy_verify",
+                    requested_secs = retention.as_secs_f64(),
+                    window_secs = window.as_secs_f64(),
+                    "idempotency retention below the verifier's dedupe window; raised to the window"
+                );
+                window
+            }
+            _ => retention,
+        };
+        self
     }
 
     /// How long a claim lasts without being extended: a running handler extends it every
@@ -137,7 +134,8 @@ impl Idempotency {
         self
     }
 
-    /// How long committed ids are kept.
+    /// How long committed ids are kept: the verifier's dedupe window unless
+    /// [`Idempotency::remember_for`] says longer.
     #[must_use]
     pub fn retention(&self) -> Duration {
         self.retention
@@ -287,6 +285,7 @@ impl fmt::Debug for Idempotency {
         f.debug_struct("Idempotency")
             .field("lease", &self.lease)
             .field("retention", &self.retention)
+            .field("window", &self.window)
             .field("on_error", &self.on_error)
             .field("running", &self.running())
             .finish_non_exhaustive()

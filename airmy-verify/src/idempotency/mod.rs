@@ -14,13 +14,14 @@
 //! | the store is unreachable | by default: processed anyway, with a `WARN`; or 503 | runs / does not run |
 //!
 //! While a handler runs, its claim is extended every third of the lease ([`crate::lease`];
-//! defaults to 30 s), so
-//! a slow handler keeps it; a claim whose process died expires after the lease. Committed ids
-//! are kept for the verifier's [dedupe window](crate::dedupe_window) (twice the freshness
-//! tolerance plus a minute): an older delivery of the same
-//! event is refused as stale before it reaches the guard, so the store stays bounded. With
-//! freshness disabled the retention must be set. Durations longer than [`MAX_DURATION`]
-//! (100 years) are treated as 100 years by every store ("never expires", in practice).
+//! defaults to 30 s), so a slow handler keeps it; a claim whose process died expires after the
+//! lease. Committed ids are kept for the verifier's [dedupe window](crate::dedupe_window)
+//! (twice the freshness tolerance plus a minute): an older delivery of the same event is
+//! refused as stale before it reaches the guard, so the store stays bounded.
+//! [`Idempotency::remember_for`] keeps them longer, never shorter. With freshness disabled no
+//! redelivery is too old, and ids are kept for [`MAX_DURATION`]. Durations longer than
+//! [`MAX_DURATION`] (100 years) are treated as 100 years by every store ("never expires", in
+//! practice).
 //!
 //! A commit that finds another delivery's claim or commit on the id (its own claim had
 //! expired, say because the store was unreachable for a whole lease) cannot be recorded: the
@@ -50,7 +51,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let verifier = Verifier::new(Secret::new("whsec_…")?);
-//! let guard = Idempotency::new(MemoryStore::new(100_000), &verifier)?;
+//! let guard = Idempotency::new(MemoryStore::new(100_000), &verifier);
 //!
 //! // The handler takes the request (here `()`) and answers an HTTP status.
 //! let handler = |()| async { Ok::<u16, std::convert::Infallible>(200) };
@@ -71,7 +72,7 @@ mod memory;
 mod redis_store;
 mod store;
 
-pub use guard::{Guarded, Idempotency, IdempotencyConfigError, OnStoreError};
+pub use guard::{Guarded, Idempotency, OnStoreError};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -63,7 +63,7 @@ return 0";
 /// use airmy_verify::idempotency::{Idempotency, RedisStore, RedisStoreOptions};
 /// # async fn example(verifier: airmy_verify::Verifier) -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379", RedisStoreOptions::default()).await?;
-/// let guard = Idempotency::new(store, &verifier)?;
+/// let guard = Idempotency::new(store, &verifier);
 /// # Ok(())
 /// # }
 /// ```

@@ -22,23 +22,62 @@ fn block<T>(f: impl Future<Output = T>) -> T {
 const LONG: Duration = Duration::from_secs(60);
 
 #[test]
-fn retention_follows_the_tolerance_unless_freshness_is_off() {
+fn retention_defaults_to_the_dedupe_window_or_max_without_freshness() {
     let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
-    let guard = Idempotency::new(MemoryStore::new(1), &verifier).expect("tolerance set");
+    let guard = Idempotency::new(MemoryStore::new(1), &verifier);
     assert_eq!(guard.retention(), Duration::from_secs(660));
     let off = Verifier::builder(crate::Secret::new("s").expect("s"))
         .without_freshness_check()
         .build();
-    assert_eq!(
-        Idempotency::new(MemoryStore::new(1), &off).unwrap_err(),
-        IdempotencyConfigError::RetentionRequired
+    let guard = Idempotency::new(MemoryStore::new(1), &off);
+    assert_eq!(guard.retention(), MAX_DURATION);
+    // No window without freshness: a shorter retention is the user's call.
+    assert_eq!(guard.remember_for(LONG).retention(), LONG);
+}
+
+#[test]
+fn remember_for_below_the_window_is_raised_to_it_with_a_warning() {
+    let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
+    let window = verifier.dedupe_window().expect("freshness on");
+    let (capture, _default) = test_support::spans::SpanCapture::install();
+    let guard = Idempotency::new(MemoryStore::new(1), &verifier).remember_for(LONG);
+    assert_eq!(guard.retention(), window);
+    let events = capture.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("raised to the window")),
+        "a warning says the retention was raised: {events:?}"
     );
+}
+
+#[test]
+fn remember_for_above_the_window_is_kept() {
+    let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
+    let window = verifier.dedupe_window().expect("freshness on");
+    let (capture, _default) = test_support::spans::SpanCapture::install();
+    let day = Duration::from_secs(24 * 3600);
+    let guard = Idempotency::new(MemoryStore::new(1), &verifier).remember_for(day);
+    assert_eq!(guard.retention(), day);
+    assert_eq!(
+        Idempotency::new(MemoryStore::new(1), &verifier)
+            .remember_for(window)
+            .retention(),
+        window
+    );
+    assert_eq!(
+        Idempotency::new(MemoryStore::new(1), &verifier)
+            .remember_for(Duration::MAX)
+            .retention(),
+        MAX_DURATION
+    );
+    assert!(capture.events().is_empty(), "no warning");
 }
 
 #[test]
 fn decisions_map_to_the_documented_responses() {
     let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
-    let guard = Idempotency::new(MemoryStore::new(10), &verifier).expect("guard");
+    let guard = Idempotency::new(MemoryStore::new(10), &verifier);
     let Begin::Run(ticket) = block(guard.begin("evt_1")) else {
         panic!("first delivery runs")
     };
@@ -67,9 +106,8 @@ fn decisions_map_to_the_documented_responses() {
             Some(Outcome::Duplicate)
         )
     );
-    let full = Idempotency::new(MemoryStore::new(0), &verifier)
-        .expect("guard")
-        .on_store_error(OnStoreError::Refuse);
+    let full =
+        Idempotency::new(MemoryStore::new(0), &verifier).on_store_error(OnStoreError::Refuse);
     assert_eq!(
         answer(block(full.begin("evt_2"))),
         (
@@ -78,14 +116,14 @@ fn decisions_map_to_the_documented_responses() {
             Some(Outcome::Rejected)
         )
     );
-    let lenient = Idempotency::new(MemoryStore::new(0), &verifier).expect("guard");
+    let lenient = Idempotency::new(MemoryStore::new(0), &verifier);
     assert!(matches!(block(lenient.begin("evt_2")), Begin::Run(_)));
 }
 
 #[tokio::test]
 async fn run_commits_successes_and_releases_failures_errors_and_panics() {
     let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
-    let guard = Idempotency::new(MemoryStore::new(10), &verifier).expect("guard");
+    let guard = Idempotency::new(MemoryStore::new(10), &verifier);
     let ok = |status: u16| move |()| std::future::ready(Ok::<u16, ()>(status));
     let status = |s: &u16| *s;
     assert!(matches!(
@@ -131,9 +169,7 @@ async fn run_commits_successes_and_releases_failures_errors_and_panics() {
 #[tokio::test(start_paused = true)]
 async fn a_handler_slower_than_the_lease_keeps_its_claim() {
     let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
-    let guard = Idempotency::new(MemoryStore::new(10), &verifier)
-        .expect("guard")
-        .lease(Duration::from_millis(300));
+    let guard = Idempotency::new(MemoryStore::new(10), &verifier).lease(Duration::from_millis(300));
     let slow = guard.run(
         "evt",
         (),
@@ -159,7 +195,7 @@ async fn a_handler_slower_than_the_lease_keeps_its_claim() {
 #[tokio::test]
 async fn wait_idle_returns_once_running_handlers_finish() {
     let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
-    let guard = Idempotency::new(MemoryStore::new(10), &verifier).expect("guard");
+    let guard = Idempotency::new(MemoryStore::new(10), &verifier);
     guard.wait_idle().await;
     let running = guard.clone();
     let task = tokio::spawn(async move {
@@ -188,9 +224,7 @@ fn huge_durations_are_clamped_alike() {
     let verifier = Verifier::builder(crate::Secret::new("s").expect("s"))
         .tolerance(Duration::MAX)
         .build();
-    let guard = Idempotency::new(MemoryStore::new(10), &verifier)
-        .expect("guard")
-        .lease(Duration::MAX);
+    let guard = Idempotency::new(MemoryStore::new(10), &verifier).lease(Duration::MAX);
     assert_eq!(guard.retention(), MAX_DURATION);
     let Begin::Run(ticket) = block(guard.begin("evt_1")) else {
         panic!("runs")
@@ -230,7 +264,8 @@ impl IdempotencyStore for LostReplies {
 #[test]
 fn a_claim_whose_reply_was_lost_is_released() {
     let store = Arc::new(MemoryStore::new(10));
-    let guard = Idempotency::with_retention(LostReplies(store.clone()), LONG)
+    let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
+    let guard = Idempotency::new(LostReplies(store.clone()), &verifier)
         .on_store_error(OnStoreError::Refuse);
     assert!(matches!(block(guard.begin("evt")), Begin::Unavailable));
     // The claim the store did record was freed: a retry is not "in flight" for a lease.
@@ -244,7 +279,7 @@ fn a_claim_whose_reply_was_lost_is_released() {
 #[test]
 fn a_failed_handler_releases_the_claim() {
     let verifier = Verifier::new(crate::Secret::new("s").expect("s"));
-    let guard = Idempotency::new(MemoryStore::new(10), &verifier).expect("guard");
+    let guard = Idempotency::new(MemoryStore::new(10), &verifier);
     let Begin::Run(ticket) = block(guard.begin("evt_1")) else {
         panic!("runs")
     };
