@@ -230,6 +230,7 @@ impl OpenError {
     }
 
     /// This error, its message preceded by `what` (`cannot use redis://…: `).
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     #[must_use]
     pub(crate) fn context(mut self, what: &str) -> Self {
         self.message = format!("{what}: {}", self.message);
