@@ -88,19 +88,19 @@ pub(super) fn valid_name(name: &str) -> bool {
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction, holding an advisory lock so
 /// replicas starting at once migrate one after the other.
 pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(), OpenError> {
-    let mut tx = conn.begin().await.map_err(super::open_error)?;
+    let mut tx = conn.begin().await.map_err(super::connect::open_error)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('airmy-verify-inbox:' || $1))")
         .bind(schema)
         .execute(&mut *tx)
         .await
-        .map_err(super::open_error)?;
+        .map_err(super::connect::open_error)?;
     let tables: i64 =
         sqlx::query("SELECT count(*) FROM information_schema.tables WHERE table_schema = $1")
             .bind(schema)
             .fetch_one(&mut *tx)
             .await
             .and_then(|row| row.try_get(0))
-            .map_err(super::open_error)?;
+            .map_err(super::connect::open_error)?;
     let has_version: bool = sqlx::query(
         "SELECT EXISTS (SELECT 1 FROM information_schema.tables
                         WHERE table_schema = $1 AND table_name = 'schema_version')",
@@ -109,7 +109,7 @@ pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(),
     .fetch_one(&mut *tx)
     .await
     .and_then(|row| row.try_get(0))
-    .map_err(super::open_error)?;
+    .map_err(super::connect::open_error)?;
     if !has_version {
         if tables > 0 {
             return Err(schema_error(format!(
@@ -124,22 +124,22 @@ pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(),
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
             .execute(&mut *tx)
             .await
-            .map_err(super::open_error)?;
-        return tx.commit().await.map_err(super::open_error);
+            .map_err(super::connect::open_error)?;
+        return tx.commit().await.map_err(super::connect::open_error);
     }
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT program, version FROM {schema}.schema_version LIMIT 1"
     )))
     .fetch_optional(&mut *tx)
     .await
-    .map_err(super::open_error)?;
+    .map_err(super::connect::open_error)?;
     let Some(row) = row else {
         return Err(schema_error(format!(
             "the schema {schema} has an empty version table"
         )));
     };
-    let program: String = row.try_get(0).map_err(super::open_error)?;
-    let version: i32 = row.try_get(1).map_err(super::open_error)?;
+    let program: String = row.try_get(0).map_err(super::connect::open_error)?;
+    let version: i32 = row.try_get(1).map_err(super::connect::open_error)?;
     if program != PROGRAM {
         return Err(schema_error(format!(
             "the schema {schema} belongs to another program ({program:?})"
@@ -156,11 +156,11 @@ pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(),
             .execute(&mut *tx)
             .await
             .map_err(|e| {
-                super::open_error(e)
+                super::connect::open_error(e)
                     .context(&format!("cannot bring the schema {schema} to version 2"))
             })?;
     }
-    tx.commit().await.map_err(super::open_error)
+    tx.commit().await.map_err(super::connect::open_error)
 }
 
 #[cfg(test)]
