@@ -139,12 +139,11 @@ pub fn purge_refusal(before: time::OffsetDateTime, window: Option<Duration>) -> 
 }
 
 /// A window for people: whole minutes when it is some, else seconds.
-fn shown_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs >= 60 && secs.is_multiple_of(60) {
-        format!("{} minutes", secs / 60)
-    } else {
-        format!("{secs} s")
+pub(crate) fn shown_duration(d: Duration) -> String {
+    match d.as_secs() {
+        60 => "1 minute".to_owned(),
+        secs if secs >= 60 && secs.is_multiple_of(60) => format!("{} minutes", secs / 60),
+        secs => format!("{secs} s"),
     }
 }
 

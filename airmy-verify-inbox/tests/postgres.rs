@@ -861,3 +861,69 @@ async fn a_listen_url_is_where_wake_ups_are_listened_for() {
         "woken by the accept: {waited:?}"
     );
 }
+
+/// What `with_pool` refuses, by kind and without a password: a pool of one connection (the
+/// listener would keep it), a pool that cannot connect (diagnosed: refused, not a timeout), a
+/// listener on another database (no wake-up would reach it), a password given in the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pool_refuses_what_cannot_work() {
+    use airmy_verify_inbox::OpenErrorKind;
+    let server = PostgresServer::start();
+    let schema = unique_schema("with_pool");
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(server.url())
+        .await
+        .expect("pool");
+    let err = PgBackend::with_pool(one.clone(), PgOptions::default().schema(&schema))
+        .await
+        .expect_err("a pool of one");
+    assert_eq!(err.kind(), OpenErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("at least 2"), "{err}");
+    // With a listener of its own, a pool of one serves.
+    let pg = PgBackend::with_pool(
+        one,
+        PgOptions::default()
+            .schema(&schema)
+            .listen_url(server.url()),
+    )
+    .await
+    .expect("the listener on its own connection");
+    drop(pg);
+
+    let nowhere = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy("postgres://app:hunter2@127.0.0.1:1/app")
+        .expect("a lazy pool");
+    let err = PgBackend::with_pool(nowhere, PgOptions::default())
+        .await
+        .expect_err("nothing listens");
+    assert_eq!(err.kind(), OpenErrorKind::Refused, "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    let other = format!("other_{schema}");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {other}")))
+        .execute(&pool)
+        .await
+        .expect("another database");
+    let elsewhere = server.url().replace("/postgres", &format!("/{other}"));
+    let err = PgBackend::with_pool(
+        pool,
+        PgOptions::default().schema(&schema).listen_url(elsewhere),
+    )
+    .await
+    .expect_err("a listener on another database");
+    assert_eq!(err.kind(), OpenErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("do not cross databases"), "{err}");
+
+    let query_password = "postgres://127.0.0.1:1/app?user=app&password=hunter2";
+    let err = PgBackend::connect(
+        query_password,
+        PgOptions::default().acquire_timeout(Duration::from_secs(1)),
+    )
+    .await
+    .expect_err("nothing listens");
+    assert_eq!(err.kind(), OpenErrorKind::Refused, "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+}

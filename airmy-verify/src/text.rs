@@ -38,16 +38,50 @@ pub fn word(text: &str) -> Cow<'_, str> {
 }
 
 /// `url` as it may be shown in a log line, an error or `Debug`: any `user:password@` part
-/// between the scheme and the host is replaced by `[redacted]@`. A text that is not a URL with
-/// credentials is returned unchanged.
+/// between the scheme and the host is replaced by `[redacted]@`, and the value of a query
+/// parameter that carries a credential (`password`, `sslpassword`, `pass`, `passwd`, or any
+/// name holding `password`, `secret` or `token`: `?password=…` is a PostgreSQL URL's other way
+/// to give one) by `[redacted]`. A text that is not a URL with credentials is returned
+/// unchanged.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}[redacted]{}", &url[..scheme_end + 3], &url[at..])
+    // The user information first (up to the last `@`, whatever the password holds), then the
+    // parameters of what follows it: `?` and `&` separate them, so that a query whose `@` ended
+    // the user information above still has its credentials hidden.
+    let (head, rest) = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => (
+            format!("{}[redacted]@", &url[..scheme_end + 3]),
+            &url[at + 1..],
+        ),
+        _ => (String::new(), url),
+    };
+    let mut shown = head;
+    let mut rest = rest;
+    loop {
+        let end = rest.find(['?', '&']).unwrap_or(rest.len());
+        let (segment, after) = rest.split_at(end);
+        match segment.split_once('=') {
+            Some((key, value)) if is_credential(key) && !value.is_empty() => {
+                shown.push_str(key);
+                shown.push_str("=[redacted]");
+            }
+            _ => shown.push_str(segment),
         }
-        _ => url.to_owned(),
+        let Some(separator) = after.chars().next() else {
+            return shown;
+        };
+        shown.push(separator);
+        rest = &after[separator.len_utf8()..];
     }
+}
+
+/// Whether a query parameter's name says it carries a credential.
+fn is_credential(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    matches!(key.as_str(), "pass" | "passwd" | "pwd")
+        || ["password", "secret", "token"]
+            .iter()
+            .any(|word| key.contains(word))
 }
 
 #[cfg(test)]
@@ -68,6 +102,25 @@ mod tests {
         assert_eq!(word(r#"a"b\c"#), r"a\u{22}b\u{5c}c");
         assert_eq!(word("a\u{2028}b\u{85}"), r"a\u{2028}b\u{85}");
         assert_eq!(word("é✓"), "é✓");
+    }
+
+    #[test]
+    fn credentials_in_the_query_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://127.0.0.1:5432/app?user=postgres&password=hunter2"),
+            "postgres://127.0.0.1:5432/app?user=postgres&password=[redacted]"
+        );
+        assert_eq!(
+            redact_url("postgres://db/app?sslmode=require&sslpassword=k3y&PASSWORD=x"),
+            "postgres://db/app?sslmode=require&sslpassword=[redacted]&PASSWORD=[redacted]"
+        );
+        // An `@` in the query: everything up to it is hidden, the password with it.
+        let shown = redact_url("postgres://u:hunter2@db/app?user=a@b&password=hunter3");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("redis://h:6379/0?db=1"), "redis://h:6379/0?db=1");
     }
 
     #[test]
@@ -102,6 +155,14 @@ mod tests {
             if a != b {
                 prop_assert_ne!(word(&a), word(&b));
             }
+        }
+
+        #[test]
+        fn no_query_password_survives(password in "[^&?@]{1,12}", before in "[a-z=&]{0,8}") {
+            let url = format!("postgres://db:5432/app?{before}&password={password}&sslmode=require");
+            let shown = redact_url(&url);
+            prop_assert!(!shown.contains(&format!("password={password}")), "{}", shown);
+            prop_assert!(shown.ends_with("&password=[redacted]&sslmode=require"), "{}", shown);
         }
 
         #[test]

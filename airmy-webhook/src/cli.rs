@@ -59,7 +59,8 @@ pub(crate) enum Command {
 
 #[derive(Args)]
 pub(crate) struct InboxArgs {
-    /// The inbox, as `sqlite:PATH` or a Redis URL (the receivers' AIRMY_INBOX).
+    /// The inbox, as `sqlite:PATH`, a Redis URL or a PostgreSQL URL (the receivers'
+    /// AIRMY_INBOX).
     #[arg(long, env = "AIRMY_INBOX", hide_env_values = true)]
     pub(crate) inbox: String,
     /// Print JSON instead of a table.

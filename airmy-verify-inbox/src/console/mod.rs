@@ -256,7 +256,11 @@ impl Console {
         let stats = self.inbox.admin().stats().await?;
         Ok(ConsoleResponse::html(
             200,
-            page.overview(&stats, OffsetDateTime::now_utc()),
+            page.overview(
+                &stats,
+                OffsetDateTime::now_utc(),
+                self.inbox.dedupe_window(),
+            ),
         ))
     }
 

@@ -102,7 +102,16 @@ impl Page<'_> {
         self.message("Done", text)
     }
 
-    pub(super) fn overview(&self, stats: &Stats, now: OffsetDateTime) -> Markup {
+    pub(super) fn overview(
+        &self,
+        stats: &Stats,
+        now: OffsetDateTime,
+        window: Option<std::time::Duration>,
+    ) -> Markup {
+        let window = window.map_or_else(
+            || "the verifier checks no freshness: every purge is inside it".to_owned(),
+            |window| format!("the last {}", crate::shown_duration(window)),
+        );
         let purge_default = rfc3339(now - time::Duration::days(7));
         let home = self.home().to_owned();
         self.layout(
@@ -137,7 +146,7 @@ impl Page<'_> {
                             pattern="\\d{4}-\\d{2}-\\d{2}T.*" title="An RFC 3339 time, such as 2026-12-01T00:00:00Z";
                         label.check {
                             input type="checkbox" name="force" value="yes";
-                            " even inside the deduplication window (the last 11 minutes)"
+                            " even inside the deduplication window (" (window) ")"
                         }
                         button type="submit" { "Purge" }
                     }

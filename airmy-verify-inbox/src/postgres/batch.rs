@@ -23,7 +23,7 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(8);
 
 fn timed_out() -> InboxError {
     InboxError::unavailable(format!(
-        "PostgreSQL did not answer within {} s",
+        "PostgreSQL did not answer within {} s (or no connection of the pool was free)",
         STATEMENT_TIMEOUT.as_secs()
     ))
 }

@@ -168,9 +168,31 @@ impl PgBackend {
     ///
     /// As [`connect`](Self::connect), once the pool is made.
     pub async fn with_pool(pool: PgPool, options: PgOptions) -> Result<Self, PgError> {
+        let what = "cannot use the application's PostgreSQL pool";
+        // The listener holds one of the pool's connections for the backend's life: a pool of
+        // one would leave none for accepts, the worker and the application.
+        let size = pool.options().get_max_connections();
+        if size < 2 && options.listen_url.is_none() {
+            return Err(OpenError::new(
+                OpenErrorKind::Invalid,
+                format!(
+                    "{what}: it holds at most {size} connection, and the inbox's listener keeps \
+                     one for the backend's life; give the pool at least 2 (more for the workers' \
+                     transactions), or the listener its own connection (PgOptions::listen_url)"
+                ),
+            ));
+        }
+        // A pool that cannot connect says only that it timed out: one direct connection with
+        // the pool's own options tells refused from authentication from TLS.
+        if let Err(err) = pool.acquire().await {
+            let timeout = pool.options().get_acquire_timeout();
+            return Err(diagnose(&pool.connect_options(), err, timeout)
+                .await
+                .context(what));
+        }
         Self::start(pool, options)
             .await
-            .map_err(|e| e.context("cannot use the application's PostgreSQL pool"))
+            .map_err(|e| e.context(what))
     }
 
     async fn start(pool: PgPool, options: PgOptions) -> Result<Self, PgError> {
@@ -197,9 +219,37 @@ impl PgBackend {
             .map_err(open_error)?;
         let notify = Arc::new(Notify::new());
         let mut listener = match &options.listen_url {
-            Some(url) => listener_on(url, options.acquire_timeout)
-                .await
-                .map_err(|e| e.context(&format!("cannot listen on {}", redact_url(url))))?,
+            Some(url) => {
+                let shown = format!("cannot listen on {}", redact_url(url));
+                let mut listener = listener_on(url, options.acquire_timeout)
+                    .await
+                    .map_err(|e| e.context(&shown))?;
+                // Notifications stay in their database: a listener on another one would hear
+                // no wake-up from the other replicas.
+                let database = |row: sqlx::postgres::PgRow| row.try_get::<String, _>(0);
+                let (ours, its) = (
+                    sqlx::query("SELECT current_database()")
+                        .fetch_one(&pool)
+                        .await
+                        .and_then(database)
+                        .map_err(open_error)?,
+                    sqlx::query("SELECT current_database()")
+                        .fetch_one(&mut listener)
+                        .await
+                        .and_then(database)
+                        .map_err(|e| open_error(e).context(&shown))?,
+                );
+                if ours != its {
+                    return Err(OpenError::new(
+                        OpenErrorKind::Invalid,
+                        format!(
+                            "{shown}: it is the database {its:?}, the inbox's is {ours:?} \
+                             (notifications do not cross databases)"
+                        ),
+                    ));
+                }
+                listener
+            }
             None => PgListener::connect_with(&pool).await.map_err(open_error)?,
         };
         listener.listen(&channel).await.map_err(open_error)?;

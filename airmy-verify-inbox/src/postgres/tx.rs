@@ -169,6 +169,11 @@ impl PgContext {
     /// aborted the transaction; its commit would store nothing). Effects outside it (HTTP
     /// calls, e-mails) stay at-least-once. See [`PgBackend::worker`](crate::PgBackend::worker).
     ///
+    /// Unlike a `sqlx::Transaction`, dropping the [`InboxTransaction`] does **not** roll back:
+    /// it is a lock on the attempt's one transaction, which the worker commits or rolls back
+    /// after the handler. Another call in the same attempt gives the same transaction, with the
+    /// writes made so far; to undo them, return an `Err`.
+    ///
     /// # Errors
     ///
     /// When the database cannot be reached, or when the entry's lease was taken over (another
