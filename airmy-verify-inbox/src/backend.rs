@@ -348,13 +348,19 @@ impl Page {
 
 /// The cursor of a keyset listing (SQLite, PostgreSQL): the last examined entry's sort key and
 /// sequence number, as `KEY.SEQ`.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "memory")),
+    allow(dead_code)
+)]
 pub(crate) fn keyset_cursor(key: i64, seq: i64) -> String {
     format!("{key}.{seq}")
 }
 
 /// The key and sequence number of a [`keyset_cursor`]; for no cursor, the start of `order`.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "memory")),
+    allow(dead_code)
+)]
 pub(crate) fn parse_keyset_cursor(query: &ListQuery) -> Result<(i64, i64), InboxError> {
     let Some(cursor) = query.after.as_deref() else {
         return Ok(match query.order {

@@ -6,13 +6,19 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// `at` in Unix milliseconds (saturating far outside the years any inbox sees).
-#[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))] // PostgreSQL keeps timestamptz
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "redis", feature = "memory")),
+    allow(dead_code)
+)] // PostgreSQL keeps timestamptz
 pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// The instant `ms` Unix milliseconds name; the epoch for a value out of `time`'s range.
-#[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))] // PostgreSQL keeps timestamptz
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "redis", feature = "memory")),
+    allow(dead_code)
+)] // PostgreSQL keeps timestamptz
 pub(crate) fn from_unix_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)

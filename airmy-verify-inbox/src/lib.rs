@@ -8,9 +8,12 @@
 //! 2xx at once; a [`Worker`] then runs your [`Handlers`] on it with its own retries
 //! (exponential backoff for up to 24 hours), dead letters and replay.
 //!
-//! - [`Backend`]: where entries live, one trait with one conformance suite (feature
-//!   `conformance`); [`SqliteBackend`] keeps them in an embedded SQLite file (no server);
-//!   `RedisBackend` (feature `redis`) in Redis Streams shared by every replica of a service.
+//! - [`Backend`]: where entries live: [`Store`] (accept), [`Queue`] (the worker's protocol) and
+//!   [`Admin`] (the operator's reads and actions), one conformance suite (feature
+//!   `conformance`) for all. [`SqliteBackend`] keeps entries in an embedded SQLite file (no
+//!   server); `RedisBackend` (feature `redis`) in Redis Streams shared by every replica of a
+//!   service; `PgBackend` (feature `postgres`) in your PostgreSQL, with handlers writing in
+//!   their entry's transaction; `MemoryBackend` (feature `memory`) in memory, for tests only.
 //! - [`Inbox`]: the handle the adapters use to accept deliveries
 //!   (`airmy_verify_axum::inbox`, `airmy_verify_actix::inbox`, feature `inbox`): 200
 //!   `{"status":"accepted","id":"…"}`, 200 `{"status":"duplicate","id":"…"}` for an id it already
@@ -69,7 +72,12 @@
 mod backend;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod batch;
-#[cfg(any(feature = "sqlite", feature = "redis", feature = "postgres"))]
+#[cfg(any(
+    feature = "sqlite",
+    feature = "redis",
+    feature = "postgres",
+    feature = "memory"
+))]
 mod clock;
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
@@ -78,6 +86,9 @@ pub mod conformance;
 pub mod console;
 mod error;
 pub mod handlers;
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -147,6 +158,14 @@ pub(crate) fn shown_duration(d: Duration) -> String {
     }
 }
 
+#[cfg(feature = "memory")]
+pub use memory::{MemoryBackend, MemoryOptions};
+/// The `sqlx` the PostgreSQL backend is built on (0.9): name your pool through it
+/// (`airmy_verify_inbox::sqlx::PgPool`) and an application on another sqlx version still gets
+/// the type [`PgBackend::with_pool`] takes.
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use sqlx;
 #[cfg(feature = "postgres")]
 pub use postgres::{InboxTransaction, PgBackend, PgContext, PgError, PgOptions};
 #[cfg(feature = "redis")]
