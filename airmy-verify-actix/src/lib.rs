@@ -3,11 +3,15 @@
 //! - [`AirmyEvent`] / `AirmyEvent<RunCompleted>`: extractors for the verified event, whole or
 //!   one type only, verifying with the [`Verifier`](airmy_verify::Verifier) in `app_data`.
 //! - [`AirmyDelivery`]: the verified delivery with its raw bytes, to queue.
-//! - [`AirmyVerify`]: a middleware for an `App` or `scope` that refuses bad deliveries before
-//!   any handler runs; extractors behind it neither hash nor parse again, and any mix of them
+//! - [`AirmyVerify`]: a middleware for the webhook `scope` (or `resource`) that refuses bad
+//!   deliveries before any handler runs; extractors behind it neither hash nor parse again, and any mix of them
 //!   with actix's own works in one handler.
 //! - [`AirmyIdempotency`]: runs handlers once per event id, detached from the connection.
 //! - [`AirmyError`]: the `ResponseError` for a refused delivery.
+//!
+//! Wrap the webhook scope or resource, not the `App`: `App::wrap` also wraps the default
+//! service, so every unknown path of the application would answer 401
+//! `{"error":"missing_signature"}` instead of 404 and be logged as a refused delivery.
 //!
 //! Every rule lives in [`airmy_verify`]; this crate moves requests into it and its errors out
 //! as responses (401 signature and freshness, 413 size, 408 a body that stalls, 400 JSON syntax, 422 not an

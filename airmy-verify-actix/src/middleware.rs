@@ -1,5 +1,5 @@
 //! A middleware that refuses forged, tampered, stale and oversized AIRMY deliveries before any
-//! handler of an `App` or `scope` runs.
+//! handler of the webhook `scope` or `resource` it wraps runs.
 //!
 //! [`AirmyVerify`] reads the body into the core's [`Intake`] (refusing an over-limit
 //! `Content-Length` before reading, enforcing the limit while it streams, and answering 408
@@ -62,7 +62,9 @@ use crate::error::AirmyError;
 /// The signature header, parsed once.
 const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
 
-/// The middleware's configuration (a [`Verifier`]); wrap an `App` or `scope` with it.
+/// The middleware's configuration (a [`Verifier`]); wrap the webhook `scope` or `resource`
+/// with it (on the `App`, it would also answer every unknown path 401; see the
+/// [crate docs](crate)).
 ///
 /// See the [module docs](self).
 #[derive(Debug, Clone)]

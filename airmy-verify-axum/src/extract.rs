@@ -14,8 +14,9 @@
 //! `AirmyEvent` of a request takes the envelope the layer parsed, a second one parses the
 //! verified bytes again.
 //!
-//! The layer is the one way to verify: on the whole router (`Router::layer`), or per route
-//! (`Router::route_layer`, `MethodRouter::layer`). An extractor on a route the layer does not
+//! The layer is the one way to verify: on the webhook routes (`Router::route_layer`, which
+//! leaves the application's 404s alone; `Router::layer` would also answer every unknown path
+//! 401), or on one route (`MethodRouter::layer`). An extractor on a route the layer does not
 //! cover answers **500** `{"error":"verifier_not_configured"}` and logs why at `ERROR`: an
 //! unverified body never reaches a handler.
 //!
@@ -51,7 +52,7 @@
 //! let verifier = Verifier::new(Secret::new("whsec_…")?);
 //! let app: Router = Router::new()
 //!     .route("/hooks/airmy/runs", post(on_run))
-//!     .layer(AirmyVerifyLayer::new(verifier))
+//!     .route_layer(AirmyVerifyLayer::new(verifier))
 //!     .with_state(AppState { queue: Default::default() });
 //! # Ok(())
 //! # }

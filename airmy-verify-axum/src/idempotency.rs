@@ -29,7 +29,7 @@
 //! let guard = Idempotency::new(MemoryStore::new(100_000), &verifier);
 //! let app: Router = Router::new()
 //!     .route("/hooks/airmy", post(|AirmyEvent(e): AirmyEvent| async move { e.id }))
-//!     .layer(
+//!     .route_layer(
 //!         ServiceBuilder::new()
 //!             .layer(AirmyVerifyLayer::new(verifier))
 //!             .layer(AirmyIdempotencyLayer::new(guard)),

@@ -28,7 +28,7 @@
 //! let inbox = Inbox::new(SqliteBackend::open(dir.join("inbox.db"), SqliteOptions::default())?);
 //! let app: Router = Router::new()
 //!     .route_service("/hooks/airmy", AirmyInbox::new(inbox.clone()))
-//!     .layer(AirmyVerifyLayer::new(verifier));
+//!     .route_layer(AirmyVerifyLayer::new(verifier)); // merge it into your application
 //! // and in the background: inbox.worker(handlers).run(shutdown)
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())

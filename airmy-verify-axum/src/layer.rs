@@ -10,6 +10,8 @@ use crate::service::AirmyVerify;
 /// Applies [`AirmyVerify`] to a service: every request is verified before the service sees
 /// it. Configuration only; cheap to clone.
 ///
+/// On an axum `Router`, mount it with `route_layer` on the webhook routes: `Router::layer`
+/// also wraps the fallback, so every unknown path of the application would answer 401.
 /// See the [crate docs](crate) for what is checked and answered.
 #[derive(Debug, Clone)]
 pub struct AirmyVerifyLayer {
@@ -36,7 +38,7 @@ impl AirmyVerifyLayer {
     /// let guard = Idempotency::new(MemoryStore::new(100_000), &verifier);
     /// let app: Router = Router::new()
     ///     .route("/hooks/airmy", post(|| async { "ok" }))
-    ///     .layer(AirmyVerifyLayer::new(verifier).idempotency(guard));
+    ///     .route_layer(AirmyVerifyLayer::new(verifier).idempotency(guard));
     /// # Ok(())
     /// # }
     /// ```

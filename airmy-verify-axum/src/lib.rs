@@ -8,6 +8,11 @@
 //! - [`AirmyIdempotencyLayer`]: runs handlers once per event id, detached from the connection.
 //! - [`AirmyRejection`]: the response for a refused delivery.
 //!
+//! Mount the layer with `Router::route_layer` on your webhook routes: `Router::layer` also
+//! wraps the router's fallback, so on a router merged into your application (or on the
+//! application itself) every unknown path answers 401 `{"error":"missing_signature"}` instead
+//! of 404 and is logged as a refused delivery.
+//!
 //! For every request the layer:
 //!
 //! 1. checks the `X-AIRMY-Signature` header(s) and the declared `Content-Length`, before reading
@@ -60,7 +65,7 @@
 //! let app: Router = Router::new()
 //!     .route("/hooks/airmy", post(on_event))
 //!     .route("/hooks/airmy/runs", post(on_run))
-//!     .layer(AirmyVerifyLayer::new(verifier))
+//!     .route_layer(AirmyVerifyLayer::new(verifier)) // the routes above; other paths keep their 404
 //!     .with_state(AppState { region: "eu-west-1" });
 //! # Ok(())
 //! # }

@@ -1,6 +1,12 @@
 //! Helpers for tests: sample events of every type, signed deliveries, a fixed clock, and the
 //! conformance table every adapter runs.
 //!
+//! **[`sample_event`] deliveries are dated on the fixed test clock** ([`fixed_now`],
+//! 2026-03-22T14:30:00Z): verify them with [`conformance_verifier`], which runs on that
+//! clock. A verifier on the real clock (`Verifier::new(Secret::new(testing::SECRET)?)`, as
+//! your application builds one) refuses them as stale (401 `{"error":"stale_event"}`);
+//! for it, date the sample now with [`EventBuilder::created_now`].
+//!
 //! Behind the `testing` feature (as tokio's `test-util`): nothing here is needed in
 //! production. Enable it in your dev-dependencies so your own tests can build deliveries
 //! exactly as AIRMY signs them:
@@ -14,13 +20,19 @@
 //!
 //! ```
 //! use airmy_verify::testing::{self, Delivery};
-//! use airmy_verify::Event;
+//! use airmy_verify::{Event, Secret, Verifier};
 //!
-//! // A run.completed event created "now" on the fixed test clock, signed with testing::SECRET.
+//! // A run.completed event created at fixed_now(), signed with testing::SECRET, for the
+//! // verifier on the fixed test clock.
 //! let delivery: Delivery = testing::sample_event("run.completed").signed(testing::SECRET);
-//!
 //! let verifier = testing::conformance_verifier();
 //! let envelope = verifier.verify(&delivery.signature, delivery.body)?.take_event::<Event>()?;
+//! assert!(matches!(envelope.data, Event::RunCompleted(_)));
+//!
+//! // The same event created now, for a verifier on the real clock (your application's).
+//! let fresh = testing::sample_event("run.completed").created_now().signed(testing::SECRET);
+//! let real_clock = Verifier::new(Secret::new(testing::SECRET)?);
+//! let envelope = real_clock.verify(&fresh.signature, fresh.body)?.take_event::<Event>()?;
 //! assert!(matches!(envelope.data, Event::RunCompleted(_)));
 //!
 //! // Every rule, as a table of cases with the expected HTTP outcome:
@@ -31,6 +43,26 @@
 //!     };
 //!     assert_eq!(outcome, case.status, "{}", case.name);
 //! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Posting a delivery through a router
+//!
+//! A [`Delivery`] is what AIRMY sends: its `body`, and its `signature` as the value of the
+//! [`SIGNATURE_HEADER`](crate::SIGNATURE_HEADER) header (`X-AIRMY-Signature`). As an
+//! `http::Request` for an axum router's `oneshot` (or actix's `TestRequest`, with the same
+//! header and body):
+//!
+//! ```
+//! use airmy_verify::{SIGNATURE_HEADER, testing};
+//!
+//! let delivery = testing::sample_event("alert.triggered").created_now().signed(testing::SECRET);
+//! let request = http::Request::post("/hooks/airmy")
+//!     .header(SIGNATURE_HEADER, &delivery.signature)
+//!     .header("content-type", "application/json")
+//!     .body(delivery.body)?;
+//! // let response = app.oneshot(request).await?;
+//! # assert_eq!(request.headers()[SIGNATURE_HEADER], testing::Delivery::sign(request.body().clone(), testing::SECRET).signature);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -192,6 +224,14 @@ impl EventBuilder {
     pub fn created_at(mut self, at: OffsetDateTime) -> Self {
         self.created_at = at;
         self
+    }
+
+    /// Sets `created_at` to now (the system clock, whole seconds as AIRMY sends them): for a
+    /// verifier on the real clock, which refuses the default [`fixed_now`] as stale.
+    #[must_use]
+    pub fn created_now(self) -> Self {
+        let now = OffsetDateTime::now_utc();
+        self.created_at(now.replace_nanosecond(0).unwrap_or(now))
     }
 
     /// Sets `data`.
@@ -641,6 +681,31 @@ impl Case {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sample_is_stale_on_the_real_clock_unless_created_now() {
+        let real_clock = Verifier::new(Secret::new(SECRET).expect("a secret"));
+        let dated = sample_event("run.completed").signed(SECRET);
+        let err = real_clock
+            .verify(&dated.signature, dated.body)
+            .expect_err("fixed_now is stale on the real clock");
+        assert!(matches!(err, Error::Stale { .. }), "{err:?}");
+        assert_eq!(err.status(), 401);
+
+        let fresh = sample_event("run.completed").created_now().signed(SECRET);
+        let envelope = real_clock
+            .verify(&fresh.signature, fresh.body.clone())
+            .expect("created now")
+            .take_event::<Event>()
+            .expect("an event");
+        assert!(matches!(envelope.data, Event::RunCompleted(_)));
+        // The fixed clock refuses it in turn: each sample goes with its verifier.
+        assert!(
+            conformance_verifier()
+                .verify(&fresh.signature, fresh.body)
+                .is_err()
+        );
+    }
 
     #[test]
     fn run_completed_of_len_is_exactly_that_long_and_verifies() {
