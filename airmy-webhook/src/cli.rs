@@ -59,8 +59,9 @@ pub(crate) enum Command {
 
 #[derive(Args)]
 pub(crate) struct InboxArgs {
-    /// The inbox, as `sqlite:PATH`, a Redis URL or a PostgreSQL URL (the receivers'
-    /// AIRMY_INBOX).
+    /// The inbox, as `sqlite:PATH`, a Redis URL (`?prefix=...` for keys not under airmy:inbox:)
+    /// or a PostgreSQL URL (`?schema=...` for tables not in airmy_inbox): the receivers'
+    /// AIRMY_INBOX. A query parameter that neither the inbox nor the driver reads is refused.
     #[arg(long, env = "AIRMY_INBOX", hide_env_values = true)]
     pub(crate) inbox: String,
     /// Print JSON instead of a table.

@@ -7,6 +7,7 @@
 //! airmy-webhook sign --secret whsec_... body.json                # prints the signature, for curl
 //! airmy-webhook inbox --inbox sqlite:inbox.db stats              # the durable inbox's counts
 //! airmy-webhook inbox --inbox redis://127.0.0.1:6379 stats       # the same, on Redis
+//! airmy-webhook inbox --inbox 'postgres://app@db/billing?schema=billing_inbox' stats
 //! airmy-webhook inbox dead | replay ID | replay --all-dead | replay --dead-since 2026-12-01T00:00:00Z
 //! airmy-webhook inbox purge --processed-before 2026-11-01T00:00:00Z
 //! ```

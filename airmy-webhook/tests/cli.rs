@@ -740,6 +740,64 @@ async fn the_inbox_commands_work_on_a_postgres_url() {
     replay_dry_run_agrees(&backend, server.url()).await;
 }
 
+/// `?schema=S` reads the inbox in the schema S, not the default one; a parameter that neither
+/// the inbox nor sqlx reads is refused by name; a database that does not exist is one line a
+/// person reads, without the server's source position.
+#[tokio::test]
+async fn a_postgres_url_chooses_its_schema_and_nothing_is_ignored() {
+    use airmy_verify_inbox::{PgBackend, PgOptions, Store};
+    let server = test_support::PostgresServer::start_private();
+    let billing = PgBackend::connect(server.url(), PgOptions::default().schema("billing_inbox"))
+        .await
+        .expect("connects");
+    inbox_commands_setup(&billing).await;
+    let default = PgBackend::connect(server.url(), PgOptions::default())
+        .await
+        .expect("connects");
+    let pending = airmy_verify_inbox::conformance::delivery("evt_cli_default", "run.completed");
+    default.accept(&pending).await.expect("accept");
+    let stats = |url: String| async move {
+        let (code, out, err) = tool(&["inbox", "--inbox", &url, "--json", "stats"]).await;
+        assert_eq!(code, 0, "{url}: {err}");
+        let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        (
+            stats["pending"].clone(),
+            stats["dead"].clone(),
+            stats["done"].clone(),
+        )
+    };
+    let json = |n: u64| serde_json::Value::from(n);
+    assert_eq!(
+        stats(format!("{}?schema=billing_inbox", server.url())).await,
+        (json(0), json(1), json(1))
+    );
+    assert_eq!(
+        stats(server.url().to_owned()).await,
+        (json(1), json(0), json(0))
+    );
+
+    for (query, named) in [
+        ("?schem=billing_inbox", "\"schem\""),
+        ("?sslmode=disable&foo=1", "\"foo\""),
+    ] {
+        let url = format!("{}{query}", server.url());
+        let (code, out, err) = tool(&["inbox", "--inbox", &url, "stats"]).await;
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains(&format!("unknown parameter {named}")), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    let missing = server.url().replace("/postgres", "/no_such_db");
+    let (code, _, err) = tool(&["inbox", "--inbox", &missing, "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(r#"database "no_such_db" does not exist"#),
+        "{err}"
+    );
+    assert!(!err.contains("at line"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 /// A receiver that answers a redirect is not followed (AIRMY follows none): the 3xx is the
 /// attempt's answer, the target never called. The URL's password is never printed, and a body
 /// holding a newline and an escape sequence cannot forge a line of the tool's output.
