@@ -710,6 +710,25 @@ async fn the_inbox_commands_work_on_a_redis_url() {
     inbox_commands_setup(&backend).await;
     inbox_commands(redis.url()).await;
     replay_dry_run_agrees(&backend, redis.url()).await;
+
+    // `?prefix=` reads the inbox under that prefix: there, nothing yet.
+    let prefixed = format!("{}?prefix=billing:", redis.url());
+    let (code, out, err) = tool(&["inbox", "--inbox", &prefixed, "--json", "stats"]).await;
+    assert_eq!(code, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (stats["dead"].clone(), stats["done"].clone()),
+        (0.into(), 0.into())
+    );
+    let (code, _, err) = tool(&[
+        "inbox",
+        "--inbox",
+        &format!("{}?prefx=a", redis.url()),
+        "stats",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown parameter \"prefx\""), "{err}");
 }
 
 /// A Redis inbox that does not answer: exit 2, the password never shown.
