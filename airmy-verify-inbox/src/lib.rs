@@ -21,8 +21,9 @@
 //!   delivery that is not stored).
 //! - [`Worker`] and [`RetryPolicy`]: concurrency, leases, timeouts, graceful shutdown.
 //! - [`Handlers`]: handlers by event type, typed, with a fallback; they also run synchronously.
-//! - [`InboxUrl`]: an inbox written as one string (`sqlite:PATH`, `redis://…`), as the example
-//!   receivers' `AIRMY_INBOX` and `airmy-webhook inbox --inbox` take it.
+//! - [`InboxUrl`]: an inbox written as one string (`sqlite:PATH`, `redis://…?prefix=…`,
+//!   `postgres://…?schema=…`), as the example receivers' `AIRMY_INBOX` and
+//!   `airmy-webhook inbox --inbox` take it.
 //!
 //! **Guarantees.** A delivery answered 2xx by `accept` is on disk (SQLite: committed and synced
 //! with `synchronous=FULL`; Redis: as durable as Redis's persistence makes it, on disk with AOF

@@ -3,6 +3,13 @@
 //! The example receivers' `AIRMY_INBOX` and the `airmy-webhook inbox --inbox` flag both take
 //! it; a service of your own can too.
 //!
+//! A URL may also carry the inbox's own setting as a query parameter: `?schema=NAME` on
+//! PostgreSQL ([`PgOptions::schema`](crate::PgOptions::schema)), `?prefix=PREFIX` on Redis
+//! ([`RedisOptions::prefix`](crate::RedisOptions::prefix)). It is taken off the URL before the
+//! URL reaches the driver. Any other parameter must be one the driver reads (sqlx's
+//! `sslmode`, `application_name`, …; the Redis client's `protocol`): an unknown one is refused,
+//! never ignored.
+//!
 //! ```
 //! use airmy_verify_inbox::InboxUrl;
 //!
@@ -11,6 +18,15 @@
 //! let url: InboxUrl = "redis://:hunter2@redis.internal:6379".parse()?;
 //! // Shown (Display, Debug, errors) without its password.
 //! assert_eq!(url.to_string(), "redis://[redacted]@redis.internal:6379");
+//! let url: InboxUrl = "postgres://app@db/billing?sslmode=require&schema=billing_inbox".parse()?;
+//! assert_eq!(
+//!     url,
+//!     InboxUrl::Postgres {
+//!         url: "postgres://app@db/billing?sslmode=require".to_owned(),
+//!         schema: Some("billing_inbox".to_owned()),
+//!     }
+//! );
+//! assert!("postgres://app@db/billing?schem=x".parse::<InboxUrl>().is_err()); // unknown
 //! assert!("inbox.db".parse::<InboxUrl>().is_err()); // sqlite: is required
 //! # Ok::<(), airmy_verify_inbox::OpenError>(())
 //! ```
@@ -26,34 +42,77 @@ use crate::{Inbox, OpenError, OpenErrorKind};
 /// Where an inbox lives: an SQLite file, a Redis server or a PostgreSQL database. Which ones
 /// can be opened depends on the crate's features (`sqlite`, `redis`, `redis-tls` for
 /// `rediss://`, `postgres`); every form parses
-/// whatever the features, and [`InboxUrl::open`] says which feature is missing.
+/// whatever the features, and [`InboxUrl::open`] says which feature is missing. See the
+/// [module docs](self) for the parameters a URL may carry.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InboxUrl {
     /// An SQLite file (`sqlite:PATH`, absolute or relative to the working directory).
     Sqlite(PathBuf),
-    /// A Redis server (`redis://…` or `rediss://…`), shared by every replica using it, with
-    /// the default options (keys under `airmy:inbox:`).
-    Redis(String),
+    /// A Redis server (`redis://…` or `rediss://…`), shared by every replica using it.
+    Redis {
+        /// The URL as the Redis client takes it: without `prefix`.
+        url: String,
+        /// The prefix of the inbox's keys (`?prefix=…`); `None`: the default, `airmy:inbox:`.
+        prefix: Option<String>,
+    },
     /// A PostgreSQL database (`postgres://…` or `postgresql://…`), shared by every replica
-    /// using it, with the default options (tables in the schema `airmy_inbox`).
-    Postgres(String),
+    /// using it.
+    Postgres {
+        /// The URL as sqlx takes it: without `schema`.
+        url: String,
+        /// The schema of the inbox's tables (`?schema=…`); `None`: the default, `airmy_inbox`.
+        schema: Option<String>,
+    },
 }
+
+/// The query parameters sqlx 0.9 reads from a PostgreSQL URL (`PgConnectOptions`), its
+/// alternative spellings after the first; `options[NAME]` too. sqlx ignores any other.
+const POSTGRES_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+    "statement-cache-capacity",
+    "ssl-mode",
+    "ssl-root-cert",
+    "ssl-ca",
+    "ssl-cert",
+    "ssl-key",
+];
+
+/// The query parameters the Redis client (redis 1) reads from a `redis://` URL. It ignores any
+/// other.
+const REDIS_PARAMETERS: &[&str] = &["protocol"];
 
 impl FromStr for InboxUrl {
     type Err = OpenError;
 
     /// Reads `sqlite:PATH` (a non-empty path, not `sqlite://…`), `redis://…`, `rediss://…`,
     /// `postgres://…` or `postgresql://…`;
-    /// surrounding whitespace is ignored. Anything else is an [`OpenError`] of kind
-    /// [`Invalid`](OpenErrorKind::Invalid), shown without its password.
+    /// surrounding whitespace is ignored. Anything else, a query parameter that neither the
+    /// inbox nor the driver reads, or the inbox's own parameter empty or given twice, is an
+    /// [`OpenError`] of kind [`Invalid`](OpenErrorKind::Invalid), shown without its password.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
         if text.starts_with("redis://") || text.starts_with("rediss://") {
-            return Ok(Self::Redis(text.to_owned()));
+            let (url, prefix) =
+                take_parameter(text, "prefix", |key| REDIS_PARAMETERS.contains(&key))?;
+            return Ok(Self::Redis { url, prefix });
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return Ok(Self::Postgres(text.to_owned()));
+            let (url, schema) = take_parameter(text, "schema", |key| {
+                POSTGRES_PARAMETERS.contains(&key) || key.starts_with("options[")
+            })?;
+            return Ok(Self::Postgres { url, schema });
         }
         match text.strip_prefix("sqlite:") {
             Some(path) if !path.is_empty() && !path.starts_with("//") => {
@@ -70,6 +129,74 @@ impl FromStr for InboxUrl {
     }
 }
 
+/// `url` without its parameter `ours`, and that parameter's value: every other parameter must
+/// be one the driver reads (`driver_reads`). The rest of the URL is kept as it was written.
+fn take_parameter(
+    url: &str,
+    ours: &str,
+    driver_reads: impl Fn(&str) -> bool,
+) -> Result<(String, Option<String>), OpenError> {
+    let invalid = |what: String| {
+        OpenError::new(
+            OpenErrorKind::Invalid,
+            format!("{}: {what}", redact_url(url)),
+        )
+    };
+    let (head, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
+    let Some((base, query)) = head.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut value = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, given) = form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .unwrap_or_default();
+        if key == ours {
+            if value.is_some() {
+                return Err(invalid(format!("the parameter {ours} is given twice")));
+            }
+            if given.is_empty() {
+                return Err(invalid(format!("the parameter {ours} is empty")));
+            }
+            value = Some(given.into_owned());
+        } else if driver_reads(&key) {
+            kept.push(pair);
+        } else if key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
+        {
+            return Err(invalid(format!(
+                "unknown parameter {key:?} (neither the inbox's {ours} nor one the driver reads)"
+            )));
+        } else {
+            // Not a name: perhaps a piece of a password with a `?` in it; not repeated.
+            return Err(invalid(format!(
+                "a query parameter is not a name (neither the inbox's {ours} nor one the driver \
+                 reads)"
+            )));
+        }
+    }
+    let mut url = base.to_owned();
+    if !kept.is_empty() {
+        url.push('?');
+        url.push_str(&kept.join("&"));
+    }
+    url.push_str(fragment);
+    Ok((url, value))
+}
+
+/// `url` with the parameter `key=value` added, before any fragment.
+fn with_parameter(url: &str, key: &str, value: Option<&str>) -> String {
+    let Some(value) = value else {
+        return url.to_owned();
+    };
+    let (head, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
+    let separator = if head.contains('?') { '&' } else { '?' };
+    let value: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    format!("{head}{separator}{key}={value}{fragment}")
+}
+
 impl InboxUrl {
     /// Opens the inbox: the SQLite file (created if missing, unless `existing_only`: an
     /// operator's command should not create an empty inbox from a typo), or a connection to
@@ -84,8 +211,8 @@ impl InboxUrl {
     pub async fn open(&self, existing_only: bool) -> Result<Inbox, OpenError> {
         match self {
             Self::Sqlite(path) => open_sqlite(path, existing_only),
-            Self::Redis(url) => open_redis(url).await,
-            Self::Postgres(url) => open_postgres(url).await,
+            Self::Redis { url, prefix } => open_redis(url, prefix.as_deref()).await,
+            Self::Postgres { url, schema } => open_postgres(url, schema.as_deref()).await,
         }
     }
 }
@@ -113,15 +240,19 @@ fn open_sqlite(path: &std::path::Path, _existing_only: bool) -> Result<Inbox, Op
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str) -> Result<Inbox, OpenError> {
-    crate::RedisBackend::connect(url, crate::RedisOptions::default())
+async fn open_redis(url: &str, prefix: Option<&str>) -> Result<Inbox, OpenError> {
+    let mut options = crate::RedisOptions::default();
+    if let Some(prefix) = prefix {
+        options = options.prefix(prefix);
+    }
+    crate::RedisBackend::connect(url, options)
         .await
         .map(Inbox::new)
         .map_err(|e| e.context(&format!("cannot use {}", redact_url(url))))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(url: &str) -> Result<Inbox, OpenError> {
+async fn open_redis(url: &str, _prefix: Option<&str>) -> Result<Inbox, OpenError> {
     Err(OpenError::new(
         OpenErrorKind::Invalid,
         format!(
@@ -132,14 +263,18 @@ async fn open_redis(url: &str) -> Result<Inbox, OpenError> {
 }
 
 #[cfg(feature = "postgres")]
-async fn open_postgres(url: &str) -> Result<Inbox, OpenError> {
-    crate::PgBackend::connect(url, crate::PgOptions::default())
+async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Inbox, OpenError> {
+    let mut options = crate::PgOptions::default();
+    if let Some(schema) = schema {
+        options = options.schema(schema);
+    }
+    crate::PgBackend::connect(url, options)
         .await
         .map(Inbox::new)
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(url: &str) -> Result<Inbox, OpenError> {
+async fn open_postgres(url: &str, _schema: Option<&str>) -> Result<Inbox, OpenError> {
     Err(OpenError::new(
         OpenErrorKind::Invalid,
         format!(
@@ -150,22 +285,39 @@ async fn open_postgres(url: &str) -> Result<Inbox, OpenError> {
 }
 
 impl fmt::Display for InboxUrl {
-    /// The form it was parsed from, a Redis URL without its password.
+    /// The form it was parsed from (the inbox's parameter last), a URL without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            Self::Redis(url) | Self::Postgres(url) => f.write_str(&redact_url(url)),
+            Self::Redis { url, prefix } => f.write_str(&with_parameter(
+                &redact_url(url),
+                "prefix",
+                prefix.as_deref(),
+            )),
+            Self::Postgres { url, schema } => f.write_str(&with_parameter(
+                &redact_url(url),
+                "schema",
+                schema.as_deref(),
+            )),
         }
     }
 }
 
 impl fmt::Debug for InboxUrl {
-    /// Shows a Redis URL without its password.
+    /// Shows a URL without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
-            Self::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
-            Self::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
+            Self::Redis { url, prefix } => f
+                .debug_struct("Redis")
+                .field("url", &redact_url(url))
+                .field("prefix", prefix)
+                .finish(),
+            Self::Postgres { url, schema } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url))
+                .field("schema", schema)
+                .finish(),
         }
     }
 }
@@ -184,11 +336,14 @@ mod tests {
             "redis://127.0.0.1:6379/2"
                 .parse::<InboxUrl>()
                 .expect("parses"),
-            InboxUrl::Redis("redis://127.0.0.1:6379/2".to_owned())
+            InboxUrl::Redis {
+                url: "redis://127.0.0.1:6379/2".to_owned(),
+                prefix: None
+            }
         );
         assert!(matches!(
             "rediss://redis.internal".parse(),
-            Ok(InboxUrl::Redis(_))
+            Ok(InboxUrl::Redis { .. })
         ));
         for pg in [
             "postgres://app@db/billing",
@@ -196,8 +351,81 @@ mod tests {
         ] {
             assert_eq!(
                 pg.parse::<InboxUrl>().expect("parses"),
-                InboxUrl::Postgres(pg.to_owned())
+                InboxUrl::Postgres {
+                    url: pg.to_owned(),
+                    schema: None
+                }
             );
+        }
+    }
+
+    #[test]
+    fn the_inbox_parameter_is_taken_off_the_url() {
+        let url: InboxUrl = "postgres://app:pw@db/billing?schema=billing_inbox&sslmode=disable"
+            .parse()
+            .expect("parses");
+        assert_eq!(
+            url,
+            InboxUrl::Postgres {
+                url: "postgres://app:pw@db/billing?sslmode=disable".to_owned(),
+                schema: Some("billing_inbox".to_owned()),
+            }
+        );
+        assert_eq!(
+            url.to_string(),
+            "postgres://[redacted]@db/billing?sslmode=disable&schema=billing_inbox"
+        );
+        for (text, rest) in [
+            ("postgres://db/b?schema=s", "postgres://db/b"),
+            (
+                "postgres://db/b?application_name=x&schema=s&options[search_path]=y",
+                "postgres://db/b?application_name=x&options[search_path]=y",
+            ),
+            ("postgresql://db/b?&schema=s&", "postgresql://db/b"),
+        ] {
+            assert_eq!(
+                text.parse::<InboxUrl>().expect(text),
+                InboxUrl::Postgres {
+                    url: rest.to_owned(),
+                    schema: Some("s".to_owned())
+                },
+            );
+        }
+        assert_eq!(
+            "rediss://h:6380/1?prefix=billing%3Ainbox%3A&protocol=resp3#insecure"
+                .parse::<InboxUrl>()
+                .expect("parses"),
+            InboxUrl::Redis {
+                url: "rediss://h:6380/1?protocol=resp3#insecure".to_owned(),
+                prefix: Some("billing:inbox:".to_owned()),
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_parameter_is_refused_by_name_without_the_password() {
+        for (text, named) in [
+            ("postgres://app:hunter2@db/b?schem=x", "\"schem\""),
+            (
+                "postgres://app:hunter2@db/b?sslmode=disable&foo=1",
+                "\"foo\"",
+            ),
+            ("postgres://db/b?password=hunter2&prefix=x", "\"prefix\""),
+            ("redis://:hunter2@h/0?schema=x", "\"schema\""),
+            ("postgres://app:hun?ter2@db/b", "not a name"),
+            ("postgres://db/b?schema=a&schema=b", "given twice"),
+            ("postgres://db/b?schema=", "is empty"),
+            ("redis://h?prefix", "is empty"),
+        ] {
+            let err = text.parse::<InboxUrl>().expect_err(text);
+            let shown = err.to_string();
+            assert_eq!(err.kind(), OpenErrorKind::Invalid, "{text}");
+            assert!(shown.contains(named), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("ter2"),
+                "{shown}"
+            );
+            assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
         }
     }
 
@@ -222,8 +450,9 @@ mod tests {
     #[test]
     fn a_password_is_never_shown() {
         for text in [
-            "redis://:hunter2@127.0.0.1:1/0",
-            "postgres://app:hunter2@db/billing",
+            "redis://:hunter2@127.0.0.1:1/0?prefix=p:",
+            "postgres://app:hunter2@db/billing?schema=s",
+            "postgres://db/billing?password=hunter2&schema=s",
         ] {
             let url: InboxUrl = text.parse().expect("parses");
             assert!(!format!("{url} {url:?}").contains("hunter2"));

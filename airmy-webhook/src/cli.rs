@@ -30,6 +30,9 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Build (or read) an envelope, sign its exact bytes and POST it, retrying as AIRMY does.
+    ///
+    /// A generated event has a fresh id (unless --id) and is created now; its data is the
+    /// sample's for --type, or --data, with each --set applied.
     Send(SendArgs),
     /// Print the X-AIRMY-Signature of a file's exact bytes (`-` or no file: standard input).
     Sign(SignArgs),
@@ -59,8 +62,9 @@ pub(crate) enum Command {
 
 #[derive(Args)]
 pub(crate) struct InboxArgs {
-    /// The inbox, as `sqlite:PATH`, a Redis URL or a PostgreSQL URL (the receivers'
-    /// AIRMY_INBOX).
+    /// The inbox, as `sqlite:PATH`, a Redis URL (`?prefix=...` for keys not under airmy:inbox:)
+    /// or a PostgreSQL URL (`?schema=...` for tables not in airmy_inbox): the receivers'
+    /// AIRMY_INBOX. A query parameter that neither the inbox nor the driver reads is refused.
     #[arg(long, env = "AIRMY_INBOX", hide_env_values = true)]
     pub(crate) inbox: String,
     /// Print JSON instead of a table.
@@ -166,6 +170,15 @@ pub(crate) struct SendArgs {
     /// The event id of a generated event (default: a random evt_...).
     #[arg(long, conflicts_with = "file")]
     pub(crate) id: Option<String>,
+    /// The generated event's `data` object, as JSON, instead of the sample's
+    /// (`--data '{"id":"run_7","tokens_used":1200}'`).
+    #[arg(long, value_name = "JSON", conflicts_with = "file")]
+    pub(crate) data: Option<String>,
+    /// Set one field of the generated event's data, after --data: `data.id=run_7`,
+    /// `data.output.result=done` (objects on the way are created). A VALUE that parses as JSON
+    /// is used as JSON (1200, true, {"a":1}, "\"7\""), anything else as a string. Repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE", conflicts_with = "file")]
+    pub(crate) set: Vec<String>,
     /// Make one attempt only.
     #[arg(long)]
     pub(crate) no_retry: bool,

@@ -3,10 +3,13 @@
 //!
 //! ```text
 //! airmy-webhook send --url http://127.0.0.1:3000/hooks/airmy --secret whsec_... --type run.completed
+//! airmy-webhook send --url ... --secret ... --type run.completed --set data.id=run_7 --set data.tokens_used=1200
+//! airmy-webhook send --url ... --secret ... --type run.completed --data '{"id":"run_7"}'
 //! airmy-webhook send --url ... --secret ... --file body.json     # the file's exact bytes
 //! airmy-webhook sign --secret whsec_... body.json                # prints the signature, for curl
 //! airmy-webhook inbox --inbox sqlite:inbox.db stats              # the durable inbox's counts
 //! airmy-webhook inbox --inbox redis://127.0.0.1:6379 stats       # the same, on Redis
+//! airmy-webhook inbox --inbox 'postgres://app@db/billing?schema=billing_inbox' stats
 //! airmy-webhook inbox dead | replay ID | replay --all-dead | replay --dead-since 2026-12-01T00:00:00Z
 //! airmy-webhook inbox purge --processed-before 2026-11-01T00:00:00Z
 //! ```
@@ -22,7 +25,8 @@
 //! (AIRMY's page lists the delays 1 s, 5 s and 30 s; the 30 s one applies to a 4th attempt,
 //! `--attempts 4`), a 10 s timeout per attempt, and only a 2xx acknowledges. It prints each
 //! attempt's status and time and exits 0 when acknowledged, 1 when never acknowledged, 2 for a
-//! usage error (bad URL, unreadable file, missing secret).
+//! usage error (bad URL, unreadable file, missing secret, `--data` that is not a JSON object, a
+//! `--set` that is not `data.PATH=VALUE`).
 
 /// `println!` that never panics: when standard output is closed (`airmy-webhook inbox dead |
 /// head -2`), the tool stops quietly with 141, the status of a process ended by `SIGPIPE`, as

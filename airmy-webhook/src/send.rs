@@ -9,6 +9,7 @@ use airmy_verify::testing;
 use airmy_verify::text::redact_url;
 use airmy_verify::time::OffsetDateTime;
 use bytes::Bytes;
+use serde_json::Value;
 
 use crate::cli::{DELAYS, SendArgs, SignArgs};
 
@@ -76,6 +77,56 @@ fn random_id() -> String {
     format!("evt_{}", airmy_verify::token::random_hex(10))
 }
 
+/// The generated event's `data`: `--data` or the sample's for `--type`, with each `--set`
+/// applied in turn.
+fn event_data(args: &SendArgs) -> Result<Value, String> {
+    let mut data = match &args.data {
+        None => testing::sample_data(&args.event_type),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(data @ Value::Object(_)) => data,
+            Ok(_) => return Err("--data must be a JSON object, such as {\"id\":\"run_7\"}".into()),
+            Err(e) => return Err(format!("--data is not JSON: {e}")),
+        },
+    };
+    for assignment in &args.set {
+        set(&mut data, assignment).map_err(|why| format!("--set {assignment:?}: {why}"))?;
+    }
+    Ok(data)
+}
+
+/// Applies one `--set PATH=VALUE` to `data`: PATH is `data.` and object keys separated by dots;
+/// VALUE is JSON when it parses as JSON, otherwise a string.
+fn set(data: &mut Value, assignment: &str) -> Result<(), String> {
+    let (path, value) = assignment
+        .split_once('=')
+        .ok_or("must be PATH=VALUE, such as data.id=run_7")?;
+    let keys = path
+        .strip_prefix("data.")
+        .ok_or("PATH must start with data. (--id and --type set the envelope's fields)")?;
+    let keys: Vec<&str> = keys.split('.').collect();
+    if keys.iter().any(|key| key.is_empty()) {
+        return Err("PATH has an empty key".into());
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::from(value));
+    let (last, parents) = keys.split_last().ok_or("PATH has no key")?;
+    let mut object = data;
+    for (depth, key) in parents.iter().enumerate() {
+        let Value::Object(map) = object else {
+            return Err(format!("data.{} is not an object", keys[..depth].join(".")));
+        };
+        object = map
+            .entry(*key)
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+    match object {
+        Value::Object(map) => {
+            map.insert((*last).to_owned(), value);
+            Ok(())
+        }
+        _ => Err(format!("data.{} is not an object", parents.join("."))),
+    }
+}
+
 pub(crate) fn send(args: SendArgs) -> Result<ExitCode, String> {
     check_secret(&args.secret)?;
     let url = reqwest::Url::parse(&args.url)
@@ -107,6 +158,7 @@ pub(crate) fn send(args: SendArgs) -> Result<ExitCode, String> {
         None => testing::sample_event(&args.event_type)
             .id(args.id.clone().unwrap_or_else(random_id))
             .created_at(OffsetDateTime::now_utc())
+            .data(event_data(&args)?)
             .body(),
     };
     let signature = airmy_verify::sign(&body, &args.secret);

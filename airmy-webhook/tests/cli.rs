@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use airmy_verify::testing;
-use airmy_verify_axum::{AirmyEvent, AirmyVerifyLayer};
+use airmy_verify_axum::{AirmyDelivery, AirmyEvent, AirmyVerifyLayer};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -228,6 +228,117 @@ async fn a_refused_connection_is_reported_and_retried() {
     .await;
     assert_eq!(code, 1, "{out}");
     assert_eq!(out.matches("connection failed").count(), 3, "{out}");
+}
+
+/// `--data` replaces the sample's data, each `--set` changes one field of it (JSON when the
+/// value parses as JSON, a string otherwise); the event id is fresh each time. Bad JSON, a bad
+/// path or `--file` together with either: exit 2 with one line, nothing sent.
+#[tokio::test]
+async fn data_and_set_send_the_fields_asked_for() {
+    async fn echo(AirmyDelivery(delivery): AirmyDelivery) -> String {
+        let body: serde_json::Value = serde_json::from_slice(delivery.bytes()).expect("JSON");
+        serde_json::json!({ "id": body["id"], "data": body["data"] }).to_string()
+    }
+    let url = format!("http://{}/hooks/airmy", serve(echo).await);
+    let send = |extra: &[&str]| {
+        let mut args = vec![
+            "send",
+            "--url",
+            &url,
+            "--secret",
+            testing::SECRET,
+            "--no-retry",
+        ];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, out, err) = tool(&args).await;
+            assert_eq!(code, 0, "{out}{err}");
+            let answer = out
+                .lines()
+                .find_map(|line| line.split_once("acknowledged ").map(|(_, json)| json))
+                .expect("acknowledged");
+            serde_json::from_str::<serde_json::Value>(answer).expect("the receiver's JSON")
+        }
+    };
+    let answer = send(&[
+        "--type",
+        "run.completed",
+        "--set",
+        "data.id=run_7",
+        "--set",
+        "data.tokens_used=1200",
+        "--set",
+        "data.output.result=\"42\"",
+    ])
+    .await;
+    let data = &answer["data"];
+    assert_eq!(data["id"], "run_7");
+    assert_eq!(data["tokens_used"], 1200);
+    assert_eq!(data["output"]["result"], "42");
+    assert_eq!(
+        data["agent_id"], "ag_01HXYZ",
+        "the rest of the sample is kept"
+    );
+    let again = send(&["--type", "run.completed"]).await;
+    assert_ne!(again["id"], answer["id"], "a fresh event id each time");
+    assert_eq!(again["data"]["id"], "run_01HXYZ123");
+
+    let answer = send(&[
+        "--type",
+        "run.completed",
+        "--data",
+        r#"{"id":"run_8","tokens_used":5}"#,
+        "--set",
+        "data.meta.team=billing",
+    ])
+    .await;
+    assert_eq!(
+        answer["data"],
+        serde_json::json!({ "id": "run_8", "tokens_used": 5, "meta": { "team": "billing" } })
+    );
+
+    for (extra, expected) in [
+        (&["--data", "{not json"][..], "--data is not JSON"),
+        (&["--data", "[1]"][..], "--data must be a JSON object"),
+        (&["--set", "data.id"][..], "must be PATH=VALUE"),
+        (&["--set", "id=evt_1"][..], "PATH must start with data."),
+        (&["--set", "data..id=1"][..], "PATH has an empty key"),
+        (
+            &["--set", "data.tokens_used.x=1"][..],
+            "data.tokens_used is not an object",
+        ),
+        (
+            &["--file", "body.json", "--set", "data.id=1"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--file", "body.json", "--data", "{}"][..],
+            "cannot be used with",
+        ),
+    ] {
+        let mut args = vec![
+            "send",
+            "--url",
+            &url,
+            "--secret",
+            testing::SECRET,
+            "--type",
+            "run.completed",
+        ];
+        if extra[0] == "--file" {
+            args.truncate(5);
+        }
+        args.extend_from_slice(extra);
+        let (code, out, err) = tool(&args).await;
+        assert_eq!(code, 2, "{extra:?}: {out}{err}");
+        assert!(err.contains(expected), "{extra:?}: {err}");
+        assert!(out.is_empty(), "{extra:?}: nothing sent: {out}");
+        if extra[0] != "--file" {
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -599,6 +710,25 @@ async fn the_inbox_commands_work_on_a_redis_url() {
     inbox_commands_setup(&backend).await;
     inbox_commands(redis.url()).await;
     replay_dry_run_agrees(&backend, redis.url()).await;
+
+    // `?prefix=` reads the inbox under that prefix: there, nothing yet.
+    let prefixed = format!("{}?prefix=billing:", redis.url());
+    let (code, out, err) = tool(&["inbox", "--inbox", &prefixed, "--json", "stats"]).await;
+    assert_eq!(code, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (stats["dead"].clone(), stats["done"].clone()),
+        (0.into(), 0.into())
+    );
+    let (code, _, err) = tool(&[
+        "inbox",
+        "--inbox",
+        &format!("{}?prefx=a", redis.url()),
+        "stats",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown parameter \"prefx\""), "{err}");
 }
 
 /// A Redis inbox that does not answer: exit 2, the password never shown.
@@ -738,6 +868,64 @@ async fn the_inbox_commands_work_on_a_postgres_url() {
     inbox_commands_setup(&backend).await;
     inbox_commands(server.url()).await;
     replay_dry_run_agrees(&backend, server.url()).await;
+}
+
+/// `?schema=S` reads the inbox in the schema S, not the default one; a parameter that neither
+/// the inbox nor sqlx reads is refused by name; a database that does not exist is one line a
+/// person reads, without the server's source position.
+#[tokio::test]
+async fn a_postgres_url_chooses_its_schema_and_nothing_is_ignored() {
+    use airmy_verify_inbox::{PgBackend, PgOptions, Store};
+    let server = test_support::PostgresServer::start_private();
+    let billing = PgBackend::connect(server.url(), PgOptions::default().schema("billing_inbox"))
+        .await
+        .expect("connects");
+    inbox_commands_setup(&billing).await;
+    let default = PgBackend::connect(server.url(), PgOptions::default())
+        .await
+        .expect("connects");
+    let pending = airmy_verify_inbox::conformance::delivery("evt_cli_default", "run.completed");
+    default.accept(&pending).await.expect("accept");
+    let stats = |url: String| async move {
+        let (code, out, err) = tool(&["inbox", "--inbox", &url, "--json", "stats"]).await;
+        assert_eq!(code, 0, "{url}: {err}");
+        let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        (
+            stats["pending"].clone(),
+            stats["dead"].clone(),
+            stats["done"].clone(),
+        )
+    };
+    let json = |n: u64| serde_json::Value::from(n);
+    assert_eq!(
+        stats(format!("{}?schema=billing_inbox", server.url())).await,
+        (json(0), json(1), json(1))
+    );
+    assert_eq!(
+        stats(server.url().to_owned()).await,
+        (json(1), json(0), json(0))
+    );
+
+    for (query, named) in [
+        ("?schem=billing_inbox", "\"schem\""),
+        ("?sslmode=disable&foo=1", "\"foo\""),
+    ] {
+        let url = format!("{}{query}", server.url());
+        let (code, out, err) = tool(&["inbox", "--inbox", &url, "stats"]).await;
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains(&format!("unknown parameter {named}")), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    let missing = server.url().replace("/postgres", "/no_such_db");
+    let (code, _, err) = tool(&["inbox", "--inbox", &missing, "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(r#"database "no_such_db" does not exist"#),
+        "{err}"
+    );
+    assert!(!err.contains("at line"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 /// A receiver that answers a redirect is not followed (AIRMY follows none): the 3xx is the

@@ -12,7 +12,7 @@
 //! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`: run the handler once per event id | unset: off |
 //! | `AIRMY_HANDLER_DELAY_MS` | every handling sleeps this long before answering (a slow handler, to try timeouts and retries) | `0` |
 //! | `AIRMY_HANDLER_FAIL_FOR_SECS` | every handling attempt fails during the first N seconds after start (a simulated outage): 500 `{"error":"handler_failed"}` without an inbox, a retry later with one | `0` |
-//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
+//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`, or `?prefix=…`) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`, or `?schema=…`), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
 //! | `AIRMY_INBOX_MAX_ATTEMPTS` | at most this many attempts per entry, then it is a dead letter (the retries wait 1 s, 2 s, 4 s, … as before) | unset: retries for up to 24 hours |
 //! | `AIRMY_INBOX_LEASE_SECS` | how long an entry stays leased to a worker that stopped extending it (a crashed process): how long before another takes it over | `60` |
@@ -25,7 +25,7 @@
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
 //! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
-//! `AIRMY_INBOX` that is not `sqlite:PATH`, a Redis or a PostgreSQL URL, whose file cannot be created or is
+//! `AIRMY_INBOX` that is not `sqlite:PATH`, a Redis or a PostgreSQL URL, or that has a query parameter neither the inbox (`prefix`, `schema`) nor its driver reads, whose file cannot be created or is
 //! not a sound inbox database, or whose Redis cannot be reached at start-up, or `AIRMY_INBOX` together with `AIRMY_IDEMPOTENCY` (the inbox deduplicates
 //! by itself) exits with code 2 and one line on standard error, before anything listens.
 //!
@@ -441,13 +441,15 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Rec
     let inbox = match &config.inbox {
         None => None,
         // On PostgreSQL the receiver's own pool serves the inbox and the handlers' effects.
-        Some(InboxUrl::Postgres(url)) => match open_postgres(url).await {
-            Ok(pg) => Some(ReceiverInbox {
-                inbox: Inbox::new(pg.clone()).dedupe_for(&config.verifier),
-                postgres: Some(pg),
-            }),
-            Err(err) => exit_config(&err),
-        },
+        Some(InboxUrl::Postgres { url, schema }) => {
+            match open_postgres(url, schema.as_deref()).await {
+                Ok(pg) => Some(ReceiverInbox {
+                    inbox: Inbox::new(pg.clone()).dedupe_for(&config.verifier),
+                    postgres: Some(pg),
+                }),
+                Err(err) => exit_config(&err),
+            }
+        }
         Some(setting) => match setting
             .open(false)
             .await
@@ -484,16 +486,26 @@ pub struct ReceiverInbox {
 }
 
 /// The PostgreSQL inbox on the receiver's own pool (the one its handlers write their effects
-/// through), with [`EFFECTS_TABLE`] created if it is missing.
-async fn open_postgres(url: &str) -> Result<PgBackend, ConfigError> {
+/// through), its tables in `schema` (`None`: the default), with [`EFFECTS_TABLE`] created if
+/// it is missing. `url` is without the inbox's `schema` parameter, as [`InboxUrl`] gives it.
+async fn open_postgres(url: &str, schema: Option<&str>) -> Result<PgBackend, ConfigError> {
     let shown = redact_url(url);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(3))
         .connect(url)
         .await
-        .map_err(|e| ConfigError(format!("AIRMY_INBOX: cannot use {shown}: {e}")))?;
-    let pg = PgBackend::with_pool(pool.clone(), PgOptions::default())
+        .map_err(|e| {
+            ConfigError(format!(
+                "AIRMY_INBOX: cannot use {shown}: {}",
+                pg_message(&e)
+            ))
+        })?;
+    let options = match schema {
+        Some(schema) => PgOptions::default().schema(schema),
+        None => PgOptions::default(),
+    };
+    let pg = PgBackend::with_pool(pool.clone(), options)
         .await
         .map_err(|e| ConfigError(format!("AIRMY_INBOX: cannot use {shown}: {e}")))?;
     sqlx::query(
@@ -504,10 +516,20 @@ async fn open_postgres(url: &str) -> Result<PgBackend, ConfigError> {
     .await
     .map_err(|e| {
         ConfigError(format!(
-            "AIRMY_INBOX: cannot create {EFFECTS_TABLE} in {shown}: {e}"
+            "AIRMY_INBOX: cannot create {EFFECTS_TABLE} in {shown}: {}",
+            pg_message(&e)
         ))
     })?;
     Ok(pg)
+}
+
+/// A sqlx error as one line: a server's error is its message alone, without the line of
+/// PostgreSQL's own source that sqlx's `Display` adds ("… does not exist at line 948").
+fn pg_message(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// What both receivers do next, before they announce: serve `GET /metrics` when
@@ -647,12 +669,15 @@ mod tests {
         let config = with(&[("AIRMY_INBOX", "redis://:hunter2@127.0.0.1:6379/1")]).expect("valid");
         assert_eq!(
             config.inbox,
-            Some(InboxUrl::Redis("redis://:hunter2@127.0.0.1:6379/1".into()))
+            Some(InboxUrl::Redis {
+                url: "redis://:hunter2@127.0.0.1:6379/1".into(),
+                prefix: None
+            })
         );
         assert!(!format!("{config:?}").contains("hunter2"));
         let config =
             with(&[("AIRMY_INBOX", "postgresql://app:hunter2@127.0.0.1/app")]).expect("valid");
-        assert!(matches!(config.inbox, Some(InboxUrl::Postgres(_))));
+        assert!(matches!(config.inbox, Some(InboxUrl::Postgres { .. })));
         assert!(!format!("{config:?}").contains("hunter2"));
         for bad in [
             "inbox.db",

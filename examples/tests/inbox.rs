@@ -747,6 +747,39 @@ async fn two_receivers_share_one_postgres_inbox() {
     }
 }
 
+/// `AIRMY_INBOX=postgres://…?schema=S`: the receivers keep their inbox in the schema S (the
+/// default schema stays empty); a parameter that neither the inbox nor sqlx reads, or a
+/// database that does not exist, is exit 2 with one line naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_inbox_in_the_schema_asked_for() {
+    let server = test_support::PostgresServer::start_private();
+    let in_schema = format!("{}?schema=rx_billing", server.url());
+    for (n, bin) in [AXUM, ACTIX].into_iter().enumerate() {
+        let r = start_on(bin, &in_schema, &[]).await;
+        let id = format!("evt_pg_schema_{n}");
+        let answer = post(&client(), &r.url, &delivery(&id)).await;
+        assert!(matches!(&answer, Some((200, _))), "{id}: {answer:?}");
+        wait_for("handled", Duration::from_secs(30), || {
+            !handled(&r.lines()).is_empty()
+        })
+        .await;
+    }
+    assert_eq!(stats(&in_schema).await.done, 2);
+    assert_eq!(stats(server.url()).await.done, 0);
+    let unknown = format!("{}?schem=rx_billing", server.url());
+    let missing = server.url().replace("/postgres", "/no_such_db");
+    for bin in [AXUM, ACTIX] {
+        let err = exits_2(bin, &[("AIRMY_INBOX", &unknown)]).await;
+        assert!(err.contains("unknown parameter \"schem\""), "{err}");
+        let err = exits_2(bin, &[("AIRMY_INBOX", &missing)]).await;
+        assert!(
+            err.contains(r#"database "no_such_db" does not exist"#),
+            "{err}"
+        );
+        assert!(!err.contains("at line"), "{err}");
+    }
+}
+
 /// Rows of `airmy_receiver_effects` per event id.
 async fn effect_rows(url: &str) -> HashMap<String, usize> {
     let pool = sqlx::PgPool::connect(url).await.expect("pool");

@@ -183,12 +183,15 @@ impl Shared {
     }
 }
 
-/// An error's message on one line, without any URL.
+/// An error's message on one line, without any URL. A server's error is its message alone:
+/// sqlx's `Display` adds "error returned from database:" and the line of PostgreSQL's own
+/// source that raised it ("database \"x\" does not exist at line 948").
 fn short(err: &sqlx::Error) -> String {
-    err.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    let text = match err {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn to_u32(n: i32) -> u32 {
