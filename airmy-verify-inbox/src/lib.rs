@@ -160,18 +160,18 @@ pub(crate) fn shown_duration(d: Duration) -> String {
 
 #[cfg(feature = "memory")]
 pub use memory::{MemoryBackend, MemoryOptions};
-/// The `sqlx` the PostgreSQL backend is built on (0.9): name your pool through it
-/// (`airmy_verify_inbox::sqlx::PgPool`) and an application on another sqlx version still gets
-/// the type [`PgBackend::with_pool`] takes.
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use sqlx;
 #[cfg(feature = "postgres")]
 pub use postgres::{InboxTransaction, PgBackend, PgContext, PgError, PgOptions};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisError, RedisOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteBackend, SqliteError, SqliteOptions};
+/// The `sqlx` the PostgreSQL backend is built on (0.9): name your pool through it
+/// (`airmy_verify_inbox::sqlx::PgPool`) and an application on another sqlx version still gets
+/// the type [`PgBackend::with_pool`] takes.
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use sqlx;
 pub use url::InboxUrl;
 pub use worker::{RetryPolicy, Worker};
 
