@@ -49,6 +49,7 @@ pub mod bench;
 pub mod console;
 pub mod observe;
 pub mod secret_file;
+pub mod service;
 
 /// The workspace README, whose Rust snippets are compiled (and the test one run) as doctests.
 #[doc = include_str!("../../README.md")]
