@@ -1,5 +1,6 @@
 //! The runnable side of the suite: the example receivers (`axum-receiver`, `actix-receiver`),
-//! the `demo` and the load-benchmark servers, with what they share:
+//! the services users write (`axum-service`, `actix-service`: [`service`]), the `demo` and the
+//! load-benchmark servers, with what they share:
 //! the receiver apps ([`apps`]), configuration from the environment, logging, and the address
 //! line the black-box tests wait for.
 //!
