@@ -1,5 +1,6 @@
 //! The runnable side of the suite: the example receivers (`axum-receiver`, `actix-receiver`),
-//! the `demo` and the load-benchmark servers, with what they share:
+//! the services users write (`axum-service`, `actix-service`: [`service`]), the `demo` and the
+//! load-benchmark servers, with what they share:
 //! the receiver apps ([`apps`]), configuration from the environment, logging, and the address
 //! line the black-box tests wait for.
 //!
@@ -49,6 +50,7 @@ pub mod bench;
 pub mod console;
 pub mod observe;
 pub mod secret_file;
+pub mod service;
 
 /// The workspace README, whose Rust snippets are compiled (and the test one run) as doctests.
 #[doc = include_str!("../../README.md")]
