@@ -3,33 +3,6 @@
 //! The example receivers' `AIRMY_INBOX` and the `airmy-webhook inbox --inbox` flag both take
 //! it; a service of your own can too.
 //!
-//! A URL may also carry the inbox's own setting as a query parameter: `?schema=NAME` on
-//! PostgreSQL ([`PgOptions::schema`](crate::PgOptions::schema)), `?prefix=PREFIX` on Redis
-//! ([`RedisOptions::prefix`](crate::RedisOptions::prefix)). It is taken off the URL before the
-//! URL reaches the driver. Any other parameter must be one the driver reads (sqlx's
-//! `sslmode`, `application_name`, …; the Redis client's `protocol`): an unknown one is refused,
-//! never ignored.
-//!
-//! ```
-//! use airmy_verify_inbox::InboxUrl;
-//!
-//! let url: InboxUrl = "sqlite:/var/lib/billing/inbox.db".parse()?;
-//! assert!(matches!(url, InboxUrl::Sqlite(_)));
-//! let url: InboxUrl = "redis://:hunter2@redis.internal:6379".parse()?;
-//! // Shown (Display, Debug, errors) without its password.
-//! assert_eq!(url.to_string(), "redis://[redacted]@redis.internal:6379");
-//! let url: InboxUrl = "postgres://app@db/billing?sslmode=require&schema=billing_inbox".parse()?;
-//! assert_eq!(
-//!     url,
-//!     InboxUrl::Postgres {
-//!         url: "postgres://app@db/billing?sslmode=require".to_owned(),
-//!         schema: Some("billing_inbox".to_owned()),
-//!     }
-//! );
-//! assert!("postgres://app@db/billing?schem=x".parse::<InboxUrl>().is_err()); // unknown
-//! assert!("inbox.db".parse::<InboxUrl>().is_err()); // sqlite: is required
-//! # Ok::<(), airmy_verify_inbox::OpenError>(())
-//! ```
 
 use std::fmt;
 use std::path::PathBuf;
@@ -42,8 +15,35 @@ use crate::{Inbox, OpenError, OpenErrorKind};
 /// Where an inbox lives: an SQLite file, a Redis server or a PostgreSQL database. Which ones
 /// can be opened depends on the crate's features (`sqlite`, `redis`, `redis-tls` for
 /// `rediss://`, `postgres`); every form parses
-/// whatever the features, and [`InboxUrl::open`] says which feature is missing. See the
-/// [module docs](self) for the parameters a URL may carry.
+/// whatever the features, and [`InboxUrl::open`] says which feature is missing.
+///
+/// A URL may also carry the inbox's own setting as a query parameter: `?schema=NAME` on
+/// PostgreSQL ([`PgOptions::schema`](crate::PgOptions::schema)), `?prefix=PREFIX` on Redis
+/// ([`RedisOptions::prefix`](crate::RedisOptions::prefix)). It is taken off the URL before the
+/// URL reaches the driver. Any other parameter must be one the driver reads (sqlx's
+/// `sslmode`, `application_name`, …; the Redis client's `protocol`): an unknown one is refused,
+/// never ignored.
+///
+/// ```
+/// use airmy_verify_inbox::InboxUrl;
+///
+/// let url: InboxUrl = "sqlite:/var/lib/billing/inbox.db".parse()?;
+/// assert!(matches!(url, InboxUrl::Sqlite(_)));
+/// let url: InboxUrl = "redis://:hunter2@redis.internal:6379".parse()?;
+/// // Shown (Display, Debug, errors) without its password.
+/// assert_eq!(url.to_string(), "redis://[redacted]@redis.internal:6379");
+/// let url: InboxUrl = "postgres://app@db/billing?sslmode=require&schema=billing_inbox".parse()?;
+/// assert_eq!(
+///     url,
+///     InboxUrl::Postgres {
+///         url: "postgres://app@db/billing?sslmode=require".to_owned(),
+///         schema: Some("billing_inbox".to_owned()),
+///     }
+/// );
+/// assert!("postgres://app@db/billing?schem=x".parse::<InboxUrl>().is_err()); // unknown
+/// assert!("inbox.db".parse::<InboxUrl>().is_err()); // sqlite: is required
+/// # Ok::<(), airmy_verify_inbox::OpenError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InboxUrl {
