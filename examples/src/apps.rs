@@ -98,7 +98,7 @@ impl Handling {
         })
     }
 
-    async fn handle(
+    pub(crate) async fn handle(
         &self,
         receiver: &'static str,
         event: &Envelope<Event>,

@@ -48,6 +48,7 @@
 pub mod apps;
 pub mod bench;
 pub mod console;
+pub mod hosts;
 pub mod observe;
 pub mod secret_file;
 pub mod service;

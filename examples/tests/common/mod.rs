@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 
 pub(crate) const AXUM: &str = env!("CARGO_BIN_EXE_axum-receiver");
 pub(crate) const ACTIX: &str = env!("CARGO_BIN_EXE_actix-receiver");
+pub(crate) const HYPER: &str = env!("CARGO_BIN_EXE_hyper-receiver");
 
 /// A receiver process (secret `testing::SECRET`, a free loopback port) whose stdout lines are
 /// all kept.
