@@ -142,6 +142,17 @@ fn take_parameter(
             format!("{}: {what}", redact_url(url)),
         )
     };
+    // A `?` or `#` before an `@` may be inside the password: the query cannot be told from
+    // it, and nothing of the URL can be shown safely.
+    if let Some(first) = url.find(['?', '#'])
+        && url[first..].contains('@')
+    {
+        return Err(OpenError::new(
+            OpenErrorKind::Invalid,
+            "the URL has a `?` or `#` before an `@` (in its password, or an `@` in its query): \
+             percent-encode them (%3F, %23, %40)",
+        ));
+    }
     let (head, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
     let Some((base, query)) = head.split_once('?') else {
         return Ok((url.to_owned(), None));
@@ -445,6 +456,28 @@ mod tests {
             assert!(shown.contains("sqlite:PATH"), "{shown}");
             assert!(!shown.contains(":pw@"), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_password_holding_a_question_mark_is_refused_unseen() {
+        for text in [
+            "postgres://postgres:topsecret?schema=x@127.0.0.1:5432/app",
+            "redis://:sec?prefix=ret@127.0.0.1:6379/0",
+            "postgres://postgres:hun?ter&2@x@127.0.0.1:5432/app?schema=x",
+            "postgres://u:a#b@h/db?schema=x",
+        ] {
+            let err = text.parse::<InboxUrl>().expect_err(text);
+            assert_eq!(err.kind(), OpenErrorKind::Invalid);
+            let shown = format!("{err} {err:?}");
+            for secret in ["topsecret", "sec", "ret", "hun", "ter", "a#b"] {
+                assert!(!shown.contains(secret), "{text}: {shown}");
+            }
+        }
+        // Encoded, it parses.
+        let url: InboxUrl = "postgres://u:top%3Fsecret@h/db?schema=x"
+            .parse()
+            .expect("parses");
+        assert!(!format!("{url} {url:?}").contains("top%3Fsecret"));
     }
 
     #[test]

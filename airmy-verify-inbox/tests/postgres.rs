@@ -927,3 +927,74 @@ async fn with_pool_refuses_what_cannot_work() {
     assert_eq!(err.kind(), OpenErrorKind::Refused, "{err:?}");
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
 }
+
+/// A shutdown is bounded even when a cancelled handler's transaction holds its entry's row
+/// (a statement of it blocked on a lock the test holds for a minute): the worker stops within
+/// its deadline plus the release bound, and the entry, not released, is taken again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_is_bounded_by_a_handler_stuck_in_its_transaction() {
+    let server = PostgresServer::start();
+    let schema = unique_schema("stuck_tx");
+    let (pool, url, _app) = app_database(&server, &schema).await;
+    let pg = backend(&url, &schema).await;
+    let inbox = Inbox::new(pg.clone());
+    // Another session locks the effects table for a minute.
+    let mut locker = pool.begin().await.expect("begin");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE app_{schema}.effects IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *locker)
+    .await
+    .expect("lock");
+    let (inside, mut entered) = tokio::sync::mpsc::unbounded_channel();
+    let handlers = Handlers::default().fallback(move |e: Envelope<Event>, ctx: PgContext| {
+        let inside = inside.clone();
+        async move {
+            let mut tx = ctx.transaction().await?;
+            let _ = inside.send(());
+            // Blocks on the test's lock.
+            sqlx::query("INSERT INTO effects (event_id, attempt) VALUES ($1, 1)")
+                .bind(&e.id)
+                .execute(&mut *tx)
+                .await?;
+            Ok::<(), HandlerError>(())
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(
+        pg.worker(handlers)
+            .shutdown_deadline(Duration::from_millis(500))
+            .run(shutdown.clone()),
+    );
+    inbox
+        .accept(&delivery("evt_pg_stuck_tx", "test"))
+        .await
+        .expect("accept");
+    entered
+        .recv()
+        .await
+        .expect("the handler is inside its transaction");
+    let asked = std::time::Instant::now();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the shutdown ends, the lock notwithstanding")
+        .expect("worker");
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    locker.rollback().await.expect("unlock");
+    // Not released (its row was held) or released late: either way it is not lost.
+    let entry = inbox
+        .admin()
+        .entry("evt_pg_stuck_tx")
+        .await
+        .expect("entry")
+        .expect("stored");
+    assert!(
+        matches!(
+            entry.summary.state,
+            EntryState::Processing | EntryState::Pending
+        ),
+        "{entry:?}"
+    );
+}

@@ -46,33 +46,72 @@ pub fn word(text: &str) -> Cow<'_, str> {
 #[must_use]
 pub fn redact_url(url: &str) -> String {
     // The user information first (up to the last `@`, whatever the password holds), then the
-    // parameters of what follows it: `?` and `&` separate them, so that a query whose `@` ended
-    // the user information above still has its credentials hidden.
-    let (head, rest) = match (url.find("://"), url.rfind('@')) {
+    // query of what follows it: its parameters are separated by `&` only (a `?` inside a value
+    // is part of it), and a name is compared once percent-decoded (`pass%77ord` is `password`
+    // to the driver).
+    let (head, rest, query_before) = match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => (
             format!("{}[redacted]@", &url[..scheme_end + 3]),
             &url[at + 1..],
+            url[..at].contains('?'),
         ),
-        _ => (String::new(), url),
+        _ => (String::new(), url, false),
     };
     let mut shown = head;
-    let mut rest = rest;
-    loop {
-        let end = rest.find(['?', '&']).unwrap_or(rest.len());
-        let (segment, after) = rest.split_at(end);
-        match segment.split_once('=') {
-            Some((key, value)) if is_credential(key) && !value.is_empty() => {
-                shown.push_str(key);
-                shown.push_str("=[redacted]");
-            }
-            _ => shown.push_str(segment),
+    let query = match rest.split_once('?') {
+        Some((path, query)) => {
+            shown.push_str(path);
+            shown.push('?');
+            query
         }
-        let Some(separator) = after.chars().next() else {
+        // The `@` that ended the user information was in the query: the rest is query too.
+        None if query_before => rest,
+        None => {
+            shown.push_str(rest);
             return shown;
-        };
-        shown.push(separator);
-        rest = &after[separator.len_utf8()..];
+        }
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if is_credential(&percent_decoded(key)) && !value.is_empty() => {
+                format!("{key}=[redacted]")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    shown.push_str(&pairs.join("&"));
+    shown
+}
+
+/// `text` with its `%XX` escapes decoded (invalid ones kept as they are), `+` as a space.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, byte) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a query parameter's name says it carries a credential.
@@ -121,6 +160,15 @@ mod tests {
             "{shown}"
         );
         assert_eq!(redact_url("redis://h:6379/0?db=1"), "redis://h:6379/0?db=1");
+        // A name percent-encoded, and a `?` inside a value, hide nothing.
+        assert_eq!(
+            redact_url("postgres://h/db?pass%77ord=leak&%70assword=leak4"),
+            "postgres://h/db?pass%77ord=[redacted]&%70assword=[redacted]"
+        );
+        assert_eq!(
+            redact_url("postgres://h/app?user=postgres&password=se?cret&schema=x"),
+            "postgres://h/app?user=postgres&password=[redacted]&schema=x"
+        );
     }
 
     #[test]

@@ -94,6 +94,9 @@ fn event_data(args: &SendArgs) -> Result<Value, String> {
     Ok(data)
 }
 
+/// The most keys a `--set` PATH may have below `data`.
+const MAX_SET_DEPTH: usize = 64;
+
 /// Applies one `--set PATH=VALUE` to `data`: PATH is `data.` and object keys separated by dots;
 /// VALUE is JSON when it parses as JSON, otherwise a string.
 fn set(data: &mut Value, assignment: &str) -> Result<(), String> {
@@ -106,6 +109,11 @@ fn set(data: &mut Value, assignment: &str) -> Result<(), String> {
     let keys: Vec<&str> = keys.split('.').collect();
     if keys.iter().any(|key| key.is_empty()) {
         return Err("PATH has an empty key".into());
+    }
+    // Deeper than any receiver parses (JSON parsers stop at about 128 levels), and deep enough
+    // to exhaust the stack when the body is written.
+    if keys.len() > MAX_SET_DEPTH {
+        return Err(format!("PATH is deeper than {MAX_SET_DEPTH} keys"));
     }
     let value = serde_json::from_str(value).unwrap_or_else(|_| Value::from(value));
     let (last, parents) = keys.split_last().ok_or("PATH has no key")?;
@@ -238,4 +246,19 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_deeper_than_the_limit_is_refused_not_a_crash() {
+        let mut data = serde_json::json!({});
+        let deep = format!("data.{}=1", vec!["a"; 20_000].join("."));
+        let err = set(&mut data, &deep).expect_err("too deep");
+        assert!(err.contains("deeper than 64 keys"), "{err}");
+        let ok = format!("data.{}=1", vec!["a"; MAX_SET_DEPTH].join("."));
+        set(&mut data, &ok).expect("at the limit");
+    }
 }

@@ -287,8 +287,12 @@ impl<C: AsRef<Context> + Send + 'static> Pool<C> {
                 self.running.remove(&id);
             }
         }
-        for (id, token) in self.running.into_values() {
-            match self.backend.release(&id, &token).await {
+        // Bounded: a release waits for the entry's row, which a cancelled handler's transaction
+        // may still hold (a statement of it blocked on a lock): past the bound, the entries
+        // are taken again when their leases run out.
+        let backend = &self.backend;
+        let releases = self.running.into_values().map(|(id, token)| async move {
+            match backend.release(&id, &token).await {
                 Ok(_) => {
                     tracing::info!(target: "airmy_verify", event_id = ?id, "released an unfinished inbox entry at shutdown")
                 }
@@ -296,9 +300,23 @@ impl<C: AsRef<Context> + Send + 'static> Pool<C> {
                     tracing::warn!(target: "airmy_verify", event_id = ?id, error = %err, "could not release an inbox entry at shutdown; it is taken again when its lease runs out")
                 }
             }
+        });
+        if tokio::time::timeout(RELEASE_BOUND, futures_util::future::join_all(releases))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                target: "airmy_verify",
+                bound_secs = RELEASE_BOUND.as_secs(),
+                "could not release every unfinished inbox entry in time at shutdown; they are \
+                 taken again when their leases run out"
+            );
         }
     }
 }
+
+/// How long a shutdown waits for the releases of the entries whose handlers it cancelled.
+const RELEASE_BOUND: Duration = Duration::from_secs(5);
 
 #[cfg(all(test, feature = "metrics"))]
 mod tests {

@@ -145,12 +145,22 @@ impl OpsToken {
         Ok(Self(Sha256::digest(token.as_bytes()).into()))
     }
 
-    /// Whether an `Authorization` header value carries the token.
+    /// Whether an `Authorization` header value carries the token: the `Bearer` scheme in any
+    /// case (RFC 9110 §11.1), then spaces or tabs, then the token.
     #[must_use]
     pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(given) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
+        let Some(value) = authorization else {
             return false;
         };
+        let Some((scheme, rest)) = value.split_at_checked(6) else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case(b"bearer")
+            || !rest.starts_with(b" ") && !rest.starts_with(b"\t")
+        {
+            return false;
+        }
+        let given = rest.trim_ascii();
         let given: [u8; 32] = Sha256::digest(given).into();
         given.ct_eq(&self.0).into()
     }
@@ -273,4 +283,33 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpsToken;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_exact() {
+        let token = OpsToken::new("s3cret-operator-token").expect("long enough");
+        for ok in [
+            "Bearer s3cret-operator-token",
+            "bearer s3cret-operator-token",
+            "BEARER s3cret-operator-token",
+            "Bearer\ts3cret-operator-token",
+            "Bearer  s3cret-operator-token ",
+        ] {
+            assert!(token.allows(Some(ok.as_bytes())), "{ok:?}");
+        }
+        for refused in [
+            "Bearers3cret-operator-token",
+            "Basic s3cret-operator-token",
+            "Bearer s3cret-operator-tokeN",
+            "Bearer",
+            "",
+        ] {
+            assert!(!token.allows(Some(refused.as_bytes())), "{refused:?}");
+        }
+        assert!(!token.allows(None));
+    }
 }
