@@ -423,7 +423,7 @@ mod tests {
             ),
             ("postgres://db/b?password=hunter2&prefix=x", "\"prefix\""),
             ("redis://:hunter2@h/0?schema=x", "\"schema\""),
-            ("postgres://app:hun?ter2@db/b", "not a name"),
+            ("postgres://app:hun?ter2@db/b", "percent-encode"),
             ("postgres://db/b?schema=a&schema=b", "given twice"),
             ("postgres://db/b?schema=", "is empty"),
             ("redis://h?prefix", "is empty"),
