@@ -17,10 +17,12 @@ use crate::{Inbox, OpenError, OpenErrorKind};
 /// `rediss://`, `postgres`); every form parses
 /// whatever the features, and [`InboxUrl::open`] says which feature is missing.
 ///
-/// A URL may also carry the inbox's own setting as a query parameter: `?schema=NAME` on
-/// PostgreSQL ([`PgOptions::schema`](crate::PgOptions::schema)), `?prefix=PREFIX` on Redis
-/// ([`RedisOptions::prefix`](crate::RedisOptions::prefix)). It is taken off the URL before the
-/// URL reaches the driver. Any other parameter must be one the driver reads (sqlx's
+/// A URL may also carry the inbox's own settings as query parameters: `?schema=NAME` on
+/// PostgreSQL ([`PgOptions::schema`](crate::PgOptions::schema)), and `?pooler=true` when the
+/// URL goes through a transaction pooler such as PgBouncer in transaction mode
+/// ([`PgOptions::pooler`](crate::PgOptions::pooler)); `?prefix=PREFIX` on Redis
+/// ([`RedisOptions::prefix`](crate::RedisOptions::prefix)). They are taken off the URL before
+/// the URL reaches the driver. Any other parameter must be one the driver reads (sqlx's
 /// `sslmode`, `application_name`, …; the Redis client's `protocol`): an unknown one is refused,
 /// never ignored.
 ///
@@ -38,6 +40,7 @@ use crate::{Inbox, OpenError, OpenErrorKind};
 ///     InboxUrl::Postgres {
 ///         url: "postgres://app@db/billing?sslmode=require".to_owned(),
 ///         schema: Some("billing_inbox".to_owned()),
+///         pooler: false,
 ///     }
 /// );
 /// assert!("postgres://app@db/billing?schem=x".parse::<InboxUrl>().is_err()); // unknown
@@ -63,6 +66,9 @@ pub enum InboxUrl {
         url: String,
         /// The schema of the inbox's tables (`?schema=…`); `None`: the default, `airmy_inbox`.
         schema: Option<String>,
+        /// Whether the URL goes through a transaction pooler (`?pooler=true`;
+        /// [`PgOptions::pooler`](crate::PgOptions::pooler)); false without the parameter.
+        pooler: bool,
     },
 }
 
@@ -104,15 +110,32 @@ impl FromStr for InboxUrl {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
         if text.starts_with("redis://") || text.starts_with("rediss://") {
-            let (url, prefix) =
-                take_parameter(text, "prefix", |key| REDIS_PARAMETERS.contains(&key))?;
+            let (url, [prefix]) =
+                take_parameters(text, ["prefix"], |key| REDIS_PARAMETERS.contains(&key))?;
             return Ok(Self::Redis { url, prefix });
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            let (url, schema) = take_parameter(text, "schema", |key| {
+            let (url, [schema, pooler]) = take_parameters(text, ["schema", "pooler"], |key| {
                 POSTGRES_PARAMETERS.contains(&key) || key.starts_with("options[")
             })?;
-            return Ok(Self::Postgres { url, schema });
+            let pooler = match pooler.as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => {
+                    return Err(OpenError::new(
+                        OpenErrorKind::Invalid,
+                        format!(
+                            "{}: the parameter pooler must be true or false",
+                            redact_url(text)
+                        ),
+                    ));
+                }
+            };
+            return Ok(Self::Postgres {
+                url,
+                schema,
+                pooler,
+            });
         }
         match text.strip_prefix("sqlite:") {
             Some(path) if !path.is_empty() && !path.starts_with("//") => {
@@ -129,13 +152,13 @@ impl FromStr for InboxUrl {
     }
 }
 
-/// `url` without its parameter `ours`, and that parameter's value: every other parameter must
+/// `url` without the inbox's parameters `ours`, and their values: every other parameter must
 /// be one the driver reads (`driver_reads`). The rest of the URL is kept as it was written.
-fn take_parameter(
+fn take_parameters<const N: usize>(
     url: &str,
-    ours: &str,
+    ours: [&str; N],
     driver_reads: impl Fn(&str) -> bool,
-) -> Result<(String, Option<String>), OpenError> {
+) -> Result<(String, [Option<String>; N]), OpenError> {
     let invalid = |what: String| {
         OpenError::new(
             OpenErrorKind::Invalid,
@@ -155,22 +178,23 @@ fn take_parameter(
     }
     let (head, fragment) = url.split_at(url.find('#').unwrap_or(url.len()));
     let Some((base, query)) = head.split_once('?') else {
-        return Ok((url.to_owned(), None));
+        return Ok((url.to_owned(), std::array::from_fn(|_| None)));
     };
-    let mut value = None;
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    let named = ours.join(", ");
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, given) = form_urlencoded::parse(pair.as_bytes())
             .next()
             .unwrap_or_default();
-        if key == ours {
-            if value.is_some() {
-                return Err(invalid(format!("the parameter {ours} is given twice")));
+        if let Some(i) = ours.iter().position(|ours| *ours == key) {
+            if values[i].is_some() {
+                return Err(invalid(format!("the parameter {key} is given twice")));
             }
             if given.is_empty() {
-                return Err(invalid(format!("the parameter {ours} is empty")));
+                return Err(invalid(format!("the parameter {key} is empty")));
             }
-            value = Some(given.into_owned());
+            values[i] = Some(given.into_owned());
         } else if driver_reads(&key) {
             kept.push(pair);
         } else if key
@@ -178,12 +202,12 @@ fn take_parameter(
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
         {
             return Err(invalid(format!(
-                "unknown parameter {key:?} (neither the inbox's {ours} nor one the driver reads)"
+                "unknown parameter {key:?} (neither the inbox's {named} nor one the driver reads)"
             )));
         } else {
             // Not a name: perhaps a piece of a password with a `?` in it; not repeated.
             return Err(invalid(format!(
-                "a query parameter is not a name (neither the inbox's {ours} nor one the driver \
+                "a query parameter is not a name (neither the inbox's {named} nor one the driver \
                  reads)"
             )));
         }
@@ -194,7 +218,7 @@ fn take_parameter(
         url.push_str(&kept.join("&"));
     }
     url.push_str(fragment);
-    Ok((url, value))
+    Ok((url, values))
 }
 
 /// `url` with the parameter `key=value` added, before any fragment.
@@ -223,7 +247,11 @@ impl InboxUrl {
         match self {
             Self::Sqlite(path) => open_sqlite(path, existing_only),
             Self::Redis { url, prefix } => open_redis(url, prefix.as_deref()).await,
-            Self::Postgres { url, schema } => open_postgres(url, schema.as_deref()).await,
+            Self::Postgres {
+                url,
+                schema,
+                pooler,
+            } => open_postgres(url, schema.as_deref(), *pooler).await,
         }
     }
 }
@@ -274,8 +302,8 @@ async fn open_redis(url: &str, _prefix: Option<&str>) -> Result<Inbox, OpenError
 }
 
 #[cfg(feature = "postgres")]
-async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Inbox, OpenError> {
-    let mut options = crate::PgOptions::default();
+async fn open_postgres(url: &str, schema: Option<&str>, pooler: bool) -> Result<Inbox, OpenError> {
+    let mut options = crate::PgOptions::default().pooler(pooler);
     if let Some(schema) = schema {
         options = options.schema(schema);
     }
@@ -285,7 +313,11 @@ async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Inbox, OpenErr
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(url: &str, _schema: Option<&str>) -> Result<Inbox, OpenError> {
+async fn open_postgres(
+    url: &str,
+    _schema: Option<&str>,
+    _pooler: bool,
+) -> Result<Inbox, OpenError> {
     Err(OpenError::new(
         OpenErrorKind::Invalid,
         format!(
@@ -296,7 +328,7 @@ async fn open_postgres(url: &str, _schema: Option<&str>) -> Result<Inbox, OpenEr
 }
 
 impl fmt::Display for InboxUrl {
-    /// The form it was parsed from (the inbox's parameter last), a URL without its password.
+    /// The form it was parsed from (the inbox's parameters last), a URL without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
@@ -305,10 +337,14 @@ impl fmt::Display for InboxUrl {
                 "prefix",
                 prefix.as_deref(),
             )),
-            Self::Postgres { url, schema } => f.write_str(&with_parameter(
-                &redact_url(url),
-                "schema",
-                schema.as_deref(),
+            Self::Postgres {
+                url,
+                schema,
+                pooler,
+            } => f.write_str(&with_parameter(
+                &with_parameter(&redact_url(url), "schema", schema.as_deref()),
+                "pooler",
+                pooler.then_some("true"),
             )),
         }
     }
@@ -324,10 +360,15 @@ impl fmt::Debug for InboxUrl {
                 .field("url", &redact_url(url))
                 .field("prefix", prefix)
                 .finish(),
-            Self::Postgres { url, schema } => f
+            Self::Postgres {
+                url,
+                schema,
+                pooler,
+            } => f
                 .debug_struct("Postgres")
                 .field("url", &redact_url(url))
                 .field("schema", schema)
+                .field("pooler", pooler)
                 .finish(),
         }
     }
@@ -364,7 +405,8 @@ mod tests {
                 pg.parse::<InboxUrl>().expect("parses"),
                 InboxUrl::Postgres {
                     url: pg.to_owned(),
-                    schema: None
+                    schema: None,
+                    pooler: false,
                 }
             );
         }
@@ -380,6 +422,7 @@ mod tests {
             InboxUrl::Postgres {
                 url: "postgres://app:pw@db/billing?sslmode=disable".to_owned(),
                 schema: Some("billing_inbox".to_owned()),
+                pooler: false,
             }
         );
         assert_eq!(
@@ -398,7 +441,8 @@ mod tests {
                 text.parse::<InboxUrl>().expect(text),
                 InboxUrl::Postgres {
                     url: rest.to_owned(),
-                    schema: Some("s".to_owned())
+                    schema: Some("s".to_owned()),
+                    pooler: false,
                 },
             );
         }
@@ -426,6 +470,8 @@ mod tests {
             ("postgres://app:hun?ter2@db/b", "percent-encode"),
             ("postgres://db/b?schema=a&schema=b", "given twice"),
             ("postgres://db/b?schema=", "is empty"),
+            ("postgres://db/b?pooler=yes", "pooler must be true or false"),
+            ("postgres://db/b?pooler=true&pooler=true", "given twice"),
             ("redis://h?prefix", "is empty"),
         ] {
             let err = text.parse::<InboxUrl>().expect_err(text);
@@ -438,6 +484,27 @@ mod tests {
             );
             assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
         }
+    }
+
+    #[test]
+    fn pooler_true_marks_a_transaction_pooler_and_is_shown() {
+        let url: InboxUrl = "postgres://app:hunter2@pgbouncer:6432/billing?pooler=true&schema=s"
+            .parse()
+            .expect("parses");
+        assert_eq!(
+            url,
+            InboxUrl::Postgres {
+                url: "postgres://app:hunter2@pgbouncer:6432/billing".to_owned(),
+                schema: Some("s".to_owned()),
+                pooler: true,
+            }
+        );
+        assert_eq!(
+            url.to_string(),
+            "postgres://[redacted]@pgbouncer:6432/billing?schema=s&pooler=true"
+        );
+        let url: InboxUrl = "postgres://db/b?pooler=false".parse().expect("parses");
+        assert!(matches!(url, InboxUrl::Postgres { pooler: false, .. }));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`: run the handler once per event id | unset: off |
 //! | `AIRMY_HANDLER_DELAY_MS` | every handling sleeps this long before answering (a slow handler, to try timeouts and retries) | `0` |
 //! | `AIRMY_HANDLER_FAIL_FOR_SECS` | every handling attempt fails during the first N seconds after start (a simulated outage): 500 `{"error":"handler_failed"}` without an inbox, a retry later with one | `0` |
-//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`, or `?prefix=…`) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`, or `?schema=…`), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
+//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`, or `?prefix=…`) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`, or `?schema=…`; `?pooler=true` when it goes through a transaction pooler such as PgBouncer in transaction mode), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
+//! | `AIRMY_INBOX_LISTEN_URL` | with a PostgreSQL `AIRMY_INBOX` behind a transaction pooler (`?pooler=true`): the database's direct URL (past the pooler, same database), for the one `LISTEN` connection that wakes idle workers at once | unset: behind a pooler, idle workers poll every 500 ms; otherwise the listener is one of the pool's connections |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
 //! | `AIRMY_INBOX_MAX_ATTEMPTS` | at most this many attempts per entry, then it is a dead letter (the retries wait 1 s, 2 s, 4 s, … as before) | unset: retries for up to 24 hours |
 //! | `AIRMY_INBOX_LEASE_SECS` | how long an entry stays leased to a worker that stopped extending it (a crashed process): how long before another takes it over | `60` |
@@ -26,7 +27,7 @@
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
 //! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
-//! `AIRMY_INBOX` that is not `sqlite:PATH`, a Redis or a PostgreSQL URL, or that has a query parameter neither the inbox (`prefix`, `schema`) nor its driver reads, whose file cannot be created or is
+//! `AIRMY_INBOX` that is not `sqlite:PATH`, a Redis or a PostgreSQL URL, or that has a query parameter neither the inbox (`prefix`, `schema`, `pooler`) nor its driver reads, an `AIRMY_INBOX_LISTEN_URL` without a PostgreSQL `AIRMY_INBOX` or that is not a `postgres://` URL, or whose listener cannot connect, whose file cannot be created or is
 //! not a sound inbox database, or whose Redis cannot be reached at start-up, or `AIRMY_INBOX` together with `AIRMY_IDEMPOTENCY` (the inbox deduplicates
 //! by itself) exits with code 2 and one line on standard error, before anything listens.
 //!
@@ -112,6 +113,8 @@ pub struct ReceiverConfig {
     pub handler_fail_for: Duration,
     /// The durable inbox, if any (`AIRMY_INBOX`).
     pub inbox: Option<InboxUrl>,
+    /// The direct URL of a PostgreSQL inbox's listener (`AIRMY_INBOX_LISTEN_URL`), if any.
+    pub inbox_listen_url: Option<ListenUrl>,
     /// How many entries the inbox workers handle at once (`AIRMY_INBOX_WORKERS`).
     pub inbox_workers: usize,
     /// The inbox workers' lease (`AIRMY_INBOX_LEASE_SECS`).
@@ -127,6 +130,27 @@ pub struct ReceiverConfig {
     pub log_format: observe::LogFormat,
     /// The console listener (`AIRMY_CONSOLE_LISTEN`, `AIRMY_CONSOLE_TOKEN`), if any.
     pub console: Option<console::ConsoleSetting>,
+}
+
+/// The direct URL a PostgreSQL inbox listens for wake-ups on (`AIRMY_INBOX_LISTEN_URL`;
+/// [`PgOptions::listen_url`]); shown without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ListenUrl(String);
+
+impl ListenUrl {
+    /// The URL, password included.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ListenUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ListenUrl")
+            .field(&redact_url(&self.0))
+            .finish()
+    }
 }
 
 /// Where `AIRMY_IDEMPOTENCY` keeps claimed and processed event ids.
@@ -266,6 +290,25 @@ impl ReceiverConfig {
                     .map_err(|e| ConfigError(format!("AIRMY_INBOX {e}")))?,
             ),
         };
+        let inbox_listen_url = match lookup("AIRMY_INBOX_LISTEN_URL").as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if !matches!(inbox, Some(InboxUrl::Postgres { .. })) => {
+                return Err(ConfigError(format!(
+                    "AIRMY_INBOX_LISTEN_URL ({}) needs a PostgreSQL AIRMY_INBOX: it is where that \
+                     inbox listens for wake-ups",
+                    redact_url(url)
+                )));
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(ListenUrl(url.to_owned()))
+            }
+            Some(url) => {
+                return Err(ConfigError(format!(
+                    "AIRMY_INBOX_LISTEN_URL must be a postgres:// URL, got {:?}",
+                    redact_url(url)
+                )));
+            }
+        };
         let listen = lookup("AIRMY_LISTEN")
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
@@ -301,6 +344,7 @@ impl ReceiverConfig {
             handler_delay,
             handler_fail_for,
             inbox,
+            inbox_listen_url,
             inbox_workers,
             inbox_lease,
             inbox_max_attempts,
@@ -444,8 +488,13 @@ pub async fn start_or_exit() -> (ReceiverConfig, Option<Idempotency>, Option<Rec
     let inbox = match &config.inbox {
         None => None,
         // On PostgreSQL the receiver's own pool serves the inbox and the handlers' effects.
-        Some(InboxUrl::Postgres { url, schema }) => {
-            match open_postgres(url, schema.as_deref()).await {
+        Some(InboxUrl::Postgres {
+            url,
+            schema,
+            pooler,
+        }) => {
+            let listen = config.inbox_listen_url.as_ref().map(ListenUrl::as_str);
+            match open_postgres(url, schema.as_deref(), *pooler, listen).await {
                 Ok(pg) => Some(ReceiverInbox {
                     inbox: Inbox::new(pg.clone()).dedupe_for(&config.verifier),
                     postgres: Some(pg),
@@ -490,13 +539,32 @@ pub struct ReceiverInbox {
 
 /// The PostgreSQL inbox on the receiver's own pool (the one its handlers write their effects
 /// through), its tables in `schema` (`None`: the default), with [`EFFECTS_TABLE`] created if
-/// it is missing. `url` is without the inbox's `schema` parameter, as [`InboxUrl`] gives it.
-async fn open_postgres(url: &str, schema: Option<&str>) -> Result<PgBackend, ConfigError> {
+/// it is missing. `url` is without the inbox's parameters, as [`InboxUrl`] gives it. Behind a
+/// transaction pooler (`pooler`), the pool keeps no prepared statements (the handlers' own
+/// statements included) and sends no `extra_float_digits`, which PgBouncer refuses by default;
+/// `listen`: the direct URL of the inbox's `LISTEN` connection.
+async fn open_postgres(
+    url: &str,
+    schema: Option<&str>,
+    pooler: bool,
+    listen: Option<&str>,
+) -> Result<PgBackend, ConfigError> {
     let shown = redact_url(url);
+    let connect: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| {
+        ConfigError(format!(
+            "AIRMY_INBOX: cannot use {shown}: {}",
+            pg_message(&e)
+        ))
+    })?;
+    let connect = if pooler {
+        connect.statement_cache_capacity(0).extra_float_digits(None)
+    } else {
+        connect
+    };
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(3))
-        .connect(url)
+        .connect_with(connect)
         .await
         .map_err(|e| {
             ConfigError(format!(
@@ -504,14 +572,18 @@ async fn open_postgres(url: &str, schema: Option<&str>) -> Result<PgBackend, Con
                 pg_message(&e)
             ))
         })?;
-    let options = match schema {
-        Some(schema) => PgOptions::default().schema(schema),
-        None => PgOptions::default(),
-    };
+    let mut options = PgOptions::default().pooler(pooler);
+    if let Some(schema) = schema {
+        options = options.schema(schema);
+    }
+    if let Some(listen) = listen {
+        options = options.listen_url(listen);
+    }
     let pg = PgBackend::with_pool(pool.clone(), options)
         .await
         .map_err(|e| ConfigError(format!("AIRMY_INBOX: cannot use {shown}: {e}")))?;
-    sqlx::query(
+    // One simple-protocol message: nothing prepared, whatever pooler is in between.
+    sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS airmy_receiver_effects (
              event_id text NOT NULL, event_type text NOT NULL, attempt integer NOT NULL)",
     )

@@ -780,6 +780,64 @@ async fn a_postgres_inbox_in_the_schema_asked_for() {
     }
 }
 
+/// Both receivers through PgBouncer in transaction pooling mode (`AIRMY_INBOX=…?pooler=true`
+/// pointing at PgBouncer): the axum one listening for wake-ups on the server's direct URL
+/// (`AIRMY_INBOX_LISTEN_URL`), the actix one polling. Deliveries posted to either are
+/// acknowledged and handled once each, with exactly one effect row; `/healthz` answers 200.
+/// Without `?pooler=true` PgBouncer breaks sqlx's prepared statements: exit 2, named; an
+/// `AIRMY_INBOX_LISTEN_URL` without a PostgreSQL inbox is exit 2 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_receivers_work_through_pgbouncer_in_transaction_mode() {
+    let server = test_support::PostgresServer::start_private();
+    let bouncer = test_support::PgBouncer::start(&server);
+    let inbox = format!("{}?pooler=true", bouncer.url());
+    let axum = start_on(AXUM, &inbox, &[("AIRMY_INBOX_LISTEN_URL", server.url())]).await;
+    let actix = start_on(ACTIX, &inbox, &[]).await;
+    let client = client();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let id = format!("evt_pgb_rx_{i}");
+        let url = if i % 2 == 0 { &axum.url } else { &actix.url };
+        let answer = post(&client, url, &delivery(&id)).await;
+        assert!(
+            matches!(&answer, Some((200, body)) if body.contains("\"accepted\"")),
+            "{id}: {answer:?}"
+        );
+        ids.push(id);
+    }
+    wait_for("all handled", Duration::from_secs(30), || {
+        handled(&axum.lines()).len() + handled(&actix.lines()).len() >= ids.len()
+    })
+    .await;
+    let mut seen: Vec<String> = handled(&axum.lines())
+        .into_iter()
+        .chain(handled(&actix.lines()))
+        .map(|(id, _)| id)
+        .collect();
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected, "each handled once, by one receiver");
+    let acknowledged: HashSet<String> = ids.into_iter().collect();
+    exactly_one_effect_each("through PgBouncer", server.url(), &acknowledged).await;
+    assert_eq!(stats(&inbox).await.done, 40);
+    assert_eq!((axum.health().await, actix.health().await), (200, 200));
+
+    for bin in [AXUM, ACTIX] {
+        let err = exits_2(bin, &[("AIRMY_INBOX", bouncer.url())]).await;
+        assert!(err.contains("prepared statement"), "{err}");
+        let err = exits_2(
+            bin,
+            &[
+                ("AIRMY_INBOX", "sqlite:/tmp/x.db"),
+                ("AIRMY_INBOX_LISTEN_URL", server.url()),
+            ],
+        )
+        .await;
+        assert!(err.contains("AIRMY_INBOX_LISTEN_URL"), "{err}");
+    }
+}
+
 /// Rows of `airmy_receiver_effects` per event id.
 async fn effect_rows(url: &str) -> HashMap<String, usize> {
     let pool = sqlx::PgPool::connect(url).await.expect("pool");

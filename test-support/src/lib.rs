@@ -1,6 +1,7 @@
 //! Helpers for the workspace's own tests, never published: [`RedisServer`], which starts a
 //! `redis-server` process on a free loopback port, [`TlsRedis`], one with TLS only,
-//! [`PostgresServer`], a throwaway PostgreSQL server, and
+//! [`PostgresServer`], a throwaway PostgreSQL server, [`PgBouncer`], PgBouncer in
+//! transaction pooling mode in front of one, and
 //! [`spans::SpanCapture`], which keeps the spans and events a test produced.
 //!
 //! For the adapters' tests, behind features: `fixtures` (deliveries, verifiers, counters and
@@ -14,9 +15,11 @@ pub mod detached;
 pub mod fixtures;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod pgbouncer;
 pub mod postgres;
 pub mod spans;
 
+pub use pgbouncer::PgBouncer;
 pub use postgres::PostgresServer;
 
 /// A Redis server for tests: the one at `AIRMY_REDIS_URL` when that is set,

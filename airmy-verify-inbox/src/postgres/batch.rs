@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::unavailable;
+use super::{Db, PgQuery, unavailable};
 use crate::backend::InboxError;
 
 /// Statements of one kind in flight at once: the next batch gathers while they commit.
@@ -52,11 +52,8 @@ pub(super) fn shutting_down() -> InboxError {
 
 /// The rows of `query`, or why there are none: PostgreSQL's error, or no answer within
 /// [`STATEMENT_TIMEOUT`].
-async fn rows(
-    pool: &PgPool,
-    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-) -> Result<Vec<sqlx::postgres::PgRow>, InboxError> {
-    tokio::time::timeout(STATEMENT_TIMEOUT, query.fetch_all(pool))
+async fn rows(db: &Db, query: PgQuery<'_>) -> Result<Vec<sqlx::postgres::PgRow>, InboxError> {
+    tokio::time::timeout(STATEMENT_TIMEOUT, db.fetch_all(query))
         .await
         .map_err(|_| timed_out())?
         .map_err(unavailable)
@@ -69,17 +66,13 @@ async fn rows(
 /// ids cannot deadlock. A job PostgreSQL could never store (a NUL in its id or type, which
 /// `text` refuses) is answered on its own and kept out of the batch, so that it cannot fail
 /// the others.
-pub(super) async fn accepts(
-    pool: PgPool,
-    sql: Arc<str>,
-    queue: mpsc::UnboundedReceiver<AcceptJob>,
-) {
+pub(super) async fn accepts(db: Db, sql: Arc<str>, queue: mpsc::UnboundedReceiver<AcceptJob>) {
     crate::batch::batches(
         queue,
         |job| job.id.len() + job.body.len(),
         IN_FLIGHT,
         move |jobs: Vec<AcceptJob>| {
-            let (pool, sql) = (pool.clone(), Arc::clone(&sql));
+            let (db, sql) = (db.clone(), Arc::clone(&sql));
             async move {
                 let mut seen = HashSet::with_capacity(jobs.len());
                 let (mut first, mut again) = (Vec::with_capacity(jobs.len()), Vec::new());
@@ -105,7 +98,7 @@ pub(super) async fn accepts(
                     .bind(types)
                     .bind(bodies)
                     .bind(created);
-                let stored = rows(&pool, insert).await.and_then(|rows| {
+                let stored = rows(&db, insert).await.and_then(|rows| {
                     rows.iter()
                         .map(|row| row.try_get::<String, _>(0))
                         .collect::<Result<HashSet<String>, _>>()
@@ -132,7 +125,7 @@ pub(super) async fn accepts(
 /// Rows come back with the token that completed them: a stale and a current token of one
 /// entry in one batch are answered each for itself.
 pub(super) async fn completions(
-    pool: PgPool,
+    db: Db,
     sql: Arc<str>,
     single: Arc<str>,
     queue: mpsc::UnboundedReceiver<CompleteJob>,
@@ -142,12 +135,12 @@ pub(super) async fn completions(
         |job| job.id.len() + job.token.len(),
         IN_FLIGHT,
         move |jobs: Vec<CompleteJob>| {
-            let (pool, sql, single) = (pool.clone(), Arc::clone(&sql), Arc::clone(&single));
+            let (db, sql, single) = (db.clone(), Arc::clone(&sql), Arc::clone(&single));
             async move {
                 let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
                 let tokens: Vec<&str> = jobs.iter().map(|j| j.token.as_str()).collect();
                 let update = sqlx::query(AssertSqlSafe(sql)).bind(ids).bind(tokens);
-                let done = rows(&pool, update).await.and_then(|rows| {
+                let done = rows(&db, update).await.and_then(|rows| {
                     rows.iter()
                         .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
                         .collect::<Result<HashSet<(String, String)>, sqlx::Error>>()
@@ -173,12 +166,13 @@ pub(super) async fn completions(
                     }
                 }
                 futures_util::future::join_all(rest.into_iter().map(|job| {
-                    let (pool, single) = (pool.clone(), Arc::clone(&single));
+                    let (db, single) = (db.clone(), Arc::clone(&single));
                     async move {
-                        let update = sqlx::query(AssertSqlSafe(single))
-                            .bind(&job.id)
-                            .bind(&job.token)
-                            .execute(&pool);
+                        let update = db.execute(
+                            sqlx::query(AssertSqlSafe(single))
+                                .bind(&job.id)
+                                .bind(&job.token),
+                        );
                         let answer = match tokio::time::timeout(STATEMENT_TIMEOUT, update).await {
                             Ok(done) => done.map(|r| r.rows_affected() == 1).map_err(unavailable),
                             Err(_) => Err(timed_out()),

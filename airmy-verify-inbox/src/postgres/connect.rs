@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Connection, PgPool, Row};
 use tokio::sync::{Mutex, Notify};
 
 use super::sql::Sql;
-use super::{PgBackend, PgContext, PgError, Shared, batch, schema, short, tx};
+use super::{Db, PgBackend, PgContext, PgError, Shared, batch, schema, short, tx};
 use crate::backend::Leased;
 use crate::worker::{Finish, Worker};
 use crate::{Handlers, OpenError, OpenErrorKind};
@@ -25,6 +25,7 @@ pub struct PgOptions {
     pub(super) max_connections: u32,
     pub(super) acquire_timeout: Duration,
     pub(super) listen_url: Option<String>,
+    pub(super) pooler: bool,
 }
 
 impl fmt::Debug for PgOptions {
@@ -35,6 +36,7 @@ impl fmt::Debug for PgOptions {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("listen_url", &self.listen_url.as_deref().map(redact_url))
+            .field("pooler", &self.pooler)
             .finish()
     }
 }
@@ -47,6 +49,7 @@ impl Default for PgOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
             listen_url: None,
+            pooler: false,
         }
     }
 }
@@ -94,6 +97,34 @@ impl PgOptions {
         self.listen_url = Some(url.into());
         self
     }
+
+    /// Whether the URL reaches PostgreSQL through a transaction pooler: PgBouncer in
+    /// transaction mode, RDS Proxy, the poolers of Supabase and Neon, anything that may hand
+    /// each transaction of a client to another server connection. Defaults to false (a direct
+    /// connection, or a pooler in session mode).
+    ///
+    /// Behind one, the backend keeps nothing on a server connection between transactions:
+    /// - **No named prepared statements**: [`connect`](PgBackend::connect) sets sqlx's
+    ///   statement cache to 0, and each of the backend's statements is PostgreSQL's unnamed
+    ///   one, parsed and run inside a transaction of its own (an accept then takes four round
+    ///   trips instead of two). With [`with_pool`](PgBackend::with_pool), build the
+    ///   application's pool with `PgConnectOptions::statement_cache_capacity(0)`: its own
+    ///   queries, and its handlers' in [`PgContext::transaction`], need it too.
+    /// - **No `LISTEN` through the pooler** (it would hear nothing): wake-ups come from a
+    ///   direct connection when [`listen_url`](Self::listen_url) is given (the server's own
+    ///   address, past the pooler); otherwise idle workers poll every 500 ms, so an entry
+    ///   another replica accepted waits up to half a second (one this process accepted wakes
+    ///   its workers at once).
+    /// - sqlx's `extra_float_digits` startup parameter, which PgBouncer refuses unless its
+    ///   `ignore_startup_parameters` names it, is not sent (with `connect`).
+    ///
+    /// The schema's migration (one transaction, an advisory lock of that transaction) works
+    /// through a transaction pooler as it does directly.
+    #[must_use]
+    pub fn pooler(mut self, behind_pooler: bool) -> Self {
+        self.pooler = behind_pooler;
+        self
+    }
 }
 
 impl PgBackend {
@@ -121,6 +152,11 @@ impl PgBackend {
             .with_source(e)
             .context(&what)
         })?;
+        let connect = if options.pooler {
+            connect.statement_cache_capacity(0).extra_float_digits(None)
+        } else {
+            connect
+        };
         let pool = match PgPoolOptions::new()
             .max_connections(options.max_connections)
             .min_connections(0)
@@ -172,7 +208,7 @@ impl PgBackend {
         // The listener holds one of the pool's connections for the backend's life: a pool of
         // one would leave none for accepts, the worker and the application.
         let size = pool.options().get_max_connections();
-        if size < 2 && options.listen_url.is_none() {
+        if size < 2 && options.listen_url.is_none() && !options.pooler {
             return Err(OpenError::new(
                 OpenErrorKind::Invalid,
                 format!(
@@ -206,19 +242,20 @@ impl PgBackend {
                 ),
             ));
         }
+        let db = Db::new(pool.clone(), options.pooler);
         {
             let mut conn = pool.acquire().await.map_err(open_error)?;
-            schema::migrate(&mut conn, &options.schema).await?;
+            schema::migrate(&mut conn, &options.schema, db.persistent()).await?;
         }
         let channel = format!("{}_wake", options.schema);
         let sql = Sql::new(&options.schema, &channel);
-        let unfinished: i64 = sqlx::query(AssertSqlSafe(Arc::clone(&sql.unfinished)))
-            .fetch_one(&pool)
+        let unfinished: i64 = db
+            .fetch_one(sqlx::query(AssertSqlSafe(Arc::clone(&sql.unfinished))))
             .await
             .and_then(|row| row.try_get(0))
             .map_err(open_error)?;
         let notify = Arc::new(Notify::new());
-        let mut listener = match &options.listen_url {
+        let listener = match &options.listen_url {
             Some(url) => {
                 let shown = format!("cannot listen on {}", redact_url(url));
                 let mut listener = listener_on(url, options.acquire_timeout)
@@ -228,8 +265,7 @@ impl PgBackend {
                 // no wake-up from the other replicas.
                 let database = |row: sqlx::postgres::PgRow| row.try_get::<String, _>(0);
                 let (ours, its) = (
-                    sqlx::query("SELECT current_database()")
-                        .fetch_one(&pool)
+                    db.fetch_one(sqlx::query("SELECT current_database()"))
                         .await
                         .and_then(database)
                         .map_err(open_error)?,
@@ -248,27 +284,30 @@ impl PgBackend {
                         ),
                     ));
                 }
-                listener
+                Some(listener)
             }
-            None => PgListener::connect_with(&pool).await.map_err(open_error)?,
+            // A pooler's connection would hear nothing: the workers poll instead.
+            None if options.pooler => None,
+            None => Some(PgListener::connect_with(&pool).await.map_err(open_error)?),
         };
-        listener.listen(&channel).await.map_err(open_error)?;
-        let listener = tokio::spawn(listen(listener, Arc::clone(&notify)));
+        let listener = match listener {
+            Some(mut listener) => {
+                listener.listen(&channel).await.map_err(open_error)?;
+                Some(tokio::spawn(listen(listener, Arc::clone(&notify))))
+            }
+            None => None,
+        };
         let wake = Arc::new(Notify::new());
-        let waker = tokio::spawn(waker(
-            pool.clone(),
-            Arc::clone(&sql.wake),
-            Arc::clone(&wake),
-        ));
+        let waker = tokio::spawn(waker(db.clone(), Arc::clone(&sql.wake), Arc::clone(&wake)));
         let (accepts, queue) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(batch::accepts(
-            pool.clone(),
+            db.clone(),
             Arc::clone(&sql.accept_batch),
             queue,
         ));
         let (completions, queue) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(batch::completions(
-            pool.clone(),
+            db.clone(),
             Arc::clone(&sql.complete_batch),
             Arc::clone(&sql.complete),
             queue,
@@ -276,7 +315,7 @@ impl PgBackend {
         Ok(Self(Arc::new(Shared {
             accepts,
             completions,
-            pool,
+            db,
             sql,
             schema: Arc::from(options.schema),
             notify,
@@ -293,7 +332,7 @@ impl PgBackend {
     /// one [`connect`](Self::connect) made.
     #[must_use]
     pub fn pool(&self) -> &PgPool {
-        &self.0.pool
+        self.0.db.pool()
     }
 
     /// The schema holding the inbox's tables.
@@ -364,7 +403,7 @@ impl PgBackend {
             handlers,
             Arc::new(move |ctx, entry: &Leased| {
                 let slot = Arc::new(tx::TxSlot::new(
-                    shared.pool.clone(),
+                    shared.db.clone(),
                     Arc::clone(&shared.sql.complete),
                     &entry.id,
                     &entry.token,
@@ -463,11 +502,11 @@ async fn listen(mut listener: PgListener, notify: Arc<Notify>) {
 /// replicas wake within a round trip of an accept's commit. A lost wake-up (the server gone
 /// for a moment, the process killed between commit and `NOTIFY`) costs at most the workers'
 /// longest wait, a second.
-async fn waker(pool: PgPool, wake_sql: Arc<str>, wake: Arc<Notify>) {
+async fn waker(db: Db, wake_sql: Arc<str>, wake: Arc<Notify>) {
     loop {
         wake.notified().await;
-        if let Err(err) = sqlx::query(AssertSqlSafe(Arc::clone(&wake_sql)))
-            .execute(&pool)
+        if let Err(err) = db
+            .execute(sqlx::query(AssertSqlSafe(Arc::clone(&wake_sql))))
             .await
         {
             tracing::debug!(

@@ -2,10 +2,10 @@
 //! (`entries_due` for pending, scheduled and processing, `entries_dead`, `entries_done`).
 
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
 
-use super::{to_u32, unavailable};
+use super::{Db, to_u32, unavailable};
 use crate::backend::{
     Entry, EntryState, EntrySummary, InboxError, LIST_SCAN, ListQuery, Order, Page, keyset_cursor,
     parse_keyset_cursor,
@@ -65,11 +65,7 @@ fn summary(row: &PgRow) -> Result<EntrySummary, sqlx::Error> {
     })
 }
 
-pub(super) async fn list(
-    pool: &PgPool,
-    schema: &str,
-    query: &ListQuery,
-) -> Result<Page, InboxError> {
+pub(super) async fn list(db: &Db, schema: &str, query: &ListQuery) -> Result<Page, InboxError> {
     let (rows, key) = selection(query.state);
     let (after_key, after_seq) = parse_keyset_cursor(query)?;
     let (cmp, bound, dir) = match query.order {
@@ -105,8 +101,9 @@ pub(super) async fn list(
     // scans: the planner would otherwise read a whole state's rows to sort them when many
     // share a time, where the index (time, seq) gives the page in order at once.
     let read = async {
-        let mut tx = pool.begin().await?;
+        let mut tx = db.begin().await?;
         sqlx::query("SET LOCAL enable_bitmapscan = off")
+            .persistent(db.persistent())
             .execute(&mut *tx)
             .await?;
         let found = sqlx::query(AssertSqlSafe(sql))
@@ -144,19 +141,14 @@ pub(super) async fn list(
     ))
 }
 
-pub(super) async fn entry(
-    pool: &PgPool,
-    schema: &str,
-    id: &str,
-) -> Result<Option<Entry>, InboxError> {
+pub(super) async fn entry(db: &Db, schema: &str, id: &str) -> Result<Option<Entry>, InboxError> {
     if id.contains('\0') {
         // PostgreSQL text holds no NUL: no entry can have this id.
         return Ok(None);
     }
     let sql = format!("SELECT {COLUMNS}, body FROM {schema}.entries WHERE id = $1");
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(pool)
+    let row = db
+        .fetch_optional(sqlx::query(AssertSqlSafe(sql)).bind(id))
         .await
         .map_err(unavailable)?;
     row.map(|row| {

@@ -21,6 +21,11 @@
 //! - **Bounded**: at most [`PgOptions::max_unfinished`] pending and processing entries
 //!   (default 1,000,000); past it, and when the server's disk is full, accepts fail with
 //!   [`ErrorKind::Full`](crate::ErrorKind::Full) and adapters answer 503, never a 2xx.
+//! - **Behind a transaction pooler** (PgBouncer in transaction mode, RDS Proxy, the poolers of
+//!   Supabase and Neon): [`PgOptions::pooler`] keeps nothing on a server connection between
+//!   transactions (no named prepared statements, each statement in a transaction of its own)
+//!   and listens for wake-ups on a direct connection ([`PgOptions::listen_url`]) or, without
+//!   one, has idle workers poll every 500 ms.
 //!
 //! # Example
 //!
@@ -70,6 +75,11 @@ pub use schema::SCHEMA_VERSION;
 /// backend's name for it), whose message never shows the URL's password.
 pub type PgError = OpenError;
 
+/// How often idle workers look for new entries when nothing tells them: behind a pooler
+/// without [`PgOptions::listen_url`] (no `LISTEN` there), an entry accepted by another
+/// replica is taken within this (one this process accepted wakes its workers at once).
+const POLL: Duration = Duration::from_millis(500);
+
 /// The most entries one `take` leases (a larger request gets this many).
 const MAX_TAKE: usize = 512;
 
@@ -82,6 +92,91 @@ fn take_limit(max: usize) -> usize {
     if max <= 16 { max } else { 1 << max.ilog2() }
 }
 
+/// A statement of the backend, its arguments bound.
+pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Where the backend's statements run: its pool, each statement on its own, or, behind a
+/// transaction pooler ([`PgOptions::pooler`]), each in a transaction of its own and as
+/// PostgreSQL's unnamed statement. A pooler hands a client's next transaction to any server
+/// connection: a named prepared statement made in one is missing (or another's) in the next,
+/// and outside a transaction even the unnamed one could be parsed on one server connection
+/// and bound on another (sqlx parses and binds in two round trips).
+#[derive(Clone)]
+pub(super) struct Db {
+    pool: PgPool,
+    pooler: bool,
+}
+
+impl Db {
+    pub(super) fn new(pool: PgPool, pooler: bool) -> Self {
+        Self { pool, pooler }
+    }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Whether statements may be kept prepared on the connection (false behind a pooler).
+    pub(super) fn persistent(&self) -> bool {
+        !self.pooler
+    }
+
+    /// A transaction on the pool.
+    pub(super) async fn begin(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    pub(super) async fn fetch_all(
+        &self,
+        query: PgQuery<'_>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+        if !self.pooler {
+            return query.fetch_all(&self.pool).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let rows = query.persistent(false).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    pub(super) async fn fetch_optional(
+        &self,
+        query: PgQuery<'_>,
+    ) -> Result<Option<sqlx::postgres::PgRow>, sqlx::Error> {
+        if !self.pooler {
+            return query.fetch_optional(&self.pool).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let row = query.persistent(false).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    pub(super) async fn fetch_one(
+        &self,
+        query: PgQuery<'_>,
+    ) -> Result<sqlx::postgres::PgRow, sqlx::Error> {
+        self.fetch_optional(query)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+
+    pub(super) async fn execute(
+        &self,
+        query: PgQuery<'_>,
+    ) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+        if !self.pooler {
+            return query.execute(&self.pool).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let done = query.persistent(false).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+}
+
 /// The PostgreSQL backend; see the [module docs](self). Cheap to clone (clones share one
 /// backend: its pool, listener and batches).
 #[derive(Clone)]
@@ -89,7 +184,7 @@ pub struct PgBackend(Arc<Shared>);
 
 /// What clones of a [`PgBackend`] share.
 struct Shared {
-    pool: PgPool,
+    db: Db,
     sql: Sql,
     schema: Arc<str>,
     notify: Arc<Notify>,
@@ -98,7 +193,9 @@ struct Shared {
     /// the database at most every second when the bound is near (other replicas change it).
     unfinished: AtomicU64,
     recounted: Mutex<Instant>,
-    listener: tokio::task::JoinHandle<()>,
+    /// The wake-up listener's task; none behind a pooler without [`PgOptions::listen_url`]
+    /// (workers then poll every [`POLL`]).
+    listener: Option<tokio::task::JoinHandle<()>>,
     /// Accepts tell the waker task, which sends one `NOTIFY` for every accept made while the
     /// previous one was in flight.
     wake: Arc<Notify>,
@@ -118,7 +215,9 @@ impl fmt::Debug for PgBackend {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.listener.abort();
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
         self.waker.abort();
     }
 }
@@ -135,10 +234,7 @@ pub(crate) fn unavailable(err: sqlx::Error) -> InboxError {
 }
 
 impl Shared {
-    fn query(
-        &self,
-        sql: &Arc<str>,
-    ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn query(&self, sql: &Arc<str>) -> PgQuery<'static> {
         sqlx::query(AssertSqlSafe(Arc::clone(sql)))
     }
 
@@ -151,8 +247,8 @@ impl Shared {
         let mut recounted = self.recounted.lock().await;
         if recounted.elapsed() >= Duration::from_secs(1) {
             let n: i64 = self
-                .query(&self.sql.unfinished)
-                .fetch_one(&self.pool)
+                .db
+                .fetch_one(self.query(&self.sql.unfinished))
                 .await
                 .and_then(|row| row.try_get(0))
                 .map_err(unavailable)?;
@@ -171,12 +267,9 @@ impl Shared {
             });
     }
 
-    async fn leased_update(
-        &self,
-        query: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<bool, InboxError> {
-        query
-            .execute(&self.pool)
+    async fn leased_update(&self, query: PgQuery<'static>) -> Result<bool, InboxError> {
+        self.db
+            .execute(query)
             .await
             .map(|done| done.rows_affected() == 1)
             .map_err(unavailable)
@@ -205,9 +298,8 @@ impl Store for PgBackend {
                 // Full: a delivery already held is still a duplicate, a new one is refused.
                 let held = self
                     .0
-                    .query(&self.0.sql.held)
-                    .bind(delivery.id())
-                    .fetch_optional(&self.0.pool)
+                    .db
+                    .fetch_optional(self.0.query(&self.0.sql.held).bind(delivery.id()))
                     .await
                     .map_err(unavailable)?;
                 return match held {
@@ -262,10 +354,8 @@ impl Queue for PgBackend {
             ));
             let rows = self
                 .0
-                .query(&take)
-                .bind(duration_ms(lease))
-                .bind(token)
-                .fetch_all(&self.0.pool)
+                .db
+                .fetch_all(self.0.query(&take).bind(duration_ms(lease)).bind(token))
                 .await
                 .map_err(unavailable)?;
             let mut leased = rows
@@ -290,8 +380,8 @@ impl Queue for PgBackend {
     fn next_due(&self) -> BackendFuture<'_, Option<OffsetDateTime>> {
         Box::pin(async move {
             self.0
-                .query(&self.0.sql.next_due)
-                .fetch_one(&self.0.pool)
+                .db
+                .fetch_one(self.0.query(&self.0.sql.next_due))
                 .await
                 .and_then(|row| row.try_get::<Option<OffsetDateTime>, _>(0))
                 .map_err(unavailable)
@@ -321,10 +411,8 @@ impl Queue for PgBackend {
             // Not extended: either the lease is gone, or the row is locked by this attempt's
             // transaction (which holds the entry as long as it is open).
             self.0
-                .query(&self.0.sql.held_by)
-                .bind(id)
-                .bind(token)
-                .fetch_optional(&self.0.pool)
+                .db
+                .fetch_optional(self.0.query(&self.0.sql.held_by).bind(id).bind(token))
                 .await
                 .map(|row| row.is_some())
                 .map_err(unavailable)
@@ -394,10 +482,8 @@ impl Queue for PgBackend {
         Box::pin(async move {
             let released = self
                 .0
-                .query(&self.0.sql.release)
-                .bind(id)
-                .bind(token)
-                .fetch_optional(&self.0.pool)
+                .db
+                .fetch_optional(self.0.query(&self.0.sql.release).bind(id).bind(token))
                 .await
                 .map_err(unavailable)?
                 .is_some();
@@ -409,6 +495,11 @@ impl Queue for PgBackend {
     }
 
     fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        // Without a listener, what other replicas accept is found by polling.
+        let timeout = match self.0.listener {
+            Some(_) => timeout,
+            None => timeout.min(POLL),
+        };
         Box::pin(async move {
             let _ = tokio::time::timeout(timeout, self.0.notify.notified()).await;
         })
@@ -420,8 +511,8 @@ impl Admin for PgBackend {
         Box::pin(async move {
             let row = self
                 .0
-                .query(&self.0.sql.stats)
-                .fetch_one(&self.0.pool)
+                .db
+                .fetch_one(self.0.query(&self.0.sql.stats))
                 .await
                 .map_err(unavailable)?;
             let count = |i: usize| -> Result<u64, InboxError> {
@@ -443,20 +534,19 @@ impl Admin for PgBackend {
     }
 
     fn list<'a>(&'a self, query: &'a ListQuery) -> BackendFuture<'a, Page> {
-        Box::pin(list::list(&self.0.pool, &self.0.schema, query))
+        Box::pin(list::list(&self.0.db, &self.0.schema, query))
     }
 
     fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>> {
-        Box::pin(list::entry(&self.0.pool, &self.0.schema, id))
+        Box::pin(list::entry(&self.0.db, &self.0.schema, id))
     }
 
     fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {
         Box::pin(async move {
             let replayed = self
                 .0
-                .query(&self.0.sql.replay)
-                .bind(id)
-                .fetch_optional(&self.0.pool)
+                .db
+                .fetch_optional(self.0.query(&self.0.sql.replay).bind(id))
                 .await
                 .map_err(unavailable)?;
             if replayed.is_some() {
@@ -468,9 +558,8 @@ impl Admin for PgBackend {
             // is left alone.
             let due = self
                 .0
-                .query(&self.0.sql.replay_pending)
-                .bind(id)
-                .fetch_optional(&self.0.pool)
+                .db
+                .fetch_optional(self.0.query(&self.0.sql.replay_pending).bind(id))
                 .await
                 .map_err(unavailable)?;
             if due.is_some() {
@@ -479,9 +568,8 @@ impl Admin for PgBackend {
             }
             let state: Option<String> = self
                 .0
-                .query(&self.0.sql.state_of)
-                .bind(id)
-                .fetch_optional(&self.0.pool)
+                .db
+                .fetch_optional(self.0.query(&self.0.sql.state_of).bind(id))
                 .await
                 .and_then(|row| row.map(|r| r.try_get(0)).transpose())
                 .map_err(unavailable)?;
@@ -496,9 +584,8 @@ impl Admin for PgBackend {
         Box::pin(async move {
             let rows = self
                 .0
-                .query(&self.0.sql.replay_dead)
-                .bind(since)
-                .fetch_all(&self.0.pool)
+                .db
+                .fetch_all(self.0.query(&self.0.sql.replay_dead).bind(since))
                 .await
                 .map_err(unavailable)?;
             let ids = rows
@@ -519,9 +606,8 @@ impl Admin for PgBackend {
     fn purge_done(&self, before: OffsetDateTime) -> BackendFuture<'_, u64> {
         Box::pin(async move {
             self.0
-                .query(&self.0.sql.purge)
-                .bind(before)
-                .execute(&self.0.pool)
+                .db
+                .execute(self.0.query(&self.0.sql.purge).bind(before))
                 .await
                 .map(|done| done.rows_affected())
                 .map_err(unavailable)

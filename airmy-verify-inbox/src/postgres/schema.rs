@@ -86,16 +86,23 @@ pub(super) fn valid_name(name: &str) -> bool {
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction, holding an advisory lock so
-/// replicas starting at once migrate one after the other.
-pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(), OpenError> {
+/// replicas starting at once migrate one after the other. `persistent`: whether its
+/// statements may stay prepared on the connection (not behind a transaction pooler).
+pub(super) async fn migrate(
+    conn: &mut PgConnection,
+    schema: &str,
+    persistent: bool,
+) -> Result<(), OpenError> {
     let mut tx = conn.begin().await.map_err(super::connect::open_error)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('airmy-verify-inbox:' || $1))")
+        .persistent(persistent)
         .bind(schema)
         .execute(&mut *tx)
         .await
         .map_err(super::connect::open_error)?;
     let tables: i64 =
         sqlx::query("SELECT count(*) FROM information_schema.tables WHERE table_schema = $1")
+            .persistent(persistent)
             .bind(schema)
             .fetch_one(&mut *tx)
             .await
@@ -105,6 +112,7 @@ pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(),
         "SELECT EXISTS (SELECT 1 FROM information_schema.tables
                         WHERE table_schema = $1 AND table_name = 'schema_version')",
     )
+    .persistent(persistent)
     .bind(schema)
     .fetch_one(&mut *tx)
     .await
@@ -130,6 +138,7 @@ pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<(),
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT program, version FROM {schema}.schema_version LIMIT 1"
     )))
+    .persistent(persistent)
     .fetch_optional(&mut *tx)
     .await
     .map_err(super::connect::open_error)?;

@@ -5,16 +5,16 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::{Context, HandlerError};
 
-use super::unavailable;
+use super::{Db, unavailable};
 
 /// One attempt's transaction, opened when the handler first asks for it.
 pub(crate) struct TxSlot {
-    pool: PgPool,
+    db: Db,
     complete: Arc<str>,
     id: String,
     token: String,
@@ -40,9 +40,9 @@ pub(crate) enum Ended {
 }
 
 impl TxSlot {
-    pub(crate) fn new(pool: PgPool, complete: Arc<str>, id: &str, token: &str) -> Self {
+    pub(crate) fn new(db: Db, complete: Arc<str>, id: &str, token: &str) -> Self {
         Self {
-            pool,
+            db,
             complete,
             id: id.to_owned(),
             token: token.to_owned(),
@@ -60,11 +60,12 @@ impl TxSlot {
         let mut guard = self.tx.lock().await;
         if guard.is_none() {
             let mut tx = self
-                .pool
+                .db
                 .begin()
                 .await
                 .map_err(|e| HandlerError::from(unavailable(e)))?;
             let done = sqlx::query(AssertSqlSafe(Arc::clone(&self.complete)))
+                .persistent(self.db.persistent())
                 .bind(&self.id)
                 .bind(&self.token)
                 .execute(&mut *tx)
@@ -91,7 +92,11 @@ impl TxSlot {
         let Some(mut tx) = self.tx.lock().await.take() else {
             return Ended::NotOpened;
         };
-        if let Err(e) = sqlx::query("SELECT 1").execute(&mut *tx).await {
+        if let Err(e) = sqlx::query("SELECT 1")
+            .persistent(self.db.persistent())
+            .execute(&mut *tx)
+            .await
+        {
             let _ = tx.rollback().await;
             let aborted =
                 matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25P02"));
