@@ -1,5 +1,6 @@
 //! Helpers for the workspace's own tests, never published: [`RedisServer`], which starts a
-//! `redis-server` process on a free loopback port, [`TlsRedis`], one with TLS only,
+//! `redis-server` process on a free loopback port, [`RedisCluster`], a Redis Cluster of six,
+//! [`TlsRedis`], one with TLS only,
 //! [`PostgresServer`], a throwaway PostgreSQL server, and
 //! [`spans::SpanCapture`], which keeps the spans and events a test produced.
 //!
@@ -8,6 +9,7 @@
 //! [`RedisServer`]), and `http` (raw HTTP/1.1 over a loopback socket, a `reqwest` client for
 //! the conformance cases, and the detached idempotent handler's scenarios).
 
+pub mod cluster;
 #[cfg(feature = "http")]
 pub mod detached;
 #[cfg(feature = "fixtures")]
@@ -17,6 +19,7 @@ pub mod http;
 pub mod postgres;
 pub mod spans;
 
+pub use cluster::RedisCluster;
 pub use postgres::PostgresServer;
 
 /// A Redis server for tests: the one at `AIRMY_REDIS_URL` when that is set,
