@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
+use super::connect::Connection;
 use super::redis_error;
 use crate::backend::InboxError;
 
@@ -56,7 +56,7 @@ pub(super) fn shutting_down() -> InboxError {
 /// the scripts of one event loop turn, are on their way), until every backend clone is
 /// dropped. `lead` are the arguments before the jobs'.
 pub(super) async fn run_batches(
-    connection: ConnectionManager,
+    connection: Connection,
     script: redis::Script,
     keys: [String; 5],
     lead: Vec<String>,

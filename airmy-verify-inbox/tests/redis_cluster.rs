@@ -1,0 +1,188 @@
+//! The Redis backend on a local Redis Cluster (three primaries, three replicas; see
+//! `test_support::RedisCluster`): the conformance suite and the worker scenarios unchanged, then
+//! what only a cluster shows (a node that does not own the inbox's slot as the seed, several
+//! replicas on one queue).
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use airmy_verify::{Envelope, Event};
+use airmy_verify_inbox::conformance::{self, delivery};
+use airmy_verify_inbox::{
+    Accepted, Context, HandlerError, Handlers, Inbox, RedisBackend, RedisOptions,
+};
+use test_support::RedisCluster;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+#[macro_use]
+mod common;
+
+/// A prefix no other test uses.
+fn prefix(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    format!(
+        "test:{name}:{}:{nanos}:{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn options(prefix: &str) -> RedisOptions {
+    RedisOptions::default().prefix(prefix).cluster(true)
+}
+
+async fn backend(url: &str, prefix: &str) -> RedisBackend {
+    RedisBackend::connect(url, options(prefix))
+        .await
+        .expect("connects to the cluster")
+}
+
+/// The inbox's stream key, whose slot holds the whole inbox.
+fn stream_key(prefix: &str) -> String {
+    format!("{{{prefix}}}stream")
+}
+
+type Cluster = common::ServerClock<RedisBackend, RedisCluster>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_passes_the_conformance_suite() {
+    let cluster = RedisCluster::start();
+    let backend = backend(&cluster.seed_url(), &prefix("conformance")).await;
+    conformance::run_all(&Cluster {
+        backend,
+        server: cluster,
+    })
+    .await;
+}
+
+async fn fresh(name: &str) -> (Inbox, RedisCluster) {
+    let cluster = RedisCluster::start();
+    let inbox = Inbox::new(backend(&cluster.seed_url(), &prefix(name)).await);
+    (inbox, cluster)
+}
+
+worker_scenarios!();
+
+#[tokio::test]
+async fn replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed() {
+    let cluster = RedisCluster::start();
+    let backend = backend(&cluster.seed_url(), &prefix("replay_pending")).await;
+    common::worker::replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed(
+        &Cluster {
+            backend,
+            server: cluster,
+        },
+    )
+    .await;
+}
+
+/// The failure: given a node that does not own the inbox's slot (here the replica of
+/// the primary that does, which answers `MOVED`), the backend still starts, and accepts,
+/// dedupes and hands out entries through the slot's primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_own_the_slot_is_enough_to_start() {
+    let cluster = RedisCluster::start();
+    let prefix = prefix("seed");
+    let replica = cluster.replica_of(&stream_key(&prefix));
+    let url = format!("redis://127.0.0.1:{replica}");
+    // Without the option, that node refuses the inbox's commands.
+    assert!(
+        RedisBackend::connect(&url, RedisOptions::default().prefix(&prefix))
+            .await
+            .is_err(),
+        "a replica outside cluster mode should refuse"
+    );
+    let backend = backend(&url, &prefix).await;
+    use airmy_verify_inbox::{Queue, Store};
+    assert_eq!(
+        backend
+            .accept(&delivery("evt_seed", "test"))
+            .await
+            .expect("accepted"),
+        Accepted::Stored
+    );
+    assert_eq!(
+        backend
+            .accept(&delivery("evt_seed", "test"))
+            .await
+            .expect("accepted"),
+        Accepted::Duplicate
+    );
+    let taken = backend
+        .take(10, Duration::from_secs(5))
+        .await
+        .expect("take");
+    assert_eq!(taken.len(), 1);
+    assert!(
+        backend
+            .complete(&taken[0].id, &taken[0].token)
+            .await
+            .expect("complete")
+    );
+}
+
+/// `(id, attempt)` of every handling.
+type Seen = Arc<std::sync::Mutex<Vec<(String, u32)>>>;
+
+fn recording() -> (Handlers, Seen) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let handlers = Handlers::new().fallback(move |e: Envelope<Event>, ctx: Context| {
+        let s = s.clone();
+        async move {
+            s.lock().expect("lock").push((e.id, ctx.attempt));
+            Ok::<(), HandlerError>(())
+        }
+    });
+    (handlers, seen)
+}
+
+/// Two replicas of a service started from two different nodes share one queue, and an idle
+/// worker blocked on the slot's node wakes within milliseconds of an accept on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_queue_and_an_idle_worker_wakes_at_once() {
+    let cluster = RedisCluster::start();
+    let prefix = prefix("replicas");
+    let urls = cluster.urls();
+    let a = Inbox::new(backend(&urls[1], &prefix).await);
+    let b = Inbox::new(backend(&urls[4], &prefix).await);
+    let (handlers, seen) = recording();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(b.worker(handlers).run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let id = format!("evt_replica_{i}");
+        let sent = Instant::now();
+        assert_eq!(
+            a.accept(&delivery(&id, "run.completed"))
+                .await
+                .expect("accepted"),
+            Accepted::Stored
+        );
+        assert_eq!(
+            b.accept(&delivery(&id, "run.completed"))
+                .await
+                .expect("accepted"),
+            Accepted::Duplicate
+        );
+        while !seen.lock().expect("lock").iter().any(|(s, _)| *s == id) {
+            assert!(sent.elapsed() < Duration::from_secs(10), "never handled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    latencies.sort();
+    assert!(
+        latencies[latencies.len() / 2] < Duration::from_millis(250),
+        "accept on A → handler on B: {latencies:?}"
+    );
+    shutdown.cancel();
+    worker.await.expect("worker");
+    assert_eq!(seen.lock().expect("lock").len(), 20, "each once");
+}
