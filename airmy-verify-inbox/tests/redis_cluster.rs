@@ -186,3 +186,124 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_at_once() {
     worker.await.expect("worker");
     assert_eq!(seen.lock().expect("lock").len(), 20, "each once");
 }
+
+/// A manual failover (`CLUSTER FAILOVER` on the replica of the inbox's slot) while eight tasks
+/// accept (retrying what fails, as AIRMY does) and a worker runs: the backend follows the slot
+/// to the new primary, and every acknowledged delivery is handled exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_delivery_is_handled_once_across_a_failover() {
+    let cluster = Arc::new(RedisCluster::start());
+    let prefix = prefix("failover");
+    let key = stream_key(&prefix);
+    let accepting = Arc::new(backend(&cluster.seed_url(), &prefix).await);
+    let working = Inbox::new(backend(&cluster.urls()[5], &prefix).await);
+    let (handlers, seen) = recording();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(working.worker(handlers).run(shutdown.clone()));
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (backend, acknowledged, stop, refused) = (
+            accepting.clone(),
+            acknowledged.clone(),
+            stop.clone(),
+            refused.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            use airmy_verify_inbox::Store;
+            for i in 0..5000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let id = format!("evt_failover_{t}_{i}");
+                // AIRMY retries what was not acknowledged; so does this, for up to 20 s.
+                let started = Instant::now();
+                loop {
+                    match backend.accept(&delivery(&id, "run.completed")).await {
+                        Ok(Accepted::Stored | Accepted::Duplicate) => {
+                            acknowledged.lock().expect("lock").push(id);
+                            break;
+                        }
+                        Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(err) => panic!("{id} never accepted: {err}"),
+                    }
+                }
+            }
+        }));
+    }
+    let wait_for = |n: usize| {
+        let acknowledged = acknowledged.clone();
+        async move {
+            let started = Instant::now();
+            while acknowledged.lock().expect("lock").len() < n {
+                assert!(started.elapsed() < Duration::from_secs(30), "too slow");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_for(300).await;
+    let before = cluster.primary_of(&key);
+    let failing_over = cluster.clone();
+    let failover_key = key.clone();
+    let promoted = tokio::task::spawn_blocking(move || failing_over.failover(&failover_key))
+        .await
+        .expect("failover");
+    assert_ne!(promoted, before);
+    let after_failover = acknowledged.lock().expect("lock").len();
+    wait_for(after_failover + 300).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.expect("accepting task");
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let started = Instant::now();
+    loop {
+        let handled = seen.lock().expect("lock").len();
+        if handled >= acknowledged.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{handled} of {} acknowledged handled",
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A moment for a second handling, if there were one, to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    worker.await.expect("worker");
+    let mut counts = std::collections::HashMap::new();
+    for (id, _) in seen.lock().expect("lock").iter() {
+        *counts.entry(id.clone()).or_insert(0) += 1;
+    }
+    for id in &acknowledged {
+        assert_eq!(
+            counts.get(id),
+            Some(&1),
+            "{id} handled {:?} times",
+            counts.get(id)
+        );
+    }
+    assert_eq!(
+        counts.len(),
+        acknowledged.len(),
+        "nothing unacknowledged handled"
+    );
+    let stats = working.admin().stats().await.expect("stats");
+    assert_eq!(
+        (stats.done, stats.pending, stats.processing),
+        (acknowledged.len() as u64, 0, 0)
+    );
+    assert_eq!(cluster.primary_of(&key), promoted);
+    println!(
+        "{} acknowledged and handled once; {} accepts refused during the failover and retried",
+        acknowledged.len(),
+        refused.load(Ordering::Relaxed)
+    );
+}
