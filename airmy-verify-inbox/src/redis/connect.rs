@@ -22,6 +22,7 @@ pub struct RedisOptions {
     pub(super) max_unfinished: u64,
     pub(super) timeout: Duration,
     pub(super) cluster: bool,
+    pub(super) replicas: u32,
     #[cfg(feature = "redis-tls")]
     pub(super) root_ca_pem: Option<Vec<u8>>,
 }
@@ -33,6 +34,7 @@ impl fmt::Debug for RedisOptions {
             .field("max_unfinished", &self.max_unfinished)
             .field("timeout", &self.timeout)
             .field("cluster", &self.cluster)
+            .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -44,6 +46,7 @@ impl Default for RedisOptions {
             max_unfinished: 1_000_000,
             timeout: Duration::from_secs(2),
             cluster: false,
+            replicas: 0,
             #[cfg(feature = "redis-tls")]
             root_ca_pem: None,
         }
@@ -91,6 +94,19 @@ impl RedisOptions {
     #[must_use]
     pub fn cluster(mut self, cluster: bool) -> Self {
         self.cluster = cluster;
+        self
+    }
+
+    /// How many replicas must hold an accept before the inbox acknowledges it: after each batch
+    /// of accepts, Redis `WAIT`s (at most half of [`timeout`](Self::timeout)) until that many
+    /// replicas have received everything this connection wrote; fewer, and the accepts fail
+    /// with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (the adapters answer 503,
+    /// AIRMY retries). Replication is asynchronous otherwise: a primary lost before its replica
+    /// got an accept loses it in the failover. A replica *received* the write; whether it is on
+    /// its disk yet is its own `appendfsync`. Defaults to 0: acknowledged once the primary has it.
+    #[must_use]
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas;
         self
     }
 
@@ -144,6 +160,35 @@ impl redis::aio::ConnectionLike for Connection {
         match self {
             Self::Server(connection) => connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+impl Connection {
+    /// Redis `WAIT replicas timeout` on the connection to the node owning `key` (the one that
+    /// ran this connection's writes to it): how many replicas hold them.
+    pub(super) async fn wait_for_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<u64> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        match self {
+            Self::Server(connection) => wait.query_async(connection).await,
+            Self::Cluster(connection) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(key, SlotAddr::Master),
+                ));
+                let value = connection.route_command(wait, node).await?;
+                Ok(redis::from_redis_value(value)?)
+            }
         }
     }
 }
@@ -331,6 +376,7 @@ impl RedisBackend {
             scripts.accept.clone(),
             keys.clone(),
             vec![entry_prefix.clone(), options.max_unfinished.to_string()],
+            (options.replicas > 0).then_some((options.replicas, options.timeout / 2)),
             accept_queue,
         ));
         tokio::spawn(run_batches(
@@ -338,6 +384,7 @@ impl RedisBackend {
             scripts.complete.clone(),
             keys.clone(),
             vec![entry_prefix.clone()],
+            None,
             completion_queue,
         ));
         Self {
