@@ -192,8 +192,35 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_at_once() {
 /// to the new primary, and every acknowledged delivery is handled exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_delivery_is_handled_once_across_a_failover() {
+    handled_once_across("failover", |cluster, key| cluster.failover(key)).await;
+}
+
+/// The inbox's slot moved to another primary (resharding: `IMPORTING` / `MIGRATING`, `MIGRATE`,
+/// `SETSLOT … NODE`) while eight tasks accept and a worker runs: the backend follows `ASK`,
+/// `TRYAGAIN` and `MOVED`, and every acknowledged delivery is handled exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_delivery_is_handled_once_across_a_slot_migration() {
+    handled_once_across("migration", |cluster, key| {
+        let from = cluster.primary_of(key);
+        let to = *cluster
+            .primaries()
+            .iter()
+            .find(|p| **p != from)
+            .expect("another primary");
+        cluster.migrate(key, to);
+        to
+    })
+    .await;
+}
+
+/// Accepts from eight tasks and a worker, `change` (which returns the slot's new primary) run
+/// part-way through, then every acknowledged delivery handled exactly once.
+async fn handled_once_across(
+    name: &str,
+    change: impl FnOnce(&RedisCluster, &str) -> u16 + Send + 'static,
+) {
     let cluster = Arc::new(RedisCluster::start());
-    let prefix = prefix("failover");
+    let prefix = prefix(name);
     let key = stream_key(&prefix);
     let accepting = Arc::new(backend(&cluster.seed_url(), &prefix).await);
     let working = Inbox::new(backend(&cluster.urls()[5], &prefix).await);
@@ -248,11 +275,11 @@ async fn every_acknowledged_delivery_is_handled_once_across_a_failover() {
     };
     wait_for(300).await;
     let before = cluster.primary_of(&key);
-    let failing_over = cluster.clone();
-    let failover_key = key.clone();
-    let promoted = tokio::task::spawn_blocking(move || failing_over.failover(&failover_key))
+    let changing = cluster.clone();
+    let changed_key = key.clone();
+    let promoted = tokio::task::spawn_blocking(move || change(&changing, &changed_key))
         .await
-        .expect("failover");
+        .expect("the change");
     assert_ne!(promoted, before);
     let after_failover = acknowledged.lock().expect("lock").len();
     wait_for(after_failover + 300).await;
@@ -302,7 +329,7 @@ async fn every_acknowledged_delivery_is_handled_once_across_a_failover() {
     );
     assert_eq!(cluster.primary_of(&key), promoted);
     println!(
-        "{} acknowledged and handled once; {} accepts refused during the failover and retried",
+        "{name}: {} acknowledged and handled once; {} accepts refused meanwhile and retried",
         acknowledged.len(),
         refused.load(Ordering::Relaxed)
     );

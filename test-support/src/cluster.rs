@@ -239,6 +239,72 @@ impl RedisCluster {
         replica
     }
 
+    /// Moves `key`'s slot, with every key in it, to the primary on `to`, as resharding does:
+    /// `CLUSTER SETSLOT … IMPORTING` / `MIGRATING`, `MIGRATE` in batches of 100 keys (clients
+    /// get `ASK` and `TRYAGAIN` meanwhile), then `CLUSTER SETSLOT … NODE` on every primary;
+    /// waits until the cluster has settled.
+    ///
+    /// # Panics
+    ///
+    /// When a step fails, or `to` already owns the slot.
+    pub fn migrate(&self, key: &str, to: u16) {
+        let slot = self.slot(key).to_string();
+        let from = self.primary_of(key);
+        assert_ne!(from, to, "the slot is on port {to} already");
+        let nodes = parse_nodes(&cli(self.any_port(), &["CLUSTER", "NODES"]));
+        let id = |port: u16| {
+            nodes
+                .iter()
+                .find(|n| n.port == port)
+                .map(|n| n.id.clone())
+                .expect("a node of the cluster")
+        };
+        let (from_id, to_id) = (id(from), id(to));
+        let ok = |port: u16, args: &[&str]| {
+            let answer = cli(port, args);
+            assert_eq!(answer.trim(), "OK", "{args:?} on {port}: {answer}");
+        };
+        ok(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        let to_port = to.to_string();
+        loop {
+            let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            let answer = cli(from, &args);
+            assert!(
+                matches!(answer.trim(), "OK" | "NOKEY"),
+                "MIGRATE answered {answer}"
+            );
+        }
+        ok(to, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        for node in nodes.iter().filter(|n| n.primary.is_none() && !n.failed) {
+            if node.port != to && node.port != from {
+                ok(node.port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            }
+        }
+        let deadline = Instant::now() + SETTLE;
+        while self.primary_of(key) != to {
+            assert!(Instant::now() < deadline, "the slot did not move");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_until_settled();
+    }
+
+    /// The ports of the primaries, as the cluster sees them now.
+    #[must_use]
+    pub fn primaries(&self) -> Vec<u16> {
+        primaries(&cli(self.any_port(), &["CLUSTER", "NODES"]))
+            .into_iter()
+            .map(|(port, _)| port)
+            .collect()
+    }
+
     /// Kills the node on `port` (`SIGKILL`, as a crash would); it stays down.
     ///
     /// # Panics

@@ -15,3 +15,17 @@ fn a_cluster_forms_and_a_replica_takes_over_its_primarys_slots() {
     assert_eq!(cluster.primary_of(key), replica);
     assert_eq!(cluster.replica_of(key), primary);
 }
+
+#[test]
+fn a_slot_moves_with_its_keys() {
+    let cluster = RedisCluster::start();
+    let key = "{airmy:inbox:}stream";
+    let from = cluster.primary_of(key);
+    let to = *cluster
+        .primaries()
+        .iter()
+        .find(|p| **p != from)
+        .expect("another primary");
+    cluster.migrate(key, to);
+    assert_eq!(cluster.primary_of(key), to);
+}
