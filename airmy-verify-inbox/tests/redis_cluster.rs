@@ -387,8 +387,10 @@ async fn accepts_across_a_killed_primary(prefix: &str, replicas: u32) -> (usize,
         task.await.expect("accepting task");
     }
     let acknowledged = acknowledged.lock().expect("lock").clone();
-    // Offered again on the new primary (no replica: no `WAIT` now).
-    let checking = RedisBackend::connect(&cluster.seed_url(), options(prefix))
+    // Offered again on the new primary (no replica: no `WAIT` now), through a node alive
+    // (the seed may be the one killed).
+    let alive = format!("redis://127.0.0.1:{}", cluster.primary_of(&key));
+    let checking = RedisBackend::connect(&alive, options(prefix))
         .await
         .expect("connects after the failover");
     let mut lost = 0;
@@ -440,4 +442,64 @@ async fn too_few_replicas_refuse_accepts() {
         .await
         .expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
+
+/// Accepts per second from 32 tasks for `secs` seconds on `backend`.
+async fn accepts_per_second(backend: RedisBackend, secs: u64) -> f64 {
+    use airmy_verify_inbox::Store;
+    let backend = Arc::new(backend);
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let (backend, done) = (backend.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < until {
+                let id = format!("evt_rate_{t}_{i}");
+                if backend
+                    .accept(&delivery(&id, "run.completed"))
+                    .await
+                    .is_ok()
+                {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    done.load(Ordering::Relaxed) as f64 / secs as f64
+}
+
+/// One inbox is one slot, so one primary: its accept rate on the cluster against one server,
+/// both with AOF `appendfsync always`, in one run (`cargo test --release … -- --ignored
+/// --nocapture`). A measurement, not a check: it prints the two rates.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run it on purpose"]
+async fn accept_rate_on_the_cluster_against_one_server() {
+    let server = test_support::RedisServer::start_durable();
+    let single =
+        RedisBackend::connect(server.url(), RedisOptions::default().prefix(prefix("rate")))
+            .await
+            .expect("connects");
+    let one = accepts_per_second(single, 5).await;
+    drop(server);
+    let cluster = RedisCluster::start();
+    let clustered = backend(&cluster.seed_url(), &prefix("rate")).await;
+    let on_cluster = accepts_per_second(clustered, 5).await;
+    let replicated = RedisBackend::connect(
+        &cluster.seed_url(),
+        options(&prefix("rate_wait")).replicas(1),
+    )
+    .await
+    .expect("connects");
+    let waiting = accepts_per_second(replicated, 5).await;
+    println!(
+        "accepts/s, 32 tasks, AOF always: one server {one:.0}; cluster {on_cluster:.0} ({:.2}x); cluster with replicas(1) {waiting:.0} ({:.2}x)",
+        on_cluster / one,
+        waiting / one
+    );
 }
