@@ -880,3 +880,55 @@ async fn cursors_hold_across_ties_and_leased_messages() {
         .count();
     assert!(waiting >= 9, "{page:?}");
 }
+
+/// `RedisOptions::replicas` on one server: with its replica attached, accepts are acknowledged
+/// once the replica holds them; with more replicas asked for than it has, they are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepts_wait_for_the_replicas_asked_for() {
+    let primary = RedisServer::start_private();
+    let port = primary.url().rsplit(':').next().expect("a port").to_owned();
+    let _replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let prefix = prefix("replicas_wait");
+    let waiting = RedisBackend::connect(
+        primary.url(),
+        RedisOptions::default()
+            .prefix(&prefix)
+            .replicas(1)
+            .timeout(Duration::from_secs(2)),
+    )
+    .await
+    .expect("connects");
+    // The replica's first sync takes a moment: retry until it is attached.
+    let started = Instant::now();
+    loop {
+        match waiting.accept(&delivery("evt_replicated", "test")).await {
+            Ok(answer) => {
+                assert!(matches!(answer, Accepted::Stored | Accepted::Duplicate));
+                break;
+            }
+            Err(err) => assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "the replica never held it: {err}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let too_many = RedisBackend::connect(
+        primary.url(),
+        RedisOptions::default()
+            .prefix(&prefix)
+            .replicas(2)
+            .timeout(Duration::from_millis(400)),
+    )
+    .await
+    .expect("connects");
+    let err = too_many
+        .accept(&delivery("evt_unreplicated", "test"))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err.kind(),
+        airmy_verify_inbox::ErrorKind::Unavailable,
+        "{err}"
+    );
+}

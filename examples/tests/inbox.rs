@@ -784,8 +784,9 @@ async fn a_postgres_inbox_in_the_schema_asked_for() {
 /// pointing at PgBouncer): the axum one listening for wake-ups on the server's direct URL
 /// (`AIRMY_INBOX_LISTEN_URL`), the actix one polling. Deliveries posted to either are
 /// acknowledged and handled once each, with exactly one effect row; `/healthz` answers 200.
-/// Without `?pooler=true` PgBouncer breaks sqlx's prepared statements: exit 2, named; an
-/// `AIRMY_INBOX_LISTEN_URL` without a PostgreSQL inbox is exit 2 too.
+/// An `AIRMY_INBOX_LISTEN_URL` without a PostgreSQL inbox is exit 2. (Without `?pooler=true`
+/// the prepared statements break only when PgBouncer hands a client a server connection
+/// another client prepared on: not every start shows it, so no test asserts it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_receivers_work_through_pgbouncer_in_transaction_mode() {
     let server = test_support::PostgresServer::start_private();
@@ -824,8 +825,6 @@ async fn both_receivers_work_through_pgbouncer_in_transaction_mode() {
     assert_eq!((axum.health().await, actix.health().await), (200, 200));
 
     for bin in [AXUM, ACTIX] {
-        let err = exits_2(bin, &[("AIRMY_INBOX", bouncer.url())]).await;
-        assert!(err.contains("prepared statement"), "{err}");
         let err = exits_2(
             bin,
             &[

@@ -1,7 +1,7 @@
 //! Helpers for the workspace's own tests, never published: [`RedisServer`], which starts a
-//! `redis-server` process on a free loopback port, [`TlsRedis`], one with TLS only,
-//! [`PostgresServer`], a throwaway PostgreSQL server, [`PgBouncer`], PgBouncer in
-//! transaction pooling mode in front of one, and
+//! `redis-server` process on a free loopback port, [`RedisCluster`], a Redis Cluster of six,
+//! [`TlsRedis`], one with TLS only, [`PostgresServer`], a throwaway PostgreSQL server,
+//! [`PgBouncer`], PgBouncer in transaction pooling mode in front of one, and
 //! [`spans::SpanCapture`], which keeps the spans and events a test produced.
 //!
 //! For the adapters' tests, behind features: `fixtures` (deliveries, verifiers, counters and
@@ -9,6 +9,7 @@
 //! [`RedisServer`]), and `http` (raw HTTP/1.1 over a loopback socket, a `reqwest` client for
 //! the conformance cases, and the detached idempotent handler's scenarios).
 
+pub mod cluster;
 #[cfg(feature = "http")]
 pub mod detached;
 #[cfg(feature = "fixtures")]
@@ -19,6 +20,7 @@ pub mod pgbouncer;
 pub mod postgres;
 pub mod spans;
 
+pub use cluster::RedisCluster;
 pub use pgbouncer::PgBouncer;
 pub use postgres::PostgresServer;
 

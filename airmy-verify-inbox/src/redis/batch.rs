@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
+use super::connect::Connection;
 use super::redis_error;
 use crate::backend::InboxError;
 
@@ -54,12 +54,14 @@ pub(super) fn shutting_down() -> InboxError {
 /// Runs `script` on batches of jobs (at most 256, or 8 MiB of arguments; two in flight: the
 /// next ones gather while the previous replies, and Redis's fsync, which Redis shares between
 /// the scripts of one event loop turn, are on their way), until every backend clone is
-/// dropped. `lead` are the arguments before the jobs'.
+/// dropped. `lead` are the arguments before the jobs'. With `replicas` (how many, and how
+/// long to wait for them), a batch is answered only once that many replicas hold it (`WAIT`).
 pub(super) async fn run_batches(
-    connection: ConnectionManager,
+    connection: Connection,
     script: redis::Script,
     keys: [String; 5],
     lead: Vec<String>,
+    replicas: Option<(u32, std::time::Duration)>,
     queue: mpsc::UnboundedReceiver<Job>,
 ) {
     const IN_FLIGHT: usize = 2;
@@ -86,10 +88,24 @@ pub(super) async fn run_batches(
                     Job::Complete { id, token, .. } => invocation.arg(id).arg(token),
                 };
             }
-            let result: Result<Vec<i64>, InboxError> = invocation
+            let mut result: Result<Vec<i64>, InboxError> = invocation
                 .invoke_async(&mut connection)
                 .await
                 .map_err(redis_error);
+            if let (Ok(_), Some((wanted, timeout))) = (&result, replicas) {
+                match connection
+                    .wait_for_replicas(&keys[0], wanted, timeout)
+                    .await
+                {
+                    Ok(held) if held >= u64::from(wanted) => {}
+                    Ok(held) => {
+                        result = Err(InboxError::unavailable(format!(
+                            "Redis: {held} of {wanted} replicas hold the accept after {timeout:?}"
+                        )));
+                    }
+                    Err(err) => result = Err(redis_error(err)),
+                }
+            }
             for (i, job) in batch.into_iter().enumerate() {
                 job.reply(match &result {
                     Ok(codes) => codes

@@ -1,12 +1,13 @@
-//! Connecting a [`RedisBackend`]: its options, its own connections or the application's
-//! connection manager, the scripts loaded and the consumer group created; the errors of
-//! connecting, by kind.
+//! Connecting a [`RedisBackend`]: its options, its own connections (to one server or to a
+//! Redis Cluster) or the application's connection manager, the scripts loaded and the consumer
+//! group created; the errors of connecting, by kind.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::mpsc;
 
 use super::batch::{Batches, run_batches};
@@ -20,6 +21,8 @@ pub struct RedisOptions {
     pub(super) prefix: String,
     pub(super) max_unfinished: u64,
     pub(super) timeout: Duration,
+    pub(super) cluster: bool,
+    pub(super) replicas: u32,
     #[cfg(feature = "redis-tls")]
     pub(super) root_ca_pem: Option<Vec<u8>>,
 }
@@ -30,6 +33,8 @@ impl fmt::Debug for RedisOptions {
             .field("prefix", &self.prefix)
             .field("max_unfinished", &self.max_unfinished)
             .field("timeout", &self.timeout)
+            .field("cluster", &self.cluster)
+            .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -40,6 +45,8 @@ impl Default for RedisOptions {
             prefix: "airmy:inbox:".to_owned(),
             max_unfinished: 1_000_000,
             timeout: Duration::from_secs(2),
+            cluster: false,
+            replicas: 0,
             #[cfg(feature = "redis-tls")]
             root_ca_pem: None,
         }
@@ -73,6 +80,36 @@ impl RedisOptions {
         self
     }
 
+    /// Whether the URL given to [`RedisBackend::connect`] is a node of a Redis Cluster (any
+    /// node: a primary, a replica, or a managed service's configuration endpoint). The backend
+    /// then speaks Redis Cluster: it learns which node owns the inbox's slot (`CLUSTER SLOTS`),
+    /// sends every command there, and follows `MOVED` and `ASK` when the slot moves (a
+    /// failover, a slot migration). One inbox still lives in one slot (its hash tag), so on one
+    /// primary at a time. Defaults to `false`: one Redis server (a cluster node given without
+    /// this option refuses the commands of slots it does not own).
+    ///
+    /// An option rather than a URL scheme or a second constructor: there is no standard URL for
+    /// a cluster, and one node is enough to find the others, as a managed service's single
+    /// configuration endpoint shows.
+    #[must_use]
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// How many replicas must hold an accept before the inbox acknowledges it: after each batch
+    /// of accepts, Redis `WAIT`s (at most half of [`timeout`](Self::timeout)) until that many
+    /// replicas have received everything this connection wrote; fewer, and the accepts fail
+    /// with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (the adapters answer 503,
+    /// AIRMY retries). Replication is asynchronous otherwise: a primary lost before its replica
+    /// got an accept loses it in the failover. A replica *received* the write; whether it is on
+    /// its disk yet is its own `appendfsync`. Defaults to 0: acknowledged once the primary has it.
+    #[must_use]
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
     /// Verifies a `rediss://` server's certificate against this CA (PEM) instead of the
     /// system's trust store. Feature `redis-tls`.
     #[cfg(feature = "redis-tls")]
@@ -81,6 +118,78 @@ impl RedisOptions {
     pub fn root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_ca_pem = Some(pem.into());
         self
+    }
+}
+
+/// What the backend sends its commands through: a connection manager to one server, or a
+/// cluster connection that routes each command to the node owning its keys' slot and follows
+/// redirections. One type, so the scripts, the batches and the operator's commands have one
+/// path whatever the topology.
+#[derive(Clone)]
+pub(super) enum Connection {
+    /// One server (reconnects by itself).
+    Server(ConnectionManager),
+    /// A Redis Cluster (reconnects and refreshes its slot map by itself).
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Server(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Server(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Server(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+impl Connection {
+    /// Redis `WAIT replicas timeout` on the connection to the node owning `key` (the one that
+    /// ran this connection's writes to it): how many replicas hold them.
+    pub(super) async fn wait_for_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<u64> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        match self {
+            Self::Server(connection) => wait.query_async(connection).await,
+            Self::Cluster(connection) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(key, SlotAddr::Master),
+                ));
+                let value = connection.route_command(wait, node).await?;
+                Ok(redis::from_redis_value(value)?)
+            }
+        }
     }
 }
 
@@ -127,10 +236,13 @@ impl RedisBackend {
     /// within the options' timeout) or [`Unavailable`](OpenErrorKind::Unavailable).
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, RedisError> {
         check_prefix(&options)?;
-        let client = client(url, &options)?;
         // Setting up (loading the scripts, creating the group) happens once, at start-up: it
         // gets at least 5 s, whatever the commands' timeout, so a busy machine does not fail it.
         let setup = options.timeout.max(Duration::from_secs(5));
+        if options.cluster {
+            return Self::connect_cluster(url, options, setup).await;
+        }
+        let client = client(url, &options)?;
         let mut connection = tokio::time::timeout(
             setup,
             client.get_multiplexed_async_connection_with_config(
@@ -161,8 +273,44 @@ impl RedisBackend {
         // Blocking reads last up to a second; their own timeout is set per read.
         let waiting = manager(config.set_response_timeout(None)).await?;
         Ok(Self::start(
-            connection,
-            Some(waiting),
+            Connection::Server(connection),
+            Some(Connection::Server(waiting)),
+            keys,
+            scripts,
+            &options,
+        ))
+    }
+
+    /// [`connect`](Self::connect) to a Redis Cluster ([`RedisOptions::cluster`]): two cluster
+    /// connections, one for commands (each bounded by the options' timeout, redirections and
+    /// retries included) and one for blocking reads (a blocked `XREAD` holds up the node's
+    /// connection it runs on), both routed to the node owning the inbox's slot.
+    async fn connect_cluster(
+        url: &str,
+        options: RedisOptions,
+        setup: Duration,
+    ) -> Result<Self, RedisError> {
+        let connect = |response_timeout: Option<Duration>| {
+            let client = cluster_client(url, &options, response_timeout);
+            async move {
+                let client = client?;
+                tokio::time::timeout(setup, client.get_async_connection())
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(open_error)
+            }
+        };
+        // Blocking reads last up to a second; their own timeout is set per read.
+        let waiting = connect(None).await?;
+        let mut setting_up = waiting.clone();
+        let (keys, scripts) =
+            tokio::time::timeout(setup, prepare(&mut setting_up, &options.prefix))
+                .await
+                .map_err(|_| timed_out())??;
+        let connection = connect(Some(options.timeout)).await?;
+        Ok(Self::start(
+            Connection::Cluster(connection),
+            Some(Connection::Cluster(waiting)),
             keys,
             scripts,
             &options,
@@ -203,13 +351,19 @@ impl RedisBackend {
             tokio::time::timeout(setup, prepare(&mut setting_up, &options.prefix))
                 .await
                 .map_err(|_| timed_out())??;
-        Ok(Self::start(connection, None, keys, scripts, &options))
+        Ok(Self::start(
+            Connection::Server(connection),
+            None,
+            keys,
+            scripts,
+            &options,
+        ))
     }
 
     /// The backend on its connections, its batches started.
     fn start(
-        connection: ConnectionManager,
-        waiting: Option<ConnectionManager>,
+        connection: Connection,
+        waiting: Option<Connection>,
         keys: [String; 5],
         scripts: Scripts,
         options: &RedisOptions,
@@ -222,6 +376,7 @@ impl RedisBackend {
             scripts.accept.clone(),
             keys.clone(),
             vec![entry_prefix.clone(), options.max_unfinished.to_string()],
+            (options.replicas > 0).then_some((options.replicas, options.timeout / 2)),
             accept_queue,
         ));
         tokio::spawn(run_batches(
@@ -229,6 +384,7 @@ impl RedisBackend {
             scripts.complete.clone(),
             keys.clone(),
             vec![entry_prefix.clone()],
+            None,
             completion_queue,
         ));
         Self {
@@ -347,6 +503,38 @@ fn client(url: &str, options: &RedisOptions) -> Result<redis::Client, RedisError
         OpenError::new(
             OpenErrorKind::Invalid,
             format!("cannot open the Redis inbox: invalid Redis URL: {e}"),
+        )
+        .with_source(e)
+    })
+}
+
+/// A cluster client starting from the node at `url`: connecting bounded by the options'
+/// timeout, each command (redirections and retries included) by `response_timeout` (`None`:
+/// unbounded, for blocking reads).
+fn cluster_client(
+    url: &str,
+    options: &RedisOptions,
+    response_timeout: Option<Duration>,
+) -> Result<redis::cluster::ClusterClient, RedisError> {
+    let mut builder =
+        redis::cluster::ClusterClient::builder([url]).connection_timeout(options.timeout);
+    if let Some(timeout) = response_timeout {
+        builder = builder.response_timeout(timeout);
+    }
+    #[cfg(feature = "redis-tls")]
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Some(pem) = &options.root_ca_pem {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            });
+        }
+    }
+    builder.build().map_err(|e| {
+        OpenError::new(
+            OpenErrorKind::Invalid,
+            format!("cannot open the Redis inbox: invalid Redis Cluster URL: {e}"),
         )
         .with_source(e)
     })

@@ -4,7 +4,7 @@
 //!
 //! Every key of one inbox carries the hash tag `{prefix}` (the prefix defaults to
 //! `airmy:inbox:`), so one inbox lives in one Redis Cluster slot and every script touches one
-//! slot:
+//! slot (on a cluster, [`RedisOptions::cluster`], every command goes to the node that owns it):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -29,7 +29,8 @@
 //!   out: `XAUTOCLAIM`'s single idle threshold would take over an entry leased for longer
 //!   than the taker's own lease, or wait past a shorter one.
 //! - **wait**: a blocking `XREAD` on the stream from the group's last delivered id, on a
-//!   connection of its own, so an idle worker on any replica sees a new entry within
+//!   connection of its own (on a cluster, a cluster connection of its own, routed to the
+//!   slot's node like every other command), so an idle worker on any replica sees a new entry within
 //!   milliseconds of its `XADD` (a blocking read cannot run inside a script, and reading with
 //!   `XREADGROUP` outside one would split a take into two steps).
 //! - **complete / retry / bury / release**: check the token, then `XACK` and `XDEL` the message
@@ -51,7 +52,6 @@ use std::time::Duration;
 
 use airmy_verify::Verified;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
@@ -67,6 +67,7 @@ mod scripts;
 pub use connect::RedisOptions;
 
 use batch::{Batches, Job, shutting_down};
+use connect::Connection;
 use scripts::Scripts;
 
 /// The consumer group every worker reads with.
@@ -86,10 +87,10 @@ const GROUP: &str = "workers";
 /// ```
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: ConnectionManager,
+    connection: Connection,
     /// For blocking reads only: a blocked read holds up its connection. `None` on the
     /// application's connection ([`RedisBackend::with_connection`]): waits poll instead.
-    waiting: Option<ConnectionManager>,
+    waiting: Option<Connection>,
     keys: [String; 5],
     entry_prefix: String,
     consumer: String,
@@ -400,7 +401,7 @@ impl RedisBackend {
     /// one no worker has read yet, whoever added it): at once, or blocking up to `block`.
     async fn has_new_entry(
         &self,
-        mut connection: ConnectionManager,
+        mut connection: Connection,
         block: Option<Duration>,
     ) -> redis::RedisResult<bool> {
         let last: String = self
