@@ -206,7 +206,8 @@ mod tests {
         }
 
         #[test]
-        fn no_query_password_survives(password in "[^&?@]{1,12}", before in "[a-z=&]{0,8}") {
+        // (A password starting with `[` would read as the `[redacted]` marker in the check.)
+        fn no_query_password_survives(password in "[^&?@\\[]{1,12}", before in "[a-z=&]{0,8}") {
             let url = format!("postgres://db:5432/app?{before}&password={password}&sslmode=require");
             let shown = redact_url(&url);
             prop_assert!(!shown.contains(&format!("password={password}")), "{}", shown);
