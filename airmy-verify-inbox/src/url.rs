@@ -21,7 +21,9 @@ use crate::{Inbox, OpenError, OpenErrorKind};
 /// PostgreSQL ([`PgOptions::schema`](crate::PgOptions::schema)), and `?pooler=true` when the
 /// URL goes through a transaction pooler such as PgBouncer in transaction mode
 /// ([`PgOptions::pooler`](crate::PgOptions::pooler)); `?prefix=PREFIX` on Redis
-/// ([`RedisOptions::prefix`](crate::RedisOptions::prefix)). They are taken off the URL before
+/// ([`RedisOptions::prefix`](crate::RedisOptions::prefix)), and `?cluster=true` when the URL is
+/// a node of a Redis Cluster ([`RedisOptions::cluster`](crate::RedisOptions::cluster)). They
+/// are taken off the URL before
 /// the URL reaches the driver. Any other parameter must be one the driver reads (sqlx's
 /// `sslmode`, `application_name`, …; the Redis client's `protocol`): an unknown one is refused,
 /// never ignored.
@@ -58,6 +60,10 @@ pub enum InboxUrl {
         url: String,
         /// The prefix of the inbox's keys (`?prefix=…`); `None`: the default, `airmy:inbox:`.
         prefix: Option<String>,
+        /// Whether the URL is a node of a Redis Cluster (`?cluster=true`;
+        /// [`RedisOptions::cluster`](crate::RedisOptions::cluster)); false without the
+        /// parameter.
+        cluster: bool,
     },
     /// A PostgreSQL database (`postgres://…` or `postgresql://…`), shared by every replica
     /// using it.
@@ -110,27 +116,21 @@ impl FromStr for InboxUrl {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
         if text.starts_with("redis://") || text.starts_with("rediss://") {
-            let (url, [prefix]) =
-                take_parameters(text, ["prefix"], |key| REDIS_PARAMETERS.contains(&key))?;
-            return Ok(Self::Redis { url, prefix });
+            let (url, [prefix, cluster]) = take_parameters(text, ["prefix", "cluster"], |key| {
+                REDIS_PARAMETERS.contains(&key)
+            })?;
+            let cluster = flag(text, "cluster", cluster.as_deref())?;
+            return Ok(Self::Redis {
+                url,
+                prefix,
+                cluster,
+            });
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             let (url, [schema, pooler]) = take_parameters(text, ["schema", "pooler"], |key| {
                 POSTGRES_PARAMETERS.contains(&key) || key.starts_with("options[")
             })?;
-            let pooler = match pooler.as_deref() {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(_) => {
-                    return Err(OpenError::new(
-                        OpenErrorKind::Invalid,
-                        format!(
-                            "{}: the parameter pooler must be true or false",
-                            redact_url(text)
-                        ),
-                    ));
-                }
-            };
+            let pooler = flag(text, "pooler", pooler.as_deref())?;
             return Ok(Self::Postgres {
                 url,
                 schema,
@@ -149,6 +149,21 @@ impl FromStr for InboxUrl {
                 ),
             )),
         }
+    }
+}
+
+/// The inbox's boolean parameter `key` of `url`: `true` or `false`, false when absent.
+fn flag(url: &str, key: &str, value: Option<&str>) -> Result<bool, OpenError> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(OpenError::new(
+            OpenErrorKind::Invalid,
+            format!(
+                "{}: the parameter {key} must be true or false",
+                redact_url(url)
+            ),
+        )),
     }
 }
 
@@ -246,7 +261,11 @@ impl InboxUrl {
     pub async fn open(&self, existing_only: bool) -> Result<Inbox, OpenError> {
         match self {
             Self::Sqlite(path) => open_sqlite(path, existing_only),
-            Self::Redis { url, prefix } => open_redis(url, prefix.as_deref()).await,
+            Self::Redis {
+                url,
+                prefix,
+                cluster,
+            } => open_redis(url, prefix.as_deref(), *cluster).await,
             Self::Postgres {
                 url,
                 schema,
@@ -279,8 +298,8 @@ fn open_sqlite(path: &std::path::Path, _existing_only: bool) -> Result<Inbox, Op
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str, prefix: Option<&str>) -> Result<Inbox, OpenError> {
-    let mut options = crate::RedisOptions::default();
+async fn open_redis(url: &str, prefix: Option<&str>, cluster: bool) -> Result<Inbox, OpenError> {
+    let mut options = crate::RedisOptions::default().cluster(cluster);
     if let Some(prefix) = prefix {
         options = options.prefix(prefix);
     }
@@ -291,7 +310,7 @@ async fn open_redis(url: &str, prefix: Option<&str>) -> Result<Inbox, OpenError>
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(url: &str, _prefix: Option<&str>) -> Result<Inbox, OpenError> {
+async fn open_redis(url: &str, _prefix: Option<&str>, _cluster: bool) -> Result<Inbox, OpenError> {
     Err(OpenError::new(
         OpenErrorKind::Invalid,
         format!(
@@ -332,10 +351,14 @@ impl fmt::Display for InboxUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            Self::Redis { url, prefix } => f.write_str(&with_parameter(
-                &redact_url(url),
-                "prefix",
-                prefix.as_deref(),
+            Self::Redis {
+                url,
+                prefix,
+                cluster,
+            } => f.write_str(&with_parameter(
+                &with_parameter(&redact_url(url), "prefix", prefix.as_deref()),
+                "cluster",
+                cluster.then_some("true"),
             )),
             Self::Postgres {
                 url,
@@ -355,10 +378,15 @@ impl fmt::Debug for InboxUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
-            Self::Redis { url, prefix } => f
+            Self::Redis {
+                url,
+                prefix,
+                cluster,
+            } => f
                 .debug_struct("Redis")
                 .field("url", &redact_url(url))
                 .field("prefix", prefix)
+                .field("cluster", cluster)
                 .finish(),
             Self::Postgres {
                 url,
@@ -390,7 +418,8 @@ mod tests {
                 .expect("parses"),
             InboxUrl::Redis {
                 url: "redis://127.0.0.1:6379/2".to_owned(),
-                prefix: None
+                prefix: None,
+                cluster: false,
             }
         );
         assert!(matches!(
@@ -453,6 +482,7 @@ mod tests {
             InboxUrl::Redis {
                 url: "rediss://h:6380/1?protocol=resp3#insecure".to_owned(),
                 prefix: Some("billing:inbox:".to_owned()),
+                cluster: false,
             }
         );
     }
@@ -473,6 +503,9 @@ mod tests {
             ("postgres://db/b?pooler=yes", "pooler must be true or false"),
             ("postgres://db/b?pooler=true&pooler=true", "given twice"),
             ("redis://h?prefix", "is empty"),
+            ("redis://h?cluster=yes", "cluster must be true or false"),
+            ("redis://h?cluster=true&cluster=true", "given twice"),
+            ("postgres://db/b?cluster=true", "\"cluster\""),
         ] {
             let err = text.parse::<InboxUrl>().expect_err(text);
             let shown = err.to_string();
@@ -505,6 +538,30 @@ mod tests {
         );
         let url: InboxUrl = "postgres://db/b?pooler=false".parse().expect("parses");
         assert!(matches!(url, InboxUrl::Postgres { pooler: false, .. }));
+    }
+
+    #[test]
+    fn cluster_true_marks_a_redis_cluster_node_and_is_shown() {
+        let url: InboxUrl = "redis://:hunter2@node-2:7001/0?cluster=true&prefix=billing:"
+            .parse()
+            .expect("parses");
+        assert_eq!(
+            url,
+            InboxUrl::Redis {
+                url: "redis://:hunter2@node-2:7001/0".to_owned(),
+                prefix: Some("billing:".to_owned()),
+                cluster: true,
+            }
+        );
+        assert_eq!(
+            url.to_string(),
+            "redis://[redacted]@node-2:7001/0?prefix=billing%3A&cluster=true"
+        );
+        // Shown as parsed: the form reads back the same.
+        let url: InboxUrl = "redis://node-2:7001?cluster=true".parse().expect("parses");
+        assert_eq!(url.to_string().parse::<InboxUrl>().ok(), Some(url));
+        let url: InboxUrl = "rediss://h?cluster=false".parse().expect("parses");
+        assert!(matches!(url, InboxUrl::Redis { cluster: false, .. }));
     }
 
     #[test]

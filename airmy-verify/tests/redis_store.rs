@@ -322,3 +322,64 @@ async fn a_claim_made_while_redis_stalls_does_not_block_the_retries() {
     }
     assert_eq!(retry, None, "the retry runs, not 409");
 }
+
+/// On a Redis Cluster (`RedisStoreOptions::cluster`), given a primary that does not own the
+/// first event's key: claim, commit and duplicate work, for ids whose keys spread over every
+/// primary (each script touches one key). Without the option, that node refuses the key.
+#[tokio::test]
+async fn the_store_works_on_a_redis_cluster_through_a_node_not_owning_the_key() {
+    let cluster = test_support::RedisCluster::start();
+    let prefix = format!("airmy-verify-test:{}:cluster:", std::process::id());
+    let owner = cluster.primary_of(&format!("{prefix}evt_0"));
+    let node = cluster
+        .primaries()
+        .into_iter()
+        .find(|port| *port != owner)
+        .expect("another primary");
+    let url = format!("redis://127.0.0.1:{node}");
+    let options = RedisStoreOptions::default().prefix(&prefix);
+    let store = RedisStore::connect(&url, options.clone().cluster(true))
+        .await
+        .expect("connects to the cluster");
+
+    assert_eq!(
+        store.claim("evt_0", "a", LONG).await.ok(),
+        Some(Claim::Claimed)
+    );
+    assert_eq!(
+        store.claim("evt_0", "b", LONG).await.ok(),
+        Some(Claim::InFlight)
+    );
+    assert_eq!(store.extend("evt_0", "a", LONG).await.ok(), Some(true));
+    assert_eq!(
+        store.commit("evt_0", "a", LONG).await.ok(),
+        Some(Commit::Committed)
+    );
+    assert_eq!(
+        store.claim("evt_0", "c", LONG).await.ok(),
+        Some(Claim::Done)
+    );
+
+    // Through the guard, over ids on every primary: each runs once, then is a duplicate.
+    let guard = Idempotency::new(store, &verifier());
+    let ids: Vec<String> = (1..=30).map(|i| format!("evt_{i}")).collect();
+    let mut owners: Vec<u16> = ids
+        .iter()
+        .map(|id| cluster.primary_of(&format!("{prefix}{id}")))
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    assert_eq!(owners.len(), 3, "the ids' keys are on every primary");
+    for id in &ids {
+        assert_eq!(deliver(&guard, id).await, None, "{id} runs");
+    }
+    for id in &ids {
+        assert_eq!(deliver(&guard, id).await, Some(200), "{id} is a duplicate");
+    }
+
+    // One server's store given the same node: refused (`MOVED`) for a key it does not own.
+    let single = RedisStore::connect(&url, options)
+        .await
+        .expect("connects to the node");
+    assert!(single.claim("evt_0", "d", LONG).await.is_err());
+}

@@ -731,6 +731,43 @@ async fn the_inbox_commands_work_on_a_redis_url() {
     assert!(err.contains("unknown parameter \"prefx\""), "{err}");
 }
 
+/// `?cluster=true` reaches an inbox on a Redis Cluster through a node that does not own its
+/// slot; without it, that node refuses the inbox's commands.
+#[tokio::test]
+async fn the_inbox_commands_reach_a_redis_cluster_with_cluster_true() {
+    use airmy_verify_inbox::{RedisBackend, RedisOptions};
+    let cluster = test_support::RedisCluster::start();
+    let backend = RedisBackend::connect(&cluster.seed_url(), RedisOptions::default().cluster(true))
+        .await
+        .expect("connects");
+    inbox_commands_setup(&backend).await;
+    let owner = cluster.primary_of("{airmy:inbox:}stream");
+    let other = cluster
+        .primaries()
+        .into_iter()
+        .find(|port| *port != owner)
+        .expect("another primary");
+    let node = format!("redis://127.0.0.1:{other}");
+
+    let (code, out, err) = tool(&[
+        "inbox",
+        "--inbox",
+        &format!("{node}?cluster=true"),
+        "--json",
+        "stats",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (stats["dead"].as_u64(), stats["done"].as_u64()),
+        (Some(1), Some(1)),
+        "{out}"
+    );
+    let (code, _, err) = tool(&["inbox", "--inbox", &node, "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+}
+
 /// A Redis inbox that does not answer: exit 2, the password never shown.
 #[tokio::test]
 async fn an_unreachable_redis_inbox_exits_2_without_its_password() {

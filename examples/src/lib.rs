@@ -746,7 +746,8 @@ mod tests {
             config.inbox,
             Some(InboxUrl::Redis {
                 url: "redis://:hunter2@127.0.0.1:6379/1".into(),
-                prefix: None
+                prefix: None,
+                cluster: false,
             })
         );
         assert!(!format!("{config:?}").contains("hunter2"));

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 
 use super::store::{
     Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreErrorKind, StoreFuture,
@@ -52,8 +53,10 @@ return 0";
 /// it to `done` for the retention and a release deletes it, each in one small Lua script (one
 /// round trip) that first checks the token, so one replica never commits, extends or releases
 /// another's claim. Keys are `airmy:idempotency:<event id>`
-/// unless [`RedisStoreOptions::prefix`] says otherwise. The connection is a `redis` connection
-/// manager that reconnects by itself; every command times out after 1 s (by default,
+/// unless [`RedisStoreOptions::prefix`] says otherwise: each script touches one key, so on a
+/// Redis Cluster ([`RedisStoreOptions::cluster`]) ids spread over every slot. The connection is
+/// a `redis` connection manager (or, on a cluster, a cluster connection) that reconnects by
+/// itself; every command times out after 1 s (by default,
 /// [`RedisStoreOptions::timeout`]) so an unreachable Redis turns into a [`StoreError`] quickly
 /// and the guard's policy decides.
 ///
@@ -69,7 +72,7 @@ return 0";
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     claim: redis::Script,
     extend: redis::Script,
@@ -92,6 +95,7 @@ pub struct RedisStore {
 pub struct RedisStoreOptions {
     timeout: Duration,
     prefix: String,
+    cluster: bool,
     #[cfg(feature = "redis-tls")]
     root_ca_pem: Option<Vec<u8>>,
 }
@@ -101,6 +105,7 @@ impl Default for RedisStoreOptions {
         Self {
             timeout: Duration::from_secs(1),
             prefix: "airmy:idempotency:".to_owned(),
+            cluster: false,
             #[cfg(feature = "redis-tls")]
             root_ca_pem: None,
         }
@@ -123,6 +128,18 @@ impl RedisStoreOptions {
         self
     }
 
+    /// Whether the URL given to [`RedisStore::connect`] is a node of a Redis Cluster (any
+    /// node, or a managed service's configuration endpoint). The store then speaks Redis
+    /// Cluster: it learns which node owns each slot, sends each event id's script to the node
+    /// owning that id's key, and follows `MOVED` and `ASK` when slots move. Defaults to
+    /// `false`: one Redis server (a cluster node given without this option refuses the keys of
+    /// slots it does not own).
+    #[must_use]
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
     /// Trusts only servers whose certificate is signed by `root_ca_pem` (PEM), for a Redis
     /// behind a private CA, on a `rediss://` URL. Feature `redis-tls`. Defaults to the system's
     /// trust store.
@@ -140,7 +157,8 @@ impl fmt::Debug for RedisStoreOptions {
         let mut debug = f.debug_struct("RedisStoreOptions");
         debug
             .field("timeout", &self.timeout)
-            .field("prefix", &self.prefix);
+            .field("prefix", &self.prefix)
+            .field("cluster", &self.cluster);
         #[cfg(feature = "redis-tls")]
         debug.field("root_ca_pem", &self.root_ca_pem.as_ref().map(|_| "[set]"));
         debug.finish()
@@ -161,28 +179,11 @@ impl RedisStore {
     /// ([`StoreErrorKind::Tls`]).
     pub async fn connect(url: &str, options: RedisStoreOptions) -> Result<Self, StoreError> {
         install_tls_provider();
-        #[cfg(feature = "redis-tls")]
-        let client = match &options.root_ca_pem {
-            Some(root_ca_pem) => {
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_ca_pem.clone()),
-                };
-                redis::Client::build_with_tls(url, certificates)
-                    .map_err(|e| redis_error(url, "invalid TLS settings", e))?
-            }
-            None => redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?,
+        let mut connection = if options.cluster {
+            Connection::Cluster(connect_cluster(url, &options).await?)
+        } else {
+            Connection::Server(connect_server(url, &options).await?)
         };
-        #[cfg(not(feature = "redis-tls"))]
-        let client = redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let mut connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| redis_error(url, "could not connect", e))?;
         let store = Self {
             connection: connection.clone(),
             prefix: options.prefix,
@@ -191,9 +192,9 @@ impl RedisStore {
             commit: redis::Script::new(COMMIT),
             release: redis::Script::new(RELEASE),
         };
-        // Loaded now, so that a command sent while Redis stalls (a release after a claim whose
-        // reply timed out) runs when Redis resumes, instead of failing as an unknown script
-        // with nobody left to load it and retry.
+        // Loaded now (on a cluster, on every primary), so that a command sent while Redis
+        // stalls (a release after a claim whose reply timed out) runs when Redis resumes,
+        // instead of failing as an unknown script with nobody left to load it and retry.
         for script in [&store.claim, &store.extend, &store.commit, &store.release] {
             script
                 .load_async(&mut connection)
@@ -206,6 +207,108 @@ impl RedisStore {
     fn key(&self, id: &str) -> String {
         format!("{}{id}", self.prefix)
     }
+}
+
+/// What the store sends its commands through: a connection manager to one server, or a
+/// cluster connection that routes each command to the node owning its key's slot.
+#[derive(Clone)]
+enum Connection {
+    /// One server (reconnects by itself).
+    Server(ConnectionManager),
+    /// A Redis Cluster (reconnects and refreshes its slot map by itself).
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Server(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Server(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Server(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// A connection manager to the one server at `url`.
+async fn connect_server(
+    url: &str,
+    options: &RedisStoreOptions,
+) -> Result<ConnectionManager, StoreError> {
+    #[cfg(feature = "redis-tls")]
+    let client = match &options.root_ca_pem {
+        Some(root_ca_pem) => {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_ca_pem.clone()),
+            };
+            redis::Client::build_with_tls(url, certificates)
+                .map_err(|e| redis_error(url, "invalid TLS settings", e))?
+        }
+        None => redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?,
+    };
+    #[cfg(not(feature = "redis-tls"))]
+    let client = redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.timeout))
+        .set_response_timeout(Some(options.timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| redis_error(url, "could not connect", e))
+}
+
+/// A cluster connection starting from the node at `url`: connecting, and each command
+/// (redirections and retries included), bounded by the options' timeout.
+async fn connect_cluster(
+    url: &str,
+    options: &RedisStoreOptions,
+) -> Result<ClusterConnection, StoreError> {
+    let builder = redis::cluster::ClusterClient::builder([url])
+        .connection_timeout(options.timeout)
+        .response_timeout(options.timeout);
+    #[cfg(feature = "redis-tls")]
+    let builder = match &options.root_ca_pem {
+        Some(root_ca_pem) => builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_ca_pem.clone()),
+        }),
+        None => builder,
+    };
+    let client = builder
+        .build()
+        .map_err(|e| redis_error(url, "invalid URL", e))?;
+    tokio::time::timeout(options.timeout, client.get_async_connection())
+        .await
+        .map_err(|_| {
+            StoreError::new(format!(
+                "Redis at {}: could not connect: no answer in time",
+                redact_url(url)
+            ))
+            .with_kind(StoreErrorKind::Timeout)
+        })?
+        .map_err(|e| redis_error(url, "could not connect", e))
 }
 
 /// Makes rustls's `ring` provider the process default, unless one is set already (by the
