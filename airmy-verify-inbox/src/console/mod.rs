@@ -32,15 +32,21 @@
 //!   `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use zeroize::Zeroizing;
 
 use crate::Inbox;
 use crate::backend::{EntryState, InboxError, ListQuery, Order};
 
+mod csrf;
+mod login;
 mod pages;
+
+pub use login::{COOKIE, Login, Role, Token, TokenError};
 
 /// The stylesheet, served at `/console.css`.
 const STYLESHEET: &str = include_str!("console.css");
@@ -58,38 +64,144 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("cache-control", "no-store"),
 ];
 
+const TARGET: &str = "airmy_verify_inbox::console";
+
 /// The web console of one inbox; cheap to clone (the adapters clone it into each request).
 #[derive(Clone)]
 pub struct Console {
     inbox: Inbox,
-    csrf: std::sync::Arc<str>,
-    title: std::sync::Arc<str>,
+    title: Arc<str>,
+    /// The form key the application set ([`Console::secret`]).
+    secret: Option<Token>,
+    /// The form key of a console with neither a secret nor a login: this process's own.
+    own_key: Arc<Zeroizing<String>>,
+    login: Option<Login>,
+    loopback_only: bool,
 }
 
 impl fmt::Debug for Console {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Console")
             .field("title", &self.title)
+            .field("secret", &self.secret)
+            .field("login", &self.login)
+            .field("loopback_only", &self.loopback_only)
             .finish_non_exhaustive()
     }
 }
 
-/// A request as an adapter hands it to [`Console::handle`].
-#[derive(Debug, Clone, Copy)]
+/// A request as an adapter hands it to [`Console::handle`]: [`ConsoleRequest::new`] with the
+/// method and the path within the console, then what the request has.
+///
+/// ```
+/// use airmy_verify_inbox::console::{ConsoleRequest, Role};
+///
+/// let request = ConsoleRequest::new("POST", "/replay")
+///     .base("/ops/inbox")
+///     .body(b"id=evt_1&csrf=...")
+///     .fetch_site(Some("same-origin"))
+///     .cookie(Some("airmy_console=..."))
+///     .role(Role::ReadOnly);
+/// assert!(!format!("{request:?}").contains("airmy_console="));
+/// ```
+#[derive(Clone, Copy)]
 pub struct ConsoleRequest<'a> {
-    /// `GET`, `POST`, …
-    pub method: &'a str,
-    /// Where the console is mounted, without a trailing slash (`""` at the root,
-    /// `"/console"`): every link starts with it.
-    pub base: &'a str,
-    /// The path within the console (`/`, `/entries`, …).
-    pub path: &'a str,
-    /// The query string, without `?`.
-    pub query: &'a str,
+    method: &'a str,
+    base: &'a str,
+    path: &'a str,
+    query: &'a str,
+    body: &'a [u8],
+    fetch_site: Option<&'a str>,
+    host: Option<&'a str>,
+    cookie: Option<&'a str>,
+    role: Role,
+}
+
+impl fmt::Debug for ConsoleRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsoleRequest")
+            .field("method", &self.method)
+            .field("base", &self.base)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("body", &format_args!("[{} bytes]", self.body.len()))
+            .field("fetch_site", &self.fetch_site)
+            .field("host", &self.host)
+            .field("cookie", &self.cookie.map(|_| "[redacted]"))
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+impl<'a> ConsoleRequest<'a> {
+    /// A request: its method (`GET`, `POST`, …) and its path within the console (`/`,
+    /// `/entries`, …), with no query, no body, no headers, at the root, from an operator.
+    #[must_use]
+    pub fn new(method: &'a str, path: &'a str) -> Self {
+        Self {
+            method,
+            base: "",
+            path,
+            query: "",
+            body: b"",
+            fetch_site: None,
+            host: None,
+            cookie: None,
+            role: Role::Operator,
+        }
+    }
+
+    /// Where the console is mounted, without a trailing slash (`"/console"`): every link
+    /// starts with it. Defaults to `""` (the root).
+    #[must_use]
+    pub fn base(mut self, base: &'a str) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// The query string, without `?`. Defaults to none.
+    #[must_use]
+    pub fn query(mut self, query: &'a str) -> Self {
+        self.query = query;
+        self
+    }
+
+    /// The body (an `application/x-www-form-urlencoded` form for a POST). Defaults to none.
+    #[must_use]
+    pub fn body(mut self, body: &'a [u8]) -> Self {
+        self.body = body;
+        self
+    }
+
     /// The `Sec-Fetch-Site` header, if any.
-    pub fetch_site: Option<&'a str>,
-    /// The body (an `application/x-www-form-urlencoded` form for a POST).
-    pub body: &'a [u8],
+    #[must_use]
+    pub fn fetch_site(mut self, fetch_site: Option<&'a str>) -> Self {
+        self.fetch_site = fetch_site;
+        self
+    }
+
+    /// The `Host` header, if any (read by [`Console::loopback_only`]).
+    #[must_use]
+    pub fn host(mut self, host: Option<&'a str>) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// The `Cookie` header, if any (several joined with `; `), read by the built-in
+    /// [`Login`].
+    #[must_use]
+    pub fn cookie(mut self, cookie: Option<&'a str>) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    /// The role your own auth layer gave the request ([`Role`]). Defaults to
+    /// [`Role::Operator`].
+    #[must_use]
+    pub fn role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
 }
 
 /// The console's answer: status, headers, body.
@@ -127,6 +239,11 @@ impl ConsoleResponse {
         response.headers.push(("location", location));
         response
     }
+
+    fn with(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
 }
 
 /// The form or query fields of a request, decoded.
@@ -151,13 +268,50 @@ impl Fields {
 
     /// A field's value; an empty one counts as absent.
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
+        self.raw(name).filter(|v| !v.is_empty())
     }
 }
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        // A login form's token.
+        for (_, value) in &mut self.0 {
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i128 {
+    OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
+}
+
+/// Whether a `Host` header names this machine's loopback: `127.0.0.1`, `localhost` or
+/// `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(inside, _)| inside),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "127.0.0.1" | "localhost" | "::1"
+    )
+}
+
+/// The paths the console answers (others are 404).
+const PATHS: [&str; 10] = [
+    "/",
+    "",
+    "/entries",
+    "/entry",
+    "/replay-dead",
+    "/replay",
+    "/purge",
+    "/console.css",
+    "/login",
+    "/logout",
+];
 
 impl Console {
     /// The console of `inbox`.
@@ -165,8 +319,11 @@ impl Console {
     pub fn new(inbox: Inbox) -> Self {
         Self {
             inbox,
-            csrf: airmy_verify::token::random_hex(32).into(),
             title: "AIRMY inbox".into(),
+            secret: None,
+            own_key: Arc::new(Zeroizing::new(airmy_verify::token::random_hex(32))),
+            login: None,
+            loopback_only: false,
         }
     }
 
@@ -177,26 +334,125 @@ impl Console {
         self
     }
 
+    /// The secret the forms' tokens are signed with: give every replica behind a load
+    /// balancer the same one, so that any of them accepts a form another rendered. Defaults
+    /// to none: then with a [`Login`] the key derives from its operator token (which every
+    /// replica has already), and without one it is this process's own (one process only: a
+    /// form rendered by another replica is refused with 403). See
+    /// [forms across replicas](self#forms-across-replicas-csrf).
+    #[must_use]
+    pub fn secret(mut self, secret: Token) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// The built-in login, for an application without an auth layer of its own: every page
+    /// but the login's asks for a session. Defaults to none (the application's auth decides
+    /// who gets here). See [the built-in login](self#the-built-in-login).
+    #[must_use]
+    pub fn login(mut self, login: Login) -> Self {
+        self.login = Some(login);
+        self
+    }
+
+    /// Answers only requests whose `Host` is `127.0.0.1`, `localhost` or `[::1]` (any port),
+    /// 421 otherwise: for a console without a login on a loopback address, so that a web page
+    /// whose name was rebound to 127.0.0.1 (DNS rebinding) can neither read nor drive it.
+    /// Defaults to `false`.
+    #[must_use]
+    pub fn loopback_only(mut self, loopback_only: bool) -> Self {
+        self.loopback_only = loopback_only;
+        self
+    }
+
+    /// The key the forms' tokens are signed with (see [`Console::secret`]).
+    fn form_key(&self) -> Zeroizing<Vec<u8>> {
+        match (&self.secret, &self.login) {
+            (Some(secret), _) => Zeroizing::new(secret.bytes().to_vec()),
+            (None, Some(login)) => login.form_key(),
+            (None, None) => Zeroizing::new(self.own_key.as_bytes().to_vec()),
+        }
+    }
+
     /// Answers one request. Never panics on any input; an inbox error is a 503 page.
     pub async fn handle(&self, request: ConsoleRequest<'_>) -> ConsoleResponse {
-        let page = pages::Page {
-            base: request.base,
-            title: &self.title,
-            csrf: &self.csrf,
-        };
-        let query = Fields::parse(request.query.as_bytes());
-        let answer = match (request.method, request.path) {
+        if self.loopback_only && !request.host.is_some_and(loopback_host) {
+            tracing::warn!(target: TARGET, "console request refused: not a loopback Host header");
+            return ConsoleResponse::new(
+                421,
+                "text/plain; charset=utf-8",
+                "This console answers only to http://127.0.0.1, localhost or [::1].",
+            );
+        }
+        if !PATHS.contains(&request.path) {
+            let page = pages::Page::bare(request.base, &self.title);
+            return ConsoleResponse::html(404, page.message("Not found", "No such page."));
+        }
+        match (request.method, request.path) {
             ("GET" | "HEAD", "/console.css") => {
                 return ConsoleResponse::new(200, "text/css; charset=utf-8", STYLESHEET);
             }
+            ("GET" | "HEAD" | "POST", _) => {}
+            _ => {
+                return ConsoleResponse::new(405, "text/plain; charset=utf-8", "method not allowed")
+                    .with("allow", "GET, POST".to_owned());
+            }
+        }
+        let now = now_ms();
+        let mut role = request.role;
+        let mut session = "";
+        if let Some(login) = &self.login {
+            if request.path == "/login" {
+                return self.log_in(login, &request, now).await;
+            }
+            let found = request
+                .cookie
+                .into_iter()
+                .flat_map(login::cookies)
+                .find_map(|value| login.session(value, now));
+            let Some(found) = found else {
+                let page = pages::Page::bare(request.base, &self.title);
+                return ConsoleResponse::html(401, page.login(false));
+            };
+            role = role.min(found.role);
+            session = found.value;
+        } else if request.path == "/login" || request.path == "/logout" {
+            let page = pages::Page::bare(request.base, &self.title);
+            return ConsoleResponse::html(404, page.message("Not found", "No such page."));
+        }
+        let key = self.form_key();
+        let csrf = csrf::issue(&key, session, now);
+        let page = pages::Page {
+            base: request.base,
+            title: &self.title,
+            csrf: &csrf,
+            role,
+            session: self.login.is_some(),
+        };
+        let query = Fields::parse(request.query.as_bytes());
+        let answer = match (request.method, request.path) {
             ("GET" | "HEAD", "/" | "") => self.overview(&page).await,
             ("GET" | "HEAD", "/entries") => self.entries(&page, &query).await,
             ("GET" | "HEAD", "/entry") => self.entry(&page, &query).await,
             ("GET" | "HEAD", "/replay-dead") => self.confirm_replay_dead(&page).await,
-            ("POST", path @ ("/replay" | "/replay-dead" | "/purge")) => {
+            ("POST", path @ ("/replay" | "/replay-dead" | "/purge" | "/logout")) => {
                 let form = Fields::parse(request.body);
-                if let Some(refused) = self.refuse_forgery(&page, &request, &form) {
+                let forged = (key.as_slice(), session, now);
+                if let Some(refused) = refuse_forgery(&page, &request, &form, forged) {
                     return refused;
+                }
+                if path == "/logout" {
+                    return self.log_out(&page, role);
+                }
+                if !role.can_act() {
+                    tracing::warn!(target: TARGET, path, role = role.as_str(), "console action refused: read-only");
+                    return ConsoleResponse::html(
+                        403,
+                        page.message(
+                            "Refused",
+                            "You have read-only access to this console: you can look, not act.",
+                        ),
+                    );
                 }
                 match path {
                     "/replay" => self.replay(&page, &form).await,
@@ -204,52 +460,63 @@ impl Console {
                     _ => self.purge(&page, &form).await,
                 }
             }
-            (
-                _,
-                "/" | "" | "/entries" | "/entry" | "/replay-dead" | "/replay" | "/purge"
-                | "/console.css",
-            ) => {
-                let mut response =
-                    ConsoleResponse::new(405, "text/plain; charset=utf-8", "method not allowed");
-                response.headers.push(("allow", "GET, POST".to_owned()));
-                return response;
+            _ => {
+                return ConsoleResponse::new(405, "text/plain; charset=utf-8", "method not allowed")
+                    .with("allow", "GET, POST".to_owned());
             }
-            _ => Ok(ConsoleResponse::html(
-                404,
-                page.message("Not found", "No such page."),
-            )),
         };
         answer.unwrap_or_else(|err| {
-            tracing::warn!(target: "airmy_verify_inbox::console", error = %err, "the console could not read the inbox");
+            tracing::warn!(target: TARGET, error = %err, "the console could not read the inbox");
             let status = if err.kind() == crate::ErrorKind::Invalid { 400 } else { 503 };
             ConsoleResponse::html(status, page.message("The inbox could not answer", &err.to_string()))
         })
     }
 
-    /// A POST without the console's token, or sent from another site, is refused (403).
-    fn refuse_forgery(
+    /// `GET /login`: the form; `POST /login`: a token in, a session cookie out, or a refusal
+    /// after the failure delay.
+    async fn log_in(
         &self,
-        page: &pages::Page<'_>,
+        login: &Login,
         request: &ConsoleRequest<'_>,
-        form: &Fields,
-    ) -> Option<ConsoleResponse> {
-        use subtle::ConstantTimeEq;
-        let token_ok = form
-            .get("csrf")
-            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(self.csrf.as_bytes())));
-        let site_ok = !matches!(request.fetch_site, Some("cross-site" | "same-site"));
-        if token_ok && site_ok {
-            return None;
+        now: i128,
+    ) -> ConsoleResponse {
+        let page = pages::Page::bare(request.base, &self.title);
+        if request.method != "POST" {
+            return ConsoleResponse::html(200, page.login(false));
         }
-        tracing::warn!(target: "airmy_verify_inbox::console", path = request.path, "refused a console action without its CSRF token");
-        Some(ConsoleResponse::html(
-            403,
-            page.message(
-                "Refused",
-                "This action did not come from a page of this console (its form token is \
-                 missing or stale: reload the page and try again).",
-            ),
-        ))
+        if matches!(request.fetch_site, Some("cross-site" | "same-site")) {
+            tracing::warn!(target: TARGET, "console login refused: sent from another site");
+            return ConsoleResponse::html(
+                403,
+                page.message("Refused", "This login did not come from this console's page."),
+            );
+        }
+        let form = Fields::parse(request.body);
+        let role = form.raw("token").and_then(|given| login.role_of(given.as_bytes()));
+        let Some(role) = role else {
+            airmy_verify::observe::metrics::console_login("failure");
+            tracing::warn!(target: TARGET, "console login refused: not a console token");
+            login.slow_down().await;
+            return ConsoleResponse::html(401, page.login(true));
+        };
+        let Some(value) = login.open(role, now) else {
+            // The read-only token was rotated away between the comparison and now.
+            return ConsoleResponse::html(401, page.login(true));
+        };
+        airmy_verify::observe::metrics::console_login("success");
+        tracing::info!(target: TARGET, role = role.as_str(), "console login");
+        ConsoleResponse::see_other(page.home().to_owned())
+            .with("set-cookie", login.cookie(Some(&value), page.cookie_path()))
+    }
+
+    /// `POST /logout`: the session cookie expired, back to the login.
+    fn log_out(&self, page: &pages::Page<'_>, role: Role) -> ConsoleResponse {
+        let Some(login) = &self.login else {
+            return ConsoleResponse::html(404, page.message("Not found", "No such page."));
+        };
+        tracing::info!(target: TARGET, role = role.as_str(), "console logout");
+        ConsoleResponse::see_other(format!("{}/login", page.base))
+            .with("set-cookie", login.cookie(None, page.cookie_path()))
     }
 
     async fn overview(&self, page: &pages::Page<'_>) -> Result<ConsoleResponse, InboxError> {
@@ -428,4 +695,31 @@ fn rfc3339(at: OffsetDateTime) -> String {
         .unwrap_or(at)
         .format(&Rfc3339)
         .unwrap_or_default()
+}
+
+/// A POST without a form token of this console for this session, or sent from another site,
+/// is refused (403).
+fn refuse_forgery(
+    page: &pages::Page<'_>,
+    request: &ConsoleRequest<'_>,
+    form: &Fields,
+    (key, session, now): (&[u8], &str, i128),
+) -> Option<ConsoleResponse> {
+    let token_ok = form
+        .get("csrf")
+        .is_some_and(|token| csrf::check(key, session, token, now));
+    let site_ok = !matches!(request.fetch_site, Some("cross-site" | "same-site"));
+    if token_ok && site_ok {
+        return None;
+    }
+    tracing::warn!(target: TARGET, path = request.path, "refused a console action without its form token");
+    Some(ConsoleResponse::html(
+        403,
+        page.message(
+            "Refused",
+            "This action did not come from a page of this console: its form token is missing, \
+             stale, or signed with another key (replicas behind a load balancer need the same \
+             Console::secret). Reload the page and try again.",
+        ),
+    ))
 }

@@ -8,7 +8,7 @@
 //! - an inbox (crate `airmy-verify-inbox`, or your own queue behind the adapters):
 //!   [`inbox_accept`] for each delivery offered to it, [`inbox_gauges`] for its counts (a
 //!   running worker refreshes them once a second), [`handler_attempt`] for each attempt of a
-//!   handler;
+//!   handler, [`console_login`] for each login at its console's built-in login;
 //! - the core itself records the rest (deliveries, verification, lag, idempotency claims), so
 //!   those sinks are not public.
 //!
@@ -245,6 +245,10 @@ pub fn describe() {
         HANDLER_ATTEMPTS_TOTAL,
         "Inbox handler attempts, by event type and result"
     );
+    describe_counter!(
+        CONSOLE_LOGINS_TOTAL,
+        "Logins at the inbox console's built-in login, by result"
+    );
 }
 
 /// One complete body checked: its size and how long the check took.
@@ -312,4 +316,12 @@ pub fn handler_attempt(_event_type: &str, _result: &'static str) {
         "result" => _result,
     )
     .increment(1);
+}
+
+/// Counts a login at an inbox console's built-in login in
+/// `airmy_webhook_console_logins_total`, by `result`: `success` or `failure` (a wrong token).
+/// The console calls it once per `POST /login`.
+pub fn console_login(_result: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(CONSOLE_LOGINS_TOTAL, "result" => _result).increment(1);
 }
