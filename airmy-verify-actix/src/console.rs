@@ -55,10 +55,10 @@
 //! # }
 //! ```
 
+use actix_web::HttpMessage as _;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
-use actix_web::HttpMessage as _;
 use airmy_verify_inbox::console::{Console, ConsoleRequest, Role};
 
 /// The largest form the console reads (its forms are a few hundred bytes).

@@ -407,7 +407,11 @@ async fn a_form_rendered_by_one_replica_is_accepted_by_another_with_the_same_sec
     for other in [&stranger, &alone] {
         let refused = post(other, "/replay", &format!("id={id}&csrf={csrf}"), None).await;
         assert_eq!(refused.status, 403, "{}", text(&refused));
-        assert!(text(&refused).contains("Console::secret"), "{}", text(&refused));
+        assert!(
+            text(&refused).contains("Console::secret"),
+            "{}",
+            text(&refused)
+        );
     }
     let replayed = post(&second, "/replay", &format!("id={id}&csrf={csrf}"), None).await;
     assert_eq!(replayed.status, 303, "{}", text(&replayed));
@@ -450,14 +454,20 @@ async fn a_read_only_operator_sees_every_page_and_no_form_and_cannot_act() {
     }
     let hostile = format!("/entry?id={}", enc(HOSTILE_ID));
     let page = text(&get(&f.console, "", &hostile).await);
-    assert!(page.contains("id=\"replay\""), "an operator's page has the form");
+    assert!(
+        page.contains("id=\"replay\""),
+        "an operator's page has the form"
+    );
     let csrf = token(&f.console).await;
     let before = f.inbox.admin().stats().await.expect("stats");
     for (path, form) in [
         ("/replay", format!("id={}&csrf={csrf}", enc(HOSTILE_ID))),
         ("/replay", format!("id=evt_done&csrf={csrf}")),
         ("/replay-dead", format!("confirm=yes&csrf={csrf}")),
-        ("/purge", format!("before=2999-01-01T00:00:00Z&force=yes&csrf={csrf}")),
+        (
+            "/purge",
+            format!("before=2999-01-01T00:00:00Z&force=yes&csrf={csrf}"),
+        ),
         ("/replay", String::new()),
     ] {
         let refused = f
@@ -467,7 +477,10 @@ async fn a_read_only_operator_sees_every_page_and_no_form_and_cannot_act() {
         assert_eq!(refused.status, 403, "{path} {form}");
     }
     let after = f.inbox.admin().stats().await.expect("stats");
-    assert_eq!((after.dead, after.done, after.pending), (before.dead, before.done, before.pending));
+    assert_eq!(
+        (after.dead, after.done, after.pending),
+        (before.dead, before.done, before.pending)
+    );
 }
 
 /// An id, a type and an error holding a right-to-left override, zero-width characters and
@@ -529,6 +542,15 @@ async fn bidi_overrides_and_zero_width_characters_are_shown_escaped() {
     )
     .await;
     assert_eq!(replayed.status, 303, "{}", text(&replayed));
-    let summary = f.inbox.admin().entry(ID).await.expect("entry").expect("there");
-    assert_eq!(summary.summary.state, airmy_verify_inbox::EntryState::Pending);
+    let summary = f
+        .inbox
+        .admin()
+        .entry(ID)
+        .await
+        .expect("entry")
+        .expect("there");
+    assert_eq!(
+        summary.summary.state,
+        airmy_verify_inbox::EntryState::Pending
+    );
 }

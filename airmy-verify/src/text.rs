@@ -292,8 +292,14 @@ mod tests {
     fn bidi_overrides_and_zero_width_characters_are_shown_escaped() {
         for (text, shown) in [
             ("evt_\u{202e}gpj.exe", r"evt_\u{202e}gpj.exe"),
-            ("\u{202d}\u{2066}\u{2067}\u{2068}\u{2069}", r"\u{202d}\u{2066}\u{2067}\u{2068}\u{2069}"),
-            ("a\u{200b}\u{200c}\u{200d}\u{200e}\u{200f}b", r"a\u{200b}\u{200c}\u{200d}\u{200e}\u{200f}b"),
+            (
+                "\u{202d}\u{2066}\u{2067}\u{2068}\u{2069}",
+                r"\u{202d}\u{2066}\u{2067}\u{2068}\u{2069}",
+            ),
+            (
+                "a\u{200b}\u{200c}\u{200d}\u{200e}\u{200f}b",
+                r"a\u{200b}\u{200c}\u{200d}\u{200e}\u{200f}b",
+            ),
             ("\u{feff}evt", r"\u{feff}evt"),
             ("x\u{1b}[31my\n", r"x\u{1b}[31my\u{a}"),
             ("tag\u{e0041}", r"tag\u{e0041}"),

@@ -387,7 +387,13 @@ fn one_line(text: &str, max: usize) -> String {
     let cut: String = text
         .chars()
         .take(max)
-        .map(|c| if matches!(c, '\n' | '\r' | '\t') { ' ' } else { c })
+        .map(|c| {
+            if matches!(c, '\n' | '\r' | '\t') {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     visible(&cut).to_string()
 }

@@ -461,7 +461,11 @@ async fn disguising_characters_are_shown_escaped_in_every_table() {
             .expect("take");
         assert!(
             backend
-                .bury(&leased[0].id, &leased[0].token, "pager \u{202e}005\u{1b}[2J said no")
+                .bury(
+                    &leased[0].id,
+                    &leased[0].token,
+                    "pager \u{202e}005\u{1b}[2J said no"
+                )
                 .await
                 .expect("bury")
         );
@@ -480,7 +484,10 @@ async fn disguising_characters_are_shown_escaped_in_every_table() {
             .filter(|&c| c != '\n' && airmy_verify::text::disguises(c))
             .map(|c| format!("U+{:04X}", u32::from(c)))
             .collect();
-        assert!(raw.is_empty(), "{args:?}: printed as they are: {raw:?}\n{out}");
+        assert!(
+            raw.is_empty(),
+            "{args:?}: printed as they are: {raw:?}\n{out}"
+        );
         assert!(out.contains(escaped_id), "{args:?}: {out}");
         assert!(
             out.contains(r"alert.\u{2066}triggered\u{2069}"),

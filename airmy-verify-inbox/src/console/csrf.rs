@@ -51,13 +51,23 @@ mod tests {
         let token = issue(KEY, "o.1.n.mac", 1_000);
         assert!(check(KEY, "o.1.n.mac", &token, 1_000));
         assert!(check(KEY, "o.1.n.mac", &token, 1_000 + LIFETIME_MS - 1));
-        assert!(!check(KEY, "o.1.n.mac", &token, 1_000 + LIFETIME_MS), "expired");
+        assert!(
+            !check(KEY, "o.1.n.mac", &token, 1_000 + LIFETIME_MS),
+            "expired"
+        );
         assert!(!check(KEY, "o.2.n.mac", &token, 1_000), "another session");
         assert!(!check(b"another-key-entirely", "o.1.n.mac", &token, 1_000));
         let (_, tag) = token.split_once('.').expect("two parts");
         let later = format!("{}.{tag}", 1_000 + 2 * LIFETIME_MS);
         assert!(!check(KEY, "o.1.n.mac", &later, 1_000), "expiry moved");
-        for odd in ["", ".", "x.y", "1.", ".00", "99999999999999999999999999999999999999999.00"] {
+        for odd in [
+            "",
+            ".",
+            "x.y",
+            "1.",
+            ".00",
+            "99999999999999999999999999999999999999999.00",
+        ] {
             assert!(!check(KEY, "", odd, 0), "{odd:?}");
         }
     }

@@ -268,9 +268,12 @@ impl Login {
         let tokens = self.current();
         let given = Token::digest(given);
         let operator = given.ct_eq(&Token::digest(tokens.operator.bytes()));
-        let read_only = tokens.read_only.as_ref().map_or(subtle::Choice::from(0), |t| {
-            given.ct_eq(&Token::digest(t.bytes()))
-        });
+        let read_only = tokens
+            .read_only
+            .as_ref()
+            .map_or(subtle::Choice::from(0), |t| {
+                given.ct_eq(&Token::digest(t.bytes()))
+            });
         if bool::from(operator) {
             Some(Role::Operator)
         } else if bool::from(read_only) {
@@ -300,7 +303,10 @@ impl Login {
             airmy_verify::token::random_hex(16)
         );
         let mac = session_mac(token, &head);
-        Some(format!("{head}.{}", hex::encode(mac.finalize().into_bytes())))
+        Some(format!(
+            "{head}.{}",
+            hex::encode(mac.finalize().into_bytes())
+        ))
     }
 
     /// The session of one cookie value, if it is sound, unexpired at `now_ms`, and signed by
@@ -336,9 +342,7 @@ impl Login {
                 "{COOKIE}={value}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
                 self.lifetime.as_secs()
             ),
-            None => format!(
-                "{COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict{secure}"
-            ),
+            None => format!("{COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict{secure}"),
         }
     }
 }
@@ -373,7 +377,10 @@ mod tests {
     fn tokens_are_sixteen_characters_or_more_and_never_shown() {
         assert!(Token::new("fifteen-chars-x").is_err());
         assert!(Token::new("sixteen-chars-xx").is_ok());
-        assert!(Token::new("ééééééééééééééé").is_err(), "characters, not bytes");
+        assert!(
+            Token::new("ééééééééééééééé").is_err(),
+            "characters, not bytes"
+        );
         let err = Token::new("hunter2").expect_err("short");
         assert!(!format!("{err} {err:?}").contains("hunter2"));
         let login = Login::new(token("the-operators-token-0123"));
@@ -413,7 +420,14 @@ mod tests {
         let (_, rest) = rest.split_once('.').expect("expiry");
         let later = format!("r.{}.{rest}", 1_000 + 10 * lifetime);
         assert!(login.session(&later, 1_000).is_none());
-        for odd in ["", ".", "r..x.00", "o.1.2", "r.x.y.zz", "r.99999999999999.n.zz"] {
+        for odd in [
+            "",
+            ".",
+            "r..x.00",
+            "o.1.2",
+            "r.x.y.zz",
+            "r.99999999999999.n.zz",
+        ] {
             assert!(login.session(odd, 1_000).is_none(), "{odd:?}");
         }
     }
@@ -443,7 +457,11 @@ mod tests {
             "airmy_console=v; Path=/ops; Max-Age=43200; HttpOnly; SameSite=Strict"
         );
         let secure = login.secure_cookie(true);
-        assert!(secure.cookie(None, "/").ends_with("Max-Age=0; HttpOnly; SameSite=Strict; Secure"));
+        assert!(
+            secure
+                .cookie(None, "/")
+                .ends_with("Max-Age=0; HttpOnly; SameSite=Strict; Secure")
+        );
         assert_eq!(
             cookies("a=1; airmy_console=x; airmy_consoles=y;airmy_console=z").collect::<Vec<_>>(),
             ["x", "z"]

@@ -394,8 +394,12 @@ impl Console {
             }
             ("GET" | "HEAD" | "POST", _) => {}
             _ => {
-                return ConsoleResponse::new(405, "text/plain; charset=utf-8", "method not allowed")
-                    .with("allow", "GET, POST".to_owned());
+                return ConsoleResponse::new(
+                    405,
+                    "text/plain; charset=utf-8",
+                    "method not allowed",
+                )
+                .with("allow", "GET, POST".to_owned());
             }
         }
         let now = now_ms();
@@ -461,14 +465,25 @@ impl Console {
                 }
             }
             _ => {
-                return ConsoleResponse::new(405, "text/plain; charset=utf-8", "method not allowed")
-                    .with("allow", "GET, POST".to_owned());
+                return ConsoleResponse::new(
+                    405,
+                    "text/plain; charset=utf-8",
+                    "method not allowed",
+                )
+                .with("allow", "GET, POST".to_owned());
             }
         };
         answer.unwrap_or_else(|err| {
             tracing::warn!(target: TARGET, error = %err, "the console could not read the inbox");
-            let status = if err.kind() == crate::ErrorKind::Invalid { 400 } else { 503 };
-            ConsoleResponse::html(status, page.message("The inbox could not answer", &err.to_string()))
+            let status = if err.kind() == crate::ErrorKind::Invalid {
+                400
+            } else {
+                503
+            };
+            ConsoleResponse::html(
+                status,
+                page.message("The inbox could not answer", &err.to_string()),
+            )
         })
     }
 
@@ -488,11 +503,16 @@ impl Console {
             tracing::warn!(target: TARGET, "console login refused: sent from another site");
             return ConsoleResponse::html(
                 403,
-                page.message("Refused", "This login did not come from this console's page."),
+                page.message(
+                    "Refused",
+                    "This login did not come from this console's page.",
+                ),
             );
         }
         let form = Fields::parse(request.body);
-        let role = form.raw("token").and_then(|given| login.role_of(given.as_bytes()));
+        let role = form
+            .raw("token")
+            .and_then(|given| login.role_of(given.as_bytes()));
         let Some(role) = role else {
             airmy_verify::observe::metrics::console_login("failure");
             tracing::warn!(target: TARGET, "console login refused: not a console token");
