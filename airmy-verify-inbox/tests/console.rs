@@ -554,3 +554,48 @@ async fn bidi_overrides_and_zero_width_characters_are_shown_escaped() {
         airmy_verify_inbox::EntryState::Pending
     );
 }
+
+/// A console with `loopback_only` (no login, on a loopback address) answers only a loopback
+/// `Host`: a page whose name was rebound to 127.0.0.1 gets 421, reads nothing, replays nothing.
+#[tokio::test]
+async fn a_loopback_only_console_answers_a_loopback_host_only() {
+    let f = fixture("loopback").await;
+    let console = Console::new(f.inbox.clone()).loopback_only(true);
+    for host in [
+        "127.0.0.1:4000",
+        "localhost",
+        "LOCALHOST:80",
+        "[::1]:4000",
+        "[::1]",
+    ] {
+        let page = console
+            .handle(ConsoleRequest::new("GET", "/").host(Some(host)))
+            .await;
+        assert_eq!(page.status, 200, "{host}");
+    }
+    for host in [
+        None,
+        Some("attacker.example:4000"),
+        Some("127.0.0.1.attacker.example"),
+        Some("[::2]:1"),
+        Some(""),
+    ] {
+        for (method, path) in [
+            ("GET", "/"),
+            ("GET", "/replay-dead"),
+            ("POST", "/replay-dead"),
+        ] {
+            let refused = console
+                .handle(
+                    ConsoleRequest::new(method, path)
+                        .host(host)
+                        .body(b"confirm=yes"),
+                )
+                .await;
+            assert_eq!(refused.status, 421, "{host:?} {method} {path}");
+            assert!(!text(&refused).contains("csrf"), "no form token");
+            assert_eq!(header(&refused, "x-frame-options"), Some("DENY"));
+        }
+    }
+    assert_eq!(f.inbox.admin().stats().await.expect("stats").dead, 1);
+}
