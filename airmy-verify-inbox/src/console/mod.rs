@@ -6,6 +6,23 @@
 //! [`ConsoleResponse`]. The adapters mount it: `airmy_verify_axum::console::router` (a
 //! `Router`) and `airmy_verify_actix::console::scope` (a `Scope`), features `console`.
 //!
+//! ```
+//! use airmy_verify_inbox::{Inbox, MemoryBackend, MemoryOptions};
+//! use airmy_verify_inbox::console::{Console, ConsoleRequest, Login, Token};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let inbox = Inbox::new(MemoryBackend::new(MemoryOptions::default()));
+//! let console = Console::new(inbox)
+//!     .title("billing: AIRMY inbox")
+//!     // Without an auth layer of your own: the built-in login.
+//!     .login(Login::new(Token::new("the-operators-token-0123")?));
+//! let page = console.handle(ConsoleRequest::new("GET", "/").base("/ops/inbox")).await;
+//! assert_eq!(page.status, 401, "a login first");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Pages
 //!
 //! | method and path | what |
@@ -18,18 +35,90 @@
 //! | `POST /replay-dead` (`confirm=yes`) | replays every dead letter |
 //! | `POST /purge` (`before`, RFC 3339; `force`) | purges processed entries, with the rule of `airmy-webhook inbox purge` ([`purge_refusal`](crate::purge_refusal)) |
 //! | `GET /console.css` | the stylesheet |
+//! | `GET /login`, `POST /login` (`token`), `POST /logout` | the built-in login, with [`Console::login`] only (404 otherwise) |
 //!
-//! # Security
+//! # Who gets in, and what they may do
 //!
-//! - **Authentication is the application's**: mount the console behind your own auth layer or
-//!   middleware (the adapters' docs show how). It shows event bodies and can replay them.
-//! - A GET never changes anything. Every POST carries the console's CSRF token (random, made
-//!   when the console is built, written into each form): a POST without it is refused with
-//!   403, as is one whose `Sec-Fetch-Site` says it came from another site.
-//! - Ids, types, error texts and bodies are data from outside: maud escapes everything, and
-//!   every answer carries a `Content-Security-Policy` with `script-src 'none'` (the console runs
-//!   no script at all), `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`,
-//!   `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
+//! Either **your own auth layer** decides (mount the console behind it, as the adapters' docs
+//! show; it shows event bodies and replays them) and may put a [`Role`] in the request's
+//! extensions, which the adapters pass on: [`Role::ReadOnly`] or [`Role::Operator`] (the
+//! default when it puts none). Or, for an application without one, **the built-in login**
+//! ([`Console::login`] with a [`Login`]) asks for a token.
+//!
+//! **Roles**: every page is open to both; a read-only operator sees no form (no replay, replay
+//! every dead letter or purge button; a "read-only" mark in the header) and every action
+//! (`POST /replay`, `/replay-dead`, `/purge`) is refused with 403, whatever it carries.
+//! (Logging out is not an action on the inbox: a read-only session may.)
+//!
+//! ## The built-in login
+//!
+//! - **Tokens**: an operator token and, optionally, a read-only one ([`Login::read_only`]),
+//!   each a [`Token`] of at least 16 characters (refused at construction otherwise). A login
+//!   compares what it is given with both, in constant time (their SHA-256 digests with
+//!   `subtle`, so neither the contents nor the lengths show in the timing).
+//! - **The session cookie** `airmy_console`: `HttpOnly`, `SameSite=Strict`, `Path` the
+//!   console's mount path, `Max-Age` its lifetime (12 hours by default,
+//!   [`Login::session_lifetime`]), `Secure` when asked ([`Login::secure_cookie`]: do, when the
+//!   console is reached over HTTPS). Its value is the role, the expiry, a random nonce and an
+//!   HMAC-SHA256 of them keyed by the token that opened it: never the token, checked on every
+//!   request, no server-side state, so any replica with the same tokens accepts it.
+//! - **Logout** (`POST /logout`, a button in the header) expires the cookie in the browser.
+//!   Sessions are signed, not stored: a copy of the cookie taken before the logout stays good
+//!   until its expiry, unless the token rotates. To end every session now, rotate.
+//! - **Rotation without a restart**: [`Login::rotate`] on any clone of the login (the clones
+//!   share their tokens) replaces them at once: a session is keyed by the token that made it,
+//!   so the old tokens' sessions end at their next request, and their forms are refused.
+//! - **Failed logins** answer 401 after a delay (1 second, [`Login::failure_delay`]), one at a
+//!   time per process, so a process answers at most one wrong token per delay; each is counted
+//!   in `airmy_webhook_console_logins_total{result="failure"}` (feature `metrics`; successes
+//!   under `success`) and logged as a `tracing` warning, target `airmy_verify_inbox::console`,
+//!   without the token.
+//! - A login posted from another site (`Sec-Fetch-Site`) is refused with 403.
+//!
+//! # Forms across replicas (CSRF)
+//!
+//! A GET never changes anything. Every POST carries a form token, and one whose
+//! `Sec-Fetch-Site` says another site sent it is refused (403) as well.
+//!
+//! The form token is **signed, not stored**: `EXPIRES.HMAC-SHA256(key, EXPIRES, session)`,
+//! good for 12 hours, bound to the built-in login's session when there is one (a token taken
+//! from one session does not work in another), checked in constant time. The key is
+//! [`Console::secret`] when the application sets one; else, with the built-in login, derived
+//! from its operator token (which every replica has already, and which a rotation renews);
+//! else random per process. So **behind a load balancer any replica accepts a form another
+//! rendered**, as soon as the replicas share the secret or the login's token: give every
+//! replica the same [`Console::secret`] when your own auth layer is in front; with the built-in
+//! login there is nothing more to set. A console with neither accepts only its own forms:
+//! fine for one process, a 403 about half the time behind a round-robin balancer (the 403 page
+//! says so).
+//!
+//! Why this and not a double-submit cookie checked with `Sec-Fetch-Site` and `Origin`: a
+//! double-submit cookie proves only that the sender could write a cookie for the console's
+//! host, which a sibling subdomain can (cookie tossing; the `__Host-` prefix that prevents it
+//! needs HTTPS, and the receivers' consoles on loopback have none); `Origin` must be compared
+//! with the public origin, which a reverse proxy hides (it rewrites `Host`, terminates TLS)
+//! and which the console would have to be told. A signed token needs neither: what makes it
+//! good is a key the page's reader never sees, the same on every replica, and the session it
+//! was rendered for. `Sec-Fetch-Site` stays as a second check where browsers send it.
+//!
+//! # Text that cannot disguise itself
+//!
+//! Ids, types, error texts and bodies are data from outside. maud escapes everything (no
+//! markup from them), and every character that could disguise a text
+//! ([`airmy_verify::text::disguises`]: control and format characters, such as the right-to-left
+//! override U+202E, which shows `evt_gpj.exe` as `evt_exe.jpg`, or the zero-width space
+//! U+200B) is **shown escaped**, `\u{202e}`, in a marked span (`span.esc`, its code in the
+//! `title`), never applied and never served as it is (a hidden field holds it as the reference
+//! `&#x202e;`, which the browser sends back as the character: the replay finds the entry). The
+//! rule is [`airmy_verify::text::visible`], the one `airmy-webhook inbox`'s tables use too.
+//!
+//! Every answer carries a `Content-Security-Policy` with `default-src 'none'`, `script-src
+//! 'none'` (the console runs no script at all), `style-src 'self'`, `img-src 'self'`,
+//! `form-action 'self'`, `frame-ancestors 'none'` and `base-uri 'none'`, and
+//! `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`
+//! and `Cache-Control: no-store`, the login's pages included. A console without a login on a
+//! loopback address can refuse every `Host` but a loopback one ([`Console::loopback_only`],
+//! against DNS rebinding).
 
 use std::fmt;
 use std::sync::Arc;
