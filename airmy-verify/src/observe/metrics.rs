@@ -9,7 +9,7 @@
 //!   [`inbox_accept`] for each delivery offered to it, [`inbox_gauges`] for its counts (a
 //!   running worker refreshes them once a second), [`handler_attempt`] for each attempt of a
 //!   handler, [`inbox_accept_stage`] and [`inbox_accept_batch`] for where an accept's time
-//!   goes;
+//!   goes, [`console_login`] for each login at its console's built-in login;
 //! - the core itself records the rest (deliveries, verification, lag, idempotency claims), so
 //!   those sinks are not public.
 //!
@@ -299,6 +299,10 @@ pub fn describe() {
         INBOX_ACCEPT_BATCH_SIZE,
         "How many accepts one batch of the inbox stored together"
     );
+    describe_counter!(
+        CONSOLE_LOGINS_TOTAL,
+        "Logins at the inbox console's built-in login, by result"
+    );
 }
 
 /// One complete body checked: its size and how long the check took.
@@ -429,4 +433,12 @@ pub fn handler_attempt(_event_type: &str, _result: &'static str) {
         "result" => _result,
     )
     .increment(1);
+}
+
+/// Counts a login at an inbox console's built-in login in
+/// `airmy_webhook_console_logins_total`, by `result`: `success` or `failure` (a wrong token).
+/// The console calls it once per `POST /login`.
+pub fn console_login(_result: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(CONSOLE_LOGINS_TOTAL, "result" => _result).increment(1);
 }
