@@ -30,13 +30,14 @@ n=${3:-20000}
 concurrency=${4:-32}
 
 cargo build -q --release -p examples --bin "$bin" --bin inbox-bench
+target=${CARGO_TARGET_DIR:-target} # where cargo put them
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" $(cat "$work/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 export AIRMY_WEBHOOK_SECRET=whsec_inbox_load_bench AIRMY_LISTEN=127.0.0.1:0
 start() { # name, extra env...
   local name=$1; shift
-  env "$@" ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "target/release/$bin" > "$work/$name.out" 2>/dev/null &
+  env "$@" ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "$target/release/$bin" > "$work/$name.out" 2>/dev/null &
   echo $! >> "$work/pids" # (this runs in a subshell: the trap reads the file)
   for _ in $(seq 1 100); do grep -q '^metrics on\|^listening on' "$work/$name.out" && [ "$name" = plain -o -n "$(grep '^metrics on' "$work/$name.out")" ] && break; sleep 0.1; done
   echo "$(sed -n 's/^listening on //p' "$work/$name.out" | head -1)/hooks/airmy"
@@ -62,7 +63,7 @@ fi
 echo "$bin: $rounds rounds x $n deliveries, $concurrency concurrent; no inbox $plain, inbox $inbox"
 # Warm-up (not counted): connections, caches, the database file's first pages.
 for url in "$plain" "$inbox"; do
-  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} target/release/inbox-bench load "$url" 2000 "$concurrency" > /dev/null
+  ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} "$target"/release/inbox-bench load "$url" 2000 "$concurrency" > /dev/null
 done
 metrics_snapshot "$work/metrics.before"
 pgbin=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -71,7 +72,7 @@ for round in $(seq 1 "$rounds"); do
   if [ $((round % 2)) = 1 ]; then order="plain inbox"; else order="inbox plain"; fi
   for which in $order; do
     url=$plain; [ "$which" = inbox ] && url=$inbox
-    line=$(${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} target/release/inbox-bench load "$url" "$n" "$concurrency")
+    line=$(${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} "$target"/release/inbox-bench load "$url" "$n" "$concurrency")
     rps=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' <<<"$line")
     echo "$round $which $rps | $line" | tee -a "$work/results"
   done
@@ -131,7 +132,7 @@ elif [ "${INBOX:-sqlite}" = postgres ]; then
   ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} "$pgbin/pgbench" -n -c "$concurrency" -j 1 -T 5 -M prepared -f "$work/insert1.sql" "$AIRMY_POSTGRES_URL" 2>&1 | sed -nE 's/^tps = ([0-9.]+).*/pgbench, one row per transaction, '"$concurrency"' clients: \1 tps/p'
   "${psql[@]}" -c "DROP TABLE airmy_floor"
 else
-  target/release/inbox-bench sqlite-floor "$n" "$batch" | tee "$work/sqlite-floor"
+  "$target"/release/inbox-bench sqlite-floor "$n" "$batch" | tee "$work/sqlite-floor"
   sed -E 's/.*: ([0-9.]+) rows\/s.*/\1/' "$work/sqlite-floor" > "$work/floor"
 fi
 python3 - "$work/results" "$work/metrics.before" "$work/metrics.after" "$work/floor" <<'PY'
