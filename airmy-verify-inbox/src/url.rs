@@ -217,12 +217,12 @@ fn take_parameters<const N: usize>(
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
         {
             return Err(invalid(format!(
-                "unknown parameter {key:?} (neither the inbox's {named} nor one the driver reads)"
+                "unknown parameter {key:?} (neither {named} nor one the driver reads)"
             )));
         } else {
             // Not a name: perhaps a piece of a password with a `?` in it; not repeated.
             return Err(invalid(format!(
-                "a query parameter is not a name (neither the inbox's {named} nor one the driver \
+                "a query parameter is not a name (neither {named} nor one the driver \
                  reads)"
             )));
         }

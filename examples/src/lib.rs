@@ -158,8 +158,18 @@ impl fmt::Debug for ListenUrl {
 pub enum IdempotencySetting {
     /// In this process (`memory`): up to 100,000 ids.
     Memory,
-    /// On the Redis server at this URL, shared by every receiver using it.
-    Redis(String),
+    /// On Redis, shared by every receiver using it: the URL's forms and parameters are those
+    /// of a Redis `AIRMY_INBOX` (read by [`InboxUrl`]): `?prefix=…`
+    /// ([`RedisStoreOptions::prefix`]), `?cluster=true` for a Redis Cluster, given any node or
+    /// several separated by commas ([`RedisStoreOptions::cluster`]).
+    Redis {
+        /// The URL as the Redis client takes it, without the store's parameters.
+        url: String,
+        /// The prefix of the store's keys; `None`: the default, `airmy:idempotency:`.
+        prefix: Option<String>,
+        /// Whether the URL names a Redis Cluster.
+        cluster: bool,
+    },
 }
 
 impl fmt::Debug for IdempotencySetting {
@@ -167,7 +177,16 @@ impl fmt::Debug for IdempotencySetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("Memory"),
-            Self::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
+            Self::Redis {
+                url,
+                prefix,
+                cluster,
+            } => f
+                .debug_struct("Redis")
+                .field("url", &redact_url(url))
+                .field("prefix", prefix)
+                .field("cluster", cluster)
+                .finish(),
         }
     }
 }
@@ -184,8 +203,15 @@ impl ReceiverConfig {
             Some(IdempotencySetting::Memory) => {
                 Idempotency::new(MemoryStore::new(100_000), &self.verifier)
             }
-            Some(IdempotencySetting::Redis(url)) => {
-                let options = RedisStoreOptions::default();
+            Some(IdempotencySetting::Redis {
+                url,
+                prefix,
+                cluster,
+            }) => {
+                let mut options = RedisStoreOptions::default().cluster(*cluster);
+                if let Some(prefix) = prefix {
+                    options = options.prefix(prefix);
+                }
                 let store = RedisStore::connect(url, options).await.map_err(|e| {
                     let shown = redact_url(url);
                     ConfigError(format!("AIRMY_IDEMPOTENCY: cannot use {shown}: {e}"))
@@ -316,7 +342,20 @@ impl ReceiverConfig {
             None | Some("") => None,
             Some("memory") => Some(IdempotencySetting::Memory),
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                Some(IdempotencySetting::Redis(url.to_owned()))
+                match url.parse::<InboxUrl>() {
+                    Ok(InboxUrl::Redis {
+                        url,
+                        prefix,
+                        cluster,
+                        ..
+                    }) => Some(IdempotencySetting::Redis {
+                        url,
+                        prefix,
+                        cluster,
+                    }),
+                    Ok(_) => unreachable!("a redis:// URL reads as a Redis InboxUrl"),
+                    Err(e) => return Err(ConfigError(format!("AIRMY_IDEMPOTENCY {e}"))),
+                }
             }
             Some(other) => {
                 return Err(ConfigError(format!(
@@ -820,10 +859,33 @@ mod tests {
         );
         assert_eq!(
             with("redis://127.0.0.1:6379").expect("redis").idempotency,
-            Some(IdempotencySetting::Redis("redis://127.0.0.1:6379".into()))
+            Some(IdempotencySetting::Redis {
+                url: "redis://127.0.0.1:6379".into(),
+                prefix: None,
+                cluster: false,
+            })
+        );
+        // The forms of a Redis AIRMY_INBOX: several nodes of a cluster, the prefix.
+        assert_eq!(
+            with("redis://:pw@a:7000,b:7001?cluster=true&prefix=billing:ids:")
+                .expect("a cluster")
+                .idempotency,
+            Some(IdempotencySetting::Redis {
+                url: "redis://:pw@a:7000,b:7001".into(),
+                prefix: Some("billing:ids:".into()),
+                cluster: true,
+            })
         );
         let err = with("postgres://x").expect_err("refused");
         assert!(err.to_string().contains("AIRMY_IDEMPOTENCY"), "{err}");
+        for bad in [
+            "redis://a:7000?cluster=yes",
+            "redis://:hunter2@a:7000?clustr=true",
+        ] {
+            let err = with(bad).expect_err(bad).to_string();
+            assert!(err.starts_with("AIRMY_IDEMPOTENCY "), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

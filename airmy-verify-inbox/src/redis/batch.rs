@@ -1,11 +1,13 @@
 //! Batching of the two commonest writes, accepts and completions: one script per batch.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::connect::Connection;
+use airmy_verify::redis_connection::RedisConnection;
+
 use super::redis_error;
 use crate::backend::InboxError;
 
@@ -55,13 +57,14 @@ pub(super) fn shutting_down() -> InboxError {
 /// next ones gather while the previous replies, and Redis's fsync, which Redis shares between
 /// the scripts of one event loop turn, are on their way), until every backend clone is
 /// dropped. `lead` are the arguments before the jobs'. With `replicas` (how many, and how
-/// long to wait for them), a batch is answered only once that many replicas hold it (`WAIT`).
+/// long to wait for them), a batch is answered only once that many replicas hold it
+/// ([`run_and_wait`]).
 pub(super) async fn run_batches(
-    connection: Connection,
+    connection: RedisConnection,
     script: redis::Script,
     keys: [String; 5],
     lead: Vec<String>,
-    replicas: Option<(u32, std::time::Duration)>,
+    replicas: Option<(u32, Duration)>,
     queue: mpsc::UnboundedReceiver<Job>,
 ) {
     const IN_FLIGHT: usize = 2;
@@ -88,24 +91,15 @@ pub(super) async fn run_batches(
                     Job::Complete { id, token, .. } => invocation.arg(id).arg(token),
                 };
             }
-            let mut result: Result<Vec<i64>, InboxError> = invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(redis_error);
-            if let (Ok(_), Some((wanted, timeout))) = (&result, replicas) {
-                match connection
-                    .wait_for_replicas(&keys[0], wanted, timeout)
-                    .await
-                {
-                    Ok(held) if held >= u64::from(wanted) => {}
-                    Ok(held) => {
-                        result = Err(InboxError::unavailable(format!(
-                            "Redis: {held} of {wanted} replicas hold the accept after {timeout:?}"
-                        )));
-                    }
-                    Err(err) => result = Err(redis_error(err)),
+            let result = match replicas {
+                Some((wanted, timeout)) => {
+                    run_and_wait(&mut connection, &invocation, wanted, timeout).await
                 }
-            }
+                None => invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(redis_error),
+            };
             for (i, job) in batch.into_iter().enumerate() {
                 job.reply(match &result {
                     Ok(codes) => codes
@@ -118,4 +112,44 @@ pub(super) async fn run_batches(
         }
     })
     .await;
+}
+
+/// The script, then Redis `WAIT wanted timeout`, in one pipeline: both on the one connection to
+/// the node that runs the script, so the `WAIT` counts the replicas holding everything that
+/// connection wrote up to the script (a `WAIT` sent apart could land on a new connection,
+/// after a reconnect or a failover, which has written nothing and so is held by every
+/// replica). Fewer replicas than `wanted`: [`ErrorKind::Unavailable`](crate::ErrorKind). A node
+/// that does not know the script (a promoted replica: Redis does not replicate `SCRIPT LOAD`)
+/// gets it loaded, and the pipeline is sent again, once.
+async fn run_and_wait(
+    connection: &mut RedisConnection,
+    invocation: &redis::ScriptInvocation<'_>,
+    wanted: u32,
+    timeout: Duration,
+) -> Result<Vec<i64>, InboxError> {
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let mut pipeline = redis::pipe();
+    pipeline
+        .invoke_script(invocation)
+        .cmd("WAIT")
+        .arg(wanted)
+        .arg(ms);
+    let mut sent = pipeline.query_async::<(Vec<i64>, u64)>(connection).await;
+    if matches!(&sent, Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+    {
+        invocation
+            .load_async(connection)
+            .await
+            .map_err(redis_error)?;
+        sent = pipeline.query_async(connection).await;
+    }
+    let (codes, held) = sent.map_err(redis_error)?;
+    if held < u64::from(wanted) {
+        return Err(InboxError::unavailable(format!(
+            "Redis: {held} of {wanted} replicas hold the accept after {timeout:?}"
+        )));
+    }
+    Ok(codes)
 }
