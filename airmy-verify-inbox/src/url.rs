@@ -21,8 +21,10 @@ use crate::{Inbox, OpenError, OpenErrorKind};
 /// PostgreSQL ([`PgOptions::schema`](crate::PgOptions::schema)), and `?pooler=true` when the
 /// URL goes through a transaction pooler such as PgBouncer in transaction mode
 /// ([`PgOptions::pooler`](crate::PgOptions::pooler)); `?prefix=PREFIX` on Redis
-/// ([`RedisOptions::prefix`](crate::RedisOptions::prefix)), and `?cluster=true` when the URL is
-/// a node of a Redis Cluster ([`RedisOptions::cluster`](crate::RedisOptions::cluster)). They
+/// ([`RedisOptions::prefix`](crate::RedisOptions::prefix)), and `?cluster=true` when the URL
+/// names a Redis Cluster ([`RedisOptions::cluster`](crate::RedisOptions::cluster)): any node, or
+/// several seeds separated by commas, `redis://[:password@]node-a:6379,node-b:6379?cluster=true`
+/// (several hosts without `cluster=true` fail to open as invalid). They
 /// are taken off the URL before
 /// the URL reaches the driver. Any other parameter must be one the driver reads (sqlx's
 /// `sslmode`, `application_name`, …; the Redis client's `protocol`): an unknown one is refused,

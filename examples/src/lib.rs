@@ -10,10 +10,10 @@
 //! | `AIRMY_WEBHOOK_SECRET_PREVIOUS` | a previous secret, accepted during a rotation | none |
 //! | `AIRMY_LISTEN` | the address to bind (port 0 picks a free port) | `127.0.0.1:3000` |
 //! | `AIRMY_TOLERANCE_SECS` | freshness tolerance in seconds | `300` |
-//! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`: run the handler once per event id | unset: off |
+//! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`, in the forms of a Redis `AIRMY_INBOX` (keys under `airmy:idempotency:`, or `?prefix=…`; `?cluster=true` when it names a Redis Cluster, by any node or by several seeds separated by commas): run the handler once per event id | unset: off |
 //! | `AIRMY_HANDLER_DELAY_MS` | every handling sleeps this long before answering (a slow handler, to try timeouts and retries) | `0` |
 //! | `AIRMY_HANDLER_FAIL_FOR_SECS` | every handling attempt fails during the first N seconds after start (a simulated outage): 500 `{"error":"handler_failed"}` without an inbox, a retry later with one | `0` |
-//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`, or `?prefix=…`; `?cluster=true` when it is any node of a Redis Cluster) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`, or `?schema=…`; `?pooler=true` when it goes through a transaction pooler such as PgBouncer in transaction mode), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
+//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`, or `?prefix=…`; `?cluster=true` when it names a Redis Cluster, by any node or by several seeds separated by commas: `redis://[:PASSWORD@]node-a:6379,node-b:6379?cluster=true`) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`, or `?schema=…`; `?pooler=true` when it goes through a transaction pooler such as PgBouncer in transaction mode), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
 //! | `AIRMY_INBOX_LISTEN_URL` | with a PostgreSQL `AIRMY_INBOX` behind a transaction pooler (`?pooler=true`): the database's direct URL (past the pooler, same database), for the one `LISTEN` connection that wakes idle workers at once | unset: behind a pooler, idle workers poll every 500 ms; otherwise the listener is one of the pool's connections |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
 //! | `AIRMY_INBOX_MAX_ATTEMPTS` | at most this many attempts per entry, then it is a dead letter (the retries wait 1 s, 2 s, 4 s, … as before) | unset: retries for up to 24 hours |
@@ -26,7 +26,9 @@
 //! | `RUST_LOG` | log filter (`EnvFilter` syntax) | `info` |
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
-//! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
+//! `AIRMY_IDEMPOTENCY` that is neither, or has a parameter neither it (`prefix`, `cluster`) nor
+//! the Redis client reads, or several hosts without `?cluster=true`, or a Redis that cannot be
+//! reached at start-up, an
 //! `AIRMY_INBOX` that is not `sqlite:PATH`, a Redis or a PostgreSQL URL, or that has a query parameter neither the inbox (`prefix`, `cluster`, `schema`, `pooler`) nor its driver reads, an `AIRMY_INBOX_LISTEN_URL` without a PostgreSQL `AIRMY_INBOX` or that is not a `postgres://` URL, or whose listener cannot connect, whose file cannot be created or is
 //! not a sound inbox database, or whose Redis cannot be reached at start-up, or `AIRMY_INBOX` together with `AIRMY_IDEMPOTENCY` (the inbox deduplicates
 //! by itself) exits with code 2 and one line on standard error, before anything listens.
