@@ -61,6 +61,17 @@ fn seeds(urls: &[String]) -> String {
     format!("{first},{}", hosts.join(","))
 }
 
+/// Every node of `cluster` as seeds, the one on `port` first.
+fn seeds_first(cluster: &RedisCluster, port: u16) -> String {
+    let mut urls = cluster.urls();
+    let first = urls
+        .iter()
+        .position(|u| u.ends_with(&format!(":{port}")))
+        .expect("a node of the cluster");
+    urls.swap(0, first);
+    seeds(&urls)
+}
+
 type Cluster = common::ServerClock<RedisBackend, RedisCluster>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,13 +519,7 @@ async fn a_killed_primary_loses_what_it_acknowledged_without_replicas_and_nothin
         cluster.wait_until_settled();
     });
     // Several seeds, the killed primary first: the inbox starts from the others.
-    let mut urls = cluster.urls();
-    let first = urls
-        .iter()
-        .position(|u| u.ends_with(&format!(":{primary}")))
-        .expect("the killed primary's URL");
-    urls.swap(0, first);
-    let checking = backend(&seeds(&urls), &prefix).await;
+    let checking = backend(&seeds_first(&cluster, primary), &prefix).await;
     let lost = |answers: Vec<Result<Accepted, _>>| {
         answers
             .into_iter()
@@ -548,13 +553,10 @@ async fn the_inbox_starts_from_several_seeds_when_the_first_is_down() {
     let prefix = prefix("seeds");
     let down = cluster.replica_of(&stream_key(&prefix));
     cluster.kill(down);
-    let mut urls = cluster.urls();
-    let first = urls
-        .iter()
-        .position(|u| u.ends_with(&format!(":{down}")))
-        .expect("the killed node's URL");
-    urls.swap(0, first);
-    let url = format!("{}?cluster=true&prefix={prefix}", seeds(&urls));
+    let url = format!(
+        "{}?cluster=true&prefix={prefix}",
+        seeds_first(&cluster, down)
+    );
     let inbox = url
         .parse::<airmy_verify_inbox::InboxUrl>()
         .expect("parses")
@@ -569,9 +571,12 @@ async fn the_inbox_starts_from_several_seeds_when_the_first_is_down() {
         Accepted::Stored
     );
     assert_eq!(inbox.admin().stats().await.expect("stats").pending, 1);
-    let err = RedisBackend::connect(&seeds(&urls), RedisOptions::default().prefix(&prefix))
-        .await
-        .expect_err("several hosts without cluster mode");
+    let err = RedisBackend::connect(
+        &seeds_first(&cluster, down),
+        RedisOptions::default().prefix(&prefix),
+    )
+    .await
+    .expect_err("several hosts without cluster mode");
     assert_eq!(err.kind(), OpenErrorKind::Invalid, "{err}");
     assert!(err.to_string().contains("cluster"), "{err}");
 }

@@ -275,21 +275,27 @@ async fn receivers_share_idempotency_on_a_redis_cluster_given_several_seeds() {
         "the ids' keys are on several primaries"
     );
     for bin in RECEIVERS {
-        let output = Command::new(bin)
-            .env_clear()
-            .env("AIRMY_WEBHOOK_SECRET", "s")
-            .env("AIRMY_LISTEN", "127.0.0.1:0")
-            .env("AIRMY_IDEMPOTENCY", &seeds)
-            .output()
-            .await
-            .expect("runs");
-        assert_eq!(output.status.code(), Some(2), "{bin}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = exits_2_with_idempotency(bin, &seeds).await;
         assert!(
             stderr.contains("AIRMY_IDEMPOTENCY") && stderr.contains("cluster"),
             "{stderr}"
         );
     }
+}
+
+/// Runs `bin` with `AIRMY_IDEMPOTENCY=setting`, asserts it exits 2, and returns its standard
+/// error.
+async fn exits_2_with_idempotency(bin: &str, setting: &str) -> String {
+    let output = Command::new(bin)
+        .env_clear()
+        .env("AIRMY_WEBHOOK_SECRET", "s")
+        .env("AIRMY_LISTEN", "127.0.0.1:0")
+        .env("AIRMY_IDEMPOTENCY", setting)
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "{bin}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[tokio::test]
@@ -300,16 +306,7 @@ async fn receivers_exit_2_when_redis_cannot_be_reached() {
         .port();
     let url = format!("redis://127.0.0.1:{port}");
     for bin in RECEIVERS {
-        let output = Command::new(bin)
-            .env_clear()
-            .env("AIRMY_WEBHOOK_SECRET", "s")
-            .env("AIRMY_LISTEN", "127.0.0.1:0")
-            .env("AIRMY_IDEMPOTENCY", &url)
-            .output()
-            .await
-            .expect("runs");
-        assert_eq!(output.status.code(), Some(2), "{bin}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = exits_2_with_idempotency(bin, &url).await;
         assert!(stderr.contains("AIRMY_IDEMPOTENCY: cannot use"), "{stderr}");
     }
 }
