@@ -10,14 +10,15 @@ use airmy_verify::redis_connection::RedisConnection;
 
 use super::redis_error;
 use crate::backend::InboxError;
+use crate::batch::{Measured, Queued};
 
 /// The two commonest writes, accepts and completions, each go to a task of their own that
 /// sends whatever arrived while its previous script ran as one script: one round trip (and one
 /// Lua call) per batch, not per entry, and at low load no wait at all.
 #[derive(Clone)]
 pub(super) struct Batches {
-    pub(super) accepts: mpsc::UnboundedSender<Job>,
-    pub(super) completions: mpsc::UnboundedSender<Job>,
+    pub(super) accepts: mpsc::UnboundedSender<Queued<Job>>,
+    pub(super) completions: mpsc::UnboundedSender<Queued<Job>>,
 }
 
 /// One accept or completion waiting for its batch; the answer is the script's code for it.
@@ -65,52 +66,59 @@ pub(super) async fn run_batches(
     keys: [String; 5],
     lead: Vec<String>,
     replicas: Option<(u32, Duration)>,
-    queue: mpsc::UnboundedReceiver<Job>,
+    measured: Measured,
+    queue: mpsc::UnboundedReceiver<Queued<Job>>,
 ) {
     const IN_FLIGHT: usize = 2;
     let (script, keys, lead) = (Arc::new(script), Arc::new(keys), Arc::new(lead));
-    crate::batch::batches(queue, Job::size, IN_FLIGHT, move |batch: Vec<Job>| {
-        let (script, keys, lead) = (Arc::clone(&script), Arc::clone(&keys), Arc::clone(&lead));
-        let mut connection = connection.clone();
-        async move {
-            let mut invocation = script.prepare_invoke();
-            for key in keys.iter() {
-                invocation.key(key);
-            }
-            for arg in lead.iter() {
-                invocation.arg(arg);
-            }
-            for job in &batch {
-                match job {
-                    Job::Accept {
-                        id,
-                        event_type,
-                        body,
-                        ..
-                    } => invocation.arg(id).arg(event_type).arg(body.as_ref()),
-                    Job::Complete { id, token, .. } => invocation.arg(id).arg(token),
-                };
-            }
-            let result = match replicas {
-                Some((wanted, timeout)) => {
-                    run_and_wait(&mut connection, &invocation, wanted, timeout).await
+    crate::batch::batches(
+        queue,
+        measured,
+        Job::size,
+        IN_FLIGHT,
+        move |batch: Vec<Job>| {
+            let (script, keys, lead) = (Arc::clone(&script), Arc::clone(&keys), Arc::clone(&lead));
+            let mut connection = connection.clone();
+            async move {
+                let mut invocation = script.prepare_invoke();
+                for key in keys.iter() {
+                    invocation.key(key);
                 }
-                None => invocation
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(redis_error),
-            };
-            for (i, job) in batch.into_iter().enumerate() {
-                job.reply(match &result {
-                    Ok(codes) => codes
-                        .get(i)
-                        .copied()
-                        .ok_or_else(|| InboxError::unavailable("Redis: a short reply")),
-                    Err(err) => Err(err.clone()),
-                });
+                for arg in lead.iter() {
+                    invocation.arg(arg);
+                }
+                for job in &batch {
+                    match job {
+                        Job::Accept {
+                            id,
+                            event_type,
+                            body,
+                            ..
+                        } => invocation.arg(id).arg(event_type).arg(body.as_ref()),
+                        Job::Complete { id, token, .. } => invocation.arg(id).arg(token),
+                    };
+                }
+                let result = match replicas {
+                    Some((wanted, timeout)) => {
+                        run_and_wait(&mut connection, &invocation, wanted, timeout).await
+                    }
+                    None => invocation
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(redis_error),
+                };
+                for (i, job) in batch.into_iter().enumerate() {
+                    job.reply(match &result {
+                        Ok(codes) => codes
+                            .get(i)
+                            .copied()
+                            .ok_or_else(|| InboxError::unavailable("Redis: a short reply")),
+                        Err(err) => Err(err.clone()),
+                    });
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 

@@ -274,6 +274,7 @@ impl RedisBackend {
                 if options.replicas > 0 { "1" } else { "0" }.to_owned(),
             ],
             (options.replicas > 0).then_some((options.replicas, options.timeout / 2)),
+            crate::batch::Measured::Accepts("redis"),
             accept_queue,
         ));
         tokio::spawn(run_batches(
@@ -282,6 +283,7 @@ impl RedisBackend {
             keys.clone(),
             vec![entry_prefix.clone()],
             None,
+            crate::batch::Measured::Other,
             completion_queue,
         ));
         Self {
