@@ -66,8 +66,8 @@ mod scripts;
 
 pub use connect::RedisOptions;
 
+use airmy_verify::redis_connection::RedisConnection;
 use batch::{Batches, Job, shutting_down};
-use connect::Connection;
 use scripts::Scripts;
 
 /// The consumer group every worker reads with.
@@ -87,10 +87,10 @@ const GROUP: &str = "workers";
 /// ```
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: Connection,
+    connection: RedisConnection,
     /// For blocking reads only: a blocked read holds up its connection. `None` on the
     /// application's connection ([`RedisBackend::with_connection`]): waits poll instead.
-    waiting: Option<Connection>,
+    waiting: Option<RedisConnection>,
     keys: [String; 5],
     entry_prefix: String,
     consumer: String,
@@ -416,7 +416,7 @@ impl RedisBackend {
     /// one no worker has read yet, whoever added it): at once, or blocking up to `block`.
     async fn has_new_entry(
         &self,
-        mut connection: Connection,
+        mut connection: RedisConnection,
         block: Option<Duration>,
     ) -> redis::RedisResult<bool> {
         let last: String = self
