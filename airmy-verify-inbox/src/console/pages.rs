@@ -179,7 +179,7 @@ impl Page<'_> {
         let state = list.state;
         let heading = state.as_str().to_owned();
         let when = match state {
-            EntryState::Pending | EntryState::Scheduled => "due",
+            EntryState::Pending | EntryState::Scheduled | EntryState::Paused => "due",
             EntryState::Processing => "lease until",
             EntryState::Dead => "died",
             EntryState::Done => "done",

@@ -59,7 +59,7 @@ pub(super) fn shutting_down() -> InboxError {
 pub(super) async fn run_batches(
     connection: Connection,
     script: redis::Script,
-    keys: [String; 5],
+    keys: [String; 7],
     lead: Vec<String>,
     replicas: Option<(u32, std::time::Duration)>,
     queue: mpsc::UnboundedReceiver<Job>,

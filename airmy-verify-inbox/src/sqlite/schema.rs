@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1. A rowid table (its rows hold the body, so a `WITHOUT ROWID` table would be slow),
 /// the event id unique, and partial indexes for what is due, leased, dead and done (each row is
@@ -33,7 +33,61 @@ CREATE INDEX entries_dead ON entries (finished_at) WHERE state = 'dead';
 CREATE INDEX entries_done ON entries (finished_at) WHERE state = 'done';
 ";
 
-/// Brings a database to [`SCHEMA_VERSION`], one step per version, each in a transaction.
+/// Version 2: the state `paused` (entries held by a pause, outside the index `take` reads, in
+/// one of their own), the pauses in force (`scope` is [`PauseScope::key`]: `*`, or `type:` and
+/// the event type; `since` in Unix milliseconds), and the recent actions of operators (the
+/// last [`RECENT_ACTIONS`], `ids` a JSON array). SQLite cannot widen a `CHECK` in place, so
+/// the entries move to a new table of the same columns (the procedure of SQLite's
+/// "ALTER TABLE" page): on a large file the step copies every row once, at the first open by
+/// this version.
+///
+/// [`PauseScope::key`]: crate::PauseScope::key
+/// [`RECENT_ACTIONS`]: crate::RECENT_ACTIONS
+pub(super) const MIGRATE_V2: &str = "
+CREATE TABLE entries_v2 (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    event_type  TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    created_at  TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'paused', 'processing', 'done', 'dead')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    due_at      INTEGER NOT NULL,
+    lease_until INTEGER,
+    lease_token TEXT,
+    last_error  TEXT,
+    finished_at INTEGER
+);
+INSERT INTO entries_v2 (seq, id, event_type, body, created_at, received_at, state, attempts,
+                        due_at, lease_until, lease_token, last_error, finished_at)
+    SELECT seq, id, event_type, body, created_at, received_at, state, attempts,
+           due_at, lease_until, lease_token, last_error, finished_at
+    FROM entries;
+DROP TABLE entries;
+ALTER TABLE entries_v2 RENAME TO entries;
+CREATE INDEX entries_due ON entries (due_at) WHERE state = 'pending';
+CREATE INDEX entries_paused ON entries (due_at) WHERE state = 'paused';
+CREATE INDEX entries_lease ON entries (lease_until) WHERE state = 'processing';
+CREATE INDEX entries_dead ON entries (finished_at) WHERE state = 'dead';
+CREATE INDEX entries_done ON entries (finished_at) WHERE state = 'done';
+CREATE TABLE pauses (
+    scope TEXT PRIMARY KEY,
+    since INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE actions (
+    seq     INTEGER PRIMARY KEY,
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    count   INTEGER NOT NULL,
+    ids     TEXT NOT NULL
+);
+";
+
+/// Brings a database to [`SCHEMA_VERSION`], one step per version, each in a transaction (a
+/// new file too: version 1, then each step).
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -53,6 +107,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
         }
         tx.execute_batch(SCHEMA_V1).map_err(|e| e.to_string())?;
         tx.pragma_update(None, "user_version", 1)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    if version < 2 {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(MIGRATE_V2)
+            .map_err(|e| format!("cannot bring the schema to version 2: {e}"))?;
+        tx.pragma_update(None, "user_version", 2)
             .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
     }
