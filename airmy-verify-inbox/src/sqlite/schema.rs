@@ -133,3 +133,78 @@ pub(super) fn create_private(path: &Path) -> std::io::Result<()> {
     }
     options.open(path).map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::{SCHEMA_V1, SCHEMA_VERSION, migrate};
+
+    #[test]
+    fn a_version_1_file_keeps_its_entries_and_takes_the_paused_state() {
+        let mut conn = Connection::open_in_memory().expect("opens");
+        conn.execute_batch(SCHEMA_V1).expect("version 1");
+        conn.pragma_update(None, "user_version", 1).expect("version");
+        conn.execute_batch(
+            "INSERT INTO entries (seq, id, event_type, body, created_at, received_at, state,
+                                  attempts, due_at, lease_until, lease_token, last_error,
+                                  finished_at)
+             VALUES (7, 'evt_old', 'run.failed', x'7b7d', '2026-01-01T00:00:00Z', 5, 'dead',
+                     3, 6, NULL, NULL, 'boom', 9),
+                    (8, 'evt_leased', 'test', x'7b7d', '2026-01-01T00:00:00Z', 5, 'processing',
+                     1, 6, 100, 'tok', NULL, NULL)",
+        )
+        .expect("rows");
+        migrate(&mut conn).expect("migrates");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        let rows: Vec<(i64, String, String, i64, Option<String>, Option<i64>, Option<String>)> =
+            conn.prepare(
+                "SELECT seq, id, state, attempts, last_error, lease_until, lease_token
+                 FROM entries ORDER BY seq",
+            )
+            .expect("select")
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            })
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            rows,
+            [
+                (7, "evt_old".into(), "dead".into(), 3, Some("boom".into()), None, None),
+                (8, "evt_leased".into(), "processing".into(), 1, None, Some(100), Some("tok".into())),
+            ]
+        );
+        conn.execute("UPDATE entries SET state = 'paused' WHERE seq = 7", [])
+            .expect("the new state is allowed");
+        assert!(
+            conn.execute("UPDATE entries SET state = 'lost' WHERE seq = 7", [])
+                .is_err(),
+            "the check holds"
+        );
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries' AND sql IS NOT NULL ORDER BY name")
+            .expect("select")
+            .query_map([], |row| row.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            indexes,
+            ["entries_dead", "entries_done", "entries_due", "entries_lease", "entries_paused"]
+        );
+        migrate(&mut conn).expect("a second open changes nothing");
+    }
+}
