@@ -104,8 +104,10 @@ pub async fn the_pause_held_across_the_restart(
     assert_eq!(second_attempts, scheduled, "the retried ones, as their second attempt");
 }
 
-/// Times `rounds` takes of an inbox with nothing due, without and then with `backlog` entries
-/// of a paused type: printed, for BENCHMARKS.md and the report (no assertion of speed).
+/// Times `rounds` takes of an inbox with nothing due: empty; after `backlog` entries were
+/// accepted and handled (the churn every entry leaves in a store, as a control); then beside
+/// `backlog` entries of a paused type. Printed, for BENCHMARKS.md and the report (no
+/// assertion of speed).
 pub async fn measure_take_with_a_paused_backlog(b: &dyn Backend, name: &str, backlog: usize) {
     let rounds = 500;
     let time_takes = async || {
@@ -117,9 +119,21 @@ pub async fn measure_take_with_a_paused_backlog(b: &dyn Backend, name: &str, bac
     };
     let empty = time_takes().await;
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    accept_many(b, &format!("evt_h_{nanos}"), "handled", backlog).await;
+    let mut handled = 0;
+    while handled < backlog {
+        let taken = b.take(512, Duration::from_secs(60)).await.expect("take");
+        assert!(!taken.is_empty(), "every entry is taken");
+        let done = futures_util::future::join_all(
+            taken.iter().map(|entry| b.complete(&entry.id, &entry.token)),
+        )
+        .await;
+        handled += done.into_iter().filter(|d| *d.as_ref().expect("complete")).count();
+    }
+    let after_handling = time_takes().await;
     let event_type = format!("paused.{nanos}");
     let started = Instant::now();
-    accept_many(b, &format!("evt_m_{nanos}"), &event_type, backlog).await;
+    accept_many(b, &format!("evt_p_{nanos}"), &event_type, backlog).await;
     let accepting = started.elapsed();
     let started = Instant::now();
     let held = b
@@ -137,7 +151,8 @@ pub async fn measure_take_with_a_paused_backlog(b: &dyn Backend, name: &str, bac
     let resuming = started.elapsed();
     assert_eq!(released, backlog as u64);
     println!(
-        "{name}: take with nothing due {empty:?}; with {backlog} paused {paused:?} (mean of \
-         {rounds}); accepting them {accepting:?}, pause {pausing:?}, resume {resuming:?}"
+        "{name}, mean of {rounds} takes with nothing due: empty {empty:?}; after {backlog} \
+         entries handled {after_handling:?}; beside {backlog} paused {paused:?}. Accepting \
+         them {accepting:?}, pause {pausing:?}, resume {resuming:?}"
     );
 }
