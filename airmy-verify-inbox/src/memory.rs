@@ -101,7 +101,9 @@ struct Entries {
 impl Entries {
     /// Whether a pause holds entries of `event_type`.
     fn held(&self, event_type: &str) -> bool {
-        self.pauses.values().any(|(scope, _)| scope.covers(event_type))
+        self.pauses
+            .values()
+            .any(|(scope, _)| scope.covers(event_type))
     }
 }
 

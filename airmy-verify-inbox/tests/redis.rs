@@ -428,7 +428,10 @@ async fn every_key_lives_under_one_hash_tag() {
         .expect("keys");
     assert!(keys.len() >= 11, "{keys:?}");
     for name in ["paused", "pauses", "actions"] {
-        assert!(keys.contains(&format!("{{{prefix}}}{name}")), "{name}: {keys:?}");
+        assert!(
+            keys.contains(&format!("{{{prefix}}}{name}")),
+            "{name}: {keys:?}"
+        );
     }
     let tag = format!("{{{prefix}}}");
     assert!(keys.iter().all(|k| k.starts_with(&tag)), "{keys:?}");
@@ -988,21 +991,39 @@ async fn a_take_holds_an_entry_of_a_paused_type_it_meets() {
         .expect("xadd");
     let () = redis::cmd("HSET")
         .arg(format!("{tag}e:evt_old_replica"))
-        .arg(&[("t", "run.failed"), ("b", "{}"), ("r", "1"), ("a", "0"), ("s", "p")])
+        .arg(&[
+            ("t", "run.failed"),
+            ("b", "{}"),
+            ("r", "1"),
+            ("a", "0"),
+            ("s", "p"),
+        ])
         .arg("m")
         .arg(&message)
         .query_async(&mut conn)
         .await
         .expect("hset");
-    assert!(b.take(10, Duration::from_secs(5)).await.expect("take").is_empty());
-    let entry = b.entry("evt_old_replica").await.expect("entry").expect("an entry");
+    assert!(
+        b.take(10, Duration::from_secs(5))
+            .await
+            .expect("take")
+            .is_empty()
+    );
+    let entry = b
+        .entry("evt_old_replica")
+        .await
+        .expect("entry")
+        .expect("an entry");
     assert_eq!(entry.summary.state, airmy_verify_inbox::EntryState::Paused);
     assert_eq!(entry.summary.attempts, 0);
     assert_eq!(b.stats().await.expect("stats").paused, 1);
     assert_eq!(b.resume(&scope).await.expect("resume"), 1);
     let taken = b.take(10, Duration::from_secs(5)).await.expect("take");
     assert_eq!(taken.len(), 1);
-    assert_eq!((taken[0].id.as_str(), taken[0].attempt), ("evt_old_replica", 1));
+    assert_eq!(
+        (taken[0].id.as_str(), taken[0].attempt),
+        ("evt_old_replica", 1)
+    );
 }
 
 /// The cost of a take beside a large paused backlog (printed; run on purpose:

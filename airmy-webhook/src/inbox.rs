@@ -495,7 +495,11 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                         })
                     );
                 } else if was {
-                    out!("resumed {}: {} released", shown_scope(&scope), entries(released));
+                    out!(
+                        "resumed {}: {} released",
+                        shown_scope(&scope),
+                        entries(released)
+                    );
                 } else {
                     out!("{} was not paused", shown_scope(&scope));
                 }
@@ -519,7 +523,8 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                         "entries"
                     );
                     for a in &actions {
-                        let ids: Vec<String> = a.ids.iter().map(|id| word(id).into_owned()).collect();
+                        let ids: Vec<String> =
+                            a.ids.iter().map(|id| word(id).into_owned()).collect();
                         out!(
                             "{:<20}  {:<16} {:<11} {:>7}  {}{}",
                             to_the_second(a.at),

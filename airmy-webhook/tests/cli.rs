@@ -563,7 +563,8 @@ async fn inbox_commands(inbox: &str) {
     .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("purged 0 processed entries"), "{out}");
-    let (code, out, err) = tool_with(&[&purge[..], &["--force"]].concat(), &[("USER", "carol")]).await;
+    let (code, out, err) =
+        tool_with(&[&purge[..], &["--force"]].concat(), &[("USER", "carol")]).await;
     assert_eq!(code, 0);
     assert!(out.contains("purged 1 processed entry"), "{out}");
     assert_audited(&err, "carol", "purge", 1, "");
@@ -1075,9 +1076,15 @@ fn assert_audited(err: &str, actor: &str, action: &str, count: u64, ids: &str) {
 async fn pause_resume_and_the_audit(backend: &dyn airmy_verify_inbox::Backend, inbox: &str) {
     use airmy_verify_inbox::conformance::delivery;
     for id in ["evt_pause_1", "evt_pause_2"] {
-        backend.accept(&delivery(id, "run.failed")).await.expect("accept");
+        backend
+            .accept(&delivery(id, "run.failed"))
+            .await
+            .expect("accept");
     }
-    backend.accept(&delivery("evt_pause_other", "alert.triggered")).await.expect("accept");
+    backend
+        .accept(&delivery("evt_pause_other", "alert.triggered"))
+        .await
+        .expect("accept");
     let with = |args: &[&'static str]| -> Vec<String> {
         ["inbox", "--inbox", inbox, "--actor", "ops"]
             .iter()
@@ -1097,7 +1104,10 @@ async fn pause_resume_and_the_audit(backend: &dyn airmy_verify_inbox::Backend, i
     assert!(err.contains("subject=\"event type run.failed\""), "{err}");
     let (code, out, _) = run(with(&["pause", "--type", "run.failed"])).await;
     assert_eq!(code, 0);
-    assert!(out.starts_with("event type run.failed was paused already (since "), "{out}");
+    assert!(
+        out.starts_with("event type run.failed was paused already (since "),
+        "{out}"
+    );
     assert!(out.trim().ends_with(')'), "nothing more held: {out}");
 
     let (code, out, _) = run(with(&["--json", "stats"])).await;
@@ -1110,7 +1120,10 @@ async fn pause_resume_and_the_audit(backend: &dyn airmy_verify_inbox::Backend, i
     let (code, out, _) = run(with(&["stats"])).await;
     assert_eq!(code, 0);
     assert!(out.contains("\npaused              2\n"), "{out}");
-    assert!(out.contains("paused: event type run.failed since "), "{out}");
+    assert!(
+        out.contains("paused: event type run.failed since "),
+        "{out}"
+    );
     let (code, out, _) = run(with(&["--json", "list", "--state", "paused"])).await;
     assert_eq!(code, 0);
     let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
@@ -1126,10 +1139,24 @@ async fn pause_resume_and_the_audit(backend: &dyn airmy_verify_inbox::Backend, i
     assert_eq!(ids, ["evt_pause_1", "evt_pause_2"]);
 
     // A worker takes the other type only; its failure becomes a dead letter.
-    let taken = backend.take(64, Duration::from_secs(60)).await.expect("take");
-    assert!(taken.iter().all(|e| e.event_type != "run.failed"), "{taken:?}");
-    let other = taken.iter().find(|e| e.id == "evt_pause_other").expect("taken");
-    assert!(backend.bury(&other.id, &other.token, "no pager").await.expect("bury"));
+    let taken = backend
+        .take(64, Duration::from_secs(60))
+        .await
+        .expect("take");
+    assert!(
+        taken.iter().all(|e| e.event_type != "run.failed"),
+        "{taken:?}"
+    );
+    let other = taken
+        .iter()
+        .find(|e| e.id == "evt_pause_other")
+        .expect("taken");
+    assert!(
+        backend
+            .bury(&other.id, &other.token, "no pager")
+            .await
+            .expect("bury")
+    );
     for e in taken.iter().filter(|e| e.id != "evt_pause_other") {
         assert!(backend.complete(&e.id, &e.token).await.expect("complete"));
     }
@@ -1143,7 +1170,10 @@ async fn pause_resume_and_the_audit(backend: &dyn airmy_verify_inbox::Backend, i
     assert_eq!(code, 0, "{err}");
     let resumed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(
-        (resumed["released"].as_u64(), resumed["was_paused"].as_bool()),
+        (
+            resumed["released"].as_u64(),
+            resumed["was_paused"].as_bool()
+        ),
         (Some(2), Some(true)),
         "{resumed}"
     );
@@ -1158,14 +1188,21 @@ async fn pause_resume_and_the_audit(backend: &dyn airmy_verify_inbox::Backend, i
     assert_eq!(audit[0]["action"], "resume", "{err}");
     assert_eq!(audit[0]["count"], 2, "{err}");
     let (code, out, _) = run(with(&["resume", "--type", "run.failed"])).await;
-    assert_eq!((code, out.trim()), (0, "event type run.failed was not paused"));
+    assert_eq!(
+        (code, out.trim()),
+        (0, "event type run.failed was not paused")
+    );
     let (code, out, err) = run(with(&["pause", "--all"])).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("paused every event type: "), "{out}");
     let (code, out, err) = run(with(&["resume", "--all"])).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("resumed every event type: "), "{out}");
-    for wrong in [&["pause"][..], &["pause", "--all", "--type", "x"], &["resume"]] {
+    for wrong in [
+        &["pause"][..],
+        &["pause", "--all", "--type", "x"],
+        &["resume"],
+    ] {
         let (code, _, err) = run(with(wrong)).await;
         assert_eq!(code, 2, "{wrong:?}: {err}");
     }
@@ -1176,17 +1213,37 @@ async fn pause_resume_and_the_audit(backend: &dyn airmy_verify_inbox::Backend, i
     let (code, out, _) = run(with(&["--json", "actions", "--limit", "6"])).await;
     assert_eq!(code, 0);
     let actions: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
-    let kinds: Vec<&str> = actions.iter().map(|a| a["kind"].as_str().expect("kind")).collect();
-    assert_eq!(kinds, ["resume", "pause", "resume", "resume", "replay_dead", "pause"]);
+    let kinds: Vec<&str> = actions
+        .iter()
+        .map(|a| a["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "resume",
+            "pause",
+            "resume",
+            "resume",
+            "replay_dead",
+            "pause"
+        ]
+    );
     assert!(actions.iter().all(|a| a["actor"] == "ops"), "{out}");
     assert_eq!(actions[4]["ids"][0], "evt_pause_other", "{out}");
     let (code, out, _) = run(with(&["actions"])).await;
     assert_eq!(code, 0);
     assert!(out.starts_with("at (UTC) "), "a table: {out}");
-    assert!(out.contains("replay_dead") && out.contains("(evt_pause_other)"), "{out}");
+    assert!(
+        out.contains("replay_dead") && out.contains("(evt_pause_other)"),
+        "{out}"
+    );
 
     // Leave nothing due behind.
-    for e in backend.take(64, Duration::from_secs(60)).await.expect("take") {
+    for e in backend
+        .take(64, Duration::from_secs(60))
+        .await
+        .expect("take")
+    {
         assert!(backend.complete(&e.id, &e.token).await.expect("complete"));
     }
 }

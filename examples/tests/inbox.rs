@@ -1030,13 +1030,22 @@ async fn a_pause_holds_across_a_restart_and_a_resume_drains(bin: &str, inbox: &s
     let label = format!("{bin} on {inbox}");
     let first = start_on(bin, inbox, &[]).await;
     let (_, out) = inbox_tool(inbox, &["pause", "--type", "run.completed"]).await;
-    assert!(out.starts_with("paused event type run.completed"), "{label}: {out}");
+    assert!(
+        out.starts_with("paused event type run.completed"),
+        "{label}: {out}"
+    );
     let client = client();
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
     let held: Vec<String> = (0..5).map(|i| format!("evt_held_{i}_{nanos}")).collect();
     for id in &held {
-        let (status, body) = post(&client, &first.url, &delivery(id)).await.expect("answered");
-        assert_eq!((status, body.contains("\"accepted\"")), (200, true), "{label}: {body}");
+        let (status, body) = post(&client, &first.url, &delivery(id))
+            .await
+            .expect("answered");
+        assert_eq!(
+            (status, body.contains("\"accepted\"")),
+            (200, true),
+            "{label}: {body}"
+        );
     }
     let other_id = format!("evt_other_{nanos}");
     let other = testing::sample_event("alert.triggered")
@@ -1051,41 +1060,73 @@ async fn a_pause_holds_across_a_restart_and_a_resume_drains(bin: &str, inbox: &s
     .await;
     // A worker looks at least once a second: two seconds more, and still nothing paused ran.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(handled_of(&first.lines(), "run.completed").is_empty(), "{label}: {:?}", first.lines());
+    assert!(
+        handled_of(&first.lines(), "run.completed").is_empty(),
+        "{label}: {:?}",
+        first.lines()
+    );
     let (_, out) = inbox_tool(inbox, &["--json", "stats"]).await;
     let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(stats["paused"], 5, "{label}: {stats}");
-    assert_eq!(stats["pauses"][0]["event_type"], "run.completed", "{label}: {stats}");
+    assert_eq!(
+        stats["pauses"][0]["event_type"], "run.completed",
+        "{label}: {stats}"
+    );
 
     first.signal("-9");
     drop(first);
     let second = start_on(bin, inbox, &[]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(second.lines().is_empty(), "{label}: nothing handled: {:?}", second.lines());
+    assert!(
+        second.lines().is_empty(),
+        "{label}: nothing handled: {:?}",
+        second.lines()
+    );
     let (_, out) = inbox_tool(inbox, &["--json", "list", "--state", "paused"]).await;
     let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let mut paused: Vec<(String, u64)> = listed["entries"]
         .as_array()
         .expect("entries")
         .iter()
-        .map(|e| (e["id"].as_str().expect("id").to_owned(), e["attempts"].as_u64().expect("n")))
+        .map(|e| {
+            (
+                e["id"].as_str().expect("id").to_owned(),
+                e["attempts"].as_u64().expect("n"),
+            )
+        })
         .collect();
     paused.sort();
-    assert_eq!(paused, held.iter().map(|id| (id.clone(), 0)).collect::<Vec<_>>(), "{label}");
+    assert_eq!(
+        paused,
+        held.iter().map(|id| (id.clone(), 0)).collect::<Vec<_>>(),
+        "{label}"
+    );
 
     let (_, out) = inbox_tool(inbox, &["resume", "--type", "run.completed"]).await;
-    assert_eq!(out.trim(), "resumed event type run.completed: 5 entries released", "{label}");
+    assert_eq!(
+        out.trim(),
+        "resumed event type run.completed: 5 entries released",
+        "{label}"
+    );
     wait_for("the held entries handled", Duration::from_secs(30), || {
         handled_of(&second.lines(), "run.completed").len() >= held.len()
     })
     .await;
     let mut drained = handled_of(&second.lines(), "run.completed");
     drained.sort();
-    assert_eq!(drained, held.iter().map(|id| (id.clone(), 1)).collect::<Vec<_>>(), "{label}");
+    assert_eq!(
+        drained,
+        held.iter().map(|id| (id.clone(), 1)).collect::<Vec<_>>(),
+        "{label}"
+    );
     let (_, out) = inbox_tool(inbox, &["--json", "actions", "--limit", "2"]).await;
     let actions: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(
-        (actions[0]["kind"].as_str(), actions[0]["count"].as_u64(), actions[1]["kind"].as_str()),
+        (
+            actions[0]["kind"].as_str(),
+            actions[0]["count"].as_u64(),
+            actions[1]["kind"].as_str()
+        ),
         (Some("resume"), Some(5), Some("pause")),
         "{label}: {actions}"
     );

@@ -16,7 +16,9 @@ use std::sync::Mutex;
 /// is not where cargo puts test binaries (`<target>/<profile>/deps/`).
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((_, path)) = built.iter().find(|(name, _)| name == bin) {
         return path.clone();
     }
@@ -27,20 +29,35 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("a test binary in <target>/<profile>/deps")
         .to_path_buf();
-    let target = profile_dir.parent().expect("a target directory").to_path_buf();
+    let target = profile_dir
+        .parent()
+        .expect("a target directory")
+        .to_path_buf();
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => "dev".to_owned(),
         Some(other) => other.to_owned(),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--profile", &profile, "-p", package, "--bin", bin])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            &profile,
+            "-p",
+            package,
+            "--bin",
+            bin,
+        ])
         .arg("--target-dir")
         .arg(&target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "cargo build -p {package} --bin {bin} failed");
+    assert!(
+        status.success(),
+        "cargo build -p {package} --bin {bin} failed"
+    );
     let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.is_file(), "{} was not built", path.display());
     built.push((bin.to_owned(), path.clone()));

@@ -58,7 +58,16 @@ pub async fn a_paused_type_waits_until_resumed(h: &impl Harness) {
     let scope = PauseScope::event_type(&event_type);
     let base = unique("evt_pause");
     let id = |name: &str| format!("{base}_{name}");
-    let [first, second, scheduled, dead, crashed, retried, released, late] = [
+    let [
+        first,
+        second,
+        scheduled,
+        dead,
+        crashed,
+        retried,
+        released,
+        late,
+    ] = [
         "first",
         "second",
         "scheduled",
@@ -74,14 +83,20 @@ pub async fn a_paused_type_waits_until_resumed(h: &impl Harness) {
         &first, &second, &scheduled, &dead, &crashed, &retried, &released,
     ] {
         assert_eq!(
-            b.accept(&delivery(each, &event_type)).await.expect("accept"),
+            b.accept(&delivery(each, &event_type))
+                .await
+                .expect("accept"),
             Accepted::Stored
         );
     }
     // Before the pause: a retry scheduled later, a dead letter, three entries being processed.
     let leased = take_one(h, &scheduled).await.expect("taken");
     let later = h.now() + STEP / 2;
-    assert!(b.retry(&scheduled, &leased.token, "e", later).await.expect("retry"));
+    assert!(
+        b.retry(&scheduled, &leased.token, "e", later)
+            .await
+            .expect("retry")
+    );
     let leased = take_one(h, &dead).await.expect("taken");
     assert!(b.bury(&dead, &leased.token, "e").await.expect("bury"));
     let crashed_lease = take_one(h, &crashed).await.expect("taken");
@@ -138,7 +153,9 @@ pub async fn a_paused_type_waits_until_resumed(h: &impl Harness) {
             .expect("release")
     );
     b.replay(&dead).await.expect("replay of a dead letter");
-    for each in [&first, &second, &scheduled, &dead, &retried, &released, &late] {
+    for each in [
+        &first, &second, &scheduled, &dead, &retried, &released, &late,
+    ] {
         assert_eq!(state(b, each).await, EntryState::Paused, "{each}");
     }
     b.replay(&first).await.expect("replay of a paused entry");
@@ -178,7 +195,10 @@ pub async fn a_paused_type_waits_until_resumed(h: &impl Harness) {
     assert_eq!(attempts, expected);
     let shown = b.entry(&late).await.expect("entry").expect("an entry");
     let late_listed = listed.iter().find(|e| e.id == late).expect("listed");
-    assert_eq!(&shown.summary, late_listed, "the listing and the entry agree");
+    assert_eq!(
+        &shown.summary, late_listed,
+        "the listing and the entry agree"
+    );
 
     // Time passes: the scheduled retry is due, the crashed worker's lease runs out. Nothing of
     // the paused type is taken; the other type is.
@@ -186,7 +206,10 @@ pub async fn a_paused_type_waits_until_resumed(h: &impl Harness) {
     let mut others = HashSet::new();
     for _ in 0..3 {
         for entry in b.take(512, super::LEASE).await.expect("take") {
-            assert_ne!(entry.event_type, event_type, "taken while paused: {entry:?}");
+            assert_ne!(
+                entry.event_type, event_type,
+                "taken while paused: {entry:?}"
+            );
             if entry.id == other {
                 assert!(b.complete(&entry.id, &entry.token).await.expect("complete"));
                 others.insert(entry.id);
@@ -213,7 +236,11 @@ pub async fn a_paused_type_waits_until_resumed(h: &impl Harness) {
 
     // Resumed: every one drains, each as the attempt it would have been.
     assert_eq!(b.resume(&scope).await.expect("resume"), 8);
-    assert_eq!(b.resume(&scope).await.expect("resume"), 0, "resumed already");
+    assert_eq!(
+        b.resume(&scope).await.expect("resume"),
+        0,
+        "resumed already"
+    );
     assert!(
         b.paused()
             .await
@@ -274,7 +301,11 @@ pub async fn pausing_everything_holds_every_type(h: &impl Harness) {
         "held already by the pause of everything"
     );
     assert!(b.resume(&PauseScope::All).await.expect("resume") >= 2);
-    assert_eq!(state(b, &one).await, EntryState::Paused, "its type is paused");
+    assert_eq!(
+        state(b, &one).await,
+        EntryState::Paused,
+        "its type is paused"
+    );
     assert_eq!(state(b, &two).await, EntryState::Pending);
     assert_eq!(state(b, &three).await, EntryState::Pending);
     let scopes: Vec<PauseScope> = b

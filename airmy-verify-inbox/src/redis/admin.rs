@@ -14,8 +14,17 @@ use crate::clock::{from_unix_ms, unix_ms};
 impl Admin for RedisBackend {
     fn stats(&self) -> BackendFuture<'_, Stats> {
         Box::pin(async move {
-            let [len, leased, scheduled, overdue, dead, done, oldest, now, paused]: [i64; 9] =
-                self.run(self.invocation(&self.scripts.stats)).await?;
+            let [
+                len,
+                leased,
+                scheduled,
+                overdue,
+                dead,
+                done,
+                oldest,
+                now,
+                paused,
+            ]: [i64; 9] = self.run(self.invocation(&self.scripts.stats)).await?;
             let count = |n: i64| u64::try_from(n).unwrap_or(0);
             Ok(Stats {
                 pending: count(len - leased + overdue),

@@ -451,8 +451,16 @@ async fn prepare(
     prefix: &str,
 ) -> Result<([String; 7], Scripts), RedisError> {
     let tag = format!("{{{}}}", prefix);
-    let keys = ["stream", "scheduled", "dead", "done", "leases", "paused", "pauses"]
-        .map(|name| format!("{tag}{name}"));
+    let keys = [
+        "stream",
+        "scheduled",
+        "dead",
+        "done",
+        "leases",
+        "paused",
+        "pauses",
+    ]
+    .map(|name| format!("{tag}{name}"));
     let scripts = Scripts::new();
     scripts.load(connection).await.map_err(open_error)?;
     // Created only when missing: Redis refuses `XGROUP CREATE` when it is out of memory even

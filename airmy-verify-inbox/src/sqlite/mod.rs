@@ -653,7 +653,9 @@ impl Admin for SqliteBackend {
                 .prepare_cached("SELECT scope, since FROM pauses ORDER BY since, scope")
                 .map_err(unavailable)?;
             let rows = statement
-                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
                 .map_err(unavailable)?;
             let mut pauses = Vec::new();
             for row in rows {

@@ -299,8 +299,9 @@ pub(super) fn take_job(
         if found.is_empty() {
             break;
         }
-        let (to_hold, to_lease): (Vec<_>, Vec<_>) =
-            found.into_iter().partition(|(_, event_type)| held(event_type));
+        let (to_hold, to_lease): (Vec<_>, Vec<_>) = found
+            .into_iter()
+            .partition(|(_, event_type)| held(event_type));
         // Held, not taken: no attempt counted, due at once when resumed.
         let mut hold = conn
             .prepare_cached(
