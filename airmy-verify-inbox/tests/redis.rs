@@ -401,6 +401,19 @@ async fn every_key_lives_under_one_hash_tag() {
             .await
             .expect("retry")
     );
+    // The pauses, a paused entry, the recent actions: under the tag too.
+    let scope = airmy_verify_inbox::PauseScope::event_type("run.failed");
+    backend.pause(&scope).await.expect("pause");
+    backend
+        .accept(&delivery("evt_k4", "run.failed"))
+        .await
+        .expect("accept");
+    let action = airmy_verify_inbox::audit::Action::new(
+        "ops",
+        airmy_verify_inbox::audit::ActionKind::Pause,
+        scope.to_string(),
+    );
+    backend.record_action(&action).await.expect("record");
 
     let client = redis::Client::open(server.url()).expect("url");
     let mut conn = client
@@ -413,7 +426,13 @@ async fn every_key_lives_under_one_hash_tag() {
         .query_async(&mut conn)
         .await
         .expect("keys");
-    assert!(keys.len() >= 7, "{keys:?}");
+    assert!(keys.len() >= 11, "{keys:?}");
+    for name in ["paused", "pauses", "actions"] {
+        assert!(
+            keys.contains(&format!("{{{prefix}}}{name}")),
+            "{name}: {keys:?}"
+        );
+    }
     let tag = format!("{{{prefix}}}");
     assert!(keys.iter().all(|k| k.starts_with(&tag)), "{keys:?}");
     // Redis Cluster hashes only what is inside the first `{…}`: the same for every key.
@@ -989,4 +1008,89 @@ async fn a_duplicate_waits_for_the_replicas_to_hold_the_entry_it_found() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A pause is kept in Redis: a new backend (a restart) finds the paused type's entries still
+/// held and never takes them; resumed, each is taken once. Over a thousand pending and a
+/// thousand scheduled entries: the pause and the resume move them in several steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_survives_a_new_connection_and_moves_a_backlog_in_steps() {
+    let server = RedisServer::start();
+    let prefix = prefix("pause_restart");
+    let first = backend(server.url(), &prefix).await;
+    let (event_type, ids) = common::pause::pause_a_backlog(&first, 1_500, 1_100).await;
+    drop(first);
+    let again = backend(server.url(), &prefix).await;
+    common::pause::the_pause_held_across_the_restart(&again, &event_type, &ids, 1_100).await;
+}
+
+/// A replica of an older version stores a delivery the way it always did (in the stream), its
+/// type paused meanwhile: the next take holds it, paused, rather than handling it.
+#[tokio::test]
+async fn a_take_holds_an_entry_of_a_paused_type_it_meets() {
+    let server = RedisServer::start();
+    let prefix = prefix("pause_belt");
+    let b = backend(server.url(), &prefix).await;
+    let scope = airmy_verify_inbox::PauseScope::event_type("run.failed");
+    assert_eq!(b.pause(&scope).await.expect("pause"), 0);
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let tag = format!("{{{prefix}}}");
+    let message: String = redis::cmd("XADD")
+        .arg(format!("{tag}stream"))
+        .arg("*")
+        .arg("i")
+        .arg("evt_old_replica")
+        .query_async(&mut conn)
+        .await
+        .expect("xadd");
+    let () = redis::cmd("HSET")
+        .arg(format!("{tag}e:evt_old_replica"))
+        .arg(&[
+            ("t", "run.failed"),
+            ("b", "{}"),
+            ("r", "1"),
+            ("a", "0"),
+            ("s", "p"),
+        ])
+        .arg("m")
+        .arg(&message)
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    assert!(
+        b.take(10, Duration::from_secs(5))
+            .await
+            .expect("take")
+            .is_empty()
+    );
+    let entry = b
+        .entry("evt_old_replica")
+        .await
+        .expect("entry")
+        .expect("an entry");
+    assert_eq!(entry.summary.state, airmy_verify_inbox::EntryState::Paused);
+    assert_eq!(entry.summary.attempts, 0);
+    assert_eq!(b.stats().await.expect("stats").paused, 1);
+    assert_eq!(b.resume(&scope).await.expect("resume"), 1);
+    let taken = b.take(10, Duration::from_secs(5)).await.expect("take");
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[0].id.as_str(), taken[0].attempt),
+        ("evt_old_replica", 1)
+    );
+}
+
+/// The cost of a take beside a large paused backlog (printed; run on purpose:
+/// `cargo test -p airmy-verify-inbox --all-features --release --test redis -- --ignored
+/// --nocapture take_beside`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it on purpose"]
+async fn take_beside_a_large_paused_backlog() {
+    let server = RedisServer::start();
+    let b = backend(server.url(), &prefix("pause_measure")).await;
+    common::pause::measure_take_with_a_paused_backlog(&b, "Redis", 100_000).await;
 }

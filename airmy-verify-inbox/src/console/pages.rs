@@ -257,7 +257,7 @@ impl<'a> Page<'a> {
         let state = list.state;
         let heading = state.as_str().to_owned();
         let when = match state {
-            EntryState::Pending | EntryState::Scheduled => "due",
+            EntryState::Pending | EntryState::Scheduled | EntryState::Paused => "due",
             EntryState::Processing => "lease until",
             EntryState::Dead => "died",
             EntryState::Done => "done",

@@ -53,7 +53,8 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::OpenError;
 use crate::backend::{
-    Accepted, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Queue, Stats, Store,
+    Accepted, Action, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Pause,
+    PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
 };
 use crate::clock::duration_ms;
 
@@ -375,6 +376,8 @@ impl Queue for PgBackend {
                 .map_err(unavailable)?;
             let mut leased = rows
                 .iter()
+                // An entry a pause holds came back held (paused), not leased.
+                .filter(|row| row.try_get::<bool, _>(6).unwrap_or(false))
                 .map(|row| {
                     Ok(Leased {
                         id: row.try_get(0)?,
@@ -542,6 +545,7 @@ impl Admin for PgBackend {
                 processing: count(2)?,
                 dead: count(3)?,
                 done: count(4)?,
+                paused: count(6)?,
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 oldest_pending_age_secs: oldest.map(|secs| secs.max(0.0) as u64),
             })
@@ -628,6 +632,128 @@ impl Admin for PgBackend {
                 .map_err(unavailable)
         })
     }
+
+    fn pause<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let event_type = match scope {
+                PauseScope::All => None,
+                PauseScope::EventType(t) => Some(no_nul(t)),
+            };
+            let held: i64 = self
+                .0
+                .db
+                .fetch_one(
+                    self.0
+                        .query(&self.0.sql.pause)
+                        .bind(no_nul(&scope.key()))
+                        .bind(event_type),
+                )
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(unavailable)?;
+            Ok(u64::try_from(held).unwrap_or(0))
+        })
+    }
+
+    fn resume<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let released: i64 = self
+                .0
+                .db
+                .fetch_one(self.0.query(&self.0.sql.resume).bind(no_nul(&scope.key())))
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(unavailable)?;
+            if released > 0 {
+                // As after an accept: this process's workers at once, the others' by NOTIFY.
+                self.0.notify.notify_one();
+                self.0.wake.notify_one();
+            }
+            Ok(u64::try_from(released).unwrap_or(0))
+        })
+    }
+
+    fn paused(&self) -> BackendFuture<'_, Vec<Pause>> {
+        Box::pin(async move {
+            let rows = self
+                .0
+                .db
+                .fetch_all(self.0.query(&self.0.sql.paused))
+                .await
+                .map_err(unavailable)?;
+            let mut pauses = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let key: String = row.try_get(0).map_err(unavailable)?;
+                let since: OffsetDateTime = row.try_get(1).map_err(unavailable)?;
+                if let Some(scope) = PauseScope::from_key(&key) {
+                    pauses.push(Pause::new(scope, since));
+                }
+            }
+            Ok(pauses)
+        })
+    }
+
+    fn record_action<'a>(&'a self, action: &'a Action) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let ids: Vec<String> = action.ids.iter().map(|id| no_nul(id)).collect();
+            self.0
+                .db
+                .execute(
+                    self.0
+                        .query(&self.0.sql.record_action)
+                        .bind(action.at)
+                        .bind(no_nul(&action.actor))
+                        .bind(action.kind.as_str())
+                        .bind(no_nul(&action.subject))
+                        .bind(i64::try_from(action.count).unwrap_or(i64::MAX))
+                        .bind(ids)
+                        .bind(RECENT_ACTIONS as i64),
+                )
+                .await
+                .map(drop)
+                .map_err(unavailable)
+        })
+    }
+
+    fn recent_actions(&self, limit: usize) -> BackendFuture<'_, Vec<Action>> {
+        Box::pin(async move {
+            let limit = limit.min(RECENT_ACTIONS) as i64;
+            let rows = self
+                .0
+                .db
+                .fetch_all(self.0.query(&self.0.sql.recent_actions).bind(limit))
+                .await
+                .map_err(unavailable)?;
+            let mut actions = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let read = || -> Result<_, sqlx::Error> {
+                    Ok((
+                        row.try_get::<OffsetDateTime, _>(0)?,
+                        row.try_get::<String, _>(1)?,
+                        row.try_get::<String, _>(2)?,
+                        row.try_get::<String, _>(3)?,
+                        row.try_get::<i64, _>(4)?,
+                        row.try_get::<Vec<String>, _>(5)?,
+                    ))
+                };
+                let (at, actor, kind, subject, count, ids) = read().map_err(unavailable)?;
+                // An action a newer version wrote, of a kind this one does not know: left out.
+                let Ok(kind) = kind.parse() else { continue };
+                actions.push(
+                    Action::new(actor, kind, subject)
+                        .ids(ids)
+                        .count(u64::try_from(count).unwrap_or(0))
+                        .at(at),
+                );
+            }
+            Ok(actions)
+        })
+    }
+}
+
+/// `text` as PostgreSQL's `text` can hold it: a NUL (which it refuses) shown as U+FFFD.
+fn no_nul(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
 }
 
 #[cfg(test)]

@@ -255,11 +255,12 @@ impl RedisBackend {
     fn start(
         connection: RedisConnection,
         waiting: Option<RedisConnection>,
-        keys: [String; 5],
+        keys: [String; 7],
         scripts: Scripts,
         options: &RedisOptions,
     ) -> Self {
         let entry_prefix = format!("{{{}}}e:", options.prefix);
+        let actions = format!("{{{}}}actions", options.prefix);
         let (accepts, accept_queue) = mpsc::unbounded_channel();
         let (completions, completion_queue) = mpsc::unbounded_channel();
         tokio::spawn(run_batches(
@@ -291,6 +292,7 @@ impl RedisBackend {
             waiting,
             entry_prefix,
             keys,
+            actions,
             consumer: format!(
                 "{}-{}",
                 std::process::id(),
@@ -346,9 +348,18 @@ fn check_prefix(options: &RedisOptions) -> Result<(), RedisError> {
 async fn prepare(
     connection: &mut (impl redis::aio::ConnectionLike + Send),
     prefix: &str,
-) -> Result<([String; 5], Scripts), RedisError> {
+) -> Result<([String; 7], Scripts), RedisError> {
     let tag = format!("{{{}}}", prefix);
-    let keys = ["stream", "scheduled", "dead", "done", "leases"].map(|name| format!("{tag}{name}"));
+    let keys = [
+        "stream",
+        "scheduled",
+        "dead",
+        "done",
+        "leases",
+        "paused",
+        "pauses",
+    ]
+    .map(|name| format!("{tag}{name}"));
     let scripts = Scripts::new();
     scripts.load(connection).await.map_err(open_error)?;
     // Created only when missing: Redis refuses `XGROUP CREATE` when it is out of memory even
@@ -397,7 +408,7 @@ async fn set_up(
     mut connection: RedisConnection,
     options: &RedisOptions,
     setup: Duration,
-) -> Result<([String; 5], Scripts), RedisError> {
+) -> Result<([String; 7], Scripts), RedisError> {
     tokio::time::timeout(setup, async {
         let (keys, scripts) = prepare(&mut connection, &options.prefix).await?;
         if options.replicas > 0 {

@@ -14,6 +14,9 @@
 //! | `{prefix}leases` | sorted set | leased entries (score: lease expiry, ms), for [`next_due`](crate::Queue::next_due) |
 //! | `{prefix}dead` | stream | one message per dead letter, in the order they died |
 //! | `{prefix}done` | sorted set | processed entries kept for deduplication (score: when, ms) |
+//! | `{prefix}paused` | sorted set | entries held by a pause (score: when due, ms): in neither the stream nor `scheduled` |
+//! | `{prefix}pauses` | hash | the pauses in force: `*` (everything) or `type:<event type>`, to when each was made (ms) |
+//! | `{prefix}actions` | list | the last 100 operators' actions, newest first (JSON) |
 //!
 //! # How the operations map onto Redis
 //!
@@ -38,6 +41,13 @@
 //!   a dead letter is `XADD`ed to the dead-letter stream. Completions that arrive while one is
 //!   in flight go together in the next script (one round trip for a batch).
 //! - **purge**: deletes processed entries older than a time (and idle consumers of the group).
+//! - **pause**: records the pause in `pauses`, then moves the paused type's entries out of
+//!   `scheduled` and the stream's unread part into `paused`, a thousand read per script (a
+//!   large backlog never blocks Redis for long). From then on accept, retry, release and
+//!   replay put that type's entries in `paused`, and a take holds one it meets (a lease run
+//!   out, a message added meanwhile) instead of taking it; the take never reads `paused`.
+//!   **resume** removes the pause and moves the entries no pause holds back, in the order
+//!   they were due, a thousand per script.
 //!
 //! # What a 2xx means
 //!
@@ -91,7 +101,9 @@ pub struct RedisBackend {
     /// For blocking reads only: a blocked read holds up its connection. `None` on the
     /// application's connection ([`RedisBackend::with_connection`]): waits poll instead.
     waiting: Option<RedisConnection>,
-    keys: [String; 5],
+    keys: [String; 7],
+    /// The list of recent actions (outside the scripts' keys, under the same hash tag).
+    actions: String,
     entry_prefix: String,
     consumer: String,
     max_unfinished: u64,

@@ -84,6 +84,7 @@ async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) 
                     stats.dead,
                     stats.oldest_pending_age_secs.unwrap_or(0),
                 );
+                observe::metrics::inbox_paused(stats.paused);
             }
             Err(err) if !failing => {
                 // Once per outage: the gauges keep their last values meanwhile.

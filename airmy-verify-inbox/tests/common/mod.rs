@@ -1,4 +1,5 @@
 //! Shared by the backends' test files.
+pub mod pause;
 pub mod worker;
 
 /// One `#[tokio::test]` per worker scenario of [`worker`], each on an inbox from the test

@@ -7,9 +7,10 @@
 //! - an application, once after installing its exporter: [`describe`] (feature `metrics`);
 //! - an inbox (crate `airmy-verify-inbox`, or your own queue behind the adapters):
 //!   [`inbox_accept`] for each delivery offered to it, [`inbox_gauges`] for its counts (a
-//!   running worker refreshes them once a second), [`handler_attempt`] for each attempt of a
-//!   handler, [`inbox_accept_stage`] and [`inbox_accept_batch`] for where an accept's time
-//!   goes, [`console_login`] for each login at its console's built-in login;
+//!   running worker refreshes them once a second, with [`inbox_paused`]), [`handler_attempt`]
+//!   for each attempt of a handler, [`inbox_admin_action`] for each operator's action,
+//!   [`inbox_accept_stage`] and [`inbox_accept_batch`] for where an accept's time goes,
+//!   [`console_login`] for each login at its console's built-in login;
 //! - the core itself records the rest (deliveries, verification, lag, idempotency claims), so
 //!   those sinks are not public.
 //!
@@ -22,6 +23,8 @@
 //! metrics::inbox_accept("stored");
 //! metrics::handler_attempt("run.completed", "success");
 //! metrics::inbox_gauges(0, 0, 0, 0, 0);
+//! metrics::inbox_paused(0);
+//! metrics::inbox_admin_action("replay");
 //! ```
 
 use super::*;
@@ -303,6 +306,14 @@ pub fn describe() {
         CONSOLE_LOGINS_TOTAL,
         "Logins at the inbox console's built-in login, by result"
     );
+    describe_gauge!(
+        INBOX_PAUSED,
+        "Inbox entries held by a pause of their event type or of everything"
+    );
+    describe_counter!(
+        INBOX_ADMIN_ACTIONS_TOTAL,
+        "Operators' actions on the inbox (replay, purge, pause, ...), by action"
+    );
 }
 
 /// One complete body checked: its size and how long the check took.
@@ -419,6 +430,21 @@ pub fn inbox_accept_stage(_backend: &str, _stage: AcceptStage, _seconds: f64) {
 pub fn inbox_accept_batch(_backend: &str, _size: usize) {
     #[cfg(feature = "metrics")]
     handles::accept_batch(_backend, _size);
+}
+
+/// Sets the gauge of inbox entries held by a pause (`airmy_webhook_inbox_paused`). An inbox's
+/// worker calls it with each reading of its counts, beside [`inbox_gauges`].
+pub fn inbox_paused(_paused: u64) {
+    #[cfg(feature = "metrics")]
+    ::metrics::gauge!(INBOX_PAUSED).set(_paused as f64);
+}
+
+/// Counts an operator's action on an inbox in `airmy_webhook_inbox_admin_actions_total`, by
+/// `action` (a fixed name such as `replay`, `purge`, `pause`: bounded). The inbox's audit
+/// (`airmy_verify_inbox::audit`) calls it once per action, beside its log event.
+pub fn inbox_admin_action(_action: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(INBOX_ADMIN_ACTIONS_TOTAL, "action" => _action).increment(1);
 }
 
 /// Counts an attempt of an inbox handler in `airmy_webhook_handler_attempts_total`, by event
