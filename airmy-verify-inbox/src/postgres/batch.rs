@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::{AssertSqlSafe, Row};
@@ -14,19 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Db, PgQuery, unavailable};
 use crate::backend::InboxError;
 
-/// Statements of one kind in flight at once: the next batch gathers while they commit.
+/// Statements of one kind in flight at once: the next batch gathers while they commit. Each is
+/// bounded by [`PgOptions::operation_timeout`](super::PgOptions::operation_timeout) (the
+/// backend's `Db`), so a server that stops answering without closing the connection (a network
+/// path that drops packets) holds a slot for that long at most, never for ever.
 const IN_FLIGHT: usize = 4;
-/// The longest a batch's statement may take before its jobs are answered `Unavailable`
-/// (AIRMY waits 10 s for an answer; a server that hangs without closing the connection must
-/// not hold accepts for ever).
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(8);
-
-fn timed_out() -> InboxError {
-    InboxError::unavailable(format!(
-        "PostgreSQL did not answer within {} s (or no connection of the pool was free)",
-        STATEMENT_TIMEOUT.as_secs()
-    ))
-}
 
 /// One accept waiting for its batch; the answer is whether it was stored (`false`: a
 /// duplicate).
@@ -50,13 +41,10 @@ pub(super) fn shutting_down() -> InboxError {
     InboxError::unavailable("the inbox is shutting down")
 }
 
-/// The rows of `query`, or why there are none: PostgreSQL's error, or no answer within
-/// [`STATEMENT_TIMEOUT`].
+/// The rows of `query`, or why there are none: PostgreSQL's error, or no answer within the
+/// backend's operation timeout.
 async fn rows(db: &Db, query: PgQuery<'_>) -> Result<Vec<sqlx::postgres::PgRow>, InboxError> {
-    tokio::time::timeout(STATEMENT_TIMEOUT, db.fetch_all(query))
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(unavailable)
+    db.fetch_all(query).await.map_err(unavailable)
 }
 
 /// The accept task: each batch is one `INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO
@@ -77,6 +65,11 @@ pub(super) async fn accepts(db: Db, sql: Arc<str>, queue: mpsc::UnboundedReceive
                 let mut seen = HashSet::with_capacity(jobs.len());
                 let (mut first, mut again) = (Vec::with_capacity(jobs.len()), Vec::new());
                 for job in jobs {
+                    if job.reply.is_closed() {
+                        // Its accept gave up waiting (answered 503 at its bound): nobody waits
+                        // for this answer, and AIRMY sends the delivery again.
+                        continue;
+                    }
                     if job.id.contains('\0') || job.event_type.contains('\0') {
                         let _ = job.reply.send(Err(InboxError::unavailable(
                             "PostgreSQL cannot store an event id or type with a NUL character"
@@ -168,15 +161,15 @@ pub(super) async fn completions(
                 futures_util::future::join_all(rest.into_iter().map(|job| {
                     let (db, single) = (db.clone(), Arc::clone(&single));
                     async move {
-                        let update = db.execute(
-                            sqlx::query(AssertSqlSafe(single))
-                                .bind(&job.id)
-                                .bind(&job.token),
-                        );
-                        let answer = match tokio::time::timeout(STATEMENT_TIMEOUT, update).await {
-                            Ok(done) => done.map(|r| r.rows_affected() == 1).map_err(unavailable),
-                            Err(_) => Err(timed_out()),
-                        };
+                        let answer = db
+                            .execute(
+                                sqlx::query(AssertSqlSafe(single))
+                                    .bind(&job.id)
+                                    .bind(&job.token),
+                            )
+                            .await
+                            .map(|r| r.rows_affected() == 1)
+                            .map_err(unavailable);
                         let _ = job.reply.send(answer);
                     }
                 }))
