@@ -87,9 +87,11 @@ impl PgOptions {
         self
     }
 
-    /// How long an operation waits for a connection before it fails with
-    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (an accept then answers 503, well within AIRMY's 10 s).
-    /// Defaults to 3 s.
+    /// How long [`connect`](PgBackend::connect)'s pool waits for a connection (a new one
+    /// included) before it fails with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable)
+    /// (an accept then answers 503, well within AIRMY's 10 s). Defaults to 3 s. Each operation
+    /// as a whole, this wait included, is bounded by
+    /// [`operation_timeout`](Self::operation_timeout) too.
     #[must_use]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
@@ -112,9 +114,21 @@ impl PgOptions {
     /// [`connect`](PgBackend::connect)'s. An operator's bulk actions (listings,
     /// `replay_dead`, purges) are bounded at 60 s (or this, if longer). A handler's own
     /// statements in [`PgContext::transaction`] are the handler's, bounded by
-    /// [`Worker::handler_timeout`](crate::Worker::handler_timeout). Keep it above the slowest commit the server makes under
-    /// load: an accept past it is refused though it may be stored (AIRMY's retry then finds
-    /// it).
+    /// [`Worker::handler_timeout`](crate::Worker::handler_timeout). Keep it above the slowest
+    /// commit the server makes under load: an accept past it is refused though it may be
+    /// stored (AIRMY's retry then finds it).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use airmy_verify_inbox::{PgBackend, PgOptions};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Every accept answered within 2 s, whatever the network does.
+    /// let options = PgOptions::default().operation_timeout(Duration::from_secs(2));
+    /// let backend = PgBackend::connect("postgres://app@db.internal/billing", options).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout.max(Duration::from_millis(1));

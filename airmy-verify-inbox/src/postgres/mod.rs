@@ -207,6 +207,23 @@ impl Db {
         .await
     }
 
+    /// The rows of `query` run in a transaction of its own, committed only once they have
+    /// arrived: a statement whose answer is lost changes nothing (its transaction ends with
+    /// the connection), whenever it reaches the server.
+    pub(super) async fn fetch_all_committed(
+        &self,
+        query: PgQuery<'_>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+        let persistent = self.persistent();
+        self.bounded(async move |conn| {
+            let mut tx = conn.begin().await?;
+            let rows = query.persistent(persistent).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub(super) async fn fetch_optional(
         &self,
         query: PgQuery<'_>,
@@ -436,10 +453,14 @@ impl Queue for PgBackend {
                 take_limit(max),
                 self.0.sql.take_tail
             ));
+            // In a transaction committed once the rows are here: a take whose answer never
+            // came (the path dropped it, the operation timed out) leases nothing, even when
+            // the statement reaches the server later (TCP retransmits it after a partition
+            // heals) — otherwise its entries would wait a whole lease for nobody.
             let rows = self
                 .0
                 .db
-                .fetch_all(self.0.query(&take).bind(duration_ms(lease)).bind(token))
+                .fetch_all_committed(self.0.query(&take).bind(duration_ms(lease)).bind(token))
                 .await
                 .map_err(unavailable)?;
             let mut leased = rows
