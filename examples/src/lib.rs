@@ -21,7 +21,8 @@
 //! | `AIRMY_WEBHOOK_SECRET_FILE` | a secret file instead of `AIRMY_WEBHOOK_SECRET`/`_PREVIOUS` ([`secret_file`]): first secret line current, the others previous; read at start, on `SIGHUP` and when it changes | unset |
 //! | `AIRMY_METRICS_LISTEN` | `HOST:PORT` serving `GET /metrics` (Prometheus text); with it, `metrics on http://HOST:PORT/metrics` follows the `listening on` line | unset: off |
 //! | `AIRMY_CONSOLE_LISTEN` | `HOST:PORT` serving the inbox's web console ([`console`]; needs `AIRMY_INBOX`); with it, `console on http://HOST:PORT/` follows the `listening on` line | unset: off |
-//! | `AIRMY_CONSOLE_TOKEN` | the console's login token (at least 16 characters), required when `AIRMY_CONSOLE_LISTEN` is not a loopback address | unset: no login (loopback only) |
+//! | `AIRMY_CONSOLE_TOKEN` | the console's login token for operators (at least 16 characters), required when `AIRMY_CONSOLE_LISTEN` is not a loopback address | unset: no login (loopback only) |
+//! | `AIRMY_CONSOLE_READONLY_TOKEN` | a second login token (at least 16 characters, not the operators'; needs `AIRMY_CONSOLE_TOKEN`): its sessions see every page and may not act | unset: none |
 //! | `AIRMY_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `RUST_LOG` | log filter (`EnvFilter` syntax) | `info` |
 //!
@@ -128,7 +129,8 @@ pub struct ReceiverConfig {
     pub metrics_listen: Option<String>,
     /// The log format (`AIRMY_LOG_FORMAT`).
     pub log_format: observe::LogFormat,
-    /// The console listener (`AIRMY_CONSOLE_LISTEN`, `AIRMY_CONSOLE_TOKEN`), if any.
+    /// The console listener (`AIRMY_CONSOLE_LISTEN`, `AIRMY_CONSOLE_TOKEN`,
+    /// `AIRMY_CONSOLE_READONLY_TOKEN`), if any.
     pub console: Option<console::ConsoleSetting>,
 }
 

@@ -12,12 +12,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Db, PgQuery, unavailable};
 use crate::backend::InboxError;
+use crate::batch::{Measured, Queued};
 
-/// Statements of one kind in flight at once: the next batch gathers while they commit. Each is
-/// bounded by [`PgOptions::operation_timeout`](super::PgOptions::operation_timeout) (the
-/// backend's `Db`), so a server that stops answering without closing the connection (a network
-/// path that drops packets) holds a slot for that long at most, never for ever.
+/// Completion statements in flight at once: the next batch gathers while they commit.
 const IN_FLIGHT: usize = 4;
+/// Accept statements in flight at once: two, so that one batch's statement runs while the
+/// other's commit waits for its WAL flush, and everything that arrives meanwhile goes out as
+/// the next batch. PostgreSQL flushes the WAL one flush at a time, so more statements in flight
+/// only split the same accepts into smaller batches, each with a flush of its own: measured
+/// with `scripts/inbox-load.sh` (BENCHMARKS.md, 2026-12-08), 1 / 2 / 4 in flight gave batches of
+/// 15 / 8 / 5 accepts on average and 0.20 / 0.27 / 0.24 of the no-inbox rate.
+///
+/// Each statement, of either kind, is bounded by
+/// [`PgOptions::operation_timeout`](super::PgOptions::operation_timeout) (the backend's `Db`),
+/// so a server that stops answering without closing the connection (a network path that drops
+/// packets) holds a slot for that long at most, never for ever.
+const ACCEPTS_IN_FLIGHT: usize = 2;
 
 /// One accept waiting for its batch; the answer is whether it was stored (`false`: a
 /// duplicate).
@@ -54,11 +64,16 @@ async fn rows(db: &Db, query: PgQuery<'_>) -> Result<Vec<sqlx::postgres::PgRow>,
 /// ids cannot deadlock. A job PostgreSQL could never store (a NUL in its id or type, which
 /// `text` refuses) is answered on its own and kept out of the batch, so that it cannot fail
 /// the others.
-pub(super) async fn accepts(db: Db, sql: Arc<str>, queue: mpsc::UnboundedReceiver<AcceptJob>) {
+pub(super) async fn accepts(
+    db: Db,
+    sql: Arc<str>,
+    queue: mpsc::UnboundedReceiver<Queued<AcceptJob>>,
+) {
     crate::batch::batches(
         queue,
+        Measured::Accepts("postgres"),
         |job| job.id.len() + job.body.len(),
-        IN_FLIGHT,
+        ACCEPTS_IN_FLIGHT,
         move |jobs: Vec<AcceptJob>| {
             let (db, sql) = (db.clone(), Arc::clone(&sql));
             async move {
@@ -80,6 +95,9 @@ pub(super) async fn accepts(db: Db, sql: Arc<str>, queue: mpsc::UnboundedReceive
                     } else {
                         again.push(job);
                     }
+                }
+                if first.is_empty() {
+                    return;
                 }
                 first.sort_unstable_by(|a, b| a.id.cmp(&b.id));
                 let ids: Vec<&str> = first.iter().map(|j| j.id.as_str()).collect();
@@ -121,10 +139,11 @@ pub(super) async fn completions(
     db: Db,
     sql: Arc<str>,
     single: Arc<str>,
-    queue: mpsc::UnboundedReceiver<CompleteJob>,
+    queue: mpsc::UnboundedReceiver<Queued<CompleteJob>>,
 ) {
     crate::batch::batches(
         queue,
+        Measured::Other,
         |job| job.id.len() + job.token.len(),
         IN_FLIGHT,
         move |jobs: Vec<CompleteJob>| {

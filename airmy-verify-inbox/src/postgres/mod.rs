@@ -292,8 +292,8 @@ struct Shared {
     wake: Arc<Notify>,
     waker: tokio::task::JoinHandle<()>,
     /// The batch tasks of accepts and completions (they end when these are dropped).
-    accepts: tokio::sync::mpsc::UnboundedSender<batch::AcceptJob>,
-    completions: tokio::sync::mpsc::UnboundedSender<batch::CompleteJob>,
+    accepts: tokio::sync::mpsc::UnboundedSender<crate::batch::Queued<batch::AcceptJob>>,
+    completions: tokio::sync::mpsc::UnboundedSender<crate::batch::Queued<batch::CompleteJob>>,
 }
 
 impl fmt::Debug for PgBackend {
@@ -382,20 +382,9 @@ fn to_u32(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-impl Store for PgBackend {
-    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
-        // The whole accept within the bound: its wait for a batch slot too, which a batch stuck
-        // on an unreachable server holds until its own bound.
-        Box::pin(async move {
-            tokio::time::timeout(self.0.db.timeout(), self.accept_unbounded(delivery))
-                .await
-                .unwrap_or_else(|_| Err(unavailable(self.0.db.timed_out())))
-        })
-    }
-}
-
 impl PgBackend {
-    async fn accept_unbounded(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
+    /// One accept (its whole time is recorded by [`Store::accept`]).
+    async fn accept_now(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
         if !self.0.has_room().await? {
             // Full: a delivery already held is still a duplicate, a new one is refused.
             let held = self
@@ -427,7 +416,7 @@ impl PgBackend {
         };
         self.0
             .accepts
-            .send(job)
+            .send(crate::batch::Queued::new(job))
             .map_err(|_| batch::shutting_down())?;
         let stored = answer.await.map_err(|_| batch::shutting_down())??;
         if !stored {
@@ -437,6 +426,26 @@ impl PgBackend {
         self.0.notify.notify_one();
         self.0.wake.notify_one();
         Ok(Accepted::Stored)
+    }
+}
+
+impl Store for PgBackend {
+    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+        // The whole accept within the bound: its wait for a batch slot too, which a batch stuck
+        // on an unreachable server holds until its own bound.
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let accepted = tokio::time::timeout(self.0.db.timeout(), self.accept_now(delivery))
+                .await
+                .unwrap_or_else(|_| Err(unavailable(self.0.db.timed_out())));
+            let took = started.elapsed().as_secs_f64();
+            airmy_verify::observe::metrics::inbox_accept_stage(
+                "postgres",
+                airmy_verify::observe::metrics::AcceptStage::Total,
+                took,
+            );
+            accepted
+        })
     }
 }
 
@@ -535,7 +544,7 @@ impl Queue for PgBackend {
             };
             self.0
                 .completions
-                .send(job)
+                .send(crate::batch::Queued::new(job))
                 .map_err(|_| batch::shutting_down())?;
             let done = answer.await.map_err(|_| batch::shutting_down())??;
             if done {

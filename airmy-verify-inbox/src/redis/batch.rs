@@ -8,14 +8,15 @@ use tokio::sync::{mpsc, oneshot};
 use super::connect::Connection;
 use super::redis_error;
 use crate::backend::InboxError;
+use crate::batch::{Measured, Queued};
 
 /// The two commonest writes, accepts and completions, each go to a task of their own that
 /// sends whatever arrived while its previous script ran as one script: one round trip (and one
 /// Lua call) per batch, not per entry, and at low load no wait at all.
 #[derive(Clone)]
 pub(super) struct Batches {
-    pub(super) accepts: mpsc::UnboundedSender<Job>,
-    pub(super) completions: mpsc::UnboundedSender<Job>,
+    pub(super) accepts: mpsc::UnboundedSender<Queued<Job>>,
+    pub(super) completions: mpsc::UnboundedSender<Queued<Job>>,
 }
 
 /// One accept or completion waiting for its batch; the answer is the script's code for it.
@@ -62,11 +63,12 @@ pub(super) async fn run_batches(
     keys: [String; 5],
     lead: Vec<String>,
     replicas: Option<(u32, std::time::Duration)>,
-    queue: mpsc::UnboundedReceiver<Job>,
+    measured: Measured,
+    queue: mpsc::UnboundedReceiver<Queued<Job>>,
 ) {
     const IN_FLIGHT: usize = 2;
     let (script, keys, lead) = (Arc::new(script), Arc::new(keys), Arc::new(lead));
-    crate::batch::batches(queue, Job::size, IN_FLIGHT, move |batch: Vec<Job>| {
+    crate::batch::batches(queue, measured, Job::size, IN_FLIGHT, move |batch: Vec<Job>| {
         let (script, keys, lead) = (Arc::clone(&script), Arc::clone(&keys), Arc::clone(&lead));
         let mut connection = connection.clone();
         async move {

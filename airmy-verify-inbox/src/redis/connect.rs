@@ -377,6 +377,7 @@ impl RedisBackend {
             keys.clone(),
             vec![entry_prefix.clone(), options.max_unfinished.to_string()],
             (options.replicas > 0).then_some((options.replicas, options.timeout / 2)),
+            crate::batch::Measured::Accepts("redis"),
             accept_queue,
         ));
         tokio::spawn(run_batches(
@@ -385,6 +386,7 @@ impl RedisBackend {
             keys.clone(),
             vec![entry_prefix.clone()],
             None,
+            crate::batch::Measured::Other,
             completion_queue,
         ));
         Self {

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! inbox-bench fsync [N]                      # this disk's fsync latency (N synced 4 KiB writes)
+//! inbox-bench sqlite-floor [N] [BATCH]       # SQLite's own floor: N accept-sized rows inserted
+//!                                            # BATCH per synced transaction, as the inbox's file
 //! inbox-bench latency [N]                    # accept → handler start, one delivery at a time
 //! inbox-bench drain [N] [WORKERS] [tx]       # N queued entries drained by a no-op handler
 //!                                            # (tx, PostgreSQL: one INSERT in the entry's transaction)
@@ -83,6 +85,57 @@ fn fsync(n: usize) {
         percentile(&times, 0.5).as_secs_f64() * 1e3,
         percentile(&times, 0.9).as_secs_f64() * 1e3,
         percentile(&times, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
+/// SQLite's own batched insert rate in this process: the floor of the SQLite inbox's accepts.
+/// The inbox's schema and settings (WAL, `synchronous=FULL`), made by opening a
+/// `SqliteBackend` on a fresh file, then `n` rows of an accept's size (1 KiB bodies), `batch`
+/// per transaction with the accept's own statement, on one connection: no channel, no task,
+/// no HTTP. Prints rows per second.
+fn sqlite_floor(n: usize, batch: usize) {
+    let dir = temp_dir("sqlite-floor");
+    let path = dir.join("floor.db");
+    drop(SqliteBackend::open(&path, SqliteOptions::default()).expect("open the inbox's file"));
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL").expect("full");
+    let body = vec![b'x'; 1024];
+    let batch = batch.max(1);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let tx = conn.unchecked_transaction().expect("begin");
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO entries (id, event_type, body, created_at, received_at, state, attempts, due_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?5)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .expect("prepare");
+            for _ in 0..batch.min(n - done) {
+                let id = format!("evt_floor_{done}");
+                insert
+                    .execute(rusqlite::params![
+                        id,
+                        "run.completed",
+                        body,
+                        "2026-12-08T00:00:00Z",
+                        1_765_000_000_000_i64
+                    ])
+                    .expect("insert");
+                done += 1;
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    let took = started.elapsed();
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "sqlite-floor: {n} rows, {batch} per synced transaction: {:.0} rows/s",
+        n as f64 / took.as_secs_f64()
     );
 }
 
@@ -713,6 +766,7 @@ async fn main() {
         |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     match args.first().map(String::as_str) {
         Some("fsync") => fsync(num(1, 500)),
+        Some("sqlite-floor") => sqlite_floor(num(1, 50_000), num(2, 16)),
         Some("latency") => latency(num(1, 500)).await,
         Some("drain") => {
             let tx = args.get(3).is_some_and(|a| a == "tx");
@@ -730,7 +784,7 @@ async fn main() {
         }
         _ => {
             eprintln!(
-                "usage: inbox-bench fsync [N] | latency [N] | drain [N] [WORKERS] [tx] | rawdrain [N] [BATCH] | roundtrips [N] | list [N] | load URL [N] [CONCURRENCY]"
+                "usage: inbox-bench fsync [N] | sqlite-floor [N] [BATCH] | latency [N] | drain [N] [WORKERS] [tx] | rawdrain [N] [BATCH] | roundtrips [N] | list [N] | load URL [N] [CONCURRENCY]"
             );
             std::process::exit(2);
         }
