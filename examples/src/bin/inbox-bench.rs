@@ -98,8 +98,10 @@ fn sqlite_floor(n: usize, batch: usize) {
     let path = dir.join("floor.db");
     drop(SqliteBackend::open(&path, SqliteOptions::default()).expect("open the inbox's file"));
     let conn = rusqlite::Connection::open(&path).expect("open");
-    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
-    conn.pragma_update(None, "synchronous", "FULL").expect("full");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("full");
     let body = vec![b'x'; 1024];
     let batch = batch.max(1);
     let started = Instant::now();
