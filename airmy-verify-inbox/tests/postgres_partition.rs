@@ -60,23 +60,7 @@ async fn connections(counter: &sqlx::PgPool, net: &NetNamespace) -> (i64, usize,
             .fetch_one(counter)
             .await
             .expect("pg_stat_activity");
-    // `/proc/net/tcp` shows an address as the hex of its bytes read as a native integer.
-    let remote = format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(net.addr().octets()),
-        5432
-    );
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let (mut established, mut closing) = (0, 0);
-    for line in table.lines().skip(1) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.get(2..4) {
-            Some([to, "01"]) if *to == remote => established += 1,
-            Some([to, "06"]) if *to == remote => {}
-            Some([to, _]) if *to == remote => closing += 1,
-            _ => {}
-        }
-    }
+    let (established, closing) = net.sockets_to(5432);
     (server, established, closing)
 }
 

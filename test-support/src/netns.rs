@@ -151,6 +151,33 @@ impl NetNamespace {
         self.iptables("-D");
     }
 
+    /// The TCP sockets of the test's namespace (this process's and its children's, any
+    /// other's on the machine too) connected to [`addr`](Self::addr) at `port`, from
+    /// `/proc/net/tcp`: how many are established, and how many are in another state but
+    /// `TIME_WAIT` (closing, or half-open). A test compares them with what the server
+    /// inside counts (`pg_stat_activity`) to find a connection left on one side only.
+    ///
+    /// # Panics
+    ///
+    /// When `/proc/net/tcp` cannot be read.
+    #[must_use]
+    pub fn sockets_to(&self, port: u16) -> (usize, usize) {
+        // An address shows as the hex of its bytes read as a native integer.
+        let remote = format!("{:08X}:{port:04X}", u32::from_ne_bytes(self.addr.octets()));
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let (mut established, mut other) = (0, 0);
+        for line in table.lines().skip(1) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.get(2..4) {
+                Some([to, "01"]) if *to == remote => established += 1,
+                Some([to, "06"]) if *to == remote => {}
+                Some([to, _]) if *to == remote => other += 1,
+                _ => {}
+            }
+        }
+        (established, other)
+    }
+
     fn iptables(&self, action: &str) {
         for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
             let out = self
