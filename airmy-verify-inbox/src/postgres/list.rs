@@ -3,7 +3,7 @@
 //! `entries_done`).
 
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Connection, Row};
 use time::OffsetDateTime;
 
 use super::{Db, to_u32, unavailable};
@@ -106,10 +106,11 @@ pub(super) async fn list(db: &Db, schema: &str, query: &ListQuery) -> Result<Pag
     // kept for reuse, whose generic plan is blind to where the cursor is) and without bitmap
     // scans: the planner would otherwise read a whole state's rows to sort them when many
     // share a time, where the index (time, seq) gives the page in order at once.
-    let read = async {
-        let mut tx = db.begin().await?;
+    let persistent = db.persistent();
+    let read = db.bounded(async move |conn| {
+        let mut tx = conn.begin().await?;
         sqlx::query("SET LOCAL enable_bitmapscan = off")
-            .persistent(db.persistent())
+            .persistent(persistent)
             .execute(&mut *tx)
             .await?;
         let found = sqlx::query(AssertSqlSafe(sql))
@@ -121,7 +122,7 @@ pub(super) async fn list(db: &Db, schema: &str, query: &ListQuery) -> Result<Pag
             .await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(found)
-    };
+    });
     let found = read.await.map_err(unavailable)?;
     let mut entries = Vec::new();
     let mut last = None;

@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use airmy_verify::Verified;
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify};
 
@@ -81,6 +81,11 @@ pub type PgError = OpenError;
 /// replica is taken within this (one this process accepted wakes its workers at once).
 const POLL: Duration = Duration::from_millis(500);
 
+/// The bound of an operator's bulk action (a listing, `replay_dead`, a purge of processed
+/// entries): longer than [`PgOptions::operation_timeout`], since on a large table it may take
+/// seconds, yet bounded on a network path that drops packets.
+const BULK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The most entries one `take` leases (a larger request gets this many).
 const MAX_TAKE: usize = 512;
 
@@ -102,15 +107,25 @@ pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postg
 /// connection: a named prepared statement made in one is missing (or another's) in the next,
 /// and outside a transaction even the unnamed one could be parsed on one server connection
 /// and bound on another (sqlx parses and binds in two round trips).
+///
+/// Every operation is bounded ([`PgOptions::operation_timeout`]): the wait for a connection
+/// and its statements together. A connection whose statement did not answer in time is
+/// closed, not given back: on a network path that drops packets it would stay stuck (its
+/// pool slot with it) until TCP gave up, a quarter of an hour later.
 #[derive(Clone)]
 pub(super) struct Db {
     pool: PgPool,
     pooler: bool,
+    timeout: Duration,
 }
 
 impl Db {
-    pub(super) fn new(pool: PgPool, pooler: bool) -> Self {
-        Self { pool, pooler }
+    pub(super) fn new(pool: PgPool, pooler: bool, timeout: Duration) -> Self {
+        Self {
+            pool,
+            pooler,
+            timeout,
+        }
     }
 
     pub(super) fn pool(&self) -> &PgPool {
@@ -122,37 +137,109 @@ impl Db {
         !self.pooler
     }
 
-    /// A transaction on the pool.
+    /// The bound of one operation ([`PgOptions::operation_timeout`]).
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The same pool for an operator's bulk action (a listing, `replay_dead`, a purge), which
+    /// may take long on a large table: bounded by [`BULK_TIMEOUT`] (or the operation timeout,
+    /// if longer).
+    pub(super) fn bulk(&self) -> Self {
+        Self {
+            timeout: self.timeout.max(BULK_TIMEOUT),
+            ..self.clone()
+        }
+    }
+
+    /// The error of an operation past its bound: an I/O timeout, as the driver reports one.
+    pub(super) fn timed_out(&self) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no answer from PostgreSQL within {} ms (unreachable, or no connection of the \
+                 pool free)",
+                self.timeout.as_millis()
+            ),
+        ))
+    }
+
+    /// A transaction on the pool (the wait for its connection and its `BEGIN` bounded).
     pub(super) async fn begin(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.pool.begin().await
+        tokio::time::timeout(self.timeout, self.pool.begin())
+            .await
+            .map_err(|_| self.timed_out())?
+    }
+
+    /// Runs `work` on a connection of the pool, the wait for the connection included, within
+    /// the bound; past it the connection is closed (its `Terminate` and FIN wait in the
+    /// kernel for the path to come back), so that its pool slot is free at once.
+    pub(super) async fn bounded<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut conn = tokio::time::timeout_at(deadline, self.pool.acquire())
+            .await
+            .map_err(|_| self.timed_out())??;
+        let done = tokio::time::timeout_at(deadline, work(&mut conn)).await;
+        done.unwrap_or_else(|_| {
+            conn.close_on_drop();
+            Err(self.timed_out())
+        })
     }
 
     pub(super) async fn fetch_all(
         &self,
         query: PgQuery<'_>,
     ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
-        if !self.pooler {
-            return query.fetch_all(&self.pool).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        let rows = query.persistent(false).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(rows)
+        let pooler = self.pooler;
+        self.bounded(async move |conn| {
+            if !pooler {
+                return query.fetch_all(&mut *conn).await;
+            }
+            let mut tx = conn.begin().await?;
+            let rows = query.persistent(false).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The rows of `query` run in a transaction of its own, committed only once they have
+    /// arrived: a statement whose answer is lost changes nothing (its transaction ends with
+    /// the connection), whenever it reaches the server.
+    pub(super) async fn fetch_all_committed(
+        &self,
+        query: PgQuery<'_>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+        let persistent = self.persistent();
+        self.bounded(async move |conn| {
+            let mut tx = conn.begin().await?;
+            let rows = query.persistent(persistent).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
+        .await
     }
 
     pub(super) async fn fetch_optional(
         &self,
         query: PgQuery<'_>,
     ) -> Result<Option<sqlx::postgres::PgRow>, sqlx::Error> {
-        if !self.pooler {
-            return query.fetch_optional(&self.pool).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        let row = query.persistent(false).fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(row)
+        let pooler = self.pooler;
+        self.bounded(async move |conn| {
+            if !pooler {
+                return query.fetch_optional(&mut *conn).await;
+            }
+            let mut tx = conn.begin().await?;
+            let row = query.persistent(false).fetch_optional(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+        .await
     }
 
     pub(super) async fn fetch_one(
@@ -168,13 +255,17 @@ impl Db {
         &self,
         query: PgQuery<'_>,
     ) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
-        if !self.pooler {
-            return query.execute(&self.pool).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        let done = query.persistent(false).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(done)
+        let pooler = self.pooler;
+        self.bounded(async move |conn| {
+            if !pooler {
+                return query.execute(&mut *conn).await;
+            }
+            let mut tx = conn.begin().await?;
+            let done = query.persistent(false).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+        .await
     }
 }
 
@@ -341,9 +432,13 @@ impl PgBackend {
 
 impl Store for PgBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+        // The whole accept within the bound: its wait for a batch slot too, which a batch stuck
+        // on an unreachable server holds until its own bound.
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let accepted = self.accept_now(delivery).await;
+            let accepted = tokio::time::timeout(self.0.db.timeout(), self.accept_now(delivery))
+                .await
+                .unwrap_or_else(|_| Err(unavailable(self.0.db.timed_out())));
             let took = started.elapsed().as_secs_f64();
             airmy_verify::observe::metrics::inbox_accept_stage(
                 "postgres",
@@ -368,10 +463,14 @@ impl Queue for PgBackend {
                 take_limit(max),
                 self.0.sql.take_tail
             ));
+            // In a transaction committed once the rows are here: a take whose answer never
+            // came (the path dropped it, the operation timed out) leases nothing, even when
+            // the statement reaches the server later (TCP retransmits it after a partition
+            // heals) — otherwise its entries would wait a whole lease for nobody.
             let rows = self
                 .0
                 .db
-                .fetch_all(self.0.query(&take).bind(duration_ms(lease)).bind(token))
+                .fetch_all_committed(self.0.query(&take).bind(duration_ms(lease)).bind(token))
                 .await
                 .map_err(unavailable)?;
             let mut leased = rows
@@ -553,7 +652,7 @@ impl Admin for PgBackend {
     }
 
     fn list<'a>(&'a self, query: &'a ListQuery) -> BackendFuture<'a, Page> {
-        Box::pin(list::list(&self.0.db, &self.0.schema, query))
+        Box::pin(async move { list::list(&self.0.db.bulk(), &self.0.schema, query).await })
     }
 
     fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>> {
@@ -604,6 +703,7 @@ impl Admin for PgBackend {
             let rows = self
                 .0
                 .db
+                .bulk()
                 .fetch_all(self.0.query(&self.0.sql.replay_dead).bind(since))
                 .await
                 .map_err(unavailable)?;
@@ -626,6 +726,7 @@ impl Admin for PgBackend {
         Box::pin(async move {
             self.0
                 .db
+                .bulk()
                 .execute(self.0.query(&self.0.sql.purge).bind(before))
                 .await
                 .map(|done| done.rows_affected())
