@@ -62,9 +62,11 @@ pub(crate) enum Command {
 
 #[derive(Args)]
 pub(crate) struct InboxArgs {
-    /// The inbox, as `sqlite:PATH`, a Redis URL (`?prefix=...` for keys not under airmy:inbox:)
-    /// or a PostgreSQL URL (`?schema=...` for tables not in airmy_inbox): the receivers'
-    /// AIRMY_INBOX. A query parameter that neither the inbox nor the driver reads is refused.
+    /// The inbox, as `sqlite:PATH`, a Redis URL (`?prefix=...` for keys not under airmy:inbox:;
+    /// `?cluster=true` for a Redis Cluster, given one node or several: `redis://a,b,c?cluster=true`)
+    /// or a PostgreSQL URL (`?schema=...` for tables not in airmy_inbox; `?pooler=true` behind
+    /// PgBouncer in transaction mode): the receivers' AIRMY_INBOX. A query parameter that
+    /// neither the inbox nor the driver reads is refused.
     #[arg(long, env = "AIRMY_INBOX", hide_env_values = true)]
     pub(crate) inbox: String,
     /// Print JSON instead of a table (the audit line on standard error too).

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use airmy_verify::text::word;
+use airmy_verify::text::{visible, word};
 use airmy_verify_inbox::audit::{self, Action, ActionKind};
 use airmy_verify_inbox::{
     Admin, EntryState, EntrySummary, InboxUrl, ListQuery, Order, Pause, PauseScope,
@@ -204,14 +204,7 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                                 .ok()
                             })
                             .unwrap_or_default();
-                        let error: String = d
-                            .last_error
-                            .as_deref()
-                            .unwrap_or_default()
-                            .chars()
-                            .take(80)
-                            .map(|c| if c.is_control() { ' ' } else { c })
-                            .collect();
+                        let error = one_line(d.last_error.as_deref().unwrap_or_default(), 80);
                         out!(
                             "{id:<32} {event_type:<22} {:>8}  {died:<20}  {error}",
                             d.attempts
@@ -609,24 +602,30 @@ fn rfc3339(at: Option<airmy_verify::time::OffsetDateTime>) -> String {
     .unwrap_or_else(|| "-".to_owned())
 }
 
-/// `text` on one line, its control characters shown as spaces, at most `max` characters.
+/// At most `max` characters of `text` on one line: line breaks and tabs as spaces, any other
+/// character that could disguise it (control and format characters: a terminal's escape
+/// sequences, U+202E) shown as `\u{…}` (`airmy_verify::text::visible`).
 fn one_line(text: &str, max: usize) -> String {
-    text.chars()
+    let cut: String = text
+        .chars()
         .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// Pretty-printed JSON with any control character left in it (JSON escapes those below U+0020,
-/// not DEL or the C1 range a terminal may act on) written as `\u{…}`.
-fn printable(text: &str) -> String {
-    text.chars()
         .map(|c| {
-            if c.is_control() && c != '\n' {
-                format!("\\u{{{:x}}}", u32::from(c))
+            if matches!(c, '\n' | '\r' | '\t') {
+                ' '
             } else {
-                c.to_string()
+                c
             }
         })
-        .collect()
+        .collect();
+    visible(&cut).to_string()
+}
+
+/// Pretty-printed JSON with any character left in it that could disguise it (JSON escapes
+/// controls below U+0020, not DEL, the C1 range a terminal may act on, nor U+202E) written as
+/// `\u{…}`, line by line.
+fn printable(text: &str) -> String {
+    text.split('\n')
+        .map(|line| visible(line).to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

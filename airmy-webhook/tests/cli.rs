@@ -447,6 +447,67 @@ async fn the_inbox_commands_inspect_and_replay() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// An id, a type and an error holding a right-to-left override, zero-width and isolate
+/// characters and a terminal escape: `dead`, `list` and `show` print each of them as `\u{…}`,
+/// never as it is (the dead list would show such an id reversed).
+#[tokio::test]
+async fn disguising_characters_are_shown_escaped_in_every_table() {
+    use airmy_verify_inbox::{Queue as _, SqliteBackend, SqliteOptions, Store as _};
+    const ID: &str = "evt_\u{202e}gpj.exe\u{200b}";
+    const TYPE: &str = "alert.\u{2066}triggered\u{2069}";
+    let dir = std::env::temp_dir().join(format!("airmy-webhook-bidi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let db = dir.join("inbox.db");
+    {
+        let backend = SqliteBackend::open(&db, SqliteOptions::default()).expect("opens");
+        let d = airmy_verify_inbox::conformance::delivery(ID, TYPE);
+        backend.accept(&d).await.expect("accept");
+        let leased = backend
+            .take(1, Duration::from_secs(60))
+            .await
+            .expect("take");
+        assert!(
+            backend
+                .bury(
+                    &leased[0].id,
+                    &leased[0].token,
+                    "pager \u{202e}005\u{1b}[2J said no"
+                )
+                .await
+                .expect("bury")
+        );
+    }
+    let inbox = format!("sqlite:{}", db.display());
+    let escaped_id = r"evt_\u{202e}gpj.exe\u{200b}";
+    for args in [
+        &["inbox", "--inbox", &inbox, "dead"][..],
+        &["inbox", "--inbox", &inbox, "list", "--state", "dead"],
+        &["inbox", "--inbox", &inbox, "show", ID],
+    ] {
+        let (code, out, err) = tool(args).await;
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let raw: Vec<String> = out
+            .chars()
+            .filter(|&c| c != '\n' && airmy_verify::text::disguises(c))
+            .map(|c| format!("U+{:04X}", u32::from(c)))
+            .collect();
+        assert!(
+            raw.is_empty(),
+            "{args:?}: printed as they are: {raw:?}\n{out}"
+        );
+        assert!(out.contains(escaped_id), "{args:?}: {out}");
+        assert!(
+            out.contains(r"alert.\u{2066}triggered\u{2069}"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            out.contains(r"pager \u{202e}005\u{1b}[2J said no"),
+            "{args:?}: {out}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// One dead letter and one processed entry.
 async fn inbox_commands_setup(backend: &dyn airmy_verify_inbox::Backend) {
     {

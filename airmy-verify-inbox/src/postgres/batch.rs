@@ -13,9 +13,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Db, PgQuery, unavailable};
 use crate::backend::InboxError;
+use crate::batch::{Measured, Queued};
 
-/// Statements of one kind in flight at once: the next batch gathers while they commit.
+/// Completion statements in flight at once: the next batch gathers while they commit.
 const IN_FLIGHT: usize = 4;
+/// Accept statements in flight at once: two, so that one batch's statement runs while the
+/// other's commit waits for its WAL flush, and everything that arrives meanwhile goes out as
+/// the next batch. PostgreSQL flushes the WAL one flush at a time, so more statements in flight
+/// only split the same accepts into smaller batches, each with a flush of its own: measured
+/// with `scripts/inbox-load.sh` (BENCHMARKS.md, 2026-12-08), 1 / 2 / 4 in flight gave batches of
+/// 15 / 8 / 5 accepts on average and 0.20 / 0.27 / 0.24 of the no-inbox rate.
+const ACCEPTS_IN_FLIGHT: usize = 2;
 /// The longest a batch's statement may take before its jobs are answered `Unavailable`
 /// (AIRMY waits 10 s for an answer; a server that hangs without closing the connection must
 /// not hold accepts for ever).
@@ -66,11 +74,16 @@ async fn rows(db: &Db, query: PgQuery<'_>) -> Result<Vec<sqlx::postgres::PgRow>,
 /// ids cannot deadlock. A job PostgreSQL could never store (a NUL in its id or type, which
 /// `text` refuses) is answered on its own and kept out of the batch, so that it cannot fail
 /// the others.
-pub(super) async fn accepts(db: Db, sql: Arc<str>, queue: mpsc::UnboundedReceiver<AcceptJob>) {
+pub(super) async fn accepts(
+    db: Db,
+    sql: Arc<str>,
+    queue: mpsc::UnboundedReceiver<Queued<AcceptJob>>,
+) {
     crate::batch::batches(
         queue,
+        Measured::Accepts("postgres"),
         |job| job.id.len() + job.body.len(),
-        IN_FLIGHT,
+        ACCEPTS_IN_FLIGHT,
         move |jobs: Vec<AcceptJob>| {
             let (db, sql) = (db.clone(), Arc::clone(&sql));
             async move {
@@ -128,10 +141,11 @@ pub(super) async fn completions(
     db: Db,
     sql: Arc<str>,
     single: Arc<str>,
-    queue: mpsc::UnboundedReceiver<CompleteJob>,
+    queue: mpsc::UnboundedReceiver<Queued<CompleteJob>>,
 ) {
     crate::batch::batches(
         queue,
+        Measured::Other,
         |job| job.id.len() + job.token.len(),
         IN_FLIGHT,
         move |jobs: Vec<CompleteJob>| {

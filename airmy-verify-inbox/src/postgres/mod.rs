@@ -202,8 +202,8 @@ struct Shared {
     wake: Arc<Notify>,
     waker: tokio::task::JoinHandle<()>,
     /// The batch tasks of accepts and completions (they end when these are dropped).
-    accepts: tokio::sync::mpsc::UnboundedSender<batch::AcceptJob>,
-    completions: tokio::sync::mpsc::UnboundedSender<batch::CompleteJob>,
+    accepts: tokio::sync::mpsc::UnboundedSender<crate::batch::Queued<batch::AcceptJob>>,
+    completions: tokio::sync::mpsc::UnboundedSender<crate::batch::Queued<batch::CompleteJob>>,
 }
 
 impl fmt::Debug for PgBackend {
@@ -292,50 +292,65 @@ fn to_u32(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
+impl PgBackend {
+    /// One accept (its whole time is recorded by [`Store::accept`]).
+    async fn accept_now(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
+        if !self.0.has_room().await? {
+            // Full: a delivery already held is still a duplicate, a new one is refused.
+            let held = self
+                .0
+                .db
+                .fetch_optional(self.0.query(&self.0.sql.held).bind(delivery.id()))
+                .await
+                .map_err(unavailable)?;
+            return match held {
+                Some(_) => Ok(Accepted::Duplicate),
+                None => Err(InboxError::full(format!(
+                    "{} unfinished entries (the most it holds)",
+                    self.0.max_unfinished
+                ))),
+            };
+        }
+        let created_at = delivery
+            .created_at()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        // Concurrent accepts go together in one statement (one commit, one WAL flush).
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = batch::AcceptJob {
+            id: delivery.id().to_owned(),
+            event_type: delivery.event_type().to_owned(),
+            body: delivery.bytes().clone(),
+            created_at,
+            reply,
+        };
+        self.0
+            .accepts
+            .send(crate::batch::Queued::new(job))
+            .map_err(|_| batch::shutting_down())?;
+        let stored = answer.await.map_err(|_| batch::shutting_down())??;
+        if !stored {
+            return Ok(Accepted::Duplicate);
+        }
+        self.0.unfinished.fetch_add(1, Ordering::Relaxed);
+        self.0.notify.notify_one();
+        self.0.wake.notify_one();
+        Ok(Accepted::Stored)
+    }
+}
+
 impl Store for PgBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
         Box::pin(async move {
-            if !self.0.has_room().await? {
-                // Full: a delivery already held is still a duplicate, a new one is refused.
-                let held = self
-                    .0
-                    .db
-                    .fetch_optional(self.0.query(&self.0.sql.held).bind(delivery.id()))
-                    .await
-                    .map_err(unavailable)?;
-                return match held {
-                    Some(_) => Ok(Accepted::Duplicate),
-                    None => Err(InboxError::full(format!(
-                        "{} unfinished entries (the most it holds)",
-                        self.0.max_unfinished
-                    ))),
-                };
-            }
-            let created_at = delivery
-                .created_at()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            // Concurrent accepts go together in one statement (one commit, one WAL flush).
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let job = batch::AcceptJob {
-                id: delivery.id().to_owned(),
-                event_type: delivery.event_type().to_owned(),
-                body: delivery.bytes().clone(),
-                created_at,
-                reply,
-            };
-            self.0
-                .accepts
-                .send(job)
-                .map_err(|_| batch::shutting_down())?;
-            let stored = answer.await.map_err(|_| batch::shutting_down())??;
-            if !stored {
-                return Ok(Accepted::Duplicate);
-            }
-            self.0.unfinished.fetch_add(1, Ordering::Relaxed);
-            self.0.notify.notify_one();
-            self.0.wake.notify_one();
-            Ok(Accepted::Stored)
+            let started = std::time::Instant::now();
+            let accepted = self.accept_now(delivery).await;
+            let took = started.elapsed().as_secs_f64();
+            airmy_verify::observe::metrics::inbox_accept_stage(
+                "postgres",
+                airmy_verify::observe::metrics::AcceptStage::Total,
+                took,
+            );
+            accepted
         })
     }
 }
@@ -433,7 +448,7 @@ impl Queue for PgBackend {
             };
             self.0
                 .completions
-                .send(job)
+                .send(crate::batch::Queued::new(job))
                 .map_err(|_| batch::shutting_down())?;
             let done = answer.await.map_err(|_| batch::shutting_down())??;
             if done {

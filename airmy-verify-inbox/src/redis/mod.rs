@@ -76,8 +76,8 @@ mod scripts;
 
 pub use connect::RedisOptions;
 
+use airmy_verify::redis_connection::RedisConnection;
 use batch::{Batches, Job, shutting_down};
-use connect::Connection;
 use scripts::Scripts;
 
 /// The consumer group every worker reads with.
@@ -97,10 +97,10 @@ const GROUP: &str = "workers";
 /// ```
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: Connection,
+    connection: RedisConnection,
     /// For blocking reads only: a blocked read holds up its connection. `None` on the
     /// application's connection ([`RedisBackend::with_connection`]): waits poll instead.
-    waiting: Option<Connection>,
+    waiting: Option<RedisConnection>,
     keys: [String; 7],
     /// The list of recent actions (outside the scripts' keys, under the same hash tag).
     actions: String,
@@ -225,28 +225,43 @@ fn valid_cursor(cursor: &str) -> bool {
         })
 }
 
+impl RedisBackend {
+    /// One accept (its whole time is recorded by [`Store::accept`]).
+    async fn accept_now(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Accept {
+            id: delivery.id().to_owned(),
+            event_type: delivery.event_type().to_owned(),
+            body: delivery.bytes().clone(),
+            reply,
+        };
+        self.batches
+            .accepts
+            .send(crate::batch::Queued::new(job))
+            .map_err(|_| shutting_down())?;
+        match answer.await.unwrap_or_else(|_| Err(shutting_down()))? {
+            1 => Ok(Accepted::Stored),
+            0 => Ok(Accepted::Duplicate),
+            _ => Err(InboxError::full(format!(
+                "{} unfinished entries",
+                self.max_unfinished
+            ))),
+        }
+    }
+}
+
 impl Store for RedisBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            let job = Job::Accept {
-                id: delivery.id().to_owned(),
-                event_type: delivery.event_type().to_owned(),
-                body: delivery.bytes().clone(),
-                reply,
-            };
-            self.batches
-                .accepts
-                .send(job)
-                .map_err(|_| shutting_down())?;
-            match answer.await.unwrap_or_else(|_| Err(shutting_down()))? {
-                1 => Ok(Accepted::Stored),
-                0 => Ok(Accepted::Duplicate),
-                _ => Err(InboxError::full(format!(
-                    "{} unfinished entries",
-                    self.max_unfinished
-                ))),
-            }
+            let started = std::time::Instant::now();
+            let accepted = self.accept_now(delivery).await;
+            let took = started.elapsed().as_secs_f64();
+            airmy_verify::observe::metrics::inbox_accept_stage(
+                "redis",
+                airmy_verify::observe::metrics::AcceptStage::Total,
+                took,
+            );
+            accepted
         })
     }
 }
@@ -337,7 +352,7 @@ impl Queue for RedisBackend {
             };
             self.batches
                 .completions
-                .send(job)
+                .send(crate::batch::Queued::new(job))
                 .map_err(|_| shutting_down())?;
             Ok(answer.await.unwrap_or_else(|_| Err(shutting_down()))? == 1)
         })
@@ -413,7 +428,7 @@ impl RedisBackend {
     /// one no worker has read yet, whoever added it): at once, or blocking up to `block`.
     async fn has_new_entry(
         &self,
-        mut connection: Connection,
+        mut connection: RedisConnection,
         block: Option<Duration>,
     ) -> redis::RedisResult<bool> {
         let last: String = self

@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+use airmy_verify::observe::metrics::{self, AcceptStage};
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -273,6 +274,20 @@ impl SqliteBackend {
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
+        self.submit_work(mode, None, f)
+    }
+
+    /// [`submit`](Self::submit), for an accept handed over at `accept` (its stages measured).
+    fn submit_work<T, F>(
+        &self,
+        mode: Mode,
+        accept: Option<std::time::Instant>,
+        f: F,
+    ) -> BackendFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn, now| {
             let result = f(conn, now);
@@ -285,7 +300,7 @@ impl SqliteBackend {
             });
             (ok, finish)
         });
-        let sent = self.sender.send(Work { job, mode }).is_ok();
+        let sent = self.sender.send(Work { job, mode, accept }).is_ok();
         Box::pin(async move {
             if !sent {
                 return Err(InboxError::unavailable("the inbox writer stopped"));
@@ -308,7 +323,8 @@ impl Store for SqliteBackend {
             .unwrap_or_default();
         let max = self.max_unfinished;
         let unfinished = Arc::clone(&self.unfinished);
-        let stored = self.submit(DURABLE_STEPS, move |conn, now| {
+        let started = std::time::Instant::now();
+        let stored = self.submit_work(DURABLE_STEPS, Some(started), move |conn, now| {
             accept_job(
                 conn,
                 now,
@@ -321,7 +337,10 @@ impl Store for SqliteBackend {
         });
         let notify = Arc::clone(&self.notify);
         Box::pin(async move {
-            let accepted = stored.await?;
+            let accepted = stored.await;
+            let took = started.elapsed().as_secs_f64();
+            metrics::inbox_accept_stage("sqlite", AcceptStage::Total, took);
+            let accepted = accepted?;
             if accepted == Accepted::Stored {
                 notify.notify_one();
             }

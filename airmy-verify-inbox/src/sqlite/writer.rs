@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use airmy_verify::Clock;
+use airmy_verify::observe::metrics::{self, AcceptStage};
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -28,6 +29,9 @@ pub(super) type Finish = Box<dyn FnOnce(Option<&InboxError>) + Send>;
 pub(super) struct Work {
     pub(super) job: Job,
     pub(super) mode: Mode,
+    /// For an accept: when it was handed to the writer (its stages are recorded in
+    /// `airmy_webhook_inbox_accept_seconds`).
+    pub(super) accept: Option<std::time::Instant>,
 }
 
 /// How a request runs in its batch.
@@ -119,6 +123,15 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let started = std::time::Instant::now();
+            let mut accepts = 0;
+            for work in &batch {
+                if let Some(at) = work.accept {
+                    accepts += 1;
+                    let waited = started.saturating_duration_since(at).as_secs_f64();
+                    metrics::inbox_accept_stage("sqlite", AcceptStage::Queue, waited);
+                }
+            }
             let durable = batch.iter().any(|w| w.mode.durable);
             if durable != self.durable {
                 let setting = if durable { "FULL" } else { "NORMAL" };
@@ -170,6 +183,7 @@ impl Writer {
                 }
                 finishes.push(finish);
             }
+            let statements = started.elapsed();
             let committed = if self.conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (the disk is full, say).
                 Err(InboxError::full(
@@ -182,6 +196,15 @@ impl Writer {
                 })
             };
             let failed = committed.err();
+            if accepts > 0 {
+                let commit = (started.elapsed() - statements).as_secs_f64();
+                metrics::inbox_accept_batch("sqlite", accepts);
+                for _ in 0..accepts {
+                    let statements = statements.as_secs_f64();
+                    metrics::inbox_accept_stage("sqlite", AcceptStage::Batch, statements);
+                    metrics::inbox_accept_stage("sqlite", AcceptStage::Commit, commit);
+                }
+            }
             for finish in finishes {
                 finish(failed.as_ref());
             }

@@ -2,6 +2,8 @@
 //! signed deliveries, a client.
 #![allow(dead_code, reason = "each test file uses part of it")]
 
+pub(crate) mod browser;
+
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
