@@ -1026,6 +1026,14 @@ async fn a_pause_survives_a_new_connection() {
 #[ignore = "a measurement; run it on purpose"]
 async fn take_beside_a_large_paused_backlog() {
     let server = PostgresServer::start();
-    let b = backend(server.url(), &unique_schema("pause_measure")).await;
-    common::pause::measure_take_with_a_paused_backlog(&b, "PostgreSQL", 100_000).await;
+    let schema = unique_schema("pause_measure");
+    let b = backend(server.url(), &schema).await;
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    let vacuum = async || {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM {schema}.entries")))
+            .execute(&pool)
+            .await
+            .expect("vacuum");
+    };
+    common::pause::measure_take_with_a_paused_backlog(&b, "PostgreSQL", 100_000, vacuum).await;
 }

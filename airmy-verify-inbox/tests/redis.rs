@@ -1092,5 +1092,5 @@ async fn a_take_holds_an_entry_of_a_paused_type_it_meets() {
 async fn take_beside_a_large_paused_backlog() {
     let server = RedisServer::start();
     let b = backend(server.url(), &prefix("pause_measure")).await;
-    common::pause::measure_take_with_a_paused_backlog(&b, "Redis", 100_000).await;
+    common::pause::measure_take_with_a_paused_backlog(&b, "Redis", 100_000, async || {}).await;
 }

@@ -230,5 +230,5 @@ async fn a_pause_survives_reopening_the_file() {
 async fn take_beside_a_large_paused_backlog() {
     let dir = TempDir::new("pause_measure");
     let b = SqliteBackend::open(dir.file("inbox.db"), SqliteOptions::default()).expect("opens");
-    common::pause::measure_take_with_a_paused_backlog(&b, "SQLite", 100_000).await;
+    common::pause::measure_take_with_a_paused_backlog(&b, "SQLite", 100_000, async || {}).await;
 }
