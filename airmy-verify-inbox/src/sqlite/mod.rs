@@ -49,6 +49,7 @@ use crate::backend::{
     PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
 };
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
+use crate::trace::TraceContext;
 use crate::{OpenError, OpenErrorKind};
 
 mod list;
@@ -313,8 +314,13 @@ impl SqliteBackend {
 }
 
 impl Store for SqliteBackend {
-    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+    fn accept_with<'a>(
+        &'a self,
+        delivery: &'a Verified,
+        trace: &'a TraceContext,
+    ) -> BackendFuture<'a, Accepted> {
         let id = delivery.id().to_owned();
+        let trace = trace.encode();
         let event_type = delivery.event_type().to_owned();
         let body = delivery.bytes().clone();
         let created_at = delivery
@@ -333,6 +339,7 @@ impl Store for SqliteBackend {
                 &event_type,
                 &body,
                 &created_at,
+                trace.as_deref(),
             )
         });
         let notify = Arc::clone(&self.notify);
