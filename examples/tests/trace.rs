@@ -131,7 +131,7 @@ fn handle_in_a_second_process<B: Backend, F: Future<Output = B>>(
     runtime().block_on(async {
         let inbox = propagating(open().await);
         let handlers = Handlers::new().on(|run: Envelope<RunCompleted>, ctx: Context| async move {
-            tracing::info_span!("charge_customer", run = %run.data.id).in_scope(|| {
+            tracing::info_span!("charge_customer", run = ?run.data.id).in_scope(|| {
                 if ctx.attempt == 1 {
                     Err(HandlerError::from("the payment service is down"))
                 } else {
