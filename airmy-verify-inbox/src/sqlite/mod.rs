@@ -59,8 +59,8 @@ mod writer;
 pub use schema::SCHEMA_VERSION;
 use schema::{create_private, migrate};
 use writer::{
-    DURABLE_STEP, DURABLE_STEPS, FileId, Finish, HELD, Job, Mode, STEP, STEPS, Work, Writer,
-    accept_job, count_unfinished, decrement, leased_update, take_job,
+    DURABLE_STEP, DURABLE_STEPS, FileId, Finish, HELD, Job, Mode, NewEntry, STEP, STEPS, Work,
+    Writer, accept_job, count_unfinished, decrement, leased_update, take_job,
 };
 
 /// How to open a [`SqliteBackend`].
@@ -335,11 +335,13 @@ impl Store for SqliteBackend {
                 conn,
                 now,
                 (max, &unfinished),
-                &id,
-                &event_type,
-                &body,
-                &created_at,
-                trace.as_deref(),
+                &NewEntry {
+                    id: &id,
+                    event_type: &event_type,
+                    body: &body,
+                    created_at: &created_at,
+                    trace: trace.as_deref(),
+                },
             )
         });
         let notify = Arc::clone(&self.notify);

@@ -213,16 +213,29 @@ impl Writer {
     }
 }
 
+/// One delivery to store: its id, type, body, signed `created_at` (RFC 3339) and trace context
+/// as stored.
+pub(super) struct NewEntry<'a> {
+    pub(super) id: &'a str,
+    pub(super) event_type: &'a str,
+    pub(super) body: &'a [u8],
+    pub(super) created_at: &'a str,
+    pub(super) trace: Option<&'a str>,
+}
+
 pub(super) fn accept_job(
     conn: &Connection,
     now: i64,
     (max_unfinished, unfinished): (u64, &AtomicU64),
-    id: &str,
-    event_type: &str,
-    body: &[u8],
-    created_at: &str,
-    trace: Option<&str>,
+    entry: &NewEntry<'_>,
 ) -> Result<Accepted, InboxError> {
+    let NewEntry {
+        id,
+        event_type,
+        body,
+        created_at,
+        trace,
+    } = *entry;
     let waiting = unfinished.load(Ordering::Relaxed);
     if waiting >= max_unfinished {
         // Full: a duplicate is still reported as one (it needs no room).
