@@ -130,12 +130,7 @@ impl TraceContext {
 
     /// [`decode`](Self::decode) of what a backend read, `None` (no context) included.
     #[cfg_attr(
-        not(any(
-            feature = "sqlite",
-            feature = "redis",
-            feature = "postgres",
-            feature = "memory"
-        )),
+        not(any(feature = "sqlite", feature = "postgres", feature = "memory")),
         allow(dead_code)
     )]
     pub(crate) fn decode_stored(stored: Option<&str>) -> Self {
