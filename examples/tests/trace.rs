@@ -290,3 +290,50 @@ fn without_a_propagator_or_a_layer_nothing_is_stored_and_nothing_breaks() {
         );
     });
 }
+
+/// The handling half of the test below, run by it in a process of its own (the environment
+/// names the file and what to expect); in the test run itself, without that environment, it
+/// has nothing to do.
+#[test]
+fn a_second_process_handles_what_the_first_accepted() {
+    let (Ok(db), Ok(trace), Ok(delivery)) = (
+        std::env::var("AIRMY_TRACE_TEST_DB"),
+        std::env::var("AIRMY_TRACE_TEST_TRACE_ID"),
+        std::env::var("AIRMY_TRACE_TEST_DELIVERY_SPAN"),
+    ) else {
+        return;
+    };
+    let trace = TraceId::from_hex(&trace).expect("a trace id");
+    let delivery = SpanId::from_hex(&delivery).expect("a span id");
+    let spans = handle_in_a_second_process(|| async {
+        SqliteBackend::open(&db, SqliteOptions::default()).expect("open")
+    });
+    assert_one_trace(&spans, trace, delivery);
+}
+
+/// Accepted here, handled by another process (this test binary started again, running only
+/// the test above) on the same SQLite file: the trace id crosses the process boundary.
+#[test]
+fn one_trace_from_the_request_to_the_handler_in_another_process() {
+    let dir = test_support::temp_dir();
+    let db = dir.0.join("inbox.db");
+    let open = || async { SqliteBackend::open(&db, SqliteOptions::default()).expect("open") };
+    let (trace, delivery) = accept_in_a_first_process(open, "evt_trace_process");
+    let output = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "a_second_process_handles_what_the_first_accepted",
+            "--nocapture",
+        ])
+        .env("AIRMY_TRACE_TEST_DB", &db)
+        .env("AIRMY_TRACE_TEST_TRACE_ID", trace.to_string())
+        .env("AIRMY_TRACE_TEST_DELIVERY_SPAN", delivery.to_string())
+        .output()
+        .expect("the second process runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the second process: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
