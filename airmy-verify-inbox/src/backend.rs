@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 
 pub(crate) use crate::audit::Action;
 pub(crate) use crate::error::InboxError;
+use crate::trace::TraceContext;
 
 /// A boxed future returned by [`Backend`] methods.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, InboxError>> + Send + 'a>>;
@@ -60,6 +61,9 @@ pub struct Leased {
     pub attempt: u32,
     /// The lease's token: only its holder may complete, retry, bury, extend or release it.
     pub token: String,
+    /// The delivery's trace context, stored at the accept ([`Store::accept_with`]); empty when
+    /// none was (no [`Propagator`](crate::trace::Propagator) set).
+    pub trace: TraceContext,
 }
 
 impl fmt::Debug for Leased {
@@ -70,6 +74,7 @@ impl fmt::Debug for Leased {
             .field("len", &self.body.len())
             .field("received_at", &self.received_at)
             .field("attempt", &self.attempt)
+            .field("trace", &self.trace)
             .finish_non_exhaustive()
     }
 }
@@ -476,11 +481,25 @@ impl Pause {
 /// the oldest.
 pub const RECENT_ACTIONS: usize = 100;
 
-/// Stores deliveries: the one method the webhook route needs. Implementations make
-/// [`accept`](Self::accept) atomic and durable before it returns.
+/// Stores deliveries: what the webhook route needs. Implementations make
+/// [`accept_with`](Self::accept_with) atomic and durable before it returns.
 pub trait Store: Send + Sync + 'static {
-    /// Stores a verified delivery as pending (due at once), unless its id is already held.
-    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted>;
+    /// Stores a verified delivery as pending (due at once), unless its id is already held,
+    /// with its trace context `trace` (kept as [`TraceContext::encode`] writes it: nothing
+    /// when empty or too large), given back in [`Leased::trace`].
+    /// [`Inbox::accept`](crate::Inbox::accept) calls it with what the inbox's
+    /// [`Propagator`](crate::trace::Propagator) made of the delivery's span.
+    fn accept_with<'a>(
+        &'a self,
+        delivery: &'a Verified,
+        trace: &'a TraceContext,
+    ) -> BackendFuture<'a, Accepted>;
+
+    /// [`accept_with`](Self::accept_with) without a trace context (tools and tests).
+    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+        static NONE: TraceContext = TraceContext::new();
+        self.accept_with(delivery, &NONE)
+    }
 }
 
 /// The worker's protocol: lease due entries, keep the lease, record each attempt's end. Every

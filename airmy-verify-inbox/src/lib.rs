@@ -23,6 +23,8 @@
 //! - [`Admin::pause`] / [`Admin::resume`]: hold the handling of one event type (or of
 //!   everything) on every replica while accepts go on; [`audit`]: every operator's action
 //!   logged, counted and kept.
+//! - [`trace`]: one trace from delivery to effect ([`Inbox::propagate`]; feature `otel` for
+//!   OpenTelemetry).
 //! - [`Handlers`]: handlers by event type, typed, with a fallback; they also run synchronously.
 //! - [`InboxUrl`]: an inbox written as one string (`sqlite:PATH`, `redis://…?prefix=…`,
 //!   `postgres://…?schema=…`), as the example receivers' `AIRMY_INBOX` and
@@ -94,6 +96,9 @@ pub mod handlers;
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub mod memory;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -103,6 +108,7 @@ pub mod redis;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
+pub mod trace;
 mod url;
 pub mod worker;
 
@@ -178,6 +184,7 @@ pub use sqlite::{SqliteBackend, SqliteError, SqliteOptions};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use sqlx;
+use trace::{Propagator, TraceContext};
 pub use url::InboxUrl;
 pub use worker::{RetryPolicy, Worker};
 
@@ -186,6 +193,7 @@ pub use worker::{RetryPolicy, Worker};
 pub struct Inbox {
     backend: Arc<dyn Backend>,
     dedupe: Option<Duration>,
+    propagator: Option<Arc<dyn Propagator>>,
 }
 
 impl Inbox {
@@ -196,7 +204,20 @@ impl Inbox {
         Self {
             backend: Arc::new(backend),
             dedupe: Some(airmy_verify::dedupe_window(airmy_verify::DEFAULT_TOLERANCE)),
+            propagator: None,
         }
+    }
+
+    /// Carries each delivery's trace to its handling ([`trace`] has the whole story):
+    /// [`accept`](Self::accept) stores what `propagator` makes of the current span (the
+    /// delivery's) with the entry, and the attempts of this inbox's [workers](Self::worker)
+    /// continue it. With the feature `otel`,
+    /// [`OtelPropagator`](crate::otel::OtelPropagator) for `tracing-opentelemetry`. Defaults to
+    /// none: nothing is stored, and attempts' spans start traces of their own.
+    #[must_use]
+    pub fn propagate(mut self, propagator: impl Propagator) -> Self {
+        self.propagator = Some(Arc::new(propagator));
+        self
     }
 
     /// This inbox behind `verifier`: how long a processed event must be remembered (the
@@ -232,7 +253,11 @@ impl Inbox {
     /// [`ErrorKind::Full`] or [`ErrorKind::Unavailable`]: the delivery is **not** stored, and
     /// the route must not answer 2xx (the adapters answer 503).
     pub async fn accept(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
-        let accepted = self.backend.accept(delivery).await;
+        let trace = match &self.propagator {
+            Some(propagator) => propagator.inject(&tracing::Span::current()),
+            None => TraceContext::new(),
+        };
+        let accepted = self.backend.accept_with(delivery, &trace).await;
         airmy_verify::observe::metrics::inbox_accept(match &accepted {
             Ok(Accepted::Stored) => "stored",
             Ok(Accepted::Duplicate) => "duplicate",
@@ -295,7 +320,9 @@ impl Inbox {
     /// transaction take a `PgContext` and run on `PgBackend::worker` instead.
     #[must_use]
     pub fn worker(&self, handlers: Handlers) -> Worker {
-        Worker::new(Arc::clone(&self.backend), handlers).dedupe_window(self.dedupe)
+        Worker::new(Arc::clone(&self.backend), handlers)
+            .dedupe_window(self.dedupe)
+            .propagator(self.propagator.clone())
     }
 }
 

@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use airmy_verify::{Clock, SystemClock, Verified};
+
+use crate::trace::TraceContext;
 use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -129,6 +131,8 @@ struct Row {
     lease_token: Option<String>,
     finished_at: Option<i64>,
     last_error: Option<String>,
+    /// The delivery's trace context, as [`TraceContext::encode`] wrote it.
+    trace: Option<String>,
 }
 
 impl Row {
@@ -265,7 +269,11 @@ impl MemoryBackend {
 }
 
 impl Store for MemoryBackend {
-    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+    fn accept_with<'a>(
+        &'a self,
+        delivery: &'a Verified,
+        trace: &'a TraceContext,
+    ) -> BackendFuture<'a, Accepted> {
         let stored = self.with(|entries, now| {
             if entries.by_id.contains_key(delivery.id()) {
                 return Ok(Accepted::Duplicate);
@@ -295,6 +303,7 @@ impl Store for MemoryBackend {
                 lease_token: None,
                 finished_at: None,
                 last_error: None,
+                trace: trace.encode(),
             };
             entries.by_id.insert(delivery.id().to_owned(), row);
             Ok(Accepted::Stored)
@@ -354,6 +363,7 @@ impl Queue for MemoryBackend {
                     received_at: from_unix_ms(row.received_at),
                     attempt: row.attempts,
                     token: token.clone(),
+                    trace: TraceContext::decode_stored(row.trace.as_deref()),
                     id,
                 });
             }

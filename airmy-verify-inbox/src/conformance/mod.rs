@@ -118,6 +118,7 @@ pub async fn run_all(h: &impl Harness) {
     a_paused_type_waits_until_resumed(h).await;
     pausing_everything_holds_every_type(h).await;
     recent_actions_are_kept_newest_first_and_bounded(h).await;
+    the_trace_context_is_kept_with_the_entry(h).await;
 }
 
 /// Not part of [`run_all`] (it needs its own backend): run it on an empty backend opened to
@@ -187,6 +188,85 @@ pub async fn accept_stores_once_and_reports_duplicates(h: &impl Harness) {
         Accepted::Duplicate,
         "once done"
     );
+}
+
+/// A delivery's trace context ([`Store::accept_with`](crate::Store::accept_with)) comes back
+/// with every attempt ([`Leased::trace`](crate::Leased::trace)), a retry's, a replay's and a
+/// paused entry's included; a delivery accepted without one, or with one too large, has none.
+pub async fn the_trace_context_is_kept_with_the_entry(h: &impl Harness) {
+    use crate::trace::TraceContext;
+
+    let b = h.backend();
+    let mut context = TraceContext::new();
+    context.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    context.insert("tracestate", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
+    let (traced, plain, big) = (
+        unique("evt_traced"),
+        unique("evt_untraced"),
+        unique("evt_trace_big"),
+    );
+    let stored = b
+        .accept_with(&delivery(&traced, "run.completed"), &context)
+        .await;
+    assert_eq!(stored.expect("accepted"), Accepted::Stored);
+    assert_eq!(
+        b.accept(&delivery(&plain, "run.completed"))
+            .await
+            .expect("accepted"),
+        Accepted::Stored
+    );
+    let mut oversized = context.clone();
+    oversized.insert("tracestate", "x".repeat(crate::trace::MAX_LEN));
+    let stored = b
+        .accept_with(&delivery(&big, "run.completed"), &oversized)
+        .await;
+    assert_eq!(stored.expect("accepted"), Accepted::Stored);
+
+    let first = take_one(h, &traced).await.expect("taken");
+    assert_eq!(
+        first.trace, context,
+        "the first attempt has the stored context"
+    );
+    let at = h.now();
+    assert!(
+        b.retry(&traced, &first.token, "boom", at)
+            .await
+            .expect("retry")
+    );
+    h.advance(STEP).await;
+    let second = take_one(h, &traced).await.expect("taken again");
+    assert_eq!(second.attempt, 2);
+    assert_eq!(second.trace, context, "a retry keeps the context");
+    assert!(b.complete(&traced, &second.token).await.expect("complete"));
+    b.replay(&traced).await.expect("replay");
+    let replayed = take_one(h, &traced).await.expect("taken once replayed");
+    assert_eq!(replayed.trace, context, "a replay keeps the context");
+    assert!(
+        b.complete(&traced, &replayed.token)
+            .await
+            .expect("complete")
+    );
+    for id in [&plain, &big] {
+        let leased = take_one(h, id).await.expect("taken");
+        assert!(leased.trace.is_empty(), "{id}: no context stored");
+        assert!(b.complete(id, &leased.token).await.expect("complete"));
+    }
+
+    // Accepted while its type is paused (a branch of its own in some backends).
+    let held = unique("evt_trace_paused");
+    let scope = crate::PauseScope::event_type("deployment.rollback");
+    b.pause(&scope).await.expect("pause");
+    let stored = b
+        .accept_with(&delivery(&held, "deployment.rollback"), &context)
+        .await;
+    assert_eq!(stored.expect("accepted"), Accepted::Stored);
+    b.resume(&scope).await.expect("resume");
+    let leased = take_one(h, &held).await.expect("taken once resumed");
+    assert_eq!(leased.trace, context, "a paused entry keeps the context");
+    assert!(b.complete(&held, &leased.token).await.expect("complete"));
 }
 
 /// Of many concurrent accepts of one id, exactly one stores it.

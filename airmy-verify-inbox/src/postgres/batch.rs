@@ -36,6 +36,8 @@ pub(super) struct AcceptJob {
     pub(super) event_type: String,
     pub(super) body: Bytes,
     pub(super) created_at: String,
+    /// The delivery's trace context, as [`TraceContext::encode`](crate::trace::TraceContext::encode) wrote it.
+    pub(super) trace: Option<String>,
     pub(super) reply: oneshot::Sender<Result<bool, InboxError>>,
 }
 
@@ -104,11 +106,13 @@ pub(super) async fn accepts(
                 let types: Vec<&str> = first.iter().map(|j| j.event_type.as_str()).collect();
                 let bodies: Vec<&[u8]> = first.iter().map(|j| j.body.as_ref()).collect();
                 let created: Vec<&str> = first.iter().map(|j| j.created_at.as_str()).collect();
+                let traces: Vec<Option<&str>> = first.iter().map(|j| j.trace.as_deref()).collect();
                 let insert = sqlx::query(AssertSqlSafe(sql))
                     .bind(ids)
                     .bind(types)
                     .bind(bodies)
-                    .bind(created);
+                    .bind(created)
+                    .bind(traces);
                 let stored = rows(&db, insert).await.and_then(|rows| {
                     rows.iter()
                         .map(|row| row.try_get::<String, _>(0))

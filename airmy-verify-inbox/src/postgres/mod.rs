@@ -57,6 +57,7 @@ use crate::backend::{
     PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
 };
 use crate::clock::duration_ms;
+use crate::trace::TraceContext;
 
 mod batch;
 mod connect;
@@ -385,7 +386,11 @@ fn to_u32(n: i32) -> u32 {
 
 impl PgBackend {
     /// One accept (its whole time is recorded by [`Store::accept`]).
-    async fn accept_now(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
+    async fn accept_now(
+        &self,
+        delivery: &Verified,
+        trace: &TraceContext,
+    ) -> Result<Accepted, InboxError> {
         if !self.0.has_room().await? {
             // Full: a delivery already held is still a duplicate, a new one is refused.
             let held = self
@@ -413,6 +418,8 @@ impl PgBackend {
             event_type: delivery.event_type().to_owned(),
             body: delivery.bytes().clone(),
             created_at,
+            // A NUL (which `text` refuses) cannot fail the batch: such a context is not kept.
+            trace: trace.encode().filter(|t| !t.contains('\0')),
             reply,
         };
         self.0
@@ -431,14 +438,19 @@ impl PgBackend {
 }
 
 impl Store for PgBackend {
-    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+    fn accept_with<'a>(
+        &'a self,
+        delivery: &'a Verified,
+        trace: &'a TraceContext,
+    ) -> BackendFuture<'a, Accepted> {
         // The whole accept within the bound: its wait for a batch slot too, which a batch stuck
         // on an unreachable server holds until its own bound.
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let accepted = tokio::time::timeout(self.0.db.timeout(), self.accept_now(delivery))
-                .await
-                .unwrap_or_else(|_| Err(unavailable(self.0.db.timed_out())));
+            let accepted =
+                tokio::time::timeout(self.0.db.timeout(), self.accept_now(delivery, trace))
+                    .await
+                    .unwrap_or_else(|_| Err(unavailable(self.0.db.timed_out())));
             let took = started.elapsed().as_secs_f64();
             airmy_verify::observe::metrics::inbox_accept_stage(
                 "postgres",
@@ -485,6 +497,9 @@ impl Queue for PgBackend {
                         received_at: row.try_get(3)?,
                         attempt: to_u32(row.try_get(4)?),
                         token: row.try_get(5)?,
+                        trace: TraceContext::decode_stored(
+                            row.try_get::<Option<String>, _>(7)?.as_deref(),
+                        ),
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -11,7 +11,7 @@ fn schema_error(why: String) -> OpenError {
 }
 
 /// The schema version this crate writes (the row of `<schema>.schema_version`).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The program a schema's version row names: a schema that holds tables but not this row is
 /// someone else's and is refused.
@@ -103,6 +103,20 @@ UPDATE {s}.schema_version SET version = 3;
     )
 }
 
+/// Version 5 (issue 31's trace; version 4 is another step of the same release, numbered apart
+/// so the two merge in either order): the delivery's trace context with each entry
+/// ([`TraceContext::encode`](crate::trace::TraceContext::encode): a small JSON object of
+/// strings, such as W3C's `traceparent`), NULL when none was stored. A nullable column without
+/// a default is added without rewriting the table.
+fn v5(s: &str) -> String {
+    format!(
+        r#"
+ALTER TABLE {s}.entries ADD COLUMN trace text;
+UPDATE {s}.schema_version SET version = 5;
+"#
+    )
+}
+
 /// Whether `name` is a schema name the backend accepts: 1 to 63 lowercase ASCII letters,
 /// digits and underscores, not starting with a digit (so it never needs quoting, and the SQL
 /// built with it cannot be anything else).
@@ -156,10 +170,11 @@ pub(super) async fn migrate(
             )));
         }
         let create = format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};{}{}{}",
+            "CREATE SCHEMA IF NOT EXISTS {schema};{}{}{}{}",
             v1(schema),
             v2(schema),
-            v3(schema)
+            v3(schema),
+            v5(schema)
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
             .execute(&mut *tx)
@@ -208,6 +223,15 @@ pub(super) async fn migrate(
             .map_err(|e| {
                 super::connect::open_error(e)
                     .context(&format!("cannot bring the schema {schema} to version 3"))
+            })?;
+    }
+    if version < 5 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(v5(schema)))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                super::connect::open_error(e)
+                    .context(&format!("cannot bring the schema {schema} to version 5"))
             })?;
     }
     tx.commit().await.map_err(super::connect::open_error)

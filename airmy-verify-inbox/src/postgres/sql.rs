@@ -52,11 +52,11 @@ impl Sql {
             // transactions (one global lock, held through the WAL flush), which would undo
             // group commit; the wake-up goes out right after, from the waker task.
             accept_batch: sql(format!(
-                "INSERT INTO {s}.entries (id, event_type, body, created_at, state, due_at)
+                "INSERT INTO {s}.entries (id, event_type, body, created_at, state, due_at, trace)
                  SELECT j.id, j.event_type, j.body, j.created_at,
-                     CASE WHEN {} THEN 'paused' ELSE 'pending' END, clock_timestamp()
-                 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
-                     AS j(id, event_type, body, created_at)
+                     CASE WHEN {} THEN 'paused' ELSE 'pending' END, clock_timestamp(), j.trace
+                 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[])
+                     AS j(id, event_type, body, created_at, trace)
                  ON CONFLICT (id) DO NOTHING
                  RETURNING id",
                 held(s, "j.event_type")
@@ -104,7 +104,7 @@ impl Sql {
                      lease_token = CASE WHEN due.held THEN NULL ELSE $2 || e.seq::text END
                  FROM due WHERE e.id = due.id
                  RETURNING e.id, e.event_type, e.body, e.received_at, e.attempts, e.lease_token,
-                     e.state = 'processing'"
+                     e.state = 'processing', e.trace"
             )),
             next_due: sql(format!(
                 "SELECT min(due_at) FROM {s}.entries WHERE state IN ('pending', 'processing')"

@@ -27,6 +27,8 @@ pub(super) enum Job {
         id: String,
         event_type: String,
         body: Bytes,
+        /// The delivery's trace context as stored ('' for none).
+        trace: String,
         reply: oneshot::Sender<Result<i64, InboxError>>,
     },
     Complete {
@@ -39,7 +41,9 @@ pub(super) enum Job {
 impl Job {
     fn size(&self) -> usize {
         match self {
-            Self::Accept { id, body, .. } => id.len() + body.len(),
+            Self::Accept {
+                id, body, trace, ..
+            } => id.len() + body.len() + trace.len(),
             Self::Complete { id, token, .. } => id.len() + token.len(),
         }
     }
@@ -93,8 +97,13 @@ pub(super) async fn run_batches(
                             id,
                             event_type,
                             body,
+                            trace,
                             ..
-                        } => invocation.arg(id).arg(event_type).arg(body.as_ref()),
+                        } => invocation
+                            .arg(id)
+                            .arg(event_type)
+                            .arg(body.as_ref())
+                            .arg(trace),
                         Job::Complete { id, token, .. } => invocation.arg(id).arg(token),
                     };
                 }

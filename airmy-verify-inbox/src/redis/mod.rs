@@ -68,6 +68,7 @@ use tokio::sync::oneshot;
 use crate::OpenError;
 use crate::backend::{Accepted, BackendFuture, InboxError, Leased, Queue, Store};
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
+use crate::trace::TraceContext;
 
 mod admin;
 mod batch;
@@ -227,12 +228,17 @@ fn valid_cursor(cursor: &str) -> bool {
 
 impl RedisBackend {
     /// One accept (its whole time is recorded by [`Store::accept`]).
-    async fn accept_now(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
+    async fn accept_now(
+        &self,
+        delivery: &Verified,
+        trace: &TraceContext,
+    ) -> Result<Accepted, InboxError> {
         let (reply, answer) = oneshot::channel();
         let job = Job::Accept {
             id: delivery.id().to_owned(),
             event_type: delivery.event_type().to_owned(),
             body: delivery.bytes().clone(),
+            trace: trace.encode().unwrap_or_default(),
             reply,
         };
         self.batches
@@ -251,10 +257,14 @@ impl RedisBackend {
 }
 
 impl Store for RedisBackend {
-    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+    fn accept_with<'a>(
+        &'a self,
+        delivery: &'a Verified,
+        trace: &'a TraceContext,
+    ) -> BackendFuture<'a, Accepted> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let accepted = self.accept_now(delivery).await;
+            let accepted = self.accept_now(delivery, trace).await;
             let took = started.elapsed().as_secs_f64();
             airmy_verify::observe::metrics::inbox_accept_stage(
                 "redis",
@@ -298,7 +308,7 @@ impl Queue for RedisBackend {
                 }
             };
             Ok(flat
-                .chunks_exact(6)
+                .chunks_exact(7)
                 .map(|f| Leased {
                     id: text(&f[0]),
                     event_type: text(&f[1]),
@@ -306,6 +316,7 @@ impl Queue for RedisBackend {
                     received_at: from_unix_ms(number(&f[3])),
                     attempt: number(&f[4]),
                     token: text(&f[5]),
+                    trace: TraceContext::decode(&text(&f[6])),
                 })
                 .collect())
         })

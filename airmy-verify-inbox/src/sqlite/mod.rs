@@ -49,6 +49,7 @@ use crate::backend::{
     PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
 };
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
+use crate::trace::TraceContext;
 use crate::{OpenError, OpenErrorKind};
 
 mod list;
@@ -58,8 +59,8 @@ mod writer;
 pub use schema::SCHEMA_VERSION;
 use schema::{create_private, migrate};
 use writer::{
-    DURABLE_STEP, DURABLE_STEPS, FileId, Finish, HELD, Job, Mode, STEP, STEPS, Work, Writer,
-    accept_job, count_unfinished, decrement, leased_update, take_job,
+    DURABLE_STEP, DURABLE_STEPS, FileId, Finish, HELD, Job, Mode, NewEntry, STEP, STEPS, Work,
+    Writer, accept_job, count_unfinished, decrement, leased_update, take_job,
 };
 
 /// How to open a [`SqliteBackend`].
@@ -313,8 +314,13 @@ impl SqliteBackend {
 }
 
 impl Store for SqliteBackend {
-    fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+    fn accept_with<'a>(
+        &'a self,
+        delivery: &'a Verified,
+        trace: &'a TraceContext,
+    ) -> BackendFuture<'a, Accepted> {
         let id = delivery.id().to_owned();
+        let trace = trace.encode();
         let event_type = delivery.event_type().to_owned();
         let body = delivery.bytes().clone();
         let created_at = delivery
@@ -329,10 +335,13 @@ impl Store for SqliteBackend {
                 conn,
                 now,
                 (max, &unfinished),
-                &id,
-                &event_type,
-                &body,
-                &created_at,
+                &NewEntry {
+                    id: &id,
+                    event_type: &event_type,
+                    body: &body,
+                    created_at: &created_at,
+                    trace: trace.as_deref(),
+                },
             )
         });
         let notify = Arc::clone(&self.notify);

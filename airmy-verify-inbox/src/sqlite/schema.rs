@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1. A rowid table (its rows hold the body, so a `WITHOUT ROWID` table would be slow),
 /// the event id unique, and partial indexes for what is due, leased, dead and done (each row is
@@ -86,6 +86,14 @@ CREATE TABLE actions (
 );
 ";
 
+/// Version 4 (issue 31's trace; version 3 is another step of the same release, numbered apart
+/// so the two merge in either order): the delivery's trace context with each entry
+/// ([`TraceContext::encode`]: a small JSON object of strings, such as W3C's `traceparent`),
+/// NULL when none was stored. Adding a nullable column rewrites no row.
+///
+/// [`TraceContext::encode`]: crate::trace::TraceContext::encode
+pub(super) const MIGRATE_V4: &str = "ALTER TABLE entries ADD COLUMN trace TEXT;";
+
 /// Brings a database to [`SCHEMA_VERSION`], one step per version, each in a transaction (a
 /// new file too: version 1, then each step).
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
@@ -115,6 +123,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
         tx.execute_batch(MIGRATE_V2)
             .map_err(|e| format!("cannot bring the schema to version 2: {e}"))?;
         tx.pragma_update(None, "user_version", 2)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    if version < 4 {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(MIGRATE_V4)
+            .map_err(|e| format!("cannot bring the schema to version 4: {e}"))?;
+        tx.pragma_update(None, "user_version", 4)
             .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
     }
@@ -203,6 +219,17 @@ mod tests {
                 "entries_lease",
                 "entries_paused"
             ]
+        );
+        let traces: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM entries WHERE trace IS NULL",
+                [],
+                |row| row.get(0),
+            )
+            .expect("the trace column");
+        assert_eq!(
+            traces, 2,
+            "entries from before version 4 have no trace context"
         );
         migrate(&mut conn).expect("a second open changes nothing");
     }

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::unavailable;
 use crate::backend::{Accepted, InboxError, Leased};
 use crate::clock::{from_unix_ms, unix_ms};
+use crate::trace::TraceContext;
 
 /// The most requests one transaction takes.
 pub(super) const MAX_BATCH: usize = 1024;
@@ -212,15 +213,29 @@ impl Writer {
     }
 }
 
+/// One delivery to store: its id, type, body, signed `created_at` (RFC 3339) and trace context
+/// as stored.
+pub(super) struct NewEntry<'a> {
+    pub(super) id: &'a str,
+    pub(super) event_type: &'a str,
+    pub(super) body: &'a [u8],
+    pub(super) created_at: &'a str,
+    pub(super) trace: Option<&'a str>,
+}
+
 pub(super) fn accept_job(
     conn: &Connection,
     now: i64,
     (max_unfinished, unfinished): (u64, &AtomicU64),
-    id: &str,
-    event_type: &str,
-    body: &[u8],
-    created_at: &str,
+    entry: &NewEntry<'_>,
 ) -> Result<Accepted, InboxError> {
+    let NewEntry {
+        id,
+        event_type,
+        body,
+        created_at,
+        trace,
+    } = *entry;
     let waiting = unfinished.load(Ordering::Relaxed);
     if waiting >= max_unfinished {
         // Full: a duplicate is still reported as one (it needs no room).
@@ -237,14 +252,15 @@ pub(super) fn accept_job(
     }
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO entries (id, event_type, body, created_at, received_at, state, attempts, due_at)
+            "INSERT INTO entries (id, event_type, body, created_at, received_at, state, attempts, due_at,
+                                  trace)
              VALUES (?1, ?2, ?3, ?4, ?5,
                      CASE WHEN EXISTS (SELECT 1 FROM pauses WHERE scope IN ('*', 'type:' || ?2))
                           THEN 'paused' ELSE 'pending' END,
-                     0, ?5)
+                     0, ?5, ?6)
              ON CONFLICT (id) DO NOTHING",
         )
-        .and_then(|mut s| s.execute(params![id, event_type, body, created_at, now]))
+        .and_then(|mut s| s.execute(params![id, event_type, body, created_at, now, trace]))
         .map_err(unavailable)?;
     if inserted == 0 {
         return Ok(Accepted::Duplicate);
@@ -342,13 +358,25 @@ pub(super) fn take_job(
                 "UPDATE entries SET state = 'processing', attempts = attempts + 1,
                      lease_until = ?2, lease_token = ?3
                  WHERE id = ?1
-                 RETURNING event_type, body, received_at, attempts",
+                 RETURNING event_type, body, received_at, attempts, trace",
             )
             .map_err(unavailable)?;
         for (id, _) in to_lease {
-            let (event_type, body, received_at, attempts): (String, Vec<u8>, i64, i64) = update
+            let (event_type, body, received_at, attempts, trace): (
+                String,
+                Vec<u8>,
+                i64,
+                i64,
+                Option<String>,
+            ) = update
                 .query_row(params![id, now.saturating_add(lease), token], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
                 })
                 .map_err(unavailable)?;
             leased.push(Leased {
@@ -358,6 +386,7 @@ pub(super) fn take_job(
                 received_at: from_unix_ms(received_at),
                 attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
                 token: token.clone(),
+                trace: TraceContext::decode_stored(trace.as_deref()),
             });
         }
         if to_hold.is_empty() {

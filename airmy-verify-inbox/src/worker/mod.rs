@@ -57,6 +57,7 @@ use airmy_verify::lease::DEFAULT_LEASE;
 
 use crate::backend::{Backend, Leased};
 use crate::handlers::{Context, Handlers};
+use crate::trace::Propagator;
 
 mod pool;
 mod retry;
@@ -90,6 +91,7 @@ pub struct Worker<C = Context> {
     policy: RetryPolicy,
     retention: Duration,
     dedupe: Option<Duration>,
+    propagator: Option<Arc<dyn Propagator>>,
 }
 
 impl<C> fmt::Debug for Worker<C> {
@@ -128,6 +130,7 @@ impl<C: AsRef<Context> + Send + 'static> Worker<C> {
             policy: RetryPolicy::default(),
             retention: Duration::from_secs(7 * 24 * 3600),
             dedupe: Some(airmy_verify::dedupe_window(airmy_verify::DEFAULT_TOLERANCE)),
+            propagator: None,
         }
     }
 
@@ -188,6 +191,20 @@ impl<C: AsRef<Context> + Send + 'static> Worker<C> {
     #[must_use]
     pub fn dedupe_for(self, verifier: &airmy_verify::Verifier) -> Self {
         self.dedupe_window(verifier.dedupe_window())
+    }
+
+    /// Makes each attempt's span continue the trace of its entry's delivery, as stored at the
+    /// accept ([`crate::trace`]). A worker from [`Inbox::worker`](crate::Inbox::worker) has
+    /// its inbox's ([`Inbox::propagate`](crate::Inbox::propagate)); set it here on a worker of
+    /// `PgBackend::worker`. Defaults to none: each attempt's span starts a trace of its own.
+    #[must_use]
+    pub fn propagate(self, propagator: impl Propagator) -> Self {
+        self.propagator(Some(Arc::new(propagator)))
+    }
+
+    pub(crate) fn propagator(mut self, propagator: Option<Arc<dyn Propagator>>) -> Self {
+        self.propagator = propagator;
+        self
     }
 
     pub(crate) fn dedupe_window(mut self, window: Option<Duration>) -> Self {
@@ -258,6 +275,11 @@ impl<C: AsRef<Context> + Send + 'static> Worker<C> {
             }
         }
         let span = observe::inbox_entry_span(&entry.id, &entry.event_type, entry.attempt);
+        if let Some(propagator) = &self.propagator
+            && !entry.trace.is_empty()
+        {
+            propagator.attach(&span, &entry.trace);
+        }
         let ctx = Context::new(entry.id.clone(), entry.attempt, entry.received_at);
         let after_commit = ctx.after_commit_hooks();
         #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]

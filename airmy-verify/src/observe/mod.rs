@@ -8,7 +8,9 @@
 //! around verification, the idempotency guard or the inbox, and the handler (a guarded
 //! handler's detached task and the inbox's store run inside it), so a `fmt` or OpenTelemetry
 //! subscriber shows one tree per delivery. An inbox worker's attempt at an entry gets its own
-//! [`inbox_entry_span`]. Spans never hold the secret, the signature or the body. (The actix
+//! [`inbox_entry_span`]; with a propagator set on the inbox (`airmy_verify_inbox::trace`), it
+//! continues the delivery's trace, a child of its `airmy_delivery` span, even hours later in
+//! another process. Spans never hold the secret, the signature or the body. (The actix
 //! extractors used without the middleware verify without a delivery span or counter: use the
 //! middleware for those.)
 //!

@@ -1,12 +1,13 @@
 -- Accepts a batch. ARGV: entry key prefix, max unfinished, whether to write a duplicate again
 -- ('1' with replicas to wait for: the script is then replicated, and the WAIT after it covers
--- the entry's first write, even one made on another connection), then id, type, body triples.
+-- the entry's first write, even one made on another connection), then id, type, body, trace
+-- context quadruples (the context '' for none; kept as the entry's field 'c').
 -- For each: 1 stored, 0 duplicate (an id seen earlier in the batch included), -1 full. A
 -- delivery of a type a pause holds is stored paused.
 local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[1]) - redis.call('ZCARD', KEYS[2]) -
   redis.call('ZCARD', KEYS[6])
 local out = {}
-for i = 4, #ARGV, 3 do
+for i = 4, #ARGV, 4 do
   local e = ARGV[1] .. ARGV[i]
   if redis.call('EXISTS', e) == 1 then
     if ARGV[3] == '1' then
@@ -18,12 +19,14 @@ for i = 4, #ARGV, 3 do
     out[#out + 1] = -1
   elseif held(ARGV[i + 1]) then
     redis.call('HSET', e, 't', ARGV[i + 1], 'b', ARGV[i + 2], 'r', now, 'a', 0, 's', 'h')
+    if ARGV[i + 3] ~= '' then redis.call('HSET', e, 'c', ARGV[i + 3]) end
     redis.call('ZADD', KEYS[6], now, ARGV[i])
     room = room - 1
     out[#out + 1] = 1
   else
     local m = redis.call('XADD', KEYS[1], '*', 'i', ARGV[i])
     redis.call('HSET', e, 't', ARGV[i + 1], 'b', ARGV[i + 2], 'r', now, 'a', 0, 's', 'p', 'm', m)
+    if ARGV[i + 3] ~= '' then redis.call('HSET', e, 'c', ARGV[i + 3]) end
     room = room - 1
     out[#out + 1] = 1
   end

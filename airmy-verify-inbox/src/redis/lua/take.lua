@@ -1,6 +1,6 @@
 -- ARGV: entry key prefix, consumer, max, lease ms, token seed, `1` when recovering the
 -- entries of a take with that seed whose reply was lost. Returns id, type, body, received ms,
--- attempt, token for each entry. Paused entries are in neither the stream nor the scheduled
+-- attempt, token, trace context ('' for none) for each entry. Paused entries are in neither the stream nor the scheduled
 -- set: the take never reads them. An entry it meets that a pause holds (a retry of a paused
 -- type whose time came, a lease run out on one, a message added by an older replica or while
 -- the pause was being made) is held (prelude_paused.lua), not taken: no attempt counted, and
@@ -20,9 +20,9 @@ if ARGV[6] == '1' then
     local msg = redis.call('XRANGE', KEYS[1], p[1], p[1])[1]
     if msg then
       local id = msg[2][2]
-      local f = redis.call('HMGET', ep .. id, 's', 'k', 't', 'b', 'r', 'a')
+      local f = redis.call('HMGET', ep .. id, 's', 'k', 't', 'b', 'r', 'a', 'c')
       if f[1] == 'q' and f[2] and string.sub(f[2], 1, #mine) == mine then
-        for _, v in ipairs({id, f[3], f[4], f[5], f[6], f[2]}) do out[#out + 1] = v end
+        for _, v in ipairs({id, f[3], f[4], f[5], f[6], f[2], f[7] or ''}) do out[#out + 1] = v end
       end
     end
   end
@@ -54,9 +54,9 @@ local function stamp(id, m)
   local u = now + lease
   redis.call('HSET', e, 's', 'q', 'k', token, 'u', u, 'm', m)
   redis.call('ZADD', KEYS[5], u, id)
-  local f = redis.call('HMGET', e, 't', 'b', 'r')
+  local f = redis.call('HMGET', e, 't', 'b', 'r', 'c')
   bytes = bytes + #f[2]
-  for _, v in ipairs({id, f[1], f[2], f[3], tostring(attempt), token}) do
+  for _, v in ipairs({id, f[1], f[2], f[3], tostring(attempt), token, f[4] or ''}) do
     out[#out + 1] = v
   end
 end
