@@ -11,7 +11,7 @@ fn schema_error(why: String) -> OpenError {
 }
 
 /// The schema version this crate writes (the row of `<schema>.schema_version`).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The program a schema's version row names: a schema that holds tables but not this row is
 /// someone else's and is refused.
@@ -103,6 +103,72 @@ UPDATE {s}.schema_version SET version = 3;
     )
 }
 
+/// Version 4: the ring of per-minute counts of [`Admin::activity`](crate::Admin::activity),
+/// kept by two statement-level triggers on `entries` (so every statement that accepts,
+/// completes, retries or buries, batched or not, in a handler's transaction or not, counts
+/// itself once, with no change to the statements and no round trip more): one row per slot
+/// (the minute modulo 64), kind (`a` accepted, `h` handled, `f` failed) and shard (the
+/// connection's process id modulo 8, so that replicas writing at once seldom wait for one
+/// counter row), holding its minute and that minute's count; a write to a slot of an older
+/// minute starts it again. At most 1,536 rows, never cleaned. A failure is an attempt's end
+/// that is neither done nor given back: a row leaving `processing` for `dead`, or for
+/// `pending` or `paused` with its attempts kept and a new due time (a release gives the
+/// attempt back; a paused take of an expired lease keeps the due time).
+fn v4(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE {s}.activity (
+    slot   smallint NOT NULL,
+    kind   text NOT NULL,
+    shard  smallint NOT NULL,
+    minute bigint NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (slot, kind, shard)
+);
+CREATE FUNCTION {s}.count_activity(text, bigint) RETURNS void LANGUAGE sql AS $fn$
+    INSERT INTO {s}.activity AS a (slot, kind, shard, minute, n)
+    SELECT (t.m % 64)::smallint, $1, (pg_backend_pid() % 8)::smallint, t.m, $2
+    FROM (SELECT floor(extract(epoch FROM clock_timestamp()) / 60)::bigint AS m) t
+    WHERE $2 > 0
+    ON CONFLICT (slot, kind, shard) DO UPDATE SET
+        n = CASE WHEN a.minute = excluded.minute THEN a.n + excluded.n
+                 WHEN a.minute < excluded.minute THEN excluded.n ELSE a.n END,
+        minute = greatest(a.minute, excluded.minute)
+$fn$;
+CREATE FUNCTION {s}.count_accepts() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM {s}.count_activity('a', (SELECT count(*) FROM new_rows));
+    RETURN NULL;
+END
+$fn$;
+CREATE FUNCTION {s}.count_attempts() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    handled bigint;
+    failed bigint;
+BEGIN
+    SELECT count(*) FILTER (WHERE n.state = 'done'),
+           count(*) FILTER (WHERE n.state = 'dead'
+               OR (n.state IN ('pending', 'paused') AND n.attempts = o.attempts
+                   AND n.due_at IS DISTINCT FROM o.due_at))
+    INTO handled, failed
+    FROM old_rows o JOIN new_rows n USING (seq)
+    WHERE o.state = 'processing';
+    PERFORM {s}.count_activity('h', handled);
+    PERFORM {s}.count_activity('f', failed);
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER entries_accepts AFTER INSERT ON {s}.entries
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_accepts();
+CREATE TRIGGER entries_attempts AFTER UPDATE ON {s}.entries
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_attempts();
+UPDATE {s}.schema_version SET version = 4;
+"#
+    )
+}
+
 /// Whether `name` is a schema name the backend accepts: 1 to 63 lowercase ASCII letters,
 /// digits and underscores, not starting with a digit (so it never needs quoting, and the SQL
 /// built with it cannot be anything else).
@@ -156,10 +222,11 @@ pub(super) async fn migrate(
             )));
         }
         let create = format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};{}{}{}",
+            "CREATE SCHEMA IF NOT EXISTS {schema};{}{}{}{}",
             v1(schema),
             v2(schema),
-            v3(schema)
+            v3(schema),
+            v4(schema)
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
             .execute(&mut *tx)
@@ -208,6 +275,15 @@ pub(super) async fn migrate(
             .map_err(|e| {
                 super::connect::open_error(e)
                     .context(&format!("cannot bring the schema {schema} to version 3"))
+            })?;
+    }
+    if version < 4 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(v4(schema)))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                super::connect::open_error(e)
+                    .context(&format!("cannot bring the schema {schema} to version 4"))
             })?;
     }
     tx.commit().await.map_err(super::connect::open_error)

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 /// The schema version this crate writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1. A rowid table (its rows hold the body, so a `WITHOUT ROWID` table would be slow),
 /// the event id unique, and partial indexes for what is due, leased, dead and done (each row is
@@ -86,6 +86,20 @@ CREATE TABLE actions (
 );
 ";
 
+/// Version 3: the ring of per-minute counts of [`Admin::activity`](crate::Admin::activity):
+/// one row per slot (the minute modulo 64) and kind (`a` accepted, `h` handled, `f` failed),
+/// holding its minute (whole minutes since the Unix epoch) and that minute's count; a write to
+/// a slot of an older minute starts it again. At most 192 rows, never cleaned.
+pub(super) const MIGRATE_V3: &str = "
+CREATE TABLE activity (
+    slot   INTEGER NOT NULL,
+    kind   TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (slot, kind)
+) WITHOUT ROWID;
+";
+
 /// Brings a database to [`SCHEMA_VERSION`], one step per version, each in a transaction (a
 /// new file too: version 1, then each step).
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
@@ -115,6 +129,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
         tx.execute_batch(MIGRATE_V2)
             .map_err(|e| format!("cannot bring the schema to version 2: {e}"))?;
         tx.pragma_update(None, "user_version", 2)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    if version < 3 {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(MIGRATE_V3)
+            .map_err(|e| format!("cannot bring the schema to version 3: {e}"))?;
+        tx.pragma_update(None, "user_version", 3)
             .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
     }

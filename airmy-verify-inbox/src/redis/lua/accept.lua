@@ -5,7 +5,7 @@
 -- delivery of a type a pause holds is stored paused.
 local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[1]) - redis.call('ZCARD', KEYS[2]) -
   redis.call('ZCARD', KEYS[6])
-local out = {}
+local out, stored = {}, 0
 for i = 4, #ARGV, 3 do
   local e = ARGV[1] .. ARGV[i]
   if redis.call('EXISTS', e) == 1 then
@@ -20,12 +20,15 @@ for i = 4, #ARGV, 3 do
     redis.call('HSET', e, 't', ARGV[i + 1], 'b', ARGV[i + 2], 'r', now, 'a', 0, 's', 'h')
     redis.call('ZADD', KEYS[6], now, ARGV[i])
     room = room - 1
+    stored = stored + 1
     out[#out + 1] = 1
   else
     local m = redis.call('XADD', KEYS[1], '*', 'i', ARGV[i])
     redis.call('HSET', e, 't', ARGV[i + 1], 'b', ARGV[i + 2], 'r', now, 'a', 0, 's', 'p', 'm', m)
     room = room - 1
+    stored = stored + 1
     out[#out + 1] = 1
   end
 end
+count('a', stored)
 return out
