@@ -131,7 +131,8 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_through_notify() {
 
 /// A schema written by version 1 of the crate (its entries included) is brought to the current
 /// version at connect: the indexes carry the sequence number (2), the state `paused` and the
-/// tables of pauses and actions exist (3), the entries are kept and listed.
+/// tables of pauses and actions exist (3), the per-minute counts and their triggers (4), the
+/// entries are kept and listed.
 #[tokio::test]
 async fn a_version_1_schema_is_migrated_with_its_entries() {
     let server = PostgresServer::start_private();
@@ -165,7 +166,7 @@ async fn a_version_1_schema_is_migrated_with_its_entries() {
         .await
         .expect("version");
     assert_eq!(version, airmy_verify_inbox::postgres::SCHEMA_VERSION);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT indexdef FROM pg_indexes WHERE schemaname = 'old_inbox' AND indexname LIKE 'entries_d%'
          ORDER BY indexname",
@@ -197,6 +198,17 @@ async fn a_version_1_schema_is_migrated_with_its_entries() {
     let again = backend(server.url(), "old_inbox").await;
     assert_eq!(again.stats().await.expect("stats").paused, 1);
     assert_eq!(again.resume(&scope).await.expect("resume"), 1);
+    // The triggers of version 4 count an accept on the migrated table.
+    let before = again.activity().await.expect("activity").totals();
+    again
+        .accept(&airmy_verify_inbox::conformance::delivery(
+            "evt_v4",
+            "run.started",
+        ))
+        .await
+        .expect("accept");
+    let after = again.activity().await.expect("activity").totals();
+    assert_eq!(after.0 - before.0, 1, "{before:?} {after:?}");
 }
 
 /// A schema of another program, one of a newer version, and a name that is not a plain
