@@ -115,7 +115,10 @@ async fn pause_and_resume_from_the_console_in_a_browser() {
         .await
         .expect("pause clicks");
     let listed = browser.text("pause-list").await;
-    assert!(listed.contains("event type run.failed"), "{listed}");
+    assert!(
+        listed.contains("run.failed") && listed.contains("Resume"),
+        "{listed}"
+    );
     let pauses = inbox.admin().paused().await.expect("paused");
     assert_eq!(pauses.len(), 1, "{pauses:?}");
 

@@ -104,9 +104,12 @@ UPDATE {s}.schema_version SET version = 3;
 }
 
 /// Version 4: the ring of per-minute counts of [`Admin::activity`](crate::Admin::activity),
-/// kept by two statement-level triggers on `entries` (so every statement that accepts,
-/// completes, retries or buries, batched or not, in a handler's transaction or not, counts
-/// itself once, with no change to the statements and no round trip more): one row per slot
+/// kept by two triggers on `entries`, so that every statement that accepts, completes,
+/// retries or buries, batched or not, in a handler's transaction or not, counts with no change
+/// to the statements and no round trip more: a statement-level one after each `INSERT` (one
+/// upsert per batch of accepts), and a row-level one whose `WHEN` lets through only a row
+/// leaving `processing` (a take or an extend never runs it; each attempt's end is one upsert
+/// inside its statement). One row per slot
 /// (the minute modulo 64), kind (`a` accepted, `h` handled, `f` failed) and shard (the
 /// connection's process id modulo 8, so that replicas writing at once seldom wait for one
 /// counter row), holding its minute and that minute's count; a write to a slot of an older
@@ -141,29 +144,23 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
-CREATE FUNCTION {s}.count_attempts() RETURNS trigger LANGUAGE plpgsql AS $fn$
-DECLARE
-    handled bigint;
-    failed bigint;
+CREATE FUNCTION {s}.count_attempt() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    SELECT count(*) FILTER (WHERE n.state = 'done'),
-           count(*) FILTER (WHERE n.state = 'dead'
-               OR (n.state IN ('pending', 'paused') AND n.attempts = o.attempts
-                   AND n.due_at IS DISTINCT FROM o.due_at))
-    INTO handled, failed
-    FROM old_rows o JOIN new_rows n USING (seq)
-    WHERE o.state = 'processing';
-    PERFORM {s}.count_activity('h', handled);
-    PERFORM {s}.count_activity('f', failed);
+    IF NEW.state = 'done' THEN
+        PERFORM {s}.count_activity('h', 1);
+    ELSIF NEW.state = 'dead'
+        OR (NEW.attempts = OLD.attempts AND NEW.due_at IS DISTINCT FROM OLD.due_at) THEN
+        PERFORM {s}.count_activity('f', 1);
+    END IF;
     RETURN NULL;
 END
 $fn$;
 CREATE TRIGGER entries_accepts AFTER INSERT ON {s}.entries
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_accepts();
-CREATE TRIGGER entries_attempts AFTER UPDATE ON {s}.entries
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_attempts();
+CREATE TRIGGER entries_attempts AFTER UPDATE OF state ON {s}.entries
+    FOR EACH ROW WHEN (OLD.state = 'processing' AND NEW.state <> 'processing')
+    EXECUTE FUNCTION {s}.count_attempt();
 UPDATE {s}.schema_version SET version = 4;
 "#
     )
