@@ -169,6 +169,10 @@ async fn pause_and_resume_from_the_console_in_a_browser() {
         .await;
     assert_eq!(points.as_u64(), Some(60), "one point per minute");
     browser.shot("desktop-paused-overview").await;
+    browser
+        .script("document.getElementById('pauses').scrollIntoView(); return 0")
+        .await;
+    browser.shot("desktop-paused-pauses-and-audit").await;
     browser.goto("/entries?state=paused").await;
     let table = browser.text("entries").await;
     assert_eq!(table.matches("evt_paused_").count(), 3, "{table}");
@@ -201,6 +205,10 @@ async fn pause_and_resume_from_the_console_in_a_browser() {
     );
     assert_eq!(browser.text("total-handled").await, "5");
     browser.shot("desktop-resumed-overview").await;
+    browser
+        .script("document.getElementById('audit').scrollIntoView(); return 0")
+        .await;
+    browser.shot("desktop-resumed-audit").await;
     browser.size(PHONE).await;
     browser.goto("/").await;
     browser.shot("phone-resumed-overview").await;
