@@ -113,10 +113,13 @@ pub async fn respond(
         .filter_map(|v| v.to_str().ok())
         .collect();
     let cookie = cookies.join("; ");
-    let extensions = request.extensions();
-    let role = extensions.get::<Role>().copied().unwrap_or_default();
-    let actor = extensions.get::<Actor>().cloned();
-    drop(extensions);
+    let (role, actor) = {
+        let extensions = request.extensions();
+        (
+            extensions.get::<Role>().copied().unwrap_or_default(),
+            extensions.get::<Actor>().cloned(),
+        )
+    };
     let mut console_request = ConsoleRequest::new(
         request.method().as_str(),
         if path.is_empty() { "/" } else { path },
