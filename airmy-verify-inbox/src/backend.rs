@@ -479,7 +479,9 @@ pub const ACTIVITY_MINUTES: usize = 60;
 /// [`ACTIVITY_MINUTES`]: a slot is reused an hour and four minutes later, after the last read
 /// that could want it). A slot keeps its minute and the counts of that minute; a write to a
 /// slot holding an older minute starts it again from zero, so the counts take a bounded,
-/// constant room and need no clean-up.
+/// constant room and need no clean-up. (Redis and PostgreSQL write the same 64 in their Lua
+/// and SQL.)
+#[cfg(any(feature = "sqlite", feature = "memory"))]
 pub(crate) const ACTIVITY_SLOTS: i64 = 64;
 
 /// What happened in one minute ([`Admin::activity`]).
@@ -562,6 +564,7 @@ impl Activity {
 
 /// One kind of counted event ([`Activity`]); its number is its index in a backend's
 /// `[accepted, handled, failed]`, its letter in their storage `a`, `h`, `f`.
+#[cfg(any(feature = "sqlite", feature = "memory"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Counted {
     Accepted = 0,
