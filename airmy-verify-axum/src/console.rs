@@ -9,14 +9,15 @@
 //!
 //! /// Your own authentication: your session or SSO layer says who this is.
 //! async fn operators_only(mut request: Request, next: Next) -> Result<Response, StatusCode> {
-//!     let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
-//!     let role = match header("x-sso-groups") {
+//!     let headers = request.headers();
+//!     let role = match headers.get("x-sso-groups").and_then(|v| v.to_str().ok()) {
 //!         Some(groups) if groups.split(',').any(|g| g == "inbox-operators") => Role::Operator,
 //!         Some(groups) if groups.split(',').any(|g| g == "inbox-viewers") => Role::ReadOnly,
 //!         _ => return Err(StatusCode::UNAUTHORIZED),
 //!     };
 //!     // The name the audit gives every action this person takes.
-//!     let actor = Actor::new(header("x-sso-user").unwrap_or("unknown"), role);
+//!     let user = headers.get("x-sso-user").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+//!     let actor = Actor::new(user, role);
 //!     request.extensions_mut().insert(actor);
 //!     Ok(next.run(request).await)
 //! }
