@@ -1,11 +1,12 @@
 //! The inbox's web console as an actix-web [`Scope`] (feature `console`); the pages, their
 //! rules and their security are [`airmy_verify_inbox::console`]'s. Mount it where you want it,
-//! behind your own authentication, which may give a request a [`Role`] in its extensions (a
-//! request without one is an operator's):
+//! behind your own authentication, which may give a request an [`Actor`] (a name for the
+//! audit and a [`Role`]) or a bare [`Role`] in its extensions (a request with neither is an
+//! operator's):
 //!
 //! ```no_run
 //! use actix_web::{App, HttpMessage as _, dev::Service as _};
-//! use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions, console::{Console, Role}};
+//! use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions, console::{Actor, Console, Role}};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let inbox = Inbox::new(SqliteBackend::open("inbox.db", SqliteOptions::default())?);
@@ -20,8 +21,10 @@
 //!                 Some(g) if g.split(',').any(|g| g == "inbox-viewers") => Some(Role::ReadOnly),
 //!                 _ => None,
 //!             };
+//!             // The name the audit gives every action this person takes.
+//!             let user = req.headers().get("x-sso-user").and_then(|v| v.to_str().ok());
 //!             if let Some(role) = role {
-//!                 req.extensions_mut().insert(role);
+//!                 req.extensions_mut().insert(Actor::new(user.unwrap_or("unknown"), role));
 //!             }
 //!             let call = role.map(|_| srv.call(req));
 //!             async move {
@@ -59,7 +62,7 @@ use actix_web::HttpMessage as _;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
-use airmy_verify_inbox::console::{Console, ConsoleRequest, Role};
+use airmy_verify_inbox::console::{Actor, Console, ConsoleRequest, Role};
 
 /// The largest form the console reads (its forms are a few hundred bytes).
 const MAX_FORM: usize = 64 * 1024;
@@ -92,8 +95,8 @@ async fn serve(
 
 /// Answers one console request whose body is read already: for a handler of your own that
 /// runs the console after its own checks (`base` is where the console's pages are, such as
-/// `"/console"` or `""`; a [`Role`] in the request's extensions is the role it acts with, an
-/// operator's without one). [`scope`] calls it.
+/// `"/console"` or `""`; an [`Actor`] or a [`Role`] in the request's extensions is who acts
+/// and with which role, an operator without either). [`scope`] calls it.
 pub async fn respond(
     console: &Console,
     base: &str,
@@ -110,26 +113,28 @@ pub async fn respond(
         .filter_map(|v| v.to_str().ok())
         .collect();
     let cookie = cookies.join("; ");
-    let role = request
-        .extensions()
-        .get::<Role>()
-        .copied()
-        .unwrap_or_default();
-    let answer = console
-        .handle(
-            ConsoleRequest::new(
-                request.method().as_str(),
-                if path.is_empty() { "/" } else { path },
-            )
-            .base(base)
-            .query(request.query_string())
-            .body(body)
-            .fetch_site(header("sec-fetch-site"))
-            .host(header("host"))
-            .cookie((!cookies.is_empty()).then_some(cookie.as_str()))
-            .role(role),
+    let (role, actor) = {
+        let extensions = request.extensions();
+        (
+            extensions.get::<Role>().copied().unwrap_or_default(),
+            extensions.get::<Actor>().cloned(),
         )
-        .await;
+    };
+    let mut console_request = ConsoleRequest::new(
+        request.method().as_str(),
+        if path.is_empty() { "/" } else { path },
+    )
+    .base(base)
+    .query(request.query_string())
+    .body(body)
+    .fetch_site(header("sec-fetch-site"))
+    .host(header("host"))
+    .cookie((!cookies.is_empty()).then_some(cookie.as_str()))
+    .role(role);
+    if let Some(actor) = &actor {
+        console_request = console_request.actor(actor);
+    }
+    let answer = console.handle(console_request).await;
     let mut response = HttpResponse::build(
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     );

@@ -1,20 +1,24 @@
 //! The inbox's web console as an axum [`Router`] (feature `console`); the pages, their rules
 //! and their security are [`airmy_verify_inbox::console`]'s. Nest it where you want it, behind
-//! your own authentication, which may give a request a [`Role`] in its extensions (a request
-//! without one is an operator's):
+//! your own authentication, which may give a request an [`Actor`] (a name for the audit and a
+//! [`Role`]) or a bare [`Role`] in its extensions (a request with neither is an operator's):
 //!
 //! ```no_run
 //! use axum::{Router, middleware::{self, Next}, extract::Request, response::Response, http::StatusCode};
-//! use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions, console::{Console, Role}};
+//! use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions, console::{Actor, Console, Role}};
 //!
 //! /// Your own authentication: your session or SSO layer says who this is.
 //! async fn operators_only(mut request: Request, next: Next) -> Result<Response, StatusCode> {
-//!     let role = match request.headers().get("x-sso-groups").and_then(|v| v.to_str().ok()) {
+//!     let headers = request.headers();
+//!     let role = match headers.get("x-sso-groups").and_then(|v| v.to_str().ok()) {
 //!         Some(groups) if groups.split(',').any(|g| g == "inbox-operators") => Role::Operator,
 //!         Some(groups) if groups.split(',').any(|g| g == "inbox-viewers") => Role::ReadOnly,
 //!         _ => return Err(StatusCode::UNAUTHORIZED),
 //!     };
-//!     request.extensions_mut().insert(role);
+//!     // The name the audit gives every action this person takes.
+//!     let user = headers.get("x-sso-user").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+//!     let actor = Actor::new(user, role);
+//!     request.extensions_mut().insert(actor);
 //!     Ok(next.run(request).await)
 //! }
 //!
@@ -49,7 +53,7 @@
 //! # }
 //! ```
 
-use airmy_verify_inbox::console::{Console, ConsoleRequest, Role};
+use airmy_verify_inbox::console::{Actor, Console, ConsoleRequest, Role};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{NestedPath, Request};
@@ -94,18 +98,18 @@ async fn serve(console: &Console, request: Request) -> Response {
         .collect();
     let cookie = cookies.join("; ");
     let host = header(&parts.headers, "host").or_else(|| parts.uri.authority().map(|a| a.as_str()));
-    let answer = console
-        .handle(
-            ConsoleRequest::new(parts.method.as_str(), parts.uri.path())
-                .base(base)
-                .query(parts.uri.query().unwrap_or(""))
-                .body(&body)
-                .fetch_site(header(&parts.headers, "sec-fetch-site"))
-                .host(host)
-                .cookie((!cookies.is_empty()).then_some(cookie.as_str()))
-                .role(parts.extensions.get::<Role>().copied().unwrap_or_default()),
-        )
-        .await;
+    let mut request = ConsoleRequest::new(parts.method.as_str(), parts.uri.path())
+        .base(base)
+        .query(parts.uri.query().unwrap_or(""))
+        .body(&body)
+        .fetch_site(header(&parts.headers, "sec-fetch-site"))
+        .host(host)
+        .cookie((!cookies.is_empty()).then_some(cookie.as_str()))
+        .role(parts.extensions.get::<Role>().copied().unwrap_or_default());
+    if let Some(actor) = parts.extensions.get::<Actor>() {
+        request = request.actor(actor);
+    }
+    let answer = console.handle(request).await;
     let mut response = Response::new(if parts.method == http::Method::HEAD {
         Body::empty()
     } else {

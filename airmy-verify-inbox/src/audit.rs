@@ -1,5 +1,5 @@
 //! The audit trail of operators' actions: each action (a replay, a replay of every dead
-//! letter, a purge, a pause, a resume) is one structured `tracing` event at target
+//! letter, a purge, a pause, a resume, a console login or a failed one) is one structured `tracing` event at target
 //! [`TARGET`], one count in `airmy_webhook_inbox_admin_actions_total{action=…}`
 //! ([`airmy_verify::observe`]), and, kept by the backend, one of the last
 //! [`RECENT_ACTIONS`](crate::RECENT_ACTIONS) ([`Admin::recent_actions`]).
@@ -11,7 +11,7 @@
 //! | field | value |
 //! |---|---|
 //! | `actor` | who, as the application names them (the tool: `--actor`, or `$USER`) |
-//! | `action` | what: [`ActionKind::as_str`] (`replay`, `replay_dead`, `purge`, `pause`, `resume`) |
+//! | `action` | what: [`ActionKind::as_str`] (`replay`, `replay_dead`, `purge`, `pause`, `resume`, `login`, `login_failed`) |
 //! | `subject` | what it acted on: an event id, `every dead letter`, `event type run.failed`, … |
 //! | `count` | how many entries it changed |
 //! | `ids` | the ids it changed, the first [`MAX_IDS`] of them, space-separated |
@@ -69,20 +69,26 @@ pub enum ActionKind {
     Pause,
     /// Handling resumed ([`Admin::resume`]).
     Resume,
+    /// A login to the console (its built-in login).
+    Login,
+    /// A refused login to the console: a wrong token (never logged).
+    LoginFailed,
 }
 
 impl ActionKind {
     /// Every kind.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Replay,
         Self::ReplayDead,
         Self::Purge,
         Self::Pause,
         Self::Resume,
+        Self::Login,
+        Self::LoginFailed,
     ];
 
     /// The kind's name, as in the event's `action` field and the metric's label: `replay`,
-    /// `replay_dead`, `purge`, `pause` or `resume`.
+    /// `replay_dead`, `purge`, `pause`, `resume`, `login` or `login_failed`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +97,8 @@ impl ActionKind {
             Self::Purge => "purge",
             Self::Pause => "pause",
             Self::Resume => "resume",
+            Self::Login => "login",
+            Self::LoginFailed => "login_failed",
         }
     }
 }
@@ -249,6 +257,6 @@ mod tests {
         for kind in ActionKind::ALL {
             assert_eq!(kind.as_str().parse::<ActionKind>(), Ok(kind));
         }
-        assert!("login".parse::<ActionKind>().is_err());
+        assert!("logout".parse::<ActionKind>().is_err());
     }
 }

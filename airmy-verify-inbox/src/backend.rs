@@ -477,6 +477,106 @@ impl Pause {
     }
 }
 
+/// How many minutes [`Admin::activity`] covers: the last hour, the current minute included.
+pub const ACTIVITY_MINUTES: usize = 60;
+
+/// How many slots a backend's ring of per-minute counts has (more than
+/// [`ACTIVITY_MINUTES`]: a slot is reused an hour and four minutes later, after the last read
+/// that could want it). A slot keeps its minute and the counts of that minute; a write to a
+/// slot holding an older minute starts it again from zero, so the counts take a bounded,
+/// constant room and need no clean-up. (Redis and PostgreSQL write the same 64 in their Lua
+/// and SQL.)
+#[cfg(any(feature = "sqlite", feature = "memory"))]
+pub(crate) const ACTIVITY_SLOTS: i64 = 64;
+
+/// What happened in one minute ([`Admin::activity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Minute {
+    /// The minute's start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// Deliveries accepted (stored; duplicates aside).
+    pub accepted: u64,
+    /// Attempts that succeeded (entries done).
+    pub handled: u64,
+    /// Attempts that failed: retries scheduled and dead letters made.
+    pub failed: u64,
+}
+
+impl Minute {
+    /// The minute starting at `start` with these counts (for a backend of your own).
+    #[must_use]
+    pub fn new(start: OffsetDateTime, accepted: u64, handled: u64, failed: u64) -> Self {
+        Self {
+            start,
+            accepted,
+            handled,
+            failed,
+        }
+    }
+}
+
+/// The last [`ACTIVITY_MINUTES`] minutes of an inbox, oldest first, the backend's current
+/// minute last ([`Admin::activity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[non_exhaustive]
+pub struct Activity {
+    /// One per minute, oldest first, [`ACTIVITY_MINUTES`] of them.
+    pub minutes: Vec<Minute>,
+}
+
+impl Activity {
+    /// The hour ending with the minute `now` falls in, filled from `counts`: `(minute,
+    /// accepted, handled, failed)`, the minute as whole minutes since the Unix epoch; minutes
+    /// outside the hour are left out, missing ones are zero, repeated ones add up.
+    #[must_use]
+    pub fn from_counts(
+        now: OffsetDateTime,
+        counts: impl IntoIterator<Item = (i64, u64, u64, u64)>,
+    ) -> Self {
+        let current = now.unix_timestamp().div_euclid(60);
+        let first = current - ACTIVITY_MINUTES as i64 + 1;
+        let mut minutes: Vec<Minute> = (first..=current)
+            .map(|m| {
+                let start = OffsetDateTime::from_unix_timestamp(m * 60)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                Minute::new(start, 0, 0, 0)
+            })
+            .collect();
+        for (minute, accepted, handled, failed) in counts {
+            if let Some(slot) = minute
+                .checked_sub(first)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| minutes.get_mut(i))
+            {
+                slot.accepted += accepted;
+                slot.handled += handled;
+                slot.failed += failed;
+            }
+        }
+        Self { minutes }
+    }
+
+    /// The hour's totals: accepted, handled, failed.
+    #[must_use]
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.minutes.iter().fold((0, 0, 0), |(a, h, f), m| {
+            (a + m.accepted, h + m.handled, f + m.failed)
+        })
+    }
+}
+
+/// One kind of counted event ([`Activity`]); its number is its index in a backend's
+/// `[accepted, handled, failed]`, its letter in their storage `a`, `h`, `f`.
+#[cfg(any(feature = "sqlite", feature = "memory"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    Accepted = 0,
+    Handled = 1,
+    Failed = 2,
+}
+
 /// The most actions a backend keeps for [`Admin::recent_actions`]: recording one more forgets
 /// the oldest.
 pub const RECENT_ACTIONS: usize = 100;
@@ -614,6 +714,12 @@ pub trait Admin: Send + Sync + 'static {
 
     /// The last `limit` actions kept (at most [`RECENT_ACTIONS`]), newest first.
     fn recent_actions(&self, limit: usize) -> BackendFuture<'_, Vec<Action>>;
+
+    /// Accepts, handlings and failures per minute over the last hour, by the backend's clock
+    /// (the console's chart). Counted as they happen, in a ring of per-minute counts the
+    /// backend keeps (a few hundred small rows or fields at most), so reading it costs the
+    /// same at a thousand entries or a million.
+    fn activity(&self) -> BackendFuture<'_, Activity>;
 }
 
 /// Every role at once: what [`Inbox`](crate::Inbox) holds. Implemented for any type that

@@ -120,9 +120,9 @@ use std::time::Duration;
 use airmy_verify::{Answer, Verified, Verifier};
 
 pub use backend::{
-    Accepted, Admin, Backend, BackendFuture, Entry, EntryState, EntrySummary, LIST_SCAN, Leased,
-    ListQuery, MAX_PAGE, Order, Page, Pause, PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
-    replay_check,
+    ACTIVITY_MINUTES, Accepted, Activity, Admin, Backend, BackendFuture, Entry, EntryState,
+    EntrySummary, LIST_SCAN, Leased, ListQuery, MAX_PAGE, Minute, Order, Page, Pause, PauseScope,
+    Queue, RECENT_ACTIONS, Stats, Store, replay_check,
 };
 pub use error::{ErrorKind, InboxError, OpenError, OpenErrorKind};
 pub use handlers::{Context, Dispatched, HandlerError, Handlers};

@@ -29,9 +29,9 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use crate::backend::{
-    Accepted, Action, Admin, BackendFuture, Entry, EntryState, EntrySummary, InboxError, LIST_SCAN,
-    Leased, ListQuery, Order, Page, Pause, PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
-    keyset_cursor, parse_keyset_cursor,
+    ACTIVITY_SLOTS, Accepted, Action, Activity, Admin, BackendFuture, Counted, Entry, EntryState,
+    EntrySummary, InboxError, LIST_SCAN, Leased, ListQuery, Order, Page, Pause, PauseScope, Queue,
+    RECENT_ACTIONS, Stats, Store, keyset_cursor, parse_keyset_cursor,
 };
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
 
@@ -90,7 +90,6 @@ struct Shared {
     clock: Arc<dyn Clock>,
 }
 
-#[derive(Default)]
 struct Entries {
     by_id: HashMap<String, Row>,
     next_seq: i64,
@@ -98,9 +97,38 @@ struct Entries {
     pauses: BTreeMap<String, (PauseScope, i64)>,
     /// The recent actions, newest first.
     actions: VecDeque<Action>,
+    /// The ring of per-minute counts ([`Admin::activity`]): by slot, the minute it holds and
+    /// that minute's accepted, handled and failed counts.
+    activity: [(i64, [u64; 3]); ACTIVITY_SLOTS as usize],
+}
+
+impl Default for Entries {
+    fn default() -> Self {
+        Self {
+            by_id: HashMap::new(),
+            next_seq: 0,
+            pauses: BTreeMap::new(),
+            actions: VecDeque::new(),
+            activity: [(-1, [0; 3]); ACTIVITY_SLOTS as usize],
+        }
+    }
 }
 
 impl Entries {
+    /// Counts one `kind` at `now_ms` in the ring of per-minute counts.
+    fn count(&mut self, kind: Counted, now_ms: i64) {
+        let minute = now_ms.div_euclid(60_000);
+        let (held, counts) = &mut self.activity[minute.rem_euclid(ACTIVITY_SLOTS) as usize];
+        if *held != minute {
+            if *held > minute {
+                return;
+            }
+            *held = minute;
+            *counts = [0; 3];
+        }
+        counts[kind as usize] += 1;
+    }
+
     /// Whether a pause holds entries of `event_type`.
     fn held(&self, event_type: &str) -> bool {
         self.pauses
@@ -250,6 +278,7 @@ impl MemoryBackend {
         &self,
         id: &str,
         token: &str,
+        counted: Option<Counted>,
         change: impl FnOnce(&mut Row, i64, bool),
     ) -> BackendFuture<'_, bool> {
         self.with(|entries, now| {
@@ -257,13 +286,17 @@ impl MemoryBackend {
                 .by_id
                 .get(id)
                 .is_some_and(|row| entries.held(&row.event_type));
-            Ok(match entries.by_id.get_mut(id) {
+            let changed = match entries.by_id.get_mut(id) {
                 Some(row) if row.held_by(token) => {
                     change(row, now, held);
                     true
                 }
                 _ => false,
-            })
+            };
+            if changed && let Some(kind) = counted {
+                entries.count(kind, now);
+            }
+            Ok(changed)
         })
     }
 }
@@ -306,6 +339,7 @@ impl Store for MemoryBackend {
                 trace: trace.encode(),
             };
             entries.by_id.insert(delivery.id().to_owned(), row);
+            entries.count(Counted::Accepted, now);
             Ok(Accepted::Stored)
         });
         Box::pin(async move {
@@ -392,13 +426,13 @@ impl Queue for MemoryBackend {
         token: &'a str,
         lease: Duration,
     ) -> BackendFuture<'a, bool> {
-        self.leased(id, token, |row, now, _| {
+        self.leased(id, token, None, |row, now, _| {
             row.lease_until = now.saturating_add(duration_ms(lease));
         })
     }
 
     fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
-        self.leased(id, token, |row, now, _| {
+        self.leased(id, token, Some(Counted::Handled), |row, now, _| {
             row.stored = Stored::Done;
             row.finished_at = Some(now);
             row.lease_token = None;
@@ -413,14 +447,14 @@ impl Queue for MemoryBackend {
         error: &'a str,
         at: OffsetDateTime,
     ) -> BackendFuture<'a, bool> {
-        self.leased(id, token, |row, _, held| {
+        self.leased(id, token, Some(Counted::Failed), |row, _, held| {
             row.due(unix_ms(at), held);
             row.last_error = Some(error.to_owned());
         })
     }
 
     fn bury<'a>(&'a self, id: &'a str, token: &'a str, error: &'a str) -> BackendFuture<'a, bool> {
-        self.leased(id, token, |row, now, _| {
+        self.leased(id, token, Some(Counted::Failed), |row, now, _| {
             row.stored = Stored::Dead;
             row.finished_at = Some(now);
             row.lease_token = None;
@@ -429,7 +463,7 @@ impl Queue for MemoryBackend {
     }
 
     fn release<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
-        let released = self.leased(id, token, |row, now, held| {
+        let released = self.leased(id, token, None, |row, now, held| {
             row.due(now, held);
             row.attempts = row.attempts.saturating_sub(1);
         });
@@ -649,6 +683,16 @@ impl Admin for MemoryBackend {
 
     fn recent_actions(&self, limit: usize) -> BackendFuture<'_, Vec<Action>> {
         self.with(|entries, _| Ok(entries.actions.iter().take(limit).cloned().collect()))
+    }
+
+    fn activity(&self) -> BackendFuture<'_, Activity> {
+        self.with(|entries, now| {
+            let counts = entries
+                .activity
+                .iter()
+                .map(|&(minute, [a, h, f])| (minute, a, h, f));
+            Ok(Activity::from_counts(from_unix_ms(now), counts))
+        })
     }
 }
 

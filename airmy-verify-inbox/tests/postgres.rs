@@ -131,8 +131,8 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_through_notify() {
 
 /// A schema written by version 1 of the crate (its entries included) is brought to the current
 /// version at connect: the indexes carry the sequence number (2), the state `paused` and the
-/// tables of pauses and actions exist (3), the column of the trace context (5), the entries are
-/// kept and listed.
+/// tables of pauses and actions exist (3), the per-minute counts and their triggers (4), the
+/// column of the trace context (5), the entries are kept and listed.
 #[tokio::test]
 async fn a_version_1_schema_is_migrated_with_its_entries() {
     let server = PostgresServer::start_private();
@@ -198,6 +198,17 @@ async fn a_version_1_schema_is_migrated_with_its_entries() {
     let again = backend(server.url(), "old_inbox").await;
     assert_eq!(again.stats().await.expect("stats").paused, 1);
     assert_eq!(again.resume(&scope).await.expect("resume"), 1);
+    // The triggers of version 4 count an accept on the migrated table.
+    let before = again.activity().await.expect("activity").totals();
+    again
+        .accept(&airmy_verify_inbox::conformance::delivery(
+            "evt_v4",
+            "run.started",
+        ))
+        .await
+        .expect("accept");
+    let after = again.activity().await.expect("activity").totals();
+    assert_eq!(after.0 - before.0, 1, "{before:?} {after:?}");
     // The column of the trace context (5) is there, empty for an entry from before it.
     let taken = again.take(1, Duration::from_secs(30)).await.expect("take");
     assert_eq!(taken.len(), 1);

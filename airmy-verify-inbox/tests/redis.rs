@@ -401,7 +401,7 @@ async fn every_key_lives_under_one_hash_tag() {
             .await
             .expect("retry")
     );
-    // The pauses, a paused entry, the recent actions: under the tag too.
+    // The pauses, a paused entry, the recent actions, the per-minute counts: under the tag too.
     let scope = airmy_verify_inbox::PauseScope::event_type("run.failed");
     backend.pause(&scope).await.expect("pause");
     backend
@@ -427,7 +427,7 @@ async fn every_key_lives_under_one_hash_tag() {
         .await
         .expect("keys");
     assert!(keys.len() >= 11, "{keys:?}");
-    for name in ["paused", "pauses", "actions"] {
+    for name in ["paused", "pauses", "actions", "activity"] {
         assert!(
             keys.contains(&format!("{{{prefix}}}{name}")),
             "{name}: {keys:?}"

@@ -67,6 +67,168 @@ async fn actix_console_in_a_browser() {
     scenario(ACTIX, "actix").await;
 }
 
+/// An operator pauses a type from the axum receiver's console: the deliveries of that type
+/// wait (paused, counted, listed), the others are handled; the overview shows the pause, the
+/// entries it holds, the chart of the hour and the audit list; the resume drains them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_from_the_console_in_a_browser() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let name = "pause";
+    let dir = TempDir::new(name);
+    let driver = Chromedriver::start().await;
+    let browser = Browser::open(&driver, &dir.0.join("profile"), name).await;
+    let mut browser = browser;
+    let inbox_url = format!("sqlite:{}", dir.0.join("inbox.db").display());
+    let mut receiver = Receiver::start(
+        AXUM,
+        &[
+            ("AIRMY_INBOX", &inbox_url),
+            ("AIRMY_CONSOLE_LISTEN", "127.0.0.1:0"),
+            ("AIRMY_INBOX_WORKERS", "2"),
+        ],
+    )
+    .await;
+    browser.base = receiver
+        .console_url()
+        .await
+        .trim_end_matches('/')
+        .to_owned();
+    let url: InboxUrl = inbox_url.parse().expect("an inbox URL");
+    let inbox = url.open(true).await.expect("the inbox opens");
+    browser.size(DESKTOP).await;
+
+    // 1. Pause run.failed from the overview's form.
+    browser.goto("/").await;
+    assert!(browser.text("no-pause").await.contains("Nothing is paused"));
+    let field = browser
+        .client
+        .find(Locator::Id("pause-event-type"))
+        .await
+        .expect("the pause form's field");
+    field.send_keys("run.failed").await.expect("typed");
+    browser
+        .client
+        .find(Locator::Id("pause-type-button"))
+        .await
+        .expect("the pause button")
+        .click()
+        .await
+        .expect("pause clicks");
+    let listed = browser.text("pause-list").await;
+    assert!(
+        listed.contains("run.failed") && listed.contains("Resume"),
+        "{listed}"
+    );
+    let pauses = inbox.admin().paused().await.expect("paused");
+    assert_eq!(pauses.len(), 1, "{pauses:?}");
+
+    // 2. Deliveries: three of the paused type wait, two others are handled.
+    let http = client();
+    let stamp = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    for i in 0..3 {
+        let id = format!("evt_paused_{i}_{stamp}");
+        let delivery = testing::sample_event("run.failed")
+            .id(&id)
+            .created_at(OffsetDateTime::now_utc())
+            .signed(testing::SECRET);
+        accept(&http, &receiver.url, &delivery, &id).await;
+    }
+    for i in 0..2 {
+        let id = format!("evt_handled_{i}_{stamp}");
+        accept(&http, &receiver.url, &common::delivery(&id), &id).await;
+    }
+    let wait = Deadline::new("two handled, three paused", 20);
+    loop {
+        let stats = inbox.admin().stats().await.expect("stats");
+        if stats.done == 2 && stats.paused == 3 {
+            break;
+        }
+        wait.tick(&format!("{stats:?}")).await;
+    }
+
+    // 3. The paused overview: the pause, the entries it holds, the chart, the audit.
+    browser.goto("/").await;
+    let held = browser.text("paused-count").await;
+    assert!(held.contains("3 entries held by a pause"), "{held}");
+    assert_eq!(browser.text("count-paused").await, "3");
+    let actions = browser.text("actions").await;
+    assert!(
+        actions.contains("operator")
+            && actions.contains("pause")
+            && actions.contains("event type run.failed"),
+        "the audit list: {actions}"
+    );
+    assert_eq!(
+        browser.text("total-accepted").await,
+        "5",
+        "the chart's hour"
+    );
+    assert_eq!(browser.text("total-handled").await, "2");
+    let points = browser
+        .script("return document.querySelector('#line-accepted').points.numberOfItems")
+        .await;
+    assert_eq!(points.as_u64(), Some(60), "one point per minute");
+    browser.shot("desktop-paused-overview").await;
+    browser
+        .script("document.getElementById('pauses').scrollIntoView(); return 0")
+        .await;
+    browser.shot("desktop-paused-pauses-and-audit").await;
+    browser.goto("/entries?state=paused").await;
+    let table = browser.text("entries").await;
+    assert_eq!(table.matches("evt_paused_").count(), 3, "{table}");
+    browser.shot("desktop-paused-entries").await;
+
+    // 4. Resume from the overview: the three are handled; the audit lists both actions.
+    browser.goto("/").await;
+    browser
+        .client
+        .find(Locator::Css("#pause-list button.resume"))
+        .await
+        .expect("the resume button")
+        .click()
+        .await
+        .expect("resume clicks");
+    let wait = Deadline::new("the paused entries handled after the resume", 20);
+    loop {
+        let stats = inbox.admin().stats().await.expect("stats");
+        if stats.done == 5 && stats.paused == 0 {
+            break;
+        }
+        wait.tick(&format!("{stats:?}")).await;
+    }
+    browser.goto("/").await;
+    assert!(browser.text("no-pause").await.contains("Nothing is paused"));
+    let actions = browser.text("actions").await;
+    assert!(
+        actions.contains("resume") && actions.contains("pause"),
+        "{actions}"
+    );
+    assert_eq!(browser.text("total-handled").await, "5");
+    browser.shot("desktop-resumed-overview").await;
+    browser
+        .script("document.getElementById('audit').scrollIntoView(); return 0")
+        .await;
+    browser.shot("desktop-resumed-audit").await;
+    browser.size(PHONE).await;
+    browser.goto("/").await;
+    browser.shot("phone-resumed-overview").await;
+    browser.fits("phone-resumed-overview").await;
+
+    let overflows = std::mem::take(&mut browser.overflows);
+    browser.client.close().await.expect("the session closes");
+    drop(driver);
+    receiver.signal("-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), receiver.child.wait())
+        .await
+        .expect("the receiver stops within 30 s of SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "the receiver exits 0: {status}");
+    assert!(
+        overflows.is_empty(),
+        "pages wider than a phone: {overflows:?}"
+    );
+}
+
 async fn scenario(bin: &str, name: &'static str) {
     let begun = Instant::now();
     let dir = TempDir::new(name);

@@ -21,9 +21,11 @@ use time::OffsetDateTime;
 
 use crate::backend::{Accepted, Backend, EntryState, ListQuery, Order};
 
+mod activity;
 mod listing;
 mod pause;
 
+pub use activity::activity_counts_accepts_handlings_and_failures;
 pub use listing::entries_are_listed_by_state_page_by_page;
 use listing::list_all;
 pub use pause::{
@@ -119,6 +121,7 @@ pub async fn run_all(h: &impl Harness) {
     pausing_everything_holds_every_type(h).await;
     recent_actions_are_kept_newest_first_and_bounded(h).await;
     the_trace_context_is_kept_with_the_entry(h).await;
+    activity_counts_accepts_handlings_and_failures(h).await;
 }
 
 /// Not part of [`run_all`] (it needs its own backend): run it on an empty backend opened to

@@ -127,6 +127,49 @@ impl Role {
     }
 }
 
+/// Who is at the console, as your own auth layer names them: a name for the audit
+/// ([`crate::audit`]: the `actor` of every action they take) and their [`Role`].
+///
+/// Put one in the request's extensions where you would put a [`Role`] (the adapters read an
+/// `Actor` first, then a bare `Role`); without a name the audit names the role
+/// (`operator`, `read-only`). The built-in [`Login`] names its sessions by their token's role
+/// the same way.
+///
+/// ```
+/// use airmy_verify_inbox::console::{Actor, Role};
+///
+/// let actor = Actor::new("alice@example.com", Role::Operator);
+/// assert_eq!((actor.name(), actor.role()), ("alice@example.com", Role::Operator));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Actor {
+    name: Arc<str>,
+    role: Role,
+}
+
+impl Actor {
+    /// `name` (as the audit shows it; cut to 200 characters there) acting with `role`.
+    #[must_use]
+    pub fn new(name: impl Into<String>, role: Role) -> Self {
+        Self {
+            name: name.into().into(),
+            role,
+        }
+    }
+
+    /// The name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The role.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+}
+
 /// The tokens a [`Login`] accepts now.
 struct Tokens {
     operator: Token,

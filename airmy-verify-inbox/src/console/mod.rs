@@ -1,5 +1,6 @@
-//! A web console for an inbox (feature `console`): look at entries by state, open one, replay
-//! it, replay every dead letter, purge processed entries. Server-rendered HTML (maud), one small
+//! A web console for an inbox (feature `console`): look at entries by state and at the last
+//! hour, open one, replay it, replay every dead letter, purge processed entries, pause and
+//! resume handling; every action audited. Server-rendered HTML (maud), one small
 //! stylesheet served by the console itself (no CDN: it works on a closed network), no script.
 //!
 //! This module is framework-free: [`Console::handle`] takes a [`ConsoleRequest`] and answers a
@@ -27,13 +28,15 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `GET /` | the counts of [`Stats`](crate::Stats), the oldest pending age; refreshes every 5 s |
+//! | `GET /` | the counts of [`Stats`](crate::Stats), the oldest pending age, the last hour as a chart ([`Admin::activity`](crate::Admin::activity)), the pauses in force and the entries they hold, the last 20 actions ([`Admin::recent_actions`](crate::Admin::recent_actions)); refreshes every 5 s |
 //! | `GET /entries?state=S&type=T&prefix=P&order=newest&after=C` | one state's entries, 50 a page |
 //! | `GET /entry?id=ID` | one entry: times, attempts, last error, the body as indented JSON |
 //! | `GET /replay-dead` | the confirmation of replaying every dead letter |
 //! | `POST /replay` (`id`) | replays one entry, then shows it |
 //! | `POST /replay-dead` (`confirm=yes`) | replays every dead letter |
 //! | `POST /purge` (`before`, RFC 3339; `force`) | purges processed entries, with the rule of `airmy-webhook inbox purge` ([`purge_refusal`](crate::purge_refusal)) |
+//! | `POST /pause` (`type=T`, or `all=yes`) | pauses the handling of an event type, or of everything ([`Admin::pause`](crate::Admin::pause)) |
+//! | `POST /resume` (`scope`: a pause's [`PauseScope::key`]) | ends that pause ([`Admin::resume`](crate::Admin::resume)) |
 //! | `GET /console.css` | the stylesheet |
 //! | `GET /login`, `POST /login` (`token`), `POST /logout` | the built-in login, with [`Console::login`] only (404 otherwise) |
 //!
@@ -42,13 +45,33 @@
 //! Either **your own auth layer** decides (mount the console behind it, as the adapters' docs
 //! show; it shows event bodies and replays them) and may put a [`Role`] in the request's
 //! extensions, which the adapters pass on: [`Role::ReadOnly`] or [`Role::Operator`] (the
-//! default when it puts none). Or, for an application without one, **the built-in login**
+//! default when it puts none), or an [`Actor`]: a role and a name for the audit. Or, for an application without one, **the built-in login**
 //! ([`Console::login`] with a [`Login`]) asks for a token.
 //!
 //! **Roles**: every page is open to both; a read-only operator sees no form (no replay, replay
-//! every dead letter or purge button; a "read-only" mark in the header) and every action
-//! (`POST /replay`, `/replay-dead`, `/purge`) is refused with 403, whatever it carries.
-//! (Logging out is not an action on the inbox: a read-only session may.)
+//! every dead letter, purge, pause or resume button; a "read-only" mark in the header) and
+//! every action (`POST /replay`, `/replay-dead`, `/purge`, `/pause`, `/resume`) is refused
+//! with 403, whatever it carries. (Logging out is not an action on the inbox: a read-only
+//! session may.)
+//!
+//! # The audit
+//!
+//! Every action taken here (a replay, a replay of every dead letter, a purge, a pause, a
+//! resume; with the built-in login, each login and failed login) goes through
+//! [`audit::record`]: one `tracing` event at target `airmy_verify_inbox::audit`, one count in
+//! `airmy_webhook_inbox_admin_actions_total`, one of the backend's recent actions (the
+//! overview lists the last 20). Its actor is the name of the request's [`Actor`]; without one,
+//! the role's name (`operator`, `read-only`), which is also how the built-in login names its
+//! sessions (a token is shared, it names no person); a failed login's actor is `unknown`. A
+//! refused action (403) is no action: it is logged as a warning, not audited.
+//!
+//! # The chart
+//!
+//! The overview draws the last hour of [`Admin::activity`](crate::Admin::activity) (accepts,
+//! handlings, failures per minute) as an inline SVG made on the server: three polylines of 60
+//! points, scaled to the hour's largest count, styled by the stylesheet. No script, no
+//! inline style: the policy below needs nothing more. Its cost is bounded: the backends keep
+//! per-minute counts as they go (see [`Admin::activity`](crate::Admin::activity)).
 //!
 //! ## The built-in login
 //!
@@ -129,13 +152,14 @@ use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroizing;
 
 use crate::Inbox;
-use crate::backend::{EntryState, InboxError, ListQuery, Order};
+use crate::audit::{self, Action, ActionKind};
+use crate::backend::{EntryState, InboxError, ListQuery, Order, PauseScope};
 
 mod csrf;
 mod login;
 mod pages;
 
-pub use login::{COOKIE, Login, Role, Token, TokenError};
+pub use login::{Actor, COOKIE, Login, Role, Token, TokenError};
 
 /// The stylesheet, served at `/console.css`.
 const STYLESHEET: &str = include_str!("console.css");
@@ -154,6 +178,12 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
 ];
 
 const TARGET: &str = "airmy_verify_inbox::console";
+
+/// How many of the recent actions the overview shows.
+const RECENT_SHOWN: usize = 20;
+
+/// The audit's actor of a failed login: nobody known.
+const UNKNOWN: &str = "unknown";
 
 /// The web console of one inbox; cheap to clone (the adapters clone it into each request).
 #[derive(Clone)]
@@ -204,6 +234,7 @@ pub struct ConsoleRequest<'a> {
     host: Option<&'a str>,
     cookie: Option<&'a str>,
     role: Role,
+    actor: Option<&'a str>,
 }
 
 impl fmt::Debug for ConsoleRequest<'_> {
@@ -218,6 +249,7 @@ impl fmt::Debug for ConsoleRequest<'_> {
             .field("host", &self.host)
             .field("cookie", &self.cookie.map(|_| "[redacted]"))
             .field("role", &self.role)
+            .field("actor", &self.actor)
             .finish()
     }
 }
@@ -237,6 +269,7 @@ impl<'a> ConsoleRequest<'a> {
             host: None,
             cookie: None,
             role: Role::Operator,
+            actor: None,
         }
     }
 
@@ -289,6 +322,16 @@ impl<'a> ConsoleRequest<'a> {
     #[must_use]
     pub fn role(mut self, role: Role) -> Self {
         self.role = role;
+        self
+    }
+
+    /// Who your own auth layer says this is: their [`Actor`]'s name and role (the adapters
+    /// pass an `Actor` found in the request's extensions here). The name is the `actor` of
+    /// the actions they take ([`crate::audit`]). Defaults to none: the audit names the role.
+    #[must_use]
+    pub fn actor(mut self, actor: &'a Actor) -> Self {
+        self.role = actor.role();
+        self.actor = Some(actor.name());
         self
     }
 }
@@ -389,8 +432,10 @@ fn loopback_host(host: &str) -> bool {
 }
 
 /// The paths the console answers (others are 404).
-const PATHS: [&str; 10] = [
+const PATHS: [&str; 12] = [
     "/",
+    "/pause",
+    "/resume",
     "",
     "/entries",
     "/entry",
@@ -494,6 +539,7 @@ impl Console {
         let now = now_ms();
         let mut role = request.role;
         let mut session = "";
+        let mut actor = request.actor;
         if let Some(login) = &self.login {
             if request.path == "/login" {
                 return self.log_in(login, &request, now).await;
@@ -509,6 +555,9 @@ impl Console {
             };
             role = role.min(found.role);
             session = found.value;
+            if request.actor.is_none() || found.role < request.role {
+                actor = Some(found.role.as_str());
+            }
         } else if request.path == "/login" || request.path == "/logout" {
             let page = pages::Page::bare(request.base, &self.title);
             return ConsoleResponse::html(404, page.message("Not found", "No such page."));
@@ -528,7 +577,10 @@ impl Console {
             ("GET" | "HEAD", "/entries") => self.entries(&page, &query).await,
             ("GET" | "HEAD", "/entry") => self.entry(&page, &query).await,
             ("GET" | "HEAD", "/replay-dead") => self.confirm_replay_dead(&page).await,
-            ("POST", path @ ("/replay" | "/replay-dead" | "/purge" | "/logout")) => {
+            (
+                "POST",
+                path @ ("/replay" | "/replay-dead" | "/purge" | "/pause" | "/resume" | "/logout"),
+            ) => {
                 let form = Fields::parse(request.body);
                 let forged = (key.as_slice(), session, now);
                 if let Some(refused) = refuse_forgery(&page, &request, &form, forged) {
@@ -547,10 +599,13 @@ impl Console {
                         ),
                     );
                 }
+                let who = actor.unwrap_or(role.as_str());
                 match path {
-                    "/replay" => self.replay(&page, &form).await,
-                    "/replay-dead" => self.replay_dead(&page, &form).await,
-                    _ => self.purge(&page, &form).await,
+                    "/replay" => self.replay(&page, &form, who).await,
+                    "/replay-dead" => self.replay_dead(&page, &form, who).await,
+                    "/pause" => self.pause(&page, &form, who).await,
+                    "/resume" => self.resume(&page, &form, who).await,
+                    _ => self.purge(&page, &form, who).await,
                 }
             }
             _ => {
@@ -605,6 +660,8 @@ impl Console {
         let Some(role) = role else {
             airmy_verify::observe::metrics::console_login("failure");
             tracing::warn!(target: TARGET, "console login refused: not a console token");
+            self.audit(Action::new(UNKNOWN, ActionKind::LoginFailed, "the console"))
+                .await;
             login.slow_down().await;
             return ConsoleResponse::html(401, page.login(true));
         };
@@ -614,6 +671,8 @@ impl Console {
         };
         airmy_verify::observe::metrics::console_login("success");
         tracing::info!(target: TARGET, role = role.as_str(), "console login");
+        self.audit(Action::new(role.as_str(), ActionKind::Login, "the console"))
+            .await;
         ConsoleResponse::see_other(page.home().to_owned())
             .with("set-cookie", login.cookie(Some(&value), page.cookie_path()))
     }
@@ -629,15 +688,74 @@ impl Console {
     }
 
     async fn overview(&self, page: &pages::Page<'_>) -> Result<ConsoleResponse, InboxError> {
-        let stats = self.inbox.admin().stats().await?;
+        let admin = self.inbox.admin();
+        let stats = admin.stats().await?;
+        let pauses = admin.paused().await?;
+        let actions = admin.recent_actions(RECENT_SHOWN).await?;
+        let activity = admin.activity().await?;
         Ok(ConsoleResponse::html(
             200,
             page.overview(
-                &stats,
+                &pages::Overview {
+                    stats: &stats,
+                    pauses: &pauses,
+                    actions: &actions,
+                    activity: &activity,
+                },
                 OffsetDateTime::now_utc(),
                 self.inbox.dedupe_window(),
             ),
         ))
+    }
+
+    /// Logs, counts and keeps `action` ([`audit::record`]); the action is done already, so a
+    /// backend that cannot keep it costs a warning, not the answer.
+    async fn audit(&self, action: Action) {
+        if let Err(err) = audit::record(self.inbox.admin(), &action).await {
+            tracing::warn!(target: TARGET, error = %err, "the inbox could not keep a console action");
+        }
+    }
+
+    /// `POST /pause`: `all=yes` pauses everything, else `type` names the event type.
+    async fn pause(
+        &self,
+        page: &pages::Page<'_>,
+        form: &Fields,
+        who: &str,
+    ) -> Result<ConsoleResponse, InboxError> {
+        let scope = if form.get("all") == Some("yes") {
+            PauseScope::All
+        } else if let Some(event_type) = form.raw("type").filter(|t| !t.trim().is_empty()) {
+            PauseScope::event_type(event_type.trim())
+        } else {
+            return Ok(ConsoleResponse::html(
+                400,
+                page.message("Not paused", "Which event type? (type, or all=yes)"),
+            ));
+        };
+        let held = self.inbox.admin().pause(&scope).await?;
+        self.audit(Action::new(who, ActionKind::Pause, scope.to_string()).count(held))
+            .await;
+        Ok(ConsoleResponse::see_other(page.home().to_owned()))
+    }
+
+    /// `POST /resume`: `scope` is the pause's stored key ([`PauseScope::key`]).
+    async fn resume(
+        &self,
+        page: &pages::Page<'_>,
+        form: &Fields,
+        who: &str,
+    ) -> Result<ConsoleResponse, InboxError> {
+        let Some(scope) = form.raw("scope").and_then(PauseScope::from_key) else {
+            return Ok(ConsoleResponse::html(
+                400,
+                page.message("Not resumed", "Which pause? (scope)"),
+            ));
+        };
+        let released = self.inbox.admin().resume(&scope).await?;
+        self.audit(Action::new(who, ActionKind::Resume, scope.to_string()).count(released))
+            .await;
+        Ok(ConsoleResponse::see_other(page.home().to_owned()))
     }
 
     async fn entries(
@@ -704,6 +822,7 @@ impl Console {
         &self,
         page: &pages::Page<'_>,
         form: &Fields,
+        who: &str,
     ) -> Result<ConsoleResponse, InboxError> {
         let Some(id) = form.raw("id") else {
             return Ok(ConsoleResponse::html(
@@ -713,7 +832,8 @@ impl Console {
         };
         match self.inbox.admin().replay(id).await {
             Ok(()) => {
-                tracing::info!(target: "airmy_verify_inbox::console", id = %airmy_verify::text::word(id), "replayed from the console");
+                self.audit(Action::new(who, ActionKind::Replay, id).ids([id]))
+                    .await;
                 Ok(ConsoleResponse::see_other(page.entry_link(id, true)))
             }
             Err(err)
@@ -740,6 +860,7 @@ impl Console {
         &self,
         page: &pages::Page<'_>,
         form: &Fields,
+        who: &str,
     ) -> Result<ConsoleResponse, InboxError> {
         if form.get("confirm") != Some("yes") {
             return Ok(ConsoleResponse::see_other(format!(
@@ -748,7 +869,8 @@ impl Console {
             )));
         }
         let replayed = self.inbox.admin().replay_dead(None).await?;
-        tracing::info!(target: "airmy_verify_inbox::console", count = replayed.len(), "replayed every dead letter from the console");
+        self.audit(Action::new(who, ActionKind::ReplayDead, "every dead letter").ids(&replayed))
+            .await;
         Ok(ConsoleResponse::html(
             200,
             page.done(&format!(
@@ -762,6 +884,7 @@ impl Console {
         &self,
         page: &pages::Page<'_>,
         form: &Fields,
+        who: &str,
     ) -> Result<ConsoleResponse, InboxError> {
         let Some(before) = form
             .get("before")
@@ -787,7 +910,9 @@ impl Console {
             ));
         }
         let purged = self.inbox.admin().purge_done(before).await?;
-        tracing::info!(target: "airmy_verify_inbox::console", purged, "purged processed entries from the console");
+        let subject = format!("done entries processed before {}", rfc3339(before));
+        self.audit(Action::new(who, ActionKind::Purge, subject).count(purged))
+            .await;
         Ok(ConsoleResponse::html(
             200,
             page.done(&format!(

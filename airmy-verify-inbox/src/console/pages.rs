@@ -8,7 +8,91 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use time::OffsetDateTime;
 
 use super::{Role, rfc3339};
-use crate::backend::{Entry, EntryState, ListQuery, Order, Page as Listed, Stats};
+use crate::audit::Action;
+use crate::backend::{
+    Activity, Entry, EntryState, ListQuery, Order, Page as Listed, Pause, PauseScope, Stats,
+};
+
+/// What the overview shows.
+pub(super) struct Overview<'a> {
+    pub(super) stats: &'a Stats,
+    /// The pauses in force.
+    pub(super) pauses: &'a [Pause],
+    /// The last actions, newest first.
+    pub(super) actions: &'a [Action],
+    /// The last hour, minute by minute.
+    pub(super) activity: &'a Activity,
+}
+
+/// The chart's size in SVG units (it scales to the page's width).
+const CHART_W: f64 = 720.0;
+const CHART_H: f64 = 180.0;
+/// Room for the axis labels.
+const CHART_LEFT: f64 = 44.0;
+const CHART_BOTTOM: f64 = 22.0;
+const CHART_TOP: f64 = 8.0;
+
+/// The last hour as an inline SVG chart, drawn on the server (the console runs no script):
+/// one line per count (accepted, handled, failed), one point per minute, the scale from 0 to
+/// the hour's largest count.
+fn chart(activity: &Activity) -> Markup {
+    let minutes = &activity.minutes;
+    let max = minutes
+        .iter()
+        .map(|m| m.accepted.max(m.handled).max(m.failed))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let plot_w = CHART_W - CHART_LEFT - 8.0;
+    let plot_h = CHART_H - CHART_TOP - CHART_BOTTOM;
+    let step = plot_w / (minutes.len().max(2) - 1) as f64;
+    let y = |n: u64| CHART_TOP + plot_h - plot_h * n as f64 / max as f64;
+    let points = |count: fn(&crate::Minute) -> u64| {
+        let mut out = String::new();
+        for (i, m) in minutes.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(&format!(
+                "{:.1},{:.1}",
+                CHART_LEFT + step * i as f64,
+                y(count(m))
+            ));
+        }
+        out
+    };
+    let (accepted, handled, failed) = activity.totals();
+    let bottom = CHART_TOP + plot_h;
+    html! {
+        section #activity {
+            h2 { "The last hour" }
+            p.legend {
+                span.accepted { "■ accepted " strong #total-accepted { (accepted) } }
+                span.handled { "■ handled " strong #total-handled { (handled) } }
+                span.failed { "■ failed " strong #total-failed { (failed) } }
+            }
+            div.chart {
+                svg #chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (CHART_W) " " (CHART_H) }
+                    role="img" aria-labelledby="chart-title" {
+                    title #chart-title {
+                        "Accepted, handled and failed per minute over the last hour: "
+                        (accepted) " accepted, " (handled) " handled, " (failed) " failed"
+                    }
+                    line.grid x1=(CHART_LEFT) y1=(CHART_TOP) x2=(CHART_W - 8.0) y2=(CHART_TOP) {}
+                    line.grid x1=(CHART_LEFT) y1=(bottom) x2=(CHART_W - 8.0) y2=(bottom) {}
+                    text.axis x=(CHART_LEFT - 6.0) y=(CHART_TOP + 10.0) text-anchor="end" { (max) }
+                    text.axis x=(CHART_LEFT - 6.0) y=(bottom) text-anchor="end" { "0" }
+                    text.axis x=(CHART_LEFT) y=(CHART_H - 4.0) { "−60 min" }
+                    text.axis x=(CHART_LEFT + plot_w / 2.0) y=(CHART_H - 4.0) text-anchor="middle" { "−30 min" }
+                    text.axis x=(CHART_W - 8.0) y=(CHART_H - 4.0) text-anchor="end" { "now" }
+                    polyline.accepted #line-accepted fill="none" points=(points(|m| m.accepted)) {}
+                    polyline.handled #line-handled fill="none" points=(points(|m| m.handled)) {}
+                    polyline.failed #line-failed fill="none" points=(points(|m| m.failed)) {}
+                }
+            }
+        }
+    }
+}
 
 /// What every page needs: where links start, the title, the forms' token, who is looking.
 pub(super) struct Page<'a> {
@@ -70,6 +154,35 @@ fn age(secs: u64) -> String {
         120..=7199 => format!("{} min", secs / 60),
         7200..=172_799 => format!("{} h", secs / 3600),
         _ => format!("{} days", secs / 86_400),
+    }
+}
+
+/// The last actions of operators, newest first.
+fn recent(actions: &[Action]) -> Markup {
+    html! {
+        section.audit #audit {
+            h2 { "Recent actions" }
+            @if actions.is_empty() {
+                p #no-action { "No action yet." }
+            } @else {
+                div.scroll {
+                    table #actions {
+                        thead { tr { th { "when" } th { "who" } th { "action" } th { "on" } th { "entries" } } }
+                        tbody {
+                            @for a in actions {
+                                tr {
+                                    td.time data-label="when" { (rfc3339(a.at)) }
+                                    td data-label="who" { (shown(&cut(&a.actor, 64))) }
+                                    td data-label="action" { span.action.(a.kind.as_str()) { (a.kind.as_str()) } }
+                                    td data-label="on" { (shown(&cut(&a.subject, 120))) }
+                                    td.num data-label="entries" { (a.count) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -182,7 +295,7 @@ impl<'a> Page<'a> {
 
     pub(super) fn overview(
         &self,
-        stats: &Stats,
+        overview: &Overview<'_>,
         now: OffsetDateTime,
         window: Option<std::time::Duration>,
     ) -> Markup {
@@ -192,6 +305,7 @@ impl<'a> Page<'a> {
         );
         let purge_default = rfc3339(now - time::Duration::days(7));
         let home = self.home().to_owned();
+        let stats = overview.stats;
         self.layout(
             "Overview",
             Some(&home),
@@ -212,6 +326,8 @@ impl<'a> Page<'a> {
                     }
                 }
                 p.muted { "Refreshes every 5 seconds. " span.time { (rfc3339(now)) } }
+                (chart(overview.activity))
+                (self.pauses(overview.pauses, stats.paused))
                 @if self.role.can_act() { section.actions {
                     h2 { "Actions" }
                     p {
@@ -229,8 +345,58 @@ impl<'a> Page<'a> {
                         button type="submit" { "Purge" }
                     }
                 } }
+                (recent(overview.actions))
             },
         )
+    }
+
+    /// The pauses in force, the entries they hold, and (for an operator) the forms to pause
+    /// and resume.
+    fn pauses(&self, pauses: &[Pause], held: u64) -> Markup {
+        html! {
+            section.pauses #pauses {
+                h2 { "Pauses" }
+                @if pauses.is_empty() {
+                    p #no-pause { "Nothing is paused: every event type is handled." }
+                } @else {
+                    p.notice #paused-count {
+                        strong { (held) } " entr" (if held == 1 { "y" } else { "ies" }) " held by a pause (accepts go on; they wait until resumed)."
+                    }
+                    ul #pause-list {
+                        @for pause in pauses {
+                            li {
+                                span.state.paused { "paused" } " "
+                                @match &pause.scope {
+                                    PauseScope::All => { strong { "everything" } }
+                                    PauseScope::EventType(t) => { "event type " strong.type { (shown(t)) } }
+                                }
+                                " since " span.time { (rfc3339(pause.since)) }
+                                @if self.role.can_act() {
+                                    form.inline method="post" action={ (self.base) "/resume" } {
+                                        (self.csrf_field())
+                                        input type="hidden" name="scope" value=(attr(&pause.scope.key()));
+                                        button.resume type="submit" { "Resume" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if self.role.can_act() {
+                    form.inline #pause-type method="post" action={ (self.base) "/pause" } {
+                        (self.csrf_field())
+                        label for="pause-event-type" { "Pause the handling of an event type" }
+                        input #pause-event-type type="text" name="type" placeholder="run.failed" required;
+                        button #pause-type-button type="submit" { "Pause" }
+                    }
+                    form.inline #pause-all method="post" action={ (self.base) "/pause" } {
+                        (self.csrf_field())
+                        input type="hidden" name="all" value="yes";
+                        button #pause-all-button type="submit" { "Pause everything" }
+                    }
+                }
+            }
+        }
     }
 
     fn list_link(&self, list: &ListQuery, after: Option<&str>) -> String {

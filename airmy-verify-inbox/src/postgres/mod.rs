@@ -53,8 +53,8 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::OpenError;
 use crate::backend::{
-    Accepted, Action, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Pause,
-    PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
+    Accepted, Action, Activity, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page,
+    Pause, PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
 };
 use crate::clock::duration_ms;
 use crate::trace::TraceContext;
@@ -828,6 +828,40 @@ impl Admin for PgBackend {
                 .await
                 .map(drop)
                 .map_err(unavailable)
+        })
+    }
+
+    fn activity(&self) -> BackendFuture<'_, Activity> {
+        Box::pin(async move {
+            let rows = self
+                .0
+                .db
+                .fetch_all(self.0.query(&self.0.sql.activity))
+                .await
+                .map_err(unavailable)?;
+            let mut now = None;
+            let mut counts = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let read = || -> Result<_, sqlx::Error> {
+                    Ok((
+                        row.try_get::<i64, _>(0)?,
+                        row.try_get::<Option<i64>, _>(1)?,
+                        row.try_get::<i64, _>(2)?,
+                        row.try_get::<i64, _>(3)?,
+                        row.try_get::<i64, _>(4)?,
+                    ))
+                };
+                let (current, minute, a, h, f) = read().map_err(unavailable)?;
+                now = Some(current);
+                if let Some(minute) = minute {
+                    let n = |count: i64| u64::try_from(count).unwrap_or(0);
+                    counts.push((minute, n(a), n(h), n(f)));
+                }
+            }
+            let now = now
+                .and_then(|m| OffsetDateTime::from_unix_timestamp(m.saturating_mul(60)).ok())
+                .unwrap_or_else(OffsetDateTime::now_utc);
+            Ok(Activity::from_counts(now, counts))
         })
     }
 

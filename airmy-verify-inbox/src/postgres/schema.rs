@@ -103,8 +103,70 @@ UPDATE {s}.schema_version SET version = 3;
     )
 }
 
-/// Version 5 (issue 31's trace; version 4 is another step of the same release, numbered apart
-/// so the two merge in either order): the delivery's trace context with each entry
+/// Version 4: the ring of per-minute counts of [`Admin::activity`](crate::Admin::activity),
+/// kept by two triggers on `entries`, so that every statement that accepts, completes,
+/// retries or buries, batched or not, in a handler's transaction or not, counts with no change
+/// to the statements and no round trip more: a statement-level one after each `INSERT` (one
+/// upsert per batch of accepts), and a row-level one whose `WHEN` lets through only a row
+/// leaving `processing` (a take or an extend never runs it; each attempt's end is one upsert
+/// inside its statement). One row per slot
+/// (the minute modulo 64), kind (`a` accepted, `h` handled, `f` failed) and shard (the
+/// connection's process id modulo 8, so that replicas writing at once seldom wait for one
+/// counter row), holding its minute and that minute's count; a write to a slot of an older
+/// minute starts it again. At most 1,536 rows, never cleaned. A failure is an attempt's end
+/// that is neither done nor given back: a row leaving `processing` for `dead`, or for
+/// `pending` or `paused` with its attempts kept and a new due time (a release gives the
+/// attempt back; a paused take of an expired lease keeps the due time).
+fn v4(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE {s}.activity (
+    slot   smallint NOT NULL,
+    kind   text NOT NULL,
+    shard  smallint NOT NULL,
+    minute bigint NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (slot, kind, shard)
+);
+CREATE FUNCTION {s}.count_activity(text, bigint) RETURNS void LANGUAGE sql AS $fn$
+    INSERT INTO {s}.activity AS a (slot, kind, shard, minute, n)
+    SELECT (t.m % 64)::smallint, $1, (pg_backend_pid() % 8)::smallint, t.m, $2
+    FROM (SELECT floor(extract(epoch FROM clock_timestamp()) / 60)::bigint AS m) t
+    WHERE $2 > 0
+    ON CONFLICT (slot, kind, shard) DO UPDATE SET
+        n = CASE WHEN a.minute = excluded.minute THEN a.n + excluded.n
+                 WHEN a.minute < excluded.minute THEN excluded.n ELSE a.n END,
+        minute = greatest(a.minute, excluded.minute)
+$fn$;
+CREATE FUNCTION {s}.count_accepts() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM {s}.count_activity('a', (SELECT count(*) FROM new_rows));
+    RETURN NULL;
+END
+$fn$;
+CREATE FUNCTION {s}.count_attempt() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NEW.state = 'done' THEN
+        PERFORM {s}.count_activity('h', 1);
+    ELSIF NEW.state = 'dead'
+        OR (NEW.attempts = OLD.attempts AND NEW.due_at IS DISTINCT FROM OLD.due_at) THEN
+        PERFORM {s}.count_activity('f', 1);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER entries_accepts AFTER INSERT ON {s}.entries
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_accepts();
+CREATE TRIGGER entries_attempts AFTER UPDATE OF state ON {s}.entries
+    FOR EACH ROW WHEN (OLD.state = 'processing' AND NEW.state <> 'processing')
+    EXECUTE FUNCTION {s}.count_attempt();
+UPDATE {s}.schema_version SET version = 4;
+"#
+    )
+}
+
+/// Version 5 (issue 31's trace): the delivery's trace context with each entry
 /// ([`TraceContext::encode`](crate::trace::TraceContext::encode): a small JSON object of
 /// strings, such as W3C's `traceparent`), NULL when none was stored. A nullable column without
 /// a default is added without rewriting the table.
@@ -170,10 +232,11 @@ pub(super) async fn migrate(
             )));
         }
         let create = format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};{}{}{}{}",
+            "CREATE SCHEMA IF NOT EXISTS {schema};{}{}{}{}{}",
             v1(schema),
             v2(schema),
             v3(schema),
+            v4(schema),
             v5(schema)
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
@@ -223,6 +286,15 @@ pub(super) async fn migrate(
             .map_err(|e| {
                 super::connect::open_error(e)
                     .context(&format!("cannot bring the schema {schema} to version 3"))
+            })?;
+    }
+    if version < 4 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(v4(schema)))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                super::connect::open_error(e)
+                    .context(&format!("cannot bring the schema {schema} to version 4"))
             })?;
     }
     if version < 5 {

@@ -29,6 +29,7 @@ pub(super) struct Sql {
     pub(super) paused: Arc<str>,
     pub(super) record_action: Arc<str>,
     pub(super) recent_actions: Arc<str>,
+    pub(super) activity: Arc<str>,
 }
 
 /// Whether a pause holds an entry whose event type is `event_type` (a column or a value):
@@ -223,6 +224,17 @@ impl Sql {
             recent_actions: sql(format!(
                 "SELECT at, actor, action, subject, count, ids FROM {s}.actions
                  ORDER BY seq DESC LIMIT $1"
+            )),
+            // The server's minute first, then the ring's rows of the last hour (at most 64 × 3
+            // × 8), summed by minute.
+            activity: sql(format!(
+                "WITH now AS (SELECT floor(extract(epoch FROM clock_timestamp()) / 60)::bigint AS m)
+                 SELECT now.m, a.minute,
+                     coalesce(sum(a.n) FILTER (WHERE a.kind = 'a'), 0)::bigint,
+                     coalesce(sum(a.n) FILTER (WHERE a.kind = 'h'), 0)::bigint,
+                     coalesce(sum(a.n) FILTER (WHERE a.kind = 'f'), 0)::bigint
+                 FROM now LEFT JOIN {s}.activity a ON a.minute > now.m - 60
+                 GROUP BY now.m, a.minute"
             )),
         }
     }

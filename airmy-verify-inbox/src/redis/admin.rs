@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::{RedisBackend, number, redis_error, text, valid_cursor};
 use crate::backend::{
-    Action, Admin, BackendFuture, Entry, EntryState, EntrySummary, InboxError, LIST_SCAN,
+    Action, Activity, Admin, BackendFuture, Entry, EntryState, EntrySummary, InboxError, LIST_SCAN,
     ListQuery, Order, Page, Pause, PauseScope, RECENT_ACTIONS, Stats,
 };
 use crate::clock::{from_unix_ms, unix_ms};
@@ -287,6 +287,24 @@ impl Admin for RedisBackend {
             let mut invocation = self.invocation(&self.scripts.record);
             invocation.key(&self.actions).arg(json).arg(RECENT_ACTIONS);
             self.run::<i64>(invocation).await.map(drop)
+        })
+    }
+
+    fn activity(&self) -> BackendFuture<'_, Activity> {
+        Box::pin(async move {
+            let flat: Vec<i64> = self.run(self.invocation(&self.scripts.activity)).await?;
+            let Some((&current, rest)) = flat.split_first() else {
+                return Err(InboxError::unavailable(
+                    "the activity script answered nothing".to_owned(),
+                ));
+            };
+            let n = |count: i64| u64::try_from(count).unwrap_or(0);
+            let counts = rest
+                .chunks_exact(4)
+                .map(|c| (c[0], n(c[1]), n(c[2]), n(c[3])));
+            let now = OffsetDateTime::from_unix_timestamp(current.saturating_mul(60))
+                .unwrap_or_else(|_| OffsetDateTime::now_utc());
+            Ok(Activity::from_counts(now, counts))
         })
     }
 

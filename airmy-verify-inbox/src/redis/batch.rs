@@ -67,7 +67,7 @@ pub(super) fn shutting_down() -> InboxError {
 pub(super) async fn run_batches(
     connection: RedisConnection,
     script: redis::Script,
-    keys: [String; 7],
+    keys: [String; 8],
     lead: Vec<String>,
     replicas: Option<(u32, Duration)>,
     measured: Measured,

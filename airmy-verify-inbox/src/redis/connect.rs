@@ -255,7 +255,7 @@ impl RedisBackend {
     fn start(
         connection: RedisConnection,
         waiting: Option<RedisConnection>,
-        keys: [String; 7],
+        keys: [String; 8],
         scripts: Scripts,
         options: &RedisOptions,
     ) -> Self {
@@ -348,7 +348,7 @@ fn check_prefix(options: &RedisOptions) -> Result<(), RedisError> {
 async fn prepare(
     connection: &mut (impl redis::aio::ConnectionLike + Send),
     prefix: &str,
-) -> Result<([String; 7], Scripts), RedisError> {
+) -> Result<([String; 8], Scripts), RedisError> {
     let tag = format!("{{{}}}", prefix);
     let keys = [
         "stream",
@@ -358,6 +358,7 @@ async fn prepare(
         "leases",
         "paused",
         "pauses",
+        "activity",
     ]
     .map(|name| format!("{tag}{name}"));
     let scripts = Scripts::new();
@@ -408,7 +409,7 @@ async fn set_up(
     mut connection: RedisConnection,
     options: &RedisOptions,
     setup: Duration,
-) -> Result<([String; 7], Scripts), RedisError> {
+) -> Result<([String; 8], Scripts), RedisError> {
     tokio::time::timeout(setup, async {
         let (keys, scripts) = prepare(&mut connection, &options.prefix).await?;
         if options.replicas > 0 {

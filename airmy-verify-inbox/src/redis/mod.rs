@@ -17,6 +17,7 @@
 //! | `{prefix}paused` | sorted set | entries held by a pause (score: when due, ms): in neither the stream nor `scheduled` |
 //! | `{prefix}pauses` | hash | the pauses in force: `*` (everything) or `type:<event type>`, to when each was made (ms) |
 //! | `{prefix}actions` | list | the last 100 operators' actions, newest first (JSON) |
+//! | `{prefix}activity` | hash | the ring of per-minute counts of [`Admin::activity`](crate::Admin::activity): 64 slots (the minute modulo 64), each its minute and that minute's accepted, handled and failed counts (256 fields at most; a slot is reused, never cleaned) |
 //!
 //! # How the operations map onto Redis
 //!
@@ -102,7 +103,7 @@ pub struct RedisBackend {
     /// For blocking reads only: a blocked read holds up its connection. `None` on the
     /// application's connection ([`RedisBackend::with_connection`]): waits poll instead.
     waiting: Option<RedisConnection>,
-    keys: [String; 7],
+    keys: [String; 8],
     /// The list of recent actions (outside the scripts' keys, under the same hash tag).
     actions: String,
     entry_prefix: String,

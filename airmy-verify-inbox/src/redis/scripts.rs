@@ -2,12 +2,13 @@
 //! `include_str!`), composed with the preludes they share, and loaded into Redis at connect.
 //!
 //! Every script gets the keys `stream`, `scheduled`, `dead`, `done`, `leases`, `paused`,
-//! `pauses` (`KEYS[1]` to `KEYS[7]`, in that order); those about one leased entry get the
-//! entry's hash as `KEYS[8]` and its id as `ARGV[1]` (`record.lua`: the list of recent actions
-//! as `KEYS[8]`). The preludes come first:
+//! `pauses`, `activity` (`KEYS[1]` to `KEYS[8]`, in that order); those about one leased entry
+//! get the entry's hash as `KEYS[9]` and its id as `ARGV[1]` (`record.lua`: the list of recent
+//! actions as `KEYS[9]`). The preludes come first:
 //! `prelude_now.lua` (the server's time as `now`), `prelude_last_delivered.lua` (the group's
-//! `last_delivered()`), `prelude_held.lua` (the lease check, and `drop()`) and
-//! `prelude_paused.lua` (`held(type)`: whether a pause holds a type; `hold()`).
+//! `last_delivered()`), `prelude_held.lua` (the lease check, and `drop()`),
+//! `prelude_paused.lua` (`held(type)`: whether a pause holds a type; `hold()`) and
+//! `prelude_count.lua` (`count(kind, n)`: the ring of per-minute counts).
 
 /// The server's time in milliseconds, as `now`.
 const NOW: &str = include_str!("lua/prelude_now.lua");
@@ -17,6 +18,8 @@ const LAST_FN: &str = include_str!("lua/prelude_last_delivered.lua");
 const HELD: &str = include_str!("lua/prelude_held.lua");
 /// `held(type)` and `hold(id, e, due)`: the pauses, for the scripts that make entries wait.
 const PAUSED: &str = include_str!("lua/prelude_paused.lua");
+/// `count(kind, n)`: the ring of per-minute counts of [`Admin::activity`](crate::Admin::activity).
+const COUNT: &str = include_str!("lua/prelude_count.lua");
 
 /// The scripts, loaded once at connect (then run by their hash).
 #[derive(Clone)]
@@ -39,6 +42,7 @@ pub(super) struct Scripts {
     pub(super) pause: redis::Script,
     pub(super) resume: redis::Script,
     pub(super) record: redis::Script,
+    pub(super) activity: redis::Script,
 }
 
 impl Scripts {
@@ -47,15 +51,18 @@ impl Scripts {
         let held = |body: &str| redis::Script::new(&format!("{NOW}{HELD}{body}"));
         let last = |body: &str| redis::Script::new(&format!("{LAST_FN}{body}"));
         Self {
-            accept: now(&format!("{PAUSED}{}", include_str!("lua/accept.lua"))),
+            accept: now(&format!(
+                "{PAUSED}{COUNT}{}",
+                include_str!("lua/accept.lua")
+            )),
             take: now(&format!(
                 "{LAST_FN}{PAUSED}{}",
                 include_str!("lua/take.lua")
             )),
             extend: held(include_str!("lua/extend.lua")),
-            complete: now(include_str!("lua/complete.lua")),
-            retry: held(&format!("{PAUSED}{}", include_str!("lua/retry.lua"))),
-            bury: held(include_str!("lua/bury.lua")),
+            complete: now(&format!("{COUNT}{}", include_str!("lua/complete.lua"))),
+            retry: held(&format!("{PAUSED}{COUNT}{}", include_str!("lua/retry.lua"))),
+            bury: held(&format!("{COUNT}{}", include_str!("lua/bury.lua"))),
             release: held(&format!("{PAUSED}{}", include_str!("lua/release.lua"))),
             replay: now(&format!("{PAUSED}{}", include_str!("lua/replay.lua"))),
             stats: now(&format!("{LAST_FN}{}", include_str!("lua/stats.lua"))),
@@ -71,6 +78,7 @@ impl Scripts {
             )),
             resume: now(&format!("{PAUSED}{}", include_str!("lua/resume.lua"))),
             record: redis::Script::new(include_str!("lua/record.lua")),
+            activity: now(include_str!("lua/activity.lua")),
         }
     }
 

@@ -45,8 +45,8 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, oneshot};
 
 use crate::backend::{
-    Accepted, Action, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Pause,
-    PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
+    Accepted, Action, Activity, Admin, BackendFuture, Counted, Entry, InboxError, Leased,
+    ListQuery, Page, Pause, PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
 };
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
 use crate::trace::TraceContext;
@@ -410,6 +410,7 @@ impl Queue for SqliteBackend {
             )?;
             if done {
                 decrement(&unfinished);
+                writer::count(Counted::Handled);
             }
             Ok(done)
         })
@@ -429,7 +430,7 @@ impl Queue for SqliteBackend {
             unix_ms(at),
         );
         self.submit(STEP, move |conn, _| {
-            leased_update(
+            let retried = leased_update(
                 conn,
                 &format!(
                     "UPDATE entries SET state = CASE WHEN {HELD} THEN 'paused' ELSE 'pending' END,
@@ -437,7 +438,11 @@ impl Queue for SqliteBackend {
                      WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'"
                 ),
                 &[&id, &token, &at, &error],
-            )
+            )?;
+            if retried {
+                writer::count(Counted::Failed);
+            }
+            Ok(retried)
         })
     }
 
@@ -454,6 +459,7 @@ impl Queue for SqliteBackend {
             )?;
             if buried {
                 decrement(&unfinished);
+                writer::count(Counted::Failed);
             }
             Ok(buried)
         })
@@ -721,6 +727,33 @@ impl Admin for SqliteBackend {
             .and_then(|mut s| s.execute([RECENT_ACTIONS as i64]))
             .map(drop)
             .map_err(unavailable)
+        })
+    }
+
+    fn activity(&self) -> BackendFuture<'_, Activity> {
+        self.read(move |conn, now| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT minute,
+                            sum(CASE kind WHEN 'a' THEN n ELSE 0 END),
+                            sum(CASE kind WHEN 'h' THEN n ELSE 0 END),
+                            sum(CASE kind WHEN 'f' THEN n ELSE 0 END)
+                     FROM activity WHERE minute > ?1 - 60 GROUP BY minute",
+                )
+                .map_err(unavailable)?;
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            let rows = statement
+                .query_map([now.div_euclid(60_000)], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        count(row.get(1)?),
+                        count(row.get(2)?),
+                        count(row.get(3)?),
+                    ))
+                })
+                .map_err(unavailable)?;
+            let counts = rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?;
+            Ok(Activity::from_counts(from_unix_ms(now), counts))
         })
     }
 

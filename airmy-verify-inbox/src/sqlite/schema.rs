@@ -86,8 +86,21 @@ CREATE TABLE actions (
 );
 ";
 
-/// Version 4 (issue 31's trace; version 3 is another step of the same release, numbered apart
-/// so the two merge in either order): the delivery's trace context with each entry
+/// Version 3: the ring of per-minute counts of [`Admin::activity`](crate::Admin::activity):
+/// one row per slot (the minute modulo 64) and kind (`a` accepted, `h` handled, `f` failed),
+/// holding its minute (whole minutes since the Unix epoch) and that minute's count; a write to
+/// a slot of an older minute starts it again. At most 192 rows, never cleaned.
+pub(super) const MIGRATE_V3: &str = "
+CREATE TABLE activity (
+    slot   INTEGER NOT NULL,
+    kind   TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (slot, kind)
+) WITHOUT ROWID;
+";
+
+/// Version 4 (issue 31's trace): the delivery's trace context with each entry
 /// ([`TraceContext::encode`]: a small JSON object of strings, such as W3C's `traceparent`),
 /// NULL when none was stored. Adding a nullable column rewrites no row.
 ///
@@ -123,6 +136,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
         tx.execute_batch(MIGRATE_V2)
             .map_err(|e| format!("cannot bring the schema to version 2: {e}"))?;
         tx.pragma_update(None, "user_version", 2)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    if version < 3 {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(MIGRATE_V3)
+            .map_err(|e| format!("cannot bring the schema to version 3: {e}"))?;
+        tx.pragma_update(None, "user_version", 3)
             .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
     }

@@ -15,9 +15,42 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::unavailable;
-use crate::backend::{Accepted, InboxError, Leased};
+use crate::backend::{ACTIVITY_SLOTS, Accepted, Counted, InboxError, Leased};
 use crate::clock::{from_unix_ms, unix_ms};
 use crate::trace::TraceContext;
+
+thread_local! {
+    /// What the jobs of the writer thread's current batch counted ([`count`]): accepted,
+    /// handled, failed. Written with the batch, in one statement, just before its commit.
+    static COUNTED: std::cell::Cell<[u64; 3]> = const { std::cell::Cell::new([0; 3]) };
+}
+
+/// Counts one `kind` in the batch at hand (on the writer thread, from a job that succeeded).
+pub(super) fn count(kind: Counted) {
+    COUNTED.with(|counted| {
+        let mut counts = counted.get();
+        counts[kind as usize] += 1;
+        counted.set(counts);
+    });
+}
+
+/// Adds a batch's counts to the ring of per-minute counts (the table `activity`): one
+/// statement, whatever the batch held.
+fn write_counts(conn: &Connection, now: i64, [a, h, f]: [u64; 3]) -> rusqlite::Result<()> {
+    let minute = now.div_euclid(60_000);
+    let slot = minute.rem_euclid(ACTIVITY_SLOTS);
+    let n = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "INSERT INTO activity (slot, kind, minute, n)
+         VALUES (?1, 'a', ?2, ?3), (?1, 'h', ?2, ?4), (?1, 'f', ?2, ?5)
+         ON CONFLICT (slot, kind) DO UPDATE SET
+             n = CASE WHEN minute = excluded.minute THEN n + excluded.n
+                      WHEN minute < excluded.minute THEN excluded.n ELSE n END,
+             minute = max(minute, excluded.minute)",
+    )?
+    .execute(params![slot, minute, n(a), n(h), n(f)])?;
+    Ok(())
+}
 
 /// The most requests one transaction takes.
 pub(super) const MAX_BATCH: usize = 1024;
@@ -172,6 +205,7 @@ impl Writer {
                 }
             }
             let mut finishes = Vec::with_capacity(batch.len());
+            COUNTED.with(|counted| counted.set([0; 3]));
             for work in batch {
                 let savepoint =
                     work.mode.several && self.conn.execute_batch("SAVEPOINT job").is_ok();
@@ -183,6 +217,11 @@ impl Writer {
                     let _ = self.conn.execute_batch("RELEASE job");
                 }
                 finishes.push(finish);
+            }
+            let counts = COUNTED.with(|counted| counted.replace([0; 3]));
+            if counts != [0; 3] && !self.conn.is_autocommit() {
+                // Counts are a picture, not a record: one that cannot be written costs no job.
+                let _ = write_counts(&self.conn, now, counts);
             }
             let statements = started.elapsed();
             let committed = if self.conn.is_autocommit() {
@@ -266,6 +305,7 @@ pub(super) fn accept_job(
         return Ok(Accepted::Duplicate);
     }
     unfinished.fetch_add(1, Ordering::Relaxed);
+    count(Counted::Accepted);
     Ok(Accepted::Stored)
 }
 

@@ -778,7 +778,7 @@ async fn list(n: usize) {
         filled.as_secs_f64(),
         settled_in.as_secs_f64()
     );
-    list_table(b, n, "right after the fill").await;
+    list_table(&inbox, n, "right after the fill").await;
     if let Place::Postgres { url, schema, .. } = &dir {
         // What autovacuum would have done by then: the index entries of the 920,000 rows that
         // changed state, dead since, are gone.
@@ -789,14 +789,16 @@ async fn list(n: usize) {
         .execute(&pool)
         .await
         .expect("vacuum");
-        list_table(b, n, "after VACUUM ANALYZE").await;
+        list_table(&inbox, n, "after VACUUM ANALYZE").await;
     }
     dir.remove().await;
 }
 
-/// One table of listing times on `b`.
-async fn list_table(b: &dyn airmy_verify_inbox::Backend, n: usize, when: &str) {
+/// One table of listing times on `inbox`, with its console's overview.
+async fn list_table(inbox: &Inbox, n: usize, when: &str) {
+    use airmy_verify_inbox::console::{Console, ConsoleRequest};
     use airmy_verify_inbox::{EntryState, ListQuery, Order};
+    let b = inbox.backend();
     println!("\n{when}:\n");
     println!("| state | query | median ms | slowest ms | entries |");
     println!("|---|---|---:|---:|---:|");
@@ -851,6 +853,24 @@ async fn list_table(b: &dyn airmy_verify_inbox::Backend, n: usize, when: &str) {
     let (median, slowest, _) = timed(runs, || b.stats()).await;
     println!(
         "| any | stats (the overview) | {:.2} | {:.2} | - |",
+        median.as_secs_f64() * 1e3,
+        slowest.as_secs_f64() * 1e3
+    );
+    let (median, slowest, activity) = timed(runs, || b.activity()).await;
+    let (accepted, handled, failed) = activity.expect("activity").totals();
+    println!(
+        "| any | activity (the overview's chart: {accepted} accepted, {handled} handled, {failed} failed this hour) | {:.2} | {:.2} | 60 |",
+        median.as_secs_f64() * 1e3,
+        slowest.as_secs_f64() * 1e3
+    );
+    let console = Console::new(inbox.clone());
+    let (median, slowest, page) = timed(runs, || async {
+        console.handle(ConsoleRequest::new("GET", "/")).await
+    })
+    .await;
+    assert_eq!(page.status, 200, "the overview");
+    println!(
+        "| any | the console's overview page (stats, pauses, recent actions, chart) | {:.2} | {:.2} | - |",
         median.as_secs_f64() * 1e3,
         slowest.as_secs_f64() * 1e3
     );

@@ -6,7 +6,7 @@
 -- delivery of a type a pause holds is stored paused.
 local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[1]) - redis.call('ZCARD', KEYS[2]) -
   redis.call('ZCARD', KEYS[6])
-local out = {}
+local out, stored = {}, 0
 for i = 4, #ARGV, 4 do
   local e = ARGV[1] .. ARGV[i]
   if redis.call('EXISTS', e) == 1 then
@@ -22,13 +22,16 @@ for i = 4, #ARGV, 4 do
     if ARGV[i + 3] ~= '' then redis.call('HSET', e, 'c', ARGV[i + 3]) end
     redis.call('ZADD', KEYS[6], now, ARGV[i])
     room = room - 1
+    stored = stored + 1
     out[#out + 1] = 1
   else
     local m = redis.call('XADD', KEYS[1], '*', 'i', ARGV[i])
     redis.call('HSET', e, 't', ARGV[i + 1], 'b', ARGV[i + 2], 'r', now, 'a', 0, 's', 'p', 'm', m)
     if ARGV[i + 3] ~= '' then redis.call('HSET', e, 'c', ARGV[i + 3]) end
     room = room - 1
+    stored = stored + 1
     out[#out + 1] = 1
   end
 end
+count('a', stored)
 return out

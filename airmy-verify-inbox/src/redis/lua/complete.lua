@@ -23,4 +23,5 @@ if #msgs > 0 then
   redis.call('ZREM', KEYS[5], unpack(ids))
   redis.call('ZADD', KEYS[4], unpack(scored))
 end
+count('h', #ids)
 return out
