@@ -161,7 +161,11 @@ impl PgBackend {
             .max_connections(options.max_connections)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
-            .test_before_acquire(false)
+            // A connection the server closed while it sat idle in the pool (a restart, a
+            // failover, `idle_session_timeout`, a proxy's idle timeout) is found by a ping
+            // (one round trip) and replaced before it is handed out, not by the statement
+            // that would then fail.
+            .test_before_acquire(true)
             .connect_with(connect.clone())
             .await
         {
