@@ -17,8 +17,8 @@ use airmy_verify_inbox::conformance::delivery;
 use airmy_verify_inbox::{
     Accepted, ErrorKind, HandlerError, Handlers, Inbox, PgBackend, PgContext, PgOptions,
 };
-use test_support::PostgresServer;
 use test_support::postgres::{Stop, unique_schema};
+use test_support::{PgBouncer, PostgresServer};
 use tokio_util::sync::CancellationToken;
 
 #[macro_use]
@@ -140,6 +140,29 @@ async fn burst(inbox: &Inbox, prefix: &str, n: usize) -> Vec<Result<Accepted, St
     futures_util::future::join_all(accepts).await
 }
 
+/// Accepts `id` until it is stored, as AIRMY retries: an accept answered `Unavailable` is tried
+/// again after `pause`, at most 400 times; `Duplicate` after such an error means the failed
+/// attempt stored it. Any other error, or a first answer `Duplicate`, fails the test. Returns
+/// the number of `Unavailable` answers.
+async fn accept_until_stored(inbox: &Inbox, id: &str, pause: Duration) -> usize {
+    let mut refused = 0;
+    for _ in 0..400 {
+        match inbox.accept(&delivery(id, "test")).await {
+            Ok(Accepted::Stored) => return refused,
+            Ok(Accepted::Duplicate) => {
+                assert!(refused > 0, "{id}: a new id answered Duplicate");
+                return refused;
+            }
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                refused += 1;
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => panic!("{id}: {:?} {e}", e.kind()),
+        }
+    }
+    panic!("{id} never accepted in 400 tries");
+}
+
 /// What the load lanes saw: ids acknowledged (`Stored`, or `Duplicate` on a retry after an
 /// error: stored by the attempt whose answer was the error), and errors answered.
 #[derive(Default)]
@@ -148,9 +171,8 @@ struct Seen {
     refused: usize,
 }
 
-/// Four lanes accepting new ids (`{prefix}_{lane}_{i}`, one every 40 ms) until `stop`; an
-/// accept answered `Unavailable` is tried again 50 ms later, as AIRMY retries, at most 200
-/// times. Any other error, or a first answer `Duplicate`, fails the lane.
+/// Four lanes accepting new ids (`{prefix}_{lane}_{i}`, one every 40 ms) until `stop`, each
+/// until stored ([`accept_until_stored`], 50 ms apart).
 fn load(inbox: &Inbox, prefix: &str, stop: &Arc<AtomicBool>) -> tokio::task::JoinSet<Seen> {
     let mut lanes = tokio::task::JoinSet::new();
     for lane in 0..4 {
@@ -162,30 +184,8 @@ fn load(inbox: &Inbox, prefix: &str, stop: &Arc<AtomicBool>) -> tokio::task::Joi
                     break;
                 }
                 let id = format!("{prefix}_{lane}_{i}");
-                let mut failed_before = false;
-                for _ in 0..200 {
-                    match inbox.accept(&delivery(&id, "test")).await {
-                        Ok(Accepted::Stored) => {
-                            seen.acknowledged.insert(id.clone());
-                            break;
-                        }
-                        Ok(Accepted::Duplicate) => {
-                            assert!(failed_before, "{id}: a new id answered Duplicate");
-                            seen.acknowledged.insert(id.clone());
-                            break;
-                        }
-                        Err(e) if e.kind() == ErrorKind::Unavailable => {
-                            seen.refused += 1;
-                            failed_before = true;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(e) => panic!("{id}: {:?} {e}", e.kind()),
-                    }
-                }
-                assert!(
-                    seen.acknowledged.contains(&id),
-                    "{id} never accepted in 200 tries"
-                );
+                seen.refused += accept_until_stored(&inbox, &id, Duration::from_millis(50)).await;
+                seen.acknowledged.insert(id);
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
             seen
@@ -295,16 +295,16 @@ async fn an_immediate_restart_mid_load_keeps_every_effect_exactly_once() {
     restart_mid_load(Stop::Immediate).await;
 }
 
-/// The pool filled with idle connections, the server restarted while nothing ran: the first
-/// burst of accepts after it gets no dead connection (each answered `Stored`), the idle
-/// worker handles the burst without being touched, and the `LISTEN` connection is back.
-async fn idle_pool_across_a_restart(mode: Stop) {
-    let setup = setup(&format!("idle_{mode:?}")).await;
-    let pg = setup.backend(Duration::from_secs(3)).await;
+/// A worker running on `pg`'s inbox, 64 deliveries accepted and handled (exactly once each),
+/// and eight connections left idle in the pool (opened at once).
+async fn warmed_up(
+    setup: &Setup,
+    pg: &PgBackend,
+    name: &str,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let inbox = Inbox::new(pg.clone());
-    let warm = burst(&inbox, &format!("evt_idle_{mode:?}_warm"), 64).await;
+    let warm = burst(&inbox, &format!("evt_{name}_warm"), 64).await;
     assert!(warm.iter().all(Result::is_ok), "{warm:?}");
-    // Eight connections open at once, then idle in the pool.
     let held = futures_util::future::join_all((0..8).map(|_| pg.pool().acquire())).await;
     drop(held);
     common::worker::wait_until("eight idle connections", async || pg.pool().num_idle() >= 8).await;
@@ -322,14 +322,18 @@ async fn idle_pool_across_a_restart(mode: Stop) {
     })
     .await;
     assert_eq!(setup.listening().await, 1, "one LISTEN session");
-    setup.restart(mode).await;
-    let after = burst(&inbox, &format!("evt_idle_{mode:?}_after"), 64).await;
-    let failed: Vec<_> = after.iter().filter(|a| a.is_err()).collect();
-    assert!(
-        failed.is_empty(),
-        "a burst right after the restart: {failed:?}"
-    );
-    common::worker::wait_until("the burst handled", async || {
+    (shutdown, worker)
+}
+
+/// After the restart: the idle worker handles the 64 new deliveries without being touched,
+/// the `LISTEN` connection is back, and each of the 128 has exactly one effect.
+async fn resumed(
+    setup: &Setup,
+    pg: &PgBackend,
+    (shutdown, worker): (CancellationToken, tokio::task::JoinHandle<()>),
+) {
+    let inbox = Inbox::new(pg.clone());
+    common::worker::wait_until("the new deliveries handled", async || {
         inbox.admin().stats().await.expect("stats").done == 128
     })
     .await;
@@ -344,6 +348,24 @@ async fn idle_pool_across_a_restart(mode: Stop) {
     assert!(effects.values().all(|n| *n == 1), "{effects:?}");
 }
 
+/// The pool filled with idle connections, the server restarted while nothing ran: the first
+/// burst of accepts after it gets no dead connection (each answered `Stored`), then
+/// [`resumed`].
+async fn idle_pool_across_a_restart(mode: Stop) {
+    let setup = setup(&format!("idle_{mode:?}")).await;
+    let pg = setup.backend(Duration::from_secs(3)).await;
+    let running = warmed_up(&setup, &pg, &format!("idle_{mode:?}")).await;
+    setup.restart(mode).await;
+    let inbox = Inbox::new(pg.clone());
+    let after = burst(&inbox, &format!("evt_idle_{mode:?}_after"), 64).await;
+    let failed: Vec<_> = after.iter().filter(|a| a.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "a burst right after the restart: {failed:?}"
+    );
+    resumed(&setup, &pg, running).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_after_a_fast_restart_gets_no_dead_connection() {
     idle_pool_across_a_restart(Stop::Fast).await;
@@ -352,4 +374,52 @@ async fn a_burst_after_a_fast_restart_gets_no_dead_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_after_an_immediate_restart_gets_no_dead_connection() {
     idle_pool_across_a_restart(Stop::Immediate).await;
+}
+
+/// The same through PgBouncer in transaction mode (Debian's defaults; `pooler`, the `LISTEN` on
+/// the server's own URL): PgBouncer keeps the backend's connections, and after a server login
+/// that failed while the server was down it answers every client with an error for
+/// `server_login_retry` (15 s by default) before it tries again. Accepts meanwhile answer
+/// `Unavailable`, never `Stored`; retried, each is stored once PgBouncer logs in again; then
+/// [`resumed`].
+async fn through_pgbouncer_across_a_restart(mode: Stop) {
+    let setup = setup(&format!("pgb_{mode:?}")).await;
+    let bouncer = PgBouncer::start(&setup.server);
+    let pg = PgBackend::connect(
+        bouncer.url(),
+        PgOptions::default()
+            .schema(&setup.schema)
+            .pooler(true)
+            .listen_url(setup.server.url()),
+    )
+    .await
+    .expect("connects through PgBouncer");
+    let running = warmed_up(&setup, &pg, &format!("pgb_{mode:?}")).await;
+    setup.restart(mode).await;
+    let back = std::time::Instant::now();
+    let inbox = Inbox::new(pg.clone());
+    let accepts = (0..64).map(|i| {
+        let (inbox, id) = (inbox.clone(), format!("evt_pgb_{mode:?}_after_{i}"));
+        async move { accept_until_stored(&inbox, &id, Duration::from_millis(100)).await }
+    });
+    let refused: usize = futures_util::future::join_all(accepts)
+        .await
+        .into_iter()
+        .sum();
+    eprintln!(
+        "through PgBouncer, {mode:?}: {refused} accepts answered Unavailable; all 64 stored {:?} \
+         after the server was back",
+        back.elapsed()
+    );
+    resumed(&setup, &pg, running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_a_fast_restart_answers_unavailable_until_it_logs_in_again() {
+    through_pgbouncer_across_a_restart(Stop::Fast).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_an_immediate_restart_answers_unavailable_until_it_logs_in_again() {
+    through_pgbouncer_across_a_restart(Stop::Immediate).await;
 }
