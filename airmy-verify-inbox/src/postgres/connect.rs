@@ -188,7 +188,10 @@ impl PgBackend {
     /// [`PgOptions::listen_url`], when given). [`PgOptions::max_connections`] and
     /// [`PgOptions::acquire_timeout`] are the pool's own here, not these options'. Size the
     /// pool for the inbox too: its listener holds one connection, and each running handler's
-    /// transaction one. At shutdown, drop the backend (every clone, and the
+    /// transaction one. Keep sqlx's default `test_before_acquire(true)`: a connection the
+    /// server closed while it sat idle in the pool (a restart, `idle_session_timeout`) is then
+    /// replaced before use instead of failing the statement given it. At shutdown, drop the
+    /// backend (every clone, and the
     /// [`Inbox`](crate::Inbox) holding it) before awaiting the pool's `close()`, which waits
     /// for the listener's connection.
     ///
