@@ -36,13 +36,7 @@ async fn setup(name: &str) -> Setup {
     let server = Arc::new(PostgresServer::start_private());
     let schema = unique_schema(name);
     let direct = sqlx::PgPool::connect(server.url()).await.expect("pool");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA app_{schema}; \
-         CREATE TABLE app_{schema}.effects (event_id text NOT NULL, attempt int NOT NULL);"
-    )))
-    .execute(&direct)
-    .await
-    .expect("effects table");
+    common::effects::create(&direct, &schema).await;
     Setup {
         server,
         schema,
@@ -75,16 +69,10 @@ impl Setup {
 
     /// Effect rows per event id, and the highest attempt that committed one.
     async fn effects(&self) -> (HashMap<String, i64>, i32) {
-        let rows: Vec<(String, i64, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT event_id, count(*), max(attempt) FROM app_{}.effects GROUP BY event_id",
-            self.schema
-        )))
-        .fetch_all(&self.direct)
-        .await
-        .expect("effects");
-        let highest = rows.iter().map(|(_, _, a)| *a).max().unwrap_or(0);
+        let rows = common::effects::count(&self.direct, &self.schema).await;
+        let highest = rows.values().map(|(_, a)| *a).max().unwrap_or(0);
         (
-            rows.into_iter().map(|(id, n, _)| (id, n)).collect(),
+            rows.into_iter().map(|(id, (n, _))| (id, n)).collect(),
             highest,
         )
     }
@@ -105,18 +93,12 @@ impl Setup {
 /// Handlers writing one row into the application's `effects` in the entry's transaction, then
 /// staying `inside` it; `in_tx` counts the handlers inside their transactions.
 fn effect_handlers(schema: &str, inside: Duration, in_tx: Arc<AtomicUsize>) -> Handlers<PgContext> {
-    let insert = Arc::<str>::from(format!(
-        "INSERT INTO app_{schema}.effects (event_id, attempt) VALUES ($1, $2)"
-    ));
+    let insert = common::effects::insert(schema);
     Handlers::default().fallback(move |e: Envelope<Event>, ctx: PgContext| {
         let (insert, in_tx) = (Arc::clone(&insert), Arc::clone(&in_tx));
         async move {
             let mut tx = ctx.transaction().await?;
-            sqlx::query(sqlx::AssertSqlSafe(insert))
-                .bind(&e.id)
-                .bind(i32::try_from(ctx.attempt).unwrap_or(i32::MAX))
-                .execute(&mut *tx)
-                .await?;
+            common::effects::write(&mut tx, insert, &e.id, ctx.attempt).await?;
             in_tx.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(inside).await;
             in_tx.fetch_sub(1, Ordering::SeqCst);
@@ -243,11 +225,7 @@ async fn restart_mid_load(mode: Stop) {
         refused += seen.refused;
     }
     // The worker was never touched: it resumes on its own.
-    common::worker::wait_until("every entry finished", async || {
-        let stats = inbox.admin().stats().await.expect("stats");
-        stats.pending + stats.scheduled + stats.processing == 0
-    })
-    .await;
+    common::worker::wait_until_finished(&inbox).await;
     shutdown.cancel();
     worker.await.expect("worker");
     let stats = inbox.admin().stats().await.expect("stats");

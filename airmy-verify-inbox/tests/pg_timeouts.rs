@@ -46,13 +46,7 @@ async fn setup(name: &str, settings: &[(&str, &str)]) -> Setup {
         .expect("the role");
     let url = server.url().replace("airmy@", "app@");
     let app = sqlx::PgPool::connect(&url).await.expect("as app");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE SCHEMA app_{schema}; \
-         CREATE TABLE app_{schema}.effects (event_id text NOT NULL, attempt int NOT NULL);"
-    )))
-    .execute(&app)
-    .await
-    .expect("effects table");
+    common::effects::create(&app, &schema).await;
     app.close().await;
     Setup {
         _server: server,
@@ -71,16 +65,7 @@ impl Setup {
 
     /// Effect rows per event id, as (count, attempt of the last).
     async fn effects(&self) -> HashMap<String, (i64, i32)> {
-        let rows: Vec<(String, i64, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT event_id, count(*), max(attempt) FROM app_{}.effects GROUP BY event_id",
-            self.schema
-        )))
-        .fetch_all(&self.direct)
-        .await
-        .expect("effects");
-        rows.into_iter()
-            .map(|(id, n, attempt)| (id, (n, attempt)))
-            .collect()
+        common::effects::count(&self.direct, &self.schema).await
     }
 }
 
@@ -89,19 +74,13 @@ impl Setup {
 /// idle inside the transaction past `idle_in_transaction_session_timeout` (`idle_`); on the
 /// first attempt only, or on every one (`always_` ids).
 fn handlers(schema: &str) -> Handlers<PgContext> {
-    let insert = Arc::<str>::from(format!(
-        "INSERT INTO app_{schema}.effects (event_id, attempt) VALUES ($1, $2)"
-    ));
+    let insert = common::effects::insert(schema);
     Handlers::default().fallback(move |e: Envelope<Event>, ctx: PgContext| {
         let insert = Arc::clone(&insert);
         async move {
             let misbehave = ctx.attempt == 1 || e.id.contains("always_");
             let mut tx = ctx.transaction().await?;
-            sqlx::query(sqlx::AssertSqlSafe(insert))
-                .bind(&e.id)
-                .bind(i32::try_from(ctx.attempt).unwrap_or(i32::MAX))
-                .execute(&mut *tx)
-                .await?;
+            common::effects::write(&mut tx, insert, &e.id, ctx.attempt).await?;
             if misbehave && e.id.contains("slow_") {
                 sqlx::query("SELECT pg_sleep(2)").execute(&mut *tx).await?;
             }
@@ -155,11 +134,7 @@ async fn handlers_past_the_roles_timeouts_fail_their_attempt_and_are_retried() {
             Accepted::Stored
         );
     }
-    common::worker::wait_until("every entry finished", async || {
-        let stats = inbox.admin().stats().await.expect("stats");
-        stats.pending + stats.scheduled + stats.processing == 0
-    })
-    .await;
+    common::worker::wait_until_finished(&inbox).await;
     shutdown.cancel();
     worker.await.expect("worker");
     let stats = inbox.admin().stats().await.expect("stats");

@@ -900,38 +900,55 @@ async fn exactly_one_effect_each(label: &str, url: &str, acknowledged: &HashSet<
     }
 }
 
+/// `kill -9` of `bin` on the PostgreSQL inbox `inbox` under load, once it handled 12
+/// deliveries (its handlers inside their transactions, `AIRMY_HANDLER_DELAY_MS`), then a second
+/// process on the same inbox: every acknowledged id has exactly one row in
+/// `airmy_receiver_effects`, counted on the server at `server_url`.
+async fn killed_mid_transaction_and_restarted(
+    bin: &str,
+    inbox: &str,
+    envs: &[(&str, &str)],
+    server_url: &str,
+) {
+    let first = start_on(bin, inbox, envs).await;
+    let prefix = format!(
+        "evt_pgk_{}",
+        OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
+    let (load, acknowledged) = load_lanes(std::slice::from_ref(&first.url), &prefix);
+    wait_for("some deliveries handled", Duration::from_secs(30), || {
+        first.lines().len() >= 12
+    })
+    .await;
+    first.signal("-9");
+    join_lanes(load).await;
+    let acknowledged = acknowledged.lock().expect("set").clone();
+    assert!(
+        acknowledged.len() > 12,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    let second = start_on(bin, inbox, envs).await;
+    exactly_one_effect_each(bin, server_url, &acknowledged).await;
+    assert_eq!(second.health().await, 200);
+}
+
+/// The receivers' settings for the PostgreSQL tests that stop them or the server mid-transaction:
+/// handlers 150 ms inside their transactions, four at once, leases of 2 s.
+const PG_TX_ENVS: [(&str, &str); 3] = [
+    ("AIRMY_HANDLER_DELAY_MS", "150"),
+    ("AIRMY_INBOX_WORKERS", "4"),
+    ("AIRMY_INBOX_LEASE_SECS", "2"),
+];
+
 /// `kill -9` of a receiver on a PostgreSQL inbox under load, while its handlers are inside
 /// their transactions, then a restart on the same database: every acknowledged id has exactly
 /// one row in `airmy_receiver_effects` (rows counted, not stdout lines).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_receivers_killed_mid_transaction_make_each_effect_exactly_once() {
     let server = test_support::PostgresServer::start_private();
-    let envs = [
-        ("AIRMY_HANDLER_DELAY_MS", "150"),
-        ("AIRMY_INBOX_WORKERS", "4"),
-        ("AIRMY_INBOX_LEASE_SECS", "2"),
-    ];
     for bin in [AXUM, ACTIX] {
-        let first = start_on(bin, server.url(), &envs).await;
-        let prefix = format!(
-            "evt_pgk_{}",
-            OffsetDateTime::now_utc().unix_timestamp_nanos()
-        );
-        let (load, acknowledged) = load_lanes(std::slice::from_ref(&first.url), &prefix);
-        wait_for("some deliveries handled", Duration::from_secs(30), || {
-            first.lines().len() >= 12
-        })
-        .await;
-        first.signal("-9");
-        join_lanes(load).await;
-        let acknowledged = acknowledged.lock().expect("set").clone();
-        assert!(
-            acknowledged.len() > 12,
-            "{} acknowledged",
-            acknowledged.len()
-        );
-        let _second = start_on(bin, server.url(), &envs).await;
-        exactly_one_effect_each(bin, server.url(), &acknowledged).await;
+        killed_mid_transaction_and_restarted(bin, server.url(), &PG_TX_ENVS, server.url()).await;
     }
 }
 
@@ -941,13 +958,8 @@ async fn postgres_receivers_killed_mid_transaction_make_each_effect_exactly_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_postgres_make_each_effect_once_when_one_is_killed() {
     let server = test_support::PostgresServer::start_private();
-    let envs = [
-        ("AIRMY_HANDLER_DELAY_MS", "150"),
-        ("AIRMY_INBOX_WORKERS", "4"),
-        ("AIRMY_INBOX_LEASE_SECS", "2"),
-    ];
-    let victim = start_on(AXUM, server.url(), &envs).await;
-    let survivor = start_on(ACTIX, server.url(), &envs).await;
+    let victim = start_on(AXUM, server.url(), &PG_TX_ENVS).await;
+    let survivor = start_on(ACTIX, server.url(), &PG_TX_ENVS).await;
     let urls = [victim.url.clone(), survivor.url.clone()];
     let prefix = format!(
         "evt_pgr_{}",
@@ -1020,13 +1032,8 @@ async fn postgres_stopped_mid_load_answers_503_and_keeps_effects_exactly_once() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_load_keeps_effects_exactly_once() {
     let server = Arc::new(test_support::PostgresServer::start_private());
-    let envs = [
-        ("AIRMY_HANDLER_DELAY_MS", "150"),
-        ("AIRMY_INBOX_WORKERS", "4"),
-        ("AIRMY_INBOX_LEASE_SECS", "2"),
-    ];
-    let axum = start_on(AXUM, server.url(), &envs).await;
-    let actix = start_on(ACTIX, server.url(), &envs).await;
+    let axum = start_on(AXUM, server.url(), &PG_TX_ENVS).await;
+    let actix = start_on(ACTIX, server.url(), &PG_TX_ENVS).await;
     let urls = [axum.url.clone(), actix.url.clone()];
     let client = client();
     let mut acknowledged = HashSet::new();
@@ -1095,33 +1102,8 @@ async fn receivers_through_pgbouncer_killed_mid_transaction_make_each_effect_exa
     let server = test_support::PostgresServer::start_private();
     let bouncer = test_support::PgBouncer::start(&server);
     let inbox = format!("{}?pooler=true", bouncer.url());
-    for (bin, listen) in [(AXUM, Some(server.url())), (ACTIX, None)] {
-        let mut envs = vec![
-            ("AIRMY_HANDLER_DELAY_MS", "150"),
-            ("AIRMY_INBOX_WORKERS", "4"),
-            ("AIRMY_INBOX_LEASE_SECS", "2"),
-        ];
-        envs.extend(listen.map(|url| ("AIRMY_INBOX_LISTEN_URL", url)));
-        let first = start_on(bin, &inbox, &envs).await;
-        let prefix = format!(
-            "evt_pgbk_{}",
-            OffsetDateTime::now_utc().unix_timestamp_nanos()
-        );
-        let (load, acknowledged) = load_lanes(std::slice::from_ref(&first.url), &prefix);
-        wait_for("some deliveries handled", Duration::from_secs(30), || {
-            first.lines().len() >= 12
-        })
-        .await;
-        first.signal("-9");
-        join_lanes(load).await;
-        let acknowledged = acknowledged.lock().expect("set").clone();
-        assert!(
-            acknowledged.len() > 12,
-            "{} acknowledged",
-            acknowledged.len()
-        );
-        let second = start_on(bin, &inbox, &envs).await;
-        exactly_one_effect_each(bin, server.url(), &acknowledged).await;
-        assert_eq!(second.health().await, 200);
-    }
+    let mut listening = PG_TX_ENVS.to_vec();
+    listening.push(("AIRMY_INBOX_LISTEN_URL", server.url()));
+    killed_mid_transaction_and_restarted(AXUM, &inbox, &listening, server.url()).await;
+    killed_mid_transaction_and_restarted(ACTIX, &inbox, &PG_TX_ENVS, server.url()).await;
 }

@@ -150,22 +150,7 @@ impl PostgresServer {
     /// On a server of `AIRMY_POSTGRES_URL`, or when it does not come back within 30 s.
     pub fn restart(&self, mode: Stop) {
         let own = self.own.as_ref().expect("a server of its own");
-        own.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &own.data().to_string_lossy(),
-                "-l",
-                &own.dir.join("server.log").to_string_lossy(),
-                "-m",
-                mode.as_arg(),
-                "-w",
-                "-t",
-                "30",
-                "restart",
-            ],
-        );
-        own.wait_listening();
+        own.pg_ctl_until_listening("restart", ["-m", mode.as_arg()]);
     }
 
     /// Starts the server (again) on its port, and waits until it accepts connections.
@@ -181,22 +166,7 @@ impl PostgresServer {
             own.port,
             own.dir.display()
         );
-        own.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &own.data().to_string_lossy(),
-                "-l",
-                &own.dir.join("server.log").to_string_lossy(),
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ],
-        );
-        own.wait_listening();
+        own.pg_ctl_until_listening("start", ["-o", &options]);
     }
 }
 
@@ -221,6 +191,27 @@ impl Stop {
 impl Own {
     fn data(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// `pg_ctl ACTION` with `option` (its log to `server.log`, waiting up to 30 s), then waits
+    /// until the server's port takes connections.
+    fn pg_ctl_until_listening(&self, action: &str, option: [&str; 2]) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().to_string_lossy(),
+                "-l",
+                &self.dir.join("server.log").to_string_lossy(),
+                option[0],
+                option[1],
+                "-w",
+                "-t",
+                "30",
+                action,
+            ],
+        );
+        self.wait_listening();
     }
 
     /// Waits until the server's port takes connections (30 s at most).

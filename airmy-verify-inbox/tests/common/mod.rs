@@ -1,4 +1,6 @@
 //! Shared by the backends' test files.
+#[cfg(feature = "postgres")]
+pub mod effects;
 pub mod worker;
 
 /// One `#[tokio::test]` per worker scenario of [`worker`], each on an inbox from the test
