@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use actix_web::dev::Service as _;
-use actix_web::{App, HttpServer, web};
-use airmy_verify_inbox::console::Console;
+use actix_web::{App, HttpMessage as _, HttpServer, web};
+use airmy_verify_inbox::console::{Console, Role};
 use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions};
 
 fn client() -> reqwest::Client {
@@ -51,11 +51,20 @@ async fn the_console_mounts_under_any_path_behind_the_applications_auth() {
             .service(
                 airmy_verify_actix::console::scope("/ops/console", console.clone()).wrap_fn(
                     |req, srv| {
-                        let allowed = req
+                        // The application's own auth: an operator, a viewer, or nobody.
+                        let role = match req
                             .headers()
                             .get("authorization")
-                            .is_some_and(|v| v == "Bearer operator");
-                        let call = allowed.then(|| srv.call(req));
+                            .and_then(|v| v.to_str().ok())
+                        {
+                            Some("Bearer operator") => Some(Role::Operator),
+                            Some("Bearer viewer") => Some(Role::ReadOnly),
+                            _ => None,
+                        };
+                        if let Some(role) = role {
+                            req.extensions_mut().insert(role);
+                        }
+                        let call = role.map(|_| srv.call(req));
                         async move {
                             match call {
                                 Some(call) => call.await,
@@ -129,7 +138,23 @@ async fn the_console_mounts_under_any_path_behind_the_applications_auth() {
         .expect("sent");
     let html = entry.text().await.expect("body");
     let start = html.find("name=\"csrf\" value=\"").expect("a form token") + 19;
-    let csrf = html[start..start + 64].to_owned();
+    let csrf = html[start..start + html[start..].find('"').expect("the token's end")].to_owned();
+    // A read-only operator (the role the application's auth put in the extensions): the page
+    // without its form, the action refused.
+    let viewer = |r: reqwest::RequestBuilder| r.header("authorization", "Bearer viewer");
+    let page = viewer(c.get(format!("{base}/ops/console/entry?id=evt_actix_dead")))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), 200);
+    assert!(!page.text().await.expect("body").contains("id=\"replay\""));
+    let refused = viewer(c.post(format!("{base}/ops/console/replay")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("id=evt_actix_dead&csrf={csrf}"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 403);
     let forged = auth(c.post(format!("{base}/ops/console/replay")))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("id=evt_actix_dead")

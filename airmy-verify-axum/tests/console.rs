@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use airmy_verify_inbox::console::Console;
+use airmy_verify_inbox::console::{Console, Role};
 use airmy_verify_inbox::{Inbox, SqliteBackend, SqliteOptions};
 use axum::Router;
 use axum::extract::{Request, State};
@@ -18,11 +18,19 @@ struct AppState {
     region: &'static str,
 }
 
-async fn operators_only(request: Request, next: Next) -> Result<Response, StatusCode> {
-    match request.headers().get("authorization") {
-        Some(value) if value == "Bearer operator" => Ok(next.run(request).await),
-        _ => Err(StatusCode::UNAUTHORIZED),
-    }
+/// The application's own auth: an operator, a viewer (read-only), or nobody.
+async fn operators_only(mut request: Request, next: Next) -> Result<Response, StatusCode> {
+    let role = match request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("Bearer operator") => Role::Operator,
+        Some("Bearer viewer") => Role::ReadOnly,
+        _ => return Err(StatusCode::UNAUTHORIZED),
+    };
+    request.extensions_mut().insert(role);
+    Ok(next.run(request).await)
 }
 
 fn client() -> reqwest::Client {
@@ -137,7 +145,23 @@ async fn the_console_nests_under_any_path_behind_the_applications_auth() {
         .expect("sent");
     let html = entry.text().await.expect("body");
     let start = html.find("name=\"csrf\" value=\"").expect("a form token") + 19;
-    let csrf = &html[start..start + 64];
+    let csrf = &html[start..start + html[start..].find('"').expect("the token's end")];
+    // A read-only operator (the role the application's auth put in the extensions): the page
+    // without its form, the action refused.
+    let viewer = |r: reqwest::RequestBuilder| r.header("authorization", "Bearer viewer");
+    let page = viewer(c.get(format!("{base}/ops/console/entry?id=evt_axum_dead")))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), 200);
+    assert!(!page.text().await.expect("body").contains("id=\"replay\""));
+    let refused = viewer(c.post(format!("{base}/ops/console/replay")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("id=evt_axum_dead&csrf={csrf}"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 403);
     let forged = auth(c.post(format!("{base}/ops/console/replay")))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("id=evt_axum_dead")

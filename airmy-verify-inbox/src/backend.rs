@@ -1,9 +1,10 @@
 //! The [`Backend`] trait every inbox store implements, and the types it speaks in.
 //!
-//! A backend keeps entries in four states: **pending** (due now or at a scheduled retry time),
-//! **processing** (leased to a worker until the lease runs out), **done** (kept for the
-//! retention, for deduplication and replay) and **dead** (past the retry policy, kept with the
-//! last error until replayed or purged). Every method is atomic; the conformance suite
+//! A backend keeps entries in five states: **pending** (due now or at a scheduled retry time),
+//! **paused** (held by a [pause](Admin::pause) of its event type or of everything: never taken
+//! until resumed), **processing** (leased to a worker until the lease runs out), **done** (kept
+//! for the retention, for deduplication and replay) and **dead** (past the retry policy, kept
+//! with the last error until replayed or purged). Every method is atomic; the conformance suite
 //! (feature `conformance`) checks any backend against the same rules.
 
 use std::fmt;
@@ -16,6 +17,7 @@ use airmy_verify::{Answer, Verified};
 use bytes::Bytes;
 use time::OffsetDateTime;
 
+pub(crate) use crate::audit::Action;
 pub(crate) use crate::error::InboxError;
 
 /// A boxed future returned by [`Backend`] methods.
@@ -86,11 +88,16 @@ pub struct Stats {
     pub dead: u64,
     /// Processed entries still kept.
     pub done: u64,
-    /// How long the oldest entry due now has been waiting, in whole seconds.
+    /// Entries held by a pause ([`Admin::pause`]): pending or scheduled entries of a paused
+    /// event type (or of any, while everything is paused), taken by no worker until resumed.
+    /// Counted here and not in [`pending`](Self::pending) or [`scheduled`](Self::scheduled).
+    pub paused: u64,
+    /// How long the oldest entry due now has been waiting, in whole seconds (paused entries
+    /// aside).
     pub oldest_pending_age_secs: Option<u64>,
 }
 
-/// The state of an entry as a listing sees it: [`Stats`]' five counts, one per state.
+/// The state of an entry as a listing sees it: [`Stats`]' six counts, one per state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryState {
@@ -98,6 +105,9 @@ pub enum EntryState {
     Pending,
     /// Waiting for a retry at a later time (listed by that time).
     Scheduled,
+    /// Held by a pause of its event type or of everything ([`Admin::pause`]): taken by no
+    /// worker, its attempts not counted, until resumed (listed by the time it is or was due).
+    Paused,
     /// Leased to a worker (listed by the lease's expiry).
     Processing,
     /// A dead letter (listed by when it died).
@@ -108,20 +118,22 @@ pub enum EntryState {
 
 impl EntryState {
     /// Every state, in the order an operator reads them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Pending,
         Self::Scheduled,
+        Self::Paused,
         Self::Processing,
         Self::Dead,
         Self::Done,
     ];
 
-    /// The state's name: `pending`, `scheduled`, `processing`, `dead` or `done`.
+    /// The state's name: `pending`, `scheduled`, `paused`, `processing`, `dead` or `done`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Scheduled => "scheduled",
+            Self::Paused => "paused",
             Self::Processing => "processing",
             Self::Dead => "dead",
             Self::Done => "done",
@@ -134,6 +146,7 @@ impl EntryState {
         match self {
             Self::Pending => stats.pending,
             Self::Scheduled => stats.scheduled,
+            Self::Paused => stats.paused,
             Self::Processing => stats.processing,
             Self::Dead => stats.dead,
             Self::Done => stats.done,
@@ -155,7 +168,7 @@ impl std::str::FromStr for EntryState {
             .into_iter()
             .find(|state| state.as_str() == s)
             .ok_or_else(|| {
-                "a state is one of pending, scheduled, processing, dead, done".to_owned()
+                "a state is one of pending, scheduled, paused, processing, dead, done".to_owned()
             })
     }
 }
@@ -280,7 +293,8 @@ pub struct EntrySummary {
     /// When the inbox accepted the delivery.
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
-    /// Pending or scheduled: when it is (or was) due; processing: when its lease runs out.
+    /// Pending, scheduled or paused: when it is (or was) due; processing: when its lease runs
+    /// out.
     #[serde(with = "time::serde::rfc3339::option")]
     pub next_attempt_at: Option<OffsetDateTime>,
     /// Dead: when it died; done: when it was processed (on PostgreSQL, for a handler that
@@ -374,6 +388,94 @@ pub(crate) fn parse_keyset_cursor(query: &ListQuery) -> Result<(i64, i64), Inbox
         .ok_or_else(|| InboxError::invalid("not a cursor of this inbox"))
 }
 
+/// What a pause holds back ([`Admin::pause`]): the entries of one event type, or every entry.
+///
+/// ```
+/// use airmy_verify_inbox::PauseScope;
+///
+/// let billing = PauseScope::event_type("run.completed");
+/// assert!(billing.covers("run.completed") && !billing.covers("run.failed"));
+/// assert!(PauseScope::All.covers("run.failed"));
+/// assert_eq!(billing.key(), "type:run.completed");
+/// assert_eq!(PauseScope::from_key("*"), Some(PauseScope::All));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PauseScope {
+    /// Every entry, whatever its event type.
+    All,
+    /// The entries of this event type (as sent, compared exactly).
+    EventType(String),
+}
+
+impl PauseScope {
+    /// The entries of `event_type`.
+    #[must_use]
+    pub fn event_type(event_type: impl Into<String>) -> Self {
+        Self::EventType(event_type.into())
+    }
+
+    /// Whether this scope holds an entry of `event_type`.
+    #[must_use]
+    pub fn covers(&self, event_type: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::EventType(t) => t == event_type,
+        }
+    }
+
+    /// How a backend stores the scope: `*` for [`All`](Self::All), `type:` and the event type
+    /// for one type (so no event type, `*` included, can read as everything). The SQL and the
+    /// Lua of the backends build the same keys to check an entry (`'type:' || event_type`).
+    #[must_use]
+    pub fn key(&self) -> String {
+        match self {
+            Self::All => "*".to_owned(),
+            Self::EventType(t) => format!("type:{t}"),
+        }
+    }
+
+    /// The scope stored as `key` ([`key`](Self::key)); `None` for a key it never writes.
+    #[must_use]
+    pub fn from_key(key: &str) -> Option<Self> {
+        match key {
+            "*" => Some(Self::All),
+            other => other.strip_prefix("type:").map(Self::event_type),
+        }
+    }
+}
+
+impl fmt::Display for PauseScope {
+    /// `every event type`, or `event type <T>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("every event type"),
+            Self::EventType(t) => write!(f, "event type {t}"),
+        }
+    }
+}
+
+/// A pause in force ([`Admin::paused`]): what it holds back and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pause {
+    /// What it holds back.
+    pub scope: PauseScope,
+    /// When it was made (the first [`Admin::pause`] of this scope since it was last resumed).
+    pub since: OffsetDateTime,
+}
+
+impl Pause {
+    /// A pause of `scope` made at `since` (for a backend of your own).
+    #[must_use]
+    pub fn new(scope: PauseScope, since: OffsetDateTime) -> Self {
+        Self { scope, since }
+    }
+}
+
+/// The most actions a backend keeps for [`Admin::recent_actions`]: recording one more forgets
+/// the oldest.
+pub const RECENT_ACTIONS: usize = 100;
+
 /// Stores deliveries: the one method the webhook route needs. Implementations make
 /// [`accept`](Self::accept) atomic and durable before it returns.
 pub trait Store: Send + Sync + 'static {
@@ -426,8 +528,9 @@ pub trait Queue: Send + Sync + 'static {
     fn wait(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
-/// What an operator reads and does: counts, listings, one entry, replay and purge. The web
-/// console and `airmy-webhook inbox` speak only this trait. Reads never change an entry.
+/// What an operator reads and does: counts, listings, one entry, replay and purge, pause and
+/// resume, and the record of recent actions. The web console and `airmy-webhook inbox` speak
+/// only this trait. Reads never change an entry.
 pub trait Admin: Send + Sync + 'static {
     /// Counts of entries by state.
     fn stats(&self) -> BackendFuture<'_, Stats>;
@@ -444,7 +547,8 @@ pub trait Admin: Send + Sync + 'static {
     fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>>;
 
     /// Makes a dead or done entry pending again, due at once, its attempts reset (a new retry
-    /// budget); a pending entry whose retry is scheduled later becomes due at once.
+    /// budget); a pending entry whose retry is scheduled later becomes due at once. An entry
+    /// a pause covers becomes (or stays) paused instead, due at once when resumed.
     ///
     /// `Err` of kind [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when no entry has this id, [`ErrorKind::Busy`](crate::ErrorKind::Busy)
     /// when it is being processed ([`replay_check`] says which from an [`Entry`], without
@@ -459,6 +563,38 @@ pub trait Admin: Send + Sync + 'static {
     /// how many. See [`purge_refusal`](crate::purge_refusal) for the window an operator's
     /// purge should keep.
     fn purge_done(&self, before: OffsetDateTime) -> BackendFuture<'_, u64>;
+
+    /// Pauses the handling of `scope`'s entries, for every worker of every replica, until
+    /// [`resume`](Self::resume); the pause is kept in the backend (it survives restarts).
+    /// Accepts go on. Its pending and scheduled entries, and those it accepts, retries,
+    /// releases or replays from now on, become [`EntryState::Paused`]: no worker takes them,
+    /// no attempt is counted, none becomes a dead letter. Entries being processed finish
+    /// their attempt; one whose lease runs out (its worker died) is held rather than taken
+    /// over. An entry is held while any pause covers it (its type's, or everything's).
+    ///
+    /// Pausing a scope already paused changes nothing (its [`Pause::since`] stays). The
+    /// number of entries this call held. It costs one pass over the pending entries (on
+    /// Redis, in steps of a thousand, so a large backlog never blocks Redis for long);
+    /// [`take`](Queue::take) never reads paused entries, so a paused backlog costs the
+    /// workers nothing.
+    fn pause<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64>;
+
+    /// Ends the pause of `scope`: the entries it held, unless another pause still covers them
+    /// (a paused type, while everything is resumed), are pending again, due when they were
+    /// (a scheduled retry keeps its time), their attempts as they were. The number of entries
+    /// released; 0 when `scope` was not paused.
+    fn resume<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64>;
+
+    /// The pauses in force, oldest first.
+    fn paused(&self) -> BackendFuture<'_, Vec<Pause>>;
+
+    /// Keeps an operator's action for [`recent_actions`](Self::recent_actions), forgetting the
+    /// oldest past [`RECENT_ACTIONS`]. [`audit::record`](crate::audit::record) logs, counts and
+    /// keeps one.
+    fn record_action<'a>(&'a self, action: &'a Action) -> BackendFuture<'a, ()>;
+
+    /// The last `limit` actions kept (at most [`RECENT_ACTIONS`]), newest first.
+    fn recent_actions(&self, limit: usize) -> BackendFuture<'_, Vec<Action>>;
 }
 
 /// Every role at once: what [`Inbox`](crate::Inbox) holds. Implemented for any type that
@@ -469,7 +605,7 @@ pub trait Backend: Store + Queue + Admin {}
 impl<T: Store + Queue + Admin> Backend for T {}
 
 /// What [`Admin::replay`] would answer for `entry` (the result of [`Admin::entry`]), without
-/// replaying: `Ok` for a dead, done, pending or scheduled entry, [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for
+/// replaying: `Ok` for a dead, done, pending, scheduled or paused entry, [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for
 /// none, [`ErrorKind::Busy`](crate::ErrorKind::Busy) for one being processed. The one rule behind
 /// `airmy-webhook inbox replay --dry-run`.
 ///

@@ -5,17 +5,46 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
+use airmy_verify::observe::metrics::{self, AcceptStage};
 use tokio::sync::{Semaphore, mpsc};
+
+/// A job and when it was handed to its batcher.
+pub(crate) struct Queued<J> {
+    job: J,
+    at: Instant,
+}
+
+impl<J> Queued<J> {
+    /// `job`, handed over now.
+    pub(crate) fn new(job: J) -> Self {
+        Self {
+            job,
+            at: Instant::now(),
+        }
+    }
+}
+
+/// What a batcher's jobs are, for the accept metrics: accepts of `backend` (their stages
+/// recorded in `airmy_webhook_inbox_accept_seconds`), or another write (not recorded).
+#[derive(Clone, Copy)]
+pub(crate) enum Measured {
+    Accepts(&'static str),
+    Other,
+}
 
 /// The most jobs in one batch, and the most bytes of them as `size` counts.
 const MOST: usize = 256;
 const BYTES: usize = 8 << 20;
 
 /// Runs batches of the jobs from `queue` through `run` (at most 256 jobs or 8 MiB, with
-/// `in_flight` batches running at once), until every sender is dropped.
+/// `in_flight` batches running at once), until every sender is dropped. For accepts, each
+/// job's wait for its batch (`queue`) and its batch's time (`batch`) are recorded, and each
+/// batch's size.
 pub(crate) async fn batches<J, F, Fut>(
-    mut queue: mpsc::UnboundedReceiver<J>,
+    mut queue: mpsc::UnboundedReceiver<Queued<J>>,
+    measured: Measured,
     size: fn(&J) -> usize,
     in_flight: usize,
     run: F,
@@ -25,7 +54,7 @@ pub(crate) async fn batches<J, F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let in_flight = Arc::new(Semaphore::new(in_flight));
-    let mut held: Option<J> = None;
+    let mut held: Option<Queued<J>> = None;
     loop {
         let first = match held.take() {
             Some(job) => job,
@@ -37,25 +66,42 @@ pub(crate) async fn batches<J, F, Fut>(
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             return;
         };
-        let mut bytes = size(&first);
-        let mut batch = vec![first];
+        let started = Instant::now();
+        let record = |queued: &Queued<J>| {
+            if let Measured::Accepts(backend) = measured {
+                let waited = started.saturating_duration_since(queued.at);
+                metrics::inbox_accept_stage(backend, AcceptStage::Queue, waited.as_secs_f64());
+            }
+        };
+        record(&first);
+        let mut bytes = size(&first.job);
+        let mut batch = vec![first.job];
         while batch.len() < MOST {
             match queue.try_recv() {
-                Ok(job) if bytes + size(&job) > BYTES => {
-                    held = Some(job);
+                Ok(queued) if bytes + size(&queued.job) > BYTES => {
+                    held = Some(queued);
                     break;
                 }
-                Ok(job) => {
-                    bytes += size(&job);
-                    batch.push(job);
+                Ok(queued) => {
+                    record(&queued);
+                    bytes += size(&queued.job);
+                    batch.push(queued.job);
                 }
                 Err(_) => break,
             }
         }
+        let count = batch.len();
         let done = run(batch);
         tokio::spawn(async move {
             done.await;
             drop(permit);
+            if let Measured::Accepts(backend) = measured {
+                let took = started.elapsed().as_secs_f64();
+                metrics::inbox_accept_batch(backend, count);
+                for _ in 0..count {
+                    metrics::inbox_accept_stage(backend, AcceptStage::Batch, took);
+                }
+            }
         });
     }
 }

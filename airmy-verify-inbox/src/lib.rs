@@ -20,6 +20,9 @@
 //!   holds, and 503 `{"error":"inbox_unavailable"}` when it cannot store (never a 2xx for a
 //!   delivery that is not stored).
 //! - [`Worker`] and [`RetryPolicy`]: concurrency, leases, timeouts, graceful shutdown.
+//! - [`Admin::pause`] / [`Admin::resume`]: hold the handling of one event type (or of
+//!   everything) on every replica while accepts go on; [`audit`]: every operator's action
+//!   logged, counted and kept.
 //! - [`Handlers`]: handlers by event type, typed, with a fallback; they also run synchronously.
 //! - [`InboxUrl`]: an inbox written as one string (`sqlite:PATH`, `redis://…?prefix=…`,
 //!   `postgres://…?schema=…`), as the example receivers' `AIRMY_INBOX` and
@@ -70,6 +73,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod backend;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod batch;
@@ -111,7 +115,8 @@ use airmy_verify::{Answer, Verified, Verifier};
 
 pub use backend::{
     Accepted, Admin, Backend, BackendFuture, Entry, EntryState, EntrySummary, LIST_SCAN, Leased,
-    ListQuery, MAX_PAGE, Order, Page, Queue, Stats, Store, replay_check,
+    ListQuery, MAX_PAGE, Order, Page, Pause, PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
+    replay_check,
 };
 pub use error::{ErrorKind, InboxError, OpenError, OpenErrorKind};
 pub use handlers::{Context, Dispatched, HandlerError, Handlers};

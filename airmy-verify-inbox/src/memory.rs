@@ -14,7 +14,7 @@
 //! let inbox = Inbox::new(MemoryBackend::new(MemoryOptions::default()));
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -27,8 +27,9 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use crate::backend::{
-    Accepted, Admin, BackendFuture, Entry, EntryState, EntrySummary, InboxError, LIST_SCAN, Leased,
-    ListQuery, Order, Page, Queue, Stats, Store, keyset_cursor, parse_keyset_cursor,
+    Accepted, Action, Admin, BackendFuture, Entry, EntryState, EntrySummary, InboxError, LIST_SCAN,
+    Leased, ListQuery, Order, Page, Pause, PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
+    keyset_cursor, parse_keyset_cursor,
 };
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
 
@@ -91,12 +92,26 @@ struct Shared {
 struct Entries {
     by_id: HashMap<String, Row>,
     next_seq: i64,
+    /// The pauses in force, by [`PauseScope::key`], with when each was made.
+    pauses: BTreeMap<String, (PauseScope, i64)>,
+    /// The recent actions, newest first.
+    actions: VecDeque<Action>,
+}
+
+impl Entries {
+    /// Whether a pause holds entries of `event_type`.
+    fn held(&self, event_type: &str) -> bool {
+        self.pauses
+            .values()
+            .any(|(scope, _)| scope.covers(event_type))
+    }
 }
 
 /// Where an entry is: as the other backends store it (scheduled is pending, due later).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stored {
     Pending,
+    Paused,
     Processing,
     Dead,
     Done,
@@ -122,6 +137,7 @@ impl Row {
         match self.stored {
             Stored::Pending if self.due_at > now => EntryState::Scheduled,
             Stored::Pending => EntryState::Pending,
+            Stored::Paused => EntryState::Paused,
             Stored::Processing => EntryState::Processing,
             Stored::Dead => EntryState::Dead,
             Stored::Done => EntryState::Done,
@@ -131,7 +147,7 @@ impl Row {
     /// The time it is listed by in its state.
     fn key(&self) -> i64 {
         match self.stored {
-            Stored::Pending => self.due_at,
+            Stored::Pending | Stored::Paused => self.due_at,
             Stored::Processing => self.lease_until,
             Stored::Dead | Stored::Done => self.finished_at.unwrap_or(0),
         }
@@ -146,7 +162,9 @@ impl Row {
             attempts: self.attempts,
             received_at: from_unix_ms(self.received_at),
             next_attempt_at: match state {
-                EntryState::Pending | EntryState::Scheduled => Some(from_unix_ms(self.due_at)),
+                EntryState::Pending | EntryState::Scheduled | EntryState::Paused => {
+                    Some(from_unix_ms(self.due_at))
+                }
                 EntryState::Processing => Some(from_unix_ms(self.lease_until)),
                 EntryState::Dead | EntryState::Done => None,
             },
@@ -161,13 +179,20 @@ impl Row {
     }
 
     fn unfinished(&self) -> bool {
-        matches!(self.stored, Stored::Pending | Stored::Processing)
+        matches!(
+            self.stored,
+            Stored::Pending | Stored::Paused | Stored::Processing
+        )
     }
 
-    /// Made pending again, due at `now`.
-    fn due(&mut self, now: i64) {
-        self.stored = Stored::Pending;
-        self.due_at = now;
+    /// Made pending again (paused when `held`), due at `at`.
+    fn due(&mut self, at: i64, held: bool) {
+        self.stored = if held {
+            Stored::Paused
+        } else {
+            Stored::Pending
+        };
+        self.due_at = at;
         self.lease_token = None;
     }
 }
@@ -215,17 +240,22 @@ impl MemoryBackend {
         Box::pin(std::future::ready(answer))
     }
 
-    /// Changes the entry `id` if `token` holds it; `false` when it does not.
+    /// Changes the entry `id` if `token` holds it (told whether a pause covers it); `false`
+    /// when it does not.
     fn leased(
         &self,
         id: &str,
         token: &str,
-        change: impl FnOnce(&mut Row, i64),
+        change: impl FnOnce(&mut Row, i64, bool),
     ) -> BackendFuture<'_, bool> {
         self.with(|entries, now| {
+            let held = entries
+                .by_id
+                .get(id)
+                .is_some_and(|row| entries.held(&row.event_type));
             Ok(match entries.by_id.get_mut(id) {
                 Some(row) if row.held_by(token) => {
-                    change(row, now);
+                    change(row, now, held);
                     true
                 }
                 _ => false,
@@ -248,12 +278,17 @@ impl Store for MemoryBackend {
                 )));
             }
             entries.next_seq += 1;
+            let held = entries.held(delivery.event_type());
             let row = Row {
                 seq: entries.next_seq,
                 event_type: delivery.event_type().to_owned(),
                 body: delivery.bytes().clone(),
                 received_at: now,
-                stored: Stored::Pending,
+                stored: if held {
+                    Stored::Paused
+                } else {
+                    Stored::Pending
+                },
                 attempts: 0,
                 due_at: now,
                 lease_until: 0,
@@ -290,7 +325,18 @@ impl Queue for MemoryBackend {
                 })
                 .collect();
             due.sort_unstable();
-            let ids: Vec<String> = due.into_iter().take(max).map(|d| d.3.clone()).collect();
+            // An entry a pause covers (a lease that ran out, its worker dead) is held, not
+            // taken, and not counted against `max`.
+            let (held, ids): (Vec<String>, Vec<String>) = due
+                .into_iter()
+                .map(|d| d.3.clone())
+                .partition(|id| entries.held(&entries.by_id[id].event_type));
+            let ids: Vec<String> = ids.into_iter().take(max).collect();
+            for id in held {
+                if let Some(row) = entries.by_id.get_mut(&id) {
+                    row.due(now, true);
+                }
+            }
             let token = airmy_verify::token::random_hex(12);
             let until = now.saturating_add(duration_ms(lease));
             let mut leased = Vec::with_capacity(ids.len());
@@ -323,7 +369,7 @@ impl Queue for MemoryBackend {
                 .filter_map(|row| match row.stored {
                     Stored::Pending => Some(row.due_at),
                     Stored::Processing => Some(row.lease_until),
-                    Stored::Dead | Stored::Done => None,
+                    Stored::Paused | Stored::Dead | Stored::Done => None,
                 })
                 .min()
                 .map(from_unix_ms))
@@ -336,13 +382,13 @@ impl Queue for MemoryBackend {
         token: &'a str,
         lease: Duration,
     ) -> BackendFuture<'a, bool> {
-        self.leased(id, token, |row, now| {
+        self.leased(id, token, |row, now, _| {
             row.lease_until = now.saturating_add(duration_ms(lease));
         })
     }
 
     fn complete<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
-        self.leased(id, token, |row, now| {
+        self.leased(id, token, |row, now, _| {
             row.stored = Stored::Done;
             row.finished_at = Some(now);
             row.lease_token = None;
@@ -357,14 +403,14 @@ impl Queue for MemoryBackend {
         error: &'a str,
         at: OffsetDateTime,
     ) -> BackendFuture<'a, bool> {
-        self.leased(id, token, |row, _| {
-            row.due(unix_ms(at));
+        self.leased(id, token, |row, _, held| {
+            row.due(unix_ms(at), held);
             row.last_error = Some(error.to_owned());
         })
     }
 
     fn bury<'a>(&'a self, id: &'a str, token: &'a str, error: &'a str) -> BackendFuture<'a, bool> {
-        self.leased(id, token, |row, now| {
+        self.leased(id, token, |row, now, _| {
             row.stored = Stored::Dead;
             row.finished_at = Some(now);
             row.lease_token = None;
@@ -373,8 +419,8 @@ impl Queue for MemoryBackend {
     }
 
     fn release<'a>(&'a self, id: &'a str, token: &'a str) -> BackendFuture<'a, bool> {
-        let released = self.leased(id, token, |row, now| {
-            row.due(now);
+        let released = self.leased(id, token, |row, now, held| {
+            row.due(now, held);
             row.attempts = row.attempts.saturating_sub(1);
         });
         Box::pin(async move {
@@ -405,6 +451,7 @@ impl Admin for MemoryBackend {
                         oldest = Some(oldest.map_or(row.due_at, |o| o.min(row.due_at)));
                     }
                     EntryState::Scheduled => stats.scheduled += 1,
+                    EntryState::Paused => stats.paused += 1,
                     EntryState::Processing => stats.processing += 1,
                     EntryState::Dead => stats.dead += 1,
                     EntryState::Done => stats.done += 1,
@@ -468,23 +515,12 @@ impl Admin for MemoryBackend {
     }
 
     fn replay<'a>(&'a self, id: &'a str) -> BackendFuture<'a, ()> {
-        let replayed = self.with(|entries, now| match entries.by_id.get_mut(id) {
-            None => Err(InboxError::not_found(id)),
-            Some(row) => match row.stored {
-                Stored::Processing => Err(InboxError::busy(id)),
-                Stored::Pending => {
-                    // A retry scheduled later becomes due now.
-                    row.due_at = row.due_at.min(now);
-                    Ok(())
-                }
-                Stored::Dead | Stored::Done => {
-                    row.due(now);
-                    row.attempts = 0;
-                    row.last_error = None;
-                    row.finished_at = None;
-                    Ok(())
-                }
-            },
+        let replayed = self.with(|entries, now| {
+            let held = entries
+                .by_id
+                .get(id)
+                .is_some_and(|row| entries.held(&row.event_type));
+            replay_row(entries.by_id.get_mut(id), id, now, held)
         });
         Box::pin(async move {
             replayed.await?;
@@ -506,8 +542,12 @@ impl Admin for MemoryBackend {
                 .collect();
             dead.sort_unstable();
             for (_, _, id) in &dead {
+                let held = entries
+                    .by_id
+                    .get(id)
+                    .is_some_and(|row| entries.held(&row.event_type));
                 if let Some(row) = entries.by_id.get_mut(id) {
-                    row.due(now);
+                    row.due(now, held);
                     row.attempts = 0;
                     row.last_error = None;
                     row.finished_at = None;
@@ -533,5 +573,93 @@ impl Admin for MemoryBackend {
             });
             Ok((count - entries.by_id.len()) as u64)
         })
+    }
+
+    fn pause<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        self.with(|entries, now| {
+            entries
+                .pauses
+                .entry(scope.key())
+                .or_insert_with(|| (scope.clone(), now));
+            let mut held = 0;
+            for row in entries.by_id.values_mut() {
+                if row.stored == Stored::Pending && scope.covers(&row.event_type) {
+                    row.stored = Stored::Paused;
+                    held += 1;
+                }
+            }
+            Ok(held)
+        })
+    }
+
+    fn resume<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        let resumed = self.with(|entries, _| {
+            if entries.pauses.remove(&scope.key()).is_none() {
+                return Ok(0);
+            }
+            let pauses: Vec<PauseScope> = entries.pauses.values().map(|p| p.0.clone()).collect();
+            let mut released = 0;
+            for row in entries.by_id.values_mut() {
+                if row.stored == Stored::Paused && !pauses.iter().any(|p| p.covers(&row.event_type))
+                {
+                    row.stored = Stored::Pending;
+                    released += 1;
+                }
+            }
+            Ok(released)
+        });
+        Box::pin(async move {
+            let released = resumed.await?;
+            if released > 0 {
+                self.shared.notify.notify_one();
+            }
+            Ok(released)
+        })
+    }
+
+    fn paused(&self) -> BackendFuture<'_, Vec<Pause>> {
+        self.with(|entries, _| {
+            let mut pauses: Vec<Pause> = entries
+                .pauses
+                .values()
+                .map(|(scope, since)| Pause::new(scope.clone(), from_unix_ms(*since)))
+                .collect();
+            pauses.sort_by(|a, b| (a.since, &a.scope).cmp(&(b.since, &b.scope)));
+            Ok(pauses)
+        })
+    }
+
+    fn record_action<'a>(&'a self, action: &'a Action) -> BackendFuture<'a, ()> {
+        self.with(|entries, _| {
+            entries.actions.push_front(action.clone());
+            entries.actions.truncate(RECENT_ACTIONS);
+            Ok(())
+        })
+    }
+
+    fn recent_actions(&self, limit: usize) -> BackendFuture<'_, Vec<Action>> {
+        self.with(|entries, _| Ok(entries.actions.iter().take(limit).cloned().collect()))
+    }
+}
+
+/// [`Admin::replay`] of `row` at `now` (`held`: a pause covers it).
+fn replay_row(row: Option<&mut Row>, id: &str, now: i64, held: bool) -> Result<(), InboxError> {
+    let Some(row) = row else {
+        return Err(InboxError::not_found(id));
+    };
+    match row.stored {
+        Stored::Processing => Err(InboxError::busy(id)),
+        Stored::Pending | Stored::Paused => {
+            // A retry scheduled later becomes due now (a paused entry stays paused).
+            row.due_at = row.due_at.min(now);
+            Ok(())
+        }
+        Stored::Dead | Stored::Done => {
+            row.due(now, held);
+            row.attempts = 0;
+            row.last_error = None;
+            row.finished_at = None;
+            Ok(())
+        }
     }
 }

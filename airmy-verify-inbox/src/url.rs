@@ -21,8 +21,10 @@ use crate::{Inbox, OpenError, OpenErrorKind};
 /// PostgreSQL ([`PgOptions::schema`](crate::PgOptions::schema)), and `?pooler=true` when the
 /// URL goes through a transaction pooler such as PgBouncer in transaction mode
 /// ([`PgOptions::pooler`](crate::PgOptions::pooler)); `?prefix=PREFIX` on Redis
-/// ([`RedisOptions::prefix`](crate::RedisOptions::prefix)), and `?cluster=true` when the URL is
-/// a node of a Redis Cluster ([`RedisOptions::cluster`](crate::RedisOptions::cluster)). They
+/// ([`RedisOptions::prefix`](crate::RedisOptions::prefix)), and `?cluster=true` when the URL
+/// names a Redis Cluster ([`RedisOptions::cluster`](crate::RedisOptions::cluster)): any node, or
+/// several seeds separated by commas, `redis://[:password@]node-a:6379,node-b:6379?cluster=true`
+/// (several hosts without `cluster=true` fail to open as invalid). They
 /// are taken off the URL before
 /// the URL reaches the driver. Any other parameter must be one the driver reads (sqlx's
 /// `sslmode`, `application_name`, …; the Redis client's `protocol`): an unknown one is refused,
@@ -217,12 +219,12 @@ fn take_parameters<const N: usize>(
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
         {
             return Err(invalid(format!(
-                "unknown parameter {key:?} (neither the inbox's {named} nor one the driver reads)"
+                "unknown parameter {key:?} (neither {named} nor one the driver reads)"
             )));
         } else {
             // Not a name: perhaps a piece of a password with a `?` in it; not repeated.
             return Err(invalid(format!(
-                "a query parameter is not a name (neither the inbox's {named} nor one the driver \
+                "a query parameter is not a name (neither {named} nor one the driver \
                  reads)"
             )));
         }

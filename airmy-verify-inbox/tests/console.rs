@@ -86,14 +86,7 @@ async fn get(console: &Console, base: &str, path_and_query: &str) -> ConsoleResp
         .split_once('?')
         .unwrap_or((path_and_query, ""));
     console
-        .handle(ConsoleRequest {
-            method: "GET",
-            base,
-            path,
-            query,
-            fetch_site: None,
-            body: b"",
-        })
+        .handle(ConsoleRequest::new("GET", path).base(base).query(query))
         .await
 }
 
@@ -104,14 +97,11 @@ async fn post(
     fetch_site: Option<&str>,
 ) -> ConsoleResponse {
     console
-        .handle(ConsoleRequest {
-            method: "POST",
-            base: "",
-            path,
-            query: "",
-            fetch_site,
-            body: form.as_bytes(),
-        })
+        .handle(
+            ConsoleRequest::new("POST", path)
+                .body(form.as_bytes())
+                .fetch_site(fetch_site),
+        )
         .await
 }
 
@@ -131,7 +121,8 @@ fn header<'r>(response: &'r ConsoleResponse, name: &str) -> Option<&'r str> {
 async fn token(console: &Console) -> String {
     let page = text(&get(console, "", "/").await);
     let start = page.find("name=\"csrf\" value=\"").expect("a token field") + 19;
-    page[start..start + 64].to_owned()
+    let len = page[start..].find('"').expect("the value's end");
+    page[start..start + len].to_owned()
 }
 
 fn enc(s: &str) -> String {
@@ -390,11 +381,221 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async {
             let f = fixture("prop").await;
-            let response = f.console.handle(ConsoleRequest {
-                method, base: "", path: &path, query: &query, fetch_site: None, body: &body,
-            }).await;
+            let response = f.console.handle(
+                ConsoleRequest::new(method, &path).query(&query).body(&body),
+            ).await;
             prop_assert!(response.status < 500, "{} {path}?{query}: {}", method, response.status);
             Ok(())
         })?;
     }
+}
+
+/// Two consoles (two replicas) on one inbox with the same `Console::secret`: a form one
+/// rendered is accepted by the other. Without the secret, or with another, it is refused.
+#[tokio::test]
+async fn a_form_rendered_by_one_replica_is_accepted_by_another_with_the_same_secret() {
+    use airmy_verify_inbox::console::Token;
+    let f = fixture("replicas").await;
+    let secret = || Token::new("the-fleets-console-secret-0123").expect("long enough");
+    let first = Console::new(f.inbox.clone()).secret(secret());
+    let second = Console::new(f.inbox.clone()).secret(secret());
+    let stranger = Console::new(f.inbox.clone())
+        .secret(Token::new("another-fleets-console-secret").expect("long enough"));
+    let alone = Console::new(f.inbox.clone());
+    let id = enc(HOSTILE_ID);
+    let csrf = token(&first).await;
+    for other in [&stranger, &alone] {
+        let refused = post(other, "/replay", &format!("id={id}&csrf={csrf}"), None).await;
+        assert_eq!(refused.status, 403, "{}", text(&refused));
+        assert!(
+            text(&refused).contains("Console::secret"),
+            "{}",
+            text(&refused)
+        );
+    }
+    let replayed = post(&second, "/replay", &format!("id={id}&csrf={csrf}"), None).await;
+    assert_eq!(replayed.status, 303, "{}", text(&replayed));
+    assert_eq!(f.inbox.admin().stats().await.expect("stats").dead, 0);
+    // And back: the second's form on the first.
+    let csrf = token(&second).await;
+    let purged = post(
+        &first,
+        "/purge",
+        &format!("csrf={csrf}&before=2001-01-01T00:00:00Z"),
+        None,
+    )
+    .await;
+    assert_eq!(purged.status, 200, "{}", text(&purged));
+}
+
+/// A read-only operator (a role from the application's auth) sees every page, no form, and
+/// every action is refused with 403, the form token notwithstanding; nothing changes.
+#[tokio::test]
+async fn a_read_only_operator_sees_every_page_and_no_form_and_cannot_act() {
+    use airmy_verify_inbox::console::Role;
+    let f = fixture("read-only").await;
+    let read_only = |method: &'static str, path: &'static str| {
+        ConsoleRequest::new(method, path).role(Role::ReadOnly)
+    };
+    for (path, query) in [
+        ("/", ""),
+        ("/entries", "state=dead"),
+        ("/entries", "state=done"),
+        ("/replay-dead", ""),
+        ("/entry", "id=evt_done"),
+    ] {
+        let page = f.console.handle(read_only("GET", path).query(query)).await;
+        assert_eq!(page.status, 200, "{path}?{query}");
+        let html = text(&page);
+        assert!(!html.contains("method=\"post\""), "{path}: a form: {html}");
+        assert!(!html.contains("<button type=\"submit\">Purge"), "{path}");
+        assert!(!html.contains("id=\"replay\""), "{path}");
+        assert!(html.contains("id=\"role\""), "{path}: says read-only");
+    }
+    let hostile = format!("/entry?id={}", enc(HOSTILE_ID));
+    let page = text(&get(&f.console, "", &hostile).await);
+    assert!(
+        page.contains("id=\"replay\""),
+        "an operator's page has the form"
+    );
+    let csrf = token(&f.console).await;
+    let before = f.inbox.admin().stats().await.expect("stats");
+    for (path, form) in [
+        ("/replay", format!("id={}&csrf={csrf}", enc(HOSTILE_ID))),
+        ("/replay", format!("id=evt_done&csrf={csrf}")),
+        ("/replay-dead", format!("confirm=yes&csrf={csrf}")),
+        (
+            "/purge",
+            format!("before=2999-01-01T00:00:00Z&force=yes&csrf={csrf}"),
+        ),
+        ("/replay", String::new()),
+    ] {
+        let refused = f
+            .console
+            .handle(read_only("POST", path).body(form.as_bytes()))
+            .await;
+        assert_eq!(refused.status, 403, "{path} {form}");
+    }
+    let after = f.inbox.admin().stats().await.expect("stats");
+    assert_eq!(
+        (after.dead, after.done, after.pending),
+        (before.dead, before.done, before.pending)
+    );
+}
+
+/// An id, a type and an error holding a right-to-left override, zero-width characters and
+/// isolates are shown escaped in marked spans on every page, never served as they are; the
+/// replay form still sends the exact id back.
+#[tokio::test]
+async fn bidi_overrides_and_zero_width_characters_are_shown_escaped() {
+    const ID: &str = "evt_\u{202e}gpj.exe\u{200b}\u{feff}";
+    const TYPE: &str = "alert.\u{2066}triggered\u{2069}\u{202d}";
+    let f = fixture("bidi").await;
+    let b = f.inbox.backend();
+    b.accept(&airmy_verify_inbox::conformance::delivery(ID, TYPE))
+        .await
+        .expect("accept");
+    let leased = b.take(1, Duration::from_secs(60)).await.expect("take");
+    assert_eq!(leased[0].id, ID);
+    b.bury(ID, &leased[0].token, "upstream said \u{202e}005 \u{200f}")
+        .await
+        .expect("bury");
+    let entry = format!("/entry?id={}", enc(ID));
+    for path in [
+        "/entries?state=dead".to_owned(),
+        entry.clone(),
+        format!("/entries?state=dead&prefix={}", enc("evt_\u{202e}")),
+        "/entry?id=evt_%E2%80%AEnothing".to_owned(),
+    ] {
+        let page = get(&f.console, "", &path).await;
+        let html = text(&page);
+        let raw: Vec<String> = html
+            .chars()
+            .filter(|&c| c != '\n' && airmy_verify::text::disguises(c))
+            .map(|c| format!("U+{:04X}", u32::from(c)))
+            .collect();
+        assert!(raw.is_empty(), "{path}: served as they are: {raw:?}");
+        assert!(
+            html.contains(r#"<span class="esc" title="U+202E">\u{202e}</span>"#),
+            "{path}: {html}"
+        );
+    }
+    let html = text(&get(&f.console, "", &entry).await);
+    for shown in [
+        r#"evt_<span class="esc" title="U+202E">\u{202e}</span>gpj.exe<span class="esc" title="U+200B">\u{200b}</span><span class="esc" title="U+FEFF">\u{feff}</span>"#,
+        r#"alert.<span class="esc" title="U+2066">\u{2066}</span>triggered<span class="esc" title="U+2069">\u{2069}</span><span class="esc" title="U+202D">\u{202d}</span>"#,
+        r#"upstream said <span class="esc" title="U+202E">\u{202e}</span>005 <span class="esc" title="U+200F">\u{200f}</span>"#,
+    ] {
+        assert!(html.contains(shown), "{shown}: {html}");
+    }
+    assert!(
+        html.contains(r#"name="id" value="evt_&#x202e;gpj.exe&#x200b;&#xfeff;""#),
+        "the hidden field, as character references: {html}"
+    );
+    // What a browser sends back from that field: the exact id.
+    let csrf = token(&f.console).await;
+    let replayed = post(
+        &f.console,
+        "/replay",
+        &format!("id={}&csrf={csrf}", enc(ID)),
+        None,
+    )
+    .await;
+    assert_eq!(replayed.status, 303, "{}", text(&replayed));
+    let summary = f
+        .inbox
+        .admin()
+        .entry(ID)
+        .await
+        .expect("entry")
+        .expect("there");
+    assert_eq!(
+        summary.summary.state,
+        airmy_verify_inbox::EntryState::Pending
+    );
+}
+
+/// A console with `loopback_only` (no login, on a loopback address) answers only a loopback
+/// `Host`: a page whose name was rebound to 127.0.0.1 gets 421, reads nothing, replays nothing.
+#[tokio::test]
+async fn a_loopback_only_console_answers_a_loopback_host_only() {
+    let f = fixture("loopback").await;
+    let console = Console::new(f.inbox.clone()).loopback_only(true);
+    for host in [
+        "127.0.0.1:4000",
+        "localhost",
+        "LOCALHOST:80",
+        "[::1]:4000",
+        "[::1]",
+    ] {
+        let page = console
+            .handle(ConsoleRequest::new("GET", "/").host(Some(host)))
+            .await;
+        assert_eq!(page.status, 200, "{host}");
+    }
+    for host in [
+        None,
+        Some("attacker.example:4000"),
+        Some("127.0.0.1.attacker.example"),
+        Some("[::2]:1"),
+        Some(""),
+    ] {
+        for (method, path) in [
+            ("GET", "/"),
+            ("GET", "/replay-dead"),
+            ("POST", "/replay-dead"),
+        ] {
+            let refused = console
+                .handle(
+                    ConsoleRequest::new(method, path)
+                        .host(host)
+                        .body(b"confirm=yes"),
+                )
+                .await;
+            assert_eq!(refused.status, 421, "{host:?} {method} {path}");
+            assert!(!text(&refused).contains("csrf"), "no form token");
+            assert_eq!(header(&refused, "x-frame-options"), Some("DENY"));
+        }
+    }
+    assert_eq!(f.inbox.admin().stats().await.expect("stats").dead, 1);
 }

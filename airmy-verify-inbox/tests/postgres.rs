@@ -129,8 +129,9 @@ async fn replicas_share_one_queue_and_an_idle_worker_wakes_through_notify() {
     assert_eq!(stats.done, 10, "{stats:?}");
 }
 
-/// A schema written by version 1 of the crate (its entries included) is brought to version 2
-/// at connect: the indexes carry the sequence number, the entries are kept and listed.
+/// A schema written by version 1 of the crate (its entries included) is brought to the current
+/// version at connect: the indexes carry the sequence number (2), the state `paused` and the
+/// tables of pauses and actions exist (3), the entries are kept and listed.
 #[tokio::test]
 async fn a_version_1_schema_is_migrated_with_its_entries() {
     let server = PostgresServer::start_private();
@@ -164,7 +165,7 @@ async fn a_version_1_schema_is_migrated_with_its_entries() {
         .await
         .expect("version");
     assert_eq!(version, airmy_verify_inbox::postgres::SCHEMA_VERSION);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT indexdef FROM pg_indexes WHERE schemaname = 'old_inbox' AND indexname LIKE 'entries_d%'
          ORDER BY indexname",
@@ -186,10 +187,16 @@ async fn a_version_1_schema_is_migrated_with_its_entries() {
         dead.entries[0].last_error.as_deref(),
         Some("downstream 500")
     );
-    // And it opens again as version 2, nothing to do.
+    // The dead letter replayed while its type is paused: paused (the widened check allows it).
+    let scope = airmy_verify_inbox::PauseScope::event_type("run.failed");
+    assert_eq!(b.pause(&scope).await.expect("pause"), 0);
+    b.replay("evt_v1_dead").await.expect("replay");
+    assert_eq!(b.stats().await.expect("stats").paused, 1);
+    // And it opens again as the current version, nothing to do.
     drop(b);
     let again = backend(server.url(), "old_inbox").await;
-    assert_eq!(again.stats().await.expect("stats").dead, 1);
+    assert_eq!(again.stats().await.expect("stats").paused, 1);
+    assert_eq!(again.resume(&scope).await.expect("resume"), 1);
 }
 
 /// A schema of another program, one of a newer version, and a name that is not a plain
@@ -997,4 +1004,36 @@ async fn a_shutdown_is_bounded_by_a_handler_stuck_in_its_transaction() {
         ),
         "{entry:?}"
     );
+}
+
+/// A pause is kept in the database: a new backend (a restart) finds the paused type's entries
+/// still held and never takes them; resumed, each is taken once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_survives_a_new_connection() {
+    let server = PostgresServer::start();
+    let schema = unique_schema("pause_restart");
+    let first = backend(server.url(), &schema).await;
+    let (event_type, ids) = common::pause::pause_a_backlog(&first, 40, 10).await;
+    drop(first);
+    let again = backend(server.url(), &schema).await;
+    common::pause::the_pause_held_across_the_restart(&again, &event_type, &ids, 10).await;
+}
+
+/// The cost of a take beside a large paused backlog (printed; run on purpose:
+/// `cargo test -p airmy-verify-inbox --all-features --release --test postgres -- --ignored
+/// --nocapture take_beside`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it on purpose"]
+async fn take_beside_a_large_paused_backlog() {
+    let server = PostgresServer::start();
+    let schema = unique_schema("pause_measure");
+    let b = backend(server.url(), &schema).await;
+    let pool = sqlx::PgPool::connect(server.url()).await.expect("pool");
+    let vacuum = async || {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM {schema}.entries")))
+            .execute(&pool)
+            .await
+            .expect("vacuum");
+    };
+    common::pause::measure_take_with_a_paused_backlog(&b, "PostgreSQL", 100_000, vacuum).await;
 }

@@ -209,3 +209,26 @@ async fn replay_makes_a_scheduled_retry_due_now_and_refuses_one_being_processed(
     )
     .await;
 }
+
+/// A pause is kept in the file: closed and opened again (a restart), the paused type's entries
+/// are still held and never taken; resumed, each is taken once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_survives_reopening_the_file() {
+    let dir = TempDir::new("pause_reopen");
+    let first = SqliteBackend::open(dir.file("inbox.db"), SqliteOptions::default()).expect("opens");
+    let (event_type, ids) = common::pause::pause_a_backlog(&first, 40, 10).await;
+    drop(first);
+    let again = SqliteBackend::open(dir.file("inbox.db"), SqliteOptions::default()).expect("opens");
+    common::pause::the_pause_held_across_the_restart(&again, &event_type, &ids, 10).await;
+}
+
+/// The cost of a take beside a large paused backlog (printed; run on purpose:
+/// `cargo test -p airmy-verify-inbox --all-features --release --test sqlite -- --ignored
+/// --nocapture take_beside`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it on purpose"]
+async fn take_beside_a_large_paused_backlog() {
+    let dir = TempDir::new("pause_measure");
+    let b = SqliteBackend::open(dir.file("inbox.db"), SqliteOptions::default()).expect("opens");
+    common::pause::measure_take_with_a_paused_backlog(&b, "SQLite", 100_000, async || {}).await;
+}

@@ -18,6 +18,8 @@
 //!   inbox's), as status, fixed JSON body and outcome; each adapter converts it once.
 //! - [`idempotency`]: exactly-once handling of AIRMY's retries, in memory or on Redis.
 //! - [`lease`]: a lease kept alive while work runs (idempotency claims, inbox entries).
+//! - `redis_connection` (feature `redis`): one connection to a Redis server or a Redis Cluster
+//!   (several seed nodes too), for the Redis idempotency store and the inbox's Redis backend.
 //! - [`observe`]: the span of each delivery and, with the `metrics` feature, metrics through
 //!   the `metrics` facade; names and fields documented once; [`observe::Delivery`] counts
 //!   every delivery once, however it ends.
@@ -58,6 +60,9 @@ pub mod event;
 pub mod idempotency;
 pub mod lease;
 pub mod observe;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis_connection;
 pub mod secret;
 pub mod signature;
 #[cfg(feature = "testing")]

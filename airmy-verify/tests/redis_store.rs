@@ -383,3 +383,54 @@ async fn the_store_works_on_a_redis_cluster_through_a_node_not_owning_the_key() 
         .expect("connects to the node");
     assert!(single.claim("evt_0", "d", LONG).await.is_err());
 }
+
+/// Several seeds (`redis://[:password@]a,b,c` with `RedisStoreOptions::cluster`) on a cluster
+/// whose nodes have `requirepass`: the store starts while the first seed is down; a wrong
+/// password, or none, is `Authentication`, and nothing listening is `Refused`, the kinds one
+/// server gives, never shown with the password.
+#[tokio::test]
+async fn on_a_cluster_several_seeds_start_the_store_and_errors_keep_their_kind() {
+    use airmy_verify::idempotency::StoreErrorKind;
+    let mut cluster = test_support::RedisCluster::start_with_password("store-s3cret");
+    let prefix = format!("airmy-verify-test:{}:seeds:", std::process::id());
+    let options = RedisStoreOptions::default().prefix(&prefix).cluster(true);
+    // A replica down, first among the seeds.
+    let down = cluster.replica_of(&format!("{prefix}evt_seeded"));
+    cluster.kill(down);
+    let others: Vec<String> = cluster
+        .primaries()
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let seeds = format!(
+        "redis://:store-s3cret@127.0.0.1:{down},{}",
+        others.join(",")
+    );
+    let store = RedisStore::connect(&seeds, options.clone())
+        .await
+        .expect("starts from the seeds that answer");
+    assert_eq!(
+        store.claim("evt_seeded", "a", LONG).await.ok(),
+        Some(Claim::Claimed)
+    );
+    let wrong = seeds.replace("store-s3cret", "not-the-password");
+    let missing = seeds.replace(":store-s3cret@", "");
+    for url in [&wrong, &missing] {
+        let err = RedisStore::connect(url, options.clone())
+            .await
+            .expect_err("refused credentials");
+        assert_eq!(err.kind(), StoreErrorKind::Authentication, "{err}");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("not-the-password"), "{shown}");
+    }
+    drop(cluster);
+    let closed = |_| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        listener.local_addr().expect("address").port()
+    };
+    let (a, b) = (closed(0), closed(1));
+    let err = RedisStore::connect(&format!("redis://127.0.0.1:{a},127.0.0.1:{b}"), options)
+        .await
+        .expect_err("nothing listens");
+    assert_eq!(err.kind(), StoreErrorKind::Refused, "{err}");
+}

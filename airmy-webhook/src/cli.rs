@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use airmy_verify::time::OffsetDateTime;
-use airmy_verify_inbox::EntryState;
+use airmy_verify_inbox::{EntryState, PauseScope};
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
@@ -62,21 +62,56 @@ pub(crate) enum Command {
 
 #[derive(Args)]
 pub(crate) struct InboxArgs {
-    /// The inbox, as `sqlite:PATH`, a Redis URL (`?prefix=...` for keys not under airmy:inbox:)
-    /// or a PostgreSQL URL (`?schema=...` for tables not in airmy_inbox): the receivers'
-    /// AIRMY_INBOX. A query parameter that neither the inbox nor the driver reads is refused.
+    /// The inbox, as `sqlite:PATH`, a Redis URL (`?prefix=...` for keys not under airmy:inbox:;
+    /// `?cluster=true` for a Redis Cluster, given one node or several: `redis://a,b,c?cluster=true`)
+    /// or a PostgreSQL URL (`?schema=...` for tables not in airmy_inbox; `?pooler=true` behind
+    /// PgBouncer in transaction mode): the receivers' AIRMY_INBOX. A query parameter that
+    /// neither the inbox nor the driver reads is refused.
     #[arg(long, env = "AIRMY_INBOX", hide_env_values = true)]
     pub(crate) inbox: String,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (the audit line on standard error too).
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// Who takes the action (replay, purge, pause, resume), as the audit line and the inbox's
+    /// recent actions record it. Defaults to $USER (else $LOGNAME, else `unknown`).
+    #[arg(long, global = true, value_parser = parse_actor)]
+    pub(crate) actor: Option<String>,
     #[command(subcommand)]
     pub(crate) command: InboxCommand,
 }
 
+/// The entries a pause or a resume is about: one event type, or every one.
+#[derive(Args)]
+pub(crate) struct ScopeArgs {
+    /// One event type (as sent, such as run.completed).
+    #[arg(long = "type", required_unless_present = "all", conflicts_with = "all")]
+    pub(crate) event_type: Option<String>,
+    /// Every event type.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+impl ScopeArgs {
+    pub(crate) fn scope(&self) -> PauseScope {
+        match &self.event_type {
+            Some(event_type) if !self.all => PauseScope::event_type(event_type),
+            _ => PauseScope::All,
+        }
+    }
+}
+
+/// An actor as the audit keeps it: 1 to 100 characters, none of them a control character.
+pub(crate) fn parse_actor(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().count() > 100 || text.chars().any(char::is_control) {
+        return Err("an actor is 1 to 100 characters, without control characters".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
 #[derive(Subcommand)]
 pub(crate) enum InboxCommand {
-    /// Counts of entries: pending, scheduled, processing, dead, done, oldest pending age.
+    /// Counts of entries: pending, scheduled, paused, processing, dead, done, oldest pending
+    /// age; and the pauses in force.
     Stats,
     /// The dead letters, most recent first: id, type, attempts, last error.
     Dead {
@@ -88,7 +123,7 @@ pub(crate) enum InboxCommand {
     /// times, last error. A page that ends before the state does prints the cursor to go on
     /// from (`--after`).
     List {
-        /// pending, scheduled, processing, dead or done (default: each in turn).
+        /// pending, scheduled, paused, processing, dead or done (default: each in turn).
         #[arg(long)]
         state: Option<EntryState>,
         /// Only entries of this event type.
@@ -126,6 +161,21 @@ pub(crate) enum InboxCommand {
         /// List what would be replayed, change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Pause the handling of one event type (--type) or of every one (--all), on every
+    /// receiver of the inbox, until `resume`. Deliveries are still accepted and stored; their
+    /// entries wait, paused: no worker takes them, no attempt is counted, none becomes a dead
+    /// letter. The pause is kept in the inbox: it survives restarts.
+    Pause(ScopeArgs),
+    /// Resume what `pause` paused: the entries it held are due again (unless another pause
+    /// holds them: a type paused on its own stays paused when --all is resumed).
+    Resume(ScopeArgs),
+    /// The last actions taken on the inbox (replay, purge, pause, resume), newest first: when,
+    /// who, what, how many. The inbox keeps the last 100.
+    Actions {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
     /// Delete processed entries finished before a time (RFC 3339). Times inside the
     /// deduplication window (twice the receiver's freshness tolerance plus a minute: 11 minutes

@@ -1,11 +1,83 @@
-//! `inbox`: stats, dead letters, replay and purge on a receiver's inbox, also while it runs.
+//! `inbox`: stats, dead letters, replay, purge, pause and resume on a receiver's inbox, also
+//! while it runs. Every action is audited (`airmy_verify_inbox::audit`): one line on standard
+//! error, and one of the inbox's recent actions.
 
 use std::process::ExitCode;
 
-use airmy_verify::text::word;
-use airmy_verify_inbox::{Admin, EntryState, EntrySummary, InboxUrl, ListQuery, Order};
+use airmy_verify::text::{visible, word};
+use airmy_verify_inbox::audit::{self, Action, ActionKind};
+use airmy_verify_inbox::{
+    Admin, EntryState, EntrySummary, InboxUrl, ListQuery, Order, Pause, PauseScope,
+};
 
 use crate::cli::{InboxArgs, InboxCommand};
+
+/// Who takes the actions: `--actor`, else `$USER`, else `$LOGNAME`, else `unknown`.
+fn actor(flag: Option<String>) -> String {
+    flag.or_else(|| {
+        ["USER", "LOGNAME"]
+            .into_iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .find_map(|value| crate::cli::parse_actor(&value).ok())
+    })
+    .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The audit lines (target `airmy_verify_inbox::audit`) on standard error: text, or JSON with
+/// `--json`. `RUST_LOG` chooses what else is shown (default: the audit lines only).
+fn install_audit_log(json: bool) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{}=info", audit::TARGET)));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal());
+    // Installed once per process; should one be there already, it stays.
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Logs, counts and keeps `action`; a backend that could not keep it is a warning (the action
+/// itself was done).
+async fn record(admin: &dyn Admin, action: &Action) {
+    if let Err(err) = audit::record(admin, action).await {
+        eprintln!("warning: the action is not among the inbox's recent actions: {err}");
+    }
+}
+
+/// A pause's scope for people: `event type <T>` (the type as one word) or `every event type`.
+fn shown_scope(scope: &PauseScope) -> String {
+    match scope {
+        PauseScope::All => "every event type".to_owned(),
+        PauseScope::EventType(t) => format!("event type {}", word(t)),
+    }
+}
+
+/// A pause's scope as `--json` shows it: `{"event_type": …}`, null for every type.
+fn scope_json(scope: &PauseScope) -> serde_json::Value {
+    serde_json::json!({
+        "event_type": match scope {
+            PauseScope::EventType(t) => Some(t.as_str()),
+            PauseScope::All => None,
+        },
+    })
+}
+
+/// A pause in force as `--json` shows it: its scope's fields and `since`.
+fn pause_json(pause: &Pause) -> serde_json::Value {
+    let mut shown = scope_json(&pause.scope);
+    shown["since"] = rfc3339(Some(pause.since)).into();
+    shown
+}
+
+/// `n entry` / `n entries`.
+fn entries(n: u64) -> String {
+    format!("{n} entr{}", if n == 1 { "y" } else { "ies" })
+}
 
 /// Up to `limit` dead letters in `order` of when they died, those that died at or after
 /// `since` (all when `None`), read page by page from the dead state's listing.
@@ -67,6 +139,8 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
         .block_on(url.open(true))
         .map_err(|e| format!("--inbox: {e}"))?;
     let json = args.json;
+    let actor = actor(args.actor);
+    install_audit_log(json);
     let failed = |err: airmy_verify_inbox::InboxError| -> Result<ExitCode, String> {
         eprintln!("error: {err}");
         Ok(ExitCode::FAILURE)
@@ -75,22 +149,29 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
         let backend = inbox.admin();
         match args.command {
             InboxCommand::Stats => {
-                let stats = match backend.stats().await {
-                    Ok(stats) => stats,
-                    Err(err) => return Err(err.to_string()),
+                let (stats, pauses) = match (backend.stats().await, backend.paused().await) {
+                    (Ok(stats), Ok(pauses)) => (stats, pauses),
+                    (Err(err), _) | (_, Err(err)) => return Err(err.to_string()),
                 };
                 if json {
-                    out!("{}", serde_json::to_string(&stats).unwrap_or_default());
+                    let mut shown = serde_json::to_value(stats).unwrap_or_default();
+                    shown["pauses"] = pauses.iter().map(pause_json).collect();
+                    out!("{shown}");
                 } else {
-                    out!("{:<10} {:>10}", "pending", stats.pending);
-                    out!("{:<10} {:>10}", "scheduled", stats.scheduled);
-                    out!("{:<10} {:>10}", "processing", stats.processing);
-                    out!("{:<10} {:>10}", "dead", stats.dead);
-                    out!("{:<10} {:>10}", "done", stats.done);
+                    for state in EntryState::ALL {
+                        out!("{:<10} {:>10}", state.as_str(), state.count(&stats));
+                    }
                     let age = stats
                         .oldest_pending_age_secs
                         .map_or_else(|| "-".to_owned(), |s| format!("{s} s"));
                     out!("oldest pending age: {age}");
+                    for pause in &pauses {
+                        out!(
+                            "paused: {} since {}",
+                            shown_scope(&pause.scope),
+                            rfc3339(Some(pause.since))
+                        );
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -123,14 +204,7 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                                 .ok()
                             })
                             .unwrap_or_default();
-                        let error: String = d
-                            .last_error
-                            .as_deref()
-                            .unwrap_or_default()
-                            .chars()
-                            .take(80)
-                            .map(|c| if c.is_control() { ' ' } else { c })
-                            .collect();
+                        let error = one_line(d.last_error.as_deref().unwrap_or_default(), 80);
                         out!(
                             "{id:<32} {event_type:<22} {:>8}  {died:<20}  {error}",
                             d.attempts
@@ -155,6 +229,9 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                     }
                 } else if let Err(err) = backend.replay(&id).await {
                     return failed(err);
+                } else {
+                    let action = Action::new(&actor, ActionKind::Replay, &id).ids([&id]);
+                    record(backend, &action).await;
                 }
                 if json {
                     out!(
@@ -191,6 +268,15 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                 }
                 if progress {
                     eprintln!();
+                }
+                if !dry_run {
+                    let subject = dead_since.map_or_else(
+                        || "every dead letter".to_owned(),
+                        |since| format!("dead letters since {}", rfc3339(Some(since))),
+                    );
+                    let action =
+                        Action::new(&actor, ActionKind::ReplayDead, subject).ids(&replayed);
+                    record(backend, &action).await;
                 }
                 if json {
                     out!(
@@ -340,6 +426,115 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            InboxCommand::Pause(scope) => {
+                let scope = scope.scope();
+                let before = match backend.paused().await {
+                    Ok(pauses) => pauses.into_iter().find(|p| p.scope == scope),
+                    Err(err) => return failed(err),
+                };
+                let held = match backend.pause(&scope).await {
+                    Ok(held) => held,
+                    Err(err) => return failed(err),
+                };
+                let action = Action::new(&actor, ActionKind::Pause, scope.to_string()).count(held);
+                record(backend, &action).await;
+                if json {
+                    out!(
+                        "{}",
+                        serde_json::json!({
+                            "paused": scope_json(&scope),
+                            "since": rfc3339(Some(before.as_ref().map_or(action.at, |p| p.since))),
+                            "already": before.is_some(),
+                            "held": held,
+                        })
+                    );
+                } else if let Some(before) = before {
+                    // Held now: entries another replica made pending meanwhile (none, mostly).
+                    let more = if held > 0 {
+                        format!("; {} more held", entries(held))
+                    } else {
+                        String::new()
+                    };
+                    out!(
+                        "{} was paused already (since {}){more}",
+                        shown_scope(&scope),
+                        rfc3339(Some(before.since))
+                    );
+                } else {
+                    out!("paused {}: {} held", shown_scope(&scope), entries(held));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            InboxCommand::Resume(scope) => {
+                let scope = scope.scope();
+                let was = match backend.paused().await {
+                    Ok(pauses) => pauses.iter().any(|p| p.scope == scope),
+                    Err(err) => return failed(err),
+                };
+                let released = match backend.resume(&scope).await {
+                    Ok(released) => released,
+                    Err(err) => return failed(err),
+                };
+                let action =
+                    Action::new(&actor, ActionKind::Resume, scope.to_string()).count(released);
+                record(backend, &action).await;
+                if json {
+                    out!(
+                        "{}",
+                        serde_json::json!({
+                            "resumed": scope_json(&scope),
+                            "was_paused": was,
+                            "released": released,
+                        })
+                    );
+                } else if was {
+                    out!(
+                        "resumed {}: {} released",
+                        shown_scope(&scope),
+                        entries(released)
+                    );
+                } else {
+                    out!("{} was not paused", shown_scope(&scope));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            InboxCommand::Actions { limit } => {
+                let actions = match backend.recent_actions(limit).await {
+                    Ok(actions) => actions,
+                    Err(err) => return failed(err),
+                };
+                if json {
+                    out!("{}", serde_json::to_string(&actions).unwrap_or_default());
+                } else if actions.is_empty() {
+                    out!("no actions recorded");
+                } else {
+                    out!(
+                        "{:<20}  {:<16} {:<11} {:>7}  what",
+                        "at (UTC)",
+                        "who",
+                        "action",
+                        "entries"
+                    );
+                    for a in &actions {
+                        let ids: Vec<String> =
+                            a.ids.iter().map(|id| word(id).into_owned()).collect();
+                        out!(
+                            "{:<20}  {:<16} {:<11} {:>7}  {}{}",
+                            to_the_second(a.at),
+                            word(&a.actor),
+                            a.kind,
+                            a.count,
+                            one_line(&a.subject, 200),
+                            if ids.is_empty() || a.ids == [a.subject.clone()] {
+                                String::new()
+                            } else {
+                                format!(" ({})", ids.join(" "))
+                            }
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             InboxCommand::Purge {
                 processed_before,
                 tolerance_secs,
@@ -365,6 +560,12 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
                 if std::io::stderr().is_terminal() {
                     eprintln!(" done");
                 }
+                let subject = format!(
+                    "done entries processed before {}",
+                    rfc3339(Some(processed_before))
+                );
+                let action = Action::new(&actor, ActionKind::Purge, subject).count(purged);
+                record(backend, &action).await;
                 if json {
                     out!("{}", serde_json::json!({ "purged": purged }));
                 } else {
@@ -379,6 +580,20 @@ pub(crate) fn run(args: InboxArgs) -> Result<ExitCode, String> {
     })
 }
 
+/// `at` in UTC to the second, as `2026-12-01T10:00:00Z`.
+fn to_the_second(at: airmy_verify::time::OffsetDateTime) -> String {
+    let at = at.to_offset(airmy_verify::time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
 fn rfc3339(at: Option<airmy_verify::time::OffsetDateTime>) -> String {
     at.and_then(|at| {
         at.format(&airmy_verify::time::format_description::well_known::Rfc3339)
@@ -387,24 +602,30 @@ fn rfc3339(at: Option<airmy_verify::time::OffsetDateTime>) -> String {
     .unwrap_or_else(|| "-".to_owned())
 }
 
-/// `text` on one line, its control characters shown as spaces, at most `max` characters.
+/// At most `max` characters of `text` on one line: line breaks and tabs as spaces, any other
+/// character that could disguise it (control and format characters: a terminal's escape
+/// sequences, U+202E) shown as `\u{…}` (`airmy_verify::text::visible`).
 fn one_line(text: &str, max: usize) -> String {
-    text.chars()
+    let cut: String = text
+        .chars()
         .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// Pretty-printed JSON with any control character left in it (JSON escapes those below U+0020,
-/// not DEL or the C1 range a terminal may act on) written as `\u{…}`.
-fn printable(text: &str) -> String {
-    text.chars()
         .map(|c| {
-            if c.is_control() && c != '\n' {
-                format!("\\u{{{:x}}}", u32::from(c))
+            if matches!(c, '\n' | '\r' | '\t') {
+                ' '
             } else {
-                c.to_string()
+                c
             }
         })
-        .collect()
+        .collect();
+    visible(&cut).to_string()
+}
+
+/// Pretty-printed JSON with any character left in it that could disguise it (JSON escapes
+/// controls below U+0020, not DEL, the C1 range a terminal may act on, nor U+202E) written as
+/// `\u{…}`, line by line.
+fn printable(text: &str) -> String {
+    text.split('\n')
+        .map(|line| visible(line).to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -12,13 +12,16 @@
 //! airmy-webhook inbox --inbox 'postgres://app@db/billing?schema=billing_inbox' stats
 //! airmy-webhook inbox dead | replay ID | replay --all-dead | replay --dead-since 2026-12-01T00:00:00Z
 //! airmy-webhook inbox purge --processed-before 2026-11-01T00:00:00Z
+//! airmy-webhook inbox pause --type run.completed | resume --type run.completed | actions
 //! ```
 //!
 //! `inbox` works on a receiver's inbox (`--inbox`, or `AIRMY_INBOX`), also while the receiver
-//! runs: `stats` (pending, scheduled, processing, dead, done, oldest pending age), `dead`
-//! (id, type, attempts, last error), `replay` (one id, every dead letter, or those that died
-//! since a time; `--dry-run` lists without replaying), `purge` (processed entries before a
-//! time). A table by default, `--json` for scripts. Exit 0 on success, 1 when the operation
+//! runs: `stats` (pending, scheduled, paused, processing, dead, done, oldest pending age, the
+//! pauses), `dead` (id, type, attempts, last error), `replay` (one id, every dead letter, or
+//! those that died since a time; `--dry-run` lists without replaying), `purge` (processed
+//! entries before a time), `pause` / `resume` (one event type or all, on every receiver), and
+//! `actions` (the last actions: who, what, when). Every action is audited (`--actor`, else
+//! `$USER`). A table by default, `--json` for scripts. Exit 0 on success, 1 when the operation
 //! failed (an unknown id), 2 for a usage error or an inbox that cannot be opened.
 //!
 //! `send` follows AIRMY's retry policy: up to 3 attempts, waiting 1 s then 5 s between them

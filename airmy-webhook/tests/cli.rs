@@ -21,12 +21,18 @@ use tokio::process::Command;
 const TOOL: &str = env!("CARGO_BIN_EXE_airmy-webhook");
 
 async fn tool(args: &[&str]) -> (i32, String, String) {
+    tool_with(args, &[]).await
+}
+
+/// The tool with only `envs` in its environment.
+async fn tool_with(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let Output {
         status,
         stdout,
         stderr,
     } = Command::new(TOOL)
         .env_clear()
+        .envs(envs.iter().copied())
         .args(args)
         .output()
         .await
@@ -432,11 +438,73 @@ async fn the_inbox_commands_inspect_and_replay() {
     {
         let backend = SqliteBackend::open(&db, SqliteOptions::default()).expect("opens");
         replay_dry_run_agrees(&backend, &inbox).await;
+        pause_resume_and_the_audit(&backend, &inbox).await;
     }
     let (code, _, err) = tool(&["inbox", "--inbox", "sqlite:/nonexistent/inbox.db", "stats"]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no inbox at /nonexistent/inbox.db"), "{err}");
     assert!(!std::path::Path::new("/nonexistent/inbox.db").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An id, a type and an error holding a right-to-left override, zero-width and isolate
+/// characters and a terminal escape: `dead`, `list` and `show` print each of them as `\u{…}`,
+/// never as it is (the dead list would show such an id reversed).
+#[tokio::test]
+async fn disguising_characters_are_shown_escaped_in_every_table() {
+    use airmy_verify_inbox::{Queue as _, SqliteBackend, SqliteOptions, Store as _};
+    const ID: &str = "evt_\u{202e}gpj.exe\u{200b}";
+    const TYPE: &str = "alert.\u{2066}triggered\u{2069}";
+    let dir = std::env::temp_dir().join(format!("airmy-webhook-bidi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let db = dir.join("inbox.db");
+    {
+        let backend = SqliteBackend::open(&db, SqliteOptions::default()).expect("opens");
+        let d = airmy_verify_inbox::conformance::delivery(ID, TYPE);
+        backend.accept(&d).await.expect("accept");
+        let leased = backend
+            .take(1, Duration::from_secs(60))
+            .await
+            .expect("take");
+        assert!(
+            backend
+                .bury(
+                    &leased[0].id,
+                    &leased[0].token,
+                    "pager \u{202e}005\u{1b}[2J said no"
+                )
+                .await
+                .expect("bury")
+        );
+    }
+    let inbox = format!("sqlite:{}", db.display());
+    let escaped_id = r"evt_\u{202e}gpj.exe\u{200b}";
+    for args in [
+        &["inbox", "--inbox", &inbox, "dead"][..],
+        &["inbox", "--inbox", &inbox, "list", "--state", "dead"],
+        &["inbox", "--inbox", &inbox, "show", ID],
+    ] {
+        let (code, out, err) = tool(args).await;
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let raw: Vec<String> = out
+            .chars()
+            .filter(|&c| c != '\n' && airmy_verify::text::disguises(c))
+            .map(|c| format!("U+{:04X}", u32::from(c)))
+            .collect();
+        assert!(
+            raw.is_empty(),
+            "{args:?}: printed as they are: {raw:?}\n{out}"
+        );
+        assert!(out.contains(escaped_id), "{args:?}: {out}");
+        assert!(
+            out.contains(r"alert.\u{2066}triggered\u{2069}"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            out.contains(r"pager \u{202e}005\u{1b}[2J said no"),
+            "{args:?}: {out}"
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -502,9 +570,10 @@ async fn inbox_commands(inbox: &str) {
     let (code, _, err) = tool(&["inbox", "--inbox", &inbox, "replay", "evt_unknown"]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("evt_unknown"), "{err}");
-    let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "replay", "evt_cli_dead"]).await;
+    let (code, out, err) = tool(&["inbox", "--inbox", &inbox, "replay", "evt_cli_dead"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("replayed evt_cli_dead"), "{out}");
+    assert_audited(&err, "unknown", "replay", 1, "evt_cli_dead");
     let (code, out, _) = tool(&["inbox", "--inbox", &inbox, "--json", "stats"]).await;
     assert_eq!(code, 0);
     let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
@@ -555,9 +624,11 @@ async fn inbox_commands(inbox: &str) {
     .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("purged 0 processed entries"), "{out}");
-    let (code, out, _) = tool(&[&purge[..], &["--force"]].concat()).await;
+    let (code, out, err) =
+        tool_with(&[&purge[..], &["--force"]].concat(), &[("USER", "carol")]).await;
     assert_eq!(code, 0);
     assert!(out.contains("purged 1 processed entry"), "{out}");
+    assert_audited(&err, "carol", "purge", 1, "");
     let (code, _, err) = tool(&[
         "inbox",
         "--inbox",
@@ -668,7 +739,7 @@ async fn inbox_list_and_show(inbox: &str) {
     let (code, _, err) = tool(&["inbox", "--inbox", inbox, "list", "--state", "lost"]).await;
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("pending, scheduled, processing, dead, done"),
+        err.contains("pending, scheduled, paused, processing, dead, done"),
         "{err}"
     );
     let (code, _, err) = tool(&[
@@ -710,6 +781,7 @@ async fn the_inbox_commands_work_on_a_redis_url() {
     inbox_commands_setup(&backend).await;
     inbox_commands(redis.url()).await;
     replay_dry_run_agrees(&backend, redis.url()).await;
+    pause_resume_and_the_audit(&backend, redis.url()).await;
 
     // `?prefix=` reads the inbox under that prefix: there, nothing yet.
     let prefixed = format!("{}?prefix=billing:", redis.url());
@@ -905,6 +977,7 @@ async fn the_inbox_commands_work_on_a_postgres_url() {
     inbox_commands_setup(&backend).await;
     inbox_commands(server.url()).await;
     replay_dry_run_agrees(&backend, server.url()).await;
+    pause_resume_and_the_audit(&backend, server.url()).await;
 }
 
 /// `?schema=S` reads the inbox in the schema S, not the default one; a parameter that neither
@@ -1036,4 +1109,202 @@ async fn a_closed_standard_output_is_a_quiet_stop() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.contains("status=141"), "{out}{err}");
+}
+
+/// `err` holds exactly one audit line (the text form): by `actor`, `action`, `count` entries,
+/// its ids `ids` (space-separated).
+fn assert_audited(err: &str, actor: &str, action: &str, count: u64, ids: &str) {
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("airmy_verify_inbox::audit"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one audit line: {err}");
+    let line = lines[0];
+    for field in [
+        format!("actor=\"{actor}\""),
+        format!("action=\"{action}\""),
+        format!("count={count}"),
+        format!("ids=\"{ids}\""),
+        "at=\"".to_owned(),
+    ] {
+        assert!(line.contains(&field), "{field} in {line}");
+    }
+}
+
+/// `pause` and `resume` (a type, everything), the paused state in `stats` and `list`, each
+/// action audited on standard error (text and JSON) and kept among the recent actions; a dead
+/// letter replayed with `--all-dead` audited with its id.
+async fn pause_resume_and_the_audit(backend: &dyn airmy_verify_inbox::Backend, inbox: &str) {
+    use airmy_verify_inbox::conformance::delivery;
+    for id in ["evt_pause_1", "evt_pause_2"] {
+        backend
+            .accept(&delivery(id, "run.failed"))
+            .await
+            .expect("accept");
+    }
+    backend
+        .accept(&delivery("evt_pause_other", "alert.triggered"))
+        .await
+        .expect("accept");
+    let with = |args: &[&'static str]| -> Vec<String> {
+        ["inbox", "--inbox", inbox, "--actor", "ops"]
+            .iter()
+            .chain(args)
+            .map(|a| (*a).to_owned())
+            .collect()
+    };
+    let run = async |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tool(&args).await
+    };
+
+    let (code, out, err) = run(with(&["pause", "--type", "run.failed"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "paused event type run.failed: 2 entries held");
+    assert_audited(&err, "ops", "pause", 2, "");
+    assert!(err.contains("subject=\"event type run.failed\""), "{err}");
+    let (code, out, _) = run(with(&["pause", "--type", "run.failed"])).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("event type run.failed was paused already (since "),
+        "{out}"
+    );
+    assert!(out.trim().ends_with(')'), "nothing more held: {out}");
+
+    let (code, out, _) = run(with(&["--json", "stats"])).await;
+    assert_eq!(code, 0);
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(stats["paused"], 2, "{stats}");
+    assert_eq!(stats["pauses"].as_array().map(Vec::len), Some(1), "{stats}");
+    assert_eq!(stats["pauses"][0]["event_type"], "run.failed", "{stats}");
+    assert!(stats["pauses"][0]["since"].is_string(), "{stats}");
+    let (code, out, _) = run(with(&["stats"])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("\npaused              2\n"), "{out}");
+    assert!(
+        out.contains("paused: event type run.failed since "),
+        "{out}"
+    );
+    let (code, out, _) = run(with(&["--json", "list", "--state", "paused"])).await;
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let ids: Vec<&str> = listed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            assert_eq!(e["state"], "paused", "{e}");
+            e["id"].as_str().expect("id")
+        })
+        .collect();
+    assert_eq!(ids, ["evt_pause_1", "evt_pause_2"]);
+
+    // A worker takes the other type only; its failure becomes a dead letter.
+    let taken = backend
+        .take(64, Duration::from_secs(60))
+        .await
+        .expect("take");
+    assert!(
+        taken.iter().all(|e| e.event_type != "run.failed"),
+        "{taken:?}"
+    );
+    let other = taken
+        .iter()
+        .find(|e| e.id == "evt_pause_other")
+        .expect("taken");
+    assert!(
+        backend
+            .bury(&other.id, &other.token, "no pager")
+            .await
+            .expect("bury")
+    );
+    for e in taken.iter().filter(|e| e.id != "evt_pause_other") {
+        assert!(backend.complete(&e.id, &e.token).await.expect("complete"));
+    }
+    let (code, out, err) = run(with(&["replay", "--all-dead"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replayed evt_pause_other"), "{out}");
+    assert_audited(&err, "ops", "replay_dead", 1, "evt_pause_other");
+
+    // Resumed, with the JSON forms.
+    let (code, out, err) = run(with(&["--json", "resume", "--type", "run.failed"])).await;
+    assert_eq!(code, 0, "{err}");
+    let resumed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (
+            resumed["released"].as_u64(),
+            resumed["was_paused"].as_bool()
+        ),
+        (Some(2), Some(true)),
+        "{resumed}"
+    );
+    assert_eq!(resumed["resumed"]["event_type"], "run.failed", "{resumed}");
+    let audit: Vec<serde_json::Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(audit.len(), 1, "{err}");
+    assert_eq!(audit[0]["target"], "airmy_verify_inbox::audit", "{err}");
+    assert_eq!(audit[0]["actor"], "ops", "{err}");
+    assert_eq!(audit[0]["action"], "resume", "{err}");
+    assert_eq!(audit[0]["count"], 2, "{err}");
+    let (code, out, _) = run(with(&["resume", "--type", "run.failed"])).await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "event type run.failed was not paused")
+    );
+    let (code, out, err) = run(with(&["pause", "--all"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("paused every event type: "), "{out}");
+    let (code, out, err) = run(with(&["resume", "--all"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("resumed every event type: "), "{out}");
+    for wrong in [
+        &["pause"][..],
+        &["pause", "--all", "--type", "x"],
+        &["resume"],
+    ] {
+        let (code, _, err) = run(with(wrong)).await;
+        assert_eq!(code, 2, "{wrong:?}: {err}");
+    }
+    let (code, _, err) = tool(&["inbox", "--inbox", inbox, "--actor", "a\u{7}b", "stats"]).await;
+    assert_eq!(code, 2, "{err}");
+
+    // The recent actions, newest first, in the inbox for every replica's console to show.
+    let (code, out, _) = run(with(&["--json", "actions", "--limit", "6"])).await;
+    assert_eq!(code, 0);
+    let actions: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+    let kinds: Vec<&str> = actions
+        .iter()
+        .map(|a| a["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "resume",
+            "pause",
+            "resume",
+            "resume",
+            "replay_dead",
+            "pause"
+        ]
+    );
+    assert!(actions.iter().all(|a| a["actor"] == "ops"), "{out}");
+    assert_eq!(actions[4]["ids"][0], "evt_pause_other", "{out}");
+    let (code, out, _) = run(with(&["actions"])).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("at (UTC) "), "a table: {out}");
+    assert!(
+        out.contains("replay_dead") && out.contains("(evt_pause_other)"),
+        "{out}"
+    );
+
+    // Leave nothing due behind.
+    for e in backend
+        .take(64, Duration::from_secs(60))
+        .await
+        .expect("take")
+    {
+        assert!(backend.complete(&e.id, &e.token).await.expect("complete"));
+    }
 }

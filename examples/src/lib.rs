@@ -10,10 +10,10 @@
 //! | `AIRMY_WEBHOOK_SECRET_PREVIOUS` | a previous secret, accepted during a rotation | none |
 //! | `AIRMY_LISTEN` | the address to bind (port 0 picks a free port) | `127.0.0.1:3000` |
 //! | `AIRMY_TOLERANCE_SECS` | freshness tolerance in seconds | `300` |
-//! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`: run the handler once per event id | unset: off |
+//! | `AIRMY_IDEMPOTENCY` | `memory`, or a Redis URL such as `redis://127.0.0.1:6379`, in the forms of a Redis `AIRMY_INBOX` (keys under `airmy:idempotency:`, or `?prefix=…`; `?cluster=true` when it names a Redis Cluster, by any node or by several seeds separated by commas): run the handler once per event id | unset: off |
 //! | `AIRMY_HANDLER_DELAY_MS` | every handling sleeps this long before answering (a slow handler, to try timeouts and retries) | `0` |
 //! | `AIRMY_HANDLER_FAIL_FOR_SECS` | every handling attempt fails during the first N seconds after start (a simulated outage): 500 `{"error":"handler_failed"}` without an inbox, a retry later with one | `0` |
-//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`, or `?prefix=…`; `?cluster=true` when it is any node of a Redis Cluster) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`, or `?schema=…`; `?pooler=true` when it goes through a transaction pooler such as PgBouncer in transaction mode), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
+//! | `AIRMY_INBOX` | `sqlite:PATH` (absolute, or relative to the working directory; created if missing), a Redis URL (`redis://…`, `rediss://…`; keys under `airmy:inbox:`, or `?prefix=…`; `?cluster=true` when it names a Redis Cluster, by any node or by several seeds separated by commas: `redis://[:PASSWORD@]node-a:6379,node-b:6379?cluster=true`) or a PostgreSQL URL (`postgres://…`, `postgresql://…`; tables in the schema `airmy_inbox`, or `?schema=…`; `?pooler=true` when it goes through a transaction pooler such as PgBouncer in transaction mode), both shared by every replica: store deliveries durably, answer at once, handle them in background workers | unset: handle in the request |
 //! | `AIRMY_INBOX_LISTEN_URL` | with a PostgreSQL `AIRMY_INBOX` behind a transaction pooler (`?pooler=true`): the database's direct URL (past the pooler, same database), for the one `LISTEN` connection that wakes idle workers at once | unset: behind a pooler, idle workers poll every 500 ms; otherwise the listener is one of the pool's connections |
 //! | `AIRMY_INBOX_WORKERS` | how many entries the inbox workers handle at once | `4` |
 //! | `AIRMY_INBOX_MAX_ATTEMPTS` | at most this many attempts per entry, then it is a dead letter (the retries wait 1 s, 2 s, 4 s, … as before) | unset: retries for up to 24 hours |
@@ -21,12 +21,15 @@
 //! | `AIRMY_WEBHOOK_SECRET_FILE` | a secret file instead of `AIRMY_WEBHOOK_SECRET`/`_PREVIOUS` ([`secret_file`]): first secret line current, the others previous; read at start, on `SIGHUP` and when it changes | unset |
 //! | `AIRMY_METRICS_LISTEN` | `HOST:PORT` serving `GET /metrics` (Prometheus text); with it, `metrics on http://HOST:PORT/metrics` follows the `listening on` line | unset: off |
 //! | `AIRMY_CONSOLE_LISTEN` | `HOST:PORT` serving the inbox's web console ([`console`]; needs `AIRMY_INBOX`); with it, `console on http://HOST:PORT/` follows the `listening on` line | unset: off |
-//! | `AIRMY_CONSOLE_TOKEN` | the console's login token (at least 16 characters), required when `AIRMY_CONSOLE_LISTEN` is not a loopback address | unset: no login (loopback only) |
+//! | `AIRMY_CONSOLE_TOKEN` | the console's login token for operators (at least 16 characters), required when `AIRMY_CONSOLE_LISTEN` is not a loopback address | unset: no login (loopback only) |
+//! | `AIRMY_CONSOLE_READONLY_TOKEN` | a second login token (at least 16 characters, not the operators'; needs `AIRMY_CONSOLE_TOKEN`): its sessions see every page and may not act | unset: none |
 //! | `AIRMY_LOG_FORMAT` | `text` or `json` | `text` |
 //! | `RUST_LOG` | log filter (`EnvFilter` syntax) | `info` |
 //!
 //! A missing or empty secret, a tolerance or delay that is not a whole number, an
-//! `AIRMY_IDEMPOTENCY` that is neither, or a Redis that cannot be reached at start-up, an
+//! `AIRMY_IDEMPOTENCY` that is neither, or has a parameter neither it (`prefix`, `cluster`) nor
+//! the Redis client reads, or several hosts without `?cluster=true`, or a Redis that cannot be
+//! reached at start-up, an
 //! `AIRMY_INBOX` that is not `sqlite:PATH`, a Redis or a PostgreSQL URL, or that has a query parameter neither the inbox (`prefix`, `cluster`, `schema`, `pooler`) nor its driver reads, an `AIRMY_INBOX_LISTEN_URL` without a PostgreSQL `AIRMY_INBOX` or that is not a `postgres://` URL, or whose listener cannot connect, whose file cannot be created or is
 //! not a sound inbox database, or whose Redis cannot be reached at start-up, or `AIRMY_INBOX` together with `AIRMY_IDEMPOTENCY` (the inbox deduplicates
 //! by itself) exits with code 2 and one line on standard error, before anything listens.
@@ -128,7 +131,8 @@ pub struct ReceiverConfig {
     pub metrics_listen: Option<String>,
     /// The log format (`AIRMY_LOG_FORMAT`).
     pub log_format: observe::LogFormat,
-    /// The console listener (`AIRMY_CONSOLE_LISTEN`, `AIRMY_CONSOLE_TOKEN`), if any.
+    /// The console listener (`AIRMY_CONSOLE_LISTEN`, `AIRMY_CONSOLE_TOKEN`,
+    /// `AIRMY_CONSOLE_READONLY_TOKEN`), if any.
     pub console: Option<console::ConsoleSetting>,
 }
 
@@ -158,8 +162,18 @@ impl fmt::Debug for ListenUrl {
 pub enum IdempotencySetting {
     /// In this process (`memory`): up to 100,000 ids.
     Memory,
-    /// On the Redis server at this URL, shared by every receiver using it.
-    Redis(String),
+    /// On Redis, shared by every receiver using it: the URL's forms and parameters are those
+    /// of a Redis `AIRMY_INBOX` (read by [`InboxUrl`]): `?prefix=…`
+    /// ([`RedisStoreOptions::prefix`]), `?cluster=true` for a Redis Cluster, given any node or
+    /// several separated by commas ([`RedisStoreOptions::cluster`]).
+    Redis {
+        /// The URL as the Redis client takes it, without the store's parameters.
+        url: String,
+        /// The prefix of the store's keys; `None`: the default, `airmy:idempotency:`.
+        prefix: Option<String>,
+        /// Whether the URL names a Redis Cluster.
+        cluster: bool,
+    },
 }
 
 impl fmt::Debug for IdempotencySetting {
@@ -167,7 +181,16 @@ impl fmt::Debug for IdempotencySetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("Memory"),
-            Self::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
+            Self::Redis {
+                url,
+                prefix,
+                cluster,
+            } => f
+                .debug_struct("Redis")
+                .field("url", &redact_url(url))
+                .field("prefix", prefix)
+                .field("cluster", cluster)
+                .finish(),
         }
     }
 }
@@ -184,8 +207,15 @@ impl ReceiverConfig {
             Some(IdempotencySetting::Memory) => {
                 Idempotency::new(MemoryStore::new(100_000), &self.verifier)
             }
-            Some(IdempotencySetting::Redis(url)) => {
-                let options = RedisStoreOptions::default();
+            Some(IdempotencySetting::Redis {
+                url,
+                prefix,
+                cluster,
+            }) => {
+                let mut options = RedisStoreOptions::default().cluster(*cluster);
+                if let Some(prefix) = prefix {
+                    options = options.prefix(prefix);
+                }
                 let store = RedisStore::connect(url, options).await.map_err(|e| {
                     let shown = redact_url(url);
                     ConfigError(format!("AIRMY_IDEMPOTENCY: cannot use {shown}: {e}"))
@@ -316,7 +346,20 @@ impl ReceiverConfig {
             None | Some("") => None,
             Some("memory") => Some(IdempotencySetting::Memory),
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                Some(IdempotencySetting::Redis(url.to_owned()))
+                match url.parse::<InboxUrl>() {
+                    Ok(InboxUrl::Redis {
+                        url,
+                        prefix,
+                        cluster,
+                        ..
+                    }) => Some(IdempotencySetting::Redis {
+                        url,
+                        prefix,
+                        cluster,
+                    }),
+                    Ok(_) => unreachable!("a redis:// URL reads as a Redis InboxUrl"),
+                    Err(e) => return Err(ConfigError(format!("AIRMY_IDEMPOTENCY {e}"))),
+                }
             }
             Some(other) => {
                 return Err(ConfigError(format!(
@@ -820,10 +863,33 @@ mod tests {
         );
         assert_eq!(
             with("redis://127.0.0.1:6379").expect("redis").idempotency,
-            Some(IdempotencySetting::Redis("redis://127.0.0.1:6379".into()))
+            Some(IdempotencySetting::Redis {
+                url: "redis://127.0.0.1:6379".into(),
+                prefix: None,
+                cluster: false,
+            })
+        );
+        // The forms of a Redis AIRMY_INBOX: several nodes of a cluster, the prefix.
+        assert_eq!(
+            with("redis://:pw@a:7000,b:7001?cluster=true&prefix=billing:ids:")
+                .expect("a cluster")
+                .idempotency,
+            Some(IdempotencySetting::Redis {
+                url: "redis://:pw@a:7000,b:7001".into(),
+                prefix: Some("billing:ids:".into()),
+                cluster: true,
+            })
         );
         let err = with("postgres://x").expect_err("refused");
         assert!(err.to_string().contains("AIRMY_IDEMPOTENCY"), "{err}");
+        for bad in [
+            "redis://a:7000?cluster=yes",
+            "redis://:hunter2@a:7000?clustr=true",
+        ] {
+            let err = with(bad).expect_err(bad).to_string();
+            assert!(err.starts_with("AIRMY_IDEMPOTENCY "), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

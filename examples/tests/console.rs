@@ -1,7 +1,8 @@
 //! The receivers' console listener as a black box: `AIRMY_CONSOLE_LISTEN` adds one
 //! `console on http://HOST:PORT/` line right after `listening on`; an address off loopback
 //! needs `AIRMY_CONSOLE_TOKEN` (else exit 2 before anything listens); with a token, every
-//! page needs the login's cookie (`HttpOnly`, `SameSite=Strict`, never the token itself).
+//! page needs the login's cookie (`HttpOnly`, `SameSite=Strict`, never the token itself), and
+//! `AIRMY_CONSOLE_READONLY_TOKEN`'s sessions see pages but no action.
 
 mod common;
 
@@ -146,6 +147,20 @@ async fn a_console_off_loopback_without_a_token_or_without_an_inbox_exits_2() {
         )
         .await;
         assert!(bad.contains("HOST:PORT"), "{bad}");
+        let viewer_alone = exit_2_line(
+            bin,
+            &[
+                secret,
+                ("AIRMY_INBOX", &inbox),
+                ("AIRMY_CONSOLE_LISTEN", "127.0.0.1:0"),
+                ("AIRMY_CONSOLE_READONLY_TOKEN", "a-read-only-token-0123"),
+            ],
+        )
+        .await;
+        assert!(
+            viewer_alone.contains("needs AIRMY_CONSOLE_TOKEN") && !viewer_alone.contains("0123"),
+            "{viewer_alone}"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -153,6 +168,7 @@ async fn a_console_off_loopback_without_a_token_or_without_an_inbox_exits_2() {
 #[tokio::test]
 async fn with_a_token_every_page_needs_the_login_cookie() {
     const TOKEN: &str = "console-token-for-the-test-0123";
+    const VIEWER: &str = "console-viewer-for-the-test-4567";
     for bin in [AXUM, ACTIX] {
         let dir = temp("login");
         let inbox = inbox_env(&dir);
@@ -162,6 +178,7 @@ async fn with_a_token_every_page_needs_the_login_cookie() {
                 ("AIRMY_INBOX", &inbox),
                 ("AIRMY_CONSOLE_LISTEN", "127.0.0.1:0"),
                 ("AIRMY_CONSOLE_TOKEN", TOKEN),
+                ("AIRMY_CONSOLE_READONLY_TOKEN", VIEWER),
             ],
         )
         .await;
@@ -236,8 +253,59 @@ async fn with_a_token_every_page_needs_the_login_cookie() {
             .await
             .expect("sent");
         assert_eq!(forged.status(), 401);
+        // The read-only token: every page, no action form, every action refused.
+        let login = c
+            .post(format!("{console}login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={VIEWER}"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(login.status(), 303, "{bin}");
+        let viewer = login.headers()["set-cookie"]
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("name=value")
+            .to_owned();
+        let page = c
+            .get(format!("{console}replay-dead"))
+            .header("cookie", &viewer)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(page.status(), 200, "{bin}");
+        let html = page.text().await.expect("body");
         assert!(
-            receiver.lines().iter().all(|l| !l.contains(TOKEN)),
+            html.contains("id=\"role\"") && !html.contains("id=\"confirm\""),
+            "{bin}: {html}"
+        );
+        let start = html
+            .find("name=\"csrf\" value=\"")
+            .expect("the logout's token")
+            + 19;
+        let csrf = &html[start..start + html[start..].find('"').expect("end")];
+        for (path, form) in [
+            ("replay-dead", format!("confirm=yes&csrf={csrf}")),
+            ("purge", format!("before=2001-01-01T00:00:00Z&csrf={csrf}")),
+            ("replay", format!("id=x&csrf={csrf}")),
+        ] {
+            let refused = c
+                .post(format!("{console}{path}"))
+                .header("cookie", &viewer)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(refused.status(), 403, "{bin}: read-only {path}");
+        }
+        assert!(
+            receiver
+                .lines()
+                .iter()
+                .all(|l| !l.contains(TOKEN) && !l.contains(VIEWER)),
             "never on stdout"
         );
         receiver.signal("-TERM");

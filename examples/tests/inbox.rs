@@ -1107,3 +1107,155 @@ async fn receivers_through_pgbouncer_killed_mid_transaction_make_each_effect_exa
     killed_mid_transaction_and_restarted(AXUM, &inbox, &listening, server.url()).await;
     killed_mid_transaction_and_restarted(ACTIX, &inbox, &PG_TX_ENVS, server.url()).await;
 }
+
+// Pause and resume, through `airmy-webhook inbox`.
+
+/// `airmy-webhook inbox --inbox INBOX --actor e2e ARGS…`: its exit code and standard output.
+async fn inbox_tool(inbox: &str, args: &[&str]) -> (i32, String) {
+    let tool = test_support::workspace_binary("airmy-webhook", "airmy-webhook");
+    let output = Command::new(tool)
+        .env_clear()
+        .args(["inbox", "--inbox", inbox, "--actor", "e2e"])
+        .args(args)
+        .output()
+        .await
+        .expect("airmy-webhook runs");
+    let err = String::from_utf8_lossy(&output.stderr);
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let code = output.status.code().unwrap_or(-1);
+    assert_eq!(code, 0, "airmy-webhook inbox {args:?}: {out}{err}");
+    (code, out)
+}
+
+/// The ids of `lines`' `handled` lines of `event_type`, with their attempts.
+fn handled_of(lines: &[String], event_type: &str) -> Vec<(String, u32)> {
+    lines
+        .iter()
+        .filter(|line| line.split(' ').nth(2) == Some(event_type))
+        .map(|line| handled(std::slice::from_ref(line))[0].clone())
+        .collect()
+}
+
+/// A type paused with `airmy-webhook inbox pause` before its deliveries arrive: they are
+/// accepted (200) and wait, paused, while another type is handled; the receiver killed and
+/// started again, they still wait (no `handled` line, `stats` and `list` show them paused);
+/// `airmy-webhook inbox resume` and each is handled once, as its first attempt.
+async fn a_pause_holds_across_a_restart_and_a_resume_drains(bin: &str, inbox: &str) {
+    let label = format!("{bin} on {inbox}");
+    let first = start_on(bin, inbox, &[]).await;
+    let (_, out) = inbox_tool(inbox, &["pause", "--type", "run.completed"]).await;
+    assert!(
+        out.starts_with("paused event type run.completed"),
+        "{label}: {out}"
+    );
+    let client = client();
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let held: Vec<String> = (0..5).map(|i| format!("evt_held_{i}_{nanos}")).collect();
+    for id in &held {
+        let (status, body) = post(&client, &first.url, &delivery(id))
+            .await
+            .expect("answered");
+        assert_eq!(
+            (status, body.contains("\"accepted\"")),
+            (200, true),
+            "{label}: {body}"
+        );
+    }
+    let other_id = format!("evt_other_{nanos}");
+    let other = testing::sample_event("alert.triggered")
+        .id(&other_id)
+        .created_at(OffsetDateTime::now_utc())
+        .signed(testing::SECRET);
+    let (status, _) = post(&client, &first.url, &other).await.expect("answered");
+    assert_eq!(status, 200);
+    wait_for("the other type handled", Duration::from_secs(20), || {
+        !handled_of(&first.lines(), "alert.triggered").is_empty()
+    })
+    .await;
+    // A worker looks at least once a second: two seconds more, and still nothing paused ran.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        handled_of(&first.lines(), "run.completed").is_empty(),
+        "{label}: {:?}",
+        first.lines()
+    );
+    let (_, out) = inbox_tool(inbox, &["--json", "stats"]).await;
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(stats["paused"], 5, "{label}: {stats}");
+    assert_eq!(
+        stats["pauses"][0]["event_type"], "run.completed",
+        "{label}: {stats}"
+    );
+
+    first.signal("-9");
+    drop(first);
+    let second = start_on(bin, inbox, &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        second.lines().is_empty(),
+        "{label}: nothing handled: {:?}",
+        second.lines()
+    );
+    let (_, out) = inbox_tool(inbox, &["--json", "list", "--state", "paused"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let mut paused: Vec<(String, u64)> = listed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().expect("id").to_owned(),
+                e["attempts"].as_u64().expect("n"),
+            )
+        })
+        .collect();
+    paused.sort();
+    assert_eq!(
+        paused,
+        held.iter().map(|id| (id.clone(), 0)).collect::<Vec<_>>(),
+        "{label}"
+    );
+
+    let (_, out) = inbox_tool(inbox, &["resume", "--type", "run.completed"]).await;
+    assert_eq!(
+        out.trim(),
+        "resumed event type run.completed: 5 entries released",
+        "{label}"
+    );
+    wait_for("the held entries handled", Duration::from_secs(30), || {
+        handled_of(&second.lines(), "run.completed").len() >= held.len()
+    })
+    .await;
+    let mut drained = handled_of(&second.lines(), "run.completed");
+    drained.sort();
+    assert_eq!(
+        drained,
+        held.iter().map(|id| (id.clone(), 1)).collect::<Vec<_>>(),
+        "{label}"
+    );
+    let (_, out) = inbox_tool(inbox, &["--json", "actions", "--limit", "2"]).await;
+    let actions: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (
+            actions[0]["kind"].as_str(),
+            actions[0]["count"].as_u64(),
+            actions[1]["kind"].as_str()
+        ),
+        (Some("resume"), Some(5), Some("pause")),
+        "{label}: {actions}"
+    );
+    assert_eq!(actions[0]["actor"], "e2e", "{label}: {actions}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_holds_entries_across_a_restart_on_sqlite_and_a_resume_drains_them() {
+    let dir = TempDir::new("pause");
+    let inbox = format!("sqlite:{}", dir.db().display());
+    a_pause_holds_across_a_restart_and_a_resume_drains(AXUM, &inbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_holds_entries_across_a_restart_on_redis_and_a_resume_drains_them() {
+    let redis = test_support::RedisServer::start_private();
+    a_pause_holds_across_a_restart_and_a_resume_drains(ACTIX, redis.url()).await;
+}

@@ -510,3 +510,69 @@ async fn sighup_without_a_secret_file_changes_nothing() {
         assert_eq!(r.health().await, 200, "{bin}: still serving after SIGHUP");
     }
 }
+
+/// An inbox receiver accounts for every accept's time, by stage (issue 29): each accept, the
+/// duplicate included, is counted once in `queue`, `batch` and `total` (and, on SQLite, in
+/// `commit`), the batch sizes add up to the accepts, and the stages are no longer than the
+/// whole.
+async fn inbox_accepts_are_accounted_by_stage(bin: &str, inbox: &str, backend: &str) {
+    let (r, metrics) = with_metrics(bin, ("AIRMY_INBOX", inbox)).await;
+    let secret = testing::SECRET;
+    let run = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let deliveries: Vec<Delivery> = (0..12)
+        .map(|i| event("run.completed", &format!("evt_stage_{run}_{i}"), secret))
+        .collect();
+    let posts = deliveries.iter().map(|d| post(&r.url, d));
+    for status in futures_util::future::join_all(posts).await {
+        assert_eq!(status, 200, "{bin} {backend}");
+    }
+    assert_eq!(
+        post(&r.url, &deliveries[0]).await,
+        200,
+        "{bin}: the duplicate"
+    );
+    let (got, text) = scrape(&metrics).await;
+    let series = |stage: &str, part: &str| {
+        format!(
+            "airmy_webhook_inbox_accept_seconds_{part}{{backend=\"{backend}\",stage=\"{stage}\"}}"
+        )
+    };
+    let mut stages = vec!["queue", "batch", "total"];
+    if backend == "sqlite" {
+        stages.push("commit");
+    }
+    for stage in &stages {
+        assert_eq!(
+            got.get(&series(stage, "count")),
+            Some(&13.0),
+            "{bin} {backend}: {stage} in\n{text}"
+        );
+    }
+    let sum = |stage: &str| got.get(&series(stage, "sum")).copied().unwrap_or(f64::NAN);
+    let parts: f64 = stages
+        .iter()
+        .filter(|s| **s != "total")
+        .map(|s| sum(s))
+        .sum();
+    assert!(
+        parts > 0.0 && parts <= sum("total"),
+        "{bin} {backend}: {text}"
+    );
+    let batches = format!("airmy_webhook_inbox_accept_batch_size_sum{{backend=\"{backend}\"}}");
+    assert_eq!(got.get(&batches), Some(&13.0), "{bin} {backend}: {text}");
+}
+
+#[tokio::test]
+async fn receivers_account_for_each_sqlite_accept_by_stage() {
+    for bin in [AXUM, ACTIX] {
+        let dir = test_support::temp_dir();
+        let inbox = format!("sqlite:{}", dir.0.join("inbox.db").display());
+        inbox_accepts_are_accounted_by_stage(bin, &inbox, "sqlite").await;
+    }
+}
+
+#[tokio::test]
+async fn receivers_account_for_each_redis_accept_by_stage() {
+    let redis = test_support::RedisServer::start();
+    inbox_accepts_are_accounted_by_stage(AXUM, redis.url(), "redis").await;
+}

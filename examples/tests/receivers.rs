@@ -227,6 +227,77 @@ async fn an_axum_and_an_actix_receiver_sharing_redis_process_an_event_once() {
     drop(redis);
 }
 
+/// `AIRMY_IDEMPOTENCY` on a Redis Cluster, in the forms of a Redis `AIRMY_INBOX`: several seed
+/// nodes, `?cluster=true`, `?prefix=…`. An axum and an actix receiver started from it share
+/// the claims: 12 events, whose keys spread over the primaries, each run once (on one) and
+/// answered as duplicates by the other. Several hosts without `cluster=true` exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_share_idempotency_on_a_redis_cluster_given_several_seeds() {
+    let cluster = test_support::RedisCluster::start();
+    let hosts: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|u| u.trim_start_matches("redis://").to_owned())
+        .collect();
+    let seeds = format!("redis://{}", hosts.join(","));
+    let setting = format!("{seeds}?cluster=true&prefix=receivers:cluster:");
+    let envs = [
+        ("AIRMY_WEBHOOK_SECRET", testing::SECRET),
+        ("AIRMY_IDEMPOTENCY", setting.as_str()),
+    ];
+    let (axum, actix) = (
+        start(RECEIVERS[0], &envs).await,
+        start(RECEIVERS[1], &envs).await,
+    );
+    let mut primaries = std::collections::BTreeSet::new();
+    for i in 0..12 {
+        let id = format!("evt_cluster_{i}");
+        primaries.insert(cluster.primary_of(&format!("receivers:cluster:{id}")));
+        let d = testing::sample_event("alert.triggered")
+            .id(&id)
+            .created_at(now())
+            .signed(testing::SECRET);
+        let (first, second) = if i % 2 == 0 {
+            (&axum, &actix)
+        } else {
+            (&actix, &axum)
+        };
+        let (status, body) = post(&first.url, &d.body, &d.signature).await;
+        assert_eq!(status, 200, "{id}: {body}");
+        assert_ne!(body["status"], "duplicate", "{id} runs once: {body}");
+        assert_eq!(
+            post(&second.url, &d.body, &d.signature).await,
+            (200, json!({ "status": "duplicate", "id": id }))
+        );
+    }
+    assert!(
+        primaries.len() > 1,
+        "the ids' keys are on several primaries"
+    );
+    for bin in RECEIVERS {
+        let stderr = exits_2_with_idempotency(bin, &seeds).await;
+        assert!(
+            stderr.contains("AIRMY_IDEMPOTENCY") && stderr.contains("cluster"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Runs `bin` with `AIRMY_IDEMPOTENCY=setting`, asserts it exits 2, and returns its standard
+/// error.
+async fn exits_2_with_idempotency(bin: &str, setting: &str) -> String {
+    let output = Command::new(bin)
+        .env_clear()
+        .env("AIRMY_WEBHOOK_SECRET", "s")
+        .env("AIRMY_LISTEN", "127.0.0.1:0")
+        .env("AIRMY_IDEMPOTENCY", setting)
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "{bin}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[tokio::test]
 async fn receivers_exit_2_when_redis_cannot_be_reached() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -235,16 +306,7 @@ async fn receivers_exit_2_when_redis_cannot_be_reached() {
         .port();
     let url = format!("redis://127.0.0.1:{port}");
     for bin in RECEIVERS {
-        let output = Command::new(bin)
-            .env_clear()
-            .env("AIRMY_WEBHOOK_SECRET", "s")
-            .env("AIRMY_LISTEN", "127.0.0.1:0")
-            .env("AIRMY_IDEMPOTENCY", &url)
-            .output()
-            .await
-            .expect("runs");
-        assert_eq!(output.status.code(), Some(2), "{bin}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = exits_2_with_idempotency(bin, &url).await;
         assert!(stderr.contains("AIRMY_IDEMPOTENCY: cannot use"), "{stderr}");
     }
 }

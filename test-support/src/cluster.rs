@@ -20,6 +20,8 @@ struct Node {
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<Node>,
+    /// `requirepass` (and `masterauth`) of every node, if any.
+    password: Option<String>,
     _dir: TempDir,
 }
 
@@ -36,6 +38,22 @@ impl RedisCluster {
     /// `scripts/test` does), or the cluster does not form in time: cluster tests never skip.
     #[must_use]
     pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// Starts a cluster as [`start`](Self::start) does, every node with `requirepass` (and
+    /// `masterauth`, for its replica) set to `password`; [`urls`](Self::urls) and
+    /// [`seed_url`](Self::seed_url) carry it.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_with_password(password: &str) -> Self {
+        Self::launch(Some(password.to_owned()))
+    }
+
+    fn launch(password: Option<String>) -> Self {
         let dir = temp_dir();
         // Twelve distinct free ports, all held while choosing: six for clients, six for the
         // cluster bus (`cluster-port`; the default, port + 10000, may not exist).
@@ -51,8 +69,13 @@ impl RedisCluster {
         for (port, bus) in ports[..6].iter().zip(&ports[6..]) {
             let node_dir = dir.0.join(port.to_string());
             std::fs::create_dir_all(&node_dir).expect("a node's directory");
+            let auth: Vec<&str> = match &password {
+                Some(p) => vec!["--requirepass", p, "--masterauth", p],
+                None => Vec::new(),
+            };
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(&auth)
                 .args([
                     "--cluster-enabled",
                     "yes",
@@ -85,10 +108,14 @@ impl RedisCluster {
                 child: Some(child),
             });
         }
-        let cluster = Self { nodes, _dir: dir };
+        let cluster = Self {
+            nodes,
+            password,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         for node in &cluster.nodes {
-            while !crate::ping(node.port) {
+            while !cluster.cli(node.port, &["PING"]).contains("PONG") {
                 assert!(
                     Instant::now() < deadline,
                     "redis-server did not answer PING on port {} within 10 s",
@@ -103,6 +130,7 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         let output = Command::new("redis-cli")
+            .args(cluster.auth())
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -148,35 +176,48 @@ impl RedisCluster {
             .collect();
         let mut views = Vec::new();
         for &port in &running {
-            if !cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            if !self
+                .cli(port, &["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+            {
                 return false;
             }
-            let replication = cli(port, &["INFO", "replication"]);
+            let replication = self.cli(port, &["INFO", "replication"]);
             if replication.contains("role:slave") && !replication.contains("master_link_status:up")
             {
                 return false;
             }
-            views.push(primaries(&cli(port, &["CLUSTER", "NODES"])));
+            views.push(primaries(&self.cli(port, &["CLUSTER", "NODES"])));
         }
         views.windows(2).all(|w| w[0] == w[1])
     }
 
-    /// `redis://127.0.0.1:PORT` of every node, primaries and replicas.
+    /// `redis://127.0.0.1:PORT` of every node, primaries and replicas (with the password,
+    /// `redis://:PASSWORD@…`, when the cluster has one).
     #[must_use]
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| url(n.port)).collect()
+        self.nodes.iter().map(|n| self.url(n.port)).collect()
     }
 
     /// The URL of one node to start from (the first; the client discovers the others).
     #[must_use]
     pub fn seed_url(&self) -> String {
-        url(self.nodes[0].port)
+        self.url(self.nodes[0].port)
+    }
+
+    /// The URL of the node on `port` (with the password, when the cluster has one).
+    #[must_use]
+    pub fn url(&self, port: u16) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{port}"),
+            None => format!("redis://127.0.0.1:{port}"),
+        }
     }
 
     /// The slot of `key` (`CLUSTER KEYSLOT`; a hash tag `{…}` decides it).
     #[must_use]
     pub fn slot(&self, key: &str) -> u16 {
-        cli(self.any_port(), &["CLUSTER", "KEYSLOT", key])
+        self.cli(self.any_port(), &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
             .expect("CLUSTER KEYSLOT answers a number")
@@ -190,7 +231,7 @@ impl RedisCluster {
     #[must_use]
     pub fn primary_of(&self, key: &str) -> u16 {
         let slot = self.slot(key);
-        let nodes = cli(self.any_port(), &["CLUSTER", "NODES"]);
+        let nodes = self.cli(self.any_port(), &["CLUSTER", "NODES"]);
         parse_nodes(&nodes)
             .into_iter()
             .find(|n| n.primary.is_none() && n.slots.iter().any(|r| r.contains(&slot)))
@@ -206,7 +247,7 @@ impl RedisCluster {
     #[must_use]
     pub fn replica_of(&self, key: &str) -> u16 {
         let primary = self.primary_of(key);
-        let nodes = parse_nodes(&cli(self.any_port(), &["CLUSTER", "NODES"]));
+        let nodes = parse_nodes(&self.cli(self.any_port(), &["CLUSTER", "NODES"]));
         let id = nodes
             .iter()
             .find(|n| n.port == primary)
@@ -228,10 +269,11 @@ impl RedisCluster {
     /// When the failover does not complete within 30 s.
     pub fn failover(&self, key: &str) -> u16 {
         let replica = self.replica_of(key);
-        let answer = cli(replica, &["CLUSTER", "FAILOVER"]);
+        let answer = self.cli(replica, &["CLUSTER", "FAILOVER"]);
         assert!(answer.trim() == "OK", "CLUSTER FAILOVER answered {answer}");
         let deadline = Instant::now() + SETTLE;
-        while !cli(replica, &["ROLE"]).starts_with("master") || self.primary_of(key) != replica {
+        while !self.cli(replica, &["ROLE"]).starts_with("master") || self.primary_of(key) != replica
+        {
             assert!(Instant::now() < deadline, "the failover did not complete");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -251,7 +293,7 @@ impl RedisCluster {
         let slot = self.slot(key).to_string();
         let from = self.primary_of(key);
         assert_ne!(from, to, "the slot is on port {to} already");
-        let nodes = parse_nodes(&cli(self.any_port(), &["CLUSTER", "NODES"]));
+        let nodes = parse_nodes(&self.cli(self.any_port(), &["CLUSTER", "NODES"]));
         let id = |port: u16| {
             nodes
                 .iter()
@@ -261,21 +303,25 @@ impl RedisCluster {
         };
         let (from_id, to_id) = (id(from), id(to));
         let ok = |port: u16, args: &[&str]| {
-            let answer = cli(port, args);
+            let answer = self.cli(port, args);
             assert_eq!(answer.trim(), "OK", "{args:?} on {port}: {answer}");
         };
         ok(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
         ok(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
         let to_port = to.to_string();
         loop {
-            let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
             let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
             if keys.is_empty() {
                 break;
             }
-            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000"];
+            if let Some(password) = &self.password {
+                args.extend(["AUTH", password.as_str()]);
+            }
+            args.push("KEYS");
             args.extend(keys);
-            let answer = cli(from, &args);
+            let answer = self.cli(from, &args);
             assert!(
                 matches!(answer.trim(), "OK" | "NOKEY"),
                 "MIGRATE answered {answer}"
@@ -299,7 +345,7 @@ impl RedisCluster {
     /// The ports of the primaries, as the cluster sees them now.
     #[must_use]
     pub fn primaries(&self) -> Vec<u16> {
-        primaries(&cli(self.any_port(), &["CLUSTER", "NODES"]))
+        primaries(&self.cli(self.any_port(), &["CLUSTER", "NODES"]))
             .into_iter()
             .map(|(port, _)| port)
             .collect()
@@ -321,6 +367,69 @@ impl RedisCluster {
         let _ = child.wait();
     }
 
+    /// Freezes the node on `port` (`SIGSTOP`): its connections stay open, nothing it should
+    /// read or answer is, until [`resume`](Self::resume). A frozen replica acknowledges no
+    /// replication while its primary still counts it as attached.
+    ///
+    /// # Panics
+    ///
+    /// When no running node of this cluster listens on `port`.
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// Lets a node frozen by [`pause`](Self::pause) run again (`SIGCONT`).
+    ///
+    /// # Panics
+    ///
+    /// When no running node of this cluster listens on `port`.
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let pid = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .and_then(|n| n.child.as_ref())
+            .map(Child::id)
+            .unwrap_or_else(|| panic!("no running node on port {port}"));
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// `redis-cli` on the node on `port` (with the cluster's password): its output, empty when
+    /// the node does not answer.
+    #[must_use]
+    pub fn command(&self, port: u16, args: &[&str]) -> String {
+        self.cli(port, args)
+    }
+
+    /// `-a PASSWORD --no-auth-warning` for `redis-cli`, when the cluster has a password.
+    fn auth(&self) -> Vec<&str> {
+        match &self.password {
+            Some(password) => vec!["-a", password, "--no-auth-warning"],
+            None => Vec::new(),
+        }
+    }
+
+    /// `redis-cli -p PORT ARGS…`'s output (empty when the node does not answer).
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(self.auth())
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
     fn any_port(&self) -> u16 {
         self.nodes
             .iter()
@@ -339,22 +448,6 @@ impl Drop for RedisCluster {
             }
         }
     }
-}
-
-fn url(port: u16) -> String {
-    format!("redis://127.0.0.1:{port}")
-}
-
-/// `redis-cli -p PORT ARGS…`'s output (empty when the node does not answer).
-fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
 }
 
 /// One line of `CLUSTER NODES`.

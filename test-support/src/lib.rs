@@ -1,14 +1,17 @@
 //! Helpers for the workspace's own tests, never published: [`RedisServer`], which starts a
 //! `redis-server` process on a free loopback port, [`RedisCluster`], a Redis Cluster of six,
 //! [`TlsRedis`], one with TLS only, [`PostgresServer`], a throwaway PostgreSQL server,
-//! [`PgBouncer`], PgBouncer in transaction pooling mode in front of one, and
-//! [`spans::SpanCapture`], which keeps the spans and events a test produced.
+//! [`PgBouncer`], PgBouncer in transaction pooling mode in front of one, [`NetNamespace`], a
+//! network namespace whose path to the test can drop packets (a partition),
+//! [`spans::SpanCapture`], which keeps the spans and events a test produced, and
+//! [`workspace_binary`], another package's binary built for a test.
 //!
 //! For the adapters' tests, behind features: `fixtures` (deliveries, verifiers, counters and
 //! idempotency guards on top of `airmy_verify::testing`; `redis` adds a guard on a
 //! [`RedisServer`]), and `http` (raw HTTP/1.1 over a loopback socket, a `reqwest` client for
 //! the conformance cases, and the detached idempotent handler's scenarios).
 
+pub mod binary;
 pub mod cluster;
 #[cfg(feature = "http")]
 pub mod detached;
@@ -16,11 +19,14 @@ pub mod detached;
 pub mod fixtures;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod netns;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod spans;
 
+pub use binary::workspace_binary;
 pub use cluster::RedisCluster;
+pub use netns::NetNamespace;
 pub use pgbouncer::PgBouncer;
 pub use postgres::PostgresServer;
 

@@ -29,8 +29,12 @@ pub struct PostgresServer {
 struct Own {
     bin: PathBuf,
     dir: PathBuf,
+    /// The address it listens on: 127.0.0.1, or a namespace's.
+    host: String,
     port: u16,
     as_postgres: bool,
+    /// The network namespace it runs in (`ip netns exec`), if not the test's.
+    netns: Option<String>,
 }
 
 impl PostgresServer {
@@ -56,6 +60,25 @@ impl PostgresServer {
     /// When `initdb` or `pg_ctl` cannot be found or fail.
     #[must_use]
     pub fn start_private() -> Self {
+        Self::start_own(None)
+    }
+
+    /// Starts a server of its own inside `net` (as [`start_private`](Self::start_private)
+    /// does, but run through `ip netns exec`), listening on the namespace's address only, port
+    /// 5432, and letting in the test's side of the pair (`host … trust` for
+    /// [`NetNamespace::host_addr`](crate::NetNamespace::host_addr)): its [`url`](Self::url)
+    /// goes through the veth pair, so [`NetNamespace::drop_packets`](crate::NetNamespace::drop_packets)
+    /// cuts it off; its [`socket_url`](Self::socket_url) does not. Drop it before `net`.
+    ///
+    /// # Panics
+    ///
+    /// As [`start_private`](Self::start_private).
+    #[must_use]
+    pub fn start_in(net: &crate::NetNamespace) -> Self {
+        Self::start_own(Some(net))
+    }
+
+    fn start_own(net: Option<&crate::NetNamespace>) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let bin = BIN_DIRS
             .iter()
@@ -81,15 +104,24 @@ impl PostgresServer {
                 .expect("chown runs");
             assert!(status.success(), "chown of {} failed", dir.display());
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
+        // In a namespace of its own every port is free.
+        let (host, port) = match net {
+            Some(net) => (net.addr().to_string(), 5432),
+            None => (
+                "127.0.0.1".to_owned(),
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .expect("a free loopback port"),
+            ),
+        };
         let own = Own {
             bin,
             dir,
+            host,
             port,
             as_postgres,
+            netns: net.map(|net| net.name().to_owned()),
         };
         own.run(
             "initdb",
@@ -103,18 +135,43 @@ impl PostgresServer {
                 "--encoding=UTF8",
             ],
         );
+        if let Some(net) = net {
+            let hba = own.data().join("pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            rules.push_str(&format!("host all all {}/32 trust\n", net.host_addr()));
+            std::fs::write(&hba, rules).expect("pg_hba.conf written");
+        }
         let server = Self {
-            url: format!("postgres://airmy@127.0.0.1:{port}/postgres"),
+            url: format!("postgres://airmy@{}:{port}/postgres", own.host),
             own: Some(own),
         };
         server.start_again();
         server
     }
 
-    /// The server's URL (`postgres://airmy@127.0.0.1:PORT/postgres` for one of its own).
+    /// The server's URL (`postgres://airmy@127.0.0.1:PORT/postgres` for one of its own,
+    /// the namespace's address for one [`start_in`](Self::start_in) a namespace).
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A URL of the server through its Unix socket
+    /// (`postgres://airmy@localhost/postgres?host=DIR&port=PORT`, `host` naming its directory),
+    /// which no network partition cuts: a test counts through it while the path of
+    /// [`url`](Self::url) drops packets.
+    ///
+    /// # Panics
+    ///
+    /// On a server of `AIRMY_POSTGRES_URL`.
+    #[must_use]
+    pub fn socket_url(&self) -> String {
+        let own = self.own.as_ref().expect("a server of its own");
+        format!(
+            "postgres://airmy@localhost/postgres?host={}&port={}",
+            own.dir.display(),
+            own.port
+        )
     }
 
     /// Stops the server at once (`pg_ctl stop -m immediate`: no checkpoint, as a crash), for
@@ -161,9 +218,10 @@ impl PostgresServer {
     pub fn start_again(&self) {
         let own = self.own.as_ref().expect("a server of its own");
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=on \
+            "-p {} -c listen_addresses={} -c unix_socket_directories={} -c fsync=on \
              -c synchronous_commit=on -c max_connections=200",
             own.port,
+            own.host,
             own.dir.display()
         );
         own.pg_ctl_until_listening("start", ["-o", &options]);
@@ -217,7 +275,7 @@ impl Own {
     /// Waits until the server's port takes connections (30 s at most).
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect((self.host.as_str(), self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "postgres did not listen within 30 s"
@@ -226,18 +284,28 @@ impl Own {
         }
     }
 
+    /// `path` as a command: as the `postgres` user when we are root, inside the server's
+    /// network namespace when it has one.
+    fn command(&self, path: &std::path::Path) -> Command {
+        let mut words: Vec<&std::ffi::OsStr> = Vec::new();
+        if let Some(name) = &self.netns {
+            words.extend(["ip", "netns", "exec", name.as_str()].map(std::ffi::OsStr::new));
+        }
+        if self.as_postgres {
+            words.extend(["runuser", "-u", "postgres", "--"].map(std::ffi::OsStr::new));
+        }
+        words.push(path.as_os_str());
+        let mut command = Command::new(words[0]);
+        command.args(&words[1..]);
+        command
+    }
+
     /// Runs one of the server programs, as the `postgres` user when we are root; panics with
     /// its output when it fails.
     fn run(&self, program: &str, args: &[&str]) {
         let path = self.bin.join(program);
-        let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&path);
-            c
-        } else {
-            Command::new(&path)
-        };
-        let output = command
+        let output = self
+            .command(&path)
             .args(args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -256,16 +324,9 @@ impl Drop for PostgresServer {
     fn drop(&mut self) {
         if let Some(own) = &self.own {
             // Quietly: the server may be stopped already.
-            let path = own.bin.join("pg_ctl");
             let data = own.data();
-            let mut command = if own.as_postgres {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(&path);
-                c
-            } else {
-                Command::new(&path)
-            };
-            let _ = command
+            let _ = own
+                .command(&own.bin.join("pg_ctl"))
                 .arg("-D")
                 .arg(&data)
                 .args(["-m", "immediate", "-w", "stop"])

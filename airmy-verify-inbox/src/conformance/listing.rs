@@ -148,6 +148,7 @@ pub async fn entries_are_listed_by_state_page_by_page(h: &impl Harness) {
                 assert_eq!(entry.summary.attempts, 0);
                 assert!(entry.summary.next_attempt_at.is_some());
             }
+            EntryState::Paused => unreachable!("pauses have checks of their own"),
         }
     }
     assert_eq!(b.entry("evt_never_seen").await.expect("entry"), None);

@@ -22,9 +22,14 @@ use time::OffsetDateTime;
 use crate::backend::{Accepted, Backend, EntryState, ListQuery, Order};
 
 mod listing;
+mod pause;
 
 pub use listing::entries_are_listed_by_state_page_by_page;
 use listing::list_all;
+pub use pause::{
+    a_paused_type_waits_until_resumed, pausing_everything_holds_every_type,
+    recent_actions_are_kept_newest_first_and_bounded,
+};
 
 /// The lease the suite takes entries for.
 pub const LEASE: Duration = Duration::from_millis(300);
@@ -110,6 +115,9 @@ pub async fn run_all(h: &impl Harness) {
     stats_count_every_state(h).await;
     entries_are_listed_by_state_page_by_page(h).await;
     wait_wakes_on_a_new_entry(h).await;
+    a_paused_type_waits_until_resumed(h).await;
+    pausing_everything_holds_every_type(h).await;
+    recent_actions_are_kept_newest_first_and_bounded(h).await;
 }
 
 /// Not part of [`run_all`] (it needs its own backend): run it on an empty backend opened to

@@ -1,16 +1,53 @@
-//! The console's pages, as maud templates: every value from outside is escaped by maud.
+//! The console's pages, as maud templates: every value from outside is escaped by maud, and
+//! shown through [`shown`] (text) or [`attr`] (attribute values), so that no character that
+//! could disguise it (`airmy_verify::text::disguises`: U+202E, U+200B, …) is ever served as it
+//! is.
 
-use maud::{DOCTYPE, Markup, html};
+use airmy_verify::text::{Part, visible};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 use time::OffsetDateTime;
 
-use super::rfc3339;
+use super::{Role, rfc3339};
 use crate::backend::{Entry, EntryState, ListQuery, Order, Page as Listed, Stats};
 
-/// What every page needs: where links start, the title, the forms' token.
+/// What every page needs: where links start, the title, the forms' token, who is looking.
 pub(super) struct Page<'a> {
     pub(super) base: &'a str,
     pub(super) title: &'a str,
     pub(super) csrf: &'a str,
+    /// An operator sees the forms; a read-only operator none.
+    pub(super) role: Role,
+    /// Behind the built-in login: the header has a logout button.
+    pub(super) session: bool,
+}
+
+/// Text from outside, as markup: each character that could disguise it shown as `\u{…}` in a
+/// marked `span.esc` (its code in the `title`), never applied.
+pub(super) fn shown(text: &str) -> Markup {
+    html! {
+        @for part in visible(text).parts() {
+            @match part {
+                Part::Text(run) => { (run) }
+                Part::Escaped(c) => { span.esc title={ "U+" (format!("{:04X}", u32::from(c))) } { (part) } }
+            }
+        }
+    }
+}
+
+/// Text from outside as an attribute's value (a hidden field's id, a filter): escaped by maud's
+/// rules, and each character that could disguise it written as a character reference
+/// (`&#x202e;`), so that the form sends it back exactly while the page never holds it as it is.
+pub(super) fn attr(text: &str) -> PreEscaped<String> {
+    let mut out = String::with_capacity(text.len());
+    for part in visible(text).parts() {
+        match part {
+            Part::Text(run) => {
+                let _ = std::fmt::Write::write_str(&mut maud::Escaper::new(&mut out), run);
+            }
+            Part::Escaped(c) => out.push_str(&format!("&#x{:x};", u32::from(c))),
+        }
+    }
+    PreEscaped(out)
 }
 
 /// `text` for a URL's query (form encoding).
@@ -36,7 +73,18 @@ fn age(secs: u64) -> String {
     }
 }
 
-impl Page<'_> {
+impl<'a> Page<'a> {
+    /// A page before any session (the login, a refusal): no navigation, no form token.
+    pub(super) fn bare(base: &'a str, title: &'a str) -> Self {
+        Self {
+            base,
+            title,
+            csrf: "",
+            role: Role::ReadOnly,
+            session: false,
+        }
+    }
+
     /// A page; `refresh`: reload it every 5 s, at this URL (an entry page reloads without its
     /// one-time notice).
     fn layout(&self, heading: &str, refresh: Option<&str>, body: Markup) -> Markup {
@@ -47,20 +95,29 @@ impl Page<'_> {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     @if let Some(url) = refresh { meta http-equiv="refresh" content={ "5; url=" (url) }; }
-                    title { (heading) " · " (self.title) }
+                    title { (visible(heading).to_string()) " · " (self.title) }
                     link rel="stylesheet" href={ (self.base) "/console.css" };
                 }
                 body {
                     header {
                         a.brand href=(self.home()) { (self.title) }
-                        nav {
-                            @for state in EntryState::ALL {
-                                a href={ (self.base) "/entries?state=" (state.as_str()) } { (state.as_str()) }
+                        @if !self.csrf.is_empty() {
+                            nav {
+                                @for state in EntryState::ALL {
+                                    a href={ (self.base) "/entries?state=" (state.as_str()) } { (state.as_str()) }
+                                }
+                            }
+                            @if !self.role.can_act() { span.role #role { "read-only" } }
+                            @if self.session {
+                                form.logout method="post" action={ (self.base) "/logout" } {
+                                    (self.csrf_field())
+                                    button #logout type="submit" { "Log out" }
+                                }
                             }
                         }
                     }
                     main {
-                        h1 { (heading) }
+                        h1 { (shown(heading)) }
                         (body)
                     }
                 }
@@ -70,8 +127,29 @@ impl Page<'_> {
 
     /// The overview's link: the mount path itself (axum's `nest` answers `/console`, not
     /// `/console/`), or `/` at the root.
-    fn home(&self) -> &str {
+    pub(super) fn home(&self) -> &str {
         if self.base.is_empty() { "/" } else { self.base }
+    }
+
+    /// The session cookie's `Path`: the mount path, or `/`.
+    pub(super) fn cookie_path(&self) -> &str {
+        self.home()
+    }
+
+    /// The built-in login's form; `failed`: after a wrong token.
+    pub(super) fn login(&self, failed: bool) -> Markup {
+        self.layout(
+            "Log in",
+            None,
+            html! {
+                @if failed { p.notice #login-failed { "That is not a token of this console." } }
+                form.actions method="post" action={ (self.base) "/login" } {
+                    label for="token" { "Console token" }
+                    input #token type="password" name="token" autocomplete="current-password" required;
+                    button #login type="submit" { "Log in" }
+                }
+            },
+        )
     }
 
     fn csrf_field(&self) -> Markup {
@@ -92,7 +170,7 @@ impl Page<'_> {
             heading,
             None,
             html! {
-                p.notice { (text) }
+                p.notice { (shown(text)) }
                 p { a href=(self.home()) { "Back to the overview" } }
             },
         )
@@ -134,7 +212,7 @@ impl Page<'_> {
                     }
                 }
                 p.muted { "Refreshes every 5 seconds. " span.time { (rfc3339(now)) } }
-                section.actions {
+                @if self.role.can_act() { section.actions {
                     h2 { "Actions" }
                     p {
                         a.button href={ (self.base) "/replay-dead" } { "Replay every dead letter…" }
@@ -150,7 +228,7 @@ impl Page<'_> {
                         }
                         button type="submit" { "Purge" }
                     }
-                }
+                } }
             },
         )
     }
@@ -179,7 +257,7 @@ impl Page<'_> {
         let state = list.state;
         let heading = state.as_str().to_owned();
         let when = match state {
-            EntryState::Pending | EntryState::Scheduled => "due",
+            EntryState::Pending | EntryState::Scheduled | EntryState::Paused => "due",
             EntryState::Processing => "lease until",
             EntryState::Dead => "died",
             EntryState::Done => "done",
@@ -190,8 +268,8 @@ impl Page<'_> {
             html! {
                 form.filters method="get" action={ (self.base) "/entries" } {
                     input type="hidden" name="state" value=(state.as_str());
-                    input type="text" name="type" placeholder="event type" value=[list.event_type.as_deref()];
-                    input type="text" name="prefix" placeholder="id prefix" value=[list.id_prefix.as_deref()];
+                    input type="text" name="type" placeholder="event type" value=[list.event_type.as_deref().map(attr)];
+                    input type="text" name="prefix" placeholder="id prefix" value=[list.id_prefix.as_deref().map(attr)];
                     select name="order" {
                         option value="oldest" selected[list.order == Order::Oldest] { "oldest first" }
                         option value="newest" selected[list.order == Order::Newest] { "newest first" }
@@ -214,12 +292,12 @@ impl Page<'_> {
                             tbody {
                                 @for e in &listed.entries {
                                     tr {
-                                        td.id data-label="id" { a href=(self.entry_link(&e.id, false)) { (cut(&e.id, 64)) } }
-                                        td data-label="type" { (cut(&e.event_type, 40)) }
+                                        td.id data-label="id" { a href=(self.entry_link(&e.id, false)) { (shown(&cut(&e.id, 64))) } }
+                                        td data-label="type" { (shown(&cut(&e.event_type, 40))) }
                                         td.num data-label="attempts" { (e.attempts) }
                                         td.time data-label="received" { (rfc3339(e.received_at)) }
                                         td.time data-label=(when) { @if let Some(at) = e.next_attempt_at.or(e.finished_at) { (rfc3339(at)) } }
-                                        td.error data-label="last error" { @if let Some(error) = &e.last_error { (cut(error, 120)) } }
+                                        td.error data-label="last error" { @if let Some(error) = &e.last_error { (shown(&cut(error, 120))) } }
                                     }
                                 }
                             }
@@ -250,8 +328,8 @@ impl Page<'_> {
                     }
                 }
                 dl.fields {
-                    dt { "id" } dd #id { (e.id) }
-                    dt { "type" } dd #type { (e.event_type) }
+                    dt { "id" } dd #id { (shown(&e.id)) }
+                    dt { "type" } dd #type { (shown(&e.event_type)) }
                     dt { "state" } dd #state { span.state.(e.state.as_str()) { (e.state.as_str()) } }
                     dt { "attempts" } dd #attempts { (e.attempts) }
                     dt { "received" } dd { (rfc3339(e.received_at)) }
@@ -263,17 +341,22 @@ impl Page<'_> {
                         dt { @if e.state == EntryState::Dead { "died" } @else { "done" } }
                         dd { (rfc3339(at)) }
                     }
-                    @if let Some(error) = &e.last_error { dt { "last error" } dd #error { (error) } }
+                    @if let Some(error) = &e.last_error { dt { "last error" } dd #error { (shown(error)) } }
                 }
-                @if e.state != EntryState::Processing && e.state != EntryState::Pending {
+                @if self.role.can_act() && e.state != EntryState::Processing && e.state != EntryState::Pending {
                     form method="post" action={ (self.base) "/replay" } {
                         (self.csrf_field())
-                        input type="hidden" name="id" value=(e.id);
+                        input type="hidden" name="id" value=(attr(&e.id));
                         button #replay type="submit" { "Replay" }
                     }
                 }
                 h2 { "Body" }
-                pre #body { (body) }
+                pre #body {
+                    @for (i, line) in body.split('\n').enumerate() {
+                        @if i > 0 { "\n" }
+                        (shown(line))
+                    }
+                }
                 @if !settled { p.muted { "Refreshes every 5 seconds until the entry is done or dead." } }
             },
         )
@@ -285,12 +368,16 @@ impl Page<'_> {
             None,
             html! {
                 p { "This makes " strong { (dead) } " dead letter(s) pending again, each with a new retry budget." }
-                form method="post" action={ (self.base) "/replay-dead" } {
-                    (self.csrf_field())
-                    input type="hidden" name="confirm" value="yes";
-                    button #confirm type="submit" { "Replay them all" }
-                    " "
-                    a href=(self.home()) { "Cancel" }
+                @if self.role.can_act() {
+                    form method="post" action={ (self.base) "/replay-dead" } {
+                        (self.csrf_field())
+                        input type="hidden" name="confirm" value="yes";
+                        button #confirm type="submit" { "Replay them all" }
+                        " "
+                        a href=(self.home()) { "Cancel" }
+                    }
+                } @else {
+                    p.notice #read-only { "You have read-only access: an operator can replay them." }
                 }
             },
         )

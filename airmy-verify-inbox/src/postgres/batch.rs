@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::{AssertSqlSafe, Row};
@@ -13,20 +12,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Db, PgQuery, unavailable};
 use crate::backend::InboxError;
+use crate::batch::{Measured, Queued};
 
-/// Statements of one kind in flight at once: the next batch gathers while they commit.
+/// Completion statements in flight at once: the next batch gathers while they commit.
 const IN_FLIGHT: usize = 4;
-/// The longest a batch's statement may take before its jobs are answered `Unavailable`
-/// (AIRMY waits 10 s for an answer; a server that hangs without closing the connection must
-/// not hold accepts for ever).
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(8);
-
-fn timed_out() -> InboxError {
-    InboxError::unavailable(format!(
-        "PostgreSQL did not answer within {} s (or no connection of the pool was free)",
-        STATEMENT_TIMEOUT.as_secs()
-    ))
-}
+/// Accept statements in flight at once: two, so that one batch's statement runs while the
+/// other's commit waits for its WAL flush, and everything that arrives meanwhile goes out as
+/// the next batch. PostgreSQL flushes the WAL one flush at a time, so more statements in flight
+/// only split the same accepts into smaller batches, each with a flush of its own: measured
+/// with `scripts/inbox-load.sh` (BENCHMARKS.md, 2026-12-08), 1 / 2 / 4 in flight gave batches of
+/// 15 / 8 / 5 accepts on average and 0.20 / 0.27 / 0.24 of the no-inbox rate.
+///
+/// Each statement, of either kind, is bounded by
+/// [`PgOptions::operation_timeout`](super::PgOptions::operation_timeout) (the backend's `Db`),
+/// so a server that stops answering without closing the connection (a network path that drops
+/// packets) holds a slot for that long at most, never for ever.
+const ACCEPTS_IN_FLIGHT: usize = 2;
 
 /// One accept waiting for its batch; the answer is whether it was stored (`false`: a
 /// duplicate).
@@ -50,13 +51,10 @@ pub(super) fn shutting_down() -> InboxError {
     InboxError::unavailable("the inbox is shutting down")
 }
 
-/// The rows of `query`, or why there are none: PostgreSQL's error, or no answer within
-/// [`STATEMENT_TIMEOUT`].
+/// The rows of `query`, or why there are none: PostgreSQL's error, or no answer within the
+/// backend's operation timeout.
 async fn rows(db: &Db, query: PgQuery<'_>) -> Result<Vec<sqlx::postgres::PgRow>, InboxError> {
-    tokio::time::timeout(STATEMENT_TIMEOUT, db.fetch_all(query))
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(unavailable)
+    db.fetch_all(query).await.map_err(unavailable)
 }
 
 /// The accept task: each batch is one `INSERT … SELECT FROM unnest(…) ON CONFLICT (id) DO
@@ -66,17 +64,27 @@ async fn rows(db: &Db, query: PgQuery<'_>) -> Result<Vec<sqlx::postgres::PgRow>,
 /// ids cannot deadlock. A job PostgreSQL could never store (a NUL in its id or type, which
 /// `text` refuses) is answered on its own and kept out of the batch, so that it cannot fail
 /// the others.
-pub(super) async fn accepts(db: Db, sql: Arc<str>, queue: mpsc::UnboundedReceiver<AcceptJob>) {
+pub(super) async fn accepts(
+    db: Db,
+    sql: Arc<str>,
+    queue: mpsc::UnboundedReceiver<Queued<AcceptJob>>,
+) {
     crate::batch::batches(
         queue,
+        Measured::Accepts("postgres"),
         |job| job.id.len() + job.body.len(),
-        IN_FLIGHT,
+        ACCEPTS_IN_FLIGHT,
         move |jobs: Vec<AcceptJob>| {
             let (db, sql) = (db.clone(), Arc::clone(&sql));
             async move {
                 let mut seen = HashSet::with_capacity(jobs.len());
                 let (mut first, mut again) = (Vec::with_capacity(jobs.len()), Vec::new());
                 for job in jobs {
+                    if job.reply.is_closed() {
+                        // Its accept gave up waiting (answered 503 at its bound): nobody waits
+                        // for this answer, and AIRMY sends the delivery again.
+                        continue;
+                    }
                     if job.id.contains('\0') || job.event_type.contains('\0') {
                         let _ = job.reply.send(Err(InboxError::unavailable(
                             "PostgreSQL cannot store an event id or type with a NUL character"
@@ -87,6 +95,9 @@ pub(super) async fn accepts(db: Db, sql: Arc<str>, queue: mpsc::UnboundedReceive
                     } else {
                         again.push(job);
                     }
+                }
+                if first.is_empty() {
+                    return;
                 }
                 first.sort_unstable_by(|a, b| a.id.cmp(&b.id));
                 let ids: Vec<&str> = first.iter().map(|j| j.id.as_str()).collect();
@@ -128,10 +139,11 @@ pub(super) async fn completions(
     db: Db,
     sql: Arc<str>,
     single: Arc<str>,
-    queue: mpsc::UnboundedReceiver<CompleteJob>,
+    queue: mpsc::UnboundedReceiver<Queued<CompleteJob>>,
 ) {
     crate::batch::batches(
         queue,
+        Measured::Other,
         |job| job.id.len() + job.token.len(),
         IN_FLIGHT,
         move |jobs: Vec<CompleteJob>| {
@@ -168,15 +180,15 @@ pub(super) async fn completions(
                 futures_util::future::join_all(rest.into_iter().map(|job| {
                     let (db, single) = (db.clone(), Arc::clone(&single));
                     async move {
-                        let update = db.execute(
-                            sqlx::query(AssertSqlSafe(single))
-                                .bind(&job.id)
-                                .bind(&job.token),
-                        );
-                        let answer = match tokio::time::timeout(STATEMENT_TIMEOUT, update).await {
-                            Ok(done) => done.map(|r| r.rows_affected() == 1).map_err(unavailable),
-                            Err(_) => Err(timed_out()),
-                        };
+                        let answer = db
+                            .execute(
+                                sqlx::query(AssertSqlSafe(single))
+                                    .bind(&job.id)
+                                    .bind(&job.token),
+                            )
+                            .await
+                            .map(|r| r.rows_affected() == 1)
+                            .map_err(unavailable);
                         let _ = job.reply.send(answer);
                     }
                 }))

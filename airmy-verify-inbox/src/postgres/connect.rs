@@ -22,6 +22,10 @@ use crate::{Handlers, OpenError, OpenErrorKind};
 /// server's restart.
 const PING_AFTER_IDLE: Duration = Duration::from_millis(100);
 
+/// The default of [`PgOptions::operation_timeout`]: 3 s, so that an accept is answered (503
+/// when PostgreSQL does not answer) well within the 10 s AIRMY waits.
+const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How to connect a [`PgBackend`]: consuming setters on the defaults.
 #[derive(Clone)]
 pub struct PgOptions {
@@ -29,6 +33,7 @@ pub struct PgOptions {
     pub(super) max_unfinished: u64,
     pub(super) max_connections: u32,
     pub(super) acquire_timeout: Duration,
+    pub(super) operation_timeout: Duration,
     pub(super) listen_url: Option<String>,
     pub(super) pooler: bool,
 }
@@ -40,6 +45,7 @@ impl fmt::Debug for PgOptions {
             .field("max_unfinished", &self.max_unfinished)
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("operation_timeout", &self.operation_timeout)
             .field("listen_url", &self.listen_url.as_deref().map(redact_url))
             .field("pooler", &self.pooler)
             .finish()
@@ -53,6 +59,7 @@ impl Default for PgOptions {
             max_unfinished: 1_000_000,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             listen_url: None,
             pooler: false,
         }
@@ -85,12 +92,51 @@ impl PgOptions {
         self
     }
 
-    /// How long an operation waits for a connection before it fails with
-    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (an accept then answers 503, well within AIRMY's 10 s).
-    /// Defaults to 3 s.
+    /// How long [`connect`](PgBackend::connect)'s pool waits for a connection (a new one
+    /// included) before it fails with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable)
+    /// (an accept then answers 503, well within AIRMY's 10 s). Defaults to 3 s. Each operation
+    /// as a whole, this wait included, is bounded by
+    /// [`operation_timeout`](Self::operation_timeout) too.
     #[must_use]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// The longest one operation of the inbox waits for PostgreSQL: an accept (its wait for a
+    /// batch, for a connection of the pool and for the commit, together), a take, a
+    /// completion, a lease's extension, the stats that `/healthz` reads, the opening of a
+    /// handler's transaction. Past it the operation fails with
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (an accept answers 503, and
+    /// AIRMY sends the delivery again), and a connection whose statement did not answer is
+    /// closed rather than given back to the pool. Defaults to 3 s, well within the 10 s AIRMY
+    /// waits for an answer.
+    ///
+    /// This is what bounds an accept when the network path to the server drops packets (a
+    /// partition, a security group changed, a server gone without a word): nothing refuses,
+    /// nothing fails, and without a bound a statement waits for TCP to give up, a quarter of
+    /// an hour. It applies on [`with_pool`](PgBackend::with_pool)'s pool as on
+    /// [`connect`](PgBackend::connect)'s. An operator's bulk actions (listings,
+    /// `replay_dead`, purges) are bounded at 60 s (or this, if longer). A handler's own
+    /// statements in [`PgContext::transaction`] are the handler's, bounded by
+    /// [`Worker::handler_timeout`](crate::Worker::handler_timeout). Keep it above the slowest
+    /// commit the server makes under load: an accept past it is refused though it may be
+    /// stored (AIRMY's retry then finds it).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use airmy_verify_inbox::{PgBackend, PgOptions};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Every accept answered within 2 s, whatever the network does.
+    /// let options = PgOptions::default().operation_timeout(Duration::from_secs(2));
+    /// let backend = PgBackend::connect("postgres://app@db.internal/billing", options).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -265,7 +311,7 @@ impl PgBackend {
                 ),
             ));
         }
-        let db = Db::new(pool.clone(), options.pooler);
+        let db = Db::new(pool.clone(), options.pooler, options.operation_timeout);
         {
             let mut conn = pool.acquire().await.map_err(open_error)?;
             schema::migrate(&mut conn, &options.schema, db.persistent()).await?;

@@ -1,8 +1,9 @@
 //! The listing and one entry in full: keyset reads served by the partial index of each state
-//! (`entries_due` for pending, scheduled and processing, `entries_dead`, `entries_done`).
+//! (`entries_due` for pending, scheduled and processing, `entries_paused`, `entries_dead`,
+//! `entries_done`).
 
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Connection, Row};
 use time::OffsetDateTime;
 
 use super::{Db, to_u32, unavailable};
@@ -32,6 +33,7 @@ fn selection(state: EntryState) -> (&'static str, &'static str) {
             "state = 'pending' AND due_at > statement_timestamp()",
             "due_at",
         ),
+        EntryState::Paused => ("state = 'paused'", "due_at"),
         EntryState::Processing => ("state = 'processing'", "due_at"),
         EntryState::Dead => ("state = 'dead'", "finished_at"),
         EntryState::Done => ("state = 'done'", "finished_at"),
@@ -44,6 +46,7 @@ fn summary(row: &PgRow) -> Result<EntrySummary, sqlx::Error> {
     let state = match stored.as_str() {
         "pending" if later => EntryState::Scheduled,
         "pending" => EntryState::Pending,
+        "paused" => EntryState::Paused,
         "processing" => EntryState::Processing,
         "dead" => EntryState::Dead,
         _ => EntryState::Done,
@@ -57,7 +60,10 @@ fn summary(row: &PgRow) -> Result<EntrySummary, sqlx::Error> {
         received_at: row.try_get(4)?,
         next_attempt_at: matches!(
             state,
-            EntryState::Pending | EntryState::Scheduled | EntryState::Processing
+            EntryState::Pending
+                | EntryState::Scheduled
+                | EntryState::Paused
+                | EntryState::Processing
         )
         .then_some(due_at),
         finished_at: row.try_get(6)?,
@@ -100,10 +106,11 @@ pub(super) async fn list(db: &Db, schema: &str, query: &ListQuery) -> Result<Pag
     // kept for reuse, whose generic plan is blind to where the cursor is) and without bitmap
     // scans: the planner would otherwise read a whole state's rows to sort them when many
     // share a time, where the index (time, seq) gives the page in order at once.
-    let read = async {
-        let mut tx = db.begin().await?;
+    let persistent = db.persistent();
+    let read = db.bounded(async move |conn| {
+        let mut tx = conn.begin().await?;
         sqlx::query("SET LOCAL enable_bitmapscan = off")
-            .persistent(db.persistent())
+            .persistent(persistent)
             .execute(&mut *tx)
             .await?;
         let found = sqlx::query(AssertSqlSafe(sql))
@@ -115,7 +122,7 @@ pub(super) async fn list(db: &Db, schema: &str, query: &ListQuery) -> Result<Pag
             .await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(found)
-    };
+    });
     let found = read.await.map_err(unavailable)?;
     let mut entries = Vec::new();
     let mut last = None;

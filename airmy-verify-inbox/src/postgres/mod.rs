@@ -47,13 +47,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use airmy_verify::Verified;
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, Notify};
 
 use crate::OpenError;
 use crate::backend::{
-    Accepted, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Queue, Stats, Store,
+    Accepted, Action, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Pause,
+    PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
 };
 use crate::clock::duration_ms;
 
@@ -80,6 +81,11 @@ pub type PgError = OpenError;
 /// replica is taken within this (one this process accepted wakes its workers at once).
 const POLL: Duration = Duration::from_millis(500);
 
+/// The bound of an operator's bulk action (a listing, `replay_dead`, a purge of processed
+/// entries): longer than [`PgOptions::operation_timeout`], since on a large table it may take
+/// seconds, yet bounded on a network path that drops packets.
+const BULK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The most entries one `take` leases (a larger request gets this many).
 const MAX_TAKE: usize = 512;
 
@@ -101,15 +107,25 @@ pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postg
 /// connection: a named prepared statement made in one is missing (or another's) in the next,
 /// and outside a transaction even the unnamed one could be parsed on one server connection
 /// and bound on another (sqlx parses and binds in two round trips).
+///
+/// Every operation is bounded ([`PgOptions::operation_timeout`]): the wait for a connection
+/// and its statements together. A connection whose statement did not answer in time is
+/// closed, not given back: on a network path that drops packets it would stay stuck (its
+/// pool slot with it) until TCP gave up, a quarter of an hour later.
 #[derive(Clone)]
 pub(super) struct Db {
     pool: PgPool,
     pooler: bool,
+    timeout: Duration,
 }
 
 impl Db {
-    pub(super) fn new(pool: PgPool, pooler: bool) -> Self {
-        Self { pool, pooler }
+    pub(super) fn new(pool: PgPool, pooler: bool, timeout: Duration) -> Self {
+        Self {
+            pool,
+            pooler,
+            timeout,
+        }
     }
 
     pub(super) fn pool(&self) -> &PgPool {
@@ -121,37 +137,109 @@ impl Db {
         !self.pooler
     }
 
-    /// A transaction on the pool.
+    /// The bound of one operation ([`PgOptions::operation_timeout`]).
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The same pool for an operator's bulk action (a listing, `replay_dead`, a purge), which
+    /// may take long on a large table: bounded by [`BULK_TIMEOUT`] (or the operation timeout,
+    /// if longer).
+    pub(super) fn bulk(&self) -> Self {
+        Self {
+            timeout: self.timeout.max(BULK_TIMEOUT),
+            ..self.clone()
+        }
+    }
+
+    /// The error of an operation past its bound: an I/O timeout, as the driver reports one.
+    pub(super) fn timed_out(&self) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no answer from PostgreSQL within {} ms (unreachable, or no connection of the \
+                 pool free)",
+                self.timeout.as_millis()
+            ),
+        ))
+    }
+
+    /// A transaction on the pool (the wait for its connection and its `BEGIN` bounded).
     pub(super) async fn begin(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.pool.begin().await
+        tokio::time::timeout(self.timeout, self.pool.begin())
+            .await
+            .map_err(|_| self.timed_out())?
+    }
+
+    /// Runs `work` on a connection of the pool, the wait for the connection included, within
+    /// the bound; past it the connection is closed (its `Terminate` and FIN wait in the
+    /// kernel for the path to come back), so that its pool slot is free at once.
+    pub(super) async fn bounded<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut conn = tokio::time::timeout_at(deadline, self.pool.acquire())
+            .await
+            .map_err(|_| self.timed_out())??;
+        let done = tokio::time::timeout_at(deadline, work(&mut conn)).await;
+        done.unwrap_or_else(|_| {
+            conn.close_on_drop();
+            Err(self.timed_out())
+        })
     }
 
     pub(super) async fn fetch_all(
         &self,
         query: PgQuery<'_>,
     ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
-        if !self.pooler {
-            return query.fetch_all(&self.pool).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        let rows = query.persistent(false).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(rows)
+        let pooler = self.pooler;
+        self.bounded(async move |conn| {
+            if !pooler {
+                return query.fetch_all(&mut *conn).await;
+            }
+            let mut tx = conn.begin().await?;
+            let rows = query.persistent(false).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The rows of `query` run in a transaction of its own, committed only once they have
+    /// arrived: a statement whose answer is lost changes nothing (its transaction ends with
+    /// the connection), whenever it reaches the server.
+    pub(super) async fn fetch_all_committed(
+        &self,
+        query: PgQuery<'_>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, sqlx::Error> {
+        let persistent = self.persistent();
+        self.bounded(async move |conn| {
+            let mut tx = conn.begin().await?;
+            let rows = query.persistent(persistent).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
+        .await
     }
 
     pub(super) async fn fetch_optional(
         &self,
         query: PgQuery<'_>,
     ) -> Result<Option<sqlx::postgres::PgRow>, sqlx::Error> {
-        if !self.pooler {
-            return query.fetch_optional(&self.pool).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        let row = query.persistent(false).fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(row)
+        let pooler = self.pooler;
+        self.bounded(async move |conn| {
+            if !pooler {
+                return query.fetch_optional(&mut *conn).await;
+            }
+            let mut tx = conn.begin().await?;
+            let row = query.persistent(false).fetch_optional(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+        .await
     }
 
     pub(super) async fn fetch_one(
@@ -167,13 +255,17 @@ impl Db {
         &self,
         query: PgQuery<'_>,
     ) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
-        if !self.pooler {
-            return query.execute(&self.pool).await;
-        }
-        let mut tx = self.pool.begin().await?;
-        let done = query.persistent(false).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(done)
+        let pooler = self.pooler;
+        self.bounded(async move |conn| {
+            if !pooler {
+                return query.execute(&mut *conn).await;
+            }
+            let mut tx = conn.begin().await?;
+            let done = query.persistent(false).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+        .await
     }
 }
 
@@ -201,8 +293,8 @@ struct Shared {
     wake: Arc<Notify>,
     waker: tokio::task::JoinHandle<()>,
     /// The batch tasks of accepts and completions (they end when these are dropped).
-    accepts: tokio::sync::mpsc::UnboundedSender<batch::AcceptJob>,
-    completions: tokio::sync::mpsc::UnboundedSender<batch::CompleteJob>,
+    accepts: tokio::sync::mpsc::UnboundedSender<crate::batch::Queued<batch::AcceptJob>>,
+    completions: tokio::sync::mpsc::UnboundedSender<crate::batch::Queued<batch::CompleteJob>>,
 }
 
 impl fmt::Debug for PgBackend {
@@ -291,50 +383,69 @@ fn to_u32(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
+impl PgBackend {
+    /// One accept (its whole time is recorded by [`Store::accept`]).
+    async fn accept_now(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
+        if !self.0.has_room().await? {
+            // Full: a delivery already held is still a duplicate, a new one is refused.
+            let held = self
+                .0
+                .db
+                .fetch_optional(self.0.query(&self.0.sql.held).bind(delivery.id()))
+                .await
+                .map_err(unavailable)?;
+            return match held {
+                Some(_) => Ok(Accepted::Duplicate),
+                None => Err(InboxError::full(format!(
+                    "{} unfinished entries (the most it holds)",
+                    self.0.max_unfinished
+                ))),
+            };
+        }
+        let created_at = delivery
+            .created_at()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        // Concurrent accepts go together in one statement (one commit, one WAL flush).
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = batch::AcceptJob {
+            id: delivery.id().to_owned(),
+            event_type: delivery.event_type().to_owned(),
+            body: delivery.bytes().clone(),
+            created_at,
+            reply,
+        };
+        self.0
+            .accepts
+            .send(crate::batch::Queued::new(job))
+            .map_err(|_| batch::shutting_down())?;
+        let stored = answer.await.map_err(|_| batch::shutting_down())??;
+        if !stored {
+            return Ok(Accepted::Duplicate);
+        }
+        self.0.unfinished.fetch_add(1, Ordering::Relaxed);
+        self.0.notify.notify_one();
+        self.0.wake.notify_one();
+        Ok(Accepted::Stored)
+    }
+}
+
 impl Store for PgBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
+        // The whole accept within the bound: its wait for a batch slot too, which a batch stuck
+        // on an unreachable server holds until its own bound.
         Box::pin(async move {
-            if !self.0.has_room().await? {
-                // Full: a delivery already held is still a duplicate, a new one is refused.
-                let held = self
-                    .0
-                    .db
-                    .fetch_optional(self.0.query(&self.0.sql.held).bind(delivery.id()))
-                    .await
-                    .map_err(unavailable)?;
-                return match held {
-                    Some(_) => Ok(Accepted::Duplicate),
-                    None => Err(InboxError::full(format!(
-                        "{} unfinished entries (the most it holds)",
-                        self.0.max_unfinished
-                    ))),
-                };
-            }
-            let created_at = delivery
-                .created_at()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            // Concurrent accepts go together in one statement (one commit, one WAL flush).
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let job = batch::AcceptJob {
-                id: delivery.id().to_owned(),
-                event_type: delivery.event_type().to_owned(),
-                body: delivery.bytes().clone(),
-                created_at,
-                reply,
-            };
-            self.0
-                .accepts
-                .send(job)
-                .map_err(|_| batch::shutting_down())?;
-            let stored = answer.await.map_err(|_| batch::shutting_down())??;
-            if !stored {
-                return Ok(Accepted::Duplicate);
-            }
-            self.0.unfinished.fetch_add(1, Ordering::Relaxed);
-            self.0.notify.notify_one();
-            self.0.wake.notify_one();
-            Ok(Accepted::Stored)
+            let started = std::time::Instant::now();
+            let accepted = tokio::time::timeout(self.0.db.timeout(), self.accept_now(delivery))
+                .await
+                .unwrap_or_else(|_| Err(unavailable(self.0.db.timed_out())));
+            let took = started.elapsed().as_secs_f64();
+            airmy_verify::observe::metrics::inbox_accept_stage(
+                "postgres",
+                airmy_verify::observe::metrics::AcceptStage::Total,
+                took,
+            );
+            accepted
         })
     }
 }
@@ -352,14 +463,20 @@ impl Queue for PgBackend {
                 take_limit(max),
                 self.0.sql.take_tail
             ));
+            // In a transaction committed once the rows are here: a take whose answer never
+            // came (the path dropped it, the operation timed out) leases nothing, even when
+            // the statement reaches the server later (TCP retransmits it after a partition
+            // heals) — otherwise its entries would wait a whole lease for nobody.
             let rows = self
                 .0
                 .db
-                .fetch_all(self.0.query(&take).bind(duration_ms(lease)).bind(token))
+                .fetch_all_committed(self.0.query(&take).bind(duration_ms(lease)).bind(token))
                 .await
                 .map_err(unavailable)?;
             let mut leased = rows
                 .iter()
+                // An entry a pause holds came back held (paused), not leased.
+                .filter(|row| row.try_get::<bool, _>(6).unwrap_or(false))
                 .map(|row| {
                     Ok(Leased {
                         id: row.try_get(0)?,
@@ -430,7 +547,7 @@ impl Queue for PgBackend {
             };
             self.0
                 .completions
-                .send(job)
+                .send(crate::batch::Queued::new(job))
                 .map_err(|_| batch::shutting_down())?;
             let done = answer.await.map_err(|_| batch::shutting_down())??;
             if done {
@@ -527,6 +644,7 @@ impl Admin for PgBackend {
                 processing: count(2)?,
                 dead: count(3)?,
                 done: count(4)?,
+                paused: count(6)?,
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 oldest_pending_age_secs: oldest.map(|secs| secs.max(0.0) as u64),
             })
@@ -534,7 +652,7 @@ impl Admin for PgBackend {
     }
 
     fn list<'a>(&'a self, query: &'a ListQuery) -> BackendFuture<'a, Page> {
-        Box::pin(list::list(&self.0.db, &self.0.schema, query))
+        Box::pin(async move { list::list(&self.0.db.bulk(), &self.0.schema, query).await })
     }
 
     fn entry<'a>(&'a self, id: &'a str) -> BackendFuture<'a, Option<Entry>> {
@@ -585,6 +703,7 @@ impl Admin for PgBackend {
             let rows = self
                 .0
                 .db
+                .bulk()
                 .fetch_all(self.0.query(&self.0.sql.replay_dead).bind(since))
                 .await
                 .map_err(unavailable)?;
@@ -607,12 +726,135 @@ impl Admin for PgBackend {
         Box::pin(async move {
             self.0
                 .db
+                .bulk()
                 .execute(self.0.query(&self.0.sql.purge).bind(before))
                 .await
                 .map(|done| done.rows_affected())
                 .map_err(unavailable)
         })
     }
+
+    fn pause<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let event_type = match scope {
+                PauseScope::All => None,
+                PauseScope::EventType(t) => Some(no_nul(t)),
+            };
+            let held: i64 = self
+                .0
+                .db
+                .fetch_one(
+                    self.0
+                        .query(&self.0.sql.pause)
+                        .bind(no_nul(&scope.key()))
+                        .bind(event_type),
+                )
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(unavailable)?;
+            Ok(u64::try_from(held).unwrap_or(0))
+        })
+    }
+
+    fn resume<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let released: i64 = self
+                .0
+                .db
+                .fetch_one(self.0.query(&self.0.sql.resume).bind(no_nul(&scope.key())))
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(unavailable)?;
+            if released > 0 {
+                // As after an accept: this process's workers at once, the others' by NOTIFY.
+                self.0.notify.notify_one();
+                self.0.wake.notify_one();
+            }
+            Ok(u64::try_from(released).unwrap_or(0))
+        })
+    }
+
+    fn paused(&self) -> BackendFuture<'_, Vec<Pause>> {
+        Box::pin(async move {
+            let rows = self
+                .0
+                .db
+                .fetch_all(self.0.query(&self.0.sql.paused))
+                .await
+                .map_err(unavailable)?;
+            let mut pauses = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let key: String = row.try_get(0).map_err(unavailable)?;
+                let since: OffsetDateTime = row.try_get(1).map_err(unavailable)?;
+                if let Some(scope) = PauseScope::from_key(&key) {
+                    pauses.push(Pause::new(scope, since));
+                }
+            }
+            Ok(pauses)
+        })
+    }
+
+    fn record_action<'a>(&'a self, action: &'a Action) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let ids: Vec<String> = action.ids.iter().map(|id| no_nul(id)).collect();
+            self.0
+                .db
+                .execute(
+                    self.0
+                        .query(&self.0.sql.record_action)
+                        .bind(action.at)
+                        .bind(no_nul(&action.actor))
+                        .bind(action.kind.as_str())
+                        .bind(no_nul(&action.subject))
+                        .bind(i64::try_from(action.count).unwrap_or(i64::MAX))
+                        .bind(ids)
+                        .bind(RECENT_ACTIONS as i64),
+                )
+                .await
+                .map(drop)
+                .map_err(unavailable)
+        })
+    }
+
+    fn recent_actions(&self, limit: usize) -> BackendFuture<'_, Vec<Action>> {
+        Box::pin(async move {
+            let limit = limit.min(RECENT_ACTIONS) as i64;
+            let rows = self
+                .0
+                .db
+                .fetch_all(self.0.query(&self.0.sql.recent_actions).bind(limit))
+                .await
+                .map_err(unavailable)?;
+            let mut actions = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let read = || -> Result<_, sqlx::Error> {
+                    Ok((
+                        row.try_get::<OffsetDateTime, _>(0)?,
+                        row.try_get::<String, _>(1)?,
+                        row.try_get::<String, _>(2)?,
+                        row.try_get::<String, _>(3)?,
+                        row.try_get::<i64, _>(4)?,
+                        row.try_get::<Vec<String>, _>(5)?,
+                    ))
+                };
+                let (at, actor, kind, subject, count, ids) = read().map_err(unavailable)?;
+                // An action a newer version wrote, of a kind this one does not know: left out.
+                let Ok(kind) = kind.parse() else { continue };
+                actions.push(
+                    Action::new(actor, kind, subject)
+                        .ids(ids)
+                        .count(u64::try_from(count).unwrap_or(0))
+                        .at(at),
+                );
+            }
+            Ok(actions)
+        })
+    }
+}
+
+/// `text` as PostgreSQL's `text` can hold it: a NUL (which it refuses) shown as U+FFFD.
+fn no_nul(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
 }
 
 #[cfg(test)]

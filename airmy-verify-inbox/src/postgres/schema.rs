@@ -11,7 +11,7 @@ fn schema_error(why: String) -> OpenError {
 }
 
 /// The schema version this crate writes (the row of `<schema>.schema_version`).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The program a schema's version row names: a schema that holds tables but not this row is
 /// someone else's and is refused.
@@ -72,6 +72,37 @@ UPDATE {s}.schema_version SET version = 2;
     )
 }
 
+/// Version 3: the state `paused` (entries held by a pause: outside `entries_due`, so `take`
+/// never reads them, in an index of their own), the pauses in force (`scope` is
+/// [`PauseScope::key`](crate::PauseScope::key): `*`, or `type:` and the event type), and the
+/// recent actions of operators (the last [`RECENT_ACTIONS`](crate::RECENT_ACTIONS)). The
+/// state's check is replaced in place (a scan of the table to validate it, under the
+/// migration's lock; no rewrite).
+fn v3(s: &str) -> String {
+    format!(
+        r#"
+ALTER TABLE {s}.entries DROP CONSTRAINT entries_state_check;
+ALTER TABLE {s}.entries ADD CONSTRAINT entries_state_check
+    CHECK (state IN ('pending', 'paused', 'processing', 'done', 'dead'));
+CREATE INDEX entries_paused ON {s}.entries (due_at, seq) WHERE state = 'paused';
+CREATE TABLE {s}.pauses (
+    scope  text PRIMARY KEY,
+    since  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE {s}.actions (
+    seq      bigserial PRIMARY KEY,
+    at       timestamptz NOT NULL,
+    actor    text NOT NULL,
+    action   text NOT NULL,
+    subject  text NOT NULL,
+    count    bigint NOT NULL,
+    ids      text[] NOT NULL
+);
+UPDATE {s}.schema_version SET version = 3;
+"#
+    )
+}
+
 /// Whether `name` is a schema name the backend accepts: 1 to 63 lowercase ASCII letters,
 /// digits and underscores, not starting with a digit (so it never needs quoting, and the SQL
 /// built with it cannot be anything else).
@@ -125,9 +156,10 @@ pub(super) async fn migrate(
             )));
         }
         let create = format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};{}{}",
+            "CREATE SCHEMA IF NOT EXISTS {schema};{}{}{}",
             v1(schema),
-            v2(schema)
+            v2(schema),
+            v3(schema)
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
             .execute(&mut *tx)
@@ -167,6 +199,15 @@ pub(super) async fn migrate(
             .map_err(|e| {
                 super::connect::open_error(e)
                     .context(&format!("cannot bring the schema {schema} to version 2"))
+            })?;
+    }
+    if version < 3 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(v3(schema)))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                super::connect::open_error(e)
+                    .context(&format!("cannot bring the schema {schema} to version 3"))
             })?;
     }
     tx.commit().await.map_err(super::connect::open_error)

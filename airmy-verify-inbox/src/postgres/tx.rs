@@ -64,15 +64,17 @@ impl TxSlot {
                 .begin()
                 .await
                 .map_err(|e| HandlerError::from(unavailable(e)))?;
-            let done = sqlx::query(AssertSqlSafe(Arc::clone(&self.complete)))
+            let complete = sqlx::query(AssertSqlSafe(Arc::clone(&self.complete)))
                 .persistent(self.db.persistent())
                 .bind(&self.id)
                 .bind(&self.token)
-                .execute(&mut *tx)
+                .execute(&mut *tx);
+            let done = tokio::time::timeout(self.db.timeout(), complete)
                 .await
+                .unwrap_or_else(|_| Err(self.db.timed_out()))
                 .map_err(|e| HandlerError::from(unavailable(e)))?;
             if done.rows_affected() != 1 {
-                let _ = tx.rollback().await;
+                let _ = tokio::time::timeout(self.db.timeout(), tx.rollback()).await;
                 return Err(HandlerError::from(
                     "the entry's lease was taken over: no transaction for this attempt",
                 ));
@@ -92,12 +94,15 @@ impl TxSlot {
         let Some(mut tx) = self.tx.lock().await.take() else {
             return Ended::NotOpened;
         };
-        if let Err(e) = sqlx::query("SELECT 1")
+        let bound = self.db.timeout();
+        let check = sqlx::query("SELECT 1")
             .persistent(self.db.persistent())
-            .execute(&mut *tx)
+            .execute(&mut *tx);
+        let check = tokio::time::timeout(bound, check)
             .await
-        {
-            let _ = tx.rollback().await;
+            .unwrap_or_else(|_| Err(self.db.timed_out()));
+        if let Err(e) = check {
+            let _ = tokio::time::timeout(bound, tx.rollback()).await;
             let aborted =
                 matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25P02"));
             return Ended::Failed(if aborted {
@@ -108,9 +113,13 @@ impl TxSlot {
                 unavailable(e).to_string()
             });
         }
-        match tx.commit().await {
-            Ok(()) => Ended::Committed,
-            Err(e) => Ended::Failed(unavailable(e).to_string()),
+        // Past the bound the outcome is unknown (the `COMMIT` may arrive when the path comes
+        // back): the attempt counts as failed, and its retry finds the entry completed if it
+        // was, the completion and the writes being one transaction.
+        match tokio::time::timeout(bound, tx.commit()).await {
+            Ok(Ok(())) => Ended::Committed,
+            Ok(Err(e)) => Ended::Failed(unavailable(e).to_string()),
+            Err(_) => Ended::Failed(unavailable(self.db.timed_out()).to_string()),
         }
     }
 
@@ -118,7 +127,9 @@ impl TxSlot {
     /// completion undone, the row's lock released, before the retry is recorded on its own.
     pub(crate) async fn roll_back(&self) {
         if let Some(tx) = self.tx.lock().await.take() {
-            let _ = tx.rollback().await;
+            // Unanswered within the bound, it is dropped: the server rolls back when the
+            // rollback sqlx then queues, or the connection's end, reaches it.
+            let _ = tokio::time::timeout(self.db.timeout(), tx.rollback()).await;
         }
     }
 }

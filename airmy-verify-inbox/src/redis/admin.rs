@@ -1,20 +1,30 @@
-//! The operator's side of the Redis backend: counts, listings, one entry, replay, purge.
+//! The operator's side of the Redis backend: counts, listings, one entry, replay, purge, pause
+//! and resume, recent actions.
 
 use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::{RedisBackend, number, redis_error, text, valid_cursor};
 use crate::backend::{
-    Admin, BackendFuture, Entry, EntryState, EntrySummary, InboxError, LIST_SCAN, ListQuery, Order,
-    Page, Stats,
+    Action, Admin, BackendFuture, Entry, EntryState, EntrySummary, InboxError, LIST_SCAN,
+    ListQuery, Order, Page, Pause, PauseScope, RECENT_ACTIONS, Stats,
 };
 use crate::clock::{from_unix_ms, unix_ms};
 
 impl Admin for RedisBackend {
     fn stats(&self) -> BackendFuture<'_, Stats> {
         Box::pin(async move {
-            let [len, leased, scheduled, overdue, dead, done, oldest, now]: [i64; 8] =
-                self.run(self.invocation(&self.scripts.stats)).await?;
+            let [
+                len,
+                leased,
+                scheduled,
+                overdue,
+                dead,
+                done,
+                oldest,
+                now,
+                paused,
+            ]: [i64; 9] = self.run(self.invocation(&self.scripts.stats)).await?;
             let count = |n: i64| u64::try_from(n).unwrap_or(0);
             Ok(Stats {
                 pending: count(len - leased + overdue),
@@ -22,6 +32,7 @@ impl Admin for RedisBackend {
                 processing: count(leased),
                 dead: count(dead),
                 done: count(done),
+                paused: count(paused),
                 oldest_pending_age_secs: (oldest >= 0).then(|| count(now - oldest) / 1000),
             })
         })
@@ -100,6 +111,7 @@ impl Admin for RedisBackend {
                 b"q" => (EntryState::Processing, optional_ms(&f[7])),
                 b"x" => (EntryState::Dead, None),
                 b"d" => (EntryState::Done, None),
+                b"h" => (EntryState::Paused, scheduled.map(from_unix_ms)),
                 b"s" => match scheduled {
                     Some(due) if due > now => (EntryState::Scheduled, Some(from_unix_ms(due))),
                     due => (EntryState::Pending, due.map(from_unix_ms)),
@@ -190,4 +202,117 @@ impl Admin for RedisBackend {
             }
         })
     }
+
+    fn pause<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let (event_type, all) = match scope {
+                PauseScope::All => ("", "1"),
+                PauseScope::EventType(t) => (t.as_str(), "0"),
+            };
+            // The scheduled retries, then the stream, STEP read per script.
+            let (mut phase, mut cursor) = ("z".to_owned(), "0".to_owned());
+            let mut first = true;
+            let mut held = 0;
+            loop {
+                let mut invocation = self.invocation(&self.scripts.pause);
+                invocation
+                    .arg(&self.entry_prefix)
+                    .arg(scope.key())
+                    .arg(event_type)
+                    .arg(all)
+                    .arg(&phase)
+                    .arg(&cursor)
+                    .arg(STEP)
+                    .arg(if first { "1" } else { "0" });
+                let (next, moved): (String, u64) = self.run(invocation).await?;
+                held += moved;
+                first = false;
+                match next.split_once(':') {
+                    Some((p, c)) if !next.is_empty() => {
+                        (phase, cursor) = (p.to_owned(), c.to_owned());
+                    }
+                    _ => return Ok(held),
+                }
+            }
+        })
+    }
+
+    fn resume<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let mut offset = 0;
+            let mut first = true;
+            let mut released = 0;
+            loop {
+                let mut invocation = self.invocation(&self.scripts.resume);
+                invocation
+                    .arg(&self.entry_prefix)
+                    .arg(scope.key())
+                    .arg(offset)
+                    .arg(STEP)
+                    .arg(if first { "1" } else { "0" });
+                let (next, moved): (i64, u64) = self.run(invocation).await?;
+                released += moved;
+                first = false;
+                if next < 0 {
+                    return Ok(released);
+                }
+                offset = next;
+            }
+        })
+    }
+
+    fn paused(&self) -> BackendFuture<'_, Vec<Pause>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let all: Vec<(String, i64)> = redis::cmd("HGETALL")
+                .arg(&self.keys[6])
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            let mut pauses: Vec<Pause> = all
+                .into_iter()
+                .filter_map(|(key, since)| {
+                    PauseScope::from_key(&key).map(|scope| Pause::new(scope, from_unix_ms(since)))
+                })
+                .collect();
+            pauses.sort_by(|a, b| (a.since, &a.scope).cmp(&(b.since, &b.scope)));
+            Ok(pauses)
+        })
+    }
+
+    fn record_action<'a>(&'a self, action: &'a Action) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let json = serde_json::to_string(action)
+                .map_err(|e| InboxError::invalid(format!("an action as JSON: {e}")))?;
+            let mut invocation = self.invocation(&self.scripts.record);
+            invocation.key(&self.actions).arg(json).arg(RECENT_ACTIONS);
+            self.run::<i64>(invocation).await.map(drop)
+        })
+    }
+
+    fn recent_actions(&self, limit: usize) -> BackendFuture<'_, Vec<Action>> {
+        Box::pin(async move {
+            let limit = limit.min(RECENT_ACTIONS);
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let mut connection = self.connection.clone();
+            let all: Vec<String> = redis::cmd("LRANGE")
+                .arg(&self.actions)
+                .arg(0)
+                .arg(limit - 1)
+                .query_async(&mut connection)
+                .await
+                .map_err(redis_error)?;
+            // An action a newer version wrote, of a kind this one does not know: left out.
+            Ok(all
+                .iter()
+                .filter_map(|json| serde_json::from_str(json).ok())
+                .collect())
+        })
+    }
 }
+
+/// How many members or messages one script of a pause or a resume reads: a large backlog is
+/// moved in steps, so that no script blocks Redis for long.
+const STEP: usize = 1000;

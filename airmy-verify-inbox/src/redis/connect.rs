@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
+use airmy_verify::redis_connection::{RedisConnection, RedisConnectionOptions};
+use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use super::batch::{Batches, run_batches};
@@ -80,13 +80,15 @@ impl RedisOptions {
         self
     }
 
-    /// Whether the URL given to [`RedisBackend::connect`] is a node of a Redis Cluster (any
-    /// node: a primary, a replica, or a managed service's configuration endpoint). The backend
-    /// then speaks Redis Cluster: it learns which node owns the inbox's slot (`CLUSTER SLOTS`),
-    /// sends every command there, and follows `MOVED` and `ASK` when the slot moves (a
-    /// failover, a slot migration). One inbox still lives in one slot (its hash tag), so on one
-    /// primary at a time. Defaults to `false`: one Redis server (a cluster node given without
-    /// this option refuses the commands of slots it does not own).
+    /// Whether the URL given to [`RedisBackend::connect`] names a Redis Cluster: any node (a
+    /// primary, a replica, or a managed service's configuration endpoint), or several seed
+    /// nodes separated by commas (`redis://node-a:6379,node-b:6379,node-c:6379`, so the inbox
+    /// starts while one is down). The backend then speaks Redis Cluster: it learns which node
+    /// owns the inbox's slot (`CLUSTER SLOTS`), sends every command there, and follows `MOVED`
+    /// and `ASK` when the slot moves (a failover, a slot migration). One inbox still lives in
+    /// one slot (its hash tag), so on one primary at a time. Defaults to `false`: one Redis
+    /// server (a cluster node given without this option refuses the commands of slots it does
+    /// not own; several hosts without it are refused as invalid).
     ///
     /// An option rather than a URL scheme or a second constructor: there is no standard URL for
     /// a cluster, and one node is enough to find the others, as a managed service's single
@@ -97,13 +99,27 @@ impl RedisOptions {
         self
     }
 
-    /// How many replicas must hold an accept before the inbox acknowledges it: after each batch
-    /// of accepts, Redis `WAIT`s (at most half of [`timeout`](Self::timeout)) until that many
-    /// replicas have received everything this connection wrote; fewer, and the accepts fail
-    /// with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (the adapters answer 503,
+    /// How many replicas must hold an accept before the inbox acknowledges it: each batch of
+    /// accepts is sent with Redis `WAIT` behind it on the same connection (waiting at most half
+    /// of [`timeout`](Self::timeout)) until that many replicas have received everything the
+    /// connection wrote; fewer, and the accepts fail with
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) (the adapters answer 503,
     /// AIRMY retries). Replication is asynchronous otherwise: a primary lost before its replica
     /// got an accept loses it in the failover. A replica *received* the write; whether it is on
-    /// its disk yet is its own `appendfsync`. Defaults to 0: acknowledged once the primary has it.
+    /// its disk yet is its own `appendfsync`. Defaults to 0: acknowledged once the primary has
+    /// it.
+    ///
+    /// - **A duplicate waits too.** An accept answered "duplicate" is acknowledged like a
+    ///   stored one, so it waits for the replicas to hold the entry it found, even one another
+    ///   process stored and could not get replicated (the script writes the entry again,
+    ///   unchanged, so that the `WAIT` covers its first write).
+    /// - **Checked at start-up.** [`RedisBackend::connect`] (and
+    ///   [`with_connection`](RedisBackend::with_connection)) refuses to start, with an
+    ///   [`OpenError`] of kind [`Unavailable`](OpenErrorKind::Unavailable), when the primary
+    ///   holding the inbox has fewer than `n` replicas online (`ROLE`): every accept would be
+    ///   refused, and a receiver that starts only to answer 503 to everything hides the cause.
+    ///   Replicas lost later (the primary's replica promoted in a failover, until the old
+    ///   primary returns as a replica) make accepts answer 503 while they are missing.
     #[must_use]
     pub fn replicas(mut self, replicas: u32) -> Self {
         self.replicas = replicas;
@@ -118,78 +134,6 @@ impl RedisOptions {
     pub fn root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_ca_pem = Some(pem.into());
         self
-    }
-}
-
-/// What the backend sends its commands through: a connection manager to one server, or a
-/// cluster connection that routes each command to the node owning its keys' slot and follows
-/// redirections. One type, so the scripts, the batches and the operator's commands have one
-/// path whatever the topology.
-#[derive(Clone)]
-pub(super) enum Connection {
-    /// One server (reconnects by itself).
-    Server(ConnectionManager),
-    /// A Redis Cluster (reconnects and refreshes its slot map by itself).
-    Cluster(ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Connection {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Self::Server(connection) => connection.req_packed_command(cmd),
-            Self::Cluster(connection) => connection.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Self::Server(connection) => connection.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Server(connection) => connection.get_db(),
-            Self::Cluster(connection) => connection.get_db(),
-        }
-    }
-}
-
-impl Connection {
-    /// Redis `WAIT replicas timeout` on the connection to the node owning `key` (the one that
-    /// ran this connection's writes to it): how many replicas hold them.
-    pub(super) async fn wait_for_replicas(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout: Duration,
-    ) -> redis::RedisResult<u64> {
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas).arg(
-            u64::try_from(timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        );
-        match self {
-            Self::Server(connection) => wait.query_async(connection).await,
-            Self::Cluster(connection) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                    Route::with_key(key, SlotAddr::Master),
-                ));
-                let value = connection.route_command(wait, node).await?;
-                Ok(redis::from_redis_value(value)?)
-            }
-        }
     }
 }
 
@@ -226,91 +170,47 @@ fn timed_out() -> OpenError {
 
 impl RedisBackend {
     /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` with
-    /// feature `redis-tls`), loads the scripts and creates the consumer group if needed.
+    /// feature `redis-tls`), loads the scripts and creates the consumer group if needed. On a
+    /// Redis Cluster ([`RedisOptions::cluster`]), `url` is any node, or several separated by
+    /// commas (`redis://[:password@]node-a:6379,node-b:6379,node-c:6379`), so the inbox starts
+    /// while one of them is down. The URL forms and the connections are the core's
+    /// [`RedisConnection`].
     ///
     /// # Errors
     ///
-    /// A [`RedisError`] of kind [`Invalid`](OpenErrorKind::Invalid) (the URL or the prefix),
+    /// A [`RedisError`] of kind [`Invalid`](OpenErrorKind::Invalid) (the URL or the prefix;
+    /// several hosts without [`RedisOptions::cluster`]),
     /// [`Refused`](OpenErrorKind::Refused), [`Authentication`](OpenErrorKind::Authentication),
     /// [`Tls`](OpenErrorKind::Tls), [`Timeout`](OpenErrorKind::Timeout) (Redis did not answer
-    /// within the options' timeout) or [`Unavailable`](OpenErrorKind::Unavailable).
+    /// within the options' timeout) or [`Unavailable`](OpenErrorKind::Unavailable) (among
+    /// others: fewer replicas online than [`RedisOptions::replicas`] asks for); the same kinds
+    /// on a cluster as on one server.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, RedisError> {
         check_prefix(&options)?;
         // Setting up (loading the scripts, creating the group) happens once, at start-up: it
         // gets at least 5 s, whatever the commands' timeout, so a busy machine does not fail it.
         let setup = options.timeout.max(Duration::from_secs(5));
-        if options.cluster {
-            return Self::connect_cluster(url, options, setup).await;
-        }
-        let client = client(url, &options)?;
-        let mut connection = tokio::time::timeout(
-            setup,
-            client.get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(setup))
-                    .set_response_timeout(Some(setup)),
-            ),
-        )
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(open_error)?;
-        let (keys, scripts) = prepare(&mut connection, &options.prefix).await?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let manager = |config| {
-            let client = client.clone();
-            async move {
-                tokio::time::timeout(setup, ConnectionManager::new_with_config(client, config))
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(open_error)
-            }
-        };
-        let connection = manager(config.clone()).await?;
-        // Blocking reads last up to a second; their own timeout is set per read.
-        let waiting = manager(config.set_response_timeout(None)).await?;
-        Ok(Self::start(
-            Connection::Server(connection),
-            Some(Connection::Server(waiting)),
-            keys,
-            scripts,
-            &options,
-        ))
-    }
-
-    /// [`connect`](Self::connect) to a Redis Cluster ([`RedisOptions::cluster`]): two cluster
-    /// connections, one for commands (each bounded by the options' timeout, redirections and
-    /// retries included) and one for blocking reads (a blocked `XREAD` holds up the node's
-    /// connection it runs on), both routed to the node owning the inbox's slot.
-    async fn connect_cluster(
-        url: &str,
-        options: RedisOptions,
-        setup: Duration,
-    ) -> Result<Self, RedisError> {
+        let connecting = connection_options(&options);
         let connect = |response_timeout: Option<Duration>| {
-            let client = cluster_client(url, &options, response_timeout);
+            let connecting = connecting.clone().response_timeout(response_timeout);
             async move {
-                let client = client?;
-                tokio::time::timeout(setup, client.get_async_connection())
+                tokio::time::timeout(setup, RedisConnection::connect(url, &connecting))
                     .await
                     .map_err(|_| timed_out())?
                     .map_err(open_error)
             }
         };
-        // Blocking reads last up to a second; their own timeout is set per read.
+        // Two connections (on a cluster, two cluster connections, both routed to the node
+        // owning the inbox's slot): one for blocking reads (a blocked `XREAD` holds up its
+        // connection; their own timeout is set per read), on which the set-up runs too, and
+        // one for every other command, each bounded by the options' timeout (on a cluster,
+        // redirections and retries included).
         let waiting = connect(None).await?;
-        let mut setting_up = waiting.clone();
-        let (keys, scripts) =
-            tokio::time::timeout(setup, prepare(&mut setting_up, &options.prefix))
-                .await
-                .map_err(|_| timed_out())??;
+        let (keys, scripts) = set_up(waiting.clone(), &options, setup).await?;
         let connection = connect(Some(options.timeout)).await?;
         Ok(Self::start(
-            Connection::Cluster(connection),
-            Some(Connection::Cluster(waiting)),
+            connection,
+            Some(waiting),
             keys,
             scripts,
             &options,
@@ -346,37 +246,36 @@ impl RedisBackend {
     ) -> Result<Self, RedisError> {
         check_prefix(&options)?;
         let setup = options.timeout.max(Duration::from_secs(5));
-        let mut setting_up = connection.clone();
-        let (keys, scripts) =
-            tokio::time::timeout(setup, prepare(&mut setting_up, &options.prefix))
-                .await
-                .map_err(|_| timed_out())??;
-        Ok(Self::start(
-            Connection::Server(connection),
-            None,
-            keys,
-            scripts,
-            &options,
-        ))
+        let connection = RedisConnection::Server(connection);
+        let (keys, scripts) = set_up(connection.clone(), &options, setup).await?;
+        Ok(Self::start(connection, None, keys, scripts, &options))
     }
 
     /// The backend on its connections, its batches started.
     fn start(
-        connection: Connection,
-        waiting: Option<Connection>,
-        keys: [String; 5],
+        connection: RedisConnection,
+        waiting: Option<RedisConnection>,
+        keys: [String; 7],
         scripts: Scripts,
         options: &RedisOptions,
     ) -> Self {
         let entry_prefix = format!("{{{}}}e:", options.prefix);
+        let actions = format!("{{{}}}actions", options.prefix);
         let (accepts, accept_queue) = mpsc::unbounded_channel();
         let (completions, completion_queue) = mpsc::unbounded_channel();
         tokio::spawn(run_batches(
             connection.clone(),
             scripts.accept.clone(),
             keys.clone(),
-            vec![entry_prefix.clone(), options.max_unfinished.to_string()],
+            vec![
+                entry_prefix.clone(),
+                options.max_unfinished.to_string(),
+                // With replicas to wait for, a duplicate is written again (unchanged), so the
+                // `WAIT` after it covers the entry's first write, whoever made it.
+                if options.replicas > 0 { "1" } else { "0" }.to_owned(),
+            ],
             (options.replicas > 0).then_some((options.replicas, options.timeout / 2)),
+            crate::batch::Measured::Accepts("redis"),
             accept_queue,
         ));
         tokio::spawn(run_batches(
@@ -385,6 +284,7 @@ impl RedisBackend {
             keys.clone(),
             vec![entry_prefix.clone()],
             None,
+            crate::batch::Measured::Other,
             completion_queue,
         ));
         Self {
@@ -392,6 +292,7 @@ impl RedisBackend {
             waiting,
             entry_prefix,
             keys,
+            actions,
             consumer: format!(
                 "{}-{}",
                 std::process::id(),
@@ -447,9 +348,18 @@ fn check_prefix(options: &RedisOptions) -> Result<(), RedisError> {
 async fn prepare(
     connection: &mut (impl redis::aio::ConnectionLike + Send),
     prefix: &str,
-) -> Result<([String; 5], Scripts), RedisError> {
+) -> Result<([String; 7], Scripts), RedisError> {
     let tag = format!("{{{}}}", prefix);
-    let keys = ["stream", "scheduled", "dead", "done", "leases"].map(|name| format!("{tag}{name}"));
+    let keys = [
+        "stream",
+        "scheduled",
+        "dead",
+        "done",
+        "leases",
+        "paused",
+        "pauses",
+    ]
+    .map(|name| format!("{tag}{name}"));
     let scripts = Scripts::new();
     scripts.load(connection).await.map_err(open_error)?;
     // Created only when missing: Redis refuses `XGROUP CREATE` when it is out of memory even
@@ -479,63 +389,72 @@ async fn prepare(
     Ok((keys, scripts))
 }
 
-fn client(url: &str, options: &RedisOptions) -> Result<redis::Client, RedisError> {
+/// The core's connection options for the backend's options: one server or a cluster, each
+/// connection attempt bounded by the options' timeout, the CA to trust.
+fn connection_options(options: &RedisOptions) -> RedisConnectionOptions {
+    let connecting = RedisConnectionOptions::default()
+        .cluster(options.cluster)
+        .connection_timeout(options.timeout);
     #[cfg(feature = "redis-tls")]
-    {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        if let Some(pem) = &options.root_ca_pem {
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            };
-            return redis::Client::build_with_tls(url, certificates).map_err(|e| {
-                OpenError::new(
-                    OpenErrorKind::Tls,
-                    format!("cannot open the Redis inbox: invalid TLS settings: {e}"),
-                )
-                .with_source(e)
-            });
-        }
+    if let Some(pem) = &options.root_ca_pem {
+        return connecting.root_ca_pem(pem.clone());
     }
-    #[cfg(not(feature = "redis-tls"))]
-    let _ = options;
-    redis::Client::open(url).map_err(|e| {
-        OpenError::new(
-            OpenErrorKind::Invalid,
-            format!("cannot open the Redis inbox: invalid Redis URL: {e}"),
-        )
-        .with_source(e)
-    })
+    connecting
 }
 
-/// A cluster client starting from the node at `url`: connecting bounded by the options'
-/// timeout, each command (redirections and retries included) by `response_timeout` (`None`:
-/// unbounded, for blocking reads).
-fn cluster_client(
-    url: &str,
+/// The set-up on `connection`, within `setup`: [`prepare`], then, with
+/// [`RedisOptions::replicas`], the replicas checked.
+async fn set_up(
+    mut connection: RedisConnection,
     options: &RedisOptions,
-    response_timeout: Option<Duration>,
-) -> Result<redis::cluster::ClusterClient, RedisError> {
-    let mut builder =
-        redis::cluster::ClusterClient::builder([url]).connection_timeout(options.timeout);
-    if let Some(timeout) = response_timeout {
-        builder = builder.response_timeout(timeout);
-    }
-    #[cfg(feature = "redis-tls")]
-    {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        if let Some(pem) = &options.root_ca_pem {
-            builder = builder.certs(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            });
+    setup: Duration,
+) -> Result<([String; 7], Scripts), RedisError> {
+    tokio::time::timeout(setup, async {
+        let (keys, scripts) = prepare(&mut connection, &options.prefix).await?;
+        if options.replicas > 0 {
+            check_replicas(&mut connection, &keys[0], options.replicas).await?;
         }
-    }
-    builder.build().map_err(|e| {
-        OpenError::new(
-            OpenErrorKind::Invalid,
-            format!("cannot open the Redis inbox: invalid Redis Cluster URL: {e}"),
-        )
-        .with_source(e)
+        Ok((keys, scripts))
     })
+    .await
+    .map_err(|_| timed_out())?
+}
+
+/// With [`RedisOptions::replicas`]`(n)`, the primary holding the inbox (`key`'s slot) must have
+/// `n` replicas online (`ROLE`): with fewer, every accept would be refused (503) until more
+/// attach, so the inbox refuses to start instead, saying so.
+async fn check_replicas(
+    connection: &mut RedisConnection,
+    key: &str,
+    wanted: u32,
+) -> Result<(), RedisError> {
+    let role: Vec<redis::Value> = connection
+        .query_primary_of(key, &redis::cmd("ROLE"))
+        .await
+        .map_err(open_error)?;
+    let is_primary = role
+        .first()
+        .and_then(|name| redis::from_redis_value::<String>(name.clone()).ok())
+        .is_some_and(|name| name == "master");
+    let online = match role.get(2) {
+        Some(redis::Value::Array(replicas)) if is_primary => replicas.len(),
+        _ => {
+            return Err(OpenError::new(
+                OpenErrorKind::Unavailable,
+                "cannot open the Redis inbox: RedisOptions::replicas needs the inbox's server to \
+                 be a primary, and its ROLE is not `master`",
+            ));
+        }
+    };
+    if online < usize::try_from(wanted).unwrap_or(usize::MAX) {
+        return Err(OpenError::new(
+            OpenErrorKind::Unavailable,
+            format!(
+                "cannot open the Redis inbox: RedisOptions::replicas({wanted}) acknowledges an \
+                 accept only once {wanted} replica(s) hold it, and the primary holding the \
+                 inbox has {online} online: every accept would be refused (503)"
+            ),
+        ));
+    }
+    Ok(())
 }

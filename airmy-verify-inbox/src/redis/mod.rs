@@ -14,6 +14,9 @@
 //! | `{prefix}leases` | sorted set | leased entries (score: lease expiry, ms), for [`next_due`](crate::Queue::next_due) |
 //! | `{prefix}dead` | stream | one message per dead letter, in the order they died |
 //! | `{prefix}done` | sorted set | processed entries kept for deduplication (score: when, ms) |
+//! | `{prefix}paused` | sorted set | entries held by a pause (score: when due, ms): in neither the stream nor `scheduled` |
+//! | `{prefix}pauses` | hash | the pauses in force: `*` (everything) or `type:<event type>`, to when each was made (ms) |
+//! | `{prefix}actions` | list | the last 100 operators' actions, newest first (JSON) |
 //!
 //! # How the operations map onto Redis
 //!
@@ -38,6 +41,13 @@
 //!   a dead letter is `XADD`ed to the dead-letter stream. Completions that arrive while one is
 //!   in flight go together in the next script (one round trip for a batch).
 //! - **purge**: deletes processed entries older than a time (and idle consumers of the group).
+//! - **pause**: records the pause in `pauses`, then moves the paused type's entries out of
+//!   `scheduled` and the stream's unread part into `paused`, a thousand read per script (a
+//!   large backlog never blocks Redis for long). From then on accept, retry, release and
+//!   replay put that type's entries in `paused`, and a take holds one it meets (a lease run
+//!   out, a message added meanwhile) instead of taking it; the take never reads `paused`.
+//!   **resume** removes the pause and moves the entries no pause holds back, in the order
+//!   they were due, a thousand per script.
 //!
 //! # What a 2xx means
 //!
@@ -66,8 +76,8 @@ mod scripts;
 
 pub use connect::RedisOptions;
 
+use airmy_verify::redis_connection::RedisConnection;
 use batch::{Batches, Job, shutting_down};
-use connect::Connection;
 use scripts::Scripts;
 
 /// The consumer group every worker reads with.
@@ -87,11 +97,13 @@ const GROUP: &str = "workers";
 /// ```
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: Connection,
+    connection: RedisConnection,
     /// For blocking reads only: a blocked read holds up its connection. `None` on the
     /// application's connection ([`RedisBackend::with_connection`]): waits poll instead.
-    waiting: Option<Connection>,
-    keys: [String; 5],
+    waiting: Option<RedisConnection>,
+    keys: [String; 7],
+    /// The list of recent actions (outside the scripts' keys, under the same hash tag).
+    actions: String,
     entry_prefix: String,
     consumer: String,
     max_unfinished: u64,
@@ -213,28 +225,43 @@ fn valid_cursor(cursor: &str) -> bool {
         })
 }
 
+impl RedisBackend {
+    /// One accept (its whole time is recorded by [`Store::accept`]).
+    async fn accept_now(&self, delivery: &Verified) -> Result<Accepted, InboxError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Accept {
+            id: delivery.id().to_owned(),
+            event_type: delivery.event_type().to_owned(),
+            body: delivery.bytes().clone(),
+            reply,
+        };
+        self.batches
+            .accepts
+            .send(crate::batch::Queued::new(job))
+            .map_err(|_| shutting_down())?;
+        match answer.await.unwrap_or_else(|_| Err(shutting_down()))? {
+            1 => Ok(Accepted::Stored),
+            0 => Ok(Accepted::Duplicate),
+            _ => Err(InboxError::full(format!(
+                "{} unfinished entries",
+                self.max_unfinished
+            ))),
+        }
+    }
+}
+
 impl Store for RedisBackend {
     fn accept<'a>(&'a self, delivery: &'a Verified) -> BackendFuture<'a, Accepted> {
         Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            let job = Job::Accept {
-                id: delivery.id().to_owned(),
-                event_type: delivery.event_type().to_owned(),
-                body: delivery.bytes().clone(),
-                reply,
-            };
-            self.batches
-                .accepts
-                .send(job)
-                .map_err(|_| shutting_down())?;
-            match answer.await.unwrap_or_else(|_| Err(shutting_down()))? {
-                1 => Ok(Accepted::Stored),
-                0 => Ok(Accepted::Duplicate),
-                _ => Err(InboxError::full(format!(
-                    "{} unfinished entries",
-                    self.max_unfinished
-                ))),
-            }
+            let started = std::time::Instant::now();
+            let accepted = self.accept_now(delivery).await;
+            let took = started.elapsed().as_secs_f64();
+            airmy_verify::observe::metrics::inbox_accept_stage(
+                "redis",
+                airmy_verify::observe::metrics::AcceptStage::Total,
+                took,
+            );
+            accepted
         })
     }
 }
@@ -325,7 +352,7 @@ impl Queue for RedisBackend {
             };
             self.batches
                 .completions
-                .send(job)
+                .send(crate::batch::Queued::new(job))
                 .map_err(|_| shutting_down())?;
             Ok(answer.await.unwrap_or_else(|_| Err(shutting_down()))? == 1)
         })
@@ -401,7 +428,7 @@ impl RedisBackend {
     /// one no worker has read yet, whoever added it): at once, or blocking up to `block`.
     async fn has_new_entry(
         &self,
-        mut connection: Connection,
+        mut connection: RedisConnection,
         block: Option<Duration>,
     ) -> redis::RedisResult<bool> {
         let last: String = self

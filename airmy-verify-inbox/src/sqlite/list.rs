@@ -19,6 +19,7 @@ fn selection(state: EntryState) -> (&'static str, &'static str) {
     match state {
         EntryState::Pending => ("state = 'pending' AND due_at <= :now", "due_at"),
         EntryState::Scheduled => ("state = 'pending' AND due_at > :now", "due_at"),
+        EntryState::Paused => ("state = 'paused'", "due_at"),
         EntryState::Processing => ("state = 'processing'", "lease_until"),
         EntryState::Dead => ("state = 'dead'", "finished_at"),
         EntryState::Done => ("state = 'done'", "finished_at"),
@@ -31,12 +32,15 @@ fn summary(row: &Row<'_>, now: i64) -> rusqlite::Result<EntrySummary> {
     let state = match stored.as_str() {
         "pending" if due_at > now => EntryState::Scheduled,
         "pending" => EntryState::Pending,
+        "paused" => EntryState::Paused,
         "processing" => EntryState::Processing,
         "dead" => EntryState::Dead,
         _ => EntryState::Done,
     };
     let next_attempt_at = match state {
-        EntryState::Pending | EntryState::Scheduled => Some(from_unix_ms(due_at)),
+        EntryState::Pending | EntryState::Scheduled | EntryState::Paused => {
+            Some(from_unix_ms(due_at))
+        }
         EntryState::Processing => row.get::<_, Option<i64>>(6)?.map(from_unix_ms),
         EntryState::Dead | EntryState::Done => None,
     };

@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+use airmy_verify::observe::metrics::{self, AcceptStage};
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,8 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, oneshot};
 
 use crate::backend::{
-    Accepted, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Queue, Stats, Store,
+    Accepted, Action, Admin, BackendFuture, Entry, InboxError, Leased, ListQuery, Page, Pause,
+    PauseScope, Queue, RECENT_ACTIONS, Stats, Store,
 };
 use crate::clock::{duration_ms, from_unix_ms, unix_ms};
 use crate::{OpenError, OpenErrorKind};
@@ -56,8 +58,8 @@ mod writer;
 pub use schema::SCHEMA_VERSION;
 use schema::{create_private, migrate};
 use writer::{
-    DURABLE_STEP, DURABLE_STEPS, FileId, Finish, Job, Mode, STEP, STEPS, Work, Writer, accept_job,
-    count_unfinished, decrement, leased_update, take_job,
+    DURABLE_STEP, DURABLE_STEPS, FileId, Finish, HELD, Job, Mode, STEP, STEPS, Work, Writer,
+    accept_job, count_unfinished, decrement, leased_update, take_job,
 };
 
 /// How to open a [`SqliteBackend`].
@@ -272,6 +274,20 @@ impl SqliteBackend {
         T: Send + 'static,
         F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
     {
+        self.submit_work(mode, None, f)
+    }
+
+    /// [`submit`](Self::submit), for an accept handed over at `accept` (its stages measured).
+    fn submit_work<T, F>(
+        &self,
+        mode: Mode,
+        accept: Option<std::time::Instant>,
+        f: F,
+    ) -> BackendFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, InboxError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn, now| {
             let result = f(conn, now);
@@ -284,7 +300,7 @@ impl SqliteBackend {
             });
             (ok, finish)
         });
-        let sent = self.sender.send(Work { job, mode }).is_ok();
+        let sent = self.sender.send(Work { job, mode, accept }).is_ok();
         Box::pin(async move {
             if !sent {
                 return Err(InboxError::unavailable("the inbox writer stopped"));
@@ -307,7 +323,8 @@ impl Store for SqliteBackend {
             .unwrap_or_default();
         let max = self.max_unfinished;
         let unfinished = Arc::clone(&self.unfinished);
-        let stored = self.submit(DURABLE_STEPS, move |conn, now| {
+        let started = std::time::Instant::now();
+        let stored = self.submit_work(DURABLE_STEPS, Some(started), move |conn, now| {
             accept_job(
                 conn,
                 now,
@@ -320,7 +337,10 @@ impl Store for SqliteBackend {
         });
         let notify = Arc::clone(&self.notify);
         Box::pin(async move {
-            let accepted = stored.await?;
+            let accepted = stored.await;
+            let took = started.elapsed().as_secs_f64();
+            metrics::inbox_accept_stage("sqlite", AcceptStage::Total, took);
+            let accepted = accepted?;
             if accepted == Accepted::Stored {
                 notify.notify_one();
             }
@@ -402,9 +422,11 @@ impl Queue for SqliteBackend {
         self.submit(STEP, move |conn, _| {
             leased_update(
                 conn,
-                "UPDATE entries SET state = 'pending', due_at = ?3, last_error = ?4,
-                     lease_until = NULL, lease_token = NULL
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'",
+                &format!(
+                    "UPDATE entries SET state = CASE WHEN {HELD} THEN 'paused' ELSE 'pending' END,
+                         due_at = ?3, last_error = ?4, lease_until = NULL, lease_token = NULL
+                     WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'"
+                ),
                 &[&id, &token, &at, &error],
             )
         })
@@ -434,9 +456,12 @@ impl Queue for SqliteBackend {
         let released = self.submit(STEP, move |conn, now| {
             leased_update(
                 conn,
-                "UPDATE entries SET state = 'pending', due_at = ?3, attempts = max(attempts - 1, 0),
-                     lease_until = NULL, lease_token = NULL
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'",
+                &format!(
+                    "UPDATE entries SET state = CASE WHEN {HELD} THEN 'paused' ELSE 'pending' END,
+                         due_at = ?3, attempts = max(attempts - 1, 0),
+                         lease_until = NULL, lease_token = NULL
+                     WHERE id = ?1 AND lease_token = ?2 AND state = 'processing'"
+                ),
                 &[&id, &token, &now],
             )
         });
@@ -472,6 +497,7 @@ impl Admin for SqliteBackend {
                 "SELECT count(*) FROM entries WHERE state = 'pending' AND due_at > ?1",
                 Some(now),
             )?;
+            let paused = count(&of("paused"), None)?;
             let oldest: Option<i64> = conn
                 .query_row(
                     "SELECT min(due_at) FROM entries WHERE state = 'pending' AND due_at <= ?1",
@@ -485,6 +511,7 @@ impl Admin for SqliteBackend {
                 processing: count(&of("processing"), None)?,
                 dead: count(&of("dead"), None)?,
                 done: count(&of("done"), None)?,
+                paused,
                 oldest_pending_age_secs: oldest
                     .map(|due| u64::try_from(now.saturating_sub(due) / 1000).unwrap_or(0)),
             })
@@ -507,22 +534,22 @@ impl Admin for SqliteBackend {
         let unfinished = Arc::clone(&self.unfinished);
         let replayed = self.submit(DURABLE_STEP, move |conn, now| {
             let changed = conn
-                .prepare_cached(
-                    "UPDATE entries SET state = 'pending', due_at = ?2, attempts = 0,
-                         last_error = NULL, finished_at = NULL
-                     WHERE id = ?1 AND state IN ('dead', 'done')",
-                )
+                .prepare_cached(&format!(
+                    "UPDATE entries SET state = CASE WHEN {HELD} THEN 'paused' ELSE 'pending' END,
+                         due_at = ?2, attempts = 0, last_error = NULL, finished_at = NULL
+                     WHERE id = ?1 AND state IN ('dead', 'done')"
+                ))
                 .and_then(|mut s| s.execute(params![id, now]))
                 .map_err(unavailable)?;
             if changed == 0 {
-                // A pending entry (a retry scheduled later) becomes due now; one being
-                // processed is left alone.
+                // A pending entry (a retry scheduled later) becomes due now (a paused one
+                // stays paused); one being processed is left alone.
                 let state: Option<String> = conn
                     .prepare_cached("SELECT state FROM entries WHERE id = ?1")
                     .and_then(|mut s| s.query_row([&id], |row| row.get(0)).optional())
                     .map_err(unavailable)?;
                 return match state.as_deref() {
-                    Some("pending") => conn
+                    Some("pending" | "paused") => conn
                         .prepare_cached("UPDATE entries SET due_at = min(due_at, ?2) WHERE id = ?1")
                         .and_then(|mut s| s.execute(params![id, now]))
                         .map(drop)
@@ -559,11 +586,11 @@ impl Admin for SqliteBackend {
                 rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)?
             };
             unfinished.fetch_add(ids.len() as u64, Ordering::Relaxed);
-            conn.prepare_cached(
-                "UPDATE entries SET state = 'pending', due_at = ?2, attempts = 0,
-                     last_error = NULL, finished_at = NULL
-                 WHERE state = 'dead' AND finished_at >= ?1",
-            )
+            conn.prepare_cached(&format!(
+                "UPDATE entries SET state = CASE WHEN {HELD} THEN 'paused' ELSE 'pending' END,
+                     due_at = ?2, attempts = 0, last_error = NULL, finished_at = NULL
+                 WHERE state = 'dead' AND finished_at >= ?1"
+            ))
             .and_then(|mut s| s.execute(params![since, now]))
             .map_err(unavailable)?;
             Ok(ids)
@@ -584,6 +611,145 @@ impl Admin for SqliteBackend {
                 .and_then(|mut s| s.execute([before]))
                 .map(|n| n as u64)
                 .map_err(unavailable)
+        })
+    }
+
+    fn pause<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        let key = scope.key();
+        let event_type = match scope {
+            PauseScope::All => None,
+            PauseScope::EventType(t) => Some(t.clone()),
+        };
+        self.submit(DURABLE_STEPS, move |conn, now| {
+            conn.prepare_cached(
+                "INSERT INTO pauses (scope, since) VALUES (?1, ?2) ON CONFLICT (scope) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![key, now]))
+            .map_err(unavailable)?;
+            // One pass over the pending entries (their index), once: `take` never reads the
+            // paused ones again.
+            conn.prepare_cached(
+                "UPDATE entries SET state = 'paused'
+                 WHERE state = 'pending' AND (?1 IS NULL OR event_type = ?1)",
+            )
+            .and_then(|mut s| s.execute(params![event_type]))
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+    }
+
+    fn resume<'a>(&'a self, scope: &'a PauseScope) -> BackendFuture<'a, u64> {
+        let key = scope.key();
+        let notify = Arc::clone(&self.notify);
+        let resumed = self.submit(DURABLE_STEPS, move |conn, _| {
+            let ended = conn
+                .prepare_cached("DELETE FROM pauses WHERE scope = ?1")
+                .and_then(|mut s| s.execute([&key]))
+                .map_err(unavailable)?;
+            if ended == 0 {
+                return Ok(0);
+            }
+            // Those no other pause holds: pending again, due when they were.
+            conn.prepare_cached(&format!(
+                "UPDATE entries SET state = 'pending' WHERE state = 'paused' AND NOT {HELD}"
+            ))
+            .and_then(|mut s| s.execute([]))
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        });
+        Box::pin(async move {
+            let released = resumed.await?;
+            if released > 0 {
+                notify.notify_one();
+            }
+            Ok(released)
+        })
+    }
+
+    fn paused(&self) -> BackendFuture<'_, Vec<Pause>> {
+        self.read(|conn, _| {
+            let mut statement = conn
+                .prepare_cached("SELECT scope, since FROM pauses ORDER BY since, scope")
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .map_err(unavailable)?;
+            let mut pauses = Vec::new();
+            for row in rows {
+                let (key, since) = row.map_err(unavailable)?;
+                if let Some(scope) = PauseScope::from_key(&key) {
+                    pauses.push(Pause::new(scope, from_unix_ms(since)));
+                }
+            }
+            Ok(pauses)
+        })
+    }
+
+    fn record_action<'a>(&'a self, action: &'a Action) -> BackendFuture<'a, ()> {
+        let action = action.clone();
+        self.submit(DURABLE_STEPS, move |conn, _| {
+            let ids = serde_json::to_string(&action.ids).unwrap_or_else(|_| "[]".to_owned());
+            conn.prepare_cached(
+                "INSERT INTO actions (at, actor, action, subject, count, ids)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    unix_ms(action.at),
+                    action.actor,
+                    action.kind.as_str(),
+                    action.subject,
+                    i64::try_from(action.count).unwrap_or(i64::MAX),
+                    ids,
+                ])
+            })
+            .map_err(unavailable)?;
+            conn.prepare_cached(
+                "DELETE FROM actions WHERE seq <= (SELECT max(seq) FROM actions) - ?1",
+            )
+            .and_then(|mut s| s.execute([RECENT_ACTIONS as i64]))
+            .map(drop)
+            .map_err(unavailable)
+        })
+    }
+
+    fn recent_actions(&self, limit: usize) -> BackendFuture<'_, Vec<Action>> {
+        let limit = limit.min(RECENT_ACTIONS) as i64;
+        self.read(move |conn, _| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT at, actor, action, subject, count, ids FROM actions
+                     ORDER BY seq DESC LIMIT ?1",
+                )
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([limit], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, String>(5)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            let mut actions = Vec::new();
+            for row in rows {
+                let (at, actor, kind, subject, count, ids) = row.map_err(unavailable)?;
+                // An action a newer version wrote, of a kind this one does not know: left out.
+                let Ok(kind) = kind.parse() else { continue };
+                let ids: Vec<String> = serde_json::from_str(&ids).unwrap_or_default();
+                actions.push(
+                    Action::new(actor, kind, subject)
+                        .ids(ids)
+                        .count(u64::try_from(count).unwrap_or(0))
+                        .at(from_unix_ms(at)),
+                );
+            }
+            Ok(actions)
         })
     }
 }

@@ -2,6 +2,7 @@
 //! in one transaction and commits once (group commit), with `synchronous=FULL` for a batch that
 //! stores deliveries; and the statements of the jobs that change entries.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use airmy_verify::Clock;
+use airmy_verify::observe::metrics::{self, AcceptStage};
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -27,6 +29,9 @@ pub(super) type Finish = Box<dyn FnOnce(Option<&InboxError>) + Send>;
 pub(super) struct Work {
     pub(super) job: Job,
     pub(super) mode: Mode,
+    /// For an accept: when it was handed to the writer (its stages are recorded in
+    /// `airmy_webhook_inbox_accept_seconds`).
+    pub(super) accept: Option<std::time::Instant>,
 }
 
 /// How a request runs in its batch.
@@ -92,9 +97,15 @@ pub(super) struct Writer {
 /// How often the writer recounts unfinished entries.
 pub(super) const RECOUNT: Duration = Duration::from_secs(5);
 
+/// Whether a pause holds the entry of the row at hand: its `event_type` (or all) paused. The
+/// keys are [`PauseScope::key`](crate::PauseScope::key)'s.
+pub(super) const HELD: &str =
+    "EXISTS (SELECT 1 FROM pauses WHERE scope IN ('*', 'type:' || event_type))";
+
 pub(super) fn count_unfinished(conn: &Connection) -> rusqlite::Result<u64> {
     let n: i64 = conn.query_row(
         "SELECT (SELECT count(*) FROM entries WHERE state = 'pending')
+              + (SELECT count(*) FROM entries WHERE state = 'paused')
               + (SELECT count(*) FROM entries WHERE state = 'processing')",
         [],
         |row| row.get(0),
@@ -110,6 +121,15 @@ impl Writer {
                 match receiver.try_recv() {
                     Ok(work) => batch.push(work),
                     Err(_) => break,
+                }
+            }
+            let started = std::time::Instant::now();
+            let mut accepts = 0;
+            for work in &batch {
+                if let Some(at) = work.accept {
+                    accepts += 1;
+                    let waited = started.saturating_duration_since(at).as_secs_f64();
+                    metrics::inbox_accept_stage("sqlite", AcceptStage::Queue, waited);
                 }
             }
             let durable = batch.iter().any(|w| w.mode.durable);
@@ -163,6 +183,7 @@ impl Writer {
                 }
                 finishes.push(finish);
             }
+            let statements = started.elapsed();
             let committed = if self.conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (the disk is full, say).
                 Err(InboxError::full(
@@ -175,6 +196,15 @@ impl Writer {
                 })
             };
             let failed = committed.err();
+            if accepts > 0 {
+                let commit = (started.elapsed() - statements).as_secs_f64();
+                metrics::inbox_accept_batch("sqlite", accepts);
+                for _ in 0..accepts {
+                    let statements = statements.as_secs_f64();
+                    metrics::inbox_accept_stage("sqlite", AcceptStage::Batch, statements);
+                    metrics::inbox_accept_stage("sqlite", AcceptStage::Commit, commit);
+                }
+            }
             for finish in finishes {
                 finish(failed.as_ref());
             }
@@ -208,7 +238,10 @@ pub(super) fn accept_job(
     let inserted = conn
         .prepare_cached(
             "INSERT INTO entries (id, event_type, body, created_at, received_at, state, attempts, due_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?5)
+             VALUES (?1, ?2, ?3, ?4, ?5,
+                     CASE WHEN EXISTS (SELECT 1 FROM pauses WHERE scope IN ('*', 'type:' || ?2))
+                          THEN 'paused' ELSE 'pending' END,
+                     0, ?5)
              ON CONFLICT (id) DO NOTHING",
         )
         .and_then(|mut s| s.execute(params![id, event_type, body, created_at, now]))
@@ -220,6 +253,21 @@ pub(super) fn accept_job(
     Ok(Accepted::Stored)
 }
 
+/// The keys of the pauses in force (a small table: usually empty).
+fn pauses(conn: &Connection) -> Result<HashSet<String>, InboxError> {
+    let mut statement = conn
+        .prepare_cached("SELECT scope FROM pauses")
+        .map_err(unavailable)?;
+    let rows = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(unavailable)?;
+    rows.collect::<Result<_, _>>().map_err(unavailable)
+}
+
+/// The most rounds of one take: a round that meets entries a pause holds (an expired lease of
+/// a paused type, or an entry pending from before the pause) holds them and looks again.
+const TAKE_ROUNDS: usize = 8;
+
 pub(super) fn take_job(
     conn: &Connection,
     now: i64,
@@ -227,62 +275,94 @@ pub(super) fn take_job(
     lease: i64,
 ) -> Result<Vec<Leased>, InboxError> {
     let token = airmy_verify::token::random_hex(12);
-    let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let mut ids: Vec<String> = Vec::new();
-    {
-        // Expired leases first (a worker died), then entries due, oldest due first; each query
-        // walks its index in order, with no sort.
-        let mut expired = conn
-            .prepare_cached(
-                "SELECT id FROM entries WHERE state = 'processing' AND lease_until <= ?1
-                 ORDER BY lease_until LIMIT ?2",
-            )
-            .map_err(unavailable)?;
-        let rows = expired
-            .query_map(params![now, limit], |row| row.get(0))
-            .map_err(unavailable)?;
-        for id in rows {
-            ids.push(id.map_err(unavailable)?);
+    let pauses = pauses(conn)?;
+    let held = |event_type: &str| {
+        !pauses.is_empty()
+            && (pauses.contains("*") || pauses.contains(&format!("type:{event_type}")))
+    };
+    let mut leased = Vec::with_capacity(max.min(1024));
+    for _ in 0..TAKE_ROUNDS {
+        let limit = i64::try_from(max - leased.len()).unwrap_or(i64::MAX);
+        if limit == 0 {
+            break;
         }
-        let left = limit - i64::try_from(ids.len()).unwrap_or(0);
-        if left > 0 {
-            let mut due = conn
+        let mut found: Vec<(String, String)> = Vec::new();
+        {
+            // Expired leases first (a worker died), then entries due, oldest due first; each
+            // query walks its index in order, with no sort. Paused entries are in neither.
+            let mut expired = conn
                 .prepare_cached(
-                    "SELECT id FROM entries WHERE state = 'pending' AND due_at <= ?1
-                     ORDER BY due_at LIMIT ?2",
+                    "SELECT id, event_type FROM entries
+                     WHERE state = 'processing' AND lease_until <= ?1
+                     ORDER BY lease_until LIMIT ?2",
                 )
                 .map_err(unavailable)?;
-            let rows = due
-                .query_map(params![now, left], |row| row.get(0))
+            let rows = expired
+                .query_map(params![now, limit], |row| Ok((row.get(0)?, row.get(1)?)))
                 .map_err(unavailable)?;
-            for id in rows {
-                ids.push(id.map_err(unavailable)?);
+            for row in rows {
+                found.push(row.map_err(unavailable)?);
+            }
+            let left = limit - i64::try_from(found.len()).unwrap_or(0);
+            if left > 0 {
+                let mut due = conn
+                    .prepare_cached(
+                        "SELECT id, event_type FROM entries WHERE state = 'pending' AND due_at <= ?1
+                         ORDER BY due_at LIMIT ?2",
+                    )
+                    .map_err(unavailable)?;
+                let rows = due
+                    .query_map(params![now, left], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(unavailable)?;
+                for row in rows {
+                    found.push(row.map_err(unavailable)?);
+                }
             }
         }
-    }
-    let mut update = conn
-        .prepare_cached(
-            "UPDATE entries SET state = 'processing', attempts = attempts + 1,
-                 lease_until = ?2, lease_token = ?3
-             WHERE id = ?1
-             RETURNING event_type, body, received_at, attempts",
-        )
-        .map_err(unavailable)?;
-    let mut leased = Vec::with_capacity(ids.len());
-    for id in ids {
-        let (event_type, body, received_at, attempts): (String, Vec<u8>, i64, i64) = update
-            .query_row(params![id, now.saturating_add(lease), token], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
+        if found.is_empty() {
+            break;
+        }
+        let (to_hold, to_lease): (Vec<_>, Vec<_>) = found
+            .into_iter()
+            .partition(|(_, event_type)| held(event_type));
+        // Held, not taken: no attempt counted, due at once when resumed.
+        let mut hold = conn
+            .prepare_cached(
+                "UPDATE entries SET state = 'paused',
+                     due_at = CASE WHEN state = 'processing' THEN ?2 ELSE due_at END,
+                     lease_until = NULL, lease_token = NULL
+                 WHERE id = ?1",
+            )
             .map_err(unavailable)?;
-        leased.push(Leased {
-            id,
-            event_type,
-            body: Bytes::from(body),
-            received_at: from_unix_ms(received_at),
-            attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
-            token: token.clone(),
-        });
+        for (id, _) in &to_hold {
+            hold.execute(params![id, now]).map_err(unavailable)?;
+        }
+        let mut update = conn
+            .prepare_cached(
+                "UPDATE entries SET state = 'processing', attempts = attempts + 1,
+                     lease_until = ?2, lease_token = ?3
+                 WHERE id = ?1
+                 RETURNING event_type, body, received_at, attempts",
+            )
+            .map_err(unavailable)?;
+        for (id, _) in to_lease {
+            let (event_type, body, received_at, attempts): (String, Vec<u8>, i64, i64) = update
+                .query_row(params![id, now.saturating_add(lease), token], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .map_err(unavailable)?;
+            leased.push(Leased {
+                id,
+                event_type,
+                body: Bytes::from(body),
+                received_at: from_unix_ms(received_at),
+                attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+                token: token.clone(),
+            });
+        }
+        if to_hold.is_empty() {
+            break;
+        }
     }
     Ok(leased)
 }

@@ -84,6 +84,7 @@ async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) 
                     stats.dead,
                     stats.oldest_pending_age_secs.unwrap_or(0),
                 );
+                observe::metrics::inbox_paused(stats.paused);
             }
             Err(err) if !failing => {
                 // Once per outage: the gauges keep their last values meanwhile.
@@ -96,6 +97,61 @@ async fn refresh_gauges(backend: Arc<dyn Backend>, shutdown: CancellationToken) 
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// The pause after the `n`th failed take in a row (from 1): 1 s, doubling, at most
+/// [`MOST_PAUSE`]. A backend that cannot be reached is asked less and less often, yet taking
+/// resumes within a few seconds of its return.
+fn take_pause(n: u32) -> Duration {
+    Duration::from_secs(1)
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(MOST_PAUSE)
+}
+
+/// The longest pause between two takes while the backend fails.
+const MOST_PAUSE: Duration = Duration::from_secs(5);
+
+/// How often a backend that keeps failing is logged again (after the first failure's warning).
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Failed takes in a row: the pause before the next ([`take_pause`]), and the log at a sane
+/// rate: a warning at the first failure, another at most every [`OUTAGE_LOG_EVERY`] while it
+/// lasts (with the count), and one line when taking works again.
+#[derive(Default)]
+struct Outage {
+    failures: u32,
+    since: Option<tokio::time::Instant>,
+    logged: Option<tokio::time::Instant>,
+}
+
+impl Outage {
+    /// A take failed: logs when due, and says how long to pause.
+    fn failed(&mut self, err: &crate::InboxError) -> Duration {
+        let now = tokio::time::Instant::now();
+        self.failures = self.failures.saturating_add(1);
+        let since = *self.since.get_or_insert(now);
+        let pause = take_pause(self.failures);
+        match self.logged {
+            None => {
+                tracing::warn!(target: "airmy_verify", error = %err, retry_in_secs = pause.as_secs_f64(), "cannot take inbox entries; trying again, less often while it fails");
+                self.logged = Some(now);
+            }
+            Some(at) if now.duration_since(at) >= OUTAGE_LOG_EVERY => {
+                tracing::warn!(target: "airmy_verify", error = %err, failures = self.failures, for_secs = now.duration_since(since).as_secs(), "still cannot take inbox entries");
+                self.logged = Some(now);
+            }
+            Some(_) => {}
+        }
+        pause
+    }
+
+    /// A take worked: logs the end of an outage, if there was one.
+    fn ended(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(target: "airmy_verify", failures = self.failures, for_secs = since.elapsed().as_secs(), "taking inbox entries again");
+        }
+        *self = Self::default();
     }
 }
 
@@ -128,6 +184,7 @@ pub(super) async fn run<C: AsRef<Context> + Send + 'static>(
     #[cfg(feature = "metrics")]
     let gauges = tokio::spawn(refresh_gauges(Arc::clone(&pool.backend), shutdown.clone()));
     let (concurrency, lease) = (pool.worker.concurrency, pool.worker.lease);
+    let mut outage = Outage::default();
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -152,12 +209,15 @@ pub(super) async fn run<C: AsRef<Context> + Send + 'static>(
             continue;
         }
         let leased = match pool.backend.take(want, lease).await {
-            Ok(leased) => leased,
+            Ok(leased) => {
+                outage.ended();
+                leased
+            }
             Err(err) => {
-                tracing::warn!(target: "airmy_verify", error = %err, "cannot take inbox entries; trying again in 1 s");
+                let pause = outage.failed(&err);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = tokio::time::sleep(pause) => continue,
                 }
             }
         };
@@ -318,8 +378,22 @@ impl<C: AsRef<Context> + Send + 'static> Pool<C> {
 /// How long a shutdown waits for the releases of the entries whose handlers it cancelled.
 const RELEASE_BOUND: Duration = Duration::from_secs(5);
 
-#[cfg(all(test, feature = "metrics"))]
+#[cfg(test)]
 mod tests {
+    use super::take_pause;
+    use std::time::Duration;
+
+    #[test]
+    fn failed_takes_back_off_to_five_seconds() {
+        let pauses: Vec<u64> = (1..=6).map(|n| take_pause(n).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 5, 5, 5]);
+        assert_eq!(take_pause(0), Duration::from_secs(1));
+        assert_eq!(take_pause(u32::MAX), Duration::from_secs(5));
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod gauge_tests {
     use super::gauge_interval;
     use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Shared by the backends' test files.
 #[cfg(feature = "postgres")]
 pub mod effects;
+pub mod pause;
 pub mod worker;
 
 /// One `#[tokio::test]` per worker scenario of [`worker`], each on an inbox from the test

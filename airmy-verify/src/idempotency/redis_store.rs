@@ -3,12 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
-
 use super::store::{
     Claim, Commit, IdempotencyStore, MAX_DURATION, StoreError, StoreErrorKind, StoreFuture,
 };
+use crate::redis_connection::{RedisConnection, RedisConnectionOptions};
 use crate::text::redact_url;
 
 /// Claims a free id (or one already claimed with the caller's token, whose reply was lost),
@@ -72,7 +70,7 @@ return 0";
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: Connection,
+    connection: RedisConnection,
     prefix: String,
     claim: redis::Script,
     extend: redis::Script,
@@ -169,21 +167,46 @@ impl RedisStore {
     /// Connects to Redis at `url` (such as `redis://127.0.0.1:6379`, or `rediss://…` with the
     /// feature `redis-tls`, verified against the system's trust store unless
     /// [`RedisStoreOptions::root_ca_pem`] says otherwise; without the feature a `rediss://`
-    /// URL is refused as invalid).
+    /// URL is refused as invalid). On a Redis Cluster ([`RedisStoreOptions::cluster`]), `url`
+    /// is any node, or several separated by commas
+    /// (`redis://[:password@]node-a:6379,node-b:6379`): the store starts while one is down.
+    /// The URL forms and the connection are the core's
+    /// [`RedisConnection`](crate::redis_connection::RedisConnection).
     ///
     /// # Errors
     ///
-    /// A [`StoreError`] when the URL or the certificate is invalid
-    /// ([`StoreErrorKind::Invalid`]), when Redis cannot be reached now (its
-    /// [kind](StoreError::kind) says why), or when its certificate is not trusted
+    /// A [`StoreError`] when the URL or the certificate is invalid, or several hosts are given
+    /// without cluster mode ([`StoreErrorKind::Invalid`]), when Redis cannot be reached now
+    /// (its [kind](StoreError::kind) says why, on a cluster as on one server:
+    /// [`Refused`](StoreErrorKind::Refused), [`Authentication`](StoreErrorKind::Authentication),
+    /// [`Timeout`](StoreErrorKind::Timeout), …), or when its certificate is not trusted
     /// ([`StoreErrorKind::Tls`]).
     pub async fn connect(url: &str, options: RedisStoreOptions) -> Result<Self, StoreError> {
-        install_tls_provider();
-        let mut connection = if options.cluster {
-            Connection::Cluster(connect_cluster(url, &options).await?)
-        } else {
-            Connection::Server(connect_server(url, &options).await?)
+        let connecting = RedisConnectionOptions::default()
+            .cluster(options.cluster)
+            .connection_timeout(options.timeout)
+            .response_timeout(Some(options.timeout));
+        #[cfg(feature = "redis-tls")]
+        let connecting = match &options.root_ca_pem {
+            Some(pem) => connecting.root_ca_pem(pem.clone()),
+            None => connecting,
         };
+        let connected = RedisConnection::connect(url, &connecting);
+        let mut connection = if options.cluster {
+            // A cluster's start (every node's connection, the map of slots) in the timeout too.
+            tokio::time::timeout(options.timeout, connected)
+                .await
+                .map_err(|_| {
+                    StoreError::new(format!(
+                        "Redis at {}: could not connect: no answer in time",
+                        redact_url(url)
+                    ))
+                    .with_kind(StoreErrorKind::Timeout)
+                })?
+        } else {
+            connected.await
+        }
+        .map_err(|e| redis_error(url, "could not connect", e))?;
         let store = Self {
             connection: connection.clone(),
             prefix: options.prefix,
@@ -206,117 +229,6 @@ impl RedisStore {
 
     fn key(&self, id: &str) -> String {
         format!("{}{id}", self.prefix)
-    }
-}
-
-/// What the store sends its commands through: a connection manager to one server, or a
-/// cluster connection that routes each command to the node owning its key's slot.
-#[derive(Clone)]
-enum Connection {
-    /// One server (reconnects by itself).
-    Server(ConnectionManager),
-    /// A Redis Cluster (reconnects and refreshes its slot map by itself).
-    Cluster(ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Connection {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Self::Server(connection) => connection.req_packed_command(cmd),
-            Self::Cluster(connection) => connection.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Self::Server(connection) => connection.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Server(connection) => connection.get_db(),
-            Self::Cluster(connection) => connection.get_db(),
-        }
-    }
-}
-
-/// A connection manager to the one server at `url`.
-async fn connect_server(
-    url: &str,
-    options: &RedisStoreOptions,
-) -> Result<ConnectionManager, StoreError> {
-    #[cfg(feature = "redis-tls")]
-    let client = match &options.root_ca_pem {
-        Some(root_ca_pem) => {
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root_ca_pem.clone()),
-            };
-            redis::Client::build_with_tls(url, certificates)
-                .map_err(|e| redis_error(url, "invalid TLS settings", e))?
-        }
-        None => redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?,
-    };
-    #[cfg(not(feature = "redis-tls"))]
-    let client = redis::Client::open(url).map_err(|e| redis_error(url, "invalid URL", e))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.timeout))
-        .set_response_timeout(Some(options.timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_with_config(client, config)
-        .await
-        .map_err(|e| redis_error(url, "could not connect", e))
-}
-
-/// A cluster connection starting from the node at `url`: connecting, and each command
-/// (redirections and retries included), bounded by the options' timeout.
-async fn connect_cluster(
-    url: &str,
-    options: &RedisStoreOptions,
-) -> Result<ClusterConnection, StoreError> {
-    let builder = redis::cluster::ClusterClient::builder([url])
-        .connection_timeout(options.timeout)
-        .response_timeout(options.timeout);
-    #[cfg(feature = "redis-tls")]
-    let builder = match &options.root_ca_pem {
-        Some(root_ca_pem) => builder.certs(redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(root_ca_pem.clone()),
-        }),
-        None => builder,
-    };
-    let client = builder
-        .build()
-        .map_err(|e| redis_error(url, "invalid URL", e))?;
-    tokio::time::timeout(options.timeout, client.get_async_connection())
-        .await
-        .map_err(|_| {
-            StoreError::new(format!(
-                "Redis at {}: could not connect: no answer in time",
-                redact_url(url)
-            ))
-            .with_kind(StoreErrorKind::Timeout)
-        })?
-        .map_err(|e| redis_error(url, "could not connect", e))
-}
-
-/// Makes rustls's `ring` provider the process default, unless one is set already (by the
-/// application, or by an earlier connection), so TLS works whatever else enabled rustls.
-fn install_tls_provider() {
-    #[cfg(feature = "redis-tls")]
-    {
-        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
@@ -347,6 +259,9 @@ fn kind(err: &redis::RedisError) -> StoreErrorKind {
     }
     if err.is_connection_refusal() {
         return StoreErrorKind::Refused;
+    }
+    if matches!(err.code(), Some("NOAUTH" | "WRONGPASS")) {
+        return StoreErrorKind::Authentication;
     }
     match err.kind() {
         ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {

@@ -7,8 +7,10 @@
 //! - an application, once after installing its exporter: [`describe`] (feature `metrics`);
 //! - an inbox (crate `airmy-verify-inbox`, or your own queue behind the adapters):
 //!   [`inbox_accept`] for each delivery offered to it, [`inbox_gauges`] for its counts (a
-//!   running worker refreshes them once a second), [`handler_attempt`] for each attempt of a
-//!   handler;
+//!   running worker refreshes them once a second, with [`inbox_paused`]), [`handler_attempt`]
+//!   for each attempt of a handler, [`inbox_admin_action`] for each operator's action,
+//!   [`inbox_accept_stage`] and [`inbox_accept_batch`] for where an accept's time goes,
+//!   [`console_login`] for each login at its console's built-in login;
 //! - the core itself records the rest (deliveries, verification, lag, idempotency claims), so
 //!   those sinks are not public.
 //!
@@ -21,6 +23,8 @@
 //! metrics::inbox_accept("stored");
 //! metrics::handler_attempt("run.completed", "success");
 //! metrics::inbox_gauges(0, 0, 0, 0, 0);
+//! metrics::inbox_paused(0);
+//! metrics::inbox_admin_action("replay");
 //! ```
 
 use super::*;
@@ -38,8 +42,10 @@ mod handles {
     use arc_swap::ArcSwapOption;
 
     use super::super::{
-        BODY_BYTES, DELIVERIES_TOTAL, DELIVERY_LAG_SECONDS, Outcome, VERIFICATION_SECONDS,
+        BODY_BYTES, DELIVERIES_TOTAL, DELIVERY_LAG_SECONDS, INBOX_ACCEPT_BATCH_SIZE,
+        INBOX_ACCEPT_SECONDS, Outcome, VERIFICATION_SECONDS,
     };
+    use super::{AcceptStage, BACKENDS, backend_index};
     use crate::event::EVENT_TYPES;
 
     /// The error codes a rejection can carry (`Error::code`, and the stores' 503).
@@ -103,6 +109,10 @@ mod handles {
         body_bytes: OnceLock<Histogram>,
         verification_seconds: OnceLock<Histogram>,
         delivery_lag_seconds: OnceLock<Histogram>,
+        /// `airmy_webhook_inbox_accept_seconds` by backend, then stage.
+        accept_stages: Box<[OnceLock<Histogram>]>,
+        /// `airmy_webhook_inbox_accept_batch_size` by backend.
+        batch_sizes: Box<[OnceLock<Histogram>]>,
     }
 
     static HANDLES: ArcSwapOption<Handles> = ArcSwapOption::const_empty();
@@ -127,6 +137,10 @@ mod handles {
                 body_bytes: OnceLock::new(),
                 verification_seconds: OnceLock::new(),
                 delivery_lag_seconds: OnceLock::new(),
+                accept_stages: (0..BACKENDS.len() * AcceptStage::ALL.len())
+                    .map(|_| OnceLock::new())
+                    .collect(),
+                batch_sizes: (0..BACKENDS.len()).map(|_| OnceLock::new()).collect(),
             });
             HANDLES.store(Some(Arc::clone(&handles)));
             f(&handles, recorder)
@@ -176,6 +190,40 @@ mod handles {
                 VERIFICATION_SECONDS,
             )
             .record(seconds);
+        });
+    }
+
+    pub(super) fn accept_stage(backend: &str, stage: AcceptStage, seconds: f64) {
+        let backend = backend_index(backend);
+        let index = backend * AcceptStage::ALL.len() + stage as usize;
+        with(|handles, recorder| {
+            handles.accept_stages[index]
+                .get_or_init(|| {
+                    let labels = vec![
+                        Label::from_static_parts("backend", BACKENDS[backend]),
+                        Label::from_static_parts("stage", stage.as_str()),
+                    ];
+                    recorder.register_histogram(
+                        &Key::from_parts(INBOX_ACCEPT_SECONDS, labels),
+                        &METADATA,
+                    )
+                })
+                .record(seconds);
+        });
+    }
+
+    pub(super) fn accept_batch(backend: &str, size: usize) {
+        let backend = backend_index(backend);
+        with(|handles, recorder| {
+            handles.batch_sizes[backend]
+                .get_or_init(|| {
+                    let labels = vec![Label::from_static_parts("backend", BACKENDS[backend])];
+                    recorder.register_histogram(
+                        &Key::from_parts(INBOX_ACCEPT_BATCH_SIZE, labels),
+                        &METADATA,
+                    )
+                })
+                .record(size as f64);
         });
     }
 
@@ -245,6 +293,27 @@ pub fn describe() {
         HANDLER_ATTEMPTS_TOTAL,
         "Inbox handler attempts, by event type and result"
     );
+    describe_histogram!(
+        INBOX_ACCEPT_SECONDS,
+        Unit::Seconds,
+        "Where one inbox accept's time goes, by backend and stage (queue, batch, commit, total)"
+    );
+    describe_histogram!(
+        INBOX_ACCEPT_BATCH_SIZE,
+        "How many accepts one batch of the inbox stored together"
+    );
+    describe_counter!(
+        CONSOLE_LOGINS_TOTAL,
+        "Logins at the inbox console's built-in login, by result"
+    );
+    describe_gauge!(
+        INBOX_PAUSED,
+        "Inbox entries held by a pause of their event type or of everything"
+    );
+    describe_counter!(
+        INBOX_ADMIN_ACTIONS_TOTAL,
+        "Operators' actions on the inbox (replay, purge, pause, ...), by action"
+    );
 }
 
 /// One complete body checked: its size and how long the check took.
@@ -300,6 +369,84 @@ pub fn inbox_gauges(
     }
 }
 
+/// The `backend` label values of the accept metrics; a name outside them is `other`.
+#[cfg(feature = "metrics")]
+const BACKENDS: [&str; 5] = ["sqlite", "redis", "postgres", "memory", "other"];
+
+#[cfg(feature = "metrics")]
+fn backend_index(backend: &str) -> usize {
+    BACKENDS
+        .iter()
+        .position(|b| *b == backend)
+        .unwrap_or(BACKENDS.len() - 1)
+}
+
+/// A stage of one inbox accept, the `stage` label of `airmy_webhook_inbox_accept_seconds`
+/// ([`inbox_accept_stage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AcceptStage {
+    /// From the accept handing itself to the store's batcher until its batch starts: waiting
+    /// for the previous batches (a slot in flight) and for the batcher to run.
+    Queue = 0,
+    /// The batch's statements, from their start until the store answered them (PostgreSQL and
+    /// Redis commit and sync in the same round trip, so their commit is in here).
+    Batch = 1,
+    /// The batch's commit, where it is a step of its own (SQLite's `COMMIT`: its sync).
+    Commit = 2,
+    /// The whole accept, from the call until the answer reached it; what it holds beyond the
+    /// other stages is the waiting request's wake-up.
+    Total = 3,
+}
+
+impl AcceptStage {
+    #[cfg(feature = "metrics")]
+    const ALL: [Self; 4] = [Self::Queue, Self::Batch, Self::Commit, Self::Total];
+
+    /// The label value: `queue`, `batch`, `commit` or `total`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queue => "queue",
+            Self::Batch => "batch",
+            Self::Commit => "commit",
+            Self::Total => "total",
+        }
+    }
+}
+
+/// Records how long one accept spent in `stage`, in `airmy_webhook_inbox_accept_seconds`, by
+/// `backend` (`sqlite`, `redis`, `postgres`, `memory`; any other name is `other`). An inbox
+/// backend calls it for each stored or refused accept, once per stage it has.
+#[inline]
+pub fn inbox_accept_stage(_backend: &str, _stage: AcceptStage, _seconds: f64) {
+    #[cfg(feature = "metrics")]
+    handles::accept_stage(_backend, _stage, _seconds);
+}
+
+/// Records how many accepts one batch stored together (one statement, one commit), in
+/// `airmy_webhook_inbox_accept_batch_size`, by `backend`.
+#[inline]
+pub fn inbox_accept_batch(_backend: &str, _size: usize) {
+    #[cfg(feature = "metrics")]
+    handles::accept_batch(_backend, _size);
+}
+
+/// Sets the gauge of inbox entries held by a pause (`airmy_webhook_inbox_paused`). An inbox's
+/// worker calls it with each reading of its counts, beside [`inbox_gauges`].
+pub fn inbox_paused(_paused: u64) {
+    #[cfg(feature = "metrics")]
+    ::metrics::gauge!(INBOX_PAUSED).set(_paused as f64);
+}
+
+/// Counts an operator's action on an inbox in `airmy_webhook_inbox_admin_actions_total`, by
+/// `action` (a fixed name such as `replay`, `purge`, `pause`: bounded). The inbox's audit
+/// (`airmy_verify_inbox::audit`) calls it once per action, beside its log event.
+pub fn inbox_admin_action(_action: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(INBOX_ADMIN_ACTIONS_TOTAL, "action" => _action).increment(1);
+}
+
 /// Counts an attempt of an inbox handler in `airmy_webhook_handler_attempts_total`, by event
 /// type (bounded: a type outside the documented ones is `unknown`, see
 /// [`event_type_label`]) and `result`: `success`, `retry` (failed, tried again later) or
@@ -312,4 +459,12 @@ pub fn handler_attempt(_event_type: &str, _result: &'static str) {
         "result" => _result,
     )
     .increment(1);
+}
+
+/// Counts a login at an inbox console's built-in login in
+/// `airmy_webhook_console_logins_total`, by `result`: `success` or `failure` (a wrong token).
+/// The console calls it once per `POST /login`.
+pub fn console_login(_result: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(CONSOLE_LOGINS_TOTAL, "result" => _result).increment(1);
 }

@@ -49,7 +49,12 @@
 //! | `airmy_webhook_inbox_processing` | gauge | | inbox entries leased to a worker |
 //! | `airmy_webhook_inbox_dead` | gauge | | dead letters |
 //! | `airmy_webhook_inbox_oldest_pending_age_seconds` | gauge | | how long the oldest due entry has waited (0 when none) |
+//! | `airmy_webhook_inbox_paused` | gauge | | inbox entries held by a pause of their event type or of everything |
 //! | `airmy_webhook_handler_attempts_total` | counter | `event_type`, `result`: `success`, `retry`, `dead` | inbox handler attempts |
+//! | `airmy_webhook_inbox_accept_seconds` | histogram | `backend`: `sqlite`, `redis`, `postgres`, `other`; `stage` ([`AcceptStage`](metrics::AcceptStage)): `queue`, `batch`, `commit`, `total` | where one accept's time goes: waiting for its batch to open, its batch's statements (with the commit where the store does both in one round trip), SQLite's `COMMIT` (its sync), and the whole accept; what `total` holds beyond the others is the wake-up of the waiting request |
+//! | `airmy_webhook_inbox_accept_batch_size` | histogram | `backend` | how many accepts each batch stored together (one statement, one commit) |
+//! | `airmy_webhook_console_logins_total` | counter | `result`: `success`, `failure` | logins at the inbox console's built-in login (crate `airmy-verify-inbox`, feature `console`): a failure is a wrong token |
+//! | `airmy_webhook_inbox_admin_actions_total` | counter | `action`: `replay`, `replay_dead`, `purge`, `pause`, `resume` (and what a console adds; see `airmy_verify_inbox::audit`) | operators' actions on an inbox, counted where they are audited |
 //!
 //! The inbox gauges are refreshed once a second by a running `Worker`.
 //!
@@ -108,6 +113,16 @@ pub const INBOX_DEAD: &str = "airmy_webhook_inbox_dead";
 pub const INBOX_OLDEST_PENDING_AGE_SECONDS: &str = "airmy_webhook_inbox_oldest_pending_age_seconds";
 /// The counter of inbox handler attempts.
 pub const HANDLER_ATTEMPTS_TOTAL: &str = "airmy_webhook_handler_attempts_total";
+/// The histogram of the stages of one inbox accept, in seconds.
+pub const INBOX_ACCEPT_SECONDS: &str = "airmy_webhook_inbox_accept_seconds";
+/// The histogram of how many accepts one batch stored.
+pub const INBOX_ACCEPT_BATCH_SIZE: &str = "airmy_webhook_inbox_accept_batch_size";
+/// The counter of logins at the inbox console's built-in login.
+pub const CONSOLE_LOGINS_TOTAL: &str = "airmy_webhook_console_logins_total";
+/// The gauge of inbox entries held by a pause.
+pub const INBOX_PAUSED: &str = "airmy_webhook_inbox_paused";
+/// The counter of operators' actions on an inbox.
+pub const INBOX_ADMIN_ACTIONS_TOTAL: &str = "airmy_webhook_inbox_admin_actions_total";
 
 /// How a delivery was answered: the `outcome` of its span and of
 /// `airmy_webhook_deliveries_total`.
@@ -315,6 +330,25 @@ mod tests {
         ) -> ::metrics::Histogram {
             ::metrics::Histogram::noop()
         }
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn admin_actions_are_counted_by_action() {
+        let recorder = Counting::default();
+        ::metrics::with_local_recorder(&recorder, || {
+            metrics::inbox_admin_action("pause");
+            metrics::inbox_admin_action("pause");
+            metrics::inbox_admin_action("replay_dead");
+        });
+        let name =
+            |action: &str| format!("airmy_webhook_inbox_admin_actions_total{{action={action}}}");
+        assert_eq!(
+            *recorder.counts.lock().expect("counts"),
+            [(name("pause"), 2), (name("replay_dead"), 1)]
+                .into_iter()
+                .collect()
+        );
     }
 
     #[cfg(feature = "metrics")]

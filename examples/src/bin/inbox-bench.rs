@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! inbox-bench fsync [N]                      # this disk's fsync latency (N synced 4 KiB writes)
+//! inbox-bench sqlite-floor [N] [BATCH]       # SQLite's own floor: N accept-sized rows inserted
+//!                                            # BATCH per synced transaction, as the inbox's file
 //! inbox-bench latency [N]                    # accept → handler start, one delivery at a time
 //! inbox-bench drain [N] [WORKERS] [tx]       # N queued entries drained by a no-op handler
-//!                                            # (tx, PostgreSQL: one INSERT in the entry's transaction)
+//!                                            # (tx, PostgreSQL: one INSERT in the entry's transaction,
+//!                                            # then its floor: pgbench running one attempt's statements)
 //! inbox-bench load URL [N] [CONCURRENCY]     # N unique signed deliveries, CONCURRENCY at a time
 //! inbox-bench roundtrips [N]                 # Redis commands per accepted delivery (AIRMY_INBOX)
 //! inbox-bench list [N]                       # the console's listing on an inbox of N entries
@@ -84,6 +87,59 @@ fn fsync(n: usize) {
         percentile(&times, 0.5).as_secs_f64() * 1e3,
         percentile(&times, 0.9).as_secs_f64() * 1e3,
         percentile(&times, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
+/// SQLite's own batched insert rate in this process: the floor of the SQLite inbox's accepts.
+/// The inbox's schema and settings (WAL, `synchronous=FULL`), made by opening a
+/// `SqliteBackend` on a fresh file, then `n` rows of an accept's size (1 KiB bodies), `batch`
+/// per transaction with the accept's own statement, on one connection: no channel, no task,
+/// no HTTP. Prints rows per second.
+fn sqlite_floor(n: usize, batch: usize) {
+    let dir = temp_dir("sqlite-floor");
+    let path = dir.join("floor.db");
+    drop(SqliteBackend::open(&path, SqliteOptions::default()).expect("open the inbox's file"));
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("full");
+    let body = vec![b'x'; 1024];
+    let batch = batch.max(1);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let tx = conn.unchecked_transaction().expect("begin");
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO entries (id, event_type, body, created_at, received_at, state, attempts, due_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?5)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .expect("prepare");
+            for _ in 0..batch.min(n - done) {
+                let id = format!("evt_floor_{done}");
+                insert
+                    .execute(rusqlite::params![
+                        id,
+                        "run.completed",
+                        body,
+                        "2026-12-08T00:00:00Z",
+                        1_765_000_000_000_i64
+                    ])
+                    .expect("insert");
+                done += 1;
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    let took = started.elapsed();
+    drop(conn);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "sqlite-floor: {n} rows, {batch} per synced transaction: {:.0} rows/s",
+        n as f64 / took.as_secs_f64()
     );
 }
 
@@ -369,7 +425,7 @@ async fn drain(n: usize, workers: usize, transactional: bool) {
             "one effect row per entry"
         );
     }
-    dir.remove().await;
+    let rate = n as f64 / took.as_secs_f64();
     println!(
         "drain ({}): {n} entries ({:.0} accepts/s to fill, 64 concurrent), {workers} workers, {}: {:.2} s, {:.0} events/s",
         dir.name(),
@@ -380,8 +436,102 @@ async fn drain(n: usize, workers: usize, transactional: bool) {
             "no-op handler"
         },
         took.as_secs_f64(),
-        n as f64 / took.as_secs_f64()
+        rate
     );
+    if let Place::Postgres { url, schema, .. } = &dir
+        && transactional
+    {
+        let floor = drain_floor(url, schema, n, workers).await;
+        println!(
+            "drain floor (pgbench, the statements of one attempt, {workers} clients): {floor:.0} events/s; the worker's drain {:.2}x of it",
+            rate / floor
+        );
+    }
+    dir.remove().await;
+}
+
+/// The transactional drain's floor, on the drained schema refilled with `n` entries: pgbench
+/// running exactly the statements one attempt runs (the take of one entry; `BEGIN`, the
+/// completion that opens the handler's transaction, its one effect row, `COMMIT`) from
+/// `clients` connections (the worker's concurrency), with nothing of ours in between. Events
+/// per second.
+async fn drain_floor(url: &str, schema: &str, n: usize, clients: usize) -> f64 {
+    let pool = sqlx::PgPool::connect(url).await.expect("connects");
+    for sql in [
+        format!("DELETE FROM {schema}.entries"),
+        format!("TRUNCATE {schema}_effects"),
+        format!(
+            "INSERT INTO {schema}.entries (id, event_type, body, created_at, state, due_at)
+             SELECT 'evt_floor_' || g, 'run.completed', convert_to(repeat('x', 1024), 'UTF8'),
+                 '2026-12-08T00:00:00Z', 'pending', clock_timestamp()
+             FROM generate_series(1, {n}) g"
+        ),
+        format!("VACUUM ANALYZE {schema}.entries"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .expect("refill");
+    }
+    let script = [
+        format!(
+            "WITH due AS (SELECT id FROM {schema}.entries \
+             WHERE state IN ('pending', 'processing') AND due_at <= statement_timestamp() \
+             ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             UPDATE {schema}.entries e SET state = 'processing', attempts = e.attempts + 1, \
+             due_at = clock_timestamp() + 30000 * interval '1 millisecond', \
+             lease_token = 'floor' || e.seq::text \
+             FROM due WHERE e.id = due.id RETURNING e.id AS eid, e.lease_token AS tok \\gset"
+        ),
+        "BEGIN;".to_owned(),
+        format!(
+            "UPDATE {schema}.entries SET state = 'done', finished_at = clock_timestamp(), \
+             lease_token = NULL, last_error = NULL \
+             WHERE id = :eid AND lease_token = :tok AND state = 'processing';"
+        ),
+        format!(
+            "INSERT INTO {schema}_effects (event_id, event_type, attempt) \
+             VALUES (:eid, 'run.completed', 1);"
+        ),
+        "COMMIT;".to_owned(),
+    ]
+    .join("\n")
+        + "\n";
+    let dir = temp_dir("drain-floor");
+    let path = dir.join("attempt.sql");
+    std::fs::write(&path, script).expect("script");
+    let pgbin = std::env::var("PGBIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_owned());
+    let per_client = n / clients.max(1);
+    let out = std::process::Command::new(format!("{pgbin}/pgbench"))
+        .args(["-n", "-M", "prepared", "-j", "1", "-c"])
+        .arg(clients.to_string())
+        .arg("-t")
+        .arg(per_client.to_string())
+        .arg("-f")
+        .arg(&path)
+        .arg(url)
+        .output()
+        .expect("pgbench runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|t| t.parse::<f64>().ok());
+    let effects: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {schema}_effects"
+    )))
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        effects,
+        i64::try_from(per_client * clients).unwrap_or(i64::MAX),
+        "pgbench ran every attempt: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tps.unwrap_or_else(|| panic!("pgbench printed no tps: {text}"))
 }
 
 /// The backend alone, no worker: take `batch` entries, complete them all, until empty.
@@ -716,6 +866,7 @@ async fn main() {
         |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     match args.first().map(String::as_str) {
         Some("fsync") => fsync(num(1, 500)),
+        Some("sqlite-floor") => sqlite_floor(num(1, 50_000), num(2, 16)),
         Some("latency") => latency(num(1, 500)).await,
         Some("drain") => {
             let tx = args.get(3).is_some_and(|a| a == "tx");
@@ -733,7 +884,7 @@ async fn main() {
         }
         _ => {
             eprintln!(
-                "usage: inbox-bench fsync [N] | latency [N] | drain [N] [WORKERS] [tx] | rawdrain [N] [BATCH] | roundtrips [N] | list [N] | load URL [N] [CONCURRENCY]"
+                "usage: inbox-bench fsync [N] | sqlite-floor [N] [BATCH] | latency [N] | drain [N] [WORKERS] [tx] | rawdrain [N] [BATCH] | roundtrips [N] | list [N] | load URL [N] [CONCURRENCY]"
             );
             std::process::exit(2);
         }

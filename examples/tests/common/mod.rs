@@ -2,6 +2,8 @@
 //! signed deliveries, a client.
 #![allow(dead_code, reason = "each test file uses part of it")]
 
+pub(crate) mod browser;
+
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,12 +17,14 @@ pub(crate) const AXUM: &str = env!("CARGO_BIN_EXE_axum-receiver");
 pub(crate) const ACTIX: &str = env!("CARGO_BIN_EXE_actix-receiver");
 pub(crate) const HYPER: &str = env!("CARGO_BIN_EXE_hyper-receiver");
 
-/// A receiver process (secret `testing::SECRET`, a free loopback port) whose stdout lines are
-/// all kept.
+/// A receiver process (secret `testing::SECRET`, a free loopback port) whose stdout lines and
+/// stderr lines (its logs) are all kept.
 pub(crate) struct Receiver {
     pub(crate) child: Child,
     /// The `listening on http://HOST:PORT` line.
     pub(crate) first: String,
+    /// Its stderr lines (its logs), so far.
+    logs: Arc<Mutex<Vec<String>>>,
     /// `http://HOST:PORT`.
     pub(crate) base: String,
     /// `http://HOST:PORT/hooks/airmy`.
@@ -42,10 +46,18 @@ impl Receiver {
             .env("AIRMY_LISTEN", "127.0.0.1:0")
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("receiver starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                sink.lock().expect("logs").push(line);
+            }
+        });
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let first = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
             .await
@@ -66,6 +78,7 @@ impl Receiver {
         Self {
             child,
             first,
+            logs,
             base: format!("http://{addr}"),
             url: format!("http://{addr}/hooks/airmy"),
             lines,
@@ -75,6 +88,11 @@ impl Receiver {
     /// The stdout lines after the `listening on` line, so far.
     pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("lines").clone()
+    }
+
+    /// Its stderr lines (its logs) so far.
+    pub(crate) fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
     }
 
     /// The `/metrics` URL of the `metrics on http://HOST:PORT/metrics` line, which must be the

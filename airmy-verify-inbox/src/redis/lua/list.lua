@@ -1,4 +1,4 @@
--- A page of one state's entries. ARGV: entry key prefix, state (pending, scheduled,
+-- A page of one state's entries. ARGV: entry key prefix, state (pending, scheduled, paused,
 -- processing, dead, done), order (asc, desc), cursor ('' for the start), limit, scan budget,
 -- type ('' for any; the flag in ARGV[9]), id prefix ('' for any; flag in ARGV[10]).
 -- Returns the next cursor ('' at the end), then for each entry: id, type, attempts, received
@@ -140,6 +140,8 @@ end
 if state == 'scheduled' then
   next_cursor = from_zset(KEYS[2], '(' .. now, '+inf', cursor, 's', false,
     function(score) return score > now end)
+elseif state == 'paused' then
+  next_cursor = from_zset(KEYS[6], '-inf', '+inf', cursor, 'h')
 elseif state == 'processing' then
   next_cursor = from_zset(KEYS[5], '-inf', '+inf', cursor, 'q')
 elseif state == 'done' then

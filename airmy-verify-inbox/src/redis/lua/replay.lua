@@ -1,15 +1,20 @@
--- KEYS: stream, scheduled, dead, done, leases. ARGV: entry key prefix, ids. For each id: 1 replayed (or already
--- due), 2 being processed, 0 unknown.
+-- ARGV: entry key prefix, ids. For each id: 1 replayed (or already due), 2 being processed,
+-- 0 unknown. An entry of a type a pause holds is replayed paused (due at once when resumed);
+-- a paused one stays paused, due at once.
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local e = ARGV[1] .. id
-  local f = redis.call('HMGET', e, 's', 'dm')
+  local f = redis.call('HMGET', e, 's', 'dm', 't')
   local s = f[1]
   if not s then
     out[#out + 1] = 0
   elseif s == 'q' then
     out[#out + 1] = 2
+  elseif s == 'h' then
+    local due = tonumber(redis.call('ZSCORE', KEYS[6], id) or now)
+    redis.call('ZADD', KEYS[6], math.min(due, now), id)
+    out[#out + 1] = 1
   elseif s == 'p' then
     -- Due already; if its message was lost (the stream deleted or evicted), add it again.
     local m = redis.call('HGET', e, 'm')
@@ -29,7 +34,11 @@ for i = 2, #ARGV do
       redis.call('HSET', e, 'a', 0)
       redis.call('HDEL', e, 'e', 'z', 'dm')
     end
-    redis.call('HSET', e, 's', 'p', 'm', redis.call('XADD', KEYS[1], '*', 'i', id))
+    if held(f[3]) then
+      hold(id, e, now)
+    else
+      redis.call('HSET', e, 's', 'p', 'm', redis.call('XADD', KEYS[1], '*', 'i', id))
+    end
     out[#out + 1] = 1
   end
 end

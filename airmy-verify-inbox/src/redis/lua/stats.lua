@@ -1,6 +1,6 @@
 -- Counts: stream length, leased, scheduled (overdue ones apart: due, not moved into the
 -- stream yet because no worker took since), dead, done, the oldest due entry's time (ms, or
--- -1), and the server's time.
+-- -1), the server's time, and paused.
 local len = redis.call('XLEN', KEYS[1])
 local leased, oldest = 0, -1
 local summary = redis.pcall('XPENDING', KEYS[1], 'workers')
@@ -13,4 +13,4 @@ if overdue > 0 then
   if oldest < 0 or first < oldest then oldest = first end
 end
 return {len, leased, redis.call('ZCARD', KEYS[2]), overdue, redis.call('XLEN', KEYS[3]),
-  redis.call('ZCARD', KEYS[4]), oldest, now}
+  redis.call('ZCARD', KEYS[4]), oldest, now, redis.call('ZCARD', KEYS[6])}

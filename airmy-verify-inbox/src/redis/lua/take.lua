@@ -1,6 +1,10 @@
--- KEYS: stream, scheduled, dead, done, leases. ARGV: entry key prefix, consumer, max,
--- lease ms, token seed, `1` when recovering the entries of a take with that seed whose reply
--- was lost. Returns id, type, body, received ms, attempt, token for each entry.
+-- ARGV: entry key prefix, consumer, max, lease ms, token seed, `1` when recovering the
+-- entries of a take with that seed whose reply was lost. Returns id, type, body, received ms,
+-- attempt, token for each entry. Paused entries are in neither the stream nor the scheduled
+-- set: the take never reads them. An entry it meets that a pause holds (a retry of a paused
+-- type whose time came, a lease run out on one, a message added by an older replica or while
+-- the pause was being made) is held (prelude_paused.lua), not taken: no attempt counted, and
+-- at most 1,000 such in one take.
 local ep, consumer = ARGV[1], ARGV[2]
 local max, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out, n, bytes = {}, 0, 0
@@ -24,11 +28,18 @@ if ARGV[6] == '1' then
   end
   if #out > 0 then return out end
 end
+local holds = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', KEYS[2], id)
   local e = ep .. id
-  if redis.call('HGET', e, 's') == 's' then
-    redis.call('HSET', e, 's', 'p', 'm', redis.call('XADD', KEYS[1], '*', 'i', id))
+  local f = redis.call('HMGET', e, 's', 't')
+  if f[1] == 's' then
+    if held(f[2]) then
+      hold(id, e, now)
+      holds = holds + 1
+    else
+      redis.call('HSET', e, 's', 'p', 'm', redis.call('XADD', KEYS[1], '*', 'i', id))
+    end
   end
 end
 local function drop(m)
@@ -53,8 +64,14 @@ end
 local function room() return n < max and bytes < 8388608 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, max)) do
   if not room() then break end
-  local f = redis.call('HMGET', ep .. id, 's', 'm')
-  if f[1] == 'q' and f[2] then
+  local f = redis.call('HMGET', ep .. id, 's', 'm', 't')
+  if f[1] == 'q' and f[2] and held(f[3]) then
+    -- Its worker died while a pause holds its type: held, not taken over.
+    drop(f[2])
+    redis.call('ZREM', KEYS[5], id)
+    hold(id, ep .. id, now)
+    holds = holds + 1
+  elseif f[1] == 'q' and f[2] then
     -- Its worker died or stalled: move the message to this consumer's pending list (gone
     -- with a lost stream: the lease in the entry is what counts).
     redis.pcall('XCLAIM', KEYS[1], 'workers', consumer, 0, f[2], 'JUSTID')
@@ -63,14 +80,22 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0
     redis.call('ZREM', KEYS[5], id)
   end
 end
-while room() do
+while room() and holds < 1000 do
   local read = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1,
     'STREAMS', KEYS[1], '>')
   if not read then break end
   for _, msg in ipairs(read[1][2]) do
     local m, id = msg[1], msg[2][2]
-    local f = redis.call('HMGET', ep .. id, 's', 'm')
-    if f[1] == 'p' and f[2] == m then stamp(id, m) else drop(m) end
+    local f = redis.call('HMGET', ep .. id, 's', 'm', 't')
+    if f[1] == 'p' and f[2] == m and held(f[3]) then
+      drop(m)
+      hold(id, ep .. id, tonumber(string.match(m, '^(%d+)')))
+      holds = holds + 1
+    elseif f[1] == 'p' and f[2] == m then
+      stamp(id, m)
+    else
+      drop(m)
+    end
   end
 end
 return out
