@@ -44,7 +44,7 @@ start() { # name, extra env...
   local name=$1; shift
   env "$@" ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "$target/release/$bin" > "$work/$name.out" 2>/dev/null &
   echo $! >> "$work/pids" # (this runs in a subshell: the trap reads the file)
-  for _ in $(seq 1 100); do grep -q '^metrics on\|^listening on' "$work/$name.out" && [ "$name" = plain -o -n "$(grep '^metrics on' "$work/$name.out")" ] && break; sleep 0.1; done
+  for _ in $(seq 1 100); do grep -qs '^metrics on\|^listening on' "$work/$name.out" && [ "$name" = plain -o -n "$(grep '^metrics on' "$work/$name.out")" ] && break; sleep 0.1; done
   echo "$(sed -n 's/^listening on //p' "$work/$name.out" | head -1)/hooks/airmy"
 }
 metrics_snapshot() { # file
