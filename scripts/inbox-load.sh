@@ -12,6 +12,11 @@
 # every round's req/s, p50 and p99, and the median ratio of inbox to no-inbox req/s.
 # INBOX_ENV adds environment to the inbox receiver only: INBOX_ENV=AIRMY_HANDLER_DELAY_MS=600000
 # parks its workers in their first handlings, measuring accepts with no drain beside them.
+# With INBOX=postgres PGBOUNCER=1, a third receiver ("pooled", INBOX_ENV too) stores through
+# Debian's PgBouncer (/usr/sbin/pgbouncer) in transaction mode, started in front of the same
+# server (AIRMY_INBOX=…?pooler=true, AIRMY_INBOX_LISTEN_URL the server's own URL), in every round
+# beside the others; the summary adds its ratio to the direct inbox, and the accept -> handler
+# p50 of each, direct and pooled (`inbox-bench latency 500`, in process).
 #
 # Then, in the same run (issue 29): where one accept's time went (the inbox receiver's
 # `airmy_webhook_inbox_accept_seconds` by stage and `…_batch_size`, read from its /metrics
@@ -39,7 +44,7 @@ start() { # name, extra env...
   local name=$1; shift
   env "$@" ${SERVER_CPUS:+taskset -c $SERVER_CPUS} "$target/release/$bin" > "$work/$name.out" 2>/dev/null &
   echo $! >> "$work/pids" # (this runs in a subshell: the trap reads the file)
-  for _ in $(seq 1 100); do grep -q '^metrics on\|^listening on' "$work/$name.out" && [ "$name" = plain -o -n "$(grep '^metrics on' "$work/$name.out")" ] && break; sleep 0.1; done
+  for _ in $(seq 1 100); do grep -qs '^metrics on\|^listening on' "$work/$name.out" && [ "$name" = plain -o -n "$(grep '^metrics on' "$work/$name.out")" ] && break; sleep 0.1; done
   echo "$(sed -n 's/^listening on //p' "$work/$name.out" | head -1)/hooks/airmy"
 }
 metrics_snapshot() { # file
@@ -57,21 +62,53 @@ if [ "${INBOX:-sqlite}" = redis ]; then
 elif [ "${INBOX:-sqlite}" = postgres ]; then
   : "${AIRMY_POSTGRES_URL:?INBOX=postgres needs AIRMY_POSTGRES_URL (scripts/with-postgres.sh)}"
   inbox=$(start inbox AIRMY_METRICS_LISTEN=127.0.0.1:0 AIRMY_INBOX="$AIRMY_POSTGRES_URL" ${INBOX_ENV:-})
+  if [ -n "${PGBOUNCER:-}" ]; then
+    # PgBouncer as the tests start it (test-support's PgBouncer): transaction mode, loopback,
+    # every client logged in as the server's user, at most 20 server connections.
+    rest=${AIRMY_POSTGRES_URL#postgres://}; pguser=${rest%%@*}; rest=${rest#*@}
+    pghost=${rest%%/*}; pgdb=${rest#*/}; pgdb=${pgdb%%\?*}
+    bport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir "$work/pgbouncer"
+    cat > "$work/pgbouncer/pgbouncer.ini" <<INI
+[databases]
+$pgdb = host=${pghost%:*} port=${pghost##*:} dbname=$pgdb user=$pguser
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bport
+unix_socket_dir =
+auth_type = any
+pool_mode = transaction
+max_client_conn = 500
+default_pool_size = 20
+ignore_startup_parameters = extra_float_digits
+logfile = $work/pgbouncer/pgbouncer.log
+pidfile = $work/pgbouncer/pgbouncer.pid
+INI
+    as_user=()
+    if [ "$(id -u)" = 0 ]; then chown -R postgres "$work/pgbouncer"; chmod 755 "$work"; as_user=(-u postgres); fi
+    /usr/sbin/pgbouncer "${as_user[@]}" -q "$work/pgbouncer/pgbouncer.ini" &
+    pids+=($!)
+    for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$bport") 2>/dev/null && break; sleep 0.1; done
+    bouncer="postgres://$pguser@127.0.0.1:$bport/$pgdb"
+    pooled=$(start pooled AIRMY_METRICS_LISTEN=127.0.0.1:0 AIRMY_INBOX="$bouncer?pooler=true" AIRMY_INBOX_LISTEN_URL="$AIRMY_POSTGRES_URL" ${INBOX_ENV:-})
+    echo "pgbouncer (transaction mode) on port $bport; pooled inbox $pooled"
+  fi
 else
   inbox=$(start inbox AIRMY_METRICS_LISTEN=127.0.0.1:0 AIRMY_INBOX="sqlite:$work/inbox.db" ${INBOX_ENV:-})
 fi
 echo "$bin: $rounds rounds x $n deliveries, $concurrency concurrent; no inbox $plain, inbox $inbox"
+kinds="plain inbox${pooled:+ pooled}"
 # Warm-up (not counted): connections, caches, the database file's first pages.
-for url in "$plain" "$inbox"; do
+for url in "$plain" "$inbox" ${pooled:-}; do
   ${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} "$target"/release/inbox-bench load "$url" 2000 "$concurrency" > /dev/null
 done
 metrics_snapshot "$work/metrics.before"
 pgbin=${PGBIN:-/usr/lib/postgresql/15/bin}
 [ "${INBOX:-sqlite}" = postgres ] && "$pgbin/psql" -qAt "$AIRMY_POSTGRES_URL" -c "SELECT pg_stat_reset_shared('wal')" > /dev/null
 for round in $(seq 1 "$rounds"); do
-  if [ $((round % 2)) = 1 ]; then order="plain inbox"; else order="inbox plain"; fi
+  if [ $((round % 2)) = 1 ]; then order=$kinds; else order=$(tr ' ' '\n' <<<"$kinds" | tac | tr '\n' ' '); fi
   for which in $order; do
-    url=$plain; [ "$which" = inbox ] && url=$inbox
+    case $which in plain) url=$plain ;; inbox) url=$inbox ;; pooled) url=$pooled ;; esac
     line=$(${CLIENT_CPUS:+taskset -c $CLIENT_CPUS} "$target"/release/inbox-bench load "$url" "$n" "$concurrency")
     rps=$(sed -E 's/.*: ([0-9]+) req\/s.*/\1/' <<<"$line")
     echo "$round $which $rps | $line" | tee -a "$work/results"
@@ -135,6 +172,12 @@ else
   "$target"/release/inbox-bench sqlite-floor "$n" "$batch" | tee "$work/sqlite-floor"
   sed -E 's/.*: ([0-9.]+) rows\/s.*/\1/' "$work/sqlite-floor" > "$work/floor"
 fi
+if [ -n "${pooled:-}" ]; then
+  # Accept -> handler start, one delivery at a time, in process: direct, then through PgBouncer.
+  AIRMY_INBOX=$AIRMY_POSTGRES_URL "$target"/release/inbox-bench latency 500 | sed 's/^/direct: /'
+  AIRMY_INBOX="$bouncer?pooler=true" AIRMY_INBOX_LISTEN_URL=$AIRMY_POSTGRES_URL \
+    "$target"/release/inbox-bench latency 500 | sed 's/^/through PgBouncer: /'
+fi
 python3 - "$work/results" "$work/metrics.before" "$work/metrics.after" "$work/floor" <<'PY'
 import statistics, sys, re
 rows = [l.split(" | ")[0].split() for l in open(sys.argv[1])]
@@ -142,7 +185,7 @@ by = {}
 for r, which, rps in rows:
     by.setdefault(r, {})[which] = float(rps)
 ratios = [v["inbox"] / v["plain"] for v in by.values() if "inbox" in v and "plain" in v]
-p99 = {w: [] for w in ("plain", "inbox")}
+p99 = {w: [] for w in ("plain", "inbox", "pooled")}
 for l in open(sys.argv[1]):
     m = re.search(r"p99 ([0-9.]+) ms", l)
     p99[l.split()[1]].append(float(m.group(1)))
@@ -152,6 +195,11 @@ print(f"median req/s: no inbox {P:.0f}, "
       f"inbox {I:.0f}; "
       f"median ratio inbox / no inbox {statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)}); "
       f"median p99: no inbox {statistics.median(p99['plain']):.2f} ms, inbox {statistics.median(p99['inbox']):.2f} ms")
+pooled = [v["pooled"] / v["inbox"] for v in by.values() if "pooled" in v and "inbox" in v]
+if pooled:
+    print(f"through PgBouncer: median req/s {statistics.median(v['pooled'] for v in by.values()):.0f}; "
+          f"median ratio pooled / direct inbox {statistics.median(pooled):.3f} (rounds: {', '.join(f'{r:.3f}' for r in pooled)}); "
+          f"median p99 {statistics.median(p99['pooled']):.2f} ms")
 def read(path):
     out = {}
     for line in open(path):

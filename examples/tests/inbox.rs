@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use airmy_verify::testing::{self, Delivery};
 use airmy_verify::time::OffsetDateTime;
+use test_support::postgres::Stop;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::task::JoinSet;
@@ -513,34 +514,50 @@ async fn post_balanced(
 /// retry found it in the shared inbox). Join every lane (`expect`ing each) before reading the
 /// set.
 fn load_lanes(urls: &[String], prefix: &str) -> (JoinSet<()>, Arc<Mutex<HashSet<String>>>) {
+    let (load, acknowledged, _) = load_lanes_answers(urls, prefix);
+    (load, acknowledged)
+}
+
+/// Every answer that was not a 200, as (status, body).
+type OtherAnswers = Arc<Mutex<Vec<(u16, String)>>>;
+
+/// [`load_lanes`], also keeping the answers that were not a 200.
+fn load_lanes_answers(
+    urls: &[String],
+    prefix: &str,
+) -> (JoinSet<()>, Arc<Mutex<HashSet<String>>>, OtherAnswers) {
+    let others = OtherAnswers::default();
     let acknowledged = Arc::new(Mutex::new(HashSet::new()));
     let client = client();
     let shared = urls.len() > 1;
     let mut load = JoinSet::new();
     for lane in 0..16 {
-        let (client, urls, prefix, acknowledged) = (
+        let (client, urls, prefix, acknowledged, others) = (
             client.clone(),
             urls.to_vec(),
             prefix.to_owned(),
             acknowledged.clone(),
+            others.clone(),
         );
         load.spawn(async move {
             for i in 0..25 {
                 let id = format!("{prefix}_{lane}_{i}");
-                if let Some((status, body)) =
-                    post_balanced(&client, &urls, lane + i, &delivery(&id)).await
-                    && status == 200
-                {
-                    assert!(
-                        body.contains("\"accepted\"") || (shared && body.contains("\"duplicate\"")),
-                        "{body}"
-                    );
-                    acknowledged.lock().expect("set").insert(id);
+                match post_balanced(&client, &urls, lane + i, &delivery(&id)).await {
+                    Some((200, body)) => {
+                        assert!(
+                            body.contains("\"accepted\"")
+                                || (shared && body.contains("\"duplicate\"")),
+                            "{body}"
+                        );
+                        acknowledged.lock().expect("set").insert(id);
+                    }
+                    Some(other) => others.lock().expect("answers").push(other),
+                    None => {}
                 }
             }
         });
     }
-    (load, acknowledged)
+    (load, acknowledged, others)
 }
 
 /// Waits for every lane, failing if one did.
@@ -883,38 +900,55 @@ async fn exactly_one_effect_each(label: &str, url: &str, acknowledged: &HashSet<
     }
 }
 
+/// `kill -9` of `bin` on the PostgreSQL inbox `inbox` under load, once it handled 12
+/// deliveries (its handlers inside their transactions, `AIRMY_HANDLER_DELAY_MS`), then a second
+/// process on the same inbox: every acknowledged id has exactly one row in
+/// `airmy_receiver_effects`, counted on the server at `server_url`.
+async fn killed_mid_transaction_and_restarted(
+    bin: &str,
+    inbox: &str,
+    envs: &[(&str, &str)],
+    server_url: &str,
+) {
+    let first = start_on(bin, inbox, envs).await;
+    let prefix = format!(
+        "evt_pgk_{}",
+        OffsetDateTime::now_utc().unix_timestamp_nanos()
+    );
+    let (load, acknowledged) = load_lanes(std::slice::from_ref(&first.url), &prefix);
+    wait_for("some deliveries handled", Duration::from_secs(30), || {
+        first.lines().len() >= 12
+    })
+    .await;
+    first.signal("-9");
+    join_lanes(load).await;
+    let acknowledged = acknowledged.lock().expect("set").clone();
+    assert!(
+        acknowledged.len() > 12,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    let second = start_on(bin, inbox, envs).await;
+    exactly_one_effect_each(bin, server_url, &acknowledged).await;
+    assert_eq!(second.health().await, 200);
+}
+
+/// The receivers' settings for the PostgreSQL tests that stop them or the server mid-transaction:
+/// handlers 150 ms inside their transactions, four at once, leases of 2 s.
+const PG_TX_ENVS: [(&str, &str); 3] = [
+    ("AIRMY_HANDLER_DELAY_MS", "150"),
+    ("AIRMY_INBOX_WORKERS", "4"),
+    ("AIRMY_INBOX_LEASE_SECS", "2"),
+];
+
 /// `kill -9` of a receiver on a PostgreSQL inbox under load, while its handlers are inside
 /// their transactions, then a restart on the same database: every acknowledged id has exactly
 /// one row in `airmy_receiver_effects` (rows counted, not stdout lines).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_receivers_killed_mid_transaction_make_each_effect_exactly_once() {
     let server = test_support::PostgresServer::start_private();
-    let envs = [
-        ("AIRMY_HANDLER_DELAY_MS", "150"),
-        ("AIRMY_INBOX_WORKERS", "4"),
-        ("AIRMY_INBOX_LEASE_SECS", "2"),
-    ];
     for bin in [AXUM, ACTIX] {
-        let first = start_on(bin, server.url(), &envs).await;
-        let prefix = format!(
-            "evt_pgk_{}",
-            OffsetDateTime::now_utc().unix_timestamp_nanos()
-        );
-        let (load, acknowledged) = load_lanes(std::slice::from_ref(&first.url), &prefix);
-        wait_for("some deliveries handled", Duration::from_secs(30), || {
-            first.lines().len() >= 12
-        })
-        .await;
-        first.signal("-9");
-        join_lanes(load).await;
-        let acknowledged = acknowledged.lock().expect("set").clone();
-        assert!(
-            acknowledged.len() > 12,
-            "{} acknowledged",
-            acknowledged.len()
-        );
-        let _second = start_on(bin, server.url(), &envs).await;
-        exactly_one_effect_each(bin, server.url(), &acknowledged).await;
+        killed_mid_transaction_and_restarted(bin, server.url(), &PG_TX_ENVS, server.url()).await;
     }
 }
 
@@ -924,13 +958,8 @@ async fn postgres_receivers_killed_mid_transaction_make_each_effect_exactly_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_postgres_make_each_effect_once_when_one_is_killed() {
     let server = test_support::PostgresServer::start_private();
-    let envs = [
-        ("AIRMY_HANDLER_DELAY_MS", "150"),
-        ("AIRMY_INBOX_WORKERS", "4"),
-        ("AIRMY_INBOX_LEASE_SECS", "2"),
-    ];
-    let victim = start_on(AXUM, server.url(), &envs).await;
-    let survivor = start_on(ACTIX, server.url(), &envs).await;
+    let victim = start_on(AXUM, server.url(), &PG_TX_ENVS).await;
+    let survivor = start_on(ACTIX, server.url(), &PG_TX_ENVS).await;
     let urls = [victim.url.clone(), survivor.url.clone()];
     let prefix = format!(
         "evt_pgr_{}",
@@ -992,6 +1021,91 @@ async fn postgres_stopped_mid_load_answers_503_and_keeps_effects_exactly_once() 
     );
     exactly_one_effect_each("outage", server.url(), &acknowledged).await;
     assert_eq!(r.health().await, 200);
+}
+
+/// PostgreSQL restarted under load (`pg_ctl restart -m fast`, then `-m immediate`), both
+/// receivers on it, their handlers inside their transactions (`AIRMY_HANDLER_DELAY_MS`): every
+/// answer is a 200 `accepted` or a 503 `{"error":"inbox_unavailable"}`, never another; right
+/// after each restart a burst of 32 deliveries is acknowledged in full; the receivers, never
+/// restarted, handle everything (some on a later attempt: the restart rolled back their
+/// transactions), and every acknowledged id has exactly one effect row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_keeps_effects_exactly_once() {
+    let server = Arc::new(test_support::PostgresServer::start_private());
+    let axum = start_on(AXUM, server.url(), &PG_TX_ENVS).await;
+    let actix = start_on(ACTIX, server.url(), &PG_TX_ENVS).await;
+    let urls = [axum.url.clone(), actix.url.clone()];
+    let client = client();
+    let mut acknowledged = HashSet::new();
+    let mut refused = 0;
+    for mode in [Stop::Fast, Stop::Immediate] {
+        let prefix = format!(
+            "evt_pgre_{mode:?}_{}",
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
+        let handled_before = axum.lines().len() + actix.lines().len();
+        let (load, acked, others) = load_lanes_answers(&urls, &prefix);
+        wait_for("handlers at work", Duration::from_secs(30), || {
+            axum.lines().len() + actix.lines().len() >= handled_before + 8
+        })
+        .await;
+        let restarting = Arc::clone(&server);
+        tokio::task::spawn_blocking(move || restarting.restart(mode))
+            .await
+            .expect("restart");
+        let burst = (0..32).map(|i| {
+            let (client, url, id) = (
+                client.clone(),
+                urls[i % 2].clone(),
+                format!("{prefix}_burst_{i}"),
+            );
+            async move { (post(&client, &url, &delivery(&id)).await, id) }
+        });
+        for (answer, id) in futures_util::future::join_all(burst).await {
+            assert!(
+                matches!(&answer, Some((200, body)) if body.contains("\"accepted\"")),
+                "{mode:?}: {id} right after the restart: {answer:?}"
+            );
+            acknowledged.insert(id);
+        }
+        join_lanes(load).await;
+        acknowledged.extend(acked.lock().expect("set").iter().cloned());
+        for (status, body) in others.lock().expect("answers").iter() {
+            assert_eq!(
+                (*status, body.as_str()),
+                (503, r#"{"error":"inbox_unavailable"}"#),
+                "{mode:?}"
+            );
+            refused += 1;
+        }
+    }
+    exactly_one_effect_each("restarts", server.url(), &acknowledged).await;
+    let retried = handled(&axum.lines())
+        .into_iter()
+        .chain(handled(&actix.lines()))
+        .filter(|(_, attempt)| *attempt > 1)
+        .count();
+    eprintln!(
+        "{} acknowledged, {refused} answered 503, {retried} handled on a later attempt",
+        acknowledged.len()
+    );
+    assert!(retried > 0, "no transaction was cut by the restarts");
+    assert_eq!((axum.health().await, actix.health().await), (200, 200));
+}
+
+/// Both receivers through PgBouncer in transaction pooling mode (`AIRMY_INBOX=…?pooler=true`;
+/// the axum one listening on the server's direct URL, the actix one polling), `kill -9` under
+/// load while their handlers are inside their transactions, then restarted: every acknowledged
+/// id has exactly one row in `airmy_receiver_effects` (rows counted on the server itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_through_pgbouncer_killed_mid_transaction_make_each_effect_exactly_once() {
+    let server = test_support::PostgresServer::start_private();
+    let bouncer = test_support::PgBouncer::start(&server);
+    let inbox = format!("{}?pooler=true", bouncer.url());
+    let mut listening = PG_TX_ENVS.to_vec();
+    listening.push(("AIRMY_INBOX_LISTEN_URL", server.url()));
+    killed_mid_transaction_and_restarted(AXUM, &inbox, &listening, server.url()).await;
+    killed_mid_transaction_and_restarted(ACTIX, &inbox, &PG_TX_ENVS, server.url()).await;
 }
 
 // Pause and resume, through `airmy-webhook inbox`.

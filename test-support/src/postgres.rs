@@ -195,6 +195,21 @@ impl PostgresServer {
         );
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast|immediate`): every session ends (a fast
+    /// restart terminates them with `57P01` and checkpoints; an immediate one kills them, as a
+    /// crash, and the server recovers from its WAL), open transactions are rolled back, and the
+    /// server comes back on the same port with the same options. Returns once it accepts
+    /// connections again. Blocking: from async code, call it in `spawn_blocking`, so that the
+    /// load the test runs meanwhile goes on.
+    ///
+    /// # Panics
+    ///
+    /// On a server of `AIRMY_POSTGRES_URL`, or when it does not come back within 30 s.
+    pub fn restart(&self, mode: Stop) {
+        let own = self.own.as_ref().expect("a server of its own");
+        own.pg_ctl_until_listening("restart", ["-m", mode.as_arg()]);
+    }
+
     /// Starts the server (again) on its port, and waits until it accepts connections.
     ///
     /// # Panics
@@ -209,28 +224,24 @@ impl PostgresServer {
             own.host,
             own.dir.display()
         );
-        own.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &own.data().to_string_lossy(),
-                "-l",
-                &own.dir.join("server.log").to_string_lossy(),
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ],
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect((own.host.as_str(), own.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "postgres did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        own.pg_ctl_until_listening("start", ["-o", &options]);
+    }
+}
+
+/// How [`PostgresServer::restart`] stops the server (`pg_ctl -m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `-m fast`: sessions terminated (`57P01`), their transactions rolled back, a checkpoint.
+    Fast,
+    /// `-m immediate`: every process killed at once, recovery from the WAL at start (a crash).
+    Immediate,
+}
+
+impl Stop {
+    fn as_arg(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Immediate => "immediate",
         }
     }
 }
@@ -238,6 +249,39 @@ impl PostgresServer {
 impl Own {
     fn data(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// `pg_ctl ACTION` with `option` (its log to `server.log`, waiting up to 30 s), then waits
+    /// until the server's port takes connections.
+    fn pg_ctl_until_listening(&self, action: &str, option: [&str; 2]) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().to_string_lossy(),
+                "-l",
+                &self.dir.join("server.log").to_string_lossy(),
+                option[0],
+                option[1],
+                "-w",
+                "-t",
+                "30",
+                action,
+            ],
+        );
+        self.wait_listening();
+    }
+
+    /// Waits until the server's port takes connections (30 s at most).
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect((self.host.as_str(), self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `path` as a command: as the `postgres` user when we are root, inside the server's

@@ -17,6 +17,11 @@ use crate::backend::Leased;
 use crate::worker::{Finish, Worker};
 use crate::{Handlers, OpenError, OpenErrorKind};
 
+/// How long a connection of [`PgBackend::connect`]'s pool may have been idle and still be
+/// handed out without a ping: longer than any statement's gap under load, shorter than a
+/// server's restart.
+const PING_AFTER_IDLE: Duration = Duration::from_millis(100);
+
 /// The default of [`PgOptions::operation_timeout`]: 3 s, so that an accept is answered (503
 /// when PostgreSQL does not answer) well within the 10 s AIRMY waits.
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
@@ -207,7 +212,21 @@ impl PgBackend {
             .max_connections(options.max_connections)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
+            // A connection the server closed while it sat idle in the pool (a restart, a
+            // failover, `idle_session_timeout`, a proxy's idle timeout) is found by a ping
+            // (one round trip) and replaced before it is handed out, not by the statement
+            // that would then fail. Only one idle for a while: under load a connection comes
+            // back within milliseconds and is not pinged every time (HikariCP skips its check
+            // for one used in the last 500 ms the same way).
             .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect.clone())
             .await
         {
@@ -230,9 +249,13 @@ impl PgBackend {
     /// [`PgOptions::listen_url`], when given). [`PgOptions::max_connections`] and
     /// [`PgOptions::acquire_timeout`] are the pool's own here, not these options'. Size the
     /// pool for the inbox too: its listener holds one connection, and each running handler's
-    /// transaction one. At shutdown, drop the backend (every clone, and the
-    /// [`Inbox`](crate::Inbox) holding it) before awaiting the pool's `close()`, which waits
-    /// for the listener's connection.
+    /// transaction one. Keep sqlx's default `test_before_acquire(true)` (or ping connections
+    /// idle for a while in a `before_acquire`, as [`connect`](Self::connect)'s pool does): a
+    /// connection the server closed while it sat idle in the pool (a restart,
+    /// `idle_session_timeout`) is then replaced before use instead of failing the statement
+    /// given it. At shutdown, drop the backend (every clone, and the [`Inbox`](crate::Inbox)
+    /// holding it) before awaiting the pool's `close()`, which waits for the listener's
+    /// connection.
     ///
     /// ```no_run
     /// use airmy_verify_inbox::{Inbox, PgBackend, PgOptions};

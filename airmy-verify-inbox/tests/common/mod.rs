@@ -1,9 +1,12 @@
 //! Shared by the backends' test files.
+#[cfg(feature = "postgres")]
+pub mod effects;
 pub mod pause;
 pub mod worker;
 
 /// One `#[tokio::test]` per worker scenario of [`worker`], each on an inbox from the test
 /// file's `fresh(name) -> (Inbox, guard)`: the list lives here once, for every backend.
+#[allow(unused_macros)] // not every test file runs the scenarios
 macro_rules! worker_scenarios {
     () => {
         worker_scenarios!(

@@ -30,6 +30,15 @@ pub async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Waits until `inbox` holds no pending, scheduled or processing entry (30 s at most).
+pub async fn wait_until_finished(inbox: &Inbox) {
+    wait_until("every entry finished", async || {
+        let stats = inbox.admin().stats().await.expect("stats");
+        stats.pending + stats.scheduled + stats.processing == 0
+    })
+    .await;
+}
+
 /// Handlers for any event that count each call in `calls`, then take `time` and succeed.
 pub fn counting(calls: Arc<AtomicUsize>, time: Duration) -> Handlers {
     Handlers::new().fallback(move |_e: Envelope<Event>, _ctx: Context| {

@@ -22,7 +22,8 @@
 //! `latency`, `drain` and `rawdrain` measure the SQLite backend, the Redis backend when
 //! `AIRMY_INBOX` is a Redis URL (each run under a fresh key prefix, deleted at the end), or the
 //! PostgreSQL backend when it is a `postgres://` URL (each run in a fresh schema, dropped at the
-//! end).
+//! end; `?pooler=true` through a transaction pooler such as PgBouncer, with the listener on
+//! `AIRMY_INBOX_LISTEN_URL` when set, as the receivers take them).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use airmy_verify::time::OffsetDateTime;
 use airmy_verify::{Envelope, Event, Secret, Verifier, testing};
 use airmy_verify_inbox::{
-    Accepted, Context, HandlerError, Handlers, Inbox, PgBackend, PgContext, PgOptions,
+    Accepted, Context, HandlerError, Handlers, Inbox, InboxUrl, PgBackend, PgContext, PgOptions,
     RedisBackend, RedisOptions, SqliteBackend, SqliteOptions,
 };
 use tokio_util::sync::CancellationToken;
@@ -198,17 +199,15 @@ impl Place {
                     cursor = next;
                 }
             }
-            Self::Postgres { url, schema, .. } => {
-                let pool = sqlx::PgPool::connect(url).await.expect("connects");
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            Self::Postgres {
+                schema, backend, ..
+            } => {
+                // One simple-protocol message on the backend's own pool: nothing prepared,
+                // whatever pooler is in between.
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE; DROP TABLE IF EXISTS {schema}_effects"
                 )))
-                .execute(&pool)
-                .await;
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP TABLE IF EXISTS {schema}_effects"
-                )))
-                .execute(&pool)
+                .execute(backend.pool())
                 .await;
             }
         }
@@ -230,24 +229,28 @@ async fn open(name: &str) -> (Inbox, Place) {
             .expect("connects");
         return (Inbox::new(backend), Place::Redis { url, prefix });
     }
-    if let Ok(url) = std::env::var("AIRMY_INBOX")
-        && (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    if let Ok(inbox) = std::env::var("AIRMY_INBOX")
+        && let Ok(InboxUrl::Postgres { url, pooler, .. }) = inbox.parse::<InboxUrl>()
     {
         let schema = format!(
             "bench_{name}_{}",
             OffsetDateTime::now_utc().unix_timestamp_nanos()
         );
-        let backend = PgBackend::connect(
-            &url,
-            PgOptions::default().schema(&schema).max_connections(
+        // Behind a transaction pooler (`?pooler=true`), as the receivers take it, with the
+        // listener on `AIRMY_INBOX_LISTEN_URL` when set.
+        let mut options = PgOptions::default()
+            .schema(&schema)
+            .pooler(pooler)
+            .max_connections(
                 std::env::var("PG_CONNECTIONS")
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(16),
-            ),
-        )
-        .await
-        .expect("connects");
+            );
+        if let Ok(listen) = std::env::var("AIRMY_INBOX_LISTEN_URL") {
+            options = options.listen_url(listen);
+        }
+        let backend = PgBackend::connect(&url, options).await.expect("connects");
         return (
             Inbox::new(backend.clone()),
             Place::Postgres {
