@@ -140,11 +140,13 @@ async fn handlers_past_the_roles_timeouts_fail_their_attempt_and_are_retried() {
     let stats = inbox.admin().stats().await.expect("stats");
     assert_eq!((stats.done, stats.dead), (9, 2), "{stats:?}");
     let effects = setup.effects().await;
+    // One effect each, from a later attempt than the first (which always exceeds the role's
+    // timeouts); on a loaded machine the second may run out of time too, and the third commits.
     for id in &recovering {
-        assert_eq!(
-            effects.get(id),
-            Some(&(1, 2)),
-            "{id}: one effect, from its second attempt"
+        let effect = effects.get(id);
+        assert!(
+            matches!(effect, Some(&(1, attempt)) if attempt >= 2),
+            "{id}: one effect, from a retried attempt: {effect:?}"
         );
     }
     for (id, cause) in [
